@@ -1,0 +1,46 @@
+# The two commands of the README:
+#   make quickstart   set up .venv, install shipml, run the churn example end to end
+#   make test         set up .venv with the dev tools, run lint, types, layers and every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: quickstart test lint unit integration bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/shipml quickstart
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+unit: $(DEV_STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(DEV_STAMP)
+	$(BIN)/pytest -m integration
+
+bench: $(DEV_STAMP)
+	@echo "benchmarks arrive with the serving issues (bench/)"
+
+clean:
+	rm -rf $(VENV) .shipml .pytest_cache .mypy_cache .ruff_cache

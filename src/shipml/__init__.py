@@ -1,0 +1,26 @@
+"""shipml: take a tabular model from a notebook to production."""
+
+from shipml.config import Settings, load_settings
+from shipml.errors import (
+    ConfigError,
+    DataLoadError,
+    DataValidationError,
+    ModelLoadError,
+    RegistryError,
+    SchemaError,
+    ShipmlError,
+    TrainingError,
+)
+
+__all__ = [
+    "ConfigError",
+    "DataLoadError",
+    "DataValidationError",
+    "ModelLoadError",
+    "RegistryError",
+    "SchemaError",
+    "Settings",
+    "ShipmlError",
+    "TrainingError",
+    "load_settings",
+]

@@ -1,0 +1,283 @@
+"""Settings: ``shipml.yaml`` parsed into typed models, with ``SHIPML_*`` overrides.
+
+Precedence, highest first: ``SHIPML_REGISTRY_URI``, nested environment
+variables (``SHIPML_TRAINING__CV_FOLDS=3``), the YAML file, the defaults.
+Every problem is reported with its key path, one line each.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from shipml.errors import ConfigError
+
+Task = Literal["binary", "multiclass", "regression"]
+DEFAULT_CONFIG = "shipml.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    """What to train and under which registered name."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="registered model name")
+    task: Task = Field(description="binary, multiclass or regression")
+    estimator: str = Field(
+        default="sklearn.ensemble.RandomForestClassifier",
+        description="import path of an sklearn-compatible estimator class",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters")
+
+
+class FeatureSettings(_Section):
+    """One feature of the schema, as written in the config or a schema file."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["numeric", "integer", "categorical", "boolean"]
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+
+
+class DataSettings(_Section):
+    """Where the training data is and how to read it."""
+
+    path: str | None = Field(default=None, description="training data file (CSV or Parquet)")
+    target: str = Field(min_length=1, description="the column to predict")
+    id_columns: list[str] = Field(default_factory=list, description="columns kept in outputs, never used as features")
+    drop_columns: list[str] = Field(default_factory=list, description="columns ignored entirely")
+    schema_file: str | None = Field(default=None, description="YAML schema written by `shipml schema infer`")
+    features: list[FeatureSettings] | None = Field(default=None, description="inline feature schema")
+
+
+class ValidationSettings(_Section):
+    """Thresholds of the data quality checks."""
+
+    max_null_rate: float = Field(default=0.2, ge=0.0, le=1.0, description="max fraction of nulls per column")
+    max_duplicate_rate: float = Field(default=0.05, ge=0.0, le=1.0, description="max fraction of duplicate rows")
+    min_class_rate: float = Field(default=0.01, ge=0.0, le=0.5, description="min fraction of the rarest class")
+    allow_constant_columns: bool = Field(default=False, description="accept columns with a single value")
+
+
+class GateSettings(_Section):
+    """A promotion gate on one holdout metric."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> GateSettings:
+        if self.min is None and self.max is None:
+            raise ValueError("needs `min` or `max`")
+        return self
+
+
+class TrainingSettings(_Section):
+    """Split, cross-validation and promotion gates."""
+
+    test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="holdout fraction")
+    cv_folds: int = Field(default=5, ge=2, le=50, description="k of the k-fold cross-validation")
+    seed: int = Field(default=42, ge=0, description="seed of every random choice")
+    gates: dict[str, GateSettings] = Field(default_factory=dict, description="metric -> {min|max}")
+
+
+class RegistrySettings(_Section):
+    """The MLflow tracking server / registry."""
+
+    uri: str = Field(default="sqlite:///.shipml/mlflow.db", description="MLflow tracking + registry URI")
+    artifact_root: str = Field(default=".shipml/artifacts", description="artifact root of the embedded store")
+    experiment: str = Field(default="shipml", min_length=1, description="MLflow experiment name")
+
+
+class PredictSettings(_Section):
+    """Offline scoring."""
+
+    chunk_rows: int = Field(default=50_000, ge=1, description="rows read, validated and scored at a time")
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHIPML_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: str = Field(default=".shipml", description="state directory of the embedded defaults")
+    model: ModelSettings | None = None
+    data: DataSettings | None = None
+    validation: ValidationSettings = ValidationSettings()
+    training: TrainingSettings = TrainingSettings()
+    registry: RegistrySettings = RegistrySettings()
+    predict: PredictSettings = PredictSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init kwargs); the short
+        # SHIPML_REGISTRY_URI beats everything, as MLflow users expect.
+        return (_RegistryUriSource(settings_cls), env_settings, init_settings)
+
+    def require_training(self) -> tuple[ModelSettings, DataSettings]:
+        """The sections training needs, or a ConfigError naming the missing ones."""
+        problems = [f"{key}: required section missing" for key in ("model", "data") if getattr(self, key) is None]
+        if problems:
+            raise ConfigError(problems)
+        assert self.model is not None and self.data is not None  # noqa: S101 - narrowed above
+        return self.model, self.data
+
+
+class _RegistryUriSource(InitSettingsSource):
+    """``SHIPML_REGISTRY_URI`` as a short form of ``SHIPML_REGISTRY__URI``."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        uri = os.environ.get("SHIPML_REGISTRY_URI")
+        super().__init__(settings_cls, {"registry": {"uri": uri}} if uri else {})
+
+
+def load_settings(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read ``path`` (default ``shipml.yaml`` if present) into ``Settings``.
+
+    ``overrides`` (from CLI flags) are applied last, as nested dicts.
+    """
+    data: dict[str, Any] = {}
+    source = ""
+    if path is not None or Path(DEFAULT_CONFIG).exists():
+        file = Path(path) if path is not None else Path(DEFAULT_CONFIG)
+        source = str(file)
+        data = _read_yaml(file)
+    return settings_from_mapping(data, source, overrides=overrides)
+
+
+def settings_from_text(text: str, source: str) -> Settings:
+    """Settings from YAML text (the embedded example configs)."""
+    loaded = yaml.safe_load(text)
+    return settings_from_mapping(loaded if isinstance(loaded, dict) else {}, source)
+
+
+def settings_from_mapping(
+    data: dict[str, Any], source: str = "", *, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Validate a parsed mapping (plus the environment) into Settings."""
+    try:
+        settings = Settings(**data)
+        if overrides:
+            merged = _deep_merge(settings.model_dump(exclude_unset=False), overrides)
+            settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source) from None
+    return settings
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise ConfigError([f"config file not found: {file}"])
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}: cannot read: {exc}"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{file}: must be a mapping of keys to values, got {type(loaded).__name__}"])
+    return loaded
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per problem: ``key.path: what is wrong, got what``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        kind = err["type"]
+        got = err.get("input")
+        ctx = err.get("ctx") or {}
+        if kind in _BOUNDS:
+            op, key = _BOUNDS[kind]
+            text = f"must be {op} {ctx[key]}, got {got}"
+        elif kind == "extra_forbidden":
+            text = "unknown key" + _suggestion(err["loc"])
+        elif kind == "missing":
+            text = "required value missing"
+        else:
+            msg = str(err["msg"]).replace("Value error, ", "")
+            msg = msg.replace("Input should be", "must be").replace("String should", "must")
+            text = msg if kind == "value_error" else f"{msg}, got {got!r}"
+        lines.append(f"{loc}: {text}")
+    return lines
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """`, did you mean 'cv_folds'?` for a misspelt key, when one is close."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None:
+            return ""
+        model = _model_of(field.annotation)
+        if model is None:
+            return ""
+    names = list(model.model_fields) if hasattr(model, "model_fields") else []
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def starter_config() -> str:
+    """The commented config that ``shipml init`` writes."""
+    return resources.files("shipml").joinpath("starter.yaml").read_text(encoding="utf-8")

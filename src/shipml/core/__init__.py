@@ -1,0 +1,1 @@
+"""Pure logic: no I/O, no framework. Schema, validation rules, model building, metrics, profiles."""

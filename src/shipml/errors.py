@@ -1,0 +1,67 @@
+"""The exception hierarchy: every error a user can cause is a ``ShipmlError``.
+
+The CLI turns any ``ShipmlError`` into its message on one line and its
+``exit_code``; the server (later) turns it into a JSON error with a 4xx status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ShipmlError(Exception):
+    """Base class: a problem the user can fix, with a message that says how."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def lines(self) -> list[str]:
+        """The message as the lines to print, one problem per line."""
+        return [self.message]
+
+
+class ConfigError(ShipmlError):
+    """The configuration file or the environment overrides are invalid."""
+
+    def __init__(self, problems: Sequence[str], source: str = "") -> None:
+        self.problems = list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + p for p in self.problems))
+
+    def lines(self) -> list[str]:
+        prefix = f"{self.source}: " if self.source else ""
+        return [prefix + p for p in self.problems]
+
+
+class DataLoadError(ShipmlError):
+    """A data file is missing, unreadable or of an unknown format."""
+
+
+class SchemaError(ShipmlError):
+    """A feature schema is malformed or does not fit the data."""
+
+
+class DataValidationError(ShipmlError):
+    """Data failed validation; ``report`` holds every failed check."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class TrainingError(ShipmlError):
+    """The training configuration cannot be built or fitted."""
+
+
+class RegistryError(ShipmlError):
+    """The model registry refused an operation or names an unknown model/version."""
+
+
+class ModelLoadError(ShipmlError):
+    """A registered model could not be loaded or failed its integrity check."""

@@ -1,0 +1,1 @@
+"""Use cases composing core and adapters: validate, train, promote, predict."""

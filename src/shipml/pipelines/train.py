@@ -1,0 +1,226 @@
+"""`shipml train`: validate, split, cross-validate, fit, evaluate, profile, register, gate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.base import clone
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+
+from shipml.adapters.files import file_sha256
+from shipml.adapters.mlflow_registry import MlflowRegistry, RunPayload, VersionInfo, git_commit, tags_from
+from shipml.config import GateSettings, Settings
+from shipml.core.metrics import Evaluation, evaluate, metric_names
+from shipml.core.model import build_pipeline, make_estimator
+from shipml.core.profile import ReferenceProfile, build_profile
+from shipml.core.schema import FeatureSchema, Task
+from shipml.core.validation import ValidationReport, validate_frame
+from shipml.errors import ConfigError, DataValidationError, TrainingError
+from shipml.pipelines.data import feature_frame, load_training_frame, resolve_schema, thresholds
+
+Progress = Callable[[str, int, int], None]
+# Set on every version until the fast predictors (issue 5) verify one.
+FAST_PATH_PENDING = "not verified: no fast predictor built for this version"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A fitted pipeline with everything needed to register and later monitor it."""
+
+    pipeline: Pipeline
+    schema: FeatureSchema
+    profile: ReferenceProfile
+    cv: dict[str, tuple[float, float]]  # metric -> (mean, std) over the folds
+    holdout: Evaluation
+    report: ValidationReport
+    lineage: dict[str, str]
+    rows: tuple[int, int]  # (train, test)
+    input_example: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    result: TrainResult
+    version: VersionInfo
+    gate: GateVerdict
+
+
+def check_gate_names(gates: dict[str, GateSettings], task: Task) -> None:
+    """A gate on a metric the task does not compute is a config error, found before any work."""
+    known = metric_names(task)
+    problems = [
+        f"training.gates.{name}: unknown metric for a {task} task; known: {', '.join(known)}"
+        for name in gates
+        if name not in known
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def judge_gates(gates: dict[str, GateSettings], metrics: dict[str, float]) -> GateVerdict:
+    lines, passed = [], True
+    for name, gate in sorted(gates.items()):
+        value = metrics[name]
+        if gate.min is not None and value < gate.min:
+            passed = False
+            lines.append(f"gate {name}: {value:.4f} < min {gate.min:g} (missed by {gate.min - value:.4f})")
+        elif gate.max is not None and value > gate.max:
+            passed = False
+            lines.append(f"gate {name}: {value:.4f} > max {gate.max:g} (missed by {value - gate.max:.4f})")
+        else:
+            bound = f">= {gate.min:g}" if gate.min is not None else f"<= {gate.max:g}"
+            lines.append(f"gate {name}: {value:.4f} {bound} ok")
+    return GateVerdict(passed, tuple(lines))
+
+
+def fit(settings: Settings, data: str | Path | None = None, progress: Progress | None = None) -> TrainResult:
+    """Everything of a training run short of the registry. Raises on invalid data or config."""
+    model_cfg, data_cfg = settings.require_training()
+    cfg = settings.training
+    check_gate_names(cfg.gates, model_cfg.task)
+    estimator = make_estimator(model_cfg.estimator, model_cfg.params, model_cfg.task, cfg.seed)
+    df, path = load_training_frame(settings, data)
+    schema, _ = resolve_schema(model_cfg, data_cfg, df)
+    report = validate_frame(
+        df,
+        schema,
+        source=str(path),
+        thresholds=thresholds(settings.validation),
+        ignore_columns=tuple(data_cfg.drop_columns),
+    )
+    if not report.passed:
+        raise DataValidationError(report.summary(), report)
+    X = feature_frame(df, schema)
+    y = df[schema.target.name]
+    if schema.target.task != "regression":
+        y = y.astype(str) if not pd.api.types.is_integer_dtype(y) else y
+    classify = schema.target.task != "regression"
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y if classify else None
+    )
+    pipeline = build_pipeline(schema, estimator)
+    folds = (StratifiedKFold if classify else KFold)(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    per_fold: list[dict[str, float]] = []
+    for i, (tr, va) in enumerate(folds.split(X_train, y_train)):
+        fold_model = clone(pipeline).fit(X_train.iloc[tr], y_train.iloc[tr])
+        per_fold.append(_evaluate(fold_model, schema.target.task, X_train.iloc[va], y_train.iloc[va]).metrics)
+        if progress:
+            progress("cross-validation", i + 1, cfg.cv_folds)
+    cv = {m: (float(np.mean([f[m] for f in per_fold])), float(np.std([f[m] for f in per_fold]))) for m in per_fold[0]}
+    try:
+        pipeline.fit(X_train, y_train)
+    except ValueError as exc:
+        raise TrainingError(f"fitting {model_cfg.estimator} failed: {exc}") from None
+    if progress:
+        progress("fit", 1, 1)
+    holdout = _evaluate(pipeline, schema.target.task, X_test, y_test)
+    train_pred = _profile_predictions(pipeline, schema.target.task, X_train)
+    lineage = {
+        "shipml.data_sha256": file_sha256(path),
+        "shipml.data_file": path.name,
+        "shipml.schema_sha256": schema.sha256(),
+        "shipml.git_commit": git_commit() or "none",
+        "shipml.fast_path": FAST_PATH_PENDING,
+        "shipml.version": package_version("shipml"),
+    }
+    return TrainResult(
+        pipeline=pipeline,
+        schema=schema,
+        profile=build_profile(X_train, schema, train_pred),
+        cv=cv,
+        holdout=holdout,
+        report=report,
+        lineage=lineage,
+        rows=(len(X_train), len(X_test)),
+        input_example=X_train.head(5),
+    )
+
+
+def _evaluate(model: Pipeline, task: Task, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+    """Holdout metrics of the whole pipeline: the model sees preprocessed features, as in serving."""
+    if task == "regression":
+        return evaluate(task, y, model.predict(X), None, None)
+    proba = model.predict_proba(X)
+    classes = model.classes_
+    return evaluate(task, y, classes[np.argmax(proba, axis=1)], proba, classes)
+
+
+def _profile_predictions(model: Pipeline, task: Task, X: pd.DataFrame) -> np.ndarray:
+    if task == "binary":
+        return np.asarray(model.predict_proba(X)[:, 1])
+    return np.asarray(model.predict(X))
+
+
+def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
+    """What the registry logs for ``result``: params, metrics, tags, the shipml/ files."""
+    model_cfg, _ = settings.require_training()
+    cfg = settings.training
+    params: dict[str, Any] = {
+        "estimator": model_cfg.estimator,
+        "task": model_cfg.task,
+        "training.test_size": cfg.test_size,
+        "training.cv_folds": cfg.cv_folds,
+        "training.seed": cfg.seed,
+        "data.train_rows": result.rows[0],
+        "data.test_rows": result.rows[1],
+        "data.features": len(result.schema.features),
+    }
+    params.update({f"model.{k}": v for k, v in result.pipeline.named_steps["model"].get_params().items()})
+    metrics = dict(result.holdout.metrics)
+    for name, (mean, std) in result.cv.items():
+        metrics[f"cv_{name}_mean"] = mean
+        metrics[f"cv_{name}_std"] = std
+    evaluation = {
+        "holdout": result.holdout.metrics,
+        "cv": {k: {"mean": m, "std": s} for k, (m, s) in result.cv.items()},
+        "labels": list(result.holdout.labels),
+        "confusion_matrix": [list(r) for r in result.holdout.confusion],
+    }
+    files = {
+        "shipml/schema.json": result.schema.to_json(),
+        "shipml/profile.json": result.profile.to_json(),
+        "shipml/validation.json": json.dumps(result.report.to_dict(), indent=2),
+        "shipml/evaluation.json": json.dumps(evaluation, indent=2),
+        "shipml/config.yaml": yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False),
+    }
+    requirements = tuple(f"{pkg}=={package_version(pkg)}" for pkg in ("scikit-learn", "numpy", "pandas", "mlflow"))
+    return RunPayload(
+        name=model_cfg.name,
+        run_name=f"{model_cfg.name}-train",
+        params=tags_from(params),
+        metrics=metrics,
+        tags=dict(result.lineage),
+        files=files,
+        model=result.pipeline,
+        input_example=result.input_example,
+        pip_requirements=requirements,
+    )
+
+
+def train_and_register(
+    settings: Settings, registry: MlflowRegistry, data: str | Path | None = None, progress: Progress | None = None
+) -> TrainOutcome:
+    """Train, register the version, and give it `staging` when the gates pass."""
+    result = fit(settings, data, progress)
+    version = registry.register(payload_for(settings, result))
+    gate = judge_gates(settings.training.gates, result.holdout.metrics)
+    if gate.passed:
+        reason = "gates passed" + (": " + "; ".join(gate.lines) if gate.lines else " (no gates configured)")
+        registry.move_alias(version.name, "staging", version.version, reason)
+        version = registry.get_version(version.name, version.version)
+    return TrainOutcome(result, version, gate)

@@ -1,0 +1,1 @@
+"""The ASGI prediction service, built by ``create_app(settings)``."""

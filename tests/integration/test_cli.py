@@ -1,0 +1,166 @@
+"""The CLI end to end, as a user runs it: quickstart, predict, validate, and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.config import RegistrySettings
+from shipml.examples.churn import generate_churn
+from shipml.pipelines.data import feature_frame
+from shipml.pipelines.predict import load_schema
+from tests.integration.cli import one_error_line, shipml
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where `shipml quickstart` has run (on 2,000 rows, for speed)."""
+    root = tmp_path_factory.mktemp("project")
+    result = shipml(root, "quickstart", "--rows", "2000")
+    assert result.returncode == 0, result.stderr
+    assert "promoted churn/1 to production" in result.stdout
+    return root
+
+
+def registry(root: Path) -> MlflowRegistry:
+    return MlflowRegistry(
+        RegistrySettings(uri=f"sqlite:///{root}/.shipml/mlflow.db", artifact_root=str(root / ".shipml/artifacts"))
+    )
+
+
+def test_quickstart_leaves_a_production_version(project: Path) -> None:
+    assert registry(project).aliases("churn") == {"production": "1", "staging": "1"}
+    listing = shipml(project, "models", "list")
+    assert listing.returncode == 0 and "churn" in listing.stdout
+
+
+def test_predict_gives_the_pipeline_probabilities_streaming_in_chunks(project: Path) -> None:
+    generate_churn(1_000, seed=11).drop(columns=["churn"]).to_csv(project / "new.csv", index=False)
+    result = shipml(
+        project, "predict", "new.csv", "--model", "churn@production", "-o", "scores.parquet", "--chunk-rows", "300"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "scored 1000 rows with churn/1" in result.stdout
+    scores = pq.read_table(project / "scores.parquet").to_pandas()
+    assert list(scores.columns) == ["customer_id", "proba_0", "proba_1", "prediction", "model_version"]
+    loaded = registry(project).load(ModelRef.parse("churn/1"), project / ".shipml" / "test-cache")
+    data = pd.read_csv(project / "new.csv")
+    expected = loaded.pipeline.predict_proba(feature_frame(data, load_schema(loaded)))
+    np.testing.assert_array_equal(scores[["proba_0", "proba_1"]].to_numpy(), expected)
+    assert (scores.customer_id == data.customer_id).all()
+    assert set(scores.model_version) == {"1"}
+    assert (scores.prediction == np.where(expected[:, 1] > expected[:, 0], "1", "0")).all()
+
+
+def test_predict_refuses_invalid_data_and_writes_nothing(project: Path) -> None:
+    df = generate_churn(200, seed=12)
+    df.loc[5, "contract"] = "lifetime"
+    df.to_csv(project / "bad.csv", index=False)
+    result = shipml(project, "predict", "bad.csv", "-m", "churn@production", "-o", "bad-scores.csv")
+    line = one_error_line(result)
+    assert "contract: allowed_categories (1 rows)" in line
+    assert "lifetime" in result.stdout
+    assert not (project / "bad-scores.csv").exists()
+    assert not list(project.glob(".bad-scores*"))
+
+
+def test_validate_prints_a_table_writes_json_and_exits_1(project: Path) -> None:
+    df = generate_churn(300, seed=13)
+    df.loc[0:2, "age"] = 400
+    df.to_csv(project / "v.csv", index=False)
+    (project / "cfg.yaml").write_text((Path(__file__).parents[2] / "examples/churn/shipml.yaml").read_text())
+    result = shipml(project, "validate", "v.csv", "--config", "cfg.yaml", "--json", "v.json")
+    assert result.returncode == 1, result.stderr
+    assert "age" in result.stdout and "max 120" in result.stdout and "400" in result.stdout
+    report = json.loads((project / "v.json").read_text())
+    assert report["passed"] is False
+    assert {"column": "age", "rule": "max 120.0", "failing": 3, "examples": ["400.0"], "severity": "error"} in report[
+        "issues"
+    ]
+    ok = shipml(project, "validate", "new.csv", "--model", "churn@production", "--json", "ok.json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+CONFIG = (Path(__file__).parents[2] / "examples/churn/shipml.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing_data", "nothing.csv: file not found"),
+        ("unreadable_csv", "cannot"),
+        ("bad_yaml", "invalid YAML"),
+        ("unknown_estimator", "model.estimator: cannot import 'sklearn.forest'"),
+        ("missing_target", "churn: missing_target"),
+        ("all_null_column", "total_charges: all_null"),
+        ("gate_unknown_metric", "training.gates.auc: unknown metric for a binary task"),
+    ],
+)
+def test_train_bad_input_is_one_line_exit_2_and_registry_unchanged(
+    project: Path, tmp_path: Path, case: str, expected: str
+) -> None:
+    before = registry(project).versions("churn")
+    config, data = CONFIG, generate_churn(300, seed=3)
+    data_file = tmp_path / "d.csv"
+    if case == "missing_data":
+        data_file = tmp_path / "nothing.csv"
+    elif case == "unreadable_csv":
+        data_file.write_bytes(b'a,b\n1,"2\n\x00\xff\xfe,,,\n')
+    elif case == "bad_yaml":
+        config = config.replace("model:\n", "model: [\n", 1)
+    elif case == "unknown_estimator":
+        config = config.replace("sklearn.ensemble.RandomForestClassifier", "sklearn.forest.Random")
+    elif case == "missing_target":
+        data = data.drop(columns=["churn"])
+    elif case == "all_null_column":
+        data["total_charges"] = np.nan
+    elif case == "gate_unknown_metric":
+        config = config.replace("roc_auc: {min: 0.75}", "auc: {min: 0.75}")
+    if case not in ("missing_data", "unreadable_csv"):
+        data.to_csv(data_file, index=False)
+    (tmp_path / "shipml.yaml").write_text(config.replace(".shipml/data/churn.csv", str(data_file)))
+    result = shipml(project, "train", "--config", str(tmp_path / "shipml.yaml"))
+    assert expected in one_error_line(result)
+    assert [v.version for v in registry(project).versions("churn")] == [v.version for v in before]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("models", "promote", "nope", "1"), "unknown model 'nope' (registered models: churn)"),
+        (("models", "promote", "churn", "99"), "model 'churn' has no version 99"),
+        (("models", "rollback", "churn"), "no `previous` production version"),
+        (("predict", "new.csv", "-m", "../etc@x", "-o", "o.parquet"), "model reference '../etc@x'"),
+        (("models", "show", "churn@nothing"), "has no version with alias 'nothing'"),
+    ],
+)
+def test_registry_bad_input_is_one_line_exit_2(project: Path, args: tuple[str, ...], expected: str) -> None:
+    before = registry(project).history("churn")
+    assert expected in one_error_line(shipml(project, *args))
+    assert registry(project).history("churn") == before
+
+
+def test_init_writes_a_starter_config_that_loads(tmp_path: Path) -> None:
+    assert shipml(tmp_path, "init").returncode == 0
+    assert (tmp_path / "shipml.yaml").read_text().startswith("# shipml.yaml")
+    assert "already exists" in one_error_line(shipml(tmp_path, "init"))
+
+
+def test_schema_infer_writes_yaml_the_config_can_use(tmp_path: Path) -> None:
+    generate_churn(300, seed=5).to_csv(tmp_path / "d.csv", index=False)
+    result = shipml(
+        tmp_path, "schema", "infer", "d.csv", "--target", "churn", "--id-column", "customer_id", "-o", "s.yaml"
+    )
+    assert result.returncode == 0, result.stderr
+    config = CONFIG.split("  features:")[0].replace(".shipml/data/churn.csv", "d.csv") + "  schema_file: s.yaml\n"
+    (tmp_path / "shipml.yaml").write_text(config)
+    valid = shipml(tmp_path, "validate", "d.csv")
+    assert valid.returncode == 0, valid.stdout + valid.stderr

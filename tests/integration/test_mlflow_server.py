@@ -1,0 +1,85 @@
+"""train, promote and rollback against a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL_FOREST
+from tests.integration.cli import shipml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root}/server.db",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not become healthy in 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_train_promote_rollback_against_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+    env = {"SHIPML_REGISTRY_URI": mlflow_server, "SHIPML_TRAINING__CV_FOLDS": "2"}
+    config = (Path(__file__).parents[2] / "examples/churn/shipml.yaml").read_text()
+    config = config.replace("n_estimators: 100", f"n_estimators: {SMALL_FOREST['n_estimators']}")
+    (tmp_path / "shipml.yaml").write_text(config)
+    assert shipml(tmp_path, "example", "churn", ".shipml/data/churn.csv", "--rows", "1500").returncode == 0
+    for _ in range(2):
+        trained = shipml(tmp_path, "train", env=env)
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+    for version in ("1", "2"):
+        promoted = shipml(tmp_path, "models", "promote", "churn", version, "--to", "production", env=env)
+        assert promoted.returncode == 0, promoted.stderr
+    listing = shipml(tmp_path, "models", "list", env=env).stdout
+    assert "│ churn │ 2      │ 2          │ 2       │ 1        │" in listing
+    back = shipml(tmp_path, "models", "rollback", "churn", "--reason", "test", env=env)
+    assert back.returncode == 0, back.stderr
+    assert "churn@production: 2 -> 1" in back.stdout
+    history = shipml(tmp_path, "models", "history", "churn", env=env).stdout
+    assert "rollback: test" in history
+    scored = shipml(tmp_path, "predict", ".shipml/data/churn.csv", "-m", "churn@production", "-o", "s.parquet", env=env)
+    assert scored.returncode == 0, scored.stderr
+    assert "with churn/1" in scored.stdout
+    # nothing went to the embedded store
+    assert not (tmp_path / ".shipml" / "mlflow.db").exists()
