@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -432,8 +431,9 @@ def ui(
     _registry(settings)  # creates the store and .shipml/ if this is the first command run
     argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
-    with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run(argv, check=False)  # noqa: S603 - fixed argv
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 - become MLflow's UI, so signals reach it directly
 
 
 def main() -> None:
