@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -33,9 +34,11 @@ models_app = typer.Typer(
 )
 schema_app = typer.Typer(help="Feature schemas.", no_args_is_help=True)
 example_app = typer.Typer(help="Example data sets.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the prediction service.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(schema_app, name="schema")
 app.add_typer(example_app, name="example")
+app.add_typer(keys_app, name="keys")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -204,7 +207,9 @@ def _print_report(report: ValidationReport) -> None:
         table.add_column(col, justify="right" if col == "failing" else "left")
     for i in report.issues:
         style = "red" if i.severity == "error" else "yellow"
-        table.add_row(i.column, i.rule, str(i.failing), ", ".join(i.examples), f"[{style}]{i.severity}[/]")
+        table.add_row(
+            escape(i.column), escape(i.rule), str(i.failing), escape(", ".join(i.examples)), f"[{style}]{i.severity}[/]"
+        )
     out.print(table)
     mark = "[green]✔ passed[/]" if report.passed else "[red]✘ failed[/]"
     out.print(f"{mark}: {len(report.errors)} error(s), {len(report.issues) - len(report.errors)} warning(s)")
@@ -370,7 +375,7 @@ def models_rollback(
 
 def _print_moves(moves: list[Any], name: str) -> None:
     for m in moves:
-        out.print(f"{name}@{m.alias}: {m.from_version or '-'} -> {m.to_version or '-'}  ({m.reason})")
+        out.print(f"{name}@{m.alias}: {m.from_version or '-'} -> {m.to_version or '-'}  ({escape(m.reason)})")
 
 
 @models_app.command("history")
@@ -388,7 +393,7 @@ def models_history(
     moves = _registry(_settings(config, registry_uri)).history(name)
     table = Table("time (UTC)", "user", "alias", "from", "to", "reason")
     for m in moves:
-        table.add_row(m.time, m.user, m.alias, m.from_version or "-", m.to_version or "-", m.reason)
+        table.add_row(m.time, escape(m.user), m.alias, m.from_version or "-", m.to_version or "-", escape(m.reason))
     out.print(table)
     if at is not None:
         when = at if at.tzinfo else at.replace(tzinfo=UTC)
@@ -436,13 +441,92 @@ def ui(
     os.execv(sys.executable, argv)  # noqa: S606 - become MLflow's UI, so signals reach it directly
 
 
+# -- serving -----------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="registry reference (default: serve.model or <model.name>@production)")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="interface (default: serve.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default: serve.port, 8000)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="worker processes (default: serve.workers)")
+    ] = None,
+) -> None:
+    """Serve the registered version behind an alias over HTTP (shipml API, MLflow scoring, Open Inference v2)."""
+    import tempfile
+
+    import uvicorn
+
+    from shipml.config import worker_environment
+    from shipml.server.app import create_app
+
+    flags = {
+        "serve.model": model,
+        "serve.host": host,
+        "serve.port": port,
+        "serve.workers": workers,
+        "registry.uri": registry_uri,
+    }
+    overrides = {k: str(v) for k, v in flags.items() if v is not None}
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        nested.setdefault(section, {})[field] = value
+    settings = load_settings(config, overrides=nested or None)
+    app_or_factory: Any = create_app(settings)  # refuses a bad config before any port is bound
+    n = settings.serve.workers
+    if n > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="shipml-metrics-")
+        overrides["serve.multiproc_dir"] = metrics_dir
+        os.environ.update(worker_environment(config, overrides))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        app_or_factory = "shipml.server.app:app_from_environment"
+    err.print(
+        f"serving {settings.serve_ref()} on http://{settings.serve.host}:{settings.serve.port} with {n} worker(s)"
+    )
+    uvicorn.run(
+        app_or_factory,
+        factory=n > 1,
+        host=settings.serve.host,
+        port=settings.serve.port,
+        workers=n,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
+        log_level="warning",
+    )
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="who will hold the key (shown in logs)")],
+    role: Annotated[list[str] | None, typer.Option(help="predict and/or admin (repeatable)")] = None,
+) -> None:
+    """Make an API key: the key for the client, its sha256 for shipml.yaml."""
+    from shipml.server.auth import new_key
+
+    roles = role or ["predict"]
+    bad = [r for r in roles if r not in ("predict", "admin")]
+    if bad:
+        raise ConfigError([f"--role: must be predict or admin, got {bad[0]!r}"])
+    key, digest = new_key()
+    err.print("the key (give it to the client; it is not stored anywhere):")
+    out.print(key, markup=False, highlight=False)
+    err.print("add this under auth.keys in shipml.yaml:")
+    err.print(f"  - {{name: {name}, sha256: {digest}, roles: [{', '.join(roles)}]}}", markup=False, highlight=False)
+
+
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
     try:
         rc = app(standalone_mode=False)
     except ShipmlError as exc:
         for line in exc.lines():
-            err.print(f"[red]error:[/] {line}", highlight=False)
+            err.print(f"[red]error:[/] {escape(line)}", highlight=False)
         sys.exit(exc.exit_code if not isinstance(exc, DataValidationError) else 2)
     except click.exceptions.Abort:
         err.print("aborted")

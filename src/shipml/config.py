@@ -111,6 +111,71 @@ class PredictSettings(_Section):
     chunk_rows: int = Field(default=50_000, ge=1, description="rows read, validated and scored at a time")
 
 
+Role = Literal["predict", "admin"]
+
+
+class ApiKeySettings(_Section):
+    """An API key, stored as the sha256 of the key (``shipml keys new`` makes both)."""
+
+    name: str = Field(min_length=1, description="who holds the key; appears in logs instead of the key")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the key")
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["predict"]), min_length=1)
+
+
+class AuthSettings(_Section):
+    """API-key authentication of the prediction service."""
+
+    enabled: bool = Field(default=True, description="false disables auth entirely (loudly)")
+    keys: list[ApiKeySettings] = Field(default_factory=list)
+
+
+class ServeSettings(_Section):
+    """The HTTP prediction service."""
+
+    model: str | None = Field(
+        default=None, description="registry reference to serve (default: <model.name>@production)"
+    )
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    max_batch: int = Field(default=10_000, ge=1, description="max records in one batch request")
+    max_body_bytes: int = Field(default=8_000_000, ge=1024, description="max request body size")
+    unknown_categories: Literal["reject", "accept"] = Field(
+        default="reject", description="policy for unseen categories"
+    )
+    out_of_range: Literal["reject", "accept"] = Field(default="reject", description="policy for values outside min/max")
+    reload_interval_s: float = Field(
+        default=30.0, ge=0.0, description="registry alias poll interval; 0 turns polling off"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty turns CORS off")
+    cors_allow_credentials: bool = False
+    grace_period_s: float = Field(default=10.0, ge=0.0, description="time to finish in-flight requests on SIGTERM")
+    log_features: bool = Field(default=False, description="include feature values in request logs")
+    multiproc_dir: str | None = Field(default=None, description="prometheus multiprocess directory (set by --workers)")
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> ServeSettings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("cors_origins: '*' cannot be combined with cors_allow_credentials")
+        return self
+
+
+class StoreSettings(_Section):
+    """The prediction store (prediction log + feedback)."""
+
+    uri: str = Field(
+        default="sqlite:///.shipml/predictions.db", description="SQLAlchemy URI: sqlite:/// or postgresql://"
+    )
+    durability: Literal["commit", "async"] = Field(
+        default="commit", description="commit: answer after the row is committed; async: queue and answer at once"
+    )
+    queue_size: int = Field(default=10_000, ge=1, description="async mode: rows waiting before the service sheds load")
+    batch_max: int = Field(default=512, ge=1, description="max rows per group commit")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -128,6 +193,17 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     registry: RegistrySettings = RegistrySettings()
     predict: PredictSettings = PredictSettings()
+    serve: ServeSettings = ServeSettings()
+    auth: AuthSettings = AuthSettings()
+    store: StoreSettings = StoreSettings()
+
+    def serve_ref(self) -> str:
+        """The registry reference the service serves."""
+        if self.serve.model:
+            return self.serve.model
+        if self.model is None:
+            raise ConfigError(["serve.model: required when the config has no model section (e.g. churn@production)"])
+        return f"{self.model.name}@production"
 
     @classmethod
     def settings_customise_sources(
@@ -276,6 +352,24 @@ def _model_of(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+WORKER_CONFIG_ENV = "SHIPML_CONFIG_FILE"
+
+
+def settings_for_worker() -> Settings:
+    """Settings of a server worker process: the file named by ``SHIPML_CONFIG_FILE``, plus the environment."""
+    return load_settings(os.environ.get(WORKER_CONFIG_ENV) or None)
+
+
+def worker_environment(config: str | Path | None, overrides: dict[str, str]) -> dict[str, str]:
+    """Environment that makes worker processes build the same Settings as this process."""
+    env = {f"SHIPML_{key.upper().replace('.', '__')}": value for key, value in overrides.items()}
+    if config is not None:
+        env[WORKER_CONFIG_ENV] = str(Path(config).resolve())
+    elif Path(DEFAULT_CONFIG).exists():
+        env[WORKER_CONFIG_ENV] = str(Path(DEFAULT_CONFIG).resolve())
+    return env
 
 
 def starter_config() -> str:

@@ -196,7 +196,8 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "shipml/profile.json": result.profile.to_json(),
         "shipml/validation.json": json.dumps(result.report.to_dict(), indent=2),
         "shipml/evaluation.json": json.dumps(evaluation, indent=2),
-        "shipml/config.yaml": yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False),
+        "shipml/config.yaml": yaml.safe_dump(settings.model_dump(mode="json", exclude={"auth"}), sort_keys=False),
+        "shipml/input_example.json": result.input_example.to_json(orient="records"),
     }
     requirements = tuple(f"{pkg}=={package_version(pkg)}" for pkg in ("scikit-learn", "numpy", "pandas", "mlflow"))
     return RunPayload(

@@ -1,0 +1,143 @@
+"""Request records checked against a FeatureSchema: compiled once per schema, run per record.
+
+Each problem names the record index, the feature and the rule, so an API can
+answer 422 with exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from shipml.core.schema import Feature, FeatureSchema
+
+Policy = Literal["reject", "accept"]
+Value = float | str | bool | None
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One rule one record broke."""
+
+    record: int
+    feature: str
+    rule: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"record": self.record, "feature": self.feature, "rule": self.rule, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A record that passed, with values normalised (floats, strings, None) and what policy let through."""
+
+    values: dict[str, Value]
+    tolerated: tuple[tuple[str, str], ...] = ()  # (feature, rule) accepted by an `accept` policy
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class RecordValidator:
+    """Checks dict records against a schema: presence, type, finiteness, range, categories."""
+
+    def __init__(
+        self, schema: FeatureSchema, *, unknown_categories: Policy = "reject", out_of_range: Policy = "reject"
+    ) -> None:
+        self.schema = schema
+        self.unknown_categories = unknown_categories
+        self.out_of_range = out_of_range
+        self._features = schema.features
+        self._names = frozenset(schema.names)
+        self._categories = {f.name: frozenset(f.categories) for f in schema.features if f.categories is not None}
+
+    def check(self, record: object, index: int) -> Accepted | list[FieldError]:
+        if not isinstance(record, Mapping):
+            return [
+                FieldError(
+                    index, "*", "type", f"a record must be a JSON object of features, got {type(record).__name__}"
+                )
+            ]
+        errors: list[FieldError] = []
+        tolerated: list[tuple[str, str]] = []
+        values: dict[str, Value] = {}
+        extra = [k for k in record if k not in self._names]
+        for key in extra[:5]:
+            errors.append(FieldError(index, str(key), "unknown_feature", "the model has no such feature"))
+        for f in self._features:
+            if f.name not in record or record[f.name] is None:
+                if f.nullable:
+                    values[f.name] = None
+                else:
+                    rule = "missing" if f.name not in record else "not_nullable"
+                    errors.append(FieldError(index, f.name, rule, "a value is required"))
+                continue
+            value = self._value(f, record[f.name], index, errors, tolerated)
+            values[f.name] = value
+        if errors:
+            return errors
+        return Accepted(values, tuple(tolerated))
+
+    def _value(
+        self, f: Feature, raw: object, index: int, errors: list[FieldError], tolerated: list[tuple[str, str]]
+    ) -> Value:
+        if f.kind == "categorical":
+            if isinstance(raw, bool) or not isinstance(raw, str | int):
+                errors.append(FieldError(index, f.name, "type", f"expected a string, got {_describe(raw)}"))
+                return None
+            text = str(raw)
+            allowed = self._categories.get(f.name)
+            if allowed is not None and text not in allowed:
+                if self.unknown_categories == "reject":
+                    errors.append(
+                        FieldError(
+                            index, f.name, "unknown_category", f"{_describe(text)} is not one of the trained categories"
+                        )
+                    )
+                    return None
+                tolerated.append((f.name, "unknown_category"))
+            return text
+        if f.kind == "boolean":
+            if not isinstance(raw, bool):
+                errors.append(FieldError(index, f.name, "type", f"expected true or false, got {_describe(raw)}"))
+                return None
+            return float(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            errors.append(FieldError(index, f.name, "type", f"expected a number, got {_describe(raw)}"))
+            return None
+        number = float(raw)
+        if not math.isfinite(number):
+            errors.append(FieldError(index, f.name, "finite", f"expected a finite number, got {_describe(raw)}"))
+            return None
+        if f.kind == "integer" and not number.is_integer():
+            errors.append(FieldError(index, f.name, "whole_number", f"expected a whole number, got {_describe(raw)}"))
+            return None
+        for rule, bad in (("min", f.min is not None and number < f.min), ("max", f.max is not None and number > f.max)):
+            if bad:
+                bound = f.min if rule == "min" else f.max
+                if self.out_of_range == "reject":
+                    op = ">=" if rule == "min" else "<="
+                    errors.append(FieldError(index, f.name, rule, f"must be {op} {bound:g}, got {_describe(raw)}"))
+                    return None
+                tolerated.append((f.name, rule))
+        return number
+
+
+def frame_from_rows(schema: FeatureSchema, rows: Sequence[Mapping[str, Value]]) -> pd.DataFrame:
+    """Accepted rows as the pipeline's input frame: float64 numerics, object strings, NaN for missing."""
+    data: dict[str, Any] = {}
+    for f in schema.features:
+        column = [r[f.name] for r in rows]
+        if f.is_numeric:
+            data[f.name] = np.array([np.nan if v is None else v for v in column], dtype=np.float64)
+        else:
+            data[f.name] = np.array([np.nan if v is None else v for v in column], dtype=object)
+    return pd.DataFrame(data)

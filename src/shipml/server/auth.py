@@ -1,0 +1,67 @@
+"""API keys: stored as sha256 hashes, compared in constant time, each with roles."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from shipml.config import AuthSettings, Role
+
+KEY_PREFIX = "sk_shipml_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is: the key's name (never the key) and its roles."""
+
+    name: str
+    roles: frozenset[str]
+
+
+ANONYMOUS_ADMIN = Principal("auth-disabled", frozenset({"predict", "admin"}))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh random key and its hash (the hash goes in the config, the key to the client)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, hash_key(key)
+
+
+class Authenticator:
+    """Resolves the key of a request to a Principal."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.enabled = settings.enabled
+        self._keys = [(bytes.fromhex(k.sha256), Principal(k.name, frozenset(k.roles))) for k in settings.keys]
+
+    def identify(self, presented: str | None) -> Principal | None:
+        """The principal for ``presented`` or None; every stored hash is compared, in constant time."""
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        for stored, principal in self._keys:
+            if hmac.compare_digest(stored, digest) and found is None:
+                found = principal
+        return found
+
+
+def key_from_headers(authorization: str | None, api_key: str | None) -> str | None:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    if api_key:
+        return api_key.strip()
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
+
+
+def allows(principal: Principal, role: Role) -> bool:
+    return role in principal.roles

@@ -1,0 +1,46 @@
+"""Request plumbing shared by the routes: bounded body reading, JSON parsing, auth checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from shipml.config import Role
+from shipml.server.auth import Principal, allows, key_from_headers
+from shipml.server.errors import ApiError
+
+
+async def read_json(request: Request) -> Any:
+    """The parsed body; 413 past the configured size, 400 for bad JSON (including nesting past orjson's limit)."""
+    limit: int = request.app.state.shipml.settings.serve.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body is {declared} bytes; the limit is {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise ApiError(400, "invalid_json", "request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {str(exc).split(':')[0]}") from None
+
+
+def authorize(request: Request, role: Role) -> Principal:
+    """The caller's principal if it has ``role``: 401 without a valid key, 403 without the role."""
+    auth = request.app.state.shipml.auth
+    principal = auth.identify(key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key")))
+    if principal is None:
+        raise ApiError(401, "unauthenticated", "a valid API key is required (Authorization: Bearer <key> or X-API-Key)")
+    if not allows(principal, role):
+        raise ApiError(403, "forbidden", f"this key lacks the {role!r} role")
+    request.scope.setdefault("state", {})["principal"] = principal.name
+    return principal  # type: ignore[no-any-return]

@@ -1,0 +1,46 @@
+"""Prometheus metrics of one app, correct under several uvicorn workers (multiprocess mode)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServerMetrics:
+    """The service's metrics, registered on a registry of this app (no module-level state)."""
+
+    def __init__(self, multiproc_dir: str | None = None) -> None:
+        self.multiproc_dir = multiproc_dir
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("shipml_requests", "HTTP requests", ["endpoint", "status"], registry=r)
+        self.latency = Histogram(
+            "shipml_request_latency_seconds", "request latency", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.predictions = Counter(
+            "shipml_predictions", "predictions made", ["model", "version", "variant", "status"], registry=r
+        )
+        self.load_failures = Counter(
+            "shipml_model_load_failures", "model versions that failed to load or warm", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "shipml_model_info", "1 for the version being served", ["model", "version", "variant"],
+            registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.tolerated = Counter(
+            "shipml_tolerated_inputs", "inputs accepted by an `accept` policy", ["model", "feature", "rule"], registry=r
+        )
+        self.store_errors = Counter("shipml_store_errors", "prediction log write failures", registry=r)
+        self.shed = Counter(
+            "shipml_load_shed", "requests refused because the prediction log queue was full", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The text exposition: across all workers in multiprocess mode, else this process."""
+        if self.multiproc_dir:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(merged))
+        return bytes(generate_latest(self.registry))

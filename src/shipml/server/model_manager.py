@@ -1,0 +1,160 @@
+"""ModelManager: holds one immutable Deployment and swaps it atomically on reload.
+
+A reload builds the new Deployment beside the old one (download, integrity
+check, unpickle, warm-up) in a worker thread, then replaces one reference.
+Requests take the reference once, so in-flight requests finish on the version
+they started with. A version that fails to load leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import structlog
+
+from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.prediction_store import PredictionStore
+from shipml.config import ServeSettings
+from shipml.core.records import RecordValidator
+from shipml.errors import ShipmlError
+from shipml.pipelines.bundle import ModelBundle, load_bundle, warm
+from shipml.server.metrics import ServerMetrics
+
+log = structlog.get_logger("shipml.server")
+DEFAULT_VARIANT = "main"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What serves requests right now: a bundle, its compiled validator, its variant name."""
+
+    bundle: ModelBundle
+    validator: RecordValidator
+    variant: str = DEFAULT_VARIANT
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.bundle.info.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.info.version
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    changed: bool
+    version: str | None
+    previous: str | None
+    error: str | None = None
+
+
+class ModelManager:
+    """Loads the version behind a registry reference and keeps it current."""
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        registry: MlflowRegistry,
+        settings: ServeSettings,
+        cache_dir: Path,
+        metrics: ServerMetrics,
+        store: PredictionStore | None = None,
+    ) -> None:
+        self.ref = ref
+        self.registry = registry
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.metrics = metrics
+        self.store = store
+        self.current: Deployment | None = None
+        self._lock = asyncio.Lock()
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    async def start(self) -> None:
+        await self.reload()
+        if self.settings.reload_interval_s > 0:
+            self._poller = asyncio.create_task(self._poll(), name="shipml-registry-poll")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            await self.reload()
+
+    async def reload(self, force: bool = False) -> ReloadResult:
+        """Load the version the reference points at now, if it is not the one serving (or ``force``)."""
+        async with self._lock:
+            old = self.current
+            old_version = old.version if old else None
+            try:
+                info = await anyio.to_thread.run_sync(self.registry.resolve, self.ref)
+                if old is not None and info.version == old.version and not force:
+                    return ReloadResult(False, old_version, old_version)
+                started = time.perf_counter()
+                deployment = await anyio.to_thread.run_sync(self._build, ModelRef(info.name, info.version))
+            except ShipmlError as exc:
+                return self._failed(exc.message, old_version)
+            except Exception as exc:
+                return self._failed(f"{type(exc).__name__}: {exc}", old_version)
+            self.current = deployment  # the swap: one reference
+            if old is not None:
+                self.metrics.model_info.labels(old.name, old.version, old.variant).set(0)
+            self.metrics.model_info.labels(deployment.name, deployment.version, deployment.variant).set(1)
+            log.info(
+                "model_loaded", model=deployment.name, version=deployment.version, previous=old_version,
+                seconds=round(time.perf_counter() - started, 3),
+            )  # fmt: skip
+            return ReloadResult(True, deployment.version, old_version)
+
+    def _build(self, ref: ModelRef) -> Deployment:
+        bundle = load_bundle(self.registry, ref, self.cache_dir)
+        warm(bundle)
+        if self.store is not None:
+            self.store.ensure_features(bundle.schema)
+        validator = RecordValidator(
+            bundle.schema,
+            unknown_categories=self.settings.unknown_categories,
+            out_of_range=self.settings.out_of_range,
+        )
+        return Deployment(bundle, validator)
+
+    def _failed(self, reason: str, old_version: str | None) -> ReloadResult:
+        self.metrics.load_failures.labels(self.ref.name).inc()
+        log.error("model_load_failed", model=self.ref.name, reference=str(self.ref), reason=reason, serving=old_version)
+        return ReloadResult(False, old_version, old_version, reason)
+
+
+def describe(deployment: Deployment) -> dict[str, Any]:
+    """The `GET /model` document."""
+    b = deployment.bundle
+    return {
+        "name": b.info.name,
+        "version": b.info.version,
+        "variant": deployment.variant,
+        "run_id": b.info.run_id,
+        "trained_at": b.info.created_at.isoformat(),
+        "aliases": list(b.info.aliases),
+        "task": b.schema.target.task,
+        "classes": [str(c) for c in b.classes],
+        "metrics": {k: v for k, v in b.info.metrics.items() if not k.startswith("cv_")},
+        "fast_path": b.info.tags.get("shipml.fast_path", ""),
+        "predictor": b.predictor.name,
+        "schema": b.schema.to_dict(),
+    }

@@ -1,0 +1,52 @@
+"""Operations: health, readiness, metrics, model description, reload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shipml.server.errors import json_response
+from shipml.server.http import authorize
+from shipml.server.model_manager import describe
+from shipml.server.routes.common import deployment, state
+
+router = APIRouter()
+
+
+@router.get("/health/live", tags=["health"])
+async def live() -> Response:
+    return json_response({"status": "live"})
+
+
+@router.get("/health/ready", tags=["health"])
+async def ready(request: Request) -> Response:
+    current = state(request).manager.current
+    if current is None:
+        return json_response({"status": "not_ready", "reason": "no model loaded"}, 503)
+    return json_response({"status": "ready", "model": current.name, "version": current.version})
+
+
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/model", tags=["model"], summary="The model being served")
+async def model(request: Request) -> Response:
+    authorize(request, "predict")
+    return json_response(describe(deployment(request)))
+
+
+@router.post("/admin/reload", tags=["admin"], summary="Load the version the registry alias points at now")
+async def reload(request: Request) -> Response:
+    authorize(request, "admin")
+    result = await state(request).manager.reload(force=request.query_params.get("force") == "true")
+    body: dict[str, object] = {"changed": result.changed, "version": result.version, "previous": result.previous}
+    if result.error is not None:
+        body["error"] = {
+            "code": "load_failed",
+            "message": f"the new version failed to load, the old one keeps serving: {result.error[:300]}",
+        }
+        return json_response(body, 502)
+    return json_response(body)
