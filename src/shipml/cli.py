@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -489,6 +490,10 @@ def serve(
     err.print(
         f"serving {settings.serve_ref()} on http://{settings.serve.host}:{settings.serve.port} with {n} worker(s)"
     )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler it
+    # found: make that one a no-op, so a graceful stop exits 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app_or_factory,
         factory=n > 1,

@@ -148,11 +148,9 @@ class PredictionStore:
 
     def get(self, prediction_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = (
-                conn.execute(sa.select(self.predictions).where(self.predictions.c.id == prediction_id))
-                .mappings()
-                .first()
-            )
+            marker = "?" if self.is_sqlite else "%s"
+            result = conn.exec_driver_sql(f"SELECT * FROM predictions WHERE id = {marker}", (prediction_id,))  # noqa: S608 - fixed text
+            row = result.mappings().first()
         return dict(row) if row else None
 
     def count(self) -> int:

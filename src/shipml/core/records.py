@@ -139,5 +139,5 @@ def frame_from_rows(schema: FeatureSchema, rows: Sequence[Mapping[str, Value]]) 
         if f.is_numeric:
             data[f.name] = np.array([np.nan if v is None else v for v in column], dtype=np.float64)
         else:
-            data[f.name] = np.array([np.nan if v is None else v for v in column], dtype=object)
+            data[f.name] = pd.Series([np.nan if v is None else v for v in column], dtype=object)
     return pd.DataFrame(data)

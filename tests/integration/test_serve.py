@@ -1,0 +1,317 @@
+"""`shipml serve` as a real process, spoken to over HTTP by real clients."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.config import RegistrySettings
+from shipml.examples.churn import generate_churn
+from shipml.pipelines.data import feature_frame
+from shipml.pipelines.predict import load_schema
+from tests.integration.cli import shipml
+from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FEATURES = [
+    "tenure",
+    "monthly_charges",
+    "total_charges",
+    "age",
+    "support_calls",
+    "data_gb",
+    "contract",
+    "payment",
+    "internet",
+    "gender",
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
+    root = tmp_path_factory.mktemp("serve")
+    quick = shipml(root, "quickstart", "--rows", "3000")
+    assert quick.returncode == 0, quick.stderr
+    keys, auth = make_keys(root)
+    (root / "shipml.yaml").write_text(
+        CONFIG + auth + "serve:\n  reload_interval_s: 1\n  max_batch: 2000\n  max_body_bytes: 2000000\n"
+    )
+    return root, keys
+
+
+@pytest.fixture(scope="module")
+def server(project: tuple[Path, Keys]) -> Iterator[Server]:
+    s = start_server(project[0])
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def keys(project: tuple[Path, Keys]) -> Keys:
+    return project[1]
+
+
+def records(n: int, seed: int = 21) -> list[dict[str, object]]:
+    df = generate_churn(n, seed)[FEATURES]
+    df = df.astype(object).where(df.notna(), None)
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def pipeline_proba(project: Path, rows: list[dict[str, object]]) -> np.ndarray:
+    registry = MlflowRegistry(RegistrySettings(uri=f"sqlite:///{project}/.shipml/mlflow.db"))
+    loaded = registry.load(ModelRef.parse("churn/1"), project / ".shipml" / "test-cache")
+    frame = feature_frame(pd.DataFrame(rows), load_schema(loaded))
+    return np.asarray(loaded.pipeline.predict_proba(frame))
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_predict_matches_the_pipeline_on_1000_rows(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
+    rows = records(1000)
+    expected = pipeline_proba(project[0], rows)
+    got = []
+    with requests.Session() as http:
+        for row in rows:
+            r = http.post(f"{server.url}/predict", json={"features": row}, headers=auth(keys.predict), timeout=10)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["model"] == {"name": "churn", "version": "1", "variant": "main"}
+            assert r.headers["x-model-version"] == "1"
+            got.append([body["probabilities"]["0"], body["probabilities"]["1"]])
+            assert body["predicted_class"] == int(np.argmax(got[-1]))
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    batch = requests.post(
+        f"{server.url}/predict/batch", json={"records": rows}, headers=auth(keys.predict), timeout=30
+    ).json()
+    probs = np.asarray([[p["probabilities"]["0"], p["probabilities"]["1"]] for p in batch["predictions"]])
+    np.testing.assert_array_equal(probs, expected)
+    assert len({p["prediction_id"] for p in batch["predictions"]}) == 1000
+
+
+def test_batch_answers_in_order_with_per_record_errors(server: Server, keys: Keys) -> None:
+    rows = records(5)
+    rows[1] = rows[1] | {"contract": "lifetime"}
+    rows[3] = {"tenure": 1}
+    r = requests.post(f"{server.url}/predict/batch", json={"records": rows}, headers=auth(keys.predict), timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert [p["index"] for p in body["predictions"]] == [0, 1, 2, 3, 4]
+    assert body["failed"] == 2
+    assert body["predictions"][1]["error"]["details"] == [
+        {
+            "record": 1,
+            "feature": "contract",
+            "rule": "unknown_category",
+            "message": "'lifetime' is not one of the trained categories",
+        }
+    ]
+    assert {d["rule"] for d in body["predictions"][3]["error"]["details"]} == {"missing"}
+    assert "prediction_id" in body["predictions"][4]
+    too_many = requests.post(
+        f"{server.url}/predict/batch", json={"records": records(1) * 2001}, headers=auth(keys.predict), timeout=10
+    )
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "batch_too_large"
+
+
+@pytest.mark.parametrize(
+    ("change", "feature", "rule"),
+    [
+        ({"age": None}, "age", "not_nullable"),
+        ({"extra": 1}, "extra", "unknown_feature"),
+        ({"tenure": "3"}, "tenure", "type"),
+        ({"tenure": 500}, "tenure", "max"),
+        ({"tenure": 2.5}, "tenure", "whole_number"),
+        ({"contract": "weekly"}, "contract", "unknown_category"),
+        ({"gender": {"a": [1]}}, "gender", "type"),
+        ({"data_gb": True}, "data_gb", "type"),
+    ],
+)
+def test_invalid_features_are_422_naming_record_feature_rule(
+    server: Server, keys: Keys, change: dict[str, object], feature: str, rule: str
+) -> None:
+    r = requests.post(
+        f"{server.url}/predict", json={"features": records(1)[0] | change}, headers=auth(keys.predict), timeout=10
+    )
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["code"] == "validation_error"
+    assert {"record": 0, "feature": feature, "rule": rule} == {
+        k: error["details"][0][k] for k in ("record", "feature", "rule")
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"features": {"tenure": NaN}}', 400),
+        (b'{"features": {"tenure": Infinity}}', 400),
+        (b"not json", 400),
+        (b"[" * 5000 + b"]" * 5000, 400),
+        (b'{"features": ' + b'{"a":' * 2000 + b"1" + b"}" * 2000 + b"}", 400),
+        (b'{"features": [1, 2]}', 422),
+        (b'{"feature": {}}', 422),
+        (b'{"features": {"x": "' + b"a" * 2_100_000 + b'"}}', 413),
+    ],
+)
+def test_malformed_bodies_are_4xx_never_500(server: Server, keys: Keys, body: bytes, status: int) -> None:
+    r = requests.post(
+        f"{server.url}/predict",
+        data=body,
+        headers=auth(keys.predict) | {"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == status, r.text
+    assert set(r.json()["error"]) >= {"code", "message"}
+    assert "Traceback" not in r.text
+
+
+def test_auth_roles_and_open_health(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
+    row = {"features": records(1)[0]}
+    assert requests.post(f"{server.url}/predict", json=row, timeout=10).status_code == 401
+    assert (
+        requests.post(f"{server.url}/predict", json=row, headers=auth("sk_shipml_wrong"), timeout=10).status_code == 401
+    )
+    assert (
+        requests.post(f"{server.url}/predict", json=row, headers={"X-API-Key": keys.predict}, timeout=10).status_code
+        == 200
+    )
+    assert requests.post(f"{server.url}/admin/reload", headers=auth(keys.predict), timeout=10).status_code == 403
+    assert (
+        requests.post(
+            f"{server.url}/feedback", json={"prediction_id": "x", "label": "1"}, headers=auth(keys.predict), timeout=10
+        ).status_code
+        == 403
+    )
+    assert requests.post(f"{server.url}/admin/reload", headers=auth(keys.admin), timeout=30).json()["changed"] is False
+    for path in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/v2/models/churn/ready"):
+        assert requests.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+    assert (
+        "access-control-allow-origin"
+        not in requests.get(f"{server.url}/health/live", headers={"Origin": "https://evil.example"}, timeout=10).headers
+    )
+    log = server.log.read_text()
+    assert keys.predict not in log and keys.admin not in log
+    assert '"key": "app"' in log  # who, by name
+
+
+def test_model_description_and_openapi(server: Server, keys: Keys) -> None:
+    model = requests.get(f"{server.url}/model", headers=auth(keys.predict), timeout=10).json()
+    assert {model["name"], model["version"], model["task"]} == {"churn", "1", "binary"}
+    assert model["run_id"] and model["trained_at"] and model["metrics"]["roc_auc"] > 0.75
+    assert [f["name"] for f in model["schema"]["features"]] == FEATURES
+    spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    features = spec["components"]["schemas"]["Features"]
+    assert features["properties"]["contract"] == {"type": "string", "enum": ["month-to-month", "one-year", "two-year"]}
+    assert features["properties"]["tenure"]["type"] == "integer"
+    assert features["additionalProperties"] is False
+    assert (
+        spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        == "#/components/schemas/PredictRequest"
+    )
+
+
+def test_metrics_exposition(server: Server, keys: Keys) -> None:
+    requests.post(f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(keys.predict), timeout=10)
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    for name in (
+        "shipml_requests_total",
+        "shipml_request_latency_seconds_bucket",
+        "shipml_predictions_total",
+        "shipml_model_info",
+    ):
+        assert name in text, name
+    assert 'shipml_model_info{model="churn",variant="main",version="1"} 1.0' in text
+
+
+def test_mlflow_scoring_protocol_all_four_formats(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
+    rows = records(20, seed=5)
+    expected = np.argmax(pipeline_proba(project[0], rows), axis=1).tolist()
+    columns = FEATURES
+    payloads = [
+        {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}},
+        {"dataframe_records": rows},
+        {"instances": rows},
+        {"inputs": {c: [r[c] for r in rows] for c in columns}},
+    ]
+    for payload in payloads:
+        r = requests.post(f"{server.url}/invocations", json=payload, headers=auth(keys.predict), timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"predictions": expected}, list(payload)
+    bad = requests.post(
+        f"{server.url}/invocations",
+        json={"dataframe_records": [rows[0] | {"age": "x"}]},
+        headers=auth(keys.predict),
+        timeout=10,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error_code"] == "BAD_REQUEST" and bad.json()["error"]["details"][0]["feature"] == "age"
+
+
+def test_open_inference_v2_with_tritonclient(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
+    import tritonclient.http as httpclient
+
+    rows = [r for r in records(30, seed=9) if r["total_charges"] is not None][:16]
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    headers = auth(keys.predict)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("churn")
+    meta = client.get_model_metadata("churn", headers=headers)
+    assert [i["name"] for i in meta["inputs"]] == FEATURES
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]}["contract"] == "BYTES"
+    inputs = []
+    for f in FEATURES:
+        if isinstance(rows[0][f], str):
+            data = np.array([r[f] for r in rows], dtype=object)
+            tensor = httpclient.InferInput(f, [len(rows)], "BYTES")
+        else:
+            data = np.array([r[f] for r in rows], dtype=np.float64)
+            tensor = httpclient.InferInput(f, [len(rows)], "FP64")
+        tensor.set_data_from_numpy(data, binary_data=False)
+        inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in ("probabilities", "predicted_class")]
+    result = client.infer("churn", inputs, outputs=outputs, headers=headers)
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), pipeline_proba(project[0], rows))
+    assert result.get_response()["model_version"] == "1"
+    labels = [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy("predicted_class")]
+    assert labels == [str(i) for i in np.argmax(pipeline_proba(project[0], rows), axis=1)]
+
+
+def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
+    db = project[0] / ".shipml" / "predictions.db"
+    before = sqlite3.connect(db).execute("SELECT count(*) FROM predictions").fetchone()[0]
+    r = requests.post(
+        f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(keys.predict), timeout=10
+    ).json()
+    with sqlite3.connect(db) as conn:  # committed before the answer (durability: commit)
+        row = conn.execute(
+            "SELECT model, version, variant, f_contract, outputs FROM predictions WHERE id = ?", (r["prediction_id"],)
+        ).fetchone()
+        assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == before + 1
+    assert row[:3] == ("churn", "1", "main") and row[3] == records(1)[0]["contract"]
+    assert json.loads(row[4])["probabilities"] == r["probabilities"]
+    ok = requests.post(
+        f"{server.url}/feedback",
+        json={"prediction_id": r["prediction_id"], "label": 1},
+        headers=auth(keys.admin),
+        timeout=10,
+    )
+    assert ok.status_code == 200
+    missing = requests.post(
+        f"{server.url}/feedback", json={"prediction_id": "0190-nope", "label": 1}, headers=auth(keys.admin), timeout=10
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_prediction"
+    with sqlite3.connect(db) as conn:
+        joined = conn.execute(
+            "SELECT f.label FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE p.id = ?",
+            (r["prediction_id"],),
+        ).fetchone()
+    assert joined == ("1",)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shipml.core.records import Accepted, FieldError, RecordValidator, frame_from_rows
+from shipml.core.schema import FeatureSchema
+
+
+@pytest.fixture
+def schema(churn_df: pd.DataFrame) -> FeatureSchema:
+    return FeatureSchema.infer(churn_df, "churn", id_columns=("customer_id",))
+
+
+def good(churn_df: pd.DataFrame) -> dict[str, object]:
+    row = churn_df.iloc[0].drop(["customer_id", "churn"]).to_dict()
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def rules(result: Accepted | list[FieldError]) -> set[tuple[str, str]]:
+    assert isinstance(result, list), result
+    return {(e.feature, e.rule) for e in result}
+
+
+def test_a_training_row_is_accepted_and_normalised(schema: FeatureSchema, churn_df: pd.DataFrame) -> None:
+    result = RecordValidator(schema).check(good(churn_df), 0)
+    assert isinstance(result, Accepted)
+    assert isinstance(result.values["tenure"], float) and isinstance(result.values["contract"], str)
+
+
+def test_each_rule_names_record_feature_and_rule(schema: FeatureSchema, churn_df: pd.DataFrame) -> None:
+    rec = good(churn_df)
+    rec.update(tenure=-1, age=30.5, monthly_charges="12", data_gb=math.inf, contract="lifetime", gender=None, extra=1)
+    del rec["payment"]
+    found = rules(RecordValidator(schema).check(rec, 7))
+    assert found == {
+        ("tenure", "min"), ("age", "whole_number"), ("monthly_charges", "type"), ("data_gb", "finite"),
+        ("contract", "unknown_category"), ("gender", "not_nullable"), ("payment", "missing"), ("extra", "unknown_feature"),
+    }  # fmt: skip
+    assert all(e.record == 7 for e in RecordValidator(schema).check(rec, 7))  # type: ignore[union-attr]
+
+
+def test_booleans_are_not_numbers_and_objects_are_not_records(schema: FeatureSchema, churn_df: pd.DataFrame) -> None:
+    rec = good(churn_df) | {"tenure": True, "contract": {"nested": [1]}}
+    assert rules(RecordValidator(schema).check(rec, 0)) == {("tenure", "type"), ("contract", "type")}
+    assert rules(RecordValidator(schema).check([1, 2], 3)) == {("*", "type")}
+
+
+def test_accept_policies_let_values_through_and_say_so(schema: FeatureSchema, churn_df: pd.DataFrame) -> None:
+    validator = RecordValidator(schema, unknown_categories="accept", out_of_range="accept")
+    result = validator.check(good(churn_df) | {"contract": "lifetime", "age": 500}, 0)
+    assert isinstance(result, Accepted)
+    assert set(result.tolerated) == {("contract", "unknown_category"), ("age", "max")}
+
+
+def test_nullable_feature_may_be_missing_or_null(schema: FeatureSchema, churn_df: pd.DataFrame) -> None:
+    rec = good(churn_df)
+    del rec["total_charges"]
+    result = RecordValidator(schema).check(rec, 0)
+    assert isinstance(result, Accepted) and result.values["total_charges"] is None
+    frame = frame_from_rows(schema, [result.values])
+    assert math.isnan(frame.loc[0, "total_charges"])
+    assert frame.dtypes["tenure"] == "float64" and str(frame.dtypes["contract"]) == "object"
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5), st.booleans()),
+        max_size=12,
+    )
+)
+def test_arbitrary_records_never_raise(record: dict[str, object]) -> None:
+    schema = FeatureSchema.from_dict(
+        {
+            "target": {"name": "y", "task": "binary"},
+            "features": [
+                {"name": "a", "kind": "numeric", "min": 0, "max": 1},
+                {"name": "b", "kind": "categorical", "categories": ["x"]},
+                {"name": "c", "kind": "integer", "nullable": True},
+                {"name": "d", "kind": "boolean"},
+            ],
+        }
+    )
+    result = RecordValidator(schema).check(record, 0)
+    assert isinstance(result, Accepted | list)
