@@ -40,7 +40,8 @@ integration: $(DEV_STAMP)
 	$(BIN)/pytest -m integration
 
 bench: $(DEV_STAMP)
-	@echo "benchmarks arrive with the serving issues (bench/)"
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) .shipml .pytest_cache .mypy_cache .ruff_cache
