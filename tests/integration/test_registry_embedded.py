@@ -42,6 +42,7 @@ def test_train_registers_a_version_with_lineage_artifacts_and_staging(
     ):
         assert v.tags[tag], tag
     assert v.tags["shipml.schema_sha256"] == outcome.result.schema.sha256()
+    assert v.tags["shipml.fast_path"].startswith("verified: exact on ")
     assert v.metrics["roc_auc"] == outcome.result.holdout.metrics["roc_auc"]
     assert "cv_roc_auc_mean" in v.metrics
     assert v.params["model.n_estimators"] == "20"

@@ -208,6 +208,8 @@ def test_model_description_and_openapi(server: Server, keys: Keys) -> None:
     model = requests.get(f"{server.url}/model", headers=auth(keys.predict), timeout=10).json()
     assert {model["name"], model["version"], model["task"]} == {"churn", "1", "binary"}
     assert model["run_id"] and model["trained_at"] and model["metrics"]["roc_auc"] > 0.75
+    assert model["predictor"] == "fast"
+    assert model["fast_path"].startswith("verified: exact on ")
     assert [f["name"] for f in model["schema"]["features"]] == FEATURES
     spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
     features = spec["components"]["schemas"]["Features"]

@@ -13,6 +13,7 @@ from shipml.core.profile import ReferenceProfile
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
 from shipml.errors import ModelLoadError
+from shipml.pipelines.fast_path import build_and_verify
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,16 @@ def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path) -> Mod
         evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else {}
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{what}: unreadable shipml metadata: {exc}") from None
-    predictor = PipelinePredictor(loaded.pipeline, schema)
+    predictor = _predictor(loaded.pipeline, schema, loaded.info.tags.get("shipml.fast_path", ""), example)
     return ModelBundle(loaded.info, schema, profile, predictor, loaded.pipeline, example, evaluation)
+
+
+def _predictor(pipeline: Any, schema: FeatureSchema, tag: str, example: tuple[dict[str, Value], ...]) -> Predictor:
+    """The fast path when registration verified it (and it still agrees on the example), else the pipeline."""
+    if not tag.startswith("verified") or not example:
+        return PipelinePredictor(pipeline, schema)
+    fast, verdict = build_and_verify(pipeline, schema, example)
+    return fast if fast is not None and verdict.verified else PipelinePredictor(pipeline, schema)
 
 
 def warm(bundle: ModelBundle) -> None:

@@ -26,10 +26,9 @@ from shipml.core.schema import FeatureSchema, Task
 from shipml.core.validation import ValidationReport, validate_frame
 from shipml.errors import ConfigError, DataValidationError, TrainingError
 from shipml.pipelines.data import feature_frame, load_training_frame, resolve_schema, thresholds
+from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
 
 Progress = Callable[[str, int, int], None]
-# Set on every version until the fast predictors (issue 5) verify one.
-FAST_PATH_PENDING = "not verified: no fast predictor built for this version"
 
 
 @dataclass(frozen=True)
@@ -130,12 +129,15 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
         progress("fit", 1, 1)
     holdout = _evaluate(pipeline, schema.target.task, X_test, y_test)
     train_pred = _profile_predictions(pipeline, schema.target.task, X_train)
+    _, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema))
+    if progress:
+        progress("fast path verification", 1, 1)
     lineage = {
         "shipml.data_sha256": file_sha256(path),
         "shipml.data_file": path.name,
         "shipml.schema_sha256": schema.sha256(),
         "shipml.git_commit": git_commit() or "none",
-        "shipml.fast_path": FAST_PATH_PENDING,
+        "shipml.fast_path": fast_verdict.tag(),
         "shipml.version": package_version("shipml"),
     }
     return TrainResult(

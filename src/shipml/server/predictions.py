@@ -18,6 +18,9 @@ from shipml.server.errors import ApiError
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment
 
+# A verified fast predictor answers this many rows in well under a millisecond: run it on the loop.
+INLINE_MAX_ROWS = 8
+
 
 @dataclass(frozen=True)
 class RecordResult:
@@ -73,8 +76,10 @@ class PredictionService:
         if accepted:
             rows = [a.values for _, a in accepted]
             predictor = deployment.bundle.predictor
-            # a single fast row stays on the loop; anything else goes to a worker thread
-            outputs = await anyio.to_thread.run_sync(predictor.predict, rows)
+            if predictor.name == "fast" and len(rows) <= INLINE_MAX_ROWS:
+                outputs = predictor.predict(rows)  # ~0.1 ms: cheaper than a hop to a worker thread
+            else:
+                outputs = await anyio.to_thread.run_sync(predictor.predict, rows)
             latency_ms = (time.perf_counter() - started) * 1000.0
             log_rows = self._results(deployment, accepted, outputs, results, latency_ms)
             await self._log(log_rows)

@@ -1,0 +1,92 @@
+"""Tree ensembles evaluated all trees in lock-step with numpy.
+
+As in sklearn, the input is cast to float32 and compared with float64
+thresholds (``x <= threshold`` goes left); per-tree outputs are added in
+estimator order, so the sums match sklearn's to the last bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# Above this many (rows x trees) cells, trees are walked one at a time instead of in lock-step.
+LOCKSTEP_MAX_CELLS = 20_000
+
+
+class LockstepTrees:
+    """Several sklearn ``Tree`` objects flattened into one node table."""
+
+    def __init__(self, trees: Sequence[Any], n_outputs: int) -> None:
+        lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
+        offset = 0
+        depth = 0
+        for tree in trees:
+            if tree.n_outputs != 1:
+                raise ValueError("multi-output trees")
+            n = tree.node_count
+            left = tree.children_left.astype(np.int64)
+            right = tree.children_right.astype(np.int64)
+            leaf = left == -1
+            own = np.arange(n, dtype=np.int64)
+            lefts.append(np.where(leaf, own, left) + offset)  # a leaf points at itself: it stays put
+            rights.append(np.where(leaf, own, right) + offset)
+            features.append(np.where(leaf, 0, tree.feature).astype(np.int64))
+            thresholds.append(np.where(leaf, np.inf, tree.threshold))
+            values.append(tree.value[:, 0, :n_outputs])
+            roots.append(offset)
+            offset += n
+            depth = max(depth, int(tree.max_depth))
+        self.left = np.concatenate(lefts)
+        self.right = np.concatenate(rights)
+        self.feature = np.concatenate(features)
+        self.threshold = np.concatenate(thresholds)
+        self.value = np.ascontiguousarray(np.concatenate(values))
+        self.roots = np.asarray(roots, dtype=np.int64)
+        self.depth = depth
+        self.trees = list(trees)
+        self.tree_values = [np.ascontiguousarray(t.value[:, 0, :n_outputs]) for t in trees]
+        self.n_trees = len(roots)
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """Leaf node (global index) of every tree for every row: shape (n_trees, n_rows)."""
+        x32 = np.ascontiguousarray(X, dtype=np.float32)
+        n_rows, n_cols = x32.shape
+        flat = x32.ravel()
+        node = np.repeat(self.roots[:, None], n_rows, axis=1)
+        base = (np.arange(n_rows, dtype=np.int64) * n_cols)[None, :]
+        for _ in range(self.depth):
+            go_left = flat[base + self.feature[node]] <= self.threshold[node]
+            node = np.where(go_left, self.left[node], self.right[node])
+        return node
+
+    def summed(self, X: np.ndarray, scale: float | None = None, start: np.ndarray | None = None) -> np.ndarray:
+        """Sum over trees, in tree order, of each tree's leaf value (times ``scale``), after ``start``."""
+        if X.shape[0] * self.n_trees > LOCKSTEP_MAX_CELLS:
+            return self._summed_tree_by_tree(X, scale, start)
+        per_tree = self.value[self.leaves(X)]  # (n_trees, n_rows, n_outputs)
+        if scale is not None:
+            per_tree = scale * per_tree
+        if start is not None:
+            per_tree = np.concatenate([start[None, :, :], per_tree], axis=0)
+        # cumsum is sequential by definition: ((t0 + t1) + t2) + ..., sklearn's order of accumulation
+        total: np.ndarray = np.cumsum(per_tree, axis=0)[-1]
+        return total
+
+    def _summed_tree_by_tree(self, X: np.ndarray, scale: float | None, start: np.ndarray | None) -> np.ndarray:
+        """The same sum for big batches: each tree's leaves from sklearn's own compiled ``Tree.apply``
+        (the routine its predict uses), so the working arrays stay small and the loop stays in C."""
+        x32 = np.ascontiguousarray(X, dtype=np.float32)
+        out = None if start is None else start.copy()
+        for tree, values in zip(self.trees, self.tree_values, strict=True):
+            leaf_value = values[tree.apply(x32)]
+            if scale is not None:
+                leaf_value = scale * leaf_value
+            if out is None:
+                out = leaf_value
+            else:
+                out += leaf_value
+        assert out is not None  # noqa: S101 - at least one tree
+        return out

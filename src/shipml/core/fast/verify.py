@@ -1,0 +1,130 @@
+"""Verification: a fast predictor is used only if it gives the pipeline's own answers.
+
+``exact`` means bit-identical outputs. ``within 1e-12`` means identical labels
+and outputs that differ by at most 1e-12, where a different summation order
+(matrix products of another shape) can move the last bits. Anything else is
+not verified, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shipml.core.predictor import Outputs, PipelinePredictor
+from shipml.core.records import Value
+from shipml.core.schema import FeatureSchema
+
+TOLERANCE = 1e-12
+# Rows also compared one at a time: small batches take the lock-step path, big ones another.
+SINGLE_ROW_CHECKS = 100
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verified: bool
+    mode: str  # "exact", "within 1e-12" or "not verified"
+    rows: int
+    max_abs_diff: float
+    reason: str = ""
+
+    def tag(self) -> str:
+        """The value of the registry tag ``shipml.fast_path``."""
+        if self.verified:
+            return f"verified: {self.mode} on {self.rows} rows (max |diff| {self.max_abs_diff:.1e})"
+        return f"not verified: {self.reason}"
+
+
+def verify(fast: Any, pipeline: Any, schema: FeatureSchema, rows: Sequence[Mapping[str, Value]]) -> Verdict:
+    """Compare ``fast`` with the pipeline on ``rows``, as a batch and one row at a time on a sample."""
+    reference = PipelinePredictor(pipeline, schema)
+    try:
+        got = fast.predict(rows)
+        singles = [fast.predict([r]) for r in rows[:SINGLE_ROW_CHECKS]]
+    except Exception as exc:
+        return Verdict(
+            False, "not verified", len(rows), float("nan"), f"fast predictor failed: {type(exc).__name__}: {exc}"
+        )
+    want = reference.predict(rows)
+    worst = _max_diff(got, want)
+    for i, single in enumerate(singles):
+        worst = max(worst, _max_diff(single, reference.predict([rows[i]])))
+    if not np.isfinite(worst):
+        return Verdict(False, "not verified", len(rows), worst, "outputs differ in shape or are not finite")
+    if want.proba is not None and got.proba is not None and got.labels() != want.labels():
+        return Verdict(False, "not verified", len(rows), worst, "predicted classes differ")
+    if worst == 0.0:
+        return Verdict(True, "exact", len(rows), worst)
+    if worst <= TOLERANCE:
+        return Verdict(True, "within 1e-12", len(rows), worst)
+    return Verdict(False, "not verified", len(rows), worst, f"max |diff| {worst:.3e} exceeds {TOLERANCE:g}")
+
+
+def _max_diff(a: Outputs, b: Outputs) -> float:
+    x = a.proba if a.proba is not None else a.values
+    y = b.proba if b.proba is not None else b.values
+    if x is None or y is None or x.shape != y.shape:
+        return float("inf")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return float("inf") if not np.array_equal(x, y, equal_nan=True) else 0.0
+    return float(np.max(np.abs(x - y))) if x.size else 0.0
+
+
+def edge_case_rows(
+    schema: FeatureSchema, base: Sequence[Mapping[str, Value]], thresholds: dict[str, list[float]]
+) -> list[dict[str, Value]]:
+    """Rows that probe the corners: unknown categories, missing values, range ends, extremes, split points."""
+    if not base:
+        return []
+    template = dict(base[0])
+    out: list[dict[str, Value]] = []
+    for f in schema.features:
+        variants: list[Value] = []
+        if f.kind == "categorical":
+            variants += ["__never_seen__", ""]
+            variants += list(f.categories or ())
+        else:
+            variants += [0.0, -0.0, 1e12, -1e12, 1e-300]
+            variants += [v for v in (f.min, f.max) if v is not None]
+            variants += thresholds.get(f.name, [])[:50]
+            if f.kind == "integer":
+                variants = [float(np.round(v)) if isinstance(v, float) and abs(v) < 1e15 else v for v in variants]
+        variants.append(None)  # missing: the imputer's value
+        for v in variants:
+            row = dict(template)
+            row[f.name] = v
+            out.append(row)
+    return out
+
+
+def split_points(pipeline: Any, fast: Any, per_feature: int = 50) -> dict[str, list[float]]:
+    """Raw feature values that land on tree split thresholds (scaling undone), to probe ``<=`` at the edge."""
+    from shipml.core.fast.preprocess import NumericBlock
+
+    est = pipeline.steps[-1][1]
+    raw_trees = getattr(est, "estimators_", None)
+    if raw_trees is None:
+        trees = [est.tree_] if hasattr(est, "tree_") else []
+    else:
+        trees = [e.tree_ for e in np.asarray(raw_trees, dtype=object).ravel()]
+    out: dict[str, list[float]] = {}
+    offset = 0
+    for block in fast.preprocess.blocks:
+        if isinstance(block, NumericBlock):
+            for j, name in enumerate(block.columns):
+                found: set[float] = set()
+                for tree in trees:
+                    mask = tree.feature == offset + j
+                    found.update(float(t) for t in tree.threshold[mask][:per_feature])
+                    if len(found) >= per_feature:
+                        break
+                mean = block.mean[j] if block.mean is not None else 0.0
+                scale = block.scale[j] if block.scale is not None else 1.0
+                out[name] = sorted(float(t * scale + mean) for t in found)[:per_feature]
+            offset += len(block.columns)
+        else:
+            offset += block.width
+    return out

@@ -1,0 +1,120 @@
+"""Fast predictors against the pipeline they were compiled from: the same numbers, to the last bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shipml.core.fast import Unsupported, compile_pipeline, verify
+from shipml.core.model import build_pipeline, make_estimator
+from shipml.core.predictor import PipelinePredictor
+from shipml.core.schema import FeatureSchema
+from shipml.examples.churn import generate_churn
+from shipml.pipelines.data import feature_frame
+from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
+
+MODELS = [
+    ("binary", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 15, "max_depth": 6}),
+    ("binary", "sklearn.ensemble.ExtraTreesClassifier", {"n_estimators": 10}),
+    ("binary", "sklearn.tree.DecisionTreeClassifier", {"max_depth": 5}),
+    ("binary", "sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 15}),
+    ("binary", "sklearn.linear_model.LogisticRegression", {"max_iter": 300}),
+    ("multiclass", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 10}),
+    ("multiclass", "sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 10}),
+    ("multiclass", "sklearn.linear_model.LogisticRegression", {"max_iter": 300}),
+    ("regression", "sklearn.ensemble.RandomForestRegressor", {"n_estimators": 10, "max_depth": 6}),
+    ("regression", "sklearn.ensemble.GradientBoostingRegressor", {"n_estimators": 15}),
+    ("regression", "sklearn.tree.DecisionTreeRegressor", {"max_depth": 6}),
+    ("regression", "sklearn.linear_model.Ridge", {}),
+    ("regression", "sklearn.linear_model.LinearRegression", {}),
+]
+
+DATA = generate_churn(1_500, seed=5)
+DATA["plan"] = np.where(DATA.monthly_charges > 80, "gold", np.where(DATA.monthly_charges > 45, "silver", "bronze"))
+TARGETS = {"binary": "churn", "multiclass": "plan", "regression": "total_charges"}
+
+
+def fitted(task: str, estimator: str, params: dict[str, Any]) -> tuple[Any, FeatureSchema]:
+    target = TARGETS[task]
+    df = DATA.dropna(subset=[target])
+    drop = tuple(c for c in ("churn", "plan", "total_charges") if c != target)
+    schema = FeatureSchema.infer(df.drop(columns=list(drop)), target, task, ("customer_id",))  # type: ignore[arg-type]
+    pipeline = build_pipeline(schema, make_estimator(estimator, params, task, 0))  # type: ignore[arg-type]
+    pipeline.fit(feature_frame(df, schema), df[target])
+    return pipeline, schema
+
+
+FITTED = {(t, e): fitted(t, e, p) for t, e, p in MODELS}
+
+
+@pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
+def test_fast_path_is_exact_on_data_and_edge_cases(task: str, estimator: str) -> None:
+    pipeline, schema = FITTED[(task, estimator)]
+    rows = rows_from_frame(feature_frame(generate_churn(400, seed=6), schema), schema)
+    fast, verdict = build_and_verify(pipeline, schema, rows)
+    assert fast is not None, verdict.reason
+    assert verdict.tag().startswith("verified: exact on ")
+    assert verdict.max_abs_diff == 0.0
+
+
+record = st.fixed_dictionaries(
+    {
+        "tenure": st.one_of(st.none(), st.integers(0, 200).map(float)),
+        "monthly_charges": st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
+        "total_charges": st.one_of(st.none(), st.floats(0, 1e7, allow_nan=False)),
+        "age": st.one_of(st.none(), st.integers(0, 130).map(float)),
+        "support_calls": st.one_of(st.none(), st.integers(0, 50).map(float)),
+        "data_gb": st.one_of(st.none(), st.floats(0, 1e4, allow_nan=False)),
+        "contract": st.one_of(st.none(), st.sampled_from(["month-to-month", "one-year", "two-year", "weekly", ""])),
+        "payment": st.one_of(st.none(), st.sampled_from(["electronic-check", "credit-card", "cash"])),
+        "internet": st.one_of(st.none(), st.sampled_from(["dsl", "fiber", "none", "satellite"])),
+        "gender": st.one_of(st.none(), st.sampled_from(["female", "male", "other"])),
+    }
+)
+
+
+@pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(record, min_size=1, max_size=30))
+def test_fast_equals_pipeline_on_random_records(task: str, estimator: str, rows: list[dict[str, Any]]) -> None:
+    pipeline, schema = FITTED[(task, estimator)]
+    rows = [{k: v for k, v in r.items() if k in schema.names} for r in rows]
+    fast = compile_pipeline(pipeline, schema)
+    got, want = fast.predict(rows), PipelinePredictor(pipeline, schema).predict(rows)
+    if want.proba is not None:
+        assert got.proba is not None
+        np.testing.assert_array_equal(got.proba, want.proba)
+        assert got.labels() == want.labels()
+    else:
+        np.testing.assert_array_equal(got.values, want.values)
+
+
+def test_unsupported_models_fall_back_with_the_reason() -> None:
+    pipeline, schema = fitted("binary", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 10})
+    with pytest.raises(Unsupported, match="no fast path for HistGradientBoostingClassifier"):
+        compile_pipeline(pipeline, schema)
+    fast, verdict = build_and_verify(pipeline, schema, rows_from_frame(feature_frame(DATA.head(50), schema), schema))
+    assert fast is None
+    assert verdict.tag() == "not verified: unsupported: no fast path for HistGradientBoostingClassifier"
+
+
+def test_a_wrong_fast_path_is_not_verified() -> None:
+    pipeline, schema = FITTED[("binary", "sklearn.linear_model.LogisticRegression")]
+    fast = compile_pipeline(pipeline, schema)
+    fast.preprocess.blocks[0].mean = fast.preprocess.blocks[0].mean + 1e-9  # type: ignore[union-attr]
+    rows = rows_from_frame(feature_frame(DATA.head(300), schema), schema)
+    verdict = verify(fast, pipeline, schema, rows)
+    assert not verdict.verified
+    assert verdict.tag().startswith("not verified: max |diff|")
+
+
+def test_big_batches_take_another_path_with_the_same_numbers() -> None:
+    pipeline, schema = FITTED[("binary", "sklearn.ensemble.RandomForestClassifier")]
+    rows = rows_from_frame(feature_frame(pd.concat([DATA] * 3), schema), schema)
+    fast = compile_pipeline(pipeline, schema)
+    np.testing.assert_array_equal(fast.predict(rows).proba, PipelinePredictor(pipeline, schema).predict(rows).proba)
