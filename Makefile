@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: quickstart test lint unit integration bench clean
+.PHONY: quickstart test lint unit integration bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,17 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# Real servers the tests start themselves: PostgreSQL from Debian's packages. Installed here when
+# missing and possible (root + apt-get); otherwise its tests skip and say why.
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "could not install postgresql: its tests will skip"; \
+	  else echo "postgresql is not installed and this is not root: its tests will skip"; fi; \
+	fi
+
+test: lint system-deps
 	$(BIN)/pytest
 
 unit: $(DEV_STAMP)

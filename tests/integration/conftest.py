@@ -1,0 +1,3 @@
+from tests.integration.postgres import postgres_uri
+
+__all__ = ["postgres_uri"]
