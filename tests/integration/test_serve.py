@@ -201,7 +201,8 @@ def test_auth_roles_and_open_health(server: Server, keys: Keys, project: tuple[P
     )
     log = server.log.read_text()
     assert keys.predict not in log and keys.admin not in log
-    assert '"key": "app"' in log  # who, by name
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(line.get("event") == "request" and line.get("key") == "app" for line in lines)  # who, by name
 
 
 def test_model_description_and_openapi(server: Server, keys: Keys) -> None:

@@ -10,7 +10,6 @@ Features are stored both as JSON and as one typed column per feature
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import queue
 import re
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -27,6 +27,8 @@ from shipml.core.schema import FeatureSchema
 from shipml.errors import ShipmlError
 
 _SAFE = re.compile(r"[^a-z0-9_]")
+LOCK_WAIT_S = 30.0  # give up on a locked SQLite file after this long
+LOCK_RETRY_S = 0.0005
 
 
 class StoreError(ShipmlError):
@@ -66,9 +68,16 @@ class PredictionStore:
                 if path and path != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.engine: Engine = sa.create_engine(uri, connect_args={"check_same_thread": False, "timeout": 30})
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=30_000))
+                # The writer does not sleep in SQLite's busy handler (1 ms, then up to 100 ms back-off) when
+                # another worker process holds the write lock: it retries every half millisecond itself.
+                self.write_engine: Engine = sa.create_engine(
+                    uri, connect_args={"check_same_thread": False, "timeout": 0}
+                )
+                sa.event.listen(self.write_engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=0))
             else:
                 self.engine = sa.create_engine(uri, pool_pre_ping=True)
+                self.write_engine = self.engine
         except (ImportError, sa.exc.ArgumentError) as exc:
             hint = " (install the extra: pip install 'shipml[postgres]')" if "psycopg" in str(exc) else ""
             raise StoreError(f"store.uri: cannot open {_redact(uri)}: {exc}{hint}") from None
@@ -94,6 +103,8 @@ class PredictionStore:
             sa.Column("value", sa.Float),
         )
         self._typed: dict[str, sa.Column[Any]] = {}
+        self._insert_sql: str | None = None
+        self._insert_width = -1
         try:
             self.meta.create_all(self.engine)
         except sa.exc.OperationalError as exc:
@@ -117,22 +128,40 @@ class PredictionStore:
                 self._typed.setdefault(f.name, sa.Column(col, kind))
 
     def write(self, rows: Sequence[PredictionRow]) -> None:
-        """Insert ``rows`` in one transaction."""
+        """Insert ``rows`` in one transaction (one prepared statement, many parameter tuples)."""
         if not rows:
             return
-        payload = []
-        for r in rows:
-            item: dict[str, Any] = {
-                "id": r.id, "ts": r.ts, "model": r.model, "version": r.version, "variant": r.variant,
-                "features": json.dumps(r.features), "outputs": json.dumps(r.outputs), "latency_ms": r.latency_ms,
-            }  # fmt: skip
-            for name, col in self._typed.items():
-                item[col.name] = r.features.get(name)
-            payload.append(item)
-        columns = [*self.predictions.c, *list(self._typed.values())]
-        stmt = sa.insert(sa.table("predictions", *(sa.column(c.name) for c in columns)))
-        with self.engine.begin() as conn:
-            conn.execute(stmt, payload)
+        typed = list(self._typed.items())
+        if self._insert_sql is None or self._insert_width != len(typed):
+            names = [c.name for c in self.predictions.c] + [col.name for _, col in typed]
+            marker = "?" if self.is_sqlite else "%s"
+            quoted = ", ".join(f'"{n}"' for n in names)
+            self._insert_sql = f"INSERT INTO predictions ({quoted}) VALUES ({', '.join([marker] * len(names))})"  # noqa: S608 - names are ours
+            self._insert_width = len(typed)
+        payload = [
+            (
+                r.id,
+                r.ts,
+                r.model,
+                r.version,
+                r.variant,
+                orjson.dumps(r.features).decode(),
+                orjson.dumps(r.outputs).decode(),
+                r.latency_ms,
+                *(r.features.get(name) for name, _ in typed),
+            )
+            for r in rows
+        ]
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                with self.write_engine.begin() as conn:
+                    conn.exec_driver_sql(self._insert_sql, payload)
+                return
+            except sa.exc.OperationalError as exc:
+                if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(LOCK_RETRY_S)
 
     def add_feedback(self, prediction_id: str, label: str | None, value: float | None) -> bool:
         """Record ground truth for a prediction; False if no such prediction. Later feedback replaces earlier."""
@@ -159,14 +188,16 @@ class PredictionStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.write_engine.dispose()
 
 
-def _sqlite_pragmas(synchronous: str) -> Any:
+def _sqlite_pragmas(synchronous: str, busy_ms: int) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")  # the WAL switch itself may wait for another process
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         cur.close()
 
     return on_connect

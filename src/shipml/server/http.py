@@ -8,16 +8,14 @@ import orjson
 from starlette.requests import Request
 
 from shipml.config import Role
-from shipml.server.auth import Principal, allows, key_from_headers
+from shipml.server.auth import Authenticator, Principal, allows, key_from_headers
 from shipml.server.errors import ApiError
 
 
 async def read_json(request: Request) -> Any:
     """The parsed body; 413 past the configured size, 400 for bad JSON (including nesting past orjson's limit)."""
     limit: int = request.app.state.shipml.settings.serve.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"request body is {declared} bytes; the limit is {limit}")
+    check_declared_size(request.headers.get("content-length"), limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
@@ -25,7 +23,16 @@ async def read_json(request: Request) -> Any:
         if size > limit:
             raise ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return parse_json(b"".join(chunks))
+
+
+def check_declared_size(declared: str | None, limit: int) -> None:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body is {declared} bytes; the limit is {limit}")
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed body; 400 for an empty or invalid one."""
     if not body:
         raise ApiError(400, "invalid_json", "request body is empty; expected JSON")
     try:
@@ -36,11 +43,17 @@ async def read_json(request: Request) -> Any:
 
 def authorize(request: Request, role: Role) -> Principal:
     """The caller's principal if it has ``role``: 401 without a valid key, 403 without the role."""
-    auth = request.app.state.shipml.auth
-    principal = auth.identify(key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key")))
+    presented = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    principal = authorize_key(request.app.state.shipml.auth, presented, role)
+    request.scope.setdefault("state", {})["principal"] = principal.name
+    return principal
+
+
+def authorize_key(auth: Authenticator, presented: str | None, role: Role) -> Principal:
+    """The principal of ``presented`` if it has ``role``: 401 without a valid key, 403 without the role."""
+    principal = auth.identify(presented)
     if principal is None:
         raise ApiError(401, "unauthenticated", "a valid API key is required (Authorization: Bearer <key> or X-API-Key)")
     if not allows(principal, role):
         raise ApiError(403, "forbidden", f"this key lacks the {role!r} role")
-    request.scope.setdefault("state", {})["principal"] = principal.name
-    return principal  # type: ignore[no-any-return]
+    return principal

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shipml.server.auth import key_from_headers
 from shipml.server.errors import ApiError, json_response
-from shipml.server.http import authorize, read_json
+from shipml.server.http import authorize, authorize_key, read_json
 from shipml.server.routes.common import deployment, raise_for_invalid, state
+
+if TYPE_CHECKING:
+    from shipml.server.app import AppState
+    from shipml.server.model_manager import Deployment
 
 router = APIRouter()
 
@@ -21,19 +26,30 @@ def _model(dep: Any) -> dict[str, str]:
 
 @router.post("/predict", tags=["predict"], summary="Predict one record")
 async def predict(request: Request) -> Response:
-    authorize(request, "predict")
-    body = await read_json(request)
+    """Served by the PredictLane in front of the framework; this route documents it and is its fallback."""
+    st = state(request)
+    key = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    answer, dep, principal = await predict_one(st, key, await read_json(request))
+    request.scope.setdefault("state", {}).update(principal=principal, model_version=dep.version)
+    return json_response(answer)
+
+
+async def predict_one(st: AppState, key: str | None, body: Any) -> tuple[dict[str, Any], Deployment, str]:
+    """One record through auth, validation, the model and the log: (answer, deployment, key name)."""
+    principal = authorize_key(st.auth, key, "predict")
     if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
         raise ApiError(422, "validation_error", 'expected {"features": {...}, "id": optional}', [
             {"record": 0, "feature": "features", "rule": "type", "message": "an object of feature values is required"}
         ])  # fmt: skip
-    dep = deployment(request)
-    [result] = await state(request).service.run(dep, [body["features"]])
+    dep = st.manager.current
+    if dep is None:
+        raise ApiError(503, "not_ready", "no model is loaded yet")
+    [result] = await st.service.run(dep, [body["features"]])
     raise_for_invalid([result])
     answer = result.body()
     answer.pop("index")
     answer["model"] = _model(dep)
-    return json_response(answer)
+    return answer, dep, principal.name
 
 
 @router.post("/predict/batch", tags=["predict"], summary="Predict many records; per-record errors")
