@@ -213,9 +213,12 @@ _STOP = object()
 class StoreWriter:
     """The single writer: takes rows from a bounded queue and commits them in batches."""
 
-    def __init__(self, store: PredictionStore, *, queue_size: int, batch_max: int, on_error: Any = None) -> None:
+    def __init__(
+        self, store: PredictionStore, *, queue_size: int, batch_max: int, window_ms: float = 0.0, on_error: Any = None
+    ) -> None:
         self.store = store
         self.batch_max = batch_max
+        self.window_s = window_ms / 1000.0
         self.on_error = on_error
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="shipml-store-writer", daemon=True)
@@ -250,9 +253,12 @@ class StoreWriter:
                 return
             batch = [first]
             stop = False
+            # Group commit: gather what arrives within the window, so one commit carries many rows.
+            deadline = time.monotonic() + self.window_s
             while len(batch) < self.batch_max:
                 try:
-                    item = self._queue.get_nowait()
+                    remaining = deadline - time.monotonic()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:

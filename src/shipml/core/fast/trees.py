@@ -39,12 +39,19 @@ class LockstepTrees:
             roots.append(offset)
             offset += n
             depth = max(depth, int(tree.max_depth))
-        self.left = np.concatenate(lefts)
-        self.right = np.concatenate(rights)
+        left_all, right_all = np.concatenate(lefts), np.concatenate(rights)
         self.feature = np.concatenate(features)
         self.threshold = np.concatenate(thresholds)
+        # Walk with doubled node ids: slot 2n+1 holds the left child (taken when x <= threshold, True = 1),
+        # slot 2n the right one, both already doubled; one gather per level picks the next node.
+        self.children2 = np.empty(2 * len(left_all), dtype=np.int64)
+        self.children2[0::2] = 2 * right_all
+        self.children2[1::2] = 2 * left_all
+        self.feature2 = np.repeat(self.feature, 2)
+        self.threshold2 = np.repeat(self.threshold, 2)
         self.value = np.ascontiguousarray(np.concatenate(values))
         self.roots = np.asarray(roots, dtype=np.int64)
+        self.roots2 = 2 * self.roots
         self.depth = depth
         self.trees = list(trees)
         self.tree_values = [np.ascontiguousarray(t.value[:, 0, :n_outputs]) for t in trees]
@@ -55,12 +62,16 @@ class LockstepTrees:
         x32 = np.ascontiguousarray(X, dtype=np.float32)
         n_rows, n_cols = x32.shape
         flat = x32.ravel()
-        node = np.repeat(self.roots[:, None], n_rows, axis=1)
-        base = (np.arange(n_rows, dtype=np.int64) * n_cols)[None, :]
-        for _ in range(self.depth):
-            go_left = flat[base + self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return node
+        node2 = np.repeat(self.roots2[:, None], n_rows, axis=1)
+        feature2, threshold2, children2 = self.feature2, self.threshold2, self.children2
+        if n_rows == 1:
+            for _ in range(self.depth):
+                node2 = children2[node2 + (flat[feature2[node2]] <= threshold2[node2])]
+        else:
+            base = (np.arange(n_rows, dtype=np.int64) * n_cols)[None, :]
+            for _ in range(self.depth):
+                node2 = children2[node2 + (flat[base + feature2[node2]] <= threshold2[node2])]
+        return node2 >> 1
 
     def summed(self, X: np.ndarray, scale: float | None = None, start: np.ndarray | None = None) -> np.ndarray:
         """Sum over trees, in tree order, of each tree's leaf value (times ``scale``), after ``start``."""
