@@ -49,9 +49,20 @@ unit: $(DEV_STAMP)
 integration: $(DEV_STAMP)
 	$(BIN)/pytest -m integration
 
-bench: $(DEV_STAMP)
+# The peers (LitServe, BentoML) live in their own environment, never in shipml's dependencies;
+# they load the same pipeline, so scikit-learn and numpy are pinned to the versions of .venv.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: $(DEV_STAMP)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
+	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')" pandas joblib litserve
+	$(BENCH_VENV)/bin/pip install --quiet bentoml "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
+	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')"
+	touch $@
+
+bench: $(DEV_STAMP) $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) .shipml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .shipml .pytest_cache .mypy_cache .ruff_cache

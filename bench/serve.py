@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,9 +89,18 @@ class Running:
             self.proc.wait()
 
 
-def start(argv: list[str], cwd: Path, port: int, ready_path: str, env: dict[str, str] | None = None) -> Running:
+def start(
+    argv: list[str],
+    cwd: Path,
+    port: int,
+    ready_path: str,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+) -> Running:
+    """Start a server and wait until ``ready_path`` answers 200."""
     started = time.monotonic()
-    log = (cwd / f"server-{port}.log").open("wb")
+    log_file = (log_dir or cwd) / f"server-{port}.log"
+    log = log_file.open("wb")
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     proc = subprocess.Popen(
         argv,
@@ -104,7 +114,7 @@ def start(argv: list[str], cwd: Path, port: int, ready_path: str, env: dict[str,
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{argv[:3]} exited: {(cwd / f'server-{port}.log').read_text()[-2000:]}")
+            raise RuntimeError(f"{argv[:3]} exited: {log_file.read_text()[-2000:]}")
         try:
             if requests.get(url + ready_path, timeout=2).status_code == 200:
                 return Running(proc, url, time.monotonic() - started)
@@ -150,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per server")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="shipml only (no peers)")
+    parser.add_argument("--peers-python", help="python of the bench environment with litserve and bentoml")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk (make bench does this)")
@@ -213,29 +224,32 @@ def main() -> None:
             server.stop()
 
     def run_peer(
-        name: str, argv: list[str], ready: str, path: str, check: str, env: dict[str, str] | None = None
+        name: str,
+        argv: list[str],
+        ready: str,
+        path: str,
+        body: Any,
+        read: Any,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        """``body(row)`` is the peer's request for one row; ``read(json)`` its probabilities, or labels, or None."""
         port = free_port()
-        server = start([a.replace("{port}", str(port)) for a in argv], root, port, ready, env)
+        server = start([a.replace("{port}", str(port)) for a in argv], cwd or root, port, ready, env, log_dir=root)
         try:
-            if check == "labels":
-                payload = {"dataframe_records": rows[:50]}
-                got = requests.post(server.url + path, json=payload, timeout=30).json()["predictions"]
-                assert got == list(np.argmax(reference[:50], axis=1)), "peer disagrees with the reference"
-                peer_bodies = [json.dumps({"dataframe_records": [r]}) for r in rows]
-            elif check == "proba":
-                got = [
-                    requests.post(server.url + path, json={"features": r}, timeout=10).json()["probabilities"]
-                    for r in rows[:50]
-                ]
-                np.testing.assert_array_equal(np.array([[g["0"], g["1"]] for g in got]), reference[:50])
-                peer_bodies = bodies
-            else:
-                peer_bodies = [json.dumps({"features": r}) for r in rows_full]
+            answers = [read(requests.post(server.url + path, json=body(r), timeout=30).json()) for r in rows[:50]]
+            if answers[0] is not None:
+                got = np.asarray(answers)
+                want = reference[:50] if got.ndim == 2 else np.argmax(reference[:50], axis=1)
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} disagrees with the reference")
+            peer_rows = rows if answers[0] is not None else rows_full
+            peer_bodies = [json.dumps(body(r)) for r in peer_rows]
             rps, p50, p99, errors = wrk(
                 server.url + path, peer_bodies, {"Content-Type": "application/json"}, args.seconds, args.connections
             )
             results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
+        except (AssertionError, RuntimeError, requests.RequestException) as exc:
+            print(f"{name}: skipped: {str(exc).splitlines()[0][:200]}")
         finally:
             server.stop()
 

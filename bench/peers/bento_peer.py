@@ -18,6 +18,8 @@ class Churn:
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=20)
     def predict(self, features: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-        frame = pd.DataFrame(features).astype({"contract": object, "payment": object, "internet": object, "gender": object})
+        frame = pd.DataFrame(features).astype(
+            {"contract": object, "payment": object, "internet": object, "gender": object}
+        )
         proba = self.model.predict_proba(frame)
         return [{"probabilities": {str(i): float(p) for i, p in enumerate(row)}} for row in proba]

@@ -18,7 +18,9 @@ class ChurnAPI(ls.LitAPI):
         return request["features"]  # type: ignore[no-any-return]
 
     def batch(self, inputs: list[dict]) -> pd.DataFrame:  # type: ignore[type-arg]
-        return pd.DataFrame(inputs).astype({"contract": object, "payment": object, "internet": object, "gender": object})
+        return pd.DataFrame(inputs).astype(
+            {"contract": object, "payment": object, "internet": object, "gender": object}
+        )
 
     def predict(self, x: pd.DataFrame) -> list[list[float]]:
         return self.model.predict_proba(x).tolist()  # type: ignore[no-any-return]
