@@ -8,6 +8,7 @@ before it is timed. The load comes from wrk (another process) on loopback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -81,12 +82,17 @@ class Running:
         return max(sizes, default=0.0)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+        """Stop the server and every process it started (its own session)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # workers that outlived their parent
 
 
 def start(
@@ -237,6 +243,15 @@ def main() -> None:
         port = free_port()
         server = start([a.replace("{port}", str(port)) for a in argv], cwd or root, port, ready, env, log_dir=root)
         try:
+            deadline = time.monotonic() + 60  # some peers say healthy before their workers have the model
+            while True:
+                try:
+                    read(requests.post(server.url + path, json=body(rows[0]), timeout=30).json())
+                    break
+                except (KeyError, IndexError, TypeError, ValueError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
             answers = [read(requests.post(server.url + path, json=body(r), timeout=30).json()) for r in rows[:50]]
             if answers[0] is not None:
                 got = np.asarray(answers)
@@ -248,7 +263,7 @@ def main() -> None:
                 server.url + path, peer_bodies, {"Content-Type": "application/json"}, args.seconds, args.connections
             )
             results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
-        except (AssertionError, RuntimeError, requests.RequestException) as exc:
+        except Exception as exc:  # a peer that fails is reported, the run goes on
             print(f"{name}: skipped: {str(exc).splitlines()[0][:200]}")
         finally:
             server.stop()
@@ -258,45 +273,40 @@ def main() -> None:
     run_shipml("shipml 2 workers, commit log", 2, {})
     run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
     if not args.quick:
+        features = lambda r: {"features": r}  # noqa: E731
+        from_shipml_shape = lambda j: [j["probabilities"]["0"], j["probabilities"]["1"]]  # noqa: E731
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/.shipml/mlflow.db"}
+        model_dir = str(loaded.local_dir / "model")
         for w in (1, 2):
-            mlflow_argv = [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                str(loaded.local_dir / "model"),
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                "{port}",
-                "-w",
-                str(w),
-            ]
-            run_peer(f"mlflow models serve, {w} worker(s)", mlflow_argv, "/ping", "/invocations", "labels", env)
-        uvicorn = [
-            str(BIN / "uvicorn"),
-            "--app-dir",
-            str(REPO / "bench"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-        ]
-        run_peer("seed article's FastAPI pattern", [*uvicorn, "peers.seed_article:app"], "/health/ready", "/predict", "proba",
-                 {"SEED_MODEL_PATH": str(loaded.local_dir / "model")})  # fmt: skip
-        run_peer(
-            "empty FastAPI + pydantic, 2 workers (no model)",
-            [*uvicorn, "--workers", "2", "peers.empty_fastapi:app"],
-            "/health/ready",
-            "/predict",
-            "none",
-        )
+            argv = [str(BIN / "mlflow"), "models", "serve", "-m", model_dir, "--env-manager", "local"]
+            argv += ["-h", "127.0.0.1", "-p", "{port}", "-w", str(w)]
+            run_peer(f"mlflow models serve, {w} worker(s)", argv, "/ping", "/invocations",
+                     lambda r: {"dataframe_records": [r]}, lambda j: j["predictions"][0], env)  # fmt: skip
+        uvicorn = [str(BIN / "uvicorn"), "--app-dir", str(REPO / "bench"), "--host", "127.0.0.1", "--port", "{port}"]
+        uvicorn += ["--log-level", "warning"]
+        run_peer("seed article's FastAPI pattern", [*uvicorn, "peers.seed_article:app"], "/health/ready", "/predict",
+                 features, from_shipml_shape, {"SEED_MODEL_PATH": model_dir})  # fmt: skip
+        run_peer("empty FastAPI + pydantic, 2 workers (no model)", [*uvicorn, "--workers", "2", "peers.empty_fastapi:app"],
+                 "/health/ready", "/predict", features, lambda j: None)  # fmt: skip
+        if args.peers_python:
+            import joblib
+
+            pickle = root / "pipeline.joblib"
+            joblib.dump(loaded.pipeline, pickle)
+            peer_env = {"PEER_MODEL_PICKLE": str(pickle)}
+            peers = REPO / "bench" / "peers"
+            for workers, batch in ((1, 16), (2, 16), (2, 1)):
+                argv = [args.peers_python, str(peers / "litserve_peer.py"), "{port}", str(workers), str(batch)]
+                label = f"LitServe, {workers} worker(s), " + (f"batching {batch}" if batch > 1 else "no batching")
+                run_peer(label, argv, "/health", "/predict", features, from_shipml_shape, peer_env)
+            bento = str(Path(args.peers_python).parent / "bentoml")
+            for workers in (1, 2):
+                argv = [bento, "serve", "bento_peer:Churn", "--host", "127.0.0.1", "--port", "{port}"]
+                run_peer(f"BentoML, {workers} worker(s), adaptive batching", argv, "/readyz", "/predict",
+                         lambda r: {"features": [r]}, lambda j: from_shipml_shape(j[0]),
+                         peer_env | {"PEER_WORKERS": str(workers)}, cwd=peers)  # fmt: skip
     report(results)
+    goals(results)
 
 
 def batch_figures(
@@ -321,6 +331,55 @@ def batch_figures(
         print(
             f"batch {n:>6} rows: /predict/batch {server_rps:>10,.0f} rows/s | sklearn in-process predict_proba {local_rps:>10,.0f} rows/s | ratio {server_rps / local_rps:.2f}"
         )
+        BATCH_RATIO[n] = server_rps / local_rps
+
+
+BATCH_RATIO: dict[int, float] = {}
+
+
+def goals(results: list[Result]) -> None:
+    """The issue's goals, each computed from figures of this run."""
+    by = {r.name: r for r in results}
+    commit, async_ = by.get("shipml 2 workers, commit log"), by.get("shipml 2 workers, async log")
+    one = by.get("shipml 1 worker, commit log")
+    mlflow2 = by.get("mlflow models serve, 2 worker(s)")
+    litserve = max((r for r in results if r.name.startswith("LitServe")), key=lambda r: r.rps, default=None)
+    empty = by.get("empty FastAPI + pydantic, 2 workers (no model)")
+    lines = []
+
+    def goal(text: str, value: float | None, target: float, higher: bool, unit: str = "x") -> None:
+        if value is None:
+            lines.append(f"  {text}: not measured")
+            return
+        met = value >= target if higher else value < target
+        op = ">=" if higher else "<"
+        lines.append(f"  {text}: {value:,.2f}{unit} (goal {op} {target:g}{unit}) {'MET' if met else 'MISSED'}")
+
+    goal(
+        "2 workers + commit log vs mlflow models serve 2 workers",
+        commit.rps / mlflow2.rps if commit and mlflow2 else None,
+        100,
+        True,
+    )
+    best = litserve.name if litserve else "-"
+    goal(
+        f"2 workers + commit log vs LitServe's best ({best})",
+        commit.rps / litserve.rps if commit and litserve else None,
+        5,
+        True,
+    )
+    goal("2 workers + commit log, p99 at 16 connections", commit.p99_ms if commit else None, 5, False, " ms")
+    goal(
+        "2 workers + async log vs empty FastAPI + pydantic 2 workers",
+        async_.rps / empty.rps if async_ and empty else None,
+        1,
+        True,
+    )
+    goal("/predict/batch 10,000 rows vs sklearn in-process predict_proba", BATCH_RATIO.get(10_000), 1, True)
+    goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
+    goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
+    print("\ngoals, from this run's figures:")
+    print("\n".join(lines))
 
 
 def report(results: list[Result]) -> None:

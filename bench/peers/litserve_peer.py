@@ -22,7 +22,9 @@ class ChurnAPI(ls.LitAPI):
             {"contract": object, "payment": object, "internet": object, "gender": object}
         )
 
-    def predict(self, x: pd.DataFrame) -> list[list[float]]:
+    def predict(self, x: pd.DataFrame | dict) -> list[list[float]] | list[float]:  # type: ignore[type-arg]
+        if isinstance(x, dict):  # no batching: one decoded request
+            return self.model.predict_proba(self.batch([x])).tolist()[0]  # type: ignore[no-any-return]
         return self.model.predict_proba(x).tolist()  # type: ignore[no-any-return]
 
     def unbatch(self, output: list[list[float]]) -> list[list[float]]:

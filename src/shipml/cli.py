@@ -504,6 +504,10 @@ def serve(
         timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
         log_level="warning",
     )
+    if n > 1:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 @keys_app.command("new")

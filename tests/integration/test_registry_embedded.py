@@ -129,4 +129,5 @@ def test_tampered_model_file_is_refused_before_unpickling(
     stored.write_bytes(stored.read_bytes() + b"\0")
     with pytest.raises(ModelLoadError, match=r"churn/1: model/model.skops sha256 mismatch"):
         registry.load(ModelRef.parse("churn/1"), workdir / "cache")
+    assert (workdir / "cache").stat().st_mode & 0o777 == 0o700
     assert info.version == "1"

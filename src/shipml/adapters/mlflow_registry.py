@@ -329,6 +329,7 @@ class MlflowRegistry:
 
         info = self.resolve(ref)
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cache_dir.chmod(0o700)  # mkdir's mode is masked by the umask and ignored for an existing directory
         target = Path(tempfile.mkdtemp(prefix=f"{info.name}-{info.version}-", dir=cache_dir))
         with _mlflow_errors(f"downloading {info.name}/{info.version}"):
             root = mlflow.artifacts.download_artifacts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
@@ -10,6 +11,18 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_random: random.Random | None = None
+_pid = 0
+
+
+def _rng() -> random.Random:
+    """A generator seeded once per process from the OS: ids need uniqueness, not secrecy, and a
+    system call per id costs more than the rest of the id."""
+    global _random, _pid
+    if _random is None or _pid != os.getpid():  # re-seed in a forked child
+        _random = random.Random(os.urandom(32))  # noqa: S311 - not used for secrets
+        _pid = os.getpid()
+    return _random
 
 
 def uuid7() -> uuid.UUID:
@@ -20,6 +33,7 @@ def uuid7() -> uuid.UUID:
     """
     global _last_ms, _counter
     with _lock:
+        rng = _rng()
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
             _counter += 1
@@ -29,8 +43,8 @@ def uuid7() -> uuid.UUID:
             ms = _last_ms
         else:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # random start, room to count
+            _counter = rng.getrandbits(10)  # random start, room to count
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        rand = rng.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
     return uuid.UUID(int=value)

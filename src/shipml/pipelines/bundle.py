@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef, VersionInfo
+from shipml.core.fast import Unsupported, compile_pipeline, verify
 from shipml.core.predictor import PipelinePredictor, Predictor
 from shipml.core.profile import ReferenceProfile
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
 from shipml.errors import ModelLoadError
-from shipml.pipelines.fast_path import build_and_verify
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,12 @@ def _predictor(pipeline: Any, schema: FeatureSchema, tag: str, example: tuple[di
     """The fast path when registration verified it (and it still agrees on the example), else the pipeline."""
     if not tag.startswith("verified") or not example:
         return PipelinePredictor(pipeline, schema)
-    fast, verdict = build_and_verify(pipeline, schema, example)
-    return fast if fast is not None and verdict.verified else PipelinePredictor(pipeline, schema)
+    # registration compared it on the holdout and the edge cases; here a quick check on the example suffices
+    try:
+        fast = compile_pipeline(pipeline, schema)
+    except Unsupported:
+        return PipelinePredictor(pipeline, schema)
+    return fast if verify(fast, pipeline, schema, example).verified else PipelinePredictor(pipeline, schema)
 
 
 def warm(bundle: ModelBundle) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio.to_thread
 import orjson
@@ -49,7 +52,47 @@ class AppState:
     writer: StoreWriter | None
 
 
-def configure_logging() -> None:
+class LineBuffer:
+    """structlog's output: JSON lines written to stdout in bursts (one system call per burst, not per
+    request); warnings and errors, and anything older than ``interval`` seconds, go out at once."""
+
+    def __init__(self, stream: BinaryIO, interval: float = 0.2) -> None:
+        self.stream = stream
+        self.interval = interval
+        self._lines: list[bytes] = []
+        self._last = time.monotonic()
+
+    def msg(self, message: bytes) -> None:
+        self._lines.append(message)
+        now = time.monotonic()
+        if now - self._last >= self.interval or len(self._lines) >= 256:
+            self.flush(now)
+
+    def urgent(self, message: bytes) -> None:
+        self._lines.append(message)
+        self.flush(time.monotonic())
+
+    def flush(self, now: float | None = None) -> None:
+        if self._lines:
+            self._lines.append(b"")
+            self.stream.write(b"\n".join(self._lines))
+            self.stream.flush()
+            self._lines = []
+        self._last = now if now is not None else time.monotonic()
+
+    debug = info = msg
+    warning = warn = error = critical = exception = fatal = urgent
+
+
+async def _flush_every(output: LineBuffer) -> None:
+    """Quiet periods still see their log lines within one interval."""
+    while True:
+        await asyncio.sleep(output.interval)
+        if time.monotonic() - output._last >= output.interval:
+            output.flush()
+
+
+def configure_logging(output: LineBuffer) -> None:
     """structlog as JSON lines on stdout."""
     structlog.configure(
         processors=[
@@ -58,7 +101,7 @@ def configure_logging() -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=lambda *_: output,
         cache_logger_on_first_use=True,
     )
     logging.getLogger("uvicorn.access").disabled = True  # one line per request is ours
@@ -76,7 +119,9 @@ def create_app(settings: Settings) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging()
+        output = LineBuffer(sys.stdout.buffer)
+        configure_logging(output)
+        flusher = asyncio.create_task(_flush_every(output), name="shipml-log-flush")
         if not settings.auth.enabled:
             log.warning(
                 "auth_disabled",
@@ -108,6 +153,8 @@ def create_app(settings: Settings) -> ASGIApp:
             await anyio.to_thread.run_sync(writer.close)
             store.close()
             log.info("service_stopped", pending=writer.pending)
+            flusher.cancel()
+            output.flush()
 
     app = FastAPI(title="shipml prediction service", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     for router in (predict.router, mlflow_protocol.router, v2.router, ops.router):
