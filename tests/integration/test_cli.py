@@ -164,3 +164,15 @@ def test_schema_infer_writes_yaml_the_config_can_use(tmp_path: Path) -> None:
     (tmp_path / "shipml.yaml").write_text(config)
     valid = shipml(tmp_path, "validate", "d.csv")
     assert valid.returncode == 0, valid.stdout + valid.stderr
+
+
+def test_parquet_in_and_out(project: Path) -> None:
+    generate_churn(700, seed=17).drop(columns=["churn"]).to_parquet(project / "new.parquet")
+    result = shipml(
+        project, "predict", "new.parquet", "-m", "churn@production", "-o", "scores.csv", "--chunk-rows", "256"
+    )
+    assert result.returncode == 0, result.stderr
+    scores = pd.read_csv(project / "scores.csv")
+    assert len(scores) == 700 and list(scores.columns)[-1] == "model_version"
+    valid = shipml(project, "validate", "new.parquet", "--model", "churn@production", "--json", "pq.json")
+    assert valid.returncode == 0, valid.stdout + valid.stderr

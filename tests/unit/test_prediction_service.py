@@ -1,0 +1,69 @@
+"""The service path without HTTP: a full prediction log sheds load with 503, a failed commit is 503 too."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from datetime import UTC, datetime
+
+import pytest
+
+from shipml.adapters.mlflow_registry import VersionInfo
+from shipml.adapters.prediction_store import PredictionRow, StoreError, StoreFull
+from shipml.core.model import build_pipeline, make_estimator
+from shipml.core.predictor import PipelinePredictor
+from shipml.core.records import RecordValidator
+from shipml.core.schema import FeatureSchema
+from shipml.examples.churn import generate_churn
+from shipml.pipelines.bundle import ModelBundle
+from shipml.pipelines.data import feature_frame
+from shipml.pipelines.fast_path import rows_from_frame
+from shipml.server.errors import ApiError
+from shipml.server.metrics import ServerMetrics
+from shipml.server.model_manager import Deployment
+from shipml.server.predictions import PredictionService
+
+
+def deployment() -> tuple[Deployment, list[dict[str, object]]]:
+    df = generate_churn(300, seed=2)
+    schema = FeatureSchema.infer(df, "churn", id_columns=("customer_id",))
+    pipeline = build_pipeline(schema, make_estimator("sklearn.linear_model.LogisticRegression", {}, "binary", 0))
+    pipeline.fit(feature_frame(df, schema), df.churn)
+    info = VersionInfo("churn", "1", "run", datetime.now(UTC), (), {})
+    rows = rows_from_frame(feature_frame(df.head(3), schema), schema)
+    bundle = ModelBundle(info, schema, None, PipelinePredictor(pipeline, schema), pipeline, tuple(rows), {})
+    return Deployment(bundle, RecordValidator(schema)), rows  # type: ignore[arg-type]
+
+
+class FullWriter:
+    def submit_many(self, rows: list[PredictionRow]) -> concurrent.futures.Future[None]:
+        raise StoreFull("full")
+
+
+class FailingWriter:
+    def submit_many(self, rows: list[PredictionRow]) -> concurrent.futures.Future[None]:
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        fut.set_exception(StoreError("disk gone"))
+        return fut
+
+
+@pytest.mark.parametrize(
+    ("writer", "durability", "code"),
+    [(FullWriter(), "async", "overloaded"), (FailingWriter(), "commit", "store_unavailable")],
+)
+def test_log_trouble_is_a_503_not_a_silent_loss(writer: object, durability: str, code: str) -> None:
+    dep, rows = deployment()
+    metrics = ServerMetrics()
+    service = PredictionService(writer, durability, metrics)  # type: ignore[arg-type]
+    with pytest.raises(ApiError) as info:
+        asyncio.run(service.run(dep, rows))
+    assert (info.value.status, info.value.code) == (503, code)
+
+
+def test_records_come_back_in_order_with_errors_in_place() -> None:
+    dep, rows = deployment()
+    service = PredictionService(None, "commit", ServerMetrics())
+    results = asyncio.run(service.run(dep, [rows[0], {"tenure": "x"}, rows[2]]))
+    assert [r.index for r in results] == [0, 1, 2]
+    assert results[0].ok and not results[1].ok and results[2].ok
+    assert results[0].prediction_id != results[2].prediction_id
