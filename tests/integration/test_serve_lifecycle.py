@@ -36,6 +36,13 @@ def predict(server: Server, key: str) -> requests.Response:
     return requests.post(f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(key), timeout=30)
 
 
+def stored_ids(root: Path, ids: list[str]) -> set[str]:
+    """Which of ``ids`` are in the embedded prediction store."""
+    with sqlite3.connect(root / ".shipml" / "predictions.db") as conn:
+        marks = ",".join("?" * len(ids))
+        return {r[0] for r in conn.execute(f"SELECT id FROM predictions WHERE id IN ({marks})", ids)}
+
+
 def wait_for_version(server: Server, key: str, version: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -78,11 +85,7 @@ def test_acknowledged_predictions_survive_sigkill(project: tuple[Path, Keys]) ->
     server = start_server(root)
     ids = [predict(server, keys.predict).json()["prediction_id"] for _ in range(50)]
     server.stop(signal.SIGKILL)
-    with sqlite3.connect(root / ".shipml" / "predictions.db") as conn:
-        stored = {
-            r[0] for r in conn.execute(f"SELECT id FROM predictions WHERE id IN ({','.join('?' * len(ids))})", ids)
-        }
-    assert stored == set(ids)
+    assert stored_ids(root, ids) == set(ids)
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(project: tuple[Path, Keys]) -> None:
@@ -107,11 +110,7 @@ def test_async_durability_flushes_on_shutdown(project: tuple[Path, Keys]) -> Non
     server = start_server(root, env={"SHIPML_STORE__DURABILITY": "async"})
     ids = [predict(server, keys.predict).json()["prediction_id"] for _ in range(30)]
     assert server.stop() == 0
-    with sqlite3.connect(root / ".shipml" / "predictions.db") as conn:
-        stored = {
-            r[0] for r in conn.execute(f"SELECT id FROM predictions WHERE id IN ({','.join('?' * len(ids))})", ids)
-        }
-    assert stored == set(ids)
+    assert stored_ids(root, ids) == set(ids)
 
 
 def test_two_workers_share_one_metrics_view(project: tuple[Path, Keys]) -> None:
