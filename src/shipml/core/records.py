@@ -58,8 +58,59 @@ class RecordValidator:
         self._features = schema.features
         self._names = frozenset(schema.names)
         self._categories = {f.name: frozenset(f.categories) for f in schema.features if f.categories is not None}
+        # The common case compiled once: (name, nullable?, numeric?, whole?, min, max, allowed categories)
+        self._plan = [
+            (
+                f.name,
+                f.nullable,
+                f.kind in ("numeric", "integer"),
+                f.kind == "integer",
+                -math.inf if f.min is None else f.min,
+                math.inf if f.max is None else f.max,
+                self._categories.get(f.name),
+            )
+            for f in schema.features
+            if f.kind != "boolean"
+        ]
+        self._fast = len(self._plan) == len(schema.features)
 
     def check(self, record: object, index: int) -> Accepted | list[FieldError]:
+        """The record's normalised values, or every rule it breaks."""
+        if self._fast and type(record) is dict:
+            values = self._clean(record)
+            if values is not None:
+                return Accepted(values)
+        return self._check(record, index)
+
+    def _clean(self, record: dict[str, Any]) -> dict[str, Value] | None:
+        """The values of a record that breaks no rule at all, else None (then ``_check`` says what is wrong)."""
+        if len(record) > len(self._plan) or not self._names.issuperset(record):
+            return None
+        values: dict[str, Value] = {}
+        for name, nullable, numeric, whole, lo, hi, allowed in self._plan:
+            v = record.get(name)
+            if v is None:
+                if not nullable:
+                    return None
+                values[name] = None
+                continue
+            t = type(v)
+            if numeric:
+                if t is not float and t is not int:
+                    return None
+                x = float(v)
+                if not (lo <= x <= hi) or (whole and not x.is_integer()):
+                    return None  # also catches NaN (all comparisons false) and +-inf outside the range
+                if x in (math.inf, -math.inf):
+                    return None
+                values[name] = x
+            else:
+                if t is not str or (allowed is not None and v not in allowed):
+                    return None
+                values[name] = v
+        return values
+
+    def _check(self, record: object, index: int) -> Accepted | list[FieldError]:
         if not isinstance(record, Mapping):
             return [
                 FieldError(

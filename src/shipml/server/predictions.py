@@ -11,7 +11,7 @@ from typing import Any
 import anyio.to_thread
 
 from shipml.adapters.prediction_store import PredictionRow, StoreError, StoreFull, StoreWriter
-from shipml.core.ids import uuid7
+from shipml.core.ids import uuid7_strings
 from shipml.core.predictor import Outputs
 from shipml.core.records import Accepted, FieldError
 from shipml.server.errors import ApiError
@@ -101,8 +101,9 @@ class PredictionService:
         rows = []
         classes = [str(c) for c in outputs.classes]
         labels = outputs.labels() if outputs.proba is not None else None
+        ids = uuid7_strings(len(accepted))
         for k, (i, a) in enumerate(accepted):
-            pid = str(uuid7())
+            pid = ids[k]
             if outputs.proba is not None and labels is not None:
                 proba = {c: float(p) for c, p in zip(classes, outputs.proba[k], strict=True)}
                 result = RecordResult(i, pid, labels[k], proba)

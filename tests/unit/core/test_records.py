@@ -86,5 +86,36 @@ def test_arbitrary_records_never_raise(record: dict[str, object]) -> None:
             ],
         }
     )
-    result = RecordValidator(schema).check(record, 0)
+    validator = RecordValidator(schema)
+    result = validator.check(record, 0)
     assert isinstance(result, Accepted | list)
+    assert result == validator._check(record, 0)  # the fast path agrees with the full check
+
+
+NO_BOOL = FeatureSchema.from_dict(
+    {
+        "target": {"name": "y", "task": "binary"},
+        "features": [
+            {"name": "a", "kind": "numeric", "min": 0, "max": 1},
+            {"name": "b", "kind": "categorical", "categories": ["x", "y"]},
+            {"name": "c", "kind": "integer", "nullable": True, "min": -2},
+            {"name": "e", "kind": "numeric"},
+        ],
+    }
+)
+value = st.one_of(
+    st.none(), st.integers(-3, 3), st.floats(-3, 3), st.floats(), st.sampled_from(["x", "y", "z", ""]), st.booleans()
+)
+
+
+@given(
+    st.one_of(
+        st.fixed_dictionaries({"a": value, "b": value, "c": value, "e": value}),
+        st.fixed_dictionaries({"a": value, "b": value, "e": value}),
+        st.dictionaries(st.sampled_from(["a", "b", "c", "e", "f"]), value),
+    )
+)
+def test_fast_path_agrees_with_the_full_check(record: dict[str, object]) -> None:
+    for policy in ("reject", "accept"):
+        validator = RecordValidator(NO_BOOL, unknown_categories=policy, out_of_range=policy)  # type: ignore[arg-type]
+        assert validator.check(record, 0) == validator._check(record, 0)
