@@ -1,0 +1,105 @@
+"""The `shipml` typer app: its sub-apps, consoles, shared options and the entry point."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shipml.config import DEFAULT_CONFIG, Settings, load_settings
+from shipml.core.validation import ValidationReport
+from shipml.errors import DataValidationError, ShipmlError
+
+app = typer.Typer(
+    help="shipml: from a CSV to a registered, promoted, served model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(
+    help="Registered models: list, show, promote, rollback, compare, history.", no_args_is_help=True
+)
+schema_app = typer.Typer(help="Feature schemas.", no_args_is_help=True)
+example_app = typer.Typer(help="Example data sets.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the prediction service.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(schema_app, name="schema")
+app.add_typer(example_app, name="example")
+app.add_typer(keys_app, name="keys")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
+]
+RegistryOpt = Annotated[
+    str | None, typer.Option("--registry-uri", help="MLflow tracking/registry URI (env SHIPML_REGISTRY_URI)")
+]
+
+
+def _settings(config: Path | None, registry_uri: str | None = None) -> Settings:
+    overrides = {"registry": {"uri": registry_uri}} if registry_uri else None
+    return load_settings(config, overrides=overrides)
+
+
+def _registry(settings: Settings) -> Any:
+    from shipml.adapters.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry(settings.registry)
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        yield bar
+
+
+def _print_report(report: ValidationReport) -> None:
+    if not report.issues:
+        out.print(f"[green]✔[/] {report.source}: {report.rows} rows, {report.columns} columns, all checks passed")
+        return
+    table = Table(title=f"{report.source}: {report.rows} rows, {report.columns} columns")
+    for col in ("column", "rule", "failing", "examples", "severity"):
+        table.add_column(col, justify="right" if col == "failing" else "left")
+    for i in report.issues:
+        style = "red" if i.severity == "error" else "yellow"
+        table.add_row(
+            escape(i.column), escape(i.rule), str(i.failing), escape(", ".join(i.examples)), f"[{style}]{i.severity}[/]"
+        )
+    out.print(table)
+    mark = "[green]✔ passed[/]" if report.passed else "[red]✘ failed[/]"
+    out.print(f"{mark}: {len(report.errors)} error(s), {len(report.issues) - len(report.errors)} warning(s)")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    try:
+        rc = app(standalone_mode=False)
+    except ShipmlError as exc:
+        for line in exc.lines():
+            err.print(f"[red]error:[/] {escape(line)}", highlight=False)
+        sys.exit(exc.exit_code if not isinstance(exc, DataValidationError) else 2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)

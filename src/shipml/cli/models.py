@@ -1,0 +1,131 @@
+"""The `shipml models ...` commands: the registry, aliases and their history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from shipml.cli.app import (
+    ConfigOpt,
+    RegistryOpt,
+    _registry,
+    _settings,
+    models_app,
+    out,
+)
+
+# -- models ------------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None, registry_uri: RegistryOpt = None) -> None:
+    """Registered models with their latest version and aliases."""
+    rows = _registry(_settings(config, registry_uri)).list_models()
+    table = Table("model", "latest", "production", "staging", "previous")
+    for name, latest, aliases in rows:
+        table.add_row(name, latest, *(aliases.get(a, "-") for a in ("production", "staging", "previous")))
+    out.print(table if rows else "no registered models yet: run `shipml train`")
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION")],
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> None:
+    """One version: aliases, lineage tags, metrics."""
+    from shipml.adapters.mlflow_registry import ModelRef
+
+    info = _registry(_settings(config, registry_uri)).resolve(ModelRef.parse(ref))
+    out.print(
+        f"[bold]{info.name}/{info.version}[/]  aliases: {', '.join(info.aliases) or '-'}  created: {info.created_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    out.print(f"run: {info.run_id}")
+    for key, value in sorted(info.tags.items()):
+        out.print(f"  {key} = {value}")
+    table = Table("metric", "value")
+    for key, value in sorted(info.metrics.items()):
+        table.add_row(key, f"{value:.6g}")
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str,
+    version: str,
+    to: Annotated[str, typer.Option(help="staging or production")] = "production",
+    reason: Annotated[str, typer.Option(help="why, kept in the history")] = "",
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> None:
+    """Give a version the alias staging or production (the old production becomes previous)."""
+    from shipml.pipelines.promote import promote
+
+    _print_moves(
+        promote(_registry(_settings(config, registry_uri)), name, version, to, reason or "manual promotion"), name
+    )
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: str,
+    reason: Annotated[str, typer.Option(help="why, kept in the history")] = "",
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> None:
+    """Swap production and previous."""
+    from shipml.pipelines.promote import rollback
+
+    _print_moves(rollback(_registry(_settings(config, registry_uri)), name, reason or "manual rollback"), name)
+
+
+def _print_moves(moves: list[Any], name: str) -> None:
+    for m in moves:
+        out.print(f"{name}@{m.alias}: {m.from_version or '-'} -> {m.to_version or '-'}  ({escape(m.reason)})")
+
+
+@models_app.command("history")
+def models_history(
+    name: str,
+    at: Annotated[
+        datetime | None, typer.Option(help="also say which version was in production at this time (UTC)")
+    ] = None,
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> None:
+    """Every alias move of a model: time, user, alias, from, to, reason."""
+    from shipml.pipelines.promote import holder_at
+
+    moves = _registry(_settings(config, registry_uri)).history(name)
+    table = Table("time (UTC)", "user", "alias", "from", "to", "reason")
+    for m in moves:
+        table.add_row(m.time, escape(m.user), m.alias, m.from_version or "-", m.to_version or "-", escape(m.reason))
+    out.print(table)
+    if at is not None:
+        when = at if at.tzinfo else at.replace(tzinfo=UTC)
+        holder = holder_at(moves, "production", when)
+        out.print(f"in production at {when.isoformat()}: {f'{name}/{holder}' if holder else 'nothing'}")
+
+
+@models_app.command("compare")
+def models_compare(
+    name: str,
+    a: str,
+    b: str,
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+    all_rows: Annotated[bool, typer.Option("--all", help="also show what is equal")] = True,
+) -> None:
+    """Metrics and params of two versions side by side; differences marked with *."""
+    from shipml.pipelines.promote import compare
+
+    rows = compare(_registry(_settings(config, registry_uri)), name, a, b)
+    table = Table("", "kind", "key", f"v{a}", f"v{b}")
+    for r in rows:
+        if r.differs or all_rows:
+            table.add_row("[yellow]*[/]" if r.differs else "", r.kind, r.key, r.a, r.b)
+    out.print(table)

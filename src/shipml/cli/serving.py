@@ -1,0 +1,130 @@
+"""The serving commands: `shipml serve`, `shipml keys new`, `shipml ui`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from shipml.cli.app import (
+    ConfigOpt,
+    RegistryOpt,
+    _registry,
+    _settings,
+    app,
+    err,
+    keys_app,
+    out,
+)
+from shipml.config import load_settings
+from shipml.errors import ConfigError, ShipmlError
+
+
+@app.command()
+def ui(
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5000,
+) -> None:
+    """Start MLflow's own UI on the registry (127.0.0.1 only unless --host says otherwise)."""
+    settings = _settings(config, registry_uri)
+    uri = settings.registry.uri
+    if uri.startswith(("http://", "https://")):
+        raise ShipmlError(f"the registry is a tracking server already: open {uri} in a browser")
+    _registry(settings)  # creates the store and .shipml/ if this is the first command run
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606 - become MLflow's UI, so signals reach it directly
+
+
+# -- serving -----------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="registry reference (default: serve.model or <model.name>@production)")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="interface (default: serve.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default: serve.port, 8000)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="worker processes (default: serve.workers)")
+    ] = None,
+) -> None:
+    """Serve the registered version behind an alias over HTTP (shipml API, MLflow scoring, Open Inference v2)."""
+    import tempfile
+
+    import uvicorn
+
+    from shipml.config import worker_environment
+    from shipml.server.app import create_app
+
+    flags = {
+        "serve.model": model,
+        "serve.host": host,
+        "serve.port": port,
+        "serve.workers": workers,
+        "registry.uri": registry_uri,
+    }
+    overrides = {k: str(v) for k, v in flags.items() if v is not None}
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        nested.setdefault(section, {})[field] = value
+    settings = load_settings(config, overrides=nested or None)
+    app_or_factory: Any = create_app(settings)  # refuses a bad config before any port is bound
+    n = settings.serve.workers
+    if n > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="shipml-metrics-")
+        overrides["serve.multiproc_dir"] = metrics_dir
+        os.environ.update(worker_environment(config, overrides))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        app_or_factory = "shipml.server.app:app_from_environment"
+    err.print(
+        f"serving {settings.serve_ref()} on http://{settings.serve.host}:{settings.serve.port} with {n} worker(s)"
+    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler it
+    # found: make that one a no-op, so a graceful stop exits 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(
+        app_or_factory,
+        factory=n > 1,
+        host=settings.serve.host,
+        port=settings.serve.port,
+        workers=n,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
+        log_level="warning",
+    )
+    if n > 1:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="who will hold the key (shown in logs)")],
+    role: Annotated[list[str] | None, typer.Option(help="predict and/or admin (repeatable)")] = None,
+) -> None:
+    """Make an API key: the key for the client, its sha256 for shipml.yaml."""
+    from shipml.server.auth import new_key
+
+    roles = role or ["predict"]
+    bad = [r for r in roles if r not in ("predict", "admin")]
+    if bad:
+        raise ConfigError([f"--role: must be predict or admin, got {bad[0]!r}"])
+    key, digest = new_key()
+    err.print("the key (give it to the client; it is not stored anywhere):")
+    out.print(key, markup=False, highlight=False)
+    err.print("add this under auth.keys in shipml.yaml:")
+    err.print(f"  - {{name: {name}, sha256: {digest}, roles: [{', '.join(roles)}]}}", markup=False, highlight=False)
