@@ -149,3 +149,30 @@ def test_auth_must_be_configured_or_disabled_explicitly(project: tuple[Path, Key
         assert "AUTHENTICATION IS DISABLED" in server.log.read_text()
     finally:
         assert server.stop() == 0
+
+
+def test_cors_when_configured_and_predict_through_the_framework_route(project: tuple[Path, Keys]) -> None:
+    """With CORS origins configured, /predict goes through FastAPI's route (no fast lane): same answers."""
+    root, keys = project
+    server = start_server(root, env={"SHIPML_SERVE__CORS_ORIGINS": '["https://app.example"]'})
+    try:
+        allowed = requests.post(
+            f"{server.url}/predict", json={"features": records(1)[0]},
+            headers=auth(keys.predict) | {"Origin": "https://app.example"}, timeout=10,
+        )  # fmt: skip
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        assert "access-control-allow-credentials" not in allowed.headers
+        assert allowed.headers["x-model-version"] == allowed.json()["model"]["version"]
+        other = requests.post(
+            f"{server.url}/predict", json={"features": records(1)[0]},
+            headers=auth(keys.predict) | {"Origin": "https://evil.example"}, timeout=10,
+        )  # fmt: skip
+        assert "access-control-allow-origin" not in other.headers
+        bad = requests.post(
+            f"{server.url}/predict", json={"features": {"tenure": "x"}}, headers=auth(keys.predict), timeout=10
+        )
+        assert bad.status_code == 422 and bad.json()["error"]["details"][0]["record"] == 0
+        assert requests.post(f"{server.url}/predict", json={"features": {}}, timeout=10).status_code == 401
+    finally:
+        assert server.stop() == 0
