@@ -29,18 +29,6 @@ import requests
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-FEATURES = [
-    "tenure",
-    "monthly_charges",
-    "total_charges",
-    "age",
-    "support_calls",
-    "data_gb",
-    "contract",
-    "payment",
-    "internet",
-    "gender",
-]
 
 
 def free_port() -> int:
@@ -187,7 +175,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "src"))
     from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
     from shipml.config import RegistrySettings
-    from shipml.examples.churn import generate_churn
+    from shipml.examples.churn import FEATURES, generate_churn
     from shipml.pipelines.data import feature_frame
     from shipml.pipelines.predict import load_schema
 
@@ -195,7 +183,7 @@ def main() -> None:
         ModelRef.parse("churn/1"), root / ".shipml" / "bench-cache"
     )
     schema = load_schema(loaded)
-    sample = generate_churn(200, seed=99)[FEATURES]
+    sample = generate_churn(200, seed=99)[list(FEATURES)]
     rows = [
         {k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
         for r in sample.to_dict(orient="records")

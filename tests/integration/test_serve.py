@@ -14,25 +14,13 @@ import requests
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
 from shipml.config import RegistrySettings
-from shipml.examples.churn import generate_churn
+from shipml.examples.churn import FEATURES, generate_churn
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.predict import load_schema
 from tests.integration.cli import shipml
 from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-FEATURES = [
-    "tenure",
-    "monthly_charges",
-    "total_charges",
-    "age",
-    "support_calls",
-    "data_gb",
-    "contract",
-    "payment",
-    "internet",
-    "gender",
-]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +48,7 @@ def keys(project: tuple[Path, Keys]) -> Keys:
 
 
 def records(n: int, seed: int = 21) -> list[dict[str, object]]:
-    df = generate_churn(n, seed)[FEATURES]
+    df = generate_churn(n, seed)[list(FEATURES)]
     df = df.astype(object).where(df.notna(), None)
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in df.to_dict(orient="records")]
 
@@ -211,7 +199,7 @@ def test_model_description_and_openapi(server: Server, keys: Keys) -> None:
     assert model["run_id"] and model["trained_at"] and model["metrics"]["roc_auc"] > 0.75
     assert model["predictor"] == "fast"
     assert model["fast_path"].startswith("verified: exact on ")
-    assert [f["name"] for f in model["schema"]["features"]] == FEATURES
+    assert [f["name"] for f in model["schema"]["features"]] == list(FEATURES)
     spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
     features = spec["components"]["schemas"]["Features"]
     assert features["properties"]["contract"] == {"type": "string", "enum": ["month-to-month", "one-year", "two-year"]}
@@ -268,7 +256,7 @@ def test_open_inference_v2_with_tritonclient(server: Server, keys: Keys, project
     headers = auth(keys.predict)
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("churn")
     meta = client.get_model_metadata("churn", headers=headers)
-    assert [i["name"] for i in meta["inputs"]] == FEATURES
+    assert [i["name"] for i in meta["inputs"]] == list(FEATURES)
     assert {i["name"]: i["datatype"] for i in meta["inputs"]}["contract"] == "BYTES"
     inputs = []
     for f in FEATURES:

@@ -342,12 +342,6 @@ class MlflowRegistry:
             raise ModelLoadError(f"{info.name}/{info.version}: cannot load model: {exc}") from None
         return LoadedModel(info, pipeline, Path(root))
 
-    def read_artifact(self, info: VersionInfo, path: str) -> str:
-        import mlflow.artifacts
-
-        with _mlflow_errors(f"reading {path} of {info.name}/{info.version}"):
-            return str(mlflow.artifacts.load_text(f"runs:/{info.run_id}/{path}"))
-
 
 # Types from these packages may be in a model skops loads; anything else refuses to register.
 TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "xgboost.", "builtins.", "collections.")

@@ -11,6 +11,11 @@ CONTRACTS = ("month-to-month", "one-year", "two-year")
 PAYMENTS = ("electronic-check", "mailed-check", "bank-transfer", "credit-card")
 INTERNET = ("dsl", "fiber", "none")
 GENDERS = ("female", "male")
+# The model inputs: every column but the id and the target.
+FEATURES = (
+    "tenure", "monthly_charges", "total_charges", "age", "support_calls",
+    "data_gb", "contract", "payment", "internet", "gender",
+)  # fmt: skip
 
 
 def generate_churn(rows: int = 10_000, seed: int = 42) -> pd.DataFrame:
