@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef, VersionInfo
-from shipml.core.fast import Unsupported, compile_pipeline, verify
+from shipml.adapters.native import load_kernel
+from shipml.core.fast import TreeKernel, Unsupported, compile_pipeline, verified_backends, verify
 from shipml.core.predictor import PipelinePredictor, Predictor
 from shipml.core.profile import ReferenceProfile
 from shipml.core.records import Value
@@ -53,15 +54,26 @@ def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path) -> Mod
 
 
 def _predictor(pipeline: Any, schema: FeatureSchema, tag: str, example: tuple[dict[str, Value], ...]) -> Predictor:
-    """The fast path when registration verified it (and it still agrees on the example), else the pipeline."""
-    if not tag.startswith("verified") or not example:
+    """The fast path when registration verified it (and it still agrees on the example), else the pipeline.
+
+    Of the backends the tag vouches for, the native kernel is preferred when this machine has it.
+    """
+    backends = verified_backends(tag)
+    if not backends or not example:
         return PipelinePredictor(pipeline, schema)
-    # registration compared it on the holdout and the edge cases; here a quick check on the example suffices
-    try:
-        fast = compile_pipeline(pipeline, schema)
-    except Unsupported:
-        return PipelinePredictor(pipeline, schema)
-    return fast if verify(fast, pipeline, schema, example).verified else PipelinePredictor(pipeline, schema)
+    kernel = load_kernel()[0] if "native" in backends else None
+    candidates: list[TreeKernel | None] = [kernel] if kernel is not None else []
+    if "numpy" in backends:
+        candidates.append(None)
+    for candidate in candidates:
+        # registration compared it on the holdout and the edge cases; here a quick check on the example suffices
+        try:
+            fast = compile_pipeline(pipeline, schema, candidate)
+        except Unsupported:
+            return PipelinePredictor(pipeline, schema)
+        if verify(fast, pipeline, schema, example).verified:
+            return fast
+    return PipelinePredictor(pipeline, schema)
 
 
 def warm(bundle: ModelBundle) -> None:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from shipml.core.fast import FastPredictor, Unsupported, Verdict, compile_pipeline, edge_case_rows, verify
+from shipml.core.fast import (
+    FastPredictor,
+    Reference,
+    TreeKernel,
+    Unsupported,
+    Verdict,
+    compile_pipeline,
+    edge_case_rows,
+    verify,
+)
 from shipml.core.fast.verify import split_points
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
@@ -28,13 +38,32 @@ def rows_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> list[dict[str
 
 
 def build_and_verify(
-    pipeline: object, schema: FeatureSchema, rows: Sequence[Mapping[str, Value]]
+    pipeline: object, schema: FeatureSchema, rows: Sequence[Mapping[str, Value]], kernel: TreeKernel | None = None
 ) -> tuple[FastPredictor | None, Verdict]:
-    """The fast predictor and its verdict on ``rows`` plus generated edge cases."""
+    """The fast predictor and its verdict on ``rows`` plus generated edge cases.
+
+    The numpy predictor is always compared; with a ``kernel`` (the native one), the kernel-backed
+    predictor is compared too, against the same reference answers, and the verdict lists every
+    backend that agreed (the server uses only those). The kernel-backed one is returned if it agreed.
+    """
     try:
         fast = compile_pipeline(pipeline, schema)
     except Unsupported as exc:
         return None, Verdict(False, "not verified", 0, float("nan"), f"unsupported: {exc}")
     probes = list(rows) + edge_case_rows(schema, rows, split_points(pipeline, fast))
-    verdict = verify(fast, pipeline, schema, probes)
-    return (fast if verdict.verified else None), verdict
+    reference = Reference(pipeline, schema, probes)
+    verdict = verify(fast, pipeline, schema, probes, reference)
+    chosen = fast if verdict.verified else None
+    if kernel is not None:
+        backed = compile_pipeline(pipeline, schema, kernel)
+        if backed.backend != fast.backend:
+            other = verify(backed, pipeline, schema, probes, reference)
+            if other.verified and verdict.verified:
+                mode = verdict.mode if verdict.mode == other.mode else "within 1e-12"
+                worst = max(verdict.max_abs_diff, other.max_abs_diff)
+                verdict = replace(verdict, mode=mode, max_abs_diff=worst, backends=verdict.backends + other.backends)
+            elif other.verified:
+                verdict = other
+            if other.verified:
+                chosen = backed
+    return chosen, verdict

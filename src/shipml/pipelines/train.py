@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from shipml.adapters.files import file_sha256
 from shipml.adapters.mlflow_registry import MlflowRegistry, RunPayload, VersionInfo, git_commit, tags_from
+from shipml.adapters.native import load_kernel
 from shipml.config import GateSettings, Settings
 from shipml.core.metrics import Evaluation, evaluate, metric_names
 from shipml.core.model import build_pipeline, make_estimator
@@ -129,7 +130,7 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
         progress("fit", 1, 1)
     holdout = _evaluate(pipeline, schema.target.task, X_test, y_test)
     train_pred = _profile_predictions(pipeline, schema.target.task, X_train)
-    _, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema))
+    _, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema), load_kernel()[0])
     if progress:
         progress("fast path verification", 1, 1)
     lineage = {

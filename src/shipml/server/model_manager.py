@@ -156,5 +156,6 @@ def describe(deployment: Deployment) -> dict[str, Any]:
         "metrics": {k: v for k, v in b.info.metrics.items() if not k.startswith("cv_")},
         "fast_path": b.info.tags.get("shipml.fast_path", ""),
         "predictor": b.predictor.name,
+        "backend": getattr(b.predictor, "backend", None),
         "schema": b.schema.to_dict(),
     }

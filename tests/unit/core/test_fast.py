@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipml.core.fast import Unsupported, compile_pipeline, verify
+from shipml.adapters.native import load_kernel
+from shipml.core.fast import TreeKernel, Unsupported, compile_pipeline, verified_backends, verify
 from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor
 from shipml.core.schema import FeatureSchema
@@ -50,16 +51,31 @@ def fitted(task: str, estimator: str, params: dict[str, Any]) -> tuple[Any, Feat
 
 
 FITTED = {(t, e): fitted(t, e, p) for t, e, p in MODELS}
+KERNEL, KERNEL_STATUS = load_kernel()
+TREES = ("Forest", "Trees", "Tree", "Gradient")
 
 
+def kernels() -> list[Any]:
+    """numpy always; the native kernel when this machine could build it (else a skip that says why)."""
+    native = pytest.param(
+        KERNEL, id="native", marks=pytest.mark.skipif(KERNEL is None, reason=f"no native kernel: {KERNEL_STATUS}")
+    )
+    return [pytest.param(None, id="numpy"), native]
+
+
+@pytest.mark.parametrize("kernel", kernels())
 @pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
-def test_fast_path_is_exact_on_data_and_edge_cases(task: str, estimator: str) -> None:
+def test_fast_path_is_exact_on_data_and_edge_cases(task: str, estimator: str, kernel: TreeKernel | None) -> None:
     pipeline, schema = FITTED[(task, estimator)]
     rows = rows_from_frame(feature_frame(generate_churn(400, seed=6), schema), schema)
-    fast, verdict = build_and_verify(pipeline, schema, rows)
+    fast, verdict = build_and_verify(pipeline, schema, rows, kernel)
     assert fast is not None, verdict.reason
     assert verdict.tag().startswith("verified: exact on ")
     assert verdict.max_abs_diff == 0.0
+    tree_model = any(word in estimator for word in TREES)
+    expected = ("numpy", "native") if kernel is not None and tree_model else ("numpy",)
+    assert verified_backends(verdict.tag()) == expected
+    assert fast.backend == expected[-1]
 
 
 record = st.fixed_dictionaries(
@@ -78,13 +94,16 @@ record = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.parametrize("kernel", kernels())
 @pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(record, min_size=1, max_size=30))
-def test_fast_equals_pipeline_on_random_records(task: str, estimator: str, rows: list[dict[str, Any]]) -> None:
+def test_fast_equals_pipeline_on_random_records(
+    task: str, estimator: str, kernel: TreeKernel | None, rows: list[dict[str, Any]]
+) -> None:
     pipeline, schema = FITTED[(task, estimator)]
     rows = [{k: v for k, v in r.items() if k in schema.names} for r in rows]
-    fast = compile_pipeline(pipeline, schema)
+    fast = compile_pipeline(pipeline, schema, kernel)
     got, want = fast.predict(rows), PipelinePredictor(pipeline, schema).predict(rows)
     if want.proba is not None:
         assert got.proba is not None
@@ -113,8 +132,30 @@ def test_a_wrong_fast_path_is_not_verified() -> None:
     assert verdict.tag().startswith("not verified: max |diff|")
 
 
-def test_big_batches_take_another_path_with_the_same_numbers() -> None:
-    pipeline, schema = FITTED[("binary", "sklearn.ensemble.RandomForestClassifier")]
+@pytest.mark.parametrize("kernel", kernels())
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_big_batches_give_the_same_numbers(task: str, kernel: TreeKernel | None) -> None:
+    estimator = (
+        "sklearn.ensemble.GradientBoostingRegressor"
+        if task == "regression"
+        else "sklearn.ensemble.RandomForestClassifier"
+    )
+    pipeline, schema = FITTED[(task, estimator)]
     rows = rows_from_frame(feature_frame(pd.concat([DATA] * 3), schema), schema)
-    fast = compile_pipeline(pipeline, schema)
-    np.testing.assert_array_equal(fast.predict(rows).proba, PipelinePredictor(pipeline, schema).predict(rows).proba)
+    got, want = (
+        compile_pipeline(pipeline, schema, kernel).predict(rows),
+        PipelinePredictor(pipeline, schema).predict(rows),
+    )
+    if task == "regression":
+        np.testing.assert_array_equal(got.values, want.values)
+    else:
+        np.testing.assert_array_equal(got.proba, want.proba)
+
+
+def test_the_tag_names_the_backends_it_vouches_for() -> None:
+    assert verified_backends("verified: exact on 10 rows (max |diff| 0.0e+00); backends: numpy, native") == (
+        "numpy",
+        "native",
+    )
+    assert verified_backends("verified: exact on 10 rows (max |diff| 0.0e+00)") == ("numpy",)  # before backends
+    assert verified_backends("not verified: unsupported: no fast path for SVC") == ()

@@ -7,6 +7,17 @@ trusted until ``verify`` has compared it with the pipeline.
 
 from shipml.core.fast.compile import FastPredictor, compile_pipeline
 from shipml.core.fast.preprocess import Unsupported
-from shipml.core.fast.verify import Verdict, edge_case_rows, verify
+from shipml.core.fast.trees import TreeKernel
+from shipml.core.fast.verify import Reference, Verdict, edge_case_rows, verified_backends, verify
 
-__all__ = ["FastPredictor", "Unsupported", "Verdict", "compile_pipeline", "edge_case_rows", "verify"]
+__all__ = [
+    "FastPredictor",
+    "Reference",
+    "TreeKernel",
+    "Unsupported",
+    "Verdict",
+    "compile_pipeline",
+    "edge_case_rows",
+    "verified_backends",
+    "verify",
+]

@@ -22,7 +22,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils.extmath import softmax
 
 from shipml.core.fast.preprocess import Preprocess, Unsupported
-from shipml.core.fast.trees import LockstepTrees
+from shipml.core.fast.trees import LockstepTrees, TreeKernel
 from shipml.core.predictor import Outputs
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
@@ -35,8 +35,11 @@ class FastPredictor:
 
     name = "fast"
 
-    def __init__(self, preprocess: Preprocess, model: Model, classes: tuple[Any, ...], kind: str) -> None:
+    def __init__(
+        self, preprocess: Preprocess, model: Model, classes: tuple[Any, ...], kind: str, backend: str = "numpy"
+    ) -> None:
         self.preprocess = preprocess
+        self.backend = backend
         self.model = model
         self.classes = classes
         self.kind = kind
@@ -49,8 +52,9 @@ class FastPredictor:
         return Outputs((), None, out)
 
 
-def compile_pipeline(pipeline: Any, schema: FeatureSchema) -> FastPredictor:
-    """The fast form of ``pipeline``; ``Unsupported`` says why there is none."""
+def compile_pipeline(pipeline: Any, schema: FeatureSchema, kernel: TreeKernel | None = None) -> FastPredictor:
+    """The fast form of ``pipeline``; ``Unsupported`` says why there is none. Tree ensembles are summed
+    by ``kernel`` when one is given (its ``backend`` is then the kernel's name), else in numpy."""
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
         raise Unsupported("not a shipml Pipeline(preprocess, model)")
     pre, est = pipeline.steps[0][1], pipeline.steps[1][1]
@@ -60,51 +64,53 @@ def compile_pipeline(pipeline: Any, schema: FeatureSchema) -> FastPredictor:
     known = set(schema.names)
     if not set(preprocess.columns) <= known:
         raise Unsupported("the preprocessing reads columns outside the schema")
-    model, kind = _compile_model(est)
+    model, kind, uses_kernel = _compile_model(est, kernel)
     classes = (
         tuple(c.item() if hasattr(c, "item") else c for c in getattr(est, "classes_", ()))
         if schema.target.task != "regression"
         else ()
     )
-    return FastPredictor(preprocess, model, classes, kind)
+    backend = kernel.name if (kernel is not None and uses_kernel) else "numpy"
+    return FastPredictor(preprocess, model, classes, kind, backend)
 
 
-def _compile_model(est: Any) -> tuple[Model, str]:
+def _compile_model(est: Any, kernel: TreeKernel | None) -> tuple[Model, str, bool]:
+    """The model as a function of the preprocessed matrix, its kind, and whether ``kernel`` is used."""
     kind = type(est).__name__
     if isinstance(est, RandomForestClassifier | ExtraTreesClassifier):
-        trees = LockstepTrees([e.tree_ for e in est.estimators_], est.n_classes_)
+        trees = LockstepTrees([e.tree_ for e in est.estimators_], est.n_classes_, kernel)
         n = float(len(est.estimators_))
-        return (lambda X: trees.summed(X) / n), kind
+        return (lambda X: trees.summed(X) / n), kind, True
     if isinstance(est, RandomForestRegressor | ExtraTreesRegressor):
-        trees = LockstepTrees([e.tree_ for e in est.estimators_], 1)
+        trees = LockstepTrees([e.tree_ for e in est.estimators_], 1, kernel)
         n = float(len(est.estimators_))
-        return (lambda X: trees.summed(X)[:, 0] / n), kind
+        return (lambda X: trees.summed(X)[:, 0] / n), kind, True
     if isinstance(est, DecisionTreeClassifier):
-        single = LockstepTrees([est.tree_], est.n_classes_)
-        return (lambda X: single.value[single.leaves(X)[0]]), kind
+        single = LockstepTrees([est.tree_], est.n_classes_, kernel)
+        return (lambda X: single.summed(X)), kind, True
     if isinstance(est, DecisionTreeRegressor):
-        single = LockstepTrees([est.tree_], 1)
-        return (lambda X: single.value[single.leaves(X)[0], 0]), kind
+        single = LockstepTrees([est.tree_], 1, kernel)
+        return (lambda X: single.summed(X)[:, 0]), kind, True
     if isinstance(est, GradientBoostingClassifier | GradientBoostingRegressor):
-        return _gradient_boosting(est), kind
+        return _gradient_boosting(est, kernel), kind, True
     if isinstance(est, LogisticRegression):
-        return _logistic(est), kind
+        return _logistic(est), kind, False
     if isinstance(est, LinearRegression | Ridge | Lasso | ElasticNet):
         coef = np.asarray(est.coef_, dtype=np.float64)
         if coef.ndim != 1:
             raise Unsupported("multi-output linear regression")
         intercept = est.intercept_
-        return (lambda X: X @ coef + intercept), kind
+        return (lambda X: X @ coef + intercept), kind, False
     raise Unsupported(f"no fast path for {kind}")
 
 
-def _gradient_boosting(est: Any) -> Model:
+def _gradient_boosting(est: Any, kernel: TreeKernel | None) -> Model:
     init = est.init_
     if not (init == "zero" or type(init).__name__ in ("DummyClassifier", "DummyRegressor")):
         raise Unsupported("gradient boosting with a custom init estimator")
     per_iteration = est.estimators_.shape[1]
     stages = [
-        LockstepTrees([est.estimators_[i, k].tree_ for i in range(est.estimators_.shape[0])], 1)
+        LockstepTrees([est.estimators_[i, k].tree_ for i in range(est.estimators_.shape[0])], 1, kernel)
         for k in range(per_iteration)
     ]
     # the init prediction of a prior/zero init is the same for every row

@@ -7,20 +7,42 @@ estimator order, so the sums match sklearn's to the last bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 # Above this many (rows x trees) cells, trees are walked one at a time instead of in lock-step.
 LOCKSTEP_MAX_CELLS = 20_000
 
+Summer = Callable[[np.ndarray, float | None, np.ndarray | None], np.ndarray]
+
+
+class TreeKernel(Protocol):
+    """Compiled code that sums an ensemble's leaf values exactly as ``LockstepTrees.summed`` does
+    (the native kernel is one, in adapters): ``bind`` takes the node tables (global node ids; each
+    node's right and left child side by side; a leaf is its own child with threshold +inf) and
+    returns ``summed(x32, scale, start)``."""
+
+    name: str
+
+    def bind(
+        self,
+        roots: np.ndarray,
+        depths: np.ndarray,
+        child: np.ndarray,
+        feature: np.ndarray,
+        threshold: np.ndarray,
+        value: np.ndarray,
+    ) -> Summer: ...
+
 
 class LockstepTrees:
     """Several sklearn ``Tree`` objects flattened into one node table."""
 
-    def __init__(self, trees: Sequence[Any], n_outputs: int) -> None:
+    def __init__(self, trees: Sequence[Any], n_outputs: int, kernel: TreeKernel | None = None) -> None:
         lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
+        depths = []
         offset = 0
         depth = 0
         for tree in trees:
@@ -36,6 +58,7 @@ class LockstepTrees:
             features.append(np.where(leaf, 0, tree.feature).astype(np.int64))
             thresholds.append(np.where(leaf, np.inf, tree.threshold))
             values.append(tree.value[:, 0, :n_outputs])
+            depths.append(int(tree.max_depth))
             roots.append(offset)
             offset += n
             depth = max(depth, int(tree.max_depth))
@@ -56,6 +79,12 @@ class LockstepTrees:
         self.trees = list(trees)
         self.tree_values = [np.ascontiguousarray(t.value[:, 0, :n_outputs]) for t in trees]
         self.n_trees = len(roots)
+        self.backend = kernel.name if kernel is not None else "numpy"
+        self._native: Summer | None = None
+        if kernel is not None:
+            self._native = kernel.bind(
+                self.roots, np.asarray(depths), self.children2 >> 1, self.feature, self.threshold, self.value
+            )
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """Leaf node (global index) of every tree for every row: shape (n_trees, n_rows)."""
@@ -75,6 +104,8 @@ class LockstepTrees:
 
     def summed(self, X: np.ndarray, scale: float | None = None, start: np.ndarray | None = None) -> np.ndarray:
         """Sum over trees, in tree order, of each tree's leaf value (times ``scale``), after ``start``."""
+        if self._native is not None:
+            return self._native(np.ascontiguousarray(X, dtype=np.float32), scale, start)
         if X.shape[0] * self.n_trees > LOCKSTEP_MAX_CELLS:
             return self._summed_tree_by_tree(X, scale, start)
         per_tree = self.value[self.leaves(X)]  # (n_trees, n_rows, n_outputs)

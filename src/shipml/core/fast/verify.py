@@ -30,17 +30,47 @@ class Verdict:
     rows: int
     max_abs_diff: float
     reason: str = ""
+    backends: tuple[str, ...] = ("numpy",)  # the implementations that gave these answers
 
     def tag(self) -> str:
         """The value of the registry tag ``shipml.fast_path``."""
         if self.verified:
-            return f"verified: {self.mode} on {self.rows} rows (max |diff| {self.max_abs_diff:.1e})"
+            return (
+                f"verified: {self.mode} on {self.rows} rows (max |diff| {self.max_abs_diff:.1e});"
+                f" backends: {', '.join(self.backends)}"
+            )
         return f"not verified: {self.reason}"
 
 
-def verify(fast: Any, pipeline: Any, schema: FeatureSchema, rows: Sequence[Mapping[str, Value]]) -> Verdict:
+def verified_backends(tag: str) -> tuple[str, ...]:
+    """The backends a ``shipml.fast_path`` tag vouches for (none unless it says verified)."""
+    if not tag.startswith("verified"):
+        return ()
+    _, found, listed = tag.partition("backends:")
+    return tuple(b.strip() for b in listed.split(",") if b.strip()) if found else ("numpy",)
+
+
+class Reference:
+    """The pipeline's own answers on some rows, computed once for every candidate compared with it."""
+
+    def __init__(self, pipeline: Any, schema: FeatureSchema, rows: Sequence[Mapping[str, Value]]) -> None:
+        self.rows = rows
+        predictor = PipelinePredictor(pipeline, schema)
+        self.batch = predictor.predict(rows)
+        self.singles = [predictor.predict([r]) for r in rows[:SINGLE_ROW_CHECKS]]
+
+
+def verify(
+    fast: Any,
+    pipeline: Any,
+    schema: FeatureSchema,
+    rows: Sequence[Mapping[str, Value]],
+    reference: Reference | None = None,
+) -> Verdict:
     """Compare ``fast`` with the pipeline on ``rows``, as a batch and one row at a time on a sample."""
-    reference = PipelinePredictor(pipeline, schema)
+    ref = reference if reference is not None else Reference(pipeline, schema, rows)
+    rows = ref.rows
+    backends = (getattr(fast, "backend", "numpy"),)
     try:
         got = fast.predict(rows)
         singles = [fast.predict([r]) for r in rows[:SINGLE_ROW_CHECKS]]
@@ -48,18 +78,18 @@ def verify(fast: Any, pipeline: Any, schema: FeatureSchema, rows: Sequence[Mappi
         return Verdict(
             False, "not verified", len(rows), float("nan"), f"fast predictor failed: {type(exc).__name__}: {exc}"
         )
-    want = reference.predict(rows)
+    want = ref.batch
     worst = _max_diff(got, want)
-    for i, single in enumerate(singles):
-        worst = max(worst, _max_diff(single, reference.predict([rows[i]])))
+    for single, wanted in zip(singles, ref.singles, strict=True):
+        worst = max(worst, _max_diff(single, wanted))
     if not np.isfinite(worst):
         return Verdict(False, "not verified", len(rows), worst, "outputs differ in shape or are not finite")
     if want.proba is not None and got.proba is not None and got.labels() != want.labels():
         return Verdict(False, "not verified", len(rows), worst, "predicted classes differ")
     if worst == 0.0:
-        return Verdict(True, "exact", len(rows), worst)
+        return Verdict(True, "exact", len(rows), worst, backends=backends)
     if worst <= TOLERANCE:
-        return Verdict(True, "within 1e-12", len(rows), worst)
+        return Verdict(True, "within 1e-12", len(rows), worst, backends=backends)
     return Verdict(False, "not verified", len(rows), worst, f"max |diff| {worst:.3e} exceeds {TOLERANCE:g}")
 
 
