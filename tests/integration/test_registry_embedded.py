@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, MlflowRegistry, ModelRef
 from shipml.config import RegistrySettings
 from shipml.errors import ModelLoadError, RegistryError
 from shipml.pipelines.data import feature_frame
@@ -131,3 +133,38 @@ def test_tampered_model_file_is_refused_before_unpickling(
         registry.load(ModelRef.parse("churn/1"), workdir / "cache")
     assert (workdir / "cache").stat().st_mode & 0o777 == 0o700
     assert info.version == "1"
+
+
+def test_tampered_packed_predictor_is_refused(registry: MlflowRegistry, churn_csv: Path, workdir: Path) -> None:
+    train_and_register(churn_settings(churn_csv), registry)
+    stored = next((workdir / "reg" / "art").rglob(FAST_PREDICTOR_FILE))
+    stored.write_bytes(stored.read_bytes() + b"\0")
+    with pytest.raises(ModelLoadError, match=rf"churn/1: model/{FAST_PREDICTOR_FILE} sha256 mismatch"):
+        registry.load(ModelRef.parse("churn/1"), workdir / "cache")
+
+
+SERVE_WITHOUT_SKLEARN = """
+import sys
+from pathlib import Path
+from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, MlflowRegistry, ModelRef
+from shipml.config import RegistrySettings
+from shipml.pipelines.bundle import load_bundle
+registry = MlflowRegistry(RegistrySettings(uri=sys.argv[1], artifact_root=sys.argv[2]))
+bundle = load_bundle(registry, ModelRef.parse("churn/1"), Path(sys.argv[3]))
+out = bundle.predictor.predict(list(bundle.example))
+print(bundle.predictor.name, "sklearn" in sys.modules, out.proba.tobytes().hex())
+"""
+
+
+def test_a_verified_version_is_served_from_its_packed_predictor_without_sklearn(
+    registry: MlflowRegistry, churn_csv: Path, workdir: Path
+) -> None:
+    outcome = train_and_register(churn_settings(churn_csv), registry)
+    args = [registry.settings.uri, str(workdir / "reg" / "art"), str(workdir / "cache")]
+    run = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_SKLEARN, *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    name, imported, proba = run.stdout.split()
+    assert (name, imported) == ("fast", "False")
+    X = feature_frame(outcome.result.input_example, outcome.result.schema)
+    want = outcome.result.pipeline.predict_proba(X)
+    assert bytes.fromhex(proba) == np.ascontiguousarray(want).tobytes()  # bit for bit

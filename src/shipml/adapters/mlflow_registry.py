@@ -15,8 +15,9 @@ import logging
 import re
 import subprocess
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,15 +95,34 @@ class RunPayload:
     model: Any  # the fitted sklearn Pipeline
     input_example: Any  # a small DataFrame of features
     pip_requirements: tuple[str, ...] = ()
+    model_files: dict[str, bytes] = field(default_factory=dict)  # saved next to the model, under the manifest
 
 
-@dataclass(frozen=True)
+FAST_PREDICTOR_FILE = "shipml_fast.npz"  # the packed, verified fast predictor (core/fast/model.py)
+
+
 class LoadedModel:
-    """A registered version's pipeline and its files, after the integrity check."""
+    """A registered version's files, after the integrity check; the pipeline is unpickled on first use
+    (a server that serves a verified packed fast predictor never needs it, nor sklearn)."""
 
-    info: VersionInfo
-    pipeline: Any
-    local_dir: Path
+    def __init__(self, info: VersionInfo, local_dir: Path, load_pipeline: Callable[[], Any]) -> None:
+        self.info = info
+        self.local_dir = local_dir
+        self._load_pipeline = load_pipeline
+        self._pipeline: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def pipeline(self) -> Any:
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = self._load_pipeline()
+            return self._pipeline
+
+    def model_file(self, name: str) -> Path | None:
+        """A file registered next to the model (covered by the manifest), if there is one."""
+        path = self.local_dir / "model" / name
+        return path if path.is_file() else None
 
 
 @contextmanager
@@ -201,6 +221,8 @@ class MlflowRegistry:
                 serialization_format="skops",
                 skops_trusted_types=skops_trusted_types(payload.model),
             )
+            for name, data in payload.model_files.items():
+                (model_dir / name).write_bytes(data)
             extra = Path(tmp) / "shipml"
             extra.mkdir()
             for rel, text in payload.files.items():
@@ -325,7 +347,6 @@ class MlflowRegistry:
     def load(self, ref: ModelRef, cache_dir: Path) -> LoadedModel:
         """Download a version, check every model file's sha256 against the manifest, then unpickle."""
         import mlflow.artifacts
-        import mlflow.sklearn
 
         info = self.resolve(ref)
         cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -336,11 +357,16 @@ class MlflowRegistry:
                 run_id=info.run_id, artifact_path="", dst_path=str(target), tracking_uri=self.uri
             )
         verify_manifest(Path(root), info.tags.get("shipml.manifest_sha256"), f"{info.name}/{info.version}")
-        try:
-            pipeline = mlflow.sklearn.load_model(str(Path(root) / "model"))
-        except Exception as exc:
-            raise ModelLoadError(f"{info.name}/{info.version}: cannot load model: {exc}") from None
-        return LoadedModel(info, pipeline, Path(root))
+
+        def load_pipeline() -> Any:
+            import mlflow.sklearn
+
+            try:
+                return mlflow.sklearn.load_model(str(Path(root) / "model"))
+            except Exception as exc:
+                raise ModelLoadError(f"{info.name}/{info.version}: cannot load model: {exc}") from None
+
+        return LoadedModel(info, Path(root), load_pipeline)
 
 
 # Types from these packages may be in a model skops loads; anything else refuses to register.

@@ -8,17 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from shipml.core.fast import (
-    FastPredictor,
-    Reference,
-    TreeKernel,
-    Unsupported,
-    Verdict,
-    compile_pipeline,
-    edge_case_rows,
-    verify,
-)
-from shipml.core.fast.verify import split_points
+from shipml.core.fast.compile import compile_pipeline
+from shipml.core.fast.model import FastPredictor, unpack
+from shipml.core.fast.preprocess import Unsupported
+from shipml.core.fast.trees import TreeKernel
+from shipml.core.fast.verify import Reference, Verdict, edge_case_rows, split_points, verify
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
 
@@ -42,12 +36,14 @@ def build_and_verify(
 ) -> tuple[FastPredictor | None, Verdict]:
     """The fast predictor and its verdict on ``rows`` plus generated edge cases.
 
-    The numpy predictor is always compared; with a ``kernel`` (the native one), the kernel-backed
-    predictor is compared too, against the same reference answers, and the verdict lists every
-    backend that agreed (the server uses only those). The kernel-backed one is returned if it agreed.
+    What is compared is the predictor after a round trip through its packed form (what the registry
+    stores and the server loads). The numpy predictor is always compared; with a ``kernel`` (the
+    native one), the kernel-backed predictor is compared too, against the same reference answers, and
+    the verdict lists every backend that agreed (the server uses only those). The kernel-backed one
+    is returned if it agreed.
     """
     try:
-        fast = compile_pipeline(pipeline, schema)
+        fast = unpack(compile_pipeline(pipeline, schema).pack())[0]
     except Unsupported as exc:
         return None, Verdict(False, "not verified", 0, float("nan"), f"unsupported: {exc}")
     probes = list(rows) + edge_case_rows(schema, rows, split_points(pipeline, fast))
@@ -55,7 +51,7 @@ def build_and_verify(
     verdict = verify(fast, pipeline, schema, probes, reference)
     chosen = fast if verdict.verified else None
     if kernel is not None:
-        backed = compile_pipeline(pipeline, schema, kernel)
+        backed = fast.with_kernel(kernel)
         if backed.backend != fast.backend:
             other = verify(backed, pipeline, schema, probes, reference)
             if other.verified and verdict.verified:

@@ -17,11 +17,20 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from shipml.adapters.files import file_sha256
-from shipml.adapters.mlflow_registry import MlflowRegistry, RunPayload, VersionInfo, git_commit, tags_from
+from shipml.adapters.mlflow_registry import (
+    FAST_PREDICTOR_FILE,
+    MlflowRegistry,
+    RunPayload,
+    VersionInfo,
+    git_commit,
+    tags_from,
+)
 from shipml.adapters.native import load_kernel
 from shipml.config import GateSettings, Settings
+from shipml.core.fast.model import FastPredictor
 from shipml.core.metrics import Evaluation, evaluate, metric_names
 from shipml.core.model import build_pipeline, make_estimator
+from shipml.core.predictor import PipelinePredictor
 from shipml.core.profile import ReferenceProfile, build_profile
 from shipml.core.schema import FeatureSchema, Task
 from shipml.core.validation import ValidationReport, validate_frame
@@ -45,6 +54,7 @@ class TrainResult:
     lineage: dict[str, str]
     rows: tuple[int, int]  # (train, test)
     input_example: pd.DataFrame
+    fast: FastPredictor | None = None  # verified; registered packed, next to the model
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
         progress("fit", 1, 1)
     holdout = _evaluate(pipeline, schema.target.task, X_test, y_test)
     train_pred = _profile_predictions(pipeline, schema.target.task, X_train)
-    _, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema), load_kernel()[0])
+    fast, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema), load_kernel()[0])
     if progress:
         progress("fast path verification", 1, 1)
     lineage = {
@@ -151,6 +161,7 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
         lineage=lineage,
         rows=(len(X_train), len(X_test)),
         input_example=X_train.head(5),
+        fast=fast,
     )
 
 
@@ -213,7 +224,19 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         model=result.pipeline,
         input_example=result.input_example,
         pip_requirements=requirements,
+        model_files=_packed_fast(result, files["shipml/input_example.json"]),
     )
+
+
+def _packed_fast(result: TrainResult, example_json: str) -> dict[str, bytes]:
+    """The verified fast predictor, packed with the pipeline's own outputs on the input example (the server
+    checks the unpacked predictor against them before it serves)."""
+    if result.fast is None:
+        return {}
+    want = PipelinePredictor(result.pipeline, result.schema).predict(json.loads(example_json))
+    expected = want.proba if want.proba is not None else want.values
+    assert expected is not None  # noqa: S101 - one of the two
+    return {FAST_PREDICTOR_FILE: result.fast.pack({"example_output": expected})}
 
 
 def train_and_register(

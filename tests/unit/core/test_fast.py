@@ -11,7 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipml.adapters.native import load_kernel
-from shipml.core.fast import TreeKernel, Unsupported, compile_pipeline, verified_backends, verify
+from shipml.core.fast.compile import compile_pipeline
+from shipml.core.fast.model import unpack
+from shipml.core.fast.preprocess import Unsupported
+from shipml.core.fast.trees import TreeKernel
+from shipml.core.fast.verify import verified_backends, verify
 from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor
 from shipml.core.schema import FeatureSchema
@@ -103,7 +107,7 @@ def test_fast_equals_pipeline_on_random_records(
 ) -> None:
     pipeline, schema = FITTED[(task, estimator)]
     rows = [{k: v for k, v in r.items() if k in schema.names} for r in rows]
-    fast = compile_pipeline(pipeline, schema, kernel)
+    fast = unpack(compile_pipeline(pipeline, schema).pack(), kernel)[0]  # the packed form is what serves
     got, want = fast.predict(rows), PipelinePredictor(pipeline, schema).predict(rows)
     if want.proba is not None:
         assert got.proba is not None
@@ -150,6 +154,15 @@ def test_big_batches_give_the_same_numbers(task: str, kernel: TreeKernel | None)
         np.testing.assert_array_equal(got.values, want.values)
     else:
         np.testing.assert_array_equal(got.proba, want.proba)
+
+
+def test_a_damaged_pack_is_refused_with_the_reason() -> None:
+    pipeline, schema = FITTED[("binary", "sklearn.ensemble.RandomForestClassifier")]
+    packed = compile_pipeline(pipeline, schema).pack()
+    with pytest.raises(ValueError, match="not a packed fast predictor"):
+        unpack(packed[: len(packed) // 2])
+    with pytest.raises(ValueError, match="not a packed fast predictor"):
+        unpack(b"not an npz")
 
 
 def test_the_tag_names_the_backends_it_vouches_for() -> None:

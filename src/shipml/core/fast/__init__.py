@@ -1,23 +1,9 @@
 """Fast predictors: a fitted sklearn Pipeline compiled to numpy, exact to the pipeline's own output.
 
-``compile_pipeline`` raises ``Unsupported`` (with the reason) for anything it
-cannot reproduce; the caller then uses the pipeline itself. Nothing here is
-trusted until ``verify`` has compared it with the pipeline.
+``compile.compile_pipeline`` (the only part that imports sklearn) raises
+``Unsupported`` (with the reason) for anything it cannot reproduce; the caller
+then uses the pipeline itself. ``model`` holds the runtime (``FastPredictor``,
+``pack``/``unpack``), ``verify`` the comparison: nothing is trusted until
+``verify`` has compared it with the pipeline. Import the sub-modules directly,
+so that serving a packed predictor does not import sklearn.
 """
-
-from shipml.core.fast.compile import FastPredictor, compile_pipeline
-from shipml.core.fast.preprocess import Unsupported
-from shipml.core.fast.trees import TreeKernel
-from shipml.core.fast.verify import Reference, Verdict, edge_case_rows, verified_backends, verify
-
-__all__ = [
-    "FastPredictor",
-    "Reference",
-    "TreeKernel",
-    "Unsupported",
-    "Verdict",
-    "compile_pipeline",
-    "edge_case_rows",
-    "verified_backends",
-    "verify",
-]

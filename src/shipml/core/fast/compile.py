@@ -1,12 +1,14 @@
-"""Compile a fitted shipml Pipeline (ColumnTransformer + estimator) into a FastPredictor."""
+"""Compile a fitted shipml Pipeline (ColumnTransformer + estimator) into a FastPredictor.
+
+This is the only module of the fast path that reads sklearn objects; what it
+produces (``model.py``) holds plain arrays.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -16,40 +18,16 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-from sklearn.utils.extmath import softmax
 
-from shipml.core.fast.preprocess import Preprocess, Unsupported
-from shipml.core.fast.trees import LockstepTrees, TreeKernel
-from shipml.core.predictor import Outputs
-from shipml.core.records import Value
+from shipml.core.fast.model import Boosting, FastPredictor, Linear, Spec, TreeMean
+from shipml.core.fast.preprocess import CategoricalBlock, NumericBlock, Preprocess, Unsupported
+from shipml.core.fast.trees import TreeKernel
 from shipml.core.schema import FeatureSchema
-
-Model = Callable[[np.ndarray], np.ndarray]
-
-
-class FastPredictor:
-    """Rows (dicts) -> preprocessing in numpy -> the compiled model. No DataFrame anywhere."""
-
-    name = "fast"
-
-    def __init__(
-        self, preprocess: Preprocess, model: Model, classes: tuple[Any, ...], kind: str, backend: str = "numpy"
-    ) -> None:
-        self.preprocess = preprocess
-        self.backend = backend
-        self.model = model
-        self.classes = classes
-        self.kind = kind
-        self.classification = bool(classes)
-
-    def predict(self, rows: Sequence[Mapping[str, Value]]) -> Outputs:
-        out = self.model(self.preprocess.transform(rows))
-        if self.classification:
-            return Outputs(self.classes, out, None)
-        return Outputs((), None, out)
 
 
 def compile_pipeline(pipeline: Any, schema: FeatureSchema, kernel: TreeKernel | None = None) -> FastPredictor:
@@ -60,85 +38,115 @@ def compile_pipeline(pipeline: Any, schema: FeatureSchema, kernel: TreeKernel | 
     pre, est = pipeline.steps[0][1], pipeline.steps[1][1]
     if not isinstance(pre, ColumnTransformer):
         raise Unsupported(f"preprocessing step is {type(pre).__name__}, not a ColumnTransformer")
-    preprocess = Preprocess(pre)
-    known = set(schema.names)
-    if not set(preprocess.columns) <= known:
+    preprocess = _preprocess(pre)
+    if not set(preprocess.columns) <= set(schema.names):
         raise Unsupported("the preprocessing reads columns outside the schema")
-    model, kind, uses_kernel = _compile_model(est, kernel)
+    spec = _model_spec(est)
     classes = (
         tuple(c.item() if hasattr(c, "item") else c for c in getattr(est, "classes_", ()))
         if schema.target.task != "regression"
         else ()
     )
-    backend = kernel.name if (kernel is not None and uses_kernel) else "numpy"
-    return FastPredictor(preprocess, model, classes, kind, backend)
+    return FastPredictor(preprocess, spec, classes, type(est).__name__, kernel)
 
 
-def _compile_model(est: Any, kernel: TreeKernel | None) -> tuple[Model, str, bool]:
-    """The model as a function of the preprocessed matrix, its kind, and whether ``kernel`` is used."""
-    kind = type(est).__name__
+def _preprocess(transformer: ColumnTransformer) -> Preprocess:
+    if transformer.remainder != "drop" and not _all_columns_used(transformer):
+        raise Unsupported("ColumnTransformer remainder other than drop")
+    blocks: list[NumericBlock | CategoricalBlock] = []
+    for name, step, columns in transformer.transformers_:
+        if name == "remainder" or step == "drop":
+            continue
+        steps = list(step.named_steps.values()) if isinstance(step, Pipeline) else [step]
+        cols = [str(c) for c in columns]
+        if any(isinstance(s, OneHotEncoder) for s in steps):
+            blocks.append(_categorical(cols, steps))
+        else:
+            blocks.append(_numeric(cols, steps))
+    return Preprocess(blocks)
+
+
+def _numeric(columns: list[str], steps: list[Any]) -> NumericBlock:
+    fill = mean = scale = None
+    for step in steps:
+        if isinstance(step, SimpleImputer):
+            if step.add_indicator or not np.all(np.isfinite(step.statistics_.astype(np.float64))):
+                raise Unsupported("numeric SimpleImputer with indicators or undefined statistics")
+            if len(step.statistics_) != len(columns):
+                raise Unsupported("numeric SimpleImputer dropped an all-missing column")
+            fill = step.statistics_.astype(np.float64)
+        elif isinstance(step, StandardScaler):
+            mean = step.mean_ if step.with_mean else None
+            scale = step.scale_ if step.with_std else None
+        else:
+            raise Unsupported(f"numeric step {type(step).__name__}")
+    return NumericBlock(columns, fill, mean, scale)
+
+
+def _categorical(columns: list[str], steps: list[Any]) -> CategoricalBlock:
+    fill = None
+    encoder = None
+    for step in steps:
+        if isinstance(step, SimpleImputer):
+            if step.add_indicator:
+                raise Unsupported("categorical SimpleImputer with indicators")
+            fill = [_plain(v) for v in step.statistics_]
+        elif isinstance(step, OneHotEncoder):
+            encoder = step
+        else:
+            raise Unsupported(f"categorical step {type(step).__name__}")
+    if encoder is None:
+        raise Unsupported("categorical columns without a OneHotEncoder")
+    if encoder.handle_unknown != "ignore" or encoder.drop is not None:
+        raise Unsupported("OneHotEncoder must have handle_unknown='ignore' and no drop")
+    if getattr(encoder, "_infrequent_enabled", False):
+        raise Unsupported("OneHotEncoder with infrequent categories")
+    categories = []
+    for cats in encoder.categories_:
+        if any(isinstance(c, float) and np.isnan(c) for c in cats):
+            raise Unsupported("OneHotEncoder with NaN as a category")
+        categories.append([_plain(c) for c in cats])
+    return CategoricalBlock(columns, fill, categories)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value a JSON record carries (the packed form is JSON)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _model_spec(est: Any) -> Spec:
     if isinstance(est, RandomForestClassifier | ExtraTreesClassifier):
-        trees = LockstepTrees([e.tree_ for e in est.estimators_], est.n_classes_, kernel)
-        n = float(len(est.estimators_))
-        return (lambda X: trees.summed(X) / n), kind, True
+        return TreeMean([e.tree_ for e in est.estimators_], int(est.n_classes_), float(len(est.estimators_)), False)
     if isinstance(est, RandomForestRegressor | ExtraTreesRegressor):
-        trees = LockstepTrees([e.tree_ for e in est.estimators_], 1, kernel)
-        n = float(len(est.estimators_))
-        return (lambda X: trees.summed(X)[:, 0] / n), kind, True
+        return TreeMean([e.tree_ for e in est.estimators_], 1, float(len(est.estimators_)), True)
     if isinstance(est, DecisionTreeClassifier):
-        single = LockstepTrees([est.tree_], est.n_classes_, kernel)
-        return (lambda X: single.summed(X)), kind, True
+        return TreeMean([est.tree_], int(est.n_classes_), 1.0, False)
     if isinstance(est, DecisionTreeRegressor):
-        single = LockstepTrees([est.tree_], 1, kernel)
-        return (lambda X: single.summed(X)[:, 0]), kind, True
+        return TreeMean([est.tree_], 1, 1.0, True)
     if isinstance(est, GradientBoostingClassifier | GradientBoostingRegressor):
-        return _gradient_boosting(est, kernel), kind, True
+        return _gradient_boosting(est)
     if isinstance(est, LogisticRegression):
-        return _logistic(est), kind, False
+        coef_t = np.asarray(est.coef_, dtype=np.float64).T
+        return Linear(coef_t, np.asarray(est.intercept_), "binary" if len(est.classes_) <= 2 else "softmax")
     if isinstance(est, LinearRegression | Ridge | Lasso | ElasticNet):
         coef = np.asarray(est.coef_, dtype=np.float64)
         if coef.ndim != 1:
             raise Unsupported("multi-output linear regression")
-        intercept = est.intercept_
-        return (lambda X: X @ coef + intercept), kind, False
-    raise Unsupported(f"no fast path for {kind}")
+        return Linear(coef, np.asarray(est.intercept_), "identity")
+    raise Unsupported(f"no fast path for {type(est).__name__}")
 
 
-def _gradient_boosting(est: Any, kernel: TreeKernel | None) -> Model:
+def _gradient_boosting(est: Any) -> Boosting:
     init = est.init_
     if not (init == "zero" or type(init).__name__ in ("DummyClassifier", "DummyRegressor")):
         raise Unsupported("gradient boosting with a custom init estimator")
-    per_iteration = est.estimators_.shape[1]
-    stages = [
-        LockstepTrees([est.estimators_[i, k].tree_ for i in range(est.estimators_.shape[0])], 1, kernel)
-        for k in range(per_iteration)
-    ]
+    n_stages, per_iteration = est.estimators_.shape
+    stages = [[est.estimators_[i, k].tree_ for i in range(n_stages)] for k in range(per_iteration)]
     # the init prediction of a prior/zero init is the same for every row
-    start = est._raw_predict_init(np.zeros((1, est.n_features_in_), dtype=np.float32))[0]
-    lr = float(est.learning_rate)
-    classify = hasattr(est, "classes_")
-
-    def raw(X: np.ndarray) -> np.ndarray:
-        columns = []
-        for k, trees in enumerate(stages):
-            first = np.full((X.shape[0], 1), start[k], dtype=np.float64)
-            columns.append(trees.summed(X, scale=lr, start=first)[:, 0])
-        return np.stack(columns, axis=1)
-
-    if classify:
-        return lambda X: est._loss.predict_proba(raw(X).ravel() if per_iteration == 1 else raw(X))
-    return lambda X: raw(X)[:, 0]
+    start = np.asarray(est._raw_predict_init(np.zeros((1, est.n_features_in_), dtype=np.float32))[0])
+    link = "identity" if not hasattr(est, "classes_") else ("binary" if per_iteration == 1 else "softmax")
+    return Boosting(stages, start, float(est.learning_rate), link)
 
 
-def _logistic(est: Any) -> Model:
-    coef_t = np.asarray(est.coef_, dtype=np.float64).T
-    intercept = est.intercept_
-    if len(est.classes_) <= 2:
-
-        def binary(X: np.ndarray) -> np.ndarray:
-            scores = X @ coef_t + intercept
-            p = expit(scores.reshape(-1))
-            return np.stack([1 - p, p], axis=1)
-
-        return binary
-    return lambda X: softmax(X @ coef_t + intercept, copy=False)
+def _all_columns_used(transformer: ColumnTransformer) -> bool:
+    return all(name != "remainder" or len(cols) == 0 for name, _, cols in transformer.transformers_)

@@ -1,4 +1,8 @@
-"""The ColumnTransformer of shipml's pipelines, from record dicts straight to the model's input matrix."""
+"""The ColumnTransformer of shipml's pipelines, from record dicts straight to the model's input matrix.
+
+These blocks hold plain arrays and lists (``compile.py`` reads them out of the
+fitted sklearn steps), so a packed predictor is rebuilt without importing sklearn.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
 class Unsupported(Exception):
@@ -19,23 +19,14 @@ class Unsupported(Exception):
 class NumericBlock:
     """SimpleImputer (any statistic) then StandardScaler, on float64, in sklearn's order of operations."""
 
-    def __init__(self, columns: list[str], steps: list[Any]) -> None:
+    def __init__(
+        self, columns: list[str], fill: np.ndarray | None, mean: np.ndarray | None, scale: np.ndarray | None
+    ) -> None:
         self.columns = columns
-        self.fill: np.ndarray | None = None
-        self.mean: np.ndarray | None = None
-        self.scale: np.ndarray | None = None
-        for step in steps:
-            if isinstance(step, SimpleImputer):
-                if step.add_indicator or not np.all(np.isfinite(step.statistics_.astype(np.float64))):
-                    raise Unsupported("numeric SimpleImputer with indicators or undefined statistics")
-                if len(step.statistics_) != len(columns):
-                    raise Unsupported("numeric SimpleImputer dropped an all-missing column")
-                self.fill = step.statistics_.astype(np.float64)
-            elif isinstance(step, StandardScaler):
-                self.mean = step.mean_ if step.with_mean else None
-                self.scale = step.scale_ if step.with_std else None
-            else:
-                raise Unsupported(f"numeric step {type(step).__name__}")
+        self.fill = fill
+        self.mean = mean
+        self.scale = scale
+        self.width = len(columns)
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         nan = np.nan
@@ -54,30 +45,13 @@ class NumericBlock:
 class CategoricalBlock:
     """Constant/most-frequent imputer then OneHotEncoder(handle_unknown="ignore"), as float64 indicator columns."""
 
-    def __init__(self, columns: list[str], steps: list[Any]) -> None:
+    def __init__(self, columns: list[str], fill: list[Any] | None, categories: list[list[Any]]) -> None:
         self.columns = columns
-        self.fill: list[Any] | None = None
+        self.fill = fill
+        self.categories = categories
         self.offsets: list[dict[Any, int]] = []
-        encoder = None
-        for step in steps:
-            if isinstance(step, SimpleImputer):
-                if step.add_indicator:
-                    raise Unsupported("categorical SimpleImputer with indicators")
-                self.fill = list(step.statistics_)
-            elif isinstance(step, OneHotEncoder):
-                encoder = step
-            else:
-                raise Unsupported(f"categorical step {type(step).__name__}")
-        if encoder is None:
-            raise Unsupported("categorical columns without a OneHotEncoder")
-        if encoder.handle_unknown != "ignore" or encoder.drop is not None:
-            raise Unsupported("OneHotEncoder must have handle_unknown='ignore' and no drop")
-        if getattr(encoder, "_infrequent_enabled", False):
-            raise Unsupported("OneHotEncoder with infrequent categories")
         start = 0
-        for cats in encoder.categories_:
-            if any(isinstance(c, float) and np.isnan(c) for c in cats):
-                raise Unsupported("OneHotEncoder with NaN as a category")
+        for cats in categories:
             self.offsets.append({c: start + i for i, c in enumerate(cats)})
             start += len(cats)
         self.width = start
@@ -100,25 +74,10 @@ class CategoricalBlock:
 class Preprocess:
     """A compiled ColumnTransformer: its blocks, in its output order."""
 
-    def __init__(self, transformer: ColumnTransformer) -> None:
-        if transformer.remainder != "drop" and not _all_columns_used(transformer):
-            raise Unsupported("ColumnTransformer remainder other than drop")
-        self.blocks: list[NumericBlock | CategoricalBlock] = []
-        for name, step, columns in transformer.transformers_:
-            if name == "remainder" or step == "drop":
-                continue
-            steps = list(step.named_steps.values()) if isinstance(step, Pipeline) else [step]
-            cols = [str(c) for c in columns]
-            if any(isinstance(s, OneHotEncoder) for s in steps):
-                self.blocks.append(CategoricalBlock(cols, steps))
-            else:
-                self.blocks.append(NumericBlock(cols, steps))
+    def __init__(self, blocks: list[NumericBlock | CategoricalBlock]) -> None:
+        self.blocks = blocks
         self.columns = [c for b in self.blocks for c in b.columns]
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         parts = [b.transform(rows) for b in self.blocks]
         return parts[0] if len(parts) == 1 else np.hstack(parts)
-
-
-def _all_columns_used(transformer: ColumnTransformer) -> bool:
-    return all(name != "remainder" or len(cols) == 0 for name, _, cols in transformer.transformers_)

@@ -37,8 +37,46 @@ class TreeKernel(Protocol):
     ) -> Summer: ...
 
 
+class TreeArrays:
+    """One fitted tree as plain arrays, with the attributes of sklearn's ``Tree`` that are read here
+    (a packed predictor's trees; ``value`` is (nodes, 1, n_outputs) as in sklearn)."""
+
+    n_outputs = 1
+
+    def __init__(
+        self, left: np.ndarray, right: np.ndarray, feature: np.ndarray, threshold: np.ndarray, value: np.ndarray
+    ) -> None:
+        self.children_left = left
+        self.children_right = right
+        self.feature = feature
+        self.threshold = threshold
+        self.value = value
+        self.node_count = len(left)
+        self.max_depth = _depth(left, right)
+
+    def apply(self, x32: np.ndarray) -> np.ndarray:
+        """The leaf of every row, one level of the tree at a time for all rows."""
+        node = np.zeros(len(x32), dtype=np.int64)
+        rows = np.arange(len(x32))
+        leaf = self.children_left == -1
+        feature = np.where(leaf, 0, self.feature)
+        for _ in range(self.max_depth):
+            go_left = x32[rows, feature[node]] <= self.threshold[node]
+            nxt = np.where(go_left, self.children_left[node], self.children_right[node])
+            node = np.where(leaf[node], node, nxt)
+        return node
+
+
+def _depth(left: np.ndarray, right: np.ndarray) -> int:
+    depth = np.zeros(len(left), dtype=np.int64)
+    for n in range(len(left)):  # sklearn numbers a child after its parent
+        if left[n] != -1:
+            depth[left[n]] = depth[right[n]] = depth[n] + 1
+    return int(depth.max()) if len(depth) else 0
+
+
 class LockstepTrees:
-    """Several sklearn ``Tree`` objects flattened into one node table."""
+    """Several trees (sklearn ``Tree`` objects or ``TreeArrays``) flattened into one node table."""
 
     def __init__(self, trees: Sequence[Any], n_outputs: int, kernel: TreeKernel | None = None) -> None:
         lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
