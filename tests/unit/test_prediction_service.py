@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from datetime import UTC, datetime
 
 import pytest
@@ -36,13 +35,13 @@ def deployment() -> tuple[Deployment, list[dict[str, object]]]:
 
 
 class FullWriter:
-    def submit_many(self, rows: list[PredictionRow]) -> concurrent.futures.Future[None]:
+    def enqueue(self, rows: list[PredictionRow]) -> None:
         raise StoreFull("full")
 
 
 class FailingWriter:
-    def submit_many(self, rows: list[PredictionRow]) -> concurrent.futures.Future[None]:
-        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def submit_waitable(self, rows: list[PredictionRow]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_exception(StoreError("disk gone"))
         return fut
 

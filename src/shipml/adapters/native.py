@@ -21,12 +21,14 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 SOURCE = Path(__file__).with_name("forest_kernel.c")
 FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-std=c99")
 ABI = 2
+GIL_HELD_MAX_ROWS = 64
 
 _i64p = ctypes.POINTER(ctypes.c_int64)
 _f64p = ctypes.POINTER(ctypes.c_double)
@@ -41,18 +43,11 @@ class NativeKernel:
 
     def __init__(self, library: Path) -> None:
         self.library = library
-        lib = ctypes.CDLL(str(library))
-        if lib.shipml_forest_abi() != ABI:
-            raise OSError(f"{library.name}: unexpected kernel ABI")
-        fn = lib.shipml_forest_sum
-        fn.restype = None
-        fn.argtypes = [
-            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double, ctypes.c_int32, ctypes.c_void_p,
-        ]  # fmt: skip
-        self._fn = fn
-        self._lib = lib
+        # Two handles on the same library: small calls keep the GIL (they take microseconds, and a call
+        # that lets it go waits for it to come back, up to the interpreter's switch interval when another
+        # thread is busy); big batches let it go, so the event loop runs while they compute.
+        self._fn = _declare(ctypes.PyDLL(str(library)))
+        self._fn_nogil = _declare(ctypes.CDLL(str(library)))
 
     def bind(
         self,
@@ -75,7 +70,7 @@ class NativeKernel:
         ]
         r, dp, ch, ft, th, va = (t.ctypes.data for t in tables)
         n_trees, n_out = len(tables[0]), tables[5].shape[1]
-        fn = self._fn
+        fn, fn_nogil = self._fn, self._fn_nogil
 
         def summed(x32: np.ndarray, scale: float | None, start: np.ndarray | None) -> np.ndarray:
             n_rows, n_cols = x32.shape
@@ -83,7 +78,7 @@ class NativeKernel:
                 out = np.empty((n_rows, n_out), dtype=np.float64)
             else:
                 out = np.array(start, dtype=np.float64, order="C", copy=True)
-            fn(
+            (fn if n_rows <= GIL_HELD_MAX_ROWS else fn_nogil)(
                 x32.ctypes.data, n_rows, n_cols, r, dp, n_trees, ch, ft, th, va, n_out,
                 scale is not None, 0.0 if scale is None else scale, start is not None, out.ctypes.data,
             )  # fmt: skip
@@ -91,6 +86,19 @@ class NativeKernel:
 
         summed.tables = tables  # type: ignore[attr-defined]  # keep the arrays alive as long as the function
         return summed
+
+
+def _declare(lib: ctypes.CDLL) -> Any:
+    if lib.shipml_forest_abi() != ABI:
+        raise OSError("unexpected native kernel ABI")
+    fn = lib.shipml_forest_sum
+    fn.restype = None
+    fn.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double, ctypes.c_int32, ctypes.c_void_p,
+    ]  # fmt: skip
+    return fn
 
 
 def cache_dir() -> Path:

@@ -9,9 +9,12 @@ Features are stored both as JSON and as one typed column per feature
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import concurrent.futures
-import queue
+import contextlib
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +32,7 @@ from shipml.errors import ShipmlError
 _SAFE = re.compile(r"[^a-z0-9_]")
 LOCK_WAIT_S = 30.0  # give up on a locked SQLite file after this long
 LOCK_RETRY_S = 0.0005
+MAX_ROWS_PER_STATEMENT = 512
 
 
 class StoreError(ShipmlError):
@@ -103,7 +107,8 @@ class PredictionStore:
             sa.Column("value", sa.Float),
         )
         self._typed: dict[str, sa.Column[Any]] = {}
-        self._insert_sql: str | None = None
+        self._names: list[str] = []
+        self._insert_sql: dict[int, str] = {}
         self._insert_width = -1
         try:
             self.meta.create_all(self.engine)
@@ -128,15 +133,19 @@ class PredictionStore:
                 self._typed.setdefault(f.name, sa.Column(col, kind))
 
     def write(self, rows: Sequence[PredictionRow]) -> None:
-        """Insert ``rows`` in one transaction (one prepared statement, many parameter tuples)."""
+        """Insert ``rows`` in one transaction, as few multi-row INSERT statements.
+
+        One statement per power-of-two piece of the batch (13 rows: 8 + 4 + 1), not one execution per
+        row: the SQLite driver lets go of the GIL at every statement step, and under load each of those
+        waits for the serving thread to hand it back (the GIL's switch interval), so a row per step made
+        the writer the bottleneck. The statement texts are few, so the driver's statement cache keeps them.
+        """
         if not rows:
             return
         typed = list(self._typed.items())
-        if self._insert_sql is None or self._insert_width != len(typed):
-            names = [c.name for c in self.predictions.c] + [col.name for _, col in typed]
-            marker = "?" if self.is_sqlite else "%s"
-            quoted = ", ".join(f'"{n}"' for n in names)
-            self._insert_sql = f"INSERT INTO predictions ({quoted}) VALUES ({', '.join([marker] * len(names))})"  # noqa: S608 - names are ours
+        if self._insert_width != len(typed):
+            self._names = [c.name for c in self.predictions.c] + [col.name for _, col in typed]
+            self._insert_sql = {}
             self._insert_width = len(typed)
         payload = [
             (
@@ -152,16 +161,38 @@ class PredictionStore:
             )
             for r in rows
         ]
+        pieces = []
+        start = 0
+        for size in _pieces(len(payload), self._max_rows_per_statement()):
+            flat = tuple(v for row in payload[start : start + size] for v in row)
+            pieces.append((self._insert_for(size), flat))
+            start += size
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
                 with self.write_engine.begin() as conn:
-                    conn.exec_driver_sql(self._insert_sql, payload)
+                    for sql, params in pieces:
+                        conn.exec_driver_sql(sql, params)
                 return
             except sa.exc.OperationalError as exc:
                 if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
                     raise
                 time.sleep(LOCK_RETRY_S)
+
+    def _max_rows_per_statement(self) -> int:
+        # SQLite allows 32,766 bound parameters since 3.32 (999 before); Postgres 65,535. Stay well below.
+        limit = 30_000 if not self.is_sqlite or sqlite3.sqlite_version_info >= (3, 32) else 999
+        return max(1, min(MAX_ROWS_PER_STATEMENT, limit // len(self._names)))
+
+    def _insert_for(self, n_rows: int) -> str:
+        sql = self._insert_sql.get(n_rows)
+        if sql is None:
+            marker = "?" if self.is_sqlite else "%s"
+            one = "(" + ", ".join([marker] * len(self._names)) + ")"
+            quoted = ", ".join(f'"{n}"' for n in self._names)
+            sql = f"INSERT INTO predictions ({quoted}) VALUES {', '.join([one] * n_rows)}"  # noqa: S608 - names are ours
+            self._insert_sql[n_rows] = sql
+        return sql
 
     def add_feedback(self, prediction_id: str, label: str | None, value: float | None) -> bool:
         """Record ground truth for a prediction; False if no such prediction. Later feedback replaces earlier."""
@@ -203,86 +234,140 @@ def _sqlite_pragmas(synchronous: str, busy_ms: int) -> Any:
     return on_connect
 
 
+def _pieces(n: int, largest: int) -> list[int]:
+    """``n`` as a sum of powers of two no larger than ``largest`` (rounded down to one), biggest first."""
+    top = 1 << (max(1, largest).bit_length() - 1)
+    out = [top] * (n // top)
+    rest = n % top
+    bit = top >> 1
+    while rest:
+        if rest >= bit:
+            out.append(bit)
+            rest -= bit
+        bit >>= 1
+    return out
+
+
 def _redact(uri: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", uri)
 
 
 _STOP = object()
 
+Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | concurrent.futures.Future[None]
+
 
 class StoreWriter:
-    """The single writer: takes rows from a bounded queue and commits them in batches."""
+    """The single writer: takes rows from a bounded queue and commits them in batches (group commit).
+
+    The thread is built to share the GIL with a busy event loop: it sleeps once per batch to gather
+    rows (never once per row), takes what is queued without blocking, and wakes each event loop once
+    per commit for all of that loop's waiting requests. Every blocking call lets go of the GIL, and
+    getting it back can take the interpreter's switch interval while the loop is busy, so the number
+    of blocking calls per batch is what bounds the writer.
+    """
 
     def __init__(
         self, store: PredictionStore, *, queue_size: int, batch_max: int, window_ms: float = 0.0, on_error: Any = None
     ) -> None:
         self.store = store
+        self.queue_size = queue_size
         self.batch_max = batch_max
         self.window_s = window_ms / 1000.0
         self.on_error = on_error
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._items: collections.deque[Any] = collections.deque()
+        self._queued_rows = 0
+        self._count_lock = threading.Lock()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shipml-store-writer", daemon=True)
         self._thread.start()
 
+    def _put(self, rows: list[PredictionRow], waiter: Any) -> None:
+        with self._count_lock:
+            if rows and self._queued_rows + len(rows) > self.queue_size and self._queued_rows > 0:
+                raise StoreFull("prediction log queue is full")
+            self._queued_rows += len(rows)
+        self._items.append((rows, waiter))
+        if not self._wake.is_set():
+            self._wake.set()
+
     def submit(self, row: PredictionRow) -> concurrent.futures.Future[None]:
         """Queue ``row``; the future completes when it is committed. Raises StoreFull at once if full."""
-        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        try:
-            self._queue.put_nowait((row, fut))
-        except queue.Full:
-            raise StoreFull("prediction log queue is full") from None
-        return fut
+        return self.submit_many([row])
 
     def submit_many(self, rows: Sequence[PredictionRow]) -> concurrent.futures.Future[None]:
         """Queue several rows as one unit (all committed in one batch)."""
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        try:
-            self._queue.put_nowait((list(rows), fut))
-        except queue.Full:
-            raise StoreFull("prediction log queue is full") from None
+        self._put(list(rows), fut)
         return fut
+
+    def submit_waitable(self, rows: Sequence[PredictionRow]) -> asyncio.Future[None]:
+        """Like ``submit_many``, for a caller on an event loop: an asyncio future of this loop,
+        resolved together with the rest of the commit's futures of the same loop (one wake-up)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._put(list(rows), (loop, fut))
+        return fut
+
+    def enqueue(self, rows: Sequence[PredictionRow]) -> None:
+        """Queue rows nobody waits for (``async`` durability)."""
+        self._put(list(rows), None)
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queued_rows
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
+            self._wake.wait()
+            if self.window_s > 0:
+                time.sleep(self.window_s)  # group commit: one sleep gathers what arrives meanwhile
+            self._wake.clear()
+            batch: list[tuple[list[PredictionRow], Any]] = []
+            n_rows = 0
             stop = False
-            # Group commit: gather what arrives within the window, so one commit carries many rows.
-            deadline = time.monotonic() + self.window_s
-            while len(batch) < self.batch_max:
-                try:
-                    remaining = deadline - time.monotonic()
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
+            while self._items:
+                head = self._items[0]
+                if head is _STOP:
+                    self._items.popleft()
                     stop = True
                     break
-                batch.append(item)
-            self._commit(batch)
+                if batch and n_rows + len(head[0]) > self.batch_max:
+                    break
+                batch.append(self._items.popleft())
+                n_rows += len(head[0])
+            if batch:
+                with self._count_lock:
+                    self._queued_rows -= n_rows
+                self._commit(batch)
             if stop:
                 return
+            if self._items:
+                self._wake.set()
 
-    def _commit(self, batch: list[tuple[Any, concurrent.futures.Future[None]]]) -> None:
-        rows: list[PredictionRow] = []
-        for item, _ in batch:
-            rows.extend(item if isinstance(item, list) else [item])
+    def _commit(self, batch: list[tuple[list[PredictionRow], Any]]) -> None:
+        rows = [r for item, _ in batch for r in item]
+        error: StoreError | None = None
         try:
             self.store.write(rows)
         except Exception as exc:
             if self.on_error is not None:
                 self.on_error(exc)
-            for _, fut in batch:
-                fut.set_exception(StoreError(f"prediction log write failed: {type(exc).__name__}"))
-            return
-        for _, fut in batch:
-            fut.set_result(None)
+            error = StoreError(f"prediction log write failed: {type(exc).__name__}")
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, waiter in batch:
+            if waiter is None:
+                continue
+            if isinstance(waiter, concurrent.futures.Future):
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+            else:
+                by_loop.setdefault(waiter[0], []).append(waiter[1])
+        for loop, futures in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_resolve, futures, error)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued before this call is committed."""
@@ -291,12 +376,16 @@ class StoreWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop the thread."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._queue.put(_STOP, timeout=0.1)
-                break
-            except queue.Full:
-                if time.monotonic() > deadline:
-                    break
-        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._items.append(_STOP)
+        self._wake.set()
+        self._thread.join(timeout=timeout)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: StoreError | None) -> None:
+    for fut in futures:
+        if fut.done():  # the request was cancelled (client went away)
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,12 +124,14 @@ class PredictionService:
         if self.writer is None:
             return
         try:
-            future = self.writer.submit_many(rows)
+            if self.durability != "commit":
+                self.writer.enqueue(rows)
+                return
+            waiting = self.writer.submit_waitable(rows)
         except StoreFull:
             self.metrics.shed.inc()
             raise ApiError(503, "overloaded", "the prediction log is full; retry later") from None
-        if self.durability == "commit":
-            try:
-                await asyncio.wrap_future(future)
-            except StoreError:
-                raise ApiError(503, "store_unavailable", "the prediction could not be logged; retry later") from None
+        try:
+            await waiting
+        except StoreError:
+            raise ApiError(503, "store_unavailable", "the prediction could not be logged; retry later") from None
