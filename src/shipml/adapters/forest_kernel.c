@@ -1,8 +1,8 @@
 /* shipml's native tree-ensemble kernel, loaded with ctypes (see native.py).
  *
  * It computes exactly what core/fast/trees.py computes in numpy, and what
- * scikit-learn computes: the row is float32, each split compares it, promoted
- * to double, with a double threshold (x <= threshold goes left), and the
+ * scikit-learn computes: the row is rounded to float32, each split compares it,
+ * promoted back to double, with a double threshold (x <= threshold goes left), and the
  * per-tree leaf values (times `scale`, if given) are added to the row's sum in
  * tree order. Built with -ffp-contract=off so that no multiply-add is fused.
  *
@@ -13,7 +13,7 @@
  */
 #include <stdint.h>
 
-#define SHIPML_FOREST_ABI 2
+#define SHIPML_FOREST_ABI 3
 #define BLOCK 8
 
 int64_t shipml_forest_abi(void) { return SHIPML_FOREST_ABI; }
@@ -27,7 +27,7 @@ static inline void add_leaf(const double *v, double *o, int64_t n_out, int assig
 
 /* out has n_rows * n_out doubles: it holds the start values on entry when has_start, else it is
  * overwritten with the first tree's values. Node ids are global (trees concatenated). */
-void shipml_forest_sum(const float *X, int64_t n_rows, int64_t n_cols, const int64_t *roots, const int64_t *depths,
+void shipml_forest_sum(const double *X, int64_t n_rows, int64_t n_cols, const int64_t *roots, const int64_t *depths,
                        int64_t n_trees, const int64_t *child, const int64_t *feature, const double *threshold,
                        const double *value, int64_t n_out, int32_t has_scale, double scale, int32_t has_start,
                        double *out) {
@@ -37,12 +37,12 @@ void shipml_forest_sum(const float *X, int64_t n_rows, int64_t n_cols, const int
         int64_t i = 0;
         for (; i + BLOCK <= n_rows; i += BLOCK) {
             int64_t node[BLOCK];
-            const float *x = X + i * n_cols;
+            const double *x = X + i * n_cols;
             for (int j = 0; j < BLOCK; j++) node[j] = root;
             for (int64_t d = 0; d < depth; d++) {
                 for (int j = 0; j < BLOCK; j++) {
                     const int64_t n = node[j];
-                    node[j] = child[2 * n + ((double)x[j * n_cols + feature[n]] <= threshold[n])];
+                    node[j] = child[2 * n + ((double)(float)x[j * n_cols + feature[n]] <= threshold[n])];
                 }
             }
             for (int j = 0; j < BLOCK; j++) {
@@ -50,9 +50,9 @@ void shipml_forest_sum(const float *X, int64_t n_rows, int64_t n_cols, const int
             }
         }
         for (; i < n_rows; i++) {
-            const float *x = X + i * n_cols;
+            const double *x = X + i * n_cols;
             int64_t n = root;
-            for (int64_t d = 0; d < depth; d++) n = child[2 * n + ((double)x[feature[n]] <= threshold[n])];
+            for (int64_t d = 0; d < depth; d++) n = child[2 * n + ((double)(float)x[feature[n]] <= threshold[n])];
             add_leaf(value + n * n_out, out + i * n_out, n_out, assign, has_scale, scale);
         }
     }

@@ -27,7 +27,7 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name("forest_kernel.c")
 FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-std=c99")
-ABI = 2
+ABI = 3
 GIL_HELD_MAX_ROWS = 64
 
 _i64p = ctypes.POINTER(ctypes.c_int64)
@@ -72,14 +72,15 @@ class NativeKernel:
         n_trees, n_out = len(tables[0]), tables[5].shape[1]
         fn, fn_nogil = self._fn, self._fn_nogil
 
-        def summed(x32: np.ndarray, scale: float | None, start: np.ndarray | None) -> np.ndarray:
-            n_rows, n_cols = x32.shape
+        def summed(x: np.ndarray, scale: float | None, start: np.ndarray | None) -> np.ndarray:
+            x = np.ascontiguousarray(x, dtype=np.float64)  # rounded to float32 inside, as sklearn does
+            n_rows, n_cols = x.shape
             if start is None:
                 out = np.empty((n_rows, n_out), dtype=np.float64)
             else:
                 out = np.array(start, dtype=np.float64, order="C", copy=True)
             (fn if n_rows <= GIL_HELD_MAX_ROWS else fn_nogil)(
-                x32.ctypes.data, n_rows, n_cols, r, dp, n_trees, ch, ft, th, va, n_out,
+                x.ctypes.data, n_rows, n_cols, r, dp, n_trees, ch, ft, th, va, n_out,
                 scale is not None, 0.0 if scale is None else scale, start is not None, out.ctypes.data,
             )  # fmt: skip
             return out

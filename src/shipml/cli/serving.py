@@ -102,6 +102,7 @@ def serve(
         port=settings.serve.port,
         workers=n,
         access_log=False,
+        server_header=False,
         timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
         log_level="warning",
     )

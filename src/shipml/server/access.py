@@ -30,8 +30,9 @@ class RequestRecorder:
         self, request_id: str, endpoint: str, scope: Scope, status: int, started: float, extra: dict[str, Any]
     ) -> None:
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(endpoint, str(status)).inc()
-        self.metrics.latency.labels(endpoint).observe(elapsed)
+        m = self.metrics
+        m.child(m.requests, endpoint, str(status)).inc()
+        m.child(m.latency, endpoint).observe(elapsed)
         log.info(
             "request", id=request_id, method=scope["method"], path=scope["path"], status=status,
             latency_ms=round(elapsed * 1000, 3), **extra,

@@ -82,7 +82,7 @@ class PredictionService:
             latency_ms = (time.perf_counter() - started) * 1000.0
             log_rows = self._results(deployment, accepted, outputs, results, latency_ms)
             await self._log(log_rows)
-            self.metrics.predictions.labels(name, version, variant, "ok").inc(len(accepted))
+            self.metrics.child(self.metrics.predictions, name, version, variant, "ok").inc(len(accepted))
             for _, a in accepted:
                 for feature, rule in a.tolerated:
                     self.metrics.tolerated.labels(name, feature, rule).inc()

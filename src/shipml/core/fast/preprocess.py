@@ -27,6 +27,29 @@ class NumericBlock:
         self.mean = mean
         self.scale = scale
         self.width = len(columns)
+        # one row is done with Python floats: the same IEEE double operations as numpy's, in the same order
+        nan = float("nan")
+        self._steps = [
+            (
+                c,
+                float(fill[j]) if fill is not None else nan,
+                float(mean[j]) if mean is not None else None,
+                float(scale[j]) if scale is not None else None,
+            )
+            for j, c in enumerate(columns)
+        ]
+
+    def extend_one(self, row: Mapping[str, Any], out: list[float]) -> None:
+        for column, fill, mean, scale in self._steps:
+            v = row[column]
+            x = fill if v is None else float(v)
+            if x != x and v is not None:  # a NaN given as the value is missing too, as np.isnan treats it
+                x = fill
+            if mean is not None:
+                x = x - mean
+            if scale is not None:
+                x = x / scale
+            out.append(x)
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         nan = np.nan
@@ -55,6 +78,18 @@ class CategoricalBlock:
             self.offsets.append({c: start + i for i, c in enumerate(cats)})
             start += len(cats)
         self.width = start
+        self._steps = [
+            (c, self.fill[j] if self.fill is not None else None, self.offsets[j]) for j, c in enumerate(columns)
+        ]
+
+    def extend_one(self, row: Mapping[str, Any], out: list[float]) -> None:
+        base = len(out)
+        out.extend([0.0] * self.width)
+        for column, fill, index in self._steps:
+            v = row[column]
+            k = index.get(fill if v is None else v)
+            if k is not None:
+                out[base + k] = 1.0
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         out = np.zeros((len(rows), self.width), dtype=np.float64)
@@ -79,5 +114,10 @@ class Preprocess:
         self.columns = [c for b in self.blocks for c in b.columns]
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if len(rows) == 1:
+            out: list[float] = []
+            for block in self.blocks:
+                block.extend_one(rows[0], out)
+            return np.array([out], dtype=np.float64)
         parts = [b.transform(rows) for b in self.blocks]
         return parts[0] if len(parts) == 1 else np.hstack(parts)

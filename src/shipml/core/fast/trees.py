@@ -22,7 +22,7 @@ class TreeKernel(Protocol):
     """Compiled code that sums an ensemble's leaf values exactly as ``LockstepTrees.summed`` does
     (the native kernel is one, in adapters): ``bind`` takes the node tables (global node ids; each
     node's right and left child side by side; a leaf is its own child with threshold +inf) and
-    returns ``summed(x32, scale, start)``."""
+    returns ``summed(X, scale, start)`` for a float64 ``X``, which it rounds to float32 as sklearn does."""
 
     name: str
 
@@ -143,7 +143,7 @@ class LockstepTrees:
     def summed(self, X: np.ndarray, scale: float | None = None, start: np.ndarray | None = None) -> np.ndarray:
         """Sum over trees, in tree order, of each tree's leaf value (times ``scale``), after ``start``."""
         if self._native is not None:
-            return self._native(np.ascontiguousarray(X, dtype=np.float32), scale, start)
+            return self._native(X, scale, start)
         if X.shape[0] * self.n_trees > LOCKSTEP_MAX_CELLS:
             return self._summed_tree_by_tree(X, scale, start)
         per_tree = self.value[self.leaves(X)]  # (n_trees, n_rows, n_outputs)
