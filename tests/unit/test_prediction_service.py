@@ -35,11 +35,17 @@ def deployment() -> tuple[Deployment, list[dict[str, object]]]:
 
 
 class FullWriter:
+    def has_room(self, n_rows: int) -> bool:
+        return True  # and then the queue fills before the rows are handed over
+
     def enqueue(self, rows: list[PredictionRow]) -> None:
         raise StoreFull("full")
 
 
 class FailingWriter:
+    def has_room(self, n_rows: int) -> bool:
+        return True
+
     def submit_waitable(self, rows: list[PredictionRow]) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_exception(StoreError("disk gone"))

@@ -282,6 +282,10 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name="shipml-store-writer", daemon=True)
         self._thread.start()
 
+    def has_room(self, n_rows: int) -> bool:
+        """Whether ``n_rows`` more rows fit in the queue now (a unit bigger than the queue fits an empty one)."""
+        return self._queued_rows == 0 or self._queued_rows + n_rows <= self.queue_size
+
     def _put(self, rows: list[PredictionRow], waiter: Any) -> None:
         with self._count_lock:
             if rows and self._queued_rows + len(rows) > self.queue_size and self._queued_rows > 0:

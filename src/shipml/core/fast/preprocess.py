@@ -52,8 +52,9 @@ class NumericBlock:
             out.append(x)
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        nan = np.nan
-        X = np.array([[nan if (v := r[c]) is None else v for c in self.columns] for r in rows], dtype=np.float64)
+        X = np.empty((len(rows), len(self.columns)), dtype=np.float64)
+        for j, c in enumerate(self.columns):
+            X[:, j] = np.array([r[c] for r in rows], dtype=np.float64)  # None becomes NaN
         if self.fill is not None:
             missing = np.isnan(X)
             if missing.any():
@@ -93,16 +94,12 @@ class CategoricalBlock:
 
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         out = np.zeros((len(rows), self.width), dtype=np.float64)
-        for j, column in enumerate(self.columns):
-            index = self.offsets[j]
-            fill = self.fill[j] if self.fill is not None else None
-            for i, r in enumerate(rows):
-                v = r[column]
-                if v is None:
-                    v = fill
-                k = index.get(v)
-                if k is not None:
-                    out[i, k] = 1.0
+        n = len(rows)
+        for column, fill, index in self._steps:
+            get = index.get
+            hot = np.fromiter((get(fill if (v := r[column]) is None else v, -1) for r in rows), np.int64, n)
+            known = hot >= 0
+            out[np.flatnonzero(known), hot[known]] = 1.0
         return out
 
 
