@@ -172,7 +172,7 @@ class StoreSettings(_Section):
     queue_size: int = Field(default=10_000, ge=1, description="async mode: rows waiting before the service sheds load")
     batch_max: int = Field(default=512, ge=1, description="max rows per group commit")
     commit_window_ms: float = Field(
-        default=1.0, ge=0.0, le=100.0, description="how long the writer gathers rows before a commit"
+        default=0.4, ge=0.0, le=100.0, description="how long the writer gathers rows before a commit"
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"

@@ -13,11 +13,13 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import fcntl
+import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,11 +68,14 @@ class PredictionStore:
     def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.uri = uri
         self.is_sqlite = uri.startswith("sqlite")
+        self._lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
+        self._lock_fd: int | None = None
         try:
             if self.is_sqlite:
                 path = uri.removeprefix("sqlite:///")
                 if path and path != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    self._lock_path = Path(path + ".writelock")
                 self.engine: Engine = sa.create_engine(uri, connect_args={"check_same_thread": False, "timeout": 30})
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=30_000))
                 # The writer does not sleep in SQLite's busy handler (1 ms, then up to 100 ms back-off) when
@@ -170,7 +175,7 @@ class PredictionStore:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
-                with self.write_engine.begin() as conn:
+                with self._turn(), self.write_engine.begin() as conn:
                     for sql, params in pieces:
                         conn.exec_driver_sql(sql, params)
                 return
@@ -178,6 +183,22 @@ class PredictionStore:
                 if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
                     raise
                 time.sleep(LOCK_RETRY_S)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Hold the file's writer lock (flock) for one transaction. The store writers of several worker
+        processes then queue for SQLite's write lock, each handed it when the last commit ends, instead
+        of polling for it; whatever arrives meanwhile goes into the next commit."""
+        if self._lock_path is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _max_rows_per_statement(self) -> int:
         # SQLite allows 32,766 bound parameters since 3.32 (999 before); Postgres 65,535. Stay well below.
@@ -218,6 +239,9 @@ class PredictionStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.predictions)).scalar_one())
 
     def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self.engine.dispose()
         self.write_engine.dispose()
 

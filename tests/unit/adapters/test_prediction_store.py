@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -84,3 +85,46 @@ def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> Non
         fut.result(timeout=10)
     assert len(errors) == 1
     writer.close()
+
+
+@pytest.mark.parametrize("n", [1, 13, 1000, 2600])
+def test_a_batch_of_any_size_lands_whole_with_its_values(store: PredictionStore, n: int) -> None:
+    store.write([row(i, tenure=float(i), contract="one-year" if i % 2 else None) for i in range(n)])
+    assert store.count() == n
+    last = store.get(f"id-{n - 1:04d}")
+    assert last is not None
+    assert last["f_tenure"] == float(n - 1)
+    assert last["f_contract"] == ("one-year" if (n - 1) % 2 else None)
+
+
+def test_an_event_loop_waits_for_the_commit_of_its_rows(store: PredictionStore) -> None:
+    writer = StoreWriter(store, queue_size=1000, batch_max=512, window_ms=0.4)
+
+    async def predict_and_log() -> list[int]:
+        waits = [writer.submit_waitable([row(i, tenure=float(i))]) for i in range(50)]
+        await asyncio.gather(*waits)
+        return [store.count()]
+
+    assert asyncio.run(predict_and_log()) == [50]  # every row committed before the callers go on
+    writer.close()
+
+
+def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(tmp_path: Path, churn_df: pd.DataFrame) -> None:
+    schema = FeatureSchema.infer(churn_df, "churn", id_columns=("customer_id",))
+    stores = [PredictionStore(f"sqlite:///{tmp_path}/shared.db") for _ in range(2)]
+    for s in stores:
+        s.ensure_features(schema)
+
+    def write_many(s: PredictionStore, offset: int) -> None:
+        for i in range(100):
+            s.write([row(offset + 2 * i, tenure=1.0), row(offset + 2 * i + 1, tenure=2.0)])
+
+    threads = [threading.Thread(target=write_many, args=(s, k * 1000)) for k, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stores[0].count() == 400
+    assert (tmp_path / "shared.db.writelock").exists()
+    for s in stores:
+        s.close()
