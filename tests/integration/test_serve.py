@@ -199,6 +199,8 @@ def test_model_description_and_openapi(server: Server, keys: Keys) -> None:
     assert model["run_id"] and model["trained_at"] and model["metrics"]["roc_auc"] > 0.75
     assert model["predictor"] == "fast"
     assert model["fast_path"].startswith("verified: exact on ")
+    # the native kernel serves where it was verified and this machine has it, else numpy
+    assert model["backend"] == model["fast_path"].split("backends: ")[1].split(", ")[-1]
     assert [f["name"] for f in model["schema"]["features"]] == list(FEATURES)
     spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
     features = spec["components"]["schemas"]["Features"]

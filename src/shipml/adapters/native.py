@@ -1,13 +1,14 @@
 """The native tree kernel: ``forest_kernel.c`` compiled once per machine and loaded with ctypes.
 
-The kernel does what ``core/fast/trees.py`` does in numpy (same float32 rows,
-same comparisons, same order of summation), about ten times faster for one row
-and several times for a batch. It needs a C compiler (``$CC``, else ``cc``) the
-first time; the library is cached under ``$SHIPML_NATIVE_CACHE`` (default
+The kernel does what ``core/fast/trees.py`` does in numpy (the same float32
+rounding, comparisons and order of summation), several times faster for one row
+and more for batches. Building it needs a C compiler (``$CC``, else ``cc``), once:
+the library is cached under ``$SHIPML_NATIVE_CACHE`` (default
 ``~/.cache/shipml/native``), keyed by the source, the flags and the platform,
-so workers after the first load it in milliseconds. Without a compiler, or with
-``SHIPML_NATIVE=0``, there is no kernel and the numpy path serves. Either way,
-a fast predictor is used only after ``verify`` compared it with the pipeline.
+so later processes load it in milliseconds, and an image can ship it built
+(deploy/Dockerfile does) with no compiler at run time. Without it, or with
+``SHIPML_NATIVE=0``, there is no kernel and the numpy path serves. Either way, a
+backend serves only after ``verify`` compared it with the pipeline.
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ def cache_dir() -> Path:
     return Path(base) / "shipml" / "native"
 
 
-def _library_name(compiler: str) -> str:
+def _library_name() -> str:
     h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(" ".join((compiler, *FLAGS, platform.machine(), platform.system())).encode())
+    h.update(" ".join((*FLAGS, platform.machine(), platform.system())).encode())
     return f"forest-{h.hexdigest()[:16]}.so"
 
 
@@ -130,11 +131,11 @@ def load_kernel() -> tuple[NativeKernel | None, str]:
 def _load() -> tuple[NativeKernel | None, str]:
     if os.environ.get("SHIPML_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None, "disabled by SHIPML_NATIVE"
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        return None, "no C compiler (set CC, or install one) to build the native kernel"
-    target = cache_dir() / _library_name(compiler)
-    if not target.exists():
+    target = cache_dir() / _library_name()
+    if not target.exists():  # built once per machine (or image: the cache can be baked in, no compiler needed)
+        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if not compiler:
+            return None, "no C compiler (set CC, or install one) to build the native kernel"
         try:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

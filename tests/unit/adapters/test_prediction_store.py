@@ -109,7 +109,9 @@ def test_an_event_loop_waits_for_the_commit_of_its_rows(store: PredictionStore) 
     writer.close()
 
 
-def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(tmp_path: Path, churn_df: pd.DataFrame) -> None:
+def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(
+    tmp_path: Path, churn_df: pd.DataFrame
+) -> None:
     schema = FeatureSchema.infer(churn_df, "churn", id_columns=("customer_id",))
     stores = [PredictionStore(f"sqlite:///{tmp_path}/shared.db") for _ in range(2)]
     for s in stores:
