@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         output = LineBuffer(sys.stdout.buffer)
         configure_logging(output)
+        recorder.sink = output
         flusher = asyncio.create_task(_flush_every(output), name="shipml-log-flush")
         if not settings.auth.enabled:
             log.warning(
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> ASGIApp:
             await anyio.to_thread.run_sync(writer.close)
             store.close()
             log.info("service_stopped", pending=writer.pending)
+            recorder.sink = None
             flusher.cancel()
             output.flush()
 
