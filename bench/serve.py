@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shipml only (no peers)")
     parser.add_argument("--peers-python", help="python of the bench environment with litserve and bentoml")
     args = parser.parse_args()
+    if args.peers_python:  # the peers start in the work directory: an absolute path (symlinks kept: a venv)
+        args.peers_python = os.path.abspath(args.peers_python)
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk (make bench does this)")
     root = Path(tempfile.mkdtemp(prefix="shipml-bench-"))
@@ -260,6 +262,11 @@ def main() -> None:
     run_shipml("shipml 1 worker, commit log", 1, {})
     run_shipml("shipml 2 workers, commit log", 2, {})
     run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
+    # Does the micro-batcher pay? On the fast path, and for a model served by its pipeline.
+    run_shipml(BATCHED_FAST, 2, {"SHIPML_SERVE__BATCHING__FAST_PATH": "true"})
+    pipeline_only = {"SHIPML_SERVE__FAST_PATH": "false"}
+    run_shipml(PIPELINE_POOL, 2, pipeline_only | {"SHIPML_SERVE__BATCHING__ENABLED": "false"})
+    run_shipml(PIPELINE_BATCHED, 2, pipeline_only)
     if not args.quick:
         features = lambda r: {"features": r}  # noqa: E731
         from_shipml_shape = lambda j: [j["probabilities"]["0"], j["probabilities"]["1"]]  # noqa: E731
@@ -330,6 +337,9 @@ def batch_figures(
 
 
 BATCH_RATIO: dict[int, float] = {}
+BATCHED_FAST = "shipml 2 workers, commit log, fast path + micro-batcher"
+PIPELINE_POOL = "shipml 2 workers, commit log, pipeline in a thread pool"
+PIPELINE_BATCHED = "shipml 2 workers, commit log, pipeline + micro-batcher"
 
 
 def goals(results: list[Result]) -> None:
@@ -375,6 +385,17 @@ def goals(results: list[Result]) -> None:
     goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
     print("\ngoals, from this run's figures:")
     print("\n".join(lines))
+    print("\nthe micro-batcher (serve.batching), from this run's figures:")
+    for label, with_, without in (
+        ("on the fast path", by.get(BATCHED_FAST), commit),
+        ("on a model served by its pipeline", by.get(PIPELINE_BATCHED), by.get(PIPELINE_POOL)),
+    ):
+        if with_ and without:
+            verdict = "pays" if with_.rps > without.rps * 1.05 else "does not pay"
+            print(
+                f"  {label}: {with_.rps:,.0f} req/s with it, {without.rps:,.0f} without"
+                f" ({with_.rps / without.rps:.2f}x, p99 {with_.p99_ms:.2f} vs {without.p99_ms:.2f} ms): {verdict}"
+            )
 
 
 def report(results: list[Result]) -> None:

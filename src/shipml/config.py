@@ -129,6 +129,17 @@ class AuthSettings(_Section):
     keys: list[ApiKeySettings] = Field(default_factory=list)
 
 
+class BatchingSettings(_Section):
+    """Micro-batching: concurrent requests to one model grouped into one predictor call."""
+
+    enabled: bool = Field(default=True, description="group requests to models served by their pipeline")
+    max_batch_size: int = Field(default=64, ge=1, le=100_000, description="rows per grouped call")
+    max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0, description="how long the first request waits")
+    fast_path: bool = Field(
+        default=False, description="group requests to verified fast predictors too (measured by make bench)"
+    )
+
+
 class ServeSettings(_Section):
     """The HTTP prediction service."""
 
@@ -152,6 +163,10 @@ class ServeSettings(_Section):
     grace_period_s: float = Field(default=10.0, ge=0.0, description="time to finish in-flight requests on SIGTERM")
     log_features: bool = Field(default=False, description="include feature values in request logs")
     multiproc_dir: str | None = Field(default=None, description="prometheus multiprocess directory (set by --workers)")
+    fast_path: bool = Field(
+        default=True, description="serve a verified fast predictor; false always serves the pipeline (comparisons)"
+    )
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> ServeSettings:

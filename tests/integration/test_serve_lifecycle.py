@@ -176,3 +176,36 @@ def test_cors_when_configured_and_predict_through_the_framework_route(project: t
         assert requests.post(f"{server.url}/predict", json={"features": {}}, timeout=10).status_code == 401
     finally:
         assert server.stop() == 0
+
+
+def test_the_pipeline_serves_through_the_micro_batcher_with_the_fast_paths_answers(
+    project: tuple[Path, Keys],
+) -> None:
+    root, keys = project
+    bodies = [{"features": r} for r in records(24)]
+
+    def answers(server: Server) -> list[dict[str, float]]:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(
+                pool.map(
+                    lambda b: requests.post(f"{server.url}/predict", json=b, headers=auth(keys.predict), timeout=30),
+                    bodies,
+                )
+            )
+        assert [r.status_code for r in got] == [200] * len(bodies)
+        return [r.json()["probabilities"] for r in got]
+
+    fast = start_server(root)
+    try:
+        model = requests.get(f"{fast.url}/model", headers=auth(keys.predict), timeout=10).json()
+        assert (model["predictor"], model["micro_batching"]) == ("fast", False)
+        want = answers(fast)
+    finally:
+        assert fast.stop() == 0
+    slow = start_server(root, env={"SHIPML_SERVE__FAST_PATH": "false"})
+    try:
+        model = requests.get(f"{slow.url}/model", headers=auth(keys.predict), timeout=10).json()
+        assert (model["predictor"], model["micro_batching"]) == ("pipeline", True)
+        assert answers(slow) == want  # the same floats, through grouped pipeline calls
+    finally:
+        assert slow.stop() == 0

@@ -1,8 +1,9 @@
 /* shipml's native tree-ensemble kernel, loaded with ctypes (see native.py).
  *
  * It computes exactly what core/fast/trees.py computes in numpy, and what
- * scikit-learn computes: the row is rounded to float32, each split compares it,
- * promoted back to double, with a double threshold (x <= threshold goes left), and the
+ * scikit-learn computes: the row is rounded to float32 (except for
+ * HistGradientBoosting, which compares float64), each split compares it,
+ * as a double, with a double threshold (x <= threshold goes left), and the
  * per-tree leaf values (times `scale`, if given) are added to the row's sum in
  * tree order. Built with -ffp-contract=off so that no multiply-add is fused.
  *
@@ -14,7 +15,9 @@
  */
 #include <stdint.h>
 
-#define SHIPML_FOREST_ABI 3
+#define SHIPML_FOREST_ABI 4
+/* a row value as the split sees it: rounded to float32 (sklearn's trees) or not (HistGradientBoosting) */
+#define SPLIT_VALUE(v) (round32 ? (double)(float)(v) : (v))
 #define BLOCK 8
 
 int64_t shipml_forest_abi(void) { return SHIPML_FOREST_ABI; }
@@ -30,7 +33,7 @@ static inline void add_leaf(const double *v, double *o, int64_t n_out, int assig
 static void rows_by_tree_blocks(const double *X, int64_t n_rows, int64_t n_cols, const int64_t *roots,
                                 const int64_t *depths, int64_t n_trees, const int64_t *child, const int64_t *feature,
                                 const double *threshold, const double *value, int64_t n_out, int32_t has_scale,
-                                double scale, int32_t has_start, double *out) {
+                                double scale, int32_t has_start, int32_t round32, double *out) {
     for (int64_t i = 0; i < n_rows; i++) {
         const double *x = X + i * n_cols;
         double *o = out + i * n_out;
@@ -44,7 +47,7 @@ static void rows_by_tree_blocks(const double *X, int64_t n_rows, int64_t n_cols,
             for (int64_t d = 0; d < depth; d++) {
                 for (int j = 0; j < BLOCK; j++) {
                     const int64_t n = node[j];
-                    node[j] = child[2 * n + ((double)(float)x[feature[n]] <= threshold[n])];
+                    node[j] = child[2 * n + (SPLIT_VALUE(x[feature[n]]) <= threshold[n])];
                 }
             }
             for (int j = 0; j < BLOCK; j++) {
@@ -53,7 +56,7 @@ static void rows_by_tree_blocks(const double *X, int64_t n_rows, int64_t n_cols,
         }
         for (; t < n_trees; t++) {
             int64_t n = roots[t];
-            for (int64_t d = 0; d < depths[t]; d++) n = child[2 * n + ((double)(float)x[feature[n]] <= threshold[n])];
+            for (int64_t d = 0; d < depths[t]; d++) n = child[2 * n + (SPLIT_VALUE(x[feature[n]]) <= threshold[n])];
             add_leaf(value + n * n_out, o, n_out, t == 0 && !has_start, has_scale, scale);
         }
     }
@@ -64,10 +67,10 @@ static void rows_by_tree_blocks(const double *X, int64_t n_rows, int64_t n_cols,
 void shipml_forest_sum(const double *X, int64_t n_rows, int64_t n_cols, const int64_t *roots, const int64_t *depths,
                        int64_t n_trees, const int64_t *child, const int64_t *feature, const double *threshold,
                        const double *value, int64_t n_out, int32_t has_scale, double scale, int32_t has_start,
-                       double *out) {
+                       int32_t round32, double *out) {
     if (n_rows < BLOCK) {
         rows_by_tree_blocks(X, n_rows, n_cols, roots, depths, n_trees, child, feature, threshold, value, n_out,
-                            has_scale, scale, has_start, out);
+                            has_scale, scale, has_start, round32, out);
         return;
     }
     /* Many rows: each tree walks BLOCK rows at once. */
@@ -82,7 +85,7 @@ void shipml_forest_sum(const double *X, int64_t n_rows, int64_t n_cols, const in
             for (int64_t d = 0; d < depth; d++) {
                 for (int j = 0; j < BLOCK; j++) {
                     const int64_t n = node[j];
-                    node[j] = child[2 * n + ((double)(float)x[j * n_cols + feature[n]] <= threshold[n])];
+                    node[j] = child[2 * n + (SPLIT_VALUE(x[j * n_cols + feature[n]]) <= threshold[n])];
                 }
             }
             for (int j = 0; j < BLOCK; j++) {
@@ -92,7 +95,7 @@ void shipml_forest_sum(const double *X, int64_t n_rows, int64_t n_cols, const in
         for (; i < n_rows; i++) {
             const double *x = X + i * n_cols;
             int64_t n = root;
-            for (int64_t d = 0; d < depth; d++) n = child[2 * n + ((double)(float)x[feature[n]] <= threshold[n])];
+            for (int64_t d = 0; d < depth; d++) n = child[2 * n + (SPLIT_VALUE(x[feature[n]]) <= threshold[n])];
             add_leaf(value + n * n_out, out + i * n_out, n_out, assign, has_scale, scale);
         }
     }

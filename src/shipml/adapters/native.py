@@ -28,7 +28,7 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name("forest_kernel.c")
 FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-std=c99")
-ABI = 3
+ABI = 4
 GIL_HELD_MAX_ROWS = 64
 
 _i64p = ctypes.POINTER(ctypes.c_int64)
@@ -58,6 +58,7 @@ class NativeKernel:
         feature: np.ndarray,
         threshold: np.ndarray,
         value: np.ndarray,
+        round32: bool = True,
     ) -> Summer:
         """Node tables as ``LockstepTrees`` keeps them: global ids, ``child[2n]`` right and ``child[2n+1]``
         left, a leaf its own child with threshold +inf; ``value`` is (nodes, n_out)."""
@@ -74,7 +75,7 @@ class NativeKernel:
         fn, fn_nogil = self._fn, self._fn_nogil
 
         def summed(x: np.ndarray, scale: float | None, start: np.ndarray | None) -> np.ndarray:
-            x = np.ascontiguousarray(x, dtype=np.float64)  # rounded to float32 inside, as sklearn does
+            x = np.ascontiguousarray(x, dtype=np.float64)  # rounded to float32 inside when round32
             n_rows, n_cols = x.shape
             if start is None:
                 out = np.empty((n_rows, n_out), dtype=np.float64)
@@ -82,7 +83,7 @@ class NativeKernel:
                 out = np.array(start, dtype=np.float64, order="C", copy=True)
             (fn if n_rows <= GIL_HELD_MAX_ROWS else fn_nogil)(
                 x.ctypes.data, n_rows, n_cols, r, dp, n_trees, ch, ft, th, va, n_out,
-                scale is not None, 0.0 if scale is None else scale, start is not None, out.ctypes.data,
+                scale is not None, 0.0 if scale is None else scale, start is not None, round32, out.ctypes.data,
             )  # fmt: skip
             return out
 
@@ -98,7 +99,8 @@ def _declare(lib: ctypes.CDLL) -> Any:
     fn.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double, ctypes.c_int32, ctypes.c_void_p,
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double, ctypes.c_int32, ctypes.c_int32,
+        ctypes.c_void_p,
     ]  # fmt: skip
     return fn
 

@@ -44,7 +44,7 @@ class ModelBundle:
         return self.loaded.pipeline
 
 
-def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path) -> ModelBundle:
+def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path, fast_path: bool = True) -> ModelBundle:
     """Download (integrity-checked) and describe a version; the pipeline is unpickled only if it serves."""
     loaded = registry.load(ref, cache_dir)
     files = loaded.local_dir / "shipml"
@@ -59,7 +59,8 @@ def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path) -> Mod
         evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else {}
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{what}: unreadable shipml metadata: {exc}") from None
-    predictor = _predictor(loaded, schema, loaded.info.tags.get("shipml.fast_path", ""), example)
+    tag = loaded.info.tags.get("shipml.fast_path", "") if fast_path else "not verified: turned off"
+    predictor = _predictor(loaded, schema, tag, example)
     return ModelBundle(loaded.info, schema, profile, predictor, loaded, example, evaluation)
 
 

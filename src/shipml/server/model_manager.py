@@ -24,6 +24,7 @@ from shipml.config import ServeSettings
 from shipml.core.records import RecordValidator
 from shipml.errors import ShipmlError
 from shipml.pipelines.bundle import ModelBundle, load_bundle, warm
+from shipml.server.batcher import MicroBatcher
 from shipml.server.metrics import ServerMetrics
 
 log = structlog.get_logger("shipml.server")
@@ -38,6 +39,7 @@ class Deployment:
     validator: RecordValidator
     variant: str = DEFAULT_VARIANT
     loaded_at: float = field(default_factory=time.time)
+    batcher: MicroBatcher | None = None  # groups concurrent requests (models without a fast path, by default)
 
     @property
     def name(self) -> str:
@@ -124,7 +126,7 @@ class ModelManager:
             return ReloadResult(True, deployment.version, old_version)
 
     def _build(self, ref: ModelRef) -> Deployment:
-        bundle = load_bundle(self.registry, ref, self.cache_dir)
+        bundle = load_bundle(self.registry, ref, self.cache_dir, fast_path=self.settings.fast_path)
         warm(bundle)
         if self.store is not None:
             self.store.ensure_features(bundle.schema)
@@ -133,7 +135,11 @@ class ModelManager:
             unknown_categories=self.settings.unknown_categories,
             out_of_range=self.settings.out_of_range,
         )
-        return Deployment(bundle, validator)
+        b = self.settings.batching
+        batcher = None
+        if b.enabled and (bundle.predictor.name != "fast" or b.fast_path):
+            batcher = MicroBatcher(bundle.predictor, b.max_batch_size, b.max_wait_ms)
+        return Deployment(bundle, validator, batcher=batcher)
 
     def _failed(self, reason: str, old_version: str | None) -> ReloadResult:
         self.metrics.load_failures.labels(self.ref.name).inc()
@@ -156,6 +162,7 @@ def describe(deployment: Deployment) -> dict[str, Any]:
         "metrics": {k: v for k, v in b.info.metrics.items() if not k.startswith("cv_")},
         "fast_path": b.info.tags.get("shipml.fast_path", ""),
         "predictor": b.predictor.name,
+        "micro_batching": deployment.batcher is not None,
         "backend": getattr(b.predictor, "backend", None),
         "schema": b.schema.to_dict(),
     }

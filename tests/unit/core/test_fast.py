@@ -28,12 +28,15 @@ MODELS = [
     ("binary", "sklearn.ensemble.ExtraTreesClassifier", {"n_estimators": 10}),
     ("binary", "sklearn.tree.DecisionTreeClassifier", {"max_depth": 5}),
     ("binary", "sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 15}),
+    ("binary", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 20}),
     ("binary", "sklearn.linear_model.LogisticRegression", {"max_iter": 300}),
     ("multiclass", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 10}),
     ("multiclass", "sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 10}),
+    ("multiclass", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 10}),
     ("multiclass", "sklearn.linear_model.LogisticRegression", {"max_iter": 300}),
     ("regression", "sklearn.ensemble.RandomForestRegressor", {"n_estimators": 10, "max_depth": 6}),
     ("regression", "sklearn.ensemble.GradientBoostingRegressor", {"n_estimators": 15}),
+    ("regression", "sklearn.ensemble.HistGradientBoostingRegressor", {"max_iter": 20}),
     ("regression", "sklearn.tree.DecisionTreeRegressor", {"max_depth": 6}),
     ("regression", "sklearn.linear_model.Ridge", {}),
     ("regression", "sklearn.linear_model.LinearRegression", {}),
@@ -118,12 +121,12 @@ def test_fast_equals_pipeline_on_random_records(
 
 
 def test_unsupported_models_fall_back_with_the_reason() -> None:
-    pipeline, schema = fitted("binary", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 10})
-    with pytest.raises(Unsupported, match="no fast path for HistGradientBoostingClassifier"):
+    pipeline, schema = fitted("binary", "sklearn.neighbors.KNeighborsClassifier", {"n_neighbors": 5})
+    with pytest.raises(Unsupported, match="no fast path for KNeighborsClassifier"):
         compile_pipeline(pipeline, schema)
     fast, verdict = build_and_verify(pipeline, schema, rows_from_frame(feature_frame(DATA.head(50), schema), schema))
     assert fast is None
-    assert verdict.tag() == "not verified: unsupported: no fast path for HistGradientBoostingClassifier"
+    assert verdict.tag() == "not verified: unsupported: no fast path for KNeighborsClassifier"
 
 
 def test_a_wrong_fast_path_is_not_verified() -> None:

@@ -15,6 +15,8 @@ from sklearn.ensemble import (
     ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -26,7 +28,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from shipml.core.fast.model import Boosting, FastPredictor, Linear, Spec, TreeMean
 from shipml.core.fast.preprocess import CategoricalBlock, NumericBlock, Preprocess, Unsupported
-from shipml.core.fast.trees import TreeKernel
+from shipml.core.fast.trees import TreeArrays, TreeKernel
 from shipml.core.schema import FeatureSchema
 
 
@@ -41,7 +43,7 @@ def compile_pipeline(pipeline: Any, schema: FeatureSchema, kernel: TreeKernel | 
     preprocess = _preprocess(pre)
     if not set(preprocess.columns) <= set(schema.names):
         raise Unsupported("the preprocessing reads columns outside the schema")
-    spec = _model_spec(est)
+    spec = _model_spec(est, preprocess)
     classes = (
         tuple(c.item() if hasattr(c, "item") else c for c in getattr(est, "classes_", ()))
         if schema.target.task != "regression"
@@ -114,7 +116,7 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _model_spec(est: Any) -> Spec:
+def _model_spec(est: Any, preprocess: Preprocess) -> Spec:
     if isinstance(est, RandomForestClassifier | ExtraTreesClassifier):
         return TreeMean([e.tree_ for e in est.estimators_], int(est.n_classes_), float(len(est.estimators_)), False)
     if isinstance(est, RandomForestRegressor | ExtraTreesRegressor):
@@ -125,6 +127,8 @@ def _model_spec(est: Any) -> Spec:
         return TreeMean([est.tree_], 1, 1.0, True)
     if isinstance(est, GradientBoostingClassifier | GradientBoostingRegressor):
         return _gradient_boosting(est)
+    if isinstance(est, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        return _hist_gradient_boosting(est, preprocess)
     if isinstance(est, LogisticRegression):
         coef_t = np.asarray(est.coef_, dtype=np.float64).T
         return Linear(coef_t, np.asarray(est.intercept_), "binary" if len(est.classes_) <= 2 else "softmax")
@@ -146,6 +150,38 @@ def _gradient_boosting(est: Any) -> Boosting:
     start = np.asarray(est._raw_predict_init(np.zeros((1, est.n_features_in_), dtype=np.float32))[0])
     link = "identity" if not hasattr(est, "classes_") else ("binary" if per_iteration == 1 else "softmax")
     return Boosting(stages, start, float(est.learning_rate), link)
+
+
+def _hist_gradient_boosting(est: Any, preprocess: Preprocess) -> Boosting:
+    """sklearn adds each tree's value to the baseline, comparing float64 rows with ``num_threshold``;
+    a missing value follows ``missing_go_to_left``, which the walk here does not do, so every numeric
+    column must be imputed before the model (shipml's pipelines always are)."""
+    if any(isinstance(b, NumericBlock) and b.fill is None for b in preprocess.blocks):
+        raise Unsupported("HistGradientBoosting behind numeric columns without an imputer")
+    link_name = type(est._loss.link).__name__
+    classify = hasattr(est, "classes_")
+    if not classify and link_name != "IdentityLink":
+        raise Unsupported(f"HistGradientBoostingRegressor with the {est.loss!r} loss")
+    per_iteration = est.n_trees_per_iteration_
+    stages: list[list[TreeArrays]] = [[] for _ in range(per_iteration)]
+    for iteration in est._predictors:
+        for k, predictor in enumerate(iteration):
+            nodes = predictor.nodes
+            if np.any(nodes["is_categorical"]):
+                raise Unsupported("HistGradientBoosting with categorical splits")
+            leaf = nodes["is_leaf"].astype(bool)
+            stages[k].append(
+                TreeArrays(
+                    np.where(leaf, -1, nodes["left"].astype(np.int64)),
+                    np.where(leaf, -1, nodes["right"].astype(np.int64)),
+                    np.where(leaf, 0, nodes["feature_idx"].astype(np.int64)),
+                    nodes["num_threshold"].astype(np.float64),
+                    nodes["value"].astype(np.float64)[:, None, None],
+                )
+            )
+    start = 0.0 + np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)  # zeros + baseline, as sklearn
+    link = "identity" if not classify else ("binary" if per_iteration == 1 else "softmax")
+    return Boosting(stages, start, None, link, round32=False)
 
 
 def _all_columns_used(transformer: ColumnTransformer) -> bool:

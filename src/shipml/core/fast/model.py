@@ -63,15 +63,17 @@ class TreeMean:
 
 @dataclass
 class Boosting:
-    """Gradient boosting: per output k, ``start[k]`` plus ``rate`` times each stage's value, then the link."""
+    """Gradient boosting: per output k, ``start[k]`` plus ``rate`` times each stage's value, then the link.
+    HistGradientBoosting is the same with the values added as they are and unrounded rows."""
 
     stages: list[list[Any]]  # stages[k]: the trees of output k, in boosting order
     start: np.ndarray
-    rate: float
+    rate: float | None  # None: the values are added as they are (HistGradientBoosting)
     link: str
+    round32: bool = True  # rows rounded to float32 before the splits (sklearn's trees), or not (HistGB)
 
     def build(self, kernel: TreeKernel | None) -> Model:
-        stages = [LockstepTrees(trees, 1, kernel) for trees in self.stages]
+        stages = [LockstepTrees(trees, 1, kernel, self.round32) for trees in self.stages]
         start, rate, link = self.start, self.rate, self.link
 
         def predict(X: np.ndarray) -> np.ndarray:
@@ -151,7 +153,10 @@ class FastPredictor:
             for k, trees in enumerate(self.spec.stages):
                 _pack_trees(arrays, f"s{k}", trees)
             arrays["start"] = np.asarray(self.spec.start, dtype=np.float64)
-            spec |= {"stages": len(self.spec.stages), "rate": self.spec.rate, "link": self.spec.link}
+            spec |= {
+                "stages": len(self.spec.stages), "rate": self.spec.rate, "link": self.spec.link,
+                "round32": self.spec.round32,
+            }  # fmt: skip
         else:
             arrays["coef"] = np.asarray(self.spec.coef, dtype=np.float64)
             arrays["intercept"] = np.asarray(self.spec.intercept, dtype=np.float64)
@@ -188,7 +193,7 @@ def unpack(data: bytes, kernel: TreeKernel | None = None) -> tuple[FastPredictor
         spec = TreeMean(_unpack_trees(arrays, "t"), s["n_outputs"], s["divisor"], s["regression"])
     elif s["kind"] == "Boosting":
         stages = [_unpack_trees(arrays, f"s{k}") for k in range(s["stages"])]
-        spec = Boosting(stages, arrays["start"], s["rate"], s["link"])
+        spec = Boosting(stages, arrays["start"], s["rate"], s["link"], s["round32"])
     elif s["kind"] == "Linear":
         spec = Linear(arrays["coef"], arrays["intercept"], s["link"])
     else:

@@ -1,6 +1,6 @@
 """Tree ensembles evaluated all trees in lock-step with numpy.
 
-As in sklearn, the input is cast to float32 and compared with float64
+As in sklearn, the input is cast to float32 (not for HistGradientBoosting) and compared with float64
 thresholds (``x <= threshold`` goes left); per-tree outputs are added in
 estimator order, so the sums match sklearn's to the last bit.
 """
@@ -22,7 +22,8 @@ class TreeKernel(Protocol):
     """Compiled code that sums an ensemble's leaf values exactly as ``LockstepTrees.summed`` does
     (the native kernel is one, in adapters): ``bind`` takes the node tables (global node ids; each
     node's right and left child side by side; a leaf is its own child with threshold +inf) and
-    returns ``summed(X, scale, start)`` for a float64 ``X``, which it rounds to float32 as sklearn does."""
+    returns ``summed(X, scale, start)`` for a float64 ``X``, which it rounds to float32 (``round32``, as
+    sklearn's trees do) or compares as it is (HistGradientBoosting)."""
 
     name: str
 
@@ -34,6 +35,7 @@ class TreeKernel(Protocol):
         feature: np.ndarray,
         threshold: np.ndarray,
         value: np.ndarray,
+        round32: bool = True,
     ) -> Summer: ...
 
 
@@ -78,7 +80,10 @@ def _depth(left: np.ndarray, right: np.ndarray) -> int:
 class LockstepTrees:
     """Several trees (sklearn ``Tree`` objects or ``TreeArrays``) flattened into one node table."""
 
-    def __init__(self, trees: Sequence[Any], n_outputs: int, kernel: TreeKernel | None = None) -> None:
+    def __init__(
+        self, trees: Sequence[Any], n_outputs: int, kernel: TreeKernel | None = None, round32: bool = True
+    ) -> None:
+        self.round32 = round32
         lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
         depths = []
         offset = 0
@@ -121,12 +126,12 @@ class LockstepTrees:
         self._native: Summer | None = None
         if kernel is not None:
             self._native = kernel.bind(
-                self.roots, np.asarray(depths), self.children2 >> 1, self.feature, self.threshold, self.value
+                self.roots, np.asarray(depths), self.children2 >> 1, self.feature, self.threshold, self.value, round32
             )
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """Leaf node (global index) of every tree for every row: shape (n_trees, n_rows)."""
-        x32 = np.ascontiguousarray(X, dtype=np.float32)
+        x32 = np.ascontiguousarray(X, dtype=np.float32 if self.round32 else np.float64)
         n_rows, n_cols = x32.shape
         flat = x32.ravel()
         node2 = np.repeat(self.roots2[:, None], n_rows, axis=1)
@@ -158,7 +163,7 @@ class LockstepTrees:
     def _summed_tree_by_tree(self, X: np.ndarray, scale: float | None, start: np.ndarray | None) -> np.ndarray:
         """The same sum for big batches: each tree's leaves from sklearn's own compiled ``Tree.apply``
         (the routine its predict uses), so the working arrays stay small and the loop stays in C."""
-        x32 = np.ascontiguousarray(X, dtype=np.float32)
+        x32 = np.ascontiguousarray(X, dtype=np.float32 if self.round32 else np.float64)
         out = None if start is None else start.copy()
         for tree, values in zip(self.trees, self.tree_values, strict=True):
             leaf_value = values[tree.apply(x32)]

@@ -134,12 +134,8 @@ def split_points(pipeline: Any, fast: Any, per_feature: int = 50) -> dict[str, l
     """Raw feature values that land on tree split thresholds (scaling undone), to probe ``<=`` at the edge."""
     from shipml.core.fast.preprocess import NumericBlock
 
-    est = pipeline.steps[-1][1]
-    raw_trees = getattr(est, "estimators_", None)
-    if raw_trees is None:
-        trees = [est.tree_] if hasattr(est, "tree_") else []
-    else:
-        trees = [e.tree_ for e in np.asarray(raw_trees, dtype=object).ravel()]
+    spec = fast.spec
+    trees = list(getattr(spec, "trees", [])) + [t for stage in getattr(spec, "stages", []) for t in stage]
     out: dict[str, list[float]] = {}
     offset = 0
     for block in fast.preprocess.blocks:
@@ -147,7 +143,7 @@ def split_points(pipeline: Any, fast: Any, per_feature: int = 50) -> dict[str, l
             for j, name in enumerate(block.columns):
                 found: set[float] = set()
                 for tree in trees:
-                    mask = tree.feature == offset + j
+                    mask = (tree.feature == offset + j) & (tree.children_left != -1)
                     found.update(float(t) for t in tree.threshold[mask][:per_feature])
                     if len(found) >= per_feature:
                         break
