@@ -402,12 +402,12 @@ def report(results: list[Result]) -> None:
     base = {r.name: r for r in results}
     best = base.get("shipml 2 workers, commit log")
     print(
-        f"\n{'server':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'start s':>8} {'RSS MB':>7} {'shipml 2w commit / this':>24}"
+        f"\n{'server':<56} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'start s':>8} {'RSS MB':>7} {'shipml 2w commit / this':>24}"
     )
     for r in results:
         ratio = f"{best.rps / r.rps:.2f}x" if best and r.rps else "-"
         print(
-            f"{r.name:<48} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.cold_start_s:>8.2f} {r.rss_mb:>7.0f} {ratio:>24}"
+            f"{r.name:<56} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.cold_start_s:>8.2f} {r.rss_mb:>7.0f} {ratio:>24}"
         )
 
 

@@ -187,7 +187,10 @@ class StoreSettings(_Section):
     queue_size: int = Field(default=10_000, ge=1, description="async mode: rows waiting before the service sheds load")
     batch_max: int = Field(default=512, ge=1, description="max rows per group commit")
     commit_window_ms: float = Field(
-        default=0.4, ge=0.0, le=100.0, description="how long the writer gathers rows before a commit"
+        default=0.4, ge=0.0, le=100.0, description="commit mode: how long the writer gathers rows before a commit"
+    )
+    async_window_ms: float = Field(
+        default=20.0, ge=0.0, le=1000.0, description="async mode: how long the writer gathers rows before a commit"
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"

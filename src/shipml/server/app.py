@@ -133,7 +133,8 @@ def create_app(settings: Settings) -> ASGIApp:
         )
         writer = StoreWriter(
             store, queue_size=settings.store.queue_size, batch_max=settings.store.batch_max,
-            window_ms=settings.store.commit_window_ms,
+            window_ms=settings.store.commit_window_ms if settings.store.durability == "commit"
+            else settings.store.async_window_ms,  # nobody waits for an async commit: fewer, bigger ones
             on_error=lambda exc: _store_failed(metrics, exc),
         )  # fmt: skip
         registry = await anyio.to_thread.run_sync(MlflowRegistry, settings.registry)
