@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import sqlite3
@@ -152,24 +153,21 @@ class PredictionStore:
             self._names = [c.name for c in self.predictions.c] + [col.name for _, col in typed]
             self._insert_sql = {}
             self._insert_width = len(typed)
-        payload = [
-            (
-                r.id,
-                r.ts,
-                r.model,
-                r.version,
-                r.variant,
-                orjson.dumps(r.features).decode(),
-                orjson.dumps(r.outputs).decode(),
-                r.latency_ms,
-                *(r.features.get(name) for name, _ in typed),
-            )
-            for r in rows
-        ]
+        names = [name for name, _ in typed]
+        dumps = orjson.dumps
+        payload = []
+        for r in rows:
+            f = r.features
+            payload.append(
+                (
+                    r.id, r.ts, r.model, r.version, r.variant, dumps(f).decode(), dumps(r.outputs).decode(),
+                    r.latency_ms, *[f.get(name) for name in names],
+                )
+            )  # fmt: skip
         pieces = []
         start = 0
         for size in _pieces(len(payload), self._max_rows_per_statement()):
-            flat = tuple(v for row in payload[start : start + size] for v in row)
+            flat = tuple(itertools.chain.from_iterable(payload[start : start + size]))
             pieces.append((self._insert_for(size), flat))
             start += size
         deadline = time.monotonic() + LOCK_WAIT_S
