@@ -262,6 +262,8 @@ def main() -> None:
     run_shipml("shipml 1 worker, commit log", 1, {})
     run_shipml("shipml 2 workers, commit log", 2, {})
     run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
+    # Does the native kernel pay over the numpy backend of the same fast predictor?
+    run_shipml(NUMPY_BACKEND, 2, {"SHIPML_NATIVE": "0"})
     # Does the micro-batcher pay? On the fast path, and for a model served by its pipeline.
     run_shipml(BATCHED_FAST, 2, {"SHIPML_SERVE__BATCHING__FAST_PATH": "true"})
     pipeline_only = {"SHIPML_SERVE__FAST_PATH": "false"}
@@ -337,6 +339,7 @@ def batch_figures(
 
 
 BATCH_RATIO: dict[int, float] = {}
+NUMPY_BACKEND = "shipml 2 workers, commit log, numpy backend (no native kernel)"
 BATCHED_FAST = "shipml 2 workers, commit log, fast path + micro-batcher"
 PIPELINE_POOL = "shipml 2 workers, commit log, pipeline in a thread pool"
 PIPELINE_BATCHED = "shipml 2 workers, commit log, pipeline + micro-batcher"
@@ -385,6 +388,12 @@ def goals(results: list[Result]) -> None:
     goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
     print("\ngoals, from this run's figures:")
     print("\n".join(lines))
+    native, numpy_only = commit, by.get(NUMPY_BACKEND)
+    if native and numpy_only:
+        print(
+            f"\nthe native kernel: {native.rps:,.0f} req/s, numpy backend {numpy_only.rps:,.0f}"
+            f" ({native.rps / numpy_only.rps:.2f}x, p99 {native.p99_ms:.2f} vs {numpy_only.p99_ms:.2f} ms)"
+        )
     print("\nthe micro-batcher (serve.batching), from this run's figures:")
     for label, with_, without in (
         ("on the fast path", by.get(BATCHED_FAST), commit),
