@@ -20,21 +20,17 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shipml.core.fast.trees import Summer
+
 SOURCE = Path(__file__).with_name("forest_kernel.c")
 FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-std=c99")
 ABI = 4
 GIL_HELD_MAX_ROWS = 64
-
-_i64p = ctypes.POINTER(ctypes.c_int64)
-_f64p = ctypes.POINTER(ctypes.c_double)
-
-Summer = Callable[[np.ndarray, float | None, np.ndarray | None], np.ndarray]
 
 
 class NativeKernel:

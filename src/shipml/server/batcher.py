@@ -31,7 +31,6 @@ class MicroBatcher:
         self._waiting: list[tuple[Sequence[Mapping[str, Value]], asyncio.Future[Outputs]]] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
-        self.calls = 0  # predictor calls made, for tests and metrics
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def predict(self, rows: Sequence[Mapping[str, Value]]) -> Outputs:
@@ -57,7 +56,6 @@ class MicroBatcher:
 
     async def _run(self, batch: list[tuple[Sequence[Mapping[str, Value]], asyncio.Future[Outputs]]]) -> None:
         rows = [r for part, _ in batch for r in part]
-        self.calls += 1
         try:
             outputs = await anyio.to_thread.run_sync(self.predictor.predict, rows)
         except Exception as exc:

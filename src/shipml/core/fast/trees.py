@@ -87,7 +87,6 @@ class LockstepTrees:
         lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
         depths = []
         offset = 0
-        depth = 0
         for tree in trees:
             if tree.n_outputs != 1:
                 raise ValueError("multi-output trees")
@@ -104,7 +103,6 @@ class LockstepTrees:
             depths.append(int(tree.max_depth))
             roots.append(offset)
             offset += n
-            depth = max(depth, int(tree.max_depth))
         left_all, right_all = np.concatenate(lefts), np.concatenate(rights)
         self.feature = np.concatenate(features)
         self.threshold = np.concatenate(thresholds)
@@ -118,11 +116,10 @@ class LockstepTrees:
         self.value = np.ascontiguousarray(np.concatenate(values))
         self.roots = np.asarray(roots, dtype=np.int64)
         self.roots2 = 2 * self.roots
-        self.depth = depth
+        self.depth = max(depths, default=0)
         self.trees = list(trees)
         self.tree_values = [np.ascontiguousarray(t.value[:, 0, :n_outputs]) for t in trees]
         self.n_trees = len(roots)
-        self.backend = kernel.name if kernel is not None else "numpy"
         self._native: Summer | None = None
         if kernel is not None:
             self._native = kernel.bind(
