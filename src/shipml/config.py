@@ -195,6 +195,13 @@ class StoreSettings(_Section):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"
     )
+    feedback_wait_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="/feedback for a prediction made this recently waits for its row (another worker may not "
+        "have committed it yet) before answering 404",
+    )
 
 
 class Settings(BaseSettings):

@@ -65,3 +65,11 @@ class RegistryError(ShipmlError):
 
 class ModelLoadError(ShipmlError):
     """A registered model could not be loaded or failed its integrity check."""
+
+
+class StoreError(ShipmlError):
+    """The prediction store cannot be opened or written (a server fault: 503, never the client's)."""
+
+
+class StoreFull(StoreError):
+    """The prediction log's queue is full: the caller should shed load (503)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def test_auth_roles_and_open_health(server: Server, keys: Keys, project: tuple[P
         "access-control-allow-origin"
         not in requests.get(f"{server.url}/health/live", headers={"Origin": "https://evil.example"}, timeout=10).headers
     )
+    time.sleep(0.5)  # request lines are written in bursts, within serve's 0.2 s log interval
     log = server.log.read_text()
     assert keys.predict not in log and keys.admin not in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
@@ -308,3 +310,33 @@ def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Key
             (r["prediction_id"],),
         ).fetchone()
     assert joined == ("1",)
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(server: Server, keys: Keys) -> None:
+    r = requests.get(f"{server.url}/no/such/path", headers=auth(keys.predict), timeout=10)
+    assert r.status_code == 404
+    assert r.json() == {"error": {"code": "not_found", "message": "no such endpoint; see /openapi.json"}}
+    r = requests.get(f"{server.url}/predict/batch", headers=auth(keys.predict), timeout=10)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in r.headers["allow"]
+
+
+def test_feedback_refuses_bad_labels_with_422_and_takes_long_ones_up_to_the_limit(server: Server, keys: Keys) -> None:
+    made = requests.post(
+        f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(keys.predict), timeout=10
+    ).json()
+    pid = made["prediction_id"]
+    for body, fragment in (
+        ({"prediction_id": pid, "label": "x" * 1001}, "at most 1000"),
+        ({"prediction_id": pid, "label": {"a": 1}}, "`label` must be"),
+        ({"prediction_id": pid, "value": True}, "`value` must be a number"),
+        ({"prediction_id": pid, "label": 1, "value": 1.0}, "exactly one"),
+        ({"prediction_id": "x" * 65, "label": 1}, "1 to 64 characters"),
+    ):
+        r = requests.post(f"{server.url}/feedback", json=body, headers=auth(keys.admin), timeout=10)
+        assert r.status_code == 422, (body, r.text)
+        assert fragment in r.json()["error"]["message"]
+    ok = requests.post(
+        f"{server.url}/feedback", json={"prediction_id": pid, "label": "y" * 1000}, headers=auth(keys.admin), timeout=10
+    )
+    assert ok.status_code == 200, ok.text

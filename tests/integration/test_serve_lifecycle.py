@@ -127,6 +127,28 @@ def test_two_workers_share_one_metrics_view(project: tuple[Path, Keys]) -> None:
         assert server.stop() == 0
 
 
+def test_feedback_right_after_an_async_prediction_on_another_worker_is_joined(project: tuple[Path, Keys]) -> None:
+    """Async durability commits every store.async_window_ms in each worker: feedback that lands on the other
+    worker before that commit still finds its prediction (correctness review L7)."""
+    root, keys = project
+    env = {"SHIPML_STORE__DURABILITY": "async", "SHIPML_STORE__ASYNC_WINDOW_MS": "300"}
+    server = start_server(root, "--workers", "2", env=env)
+    try:
+        statuses = []
+        for _ in range(12):  # a new connection each time: the two workers take turns at random
+            made = predict(server, keys.predict).json()
+            fb = requests.post(
+                f"{server.url}/feedback",
+                json={"prediction_id": made["prediction_id"], "label": 1},
+                headers=auth(keys.admin),
+                timeout=30,
+            )
+            statuses.append(fb.status_code)
+        assert statuses == [200] * 12
+    finally:
+        assert server.stop() == 0
+
+
 def _predictions_ok(server: Server) -> float:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     return sum(

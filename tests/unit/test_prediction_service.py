@@ -17,7 +17,7 @@ from shipml.examples.churn import generate_churn
 from shipml.pipelines.bundle import ModelBundle
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.fast_path import rows_from_frame
-from shipml.server.errors import ApiError
+from shipml.server.errors import to_api_error
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment
 from shipml.server.predictions import PredictionService
@@ -60,9 +60,10 @@ def test_log_trouble_is_a_503_not_a_silent_loss(writer: object, durability: str,
     dep, rows = deployment()
     metrics = ServerMetrics()
     service = PredictionService(writer, durability, metrics)  # type: ignore[arg-type]
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(StoreError) as info:
         asyncio.run(service.run(dep, rows))
-    assert (info.value.status, info.value.code) == (503, code)
+    answer = to_api_error(info.value)
+    assert (answer.status, answer.code) == (503, code)
 
 
 def test_records_come_back_in_order_with_errors_in_place() -> None:

@@ -26,6 +26,7 @@ class RequestRecorder:
         self.sink: Any = None
         self._prefix = f"{os.getpid():x}-{os.urandom(3).hex()}-"
         self._counter = itertools.count(1)
+        self._clock = IsoClock()
 
     def new_id(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
@@ -40,28 +41,43 @@ class RequestRecorder:
         latency_ms = round(elapsed * 1000, 3)
         if self.sink is None:
             log.info(
-                "request", id=request_id, method=scope["method"], path=scope["path"], status=status,
-                latency_ms=latency_ms, **extra,
-            )  # fmt: skip
+                "request",
+                id=request_id,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                latency_ms=latency_ms,
+                **extra,
+            )
             return
         line = {
-            "id": request_id, "method": scope["method"], "path": scope["path"], "status": status,
-            "latency_ms": latency_ms, **extra, "event": "request", "level": "info", "timestamp": utc_now_iso(),
-        }  # fmt: skip
+            "id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "latency_ms": latency_ms,
+            **extra,
+            "event": "request",
+            "level": "info",
+            "timestamp": self._clock.now(),
+        }
         self.sink.msg(orjson.dumps(line))
 
 
-_second: list[Any] = [None, ""]
+class IsoClock:
+    """The time as structlog's ISO UTC stamper writes it (``2026-01-02T03:04:05.123456Z``), the date
+    part formatted once a second."""
 
+    def __init__(self) -> None:
+        self._whole = -1
+        self._text = ""
 
-def utc_now_iso() -> str:
-    """The time as structlog's ISO UTC stamper writes it (``2026-01-02T03:04:05.123456Z``), the date part
-    formatted once a second."""
-    now = time.time()
-    whole = int(now)
-    if whole != _second[0]:
-        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+    def now(self) -> str:
+        now = time.time()
+        whole = int(now)
+        if whole != self._whole:
+            self._whole, self._text = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        return f"{self._text}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 class AccessLog:

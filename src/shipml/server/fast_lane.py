@@ -19,9 +19,9 @@ from starlette.types import Receive, Scope, Send
 
 from shipml.server.access import RequestRecorder
 from shipml.server.auth import key_from_headers
-from shipml.server.errors import ApiError
+from shipml.server.errors import ApiError, render
 from shipml.server.http import check_declared_size, parse_json
-from shipml.server.routes.predict import predict_one
+from shipml.server.protocols.shipml import predict_one
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -67,16 +67,11 @@ class PredictLane:
                 extra["features"] = parsed.get("features")
             headers.append((b"x-model-version", dep.version.encode()))
             status, payload = 200, orjson.dumps(answer)
-        except ApiError as err:
-            status, payload = err.status, orjson.dumps(err.body())
-            if err.status == 401:
-                headers.append((b"www-authenticate", b"Bearer"))
-        except Exception as exc:
-            log.error("internal_error", path="/predict", exc_info=exc)
-            status, payload = (
-                500,
-                orjson.dumps({"error": {"code": "internal", "message": "internal error; see the service log"}}),
-            )
+        except Exception as exc:  # every exception becomes its answer in server/errors.py
+            status, payload, more = render(exc, "/predict")
+            if status >= 500:
+                log.error("request_failed", path="/predict", error=type(exc).__name__, exc_info=exc)
+            headers.extend((k.lower().encode(), v.encode()) for k, v in more.items())
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

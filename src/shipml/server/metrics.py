@@ -28,9 +28,12 @@ class ServerMetrics:
             "shipml_model_load_failures", "model versions that failed to load or warm", ["model"], registry=r
         )
         self.model_info = Gauge(
-            "shipml_model_info", "1 for the version being served", ["model", "version", "variant"],
-            registry=r, multiprocess_mode="livemax",
-        )  # fmt: skip
+            "shipml_model_info",
+            "1 for the version being served",
+            ["model", "version", "variant"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.tolerated = Counter(
             "shipml_tolerated_inputs", "inputs accepted by an `accept` policy", ["model", "feature", "rule"], registry=r
         )

@@ -13,7 +13,6 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
 import structlog
@@ -120,9 +119,12 @@ class ModelManager:
                 self.metrics.model_info.labels(old.name, old.version, old.variant).set(0)
             self.metrics.model_info.labels(deployment.name, deployment.version, deployment.variant).set(1)
             log.info(
-                "model_loaded", model=deployment.name, version=deployment.version, previous=old_version,
+                "model_loaded",
+                model=deployment.name,
+                version=deployment.version,
+                previous=old_version,
                 seconds=round(time.perf_counter() - started, 3),
-            )  # fmt: skip
+            )
             return ReloadResult(True, deployment.version, old_version)
 
     def _build(self, ref: ModelRef) -> Deployment:
@@ -145,24 +147,3 @@ class ModelManager:
         self.metrics.load_failures.labels(self.ref.name).inc()
         log.error("model_load_failed", model=self.ref.name, reference=str(self.ref), reason=reason, serving=old_version)
         return ReloadResult(False, old_version, old_version, reason)
-
-
-def describe(deployment: Deployment) -> dict[str, Any]:
-    """The `GET /model` document."""
-    b = deployment.bundle
-    return {
-        "name": b.info.name,
-        "version": b.info.version,
-        "variant": deployment.variant,
-        "run_id": b.info.run_id,
-        "trained_at": b.info.created_at.isoformat(),
-        "aliases": list(b.info.aliases),
-        "task": b.schema.target.task,
-        "classes": [str(c) for c in b.classes],
-        "metrics": {k: v for k, v in b.info.metrics.items() if not k.startswith("cv_")},
-        "fast_path": b.info.tags.get("shipml.fast_path", ""),
-        "predictor": b.predictor.name,
-        "micro_batching": deployment.batcher is not None,
-        "backend": getattr(b.predictor, "backend", None),
-        "schema": b.schema.to_dict(),
-    }

@@ -10,11 +10,10 @@ from typing import Any
 
 import anyio.to_thread
 
-from shipml.adapters.prediction_store import PredictionRow, StoreError, StoreFull, StoreWriter
-from shipml.core.ids import uuid7_strings
+from shipml.adapters.prediction_store import PredictionRow, StoreFull, StoreWriter
+from shipml.core.ids import Uuid7Generator
 from shipml.core.predictor import Outputs
 from shipml.core.records import Accepted, FieldError
-from shipml.server.errors import ApiError
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment
 
@@ -61,6 +60,7 @@ class PredictionService:
         self.writer = writer
         self.durability = durability
         self.metrics = metrics
+        self.ids = Uuid7Generator()
 
     async def run(self, deployment: Deployment, records: Sequence[object]) -> list[RecordResult]:
         """Each record's result, in order. Big batches go through in chunks, each chunk handed to the
@@ -71,7 +71,7 @@ class PredictionService:
         name, version, variant = deployment.name, deployment.version, deployment.variant
         if self.writer is not None and not self.writer.has_room(len(records)):  # refuse before logging any of it
             self.metrics.shed.inc()
-            raise ApiError(503, "overloaded", "the prediction log is full; retry later")
+            raise StoreFull("the prediction log queue is full")
         waits = []
         n_ok = 0
         for lo in range(0, len(records), CHUNK_ROWS):
@@ -117,7 +117,7 @@ class PredictionService:
         now = time.time()
         rows = []
         name, version, variant = deployment.name, deployment.version, deployment.variant
-        ids = uuid7_strings(len(accepted))
+        ids = self.ids.strings(len(accepted))
         if outputs.proba is not None:
             keys = [str(c) for c in outputs.classes]
             classes = outputs.classes
@@ -146,12 +146,9 @@ class PredictionService:
             return self.writer.submit_waitable(rows)
         except StoreFull:
             self.metrics.shed.inc()
-            raise ApiError(503, "overloaded", "the prediction log is full; retry later") from None
+            raise
 
     async def _committed(self, waiting: asyncio.Future[None] | None) -> None:
-        if waiting is None:
-            return
-        try:
+        """Wait for a commit; a failed one raises StoreError (a 503: the prediction was not logged)."""
+        if waiting is not None:
             await waiting
-        except StoreError:
-            raise ApiError(503, "store_unavailable", "the prediction could not be logged; retry later") from None

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shipml.server.errors import ApiError, error_response, json_response
+from shipml.server.errors import ApiError, json_response
 from shipml.server.http import authorize, read_json
 from shipml.server.routes.common import deployment, raise_for_invalid, state
 
@@ -55,20 +55,16 @@ def records_from_payload(body: Any) -> list[Any]:
 
 @router.post("/invocations", tags=["mlflow"], summary="MLflow scoring protocol")
 async def invocations(request: Request) -> Response:
-    try:
-        authorize(request, "predict")
-        body = await read_json(request)
-        records = records_from_payload(body)
-        limit = state(request).settings.serve.max_batch
-        if len(records) > limit:
-            raise ApiError(413, "batch_too_large", f"{len(records)} records; the limit is {limit}")
-        dep = deployment(request)
-        results = await state(request).service.run(dep, records)
-        raise_for_invalid(results)
-    except ApiError as err:
-        # MLflow clients read `error_code` and `message`; shipml's stable `error` object rides along
-        code = "BAD_REQUEST" if err.status < 500 else "SERVICE_UNAVAILABLE"
-        return error_response(err, {"error_code": code, "message": err.message})
+    # Errors here are answered in MLflow's shape too (`error_code`, `message`) by server/errors.py.
+    authorize(request, "predict")
+    body = await read_json(request)
+    records = records_from_payload(body)
+    limit = state(request).settings.serve.max_batch
+    if len(records) > limit:
+        raise ApiError(413, "batch_too_large", f"{len(records)} records; the limit is {limit}")
+    dep = deployment(request)
+    results = await state(request).service.run(dep, records)
+    raise_for_invalid(results)
     if dep.bundle.schema.target.task == "regression":
         predictions: list[Any] = [r.value for r in results]
     else:

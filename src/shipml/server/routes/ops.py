@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from shipml.server.errors import json_response
 from shipml.server.http import authorize
-from shipml.server.model_manager import describe
+from shipml.server.model_manager import Deployment
 from shipml.server.routes.common import deployment, state
 
 router = APIRouter()
@@ -50,3 +52,24 @@ async def reload(request: Request) -> Response:
         }
         return json_response(body, 502)
     return json_response(body)
+
+
+def describe(deployment: Deployment) -> dict[str, Any]:
+    """The `GET /model` document."""
+    b = deployment.bundle
+    return {
+        "name": b.info.name,
+        "version": b.info.version,
+        "variant": deployment.variant,
+        "run_id": b.info.run_id,
+        "trained_at": b.info.created_at.isoformat(),
+        "aliases": list(b.info.aliases),
+        "task": b.schema.target.task,
+        "classes": [str(c) for c in b.classes],
+        "metrics": {k: v for k, v in b.info.metrics.items() if not k.startswith("cv_")},
+        "fast_path": b.info.tags.get("shipml.fast_path", ""),
+        "predictor": b.predictor.name,
+        "micro_batching": deployment.batcher is not None,
+        "backend": getattr(b.predictor, "backend", None),
+        "schema": b.schema.to_dict(),
+    }

@@ -1,0 +1,1 @@
+"""The wire protocols: pure decoding and encoding of the bodies each protocol speaks."""

@@ -1,0 +1,101 @@
+"""shipml's own API: the bodies of /predict, /predict/batch and /feedback, and the one-record path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shipml.server.errors import ApiError
+from shipml.server.http import authorize_key
+from shipml.server.model_manager import Deployment
+from shipml.server.predictions import RecordResult
+from shipml.server.state import AppState
+
+MAX_LABEL_CHARS = 1000  # a class name, not a document: longer labels are refused, never cut
+
+
+def model_of(dep: Deployment) -> dict[str, str]:
+    return {"name": dep.name, "version": dep.version, "variant": dep.variant}
+
+
+def raise_for_invalid(results: list[RecordResult]) -> None:
+    """422 naming every record, feature and rule, when any record was refused."""
+    details = [e.to_dict() for r in results for e in r.errors]
+    if details:
+        raise ApiError(
+            422, "validation_error", f"{sum(1 for r in results if r.errors)} record(s) failed validation", details
+        )
+
+
+def one_record(body: Any) -> dict[str, Any]:
+    """The features of a /predict body ``{"features": {...}, "id": optional}``; other keys are ignored."""
+    if not isinstance(body, dict) or not isinstance(body.get("features"), dict):
+        raise ApiError(
+            422,
+            "validation_error",
+            'expected {"features": {...}, "id": optional}',
+            [
+                {
+                    "record": 0,
+                    "feature": "features",
+                    "rule": "type",
+                    "message": "an object of feature values is required",
+                }
+            ],
+        )
+    features: dict[str, Any] = body["features"]
+    return features
+
+
+def batch_records(body: Any, limit: int) -> list[Any]:
+    """The records of a /predict/batch body, checked against ``limit`` before anything else is built."""
+    records = body.get("records") if isinstance(body, dict) else body
+    if not isinstance(records, list):
+        raise ApiError(422, "validation_error", 'expected {"records": [{...}, ...]} or a JSON array of records')
+    if len(records) > limit:
+        raise ApiError(413, "batch_too_large", f"{len(records)} records; the limit is {limit}")
+    return [r.get("features", r) if isinstance(r, dict) and isinstance(r.get("features"), dict) else r for r in records]
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    prediction_id: str
+    label: str | None
+    value: float | None
+
+
+def feedback_request(body: Any) -> FeedbackRequest:
+    """A /feedback body: ``{"prediction_id", "label"}`` (classification) or ``{"prediction_id", "value"}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("prediction_id"), str):
+        raise ApiError(422, "validation_error", 'expected {"prediction_id": "...", "label": ... or "value": ...}')
+    pid: str = body["prediction_id"]
+    if not pid or len(pid) > 64:
+        raise ApiError(422, "validation_error", f"`prediction_id` must be 1 to 64 characters, got {len(pid)}")
+    label, value = body.get("label"), body.get("value")
+    if (label is None) == (value is None):
+        raise ApiError(422, "validation_error", "give exactly one of `label` (classification) or `value` (regression)")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ApiError(422, "validation_error", "`value` must be a number")
+        return FeedbackRequest(pid, None, float(value))
+    if not isinstance(label, str | int | float | bool):
+        raise ApiError(422, "validation_error", "`label` must be a string, a number or a boolean")
+    text = str(label)
+    if len(text) > MAX_LABEL_CHARS:
+        raise ApiError(
+            422, "validation_error", f"`label` is {len(text)} characters; at most {MAX_LABEL_CHARS} are accepted"
+        )
+    return FeedbackRequest(pid, text, None)
+
+
+async def predict_one(st: AppState, key: str | None, body: Any) -> tuple[dict[str, Any], Deployment, str]:
+    """One record through auth, validation, the model and the log: (answer, deployment, key name)."""
+    principal = authorize_key(st.auth, key, "predict")
+    features = one_record(body)
+    dep = st.deployment()
+    [result] = await st.service.run(dep, [features])
+    raise_for_invalid([result])
+    answer = result.body()
+    answer.pop("index")
+    answer["model"] = model_of(dep)
+    return answer, dep, principal.name
