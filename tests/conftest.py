@@ -56,3 +56,17 @@ def churn_csv(workdir: Path, churn_df: pd.DataFrame) -> Path:
     path = workdir / "churn.csv"
     churn_df.to_csv(path, index=False)
     return path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The figures the reliability tests print (lines starting ``FIGURE``), gathered at the end of the run,
+    so `make test` shows them whatever pytest captured."""
+    lines = []
+    for outcome in ("passed", "failed", "xfailed", "xpassed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            text = getattr(report, "capstdout", "") or ""
+            lines += [line for line in text.splitlines() if line.startswith("FIGURE")]
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

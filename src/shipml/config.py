@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from shipml.core.records import Policy
+from shipml.core.schema import FeatureKind, Task
 from shipml.errors import ConfigError
 
-Task = Literal["binary", "multiclass", "regression"]
 DEFAULT_CONFIG = "shipml.yaml"
 
 
@@ -48,7 +51,7 @@ class FeatureSettings(_Section):
     """One feature of the schema, as written in the config or a schema file."""
 
     name: str = Field(min_length=1)
-    kind: Literal["numeric", "integer", "categorical", "boolean"]
+    kind: FeatureKind
     nullable: bool = False
     min: float | None = None
     max: float | None = None
@@ -95,6 +98,11 @@ class TrainingSettings(_Section):
     cv_folds: int = Field(default=5, ge=2, le=50, description="k of the k-fold cross-validation")
     seed: int = Field(default=42, ge=0, description="seed of every random choice")
     gates: dict[str, GateSettings] = Field(default_factory=dict, description="metric -> {min|max}")
+    positive_class: str | None = Field(
+        default=None,
+        description="binary tasks: the label precision, recall, f1 and their gates measure (as text, e.g. "
+        "'churned'); default: the label 1, true or yes when there is one, else the rarer label",
+    )
 
 
 class RegistrySettings(_Section):
@@ -114,12 +122,22 @@ class PredictSettings(_Section):
 Role = Literal["predict", "admin"]
 
 
+class RateLimitSettings(_Section):
+    """A token bucket: ``burst`` requests at once, refilled at ``requests_per_s`` (per worker process)."""
+
+    requests_per_s: float = Field(gt=0, description="sustained requests per second, per worker process")
+    burst: int = Field(default=1, ge=1, description="requests allowed at once above the sustained rate")
+
+
 class ApiKeySettings(_Section):
     """An API key, stored as the sha256 of the key (``shipml keys new`` makes both)."""
 
     name: str = Field(min_length=1, description="who holds the key; appears in logs instead of the key")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the key")
     roles: list[Role] = Field(default_factory=lambda: list[Role](["predict"]), min_length=1)
+    rate_limit: RateLimitSettings | None = Field(
+        default=None, description="requests of this key past the limit get 429 with Retry-After; none: unlimited"
+    )
 
 
 class AuthSettings(_Section):
@@ -127,6 +145,10 @@ class AuthSettings(_Section):
 
     enabled: bool = Field(default=True, description="false disables auth entirely (loudly)")
     keys: list[ApiKeySettings] = Field(default_factory=list)
+    failure_limit: RateLimitSettings = Field(
+        default=RateLimitSettings(requests_per_s=5.0, burst=50),
+        description="failed authentications per client address; past it the client gets 429 instead of 401",
+    )
 
 
 class BatchingSettings(_Section):
@@ -151,16 +173,29 @@ class ServeSettings(_Section):
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
     max_batch: int = Field(default=10_000, ge=1, description="max records in one batch request")
     max_body_bytes: int = Field(default=8_000_000, ge=1024, description="max request body size")
-    unknown_categories: Literal["reject", "accept"] = Field(
-        default="reject", description="policy for unseen categories"
-    )
-    out_of_range: Literal["reject", "accept"] = Field(default="reject", description="policy for values outside min/max")
+    unknown_categories: Policy = Field(default="reject", description="policy for unseen categories")
+    out_of_range: Policy = Field(default="reject", description="policy for values outside min/max")
     reload_interval_s: float = Field(
         default=30.0, ge=0.0, description="registry alias poll interval; 0 turns polling off"
     )
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty turns CORS off")
     cors_allow_credentials: bool = False
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host header values accepted (without port; '*' accepts any). Default: the loopback names "
+        "when host is a loopback address (a DNS-rebinding page cannot reach the service), any otherwise",
+    )
     grace_period_s: float = Field(default=10.0, ge=0.0, description="time to finish in-flight requests on SIGTERM")
+    max_in_flight: int = Field(
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description="requests one worker works on at once; more get a fast 503 with Retry-After (health and "
+        "metrics are never refused)",
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0, description="a model call still running after this answers 504"
+    )
     log_features: bool = Field(default=False, description="include feature values in request logs")
     multiproc_dir: str | None = Field(default=None, description="prometheus multiprocess directory (set by --workers)")
     fast_path: bool = Field(
@@ -203,6 +238,38 @@ class StoreSettings(_Section):
         "have committed it yet) before answering 404",
     )
 
+    @field_validator("uri")
+    @classmethod
+    def _not_in_memory(cls, uri: str) -> str:
+        # The writer opens its own connection, and each connection to an in-memory SQLite database
+        # gets a new, empty one: every write would fail with "no such table".
+        scheme, _, rest = uri.partition("://")
+        database = rest.partition("/")[2]
+        if scheme.split("+")[0] == "sqlite" and (database in ("", ":memory:") or "mode=memory" in database):
+            raise ValueError(
+                f"an in-memory SQLite database cannot hold the prediction log (each connection gets its own, "
+                f"empty one), got {uri!r}; use a file, e.g. sqlite:///.shipml/predictions.db"
+            )
+        return uri
+
+
+class NativeSettings(_Section):
+    """The native tree kernel (``adapters/native.py``): compiled once per machine, else numpy serves."""
+
+    enabled: bool = Field(default=True, description="use the native kernel where verified; false: numpy only")
+    cache_dir: str | None = Field(
+        default=None, description="where the compiled kernel is kept (default: ~/.cache/shipml/native)"
+    )
+    cc: str | None = Field(default=None, description="C compiler that builds the kernel (default: cc, else gcc)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        # SHIPML_NATIVE=0 (as documented before this section existed) or `native: false` in the
+        # YAML: a bare flag stands for `enabled`. It reaches here through the settings' own
+        # environment source (the field is NoDecode, so "off" is not parsed as JSON first).
+        return {"enabled": data} if isinstance(data, bool | int | str) else data
+
 
 class Settings(BaseSettings):
     """The whole configuration."""
@@ -224,6 +291,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
+    native: Annotated[NativeSettings, NoDecode] = NativeSettings()
 
     def serve_ref(self) -> str:
         """The registry reference the service serves."""
@@ -291,10 +359,37 @@ def settings_from_mapping(
         settings = Settings(**data)
         if overrides:
             merged = _deep_merge(settings.model_dump(exclude_unset=False), overrides)
-            settings = Settings.model_validate(merged)
+            settings = _without_environment(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc), source) from None
     return settings
+
+
+def _without_environment(values: dict[str, Any]) -> Settings:
+    """``values`` (file and environment already merged, CLI flags on top) validated as they are.
+
+    ``Settings.model_validate`` would run the settings sources again, and there the environment
+    ranks above init values: a ``--port`` flag would silently lose to ``SHIPML_SERVE__PORT``.
+    """
+    # `_build_sources` is pydantic-settings' documented way in; the mypy plugin only knows the fields
+    return Settings(_build_sources=((InitSettingsSource(Settings, values),), {}))  # type: ignore[call-arg]
+
+
+# userinfo runs to the last "@" before the path: an unescaped "@" in a password stays inside it
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the credentials of every URI in it masked: ``scheme://user:***@host``.
+
+    A user name alone (``https://token@host``) is often the secret itself, so it is masked whole.
+    """
+
+    def mask(m: re.Match[str]) -> str:
+        user, colon, _ = m.group("userinfo").partition(":")
+        return f"{m.group('scheme')}{user}:***@" if colon else f"{m.group('scheme')}***@"
+
+    return _USERINFO.sub(mask, text)
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
@@ -393,6 +488,9 @@ def settings_for_worker() -> Settings:
 def worker_environment(config: str | Path | None, overrides: dict[str, str]) -> dict[str, str]:
     """Environment that makes worker processes build the same Settings as this process."""
     env = {f"SHIPML_{key.upper().replace('.', '__')}": value for key, value in overrides.items()}
+    if "registry.uri" in overrides:
+        # the short form ranks above the nested one: a user's own SHIPML_REGISTRY_URI would win in the workers
+        env["SHIPML_REGISTRY_URI"] = overrides["registry.uri"]
     if config is not None:
         env[WORKER_CONFIG_ENV] = str(Path(config).resolve())
     elif Path(DEFAULT_CONFIG).exists():

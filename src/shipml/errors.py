@@ -7,6 +7,10 @@ The CLI turns any ``ShipmlError`` into its message on one line and its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation: core.validation imports this module
+    from shipml.core.validation import ValidationReport
 
 
 class ShipmlError(Exception):
@@ -46,11 +50,10 @@ class SchemaError(ShipmlError):
 
 
 class DataValidationError(ShipmlError):
-    """Data failed validation; ``report`` holds every failed check."""
+    """Data given to train or score failed validation (bad input, so exit code 2, as any other);
+    ``report`` holds every failed check. `shipml validate` reports a failed check itself, with exit code 1."""
 
-    exit_code = 1
-
-    def __init__(self, message: str, report: object) -> None:
+    def __init__(self, message: str, report: ValidationReport) -> None:
         super().__init__(message)
         self.report = report
 

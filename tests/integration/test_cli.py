@@ -176,3 +176,43 @@ def test_parquet_in_and_out(project: Path) -> None:
     assert len(scores) == 700 and list(scores.columns)[-1] == "model_version"
     valid = shipml(project, "validate", "new.parquet", "--model", "churn@production", "--json", "pq.json")
     assert valid.returncode == 0, valid.stdout + valid.stderr
+
+
+def test_predict_takes_a_one_row_file_whose_nullable_feature_is_null(project: Path) -> None:
+    """Data-set rules (all_null, constant, duplicates) are for training data: the server takes this record too."""
+    one = generate_churn(300, seed=21)
+    one[one.total_charges.isna()].head(1).drop(columns=["churn"]).to_csv(project / "one.csv", index=False)
+    result = shipml(project, "predict", "one.csv", "-m", "churn@production", "-o", "one-scores.parquet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert pq.read_table(project / "one-scores.parquet").num_rows == 1
+
+
+def test_predict_streams_integer_ids_with_a_null_in_a_later_chunk(project: Path) -> None:
+    data = generate_churn(50, seed=22).drop(columns=["churn"])
+    data["customer_id"] = pd.array(range(1, 51), dtype="Int64")
+    data.loc[45, "customer_id"] = pd.NA
+    data.to_csv(project / "ids.csv", index=False)
+    for out in ("ids.parquet", "ids-out.csv"):
+        result = shipml(project, "predict", "ids.csv", "-m", "churn@production", "-o", out, "--chunk-rows", "10")
+        assert result.returncode == 0, result.stdout + result.stderr
+    ids = pq.read_table(project / "ids.parquet").column("customer_id").to_pylist()
+    assert ids == [str(i) for i in range(1, 46)] + [None] + [str(i) for i in range(47, 51)]  # as written in the file
+    assert pd.read_csv(project / "ids-out.csv")["customer_id"].isna().tolist() == [False] * 45 + [True] + [False] * 4
+
+
+def test_registry_uri_flag_beats_the_environment(project: Path, tmp_path: Path) -> None:
+    generate_churn(100, seed=23).to_csv(project / "flag.csv", index=False)
+    result = shipml(
+        project,
+        "validate",
+        "flag.csv",
+        "--model",
+        "churn@production",
+        "--json",
+        "flag.json",
+        "--registry-uri",
+        f"sqlite:///{project}/.shipml/mlflow.db",
+        env={"SHIPML_REGISTRY_URI": f"sqlite:///{tmp_path}/elsewhere.db"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "elsewhere.db").exists()

@@ -30,6 +30,8 @@ class Counting:
     """The pipeline's predictor, counting its calls and the rows of each."""
 
     name = "pipeline"
+    inline_max_rows = 0
+    batching_pays = True
 
     def __init__(self, fail: bool = False) -> None:
         self.inner = PipelinePredictor(PIPELINE, SCHEMA)

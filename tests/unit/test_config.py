@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shipml.config import load_settings, starter_config
+from shipml.config import load_settings, redact_uri, starter_config, worker_environment
 from shipml.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,3 +91,69 @@ def test_example_config_in_repository_is_the_embedded_one() -> None:
     from shipml.examples.churn import churn_config
 
     assert (REPO / "examples" / "churn" / "shipml.yaml").read_text() == churn_config()
+
+
+def test_command_line_overrides_beat_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shipml serve --model new@staging --port 18000` serves what it was told, whatever SHIPML_* says."""
+    path = write(tmp_path, "serve: {host: 127.0.0.2, workers: 2}\n")
+    monkeypatch.setenv("SHIPML_SERVE__MODEL", "old@production")
+    monkeypatch.setenv("SHIPML_SERVE__PORT", "9000")
+    monkeypatch.setenv("SHIPML_TRAINING__CV_FOLDS", "3")
+    settings = load_settings(path, overrides={"serve": {"model": "new@staging", "port": "18000"}})
+    assert (settings.serve.model, settings.serve.port) == ("new@staging", 18000)
+    assert settings.serve.host == "127.0.0.2" and settings.serve.workers == 2  # the file is still read
+    assert settings.training.cv_folds == 3  # and the environment, for what the flags do not set
+
+
+@pytest.mark.parametrize("env", ["SHIPML_REGISTRY_URI", "SHIPML_REGISTRY__URI"])
+def test_registry_uri_flag_beats_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    monkeypatch.setenv(env, "http://127.0.0.1:5999")
+    settings = load_settings(write(tmp_path, ""), overrides={"registry": {"uri": "http://127.0.0.1:6000"}})
+    assert settings.registry.uri == "http://127.0.0.1:6000"
+
+
+def test_a_bad_override_is_reported_with_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, overrides={"serve": {"port": "0"}})
+    assert info.value.lines() == [f"{path}: serve.port: must be >= 1, got 0"]
+
+
+def test_workers_get_the_registry_uri_flag_over_a_users_short_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers rebuild Settings from the environment, where SHIPML_REGISTRY_URI ranks highest."""
+    monkeypatch.setenv("SHIPML_REGISTRY_URI", "http://127.0.0.1:5999")
+    for key, value in worker_environment(None, {"registry.uri": "http://127.0.0.1:6000"}).items():
+        monkeypatch.setenv(key, value)
+    assert load_settings(write(tmp_path, "")).registry.uri == "http://127.0.0.1:6000"
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "sqlite://", "sqlite+pysqlite:///:memory:"])
+def test_in_memory_sqlite_store_is_refused(tmp_path: Path, uri: str) -> None:
+    path = write(tmp_path, f"store: {{uri: '{uri}'}}\n")
+    assert problems(path) == [
+        f"{path}: store.uri: an in-memory SQLite database cannot hold the prediction log (each connection gets "
+        f"its own, empty one), got {uri!r}; use a file, e.g. sqlite:///.shipml/predictions.db"
+    ]
+
+
+def test_file_and_server_stores_are_accepted(tmp_path: Path) -> None:
+    for uri in ("sqlite:///.shipml/p.db", "sqlite:////var/lib/p.db", "postgresql+psycopg://u:p@db/x"):
+        assert load_settings(write(tmp_path, f"store: {{uri: '{uri}'}}\n")).store.uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql+psycopg://shipml:S3cret@db/x", "postgresql+psycopg://shipml:***@db/x"),
+        ("https://user:tok@mlflow.example/api", "https://user:***@mlflow.example/api"),
+        ("https://tok3n@mlflow.example/", "https://***@mlflow.example/"),
+        ("mysql://u:p@ss@h/db", "mysql://u:***@h/db"),
+        ("sqlite:///.shipml/mlflow.db", "sqlite:///.shipml/mlflow.db"),
+        ("http://127.0.0.1:5000/a@b", "http://127.0.0.1:5000/a@b"),
+    ],
+)
+def test_redact_uri_masks_credentials_only(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+    assert redact_uri(f"cannot open {uri}: refused") == f"cannot open {shown}: refused"

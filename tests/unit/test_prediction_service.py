@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -73,3 +75,35 @@ def test_records_come_back_in_order_with_errors_in_place() -> None:
     assert [r.index for r in results] == [0, 1, 2]
     assert results[0].ok and not results[1].ok and results[2].ok
     assert results[0].prediction_id != results[2].prediction_id
+
+
+class HangingPredictor:
+    """A model call that hangs until released, as a stuck native library or a deadlocked pipeline would."""
+
+    name = "pipeline"
+    inline_max_rows = 0
+    batching_pays = False
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.returned = threading.Event()
+
+    def predict(self, rows: list[dict[str, object]]) -> object:
+        self.release.wait(60)
+        self.returned.set()
+        return self.inner.predict(rows)  # type: ignore[attr-defined]
+
+
+def test_a_hanging_model_call_is_a_504_and_the_next_call_is_served() -> None:
+    dep, rows = deployment()
+    hanging = HangingPredictor(dep.bundle.predictor)
+    slow = dataclasses.replace(dep, bundle=dataclasses.replace(dep.bundle, predictor=hanging))
+    service = PredictionService(None, "commit", ServerMetrics(), timeout_s=0.3)
+    with pytest.raises(TimeoutError) as info:
+        asyncio.run(service.run(slow, rows))
+    assert not hanging.returned.is_set()  # answered while the call still hangs, not when it returned
+    answer = to_api_error(info.value)
+    assert (answer.status, answer.code) == (504, "timeout")
+    hanging.release.set()
+    assert all(r.ok for r in asyncio.run(service.run(slow, rows)))

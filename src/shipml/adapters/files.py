@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -41,18 +41,23 @@ def load_table(path: str | Path) -> pd.DataFrame:
     return pd.concat(list(iter_table(path, chunk_rows=None)), ignore_index=True)
 
 
-def iter_table(path: str | Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
-    """The file in chunks of ``chunk_rows`` rows (all at once when None), so big files stream."""
+def iter_table(path: str | Path, chunk_rows: int | None, text_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+    """The file in chunks of ``chunk_rows`` rows (all at once when None), so big files stream.
+
+    ``text_columns`` (identifiers) are read from a CSV as text, as written: each chunk of a CSV would
+    otherwise infer its own type (integers in one, floats after a null in the next, nothing in an empty one).
+    """
     p = Path(path)
     _check_exists(p)
     kind = _kind(p)
     try:
         if kind == "csv":
             sep = "\t" if p.suffix.lower() == ".tsv" else ","
+            dtype = dict.fromkeys(text_columns, "str")
             if chunk_rows is None:
-                yield pd.read_csv(p, sep=sep)
+                yield pd.read_csv(p, sep=sep, dtype=dtype)
             else:
-                with pd.read_csv(p, sep=sep, chunksize=chunk_rows) as reader:
+                with pd.read_csv(p, sep=sep, chunksize=chunk_rows, dtype=dtype) as reader:
                     yield from reader
         else:
             file = pq.ParquetFile(p)
@@ -95,6 +100,8 @@ class AtomicTableWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._csv: pacsv.CSVWriter | None = None
         self.rows = 0
+        self._schema: pa.Schema | None = None  # the first chunk's, which every chunk is written with
+        self._chunks = 0
 
     def __enter__(self) -> AtomicTableWriter:
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
@@ -103,8 +110,9 @@ class AtomicTableWriter:
         return self
 
     def write(self, df: pd.DataFrame) -> None:
+        """Append ``df``; every chunk is written with the first chunk's column types (the file has one schema)."""
         assert self._tmp is not None  # noqa: S101 - only inside `with`
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = self._conformed(pa.Table.from_pandas(df, preserve_index=False))
         if self.kind == "parquet":
             if self._parquet is None:
                 self._parquet = pq.ParquetWriter(self._tmp, table.schema)
@@ -114,6 +122,32 @@ class AtomicTableWriter:
                 self._csv = pacsv.CSVWriter(self._tmp, table.schema)
             self._csv.write_table(table)
         self.rows += len(df)
+        self._chunks += 1
+
+    def _conformed(self, table: pa.Table) -> pa.Table:
+        """``table`` cast to the schema of the first chunk written.
+
+        Each chunk of a CSV infers its own types: an integer column with a null in a later chunk arrives as
+        floats, a column null in every row of the first chunk has no type. A column without a type in the
+        first chunk is written as text; a later chunk is cast safely (3.0 -> 3; 3.5 into integers refused).
+        """
+        if self._schema is None:
+            fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+            self._schema = pa.schema(fields, metadata=table.schema.metadata)
+        if table.schema.equals(self._schema):
+            return table
+        if table.schema.names != self._schema.names:
+            raise DataLoadError(
+                f"{self.path}: chunk {self._chunks + 1} has columns {table.schema.names}, "
+                f"the first chunk had {self._schema.names}"
+            )
+        try:
+            return table.cast(self._schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataLoadError(
+                f"{self.path}: chunk {self._chunks + 1} does not fit the column types of the first chunk "
+                f"({_first_line(exc)}); convert the column to one type in the input"
+            ) from None
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

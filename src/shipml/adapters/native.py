@@ -2,13 +2,16 @@
 
 The kernel does what ``core/fast/trees.py`` does in numpy (the same float32
 rounding, comparisons and order of summation), several times faster for one row
-and more for batches. Building it needs a C compiler (``$CC``, else ``cc``), once:
-the library is cached under ``$SHIPML_NATIVE_CACHE`` (default
+and more for batches. Building it needs a C compiler (``native.cc``, else ``cc``), once:
+the library is cached under ``native.cache_dir`` (default
 ``~/.cache/shipml/native``), keyed by the source, the flags and the platform,
 so later processes load it in milliseconds, and an image can ship it built
 (deploy/Dockerfile does) with no compiler at run time. Without it, or with
-``SHIPML_NATIVE=0``, there is no kernel and the numpy path serves. Either way, a
-backend serves only after ``verify`` compared it with the pipeline.
+``native.enabled`` false (``SHIPML_NATIVE=0``), there is no kernel and the numpy
+path serves. Either way, a backend serves only after ``verify`` compared it with
+the pipeline. Settings come in as ``NativeSettings``; nothing here reads the
+environment, and the loaded kernel is kept by a ``KernelLoader`` its owner holds
+(the app, a training run), not by this module.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shipml.config import NativeSettings
 from shipml.core.fast.trees import Summer
 
 SOURCE = Path(__file__).with_name("forest_kernel.c")
@@ -101,12 +106,11 @@ def _declare(lib: ctypes.CDLL) -> Any:
     return fn
 
 
-def cache_dir() -> Path:
-    configured = os.environ.get("SHIPML_NATIVE_CACHE")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "shipml" / "native"
+def cache_dir(settings: NativeSettings) -> Path:
+    """Where the compiled kernel is kept."""
+    if settings.cache_dir:
+        return Path(settings.cache_dir).expanduser()
+    return Path.home() / ".cache" / "shipml" / "native"
 
 
 def _library_name() -> str:
@@ -115,25 +119,36 @@ def _library_name() -> str:
     return f"forest-{h.hexdigest()[:16]}.so"
 
 
-_loaded: tuple[NativeKernel | None, str] | None = None
+class KernelLoader:
+    """Builds or loads the kernel on first use and keeps the answer (kernel or None, and why) for its
+    owner's lifetime: one per app or training run, so settings can differ between them."""
+
+    def __init__(self, settings: NativeSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()  # loads happen in worker threads; build once
+        self._loaded: tuple[NativeKernel | None, str] | None = None
+
+    def load(self) -> tuple[NativeKernel | None, str]:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = load_kernel(self.settings)
+            return self._loaded
+
+    @property
+    def kernel(self) -> NativeKernel | None:
+        return self.load()[0]
 
 
-def load_kernel() -> tuple[NativeKernel | None, str]:
-    """The kernel (compiled if need be) or None, with a one-line reason either way. Cached per process."""
-    global _loaded
-    if _loaded is None:
-        _loaded = _load()
-    return _loaded
-
-
-def _load() -> tuple[NativeKernel | None, str]:
-    if os.environ.get("SHIPML_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None, "disabled by SHIPML_NATIVE"
-    target = cache_dir() / _library_name()
+def load_kernel(settings: NativeSettings) -> tuple[NativeKernel | None, str]:
+    """The kernel (compiled if need be) or None, with a one-line reason either way. Not memoised: hold
+    a ``KernelLoader`` to load it once."""
+    if not settings.enabled:
+        return None, "disabled by native.enabled (SHIPML_NATIVE=0)"
+    target = cache_dir(settings) / _library_name()
     if not target.exists():  # built once per machine (or image: the cache can be baked in, no compiler needed)
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        compiler = settings.cc or shutil.which("cc") or shutil.which("gcc")
         if not compiler:
-            return None, "no C compiler (set CC, or install one) to build the native kernel"
+            return None, "no C compiler (set native.cc, or install one) to build the native kernel"
         try:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from shipml.config import DEFAULT_CONFIG, Settings, load_settings
 from shipml.core.validation import ValidationReport
-from shipml.errors import DataValidationError, ShipmlError
+from shipml.errors import ShipmlError
 
 app = typer.Typer(
     help="shipml: from a CSV to a registered, promoted, served model.",
@@ -81,7 +81,11 @@ def _print_report(report: ValidationReport) -> None:
     for i in report.issues:
         style = "red" if i.severity == "error" else "yellow"
         table.add_row(
-            escape(i.column), escape(i.rule), str(i.failing), escape(", ".join(i.examples)), f"[{style}]{i.severity}[/]"
+            escape(i.column),
+            escape(i.label),
+            str(i.failing),
+            escape(", ".join(i.examples)),
+            f"[{style}]{i.severity}[/]",
         )
     out.print(table)
     mark = "[green]✔ passed[/]" if report.passed else "[red]✘ failed[/]"
@@ -95,7 +99,7 @@ def main() -> None:
     except ShipmlError as exc:
         for line in exc.lines():
             err.print(f"[red]error:[/] {escape(line)}", highlight=False)
-        sys.exit(exc.exit_code if not isinstance(exc, DataValidationError) else 2)
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)

@@ -180,12 +180,14 @@ def _train(settings: Settings, data: Path | None, step: str = "") -> Any:
             outcome = train_and_register(settings, _registry(settings), data, progress)
         except DataValidationError as exc:
             bar.stop()
-            _print_report(exc.report)  # type: ignore[arg-type]
+            _print_report(exc.report)
             raise ShipmlError(f"training refused: {exc.message}") from None
     result, version = outcome.result, outcome.version
     out.print(
         f"{step}trained {version.name}/{version.version} on {result.rows[0]} rows in {time.perf_counter() - started:.1f} s"
     )
+    if result.duplicates_dropped:
+        out.print(f"dropped {result.duplicates_dropped} duplicate row(s) (same features and target) before the split")
     table = Table(
         title=f"{version.name}/{version.version}: holdout ({result.rows[1]} rows) and {settings.training.cv_folds}-fold CV"
     )
@@ -219,6 +221,7 @@ def predict(
 ) -> None:
     """Score a file with a registered version (validated against its schema first)."""
     from shipml.adapters.mlflow_registry import ModelRef
+    from shipml.adapters.native import KernelLoader
     from shipml.pipelines.predict import score_file
 
     settings = _settings(config, registry_uri)
@@ -233,10 +236,12 @@ def predict(
                 output,
                 cache_dir=Path(settings.home) / "cache",
                 chunk_rows=chunk_rows or settings.predict.chunk_rows,
+                kernels=KernelLoader(settings.native),
+                fast_path=settings.serve.fast_path,
                 progress=lambda n: bar.advance(task, n),
             )
         except DataValidationError as exc:
             bar.stop()
-            _print_report(exc.report)  # type: ignore[arg-type]
+            _print_report(exc.report)
             raise ShipmlError(f"nothing scored: {exc.message}") from None
     out.print(f"scored {summary.rows} rows with {summary.model}/{summary.version} into {summary.output}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
 from shipml.core.schema import Task
+from shipml.errors import ConfigError
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -29,12 +32,43 @@ class Evaluation:
     metrics: dict[str, float]
     labels: tuple[str, ...] = ()
     confusion: tuple[tuple[int, ...], ...] = ()
+    positive: str | None = None  # binary: the class precision, recall and f1 measure
+
+
+# Labels taken as the positive class of a binary task when present (compared case-insensitively as text).
+_POSITIVE_NAMES = ("1", "true", "yes")
+
+
+def positive_class(labels: Sequence[Any] | np.ndarray, y: ArrayLike, configured: str | None = None) -> Any:
+    """The label binary precision, recall and f1 measure: ``configured`` (``training.positive_class``), else
+    the label reading 1, true or yes, else the rarer label in ``y`` (the one a model is usually asked to find;
+    on a tie, the second sorted label)."""
+    if configured is not None:
+        for label in labels:
+            if str(label) == configured:
+                return label
+        known = ", ".join(repr(str(label)) for label in labels)
+        raise ConfigError([f"training.positive_class: must be one of the target's labels {known}, got {configured!r}"])
+    named = [label for label in labels if str(label).lower() in _POSITIVE_NAMES]
+    if len(named) == 1:
+        return named[0]
+    values = np.asarray(y)
+    counts = [int(np.sum(values == label)) for label in labels]
+    return labels[1] if counts[0] == counts[1] else labels[int(np.argmin(counts))]
 
 
 def evaluate(
-    task: Task, y_true: ArrayLike, y_pred: ArrayLike, proba: np.ndarray | None, classes: ArrayLike | None
+    task: Task,
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    proba: np.ndarray | None,
+    classes: ArrayLike | None,
+    positive: Any = None,
 ) -> Evaluation:
-    """Metrics of predictions ``y_pred`` (and ``proba`` with columns in ``classes`` order)."""
+    """Metrics of predictions ``y_pred`` (and ``proba`` with columns in ``classes`` order).
+
+    ``positive``: the positive class of a binary task (see ``positive_class``); None: the second label.
+    """
     yt = np.asarray(y_true)
     yp = np.asarray(y_pred)
     if task == "regression":
@@ -48,7 +82,9 @@ def evaluate(
     assert proba is not None and classes is not None  # noqa: S101 - classifiers always give both
     labels = np.asarray(classes)
     average = "binary" if task == "binary" else "macro"
-    pos = {"pos_label": labels[1]} if task == "binary" else {}
+    if positive is None and task == "binary":
+        positive = labels[1]
+    pos = {"pos_label": positive} if task == "binary" else {}
     out = {
         "accuracy": float(skm.accuracy_score(yt, yp)),
         "precision": float(skm.precision_score(yt, yp, average=average, zero_division=0, **pos)),
@@ -57,7 +93,8 @@ def evaluate(
         "log_loss": float(skm.log_loss(yt, proba, labels=labels)),
     }
     if task == "binary":
-        out["roc_auc"] = float(skm.roc_auc_score(yt == labels[1], proba[:, 1]))
+        column = int(np.flatnonzero(labels == positive)[0])
+        out["roc_auc"] = float(skm.roc_auc_score(yt == positive, proba[:, column]))
     else:
         out["roc_auc"] = float(skm.roc_auc_score(yt, proba, multi_class="ovr", average="macro", labels=labels))
     cm = skm.confusion_matrix(yt, yp, labels=labels)
@@ -65,4 +102,5 @@ def evaluate(
         {k: out[k] for k in CLASSIFICATION_METRICS},
         tuple(str(c) for c in labels),
         tuple(tuple(int(v) for v in row) for row in cm),
+        str(positive) if task == "binary" else None,
     )

@@ -28,9 +28,17 @@ class Outputs:
 
 
 class Predictor(Protocol):
-    """What the server calls: rows in, outputs out."""
+    """What the server calls: rows in, outputs out.
+
+    ``inline_max_rows``: calls of up to this many rows are cheap enough to make on the event loop
+    (0: always in a worker thread). ``batching_pays``: grouping concurrent requests into one call is
+    worth the wait (a per-call overhead dominates, as with a pipeline's DataFrame and sklearn checks).
+    The server decides from these, never from ``name``, which is for people (``GET /model``, logs).
+    """
 
     name: str
+    inline_max_rows: int
+    batching_pays: bool
 
     def predict(self, rows: Sequence[Mapping[str, Value]]) -> Outputs: ...
 
@@ -39,6 +47,8 @@ class PipelinePredictor:
     """Calls the fitted sklearn Pipeline on a DataFrame of the rows."""
 
     name = "pipeline"
+    inline_max_rows = 0  # a DataFrame and sklearn per call: milliseconds, never on the event loop
+    batching_pays = True
 
     def __init__(self, pipeline: Any, schema: FeatureSchema) -> None:
         self.pipeline = pipeline

@@ -41,6 +41,11 @@ class Accepted:
     tolerated: tuple[tuple[str, str], ...] = ()  # (feature, rule) accepted by an `accept` policy
 
 
+def _missing(value: object) -> bool:
+    """None, or a float NaN: a missing value, as pandas and the pipeline read it (never "not finite")."""
+    return value is None or (isinstance(value, float | np.floating) and bool(np.isnan(value)))
+
+
 def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -89,7 +94,7 @@ class RecordValidator:
         values: dict[str, Value] = {}
         for name, nullable, numeric, whole, lo, hi, allowed in self._plan:
             v = record.get(name)
-            if v is None:
+            if v is None or (type(v) is float and v != v):  # NaN is missing, as in a data frame
                 if not nullable:
                     return None
                 values[name] = None
@@ -98,7 +103,10 @@ class RecordValidator:
             if numeric:
                 if t is not float and t is not int:
                     return None
-                x = float(v)
+                try:
+                    x = float(v)
+                except OverflowError:  # an integer beyond float's range: _check says it is not finite
+                    return None
                 if not (lo <= x <= hi) or (whole and not x.is_integer()):
                     return None  # also catches NaN (all comparisons false) and +-inf outside the range
                 if x in (math.inf, -math.inf):
@@ -124,7 +132,7 @@ class RecordValidator:
         for key in extra[:5]:
             errors.append(FieldError(index, str(key), "unknown_feature", "the model has no such feature"))
         for f in self._features:
-            if f.name not in record or record[f.name] is None:
+            if f.name not in record or _missing(record[f.name]):
                 if f.nullable:
                     values[f.name] = None
                 else:
@@ -141,7 +149,7 @@ class RecordValidator:
         self, f: Feature, raw: object, index: int, errors: list[FieldError], tolerated: list[tuple[str, str]]
     ) -> Value:
         if f.kind == "categorical":
-            if isinstance(raw, bool) or not isinstance(raw, str | int):
+            if isinstance(raw, bool | np.bool_) or not isinstance(raw, str | int | np.integer):
                 errors.append(FieldError(index, f.name, "type", f"expected a string, got {_describe(raw)}"))
                 return None
             text = str(raw)
@@ -157,14 +165,17 @@ class RecordValidator:
                 tolerated.append((f.name, "unknown_category"))
             return text
         if f.kind == "boolean":
-            if not isinstance(raw, bool):
+            if not isinstance(raw, bool | np.bool_):
                 errors.append(FieldError(index, f.name, "type", f"expected true or false, got {_describe(raw)}"))
                 return None
             return float(raw)
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
+        if isinstance(raw, bool | np.bool_) or not isinstance(raw, int | float | np.integer | np.floating):
             errors.append(FieldError(index, f.name, "type", f"expected a number, got {_describe(raw)}"))
             return None
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            number = math.inf if raw > 0 else -math.inf
         if not math.isfinite(number):
             errors.append(FieldError(index, f.name, "finite", f"expected a finite number, got {_describe(raw)}"))
             return None

@@ -10,16 +10,18 @@ from typing import Any
 import numpy as np
 
 from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, LoadedModel, MlflowRegistry, ModelRef, VersionInfo
-from shipml.adapters.native import load_kernel
+from shipml.adapters.native import KernelLoader
 from shipml.core.fast.model import FastPredictor, unpack
 from shipml.core.fast.preprocess import Unsupported
 from shipml.core.fast.trees import TreeKernel
-from shipml.core.fast.verify import TOLERANCE, verified_backends, verify
+from shipml.core.fast.verify import TOLERANCE, VERDICT_ARTIFACT, Verdict, verify
 from shipml.core.predictor import PipelinePredictor, Predictor
 from shipml.core.profile import ReferenceProfile
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
 from shipml.errors import ModelLoadError
+
+TAG = "shipml.fast_path"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ModelBundle:
     loaded: LoadedModel
     example: tuple[dict[str, Value], ...]
     evaluation: dict[str, Any]
+    fast_path: Verdict | None = None  # what registration found (None: not read, e.g. a test's bundle)
+    predictor_reason: str = ""  # why ``predictor`` serves (why not the fast one, when it is the pipeline)
 
     @property
     def classes(self) -> tuple[Any, ...]:
@@ -44,8 +48,18 @@ class ModelBundle:
         return self.loaded.pipeline
 
 
-def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path, fast_path: bool = True) -> ModelBundle:
-    """Download (integrity-checked) and describe a version; the pipeline is unpickled only if it serves."""
+def load_bundle(
+    registry: MlflowRegistry,
+    ref: ModelRef,
+    cache_dir: Path,
+    fast_path: bool = True,
+    kernels: KernelLoader | None = None,
+) -> ModelBundle:
+    """Download (integrity-checked) and describe a version; the pipeline is unpickled only if it serves.
+
+    ``kernels`` offers the native kernel (built or loaded once by its holder, from ``native`` settings);
+    None: the numpy backend only.
+    """
     loaded = registry.load(ref, cache_dir)
     files = loaded.local_dir / "shipml"
     what = f"{loaded.info.name}/{loaded.info.version}"
@@ -59,71 +73,124 @@ def load_bundle(registry: MlflowRegistry, ref: ModelRef, cache_dir: Path, fast_p
         evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else {}
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{what}: unreadable shipml metadata: {exc}") from None
-    tag = loaded.info.tags.get("shipml.fast_path", "") if fast_path else "not verified: turned off"
-    predictor = _predictor(loaded, schema, tag, example)
-    return ModelBundle(loaded.info, schema, profile, predictor, loaded, example, evaluation)
+    if fast_path:
+        verdict = registered_verdict(loaded, what)
+    else:
+        verdict = Verdict(False, "not verified", 0, float("nan"), "turned off (serve.fast_path: false)")
+    # the reason travels with the bundle: the server logs it with the load and `GET /model` can show it
+    predictor, reason = _predictor(loaded, schema, verdict, example, kernels)
+    return ModelBundle(loaded.info, schema, profile, predictor, loaded, example, evaluation, verdict, reason)
+
+
+def registered_verdict(loaded: LoadedModel, what: str) -> Verdict:
+    """The fast-path verdict registered with the version: ``shipml/fast_path.json``, or for versions
+    registered before that file existed, their ``shipml.fast_path`` tag. Unreadable: not verified."""
+    file = loaded.local_dir / VERDICT_ARTIFACT
+    if file.is_file():
+        try:
+            return Verdict.from_json(file.read_bytes(), where=f"{what} {VERDICT_ARTIFACT}")
+        except (OSError, ValueError) as exc:
+            return Verdict(False, "not verified", 0, float("nan"), f"unreadable verdict: {exc}")
+    tag = loaded.info.tags.get(TAG)
+    if tag:
+        return Verdict.from_legacy_tag(tag)
+    return Verdict(False, "not verified", 0, float("nan"), f"no {VERDICT_ARTIFACT} registered")
 
 
 def _predictor(
-    loaded: LoadedModel, schema: FeatureSchema, tag: str, example: tuple[dict[str, Value], ...]
-) -> Predictor:
-    """The fast path when registration verified it (and it still agrees on the example), else the pipeline.
+    loaded: LoadedModel,
+    schema: FeatureSchema,
+    verdict: Verdict,
+    example: tuple[dict[str, Value], ...],
+    kernels: KernelLoader | None,
+) -> tuple[Predictor, str]:
+    """The fast path when registration verified it (and it still agrees on the example), else the pipeline,
+    with the reason.
 
     Registration compared the packed predictor with the pipeline on the holdout and the edge cases, for
-    each backend the tag lists; here it must reproduce the pipeline's outputs on the input example (stored
-    with it) before it serves. The native kernel is preferred when this machine has it.
+    each backend the verdict lists; here it must reproduce the pipeline's outputs on the input example
+    (stored with it) before it serves. The native kernel is preferred when this machine has it.
     """
-    backends = verified_backends(tag)
-    if backends and example:
-        kernel = load_kernel()[0] if "native" in backends else None
-        candidates: list[TreeKernel | None] = [kernel] if kernel is not None else []
-        if "numpy" in backends:
-            candidates.append(None)
-        packed = loaded.model_file(FAST_PREDICTOR_FILE)
-        exact = tag.startswith("verified: exact")
-        if packed is not None:
-            fast = _unpacked(packed.read_bytes(), example, candidates, exact)
-        else:  # registered before packed predictors: compile it from the pipeline
-            fast = _compiled(loaded.pipeline, schema, example, candidates)
-        if fast is not None:
-            return fast
-    return PipelinePredictor(loaded.pipeline, schema)
+    if not verdict.verified:
+        return PipelinePredictor(loaded.pipeline, schema), f"fast path not verified: {verdict.reason}"
+    if not example:
+        return PipelinePredictor(loaded.pipeline, schema), "no input example to check the fast predictor on"
+    candidates: list[TreeKernel | None] = []
+    kernel = kernels.kernel if kernels is not None and "native" in verdict.backends else None
+    if kernel is not None:
+        candidates.append(kernel)
+    if "numpy" in verdict.backends:
+        candidates.append(None)
+    if not candidates:
+        reason = f"none of the verified backends ({', '.join(verdict.backends)}) is available here"
+        return PipelinePredictor(loaded.pipeline, schema), reason
+    packed = loaded.model_file(FAST_PREDICTOR_FILE)
+    if packed is not None:
+        fast, why = _unpacked(packed.read_bytes(), schema, example, candidates, verdict.mode == "exact")
+    else:  # registered before packed predictors: compile it from the pipeline
+        fast, why = _compiled(loaded.pipeline, schema, example, candidates)
+    if fast is None:
+        return PipelinePredictor(loaded.pipeline, schema), why
+    return fast, f"fast predictor verified at registration ({verdict.mode}), {fast.backend} backend"
 
 
 def _unpacked(
-    data: bytes, example: tuple[dict[str, Value], ...], candidates: list[TreeKernel | None], exact: bool
-) -> FastPredictor | None:
+    data: bytes,
+    schema: FeatureSchema,
+    example: tuple[dict[str, Value], ...],
+    candidates: list[TreeKernel | None],
+    exact: bool,
+) -> tuple[FastPredictor | None, str]:
+    """The packed predictor with the first backend that reproduces the registered example outputs, or
+    None and why. The file comes from the artifact store: ``unpack`` refuses anything unsafe to walk,
+    and whatever else goes wrong here, of whatever type, means the pipeline serves; never a failed load."""
     try:
-        fast, extra = unpack(data)
-    except (ValueError, KeyError):
-        return None
+        return _checked_unpack(data, schema, example, candidates, exact)
+    except Exception as exc:  # untrusted input (a sanctioned edge): any failure falls back to the pipeline
+        return None, f"packed fast predictor refused: {type(exc).__name__}: {exc}"
+
+
+def _checked_unpack(
+    data: bytes,
+    schema: FeatureSchema,
+    example: tuple[dict[str, Value], ...],
+    candidates: list[TreeKernel | None],
+    exact: bool,
+) -> tuple[FastPredictor | None, str]:
+    fast, extra = unpack(data)
+    missing = sorted(set(fast.preprocess.columns) - set(schema.names))
+    if missing:
+        return None, f"packed fast predictor refused: it reads columns the schema lacks: {', '.join(missing)}"
     expected = extra.get("example_output")
-    if expected is None:
-        return None
+    if expected is None or expected.dtype.kind != "f":
+        return None, "packed fast predictor refused: no example outputs to check it on"
+    failures = []
     for candidate in candidates:
         chosen = fast.with_kernel(candidate)
         got = chosen.predict(example)
         out = got.proba if got.proba is not None else got.values
         if out is None or out.shape != expected.shape:
+            failures.append(f"{chosen.backend}: outputs of shape {None if out is None else out.shape}")
             continue
         if np.array_equal(out, expected) or (not exact and float(np.max(np.abs(out - expected))) <= TOLERANCE):
-            return chosen
-    return None
+            return chosen, ""
+        failures.append(f"{chosen.backend}: outputs differ")
+    return None, "packed fast predictor does not reproduce the example outputs: " + "; ".join(failures)
 
 
 def _compiled(
     pipeline: Any, schema: FeatureSchema, example: tuple[dict[str, Value], ...], candidates: list[TreeKernel | None]
-) -> FastPredictor | None:
+) -> tuple[FastPredictor | None, str]:
     from shipml.core.fast.compile import compile_pipeline  # imports sklearn, as the pipeline already did
 
     for candidate in candidates:
         try:
             fast = compile_pipeline(pipeline, schema, candidate)
-        except Unsupported:
-            return None
+        except Unsupported as exc:
+            return None, f"no fast path: {exc}"
         if verify(fast, pipeline, schema, example).verified:
-            return fast
-    return None
+            return fast, ""
+    return None, "the recompiled fast predictor does not reproduce the pipeline on the example"
 
 
 def warm(bundle: ModelBundle) -> None:

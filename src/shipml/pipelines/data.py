@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from shipml.adapters.files import load_table, read_yaml_file
-from shipml.config import DataSettings, FeatureSettings, ModelSettings, Settings, ValidationSettings
-from shipml.core.schema import Feature, FeatureSchema, Target
+from shipml.config import DataSettings, ModelSettings, Settings, ValidationSettings
+from shipml.core.schema import FeatureSchema, Target
 from shipml.core.validation import QualityThresholds
 from shipml.errors import ConfigError, SchemaError
 
@@ -28,9 +30,13 @@ def resolve_schema(model: ModelSettings, data: DataSettings, df: pd.DataFrame | 
     if data.features is not None and data.schema_file is not None:
         raise ConfigError(["data: give either `features` or `schema_file`, not both"])
     if data.features is not None:
-        features = tuple(_feature(f, i) for i, f in enumerate(data.features))
-        schema = FeatureSchema(features, _target(model, data, df), tuple(data.id_columns))
-        return schema, "config data.features"
+        # the same parser (and checks) as a schema file: the rules of a feature are written once
+        inline: dict[str, Any] = {
+            "features": [f.model_dump() for f in data.features],
+            "target": asdict(_target(model, data, df)),
+            "id_columns": list(data.id_columns),
+        }
+        return FeatureSchema.from_dict(inline, where="data"), "config data.features"
     if data.schema_file is not None:
         raw = read_yaml_file(data.schema_file)
         if not isinstance(raw, dict):
@@ -47,15 +53,6 @@ def resolve_schema(model: ModelSettings, data: DataSettings, df: pd.DataFrame | 
     return schema, "inferred from the data"
 
 
-def _feature(f: FeatureSettings, i: int) -> Feature:
-    if f.kind == "categorical" and f.categories is not None and not f.categories:
-        raise ConfigError([f"data.features.{i}.categories: must not be empty"])
-    if f.min is not None and f.max is not None and f.min > f.max:
-        raise ConfigError([f"data.features.{i}: min must be <= max, got min={f.min} max={f.max}"])
-    cats = tuple(f.categories) if f.categories is not None else None
-    return Feature(f.name, f.kind, f.nullable, f.min, f.max, cats)
-
-
 def _target(model: ModelSettings, data: DataSettings, df: pd.DataFrame | None) -> Target:
     classes = None
     if model.task != "regression" and df is not None and data.target in df.columns:
@@ -69,6 +66,7 @@ def load_training_frame(settings: Settings, override: str | Path | None) -> tupl
 
 
 def thresholds(v: ValidationSettings) -> QualityThresholds:
+    """The data-set checks' limits, from the settings (which hold their defaults)."""
     return QualityThresholds(v.max_null_rate, v.max_duplicate_rate, v.min_class_rate, v.allow_constant_columns)
 
 

@@ -12,10 +12,14 @@ import pandas as pd
 
 from shipml.adapters.files import AtomicTableWriter, iter_table
 from shipml.adapters.mlflow_registry import LoadedModel, MlflowRegistry, ModelRef
+from shipml.adapters.native import KernelLoader
+from shipml.core.predictor import Predictor
 from shipml.core.schema import FeatureSchema
-from shipml.core.validation import ValidationIssue, ValidationReport, validate_frame
+from shipml.core.validation import Rule, ValidationIssue, ValidationReport, validate_frame
 from shipml.errors import DataLoadError, DataValidationError
+from shipml.pipelines.bundle import load_bundle
 from shipml.pipelines.data import feature_frame
+from shipml.pipelines.fast_path import rows_from_frame
 
 RowsDone = Callable[[int], None]
 
@@ -44,39 +48,41 @@ def score_file(
     *,
     cache_dir: Path,
     chunk_rows: int,
+    kernels: KernelLoader | None = None,
+    fast_path: bool = True,
     progress: RowsDone | None = None,
 ) -> ScoreSummary:
     """Validate every chunk of ``data`` against the version's schema, then score it into ``output``.
 
     Two passes over the file so that invalid data writes nothing; memory holds one chunk at a time.
+    Scores come from the predictor the server would use (the verified fast one, else the pipeline).
     """
     if output.resolve() == data.resolve():
         raise DataLoadError(f"{output}: output would overwrite the input file")
-    model = registry.load(ref, cache_dir)
-    schema = load_schema(model)
-    _validate_all(data, schema, chunk_rows)
-    pipeline = model.pipeline
-    classes = [str(c) for c in getattr(pipeline, "classes_", [])]
+    bundle = load_bundle(registry, ref, cache_dir, fast_path=fast_path, kernels=kernels)
+    _validate_all(data, bundle.schema, chunk_rows)
     with AtomicTableWriter(output) as writer:
-        for chunk in iter_table(data, chunk_rows):
-            writer.write(_score_chunk(pipeline, schema, classes, chunk, model.info.version))
+        for chunk in iter_table(data, chunk_rows, text_columns=bundle.schema.id_columns):
+            writer.write(_score_chunk(bundle.predictor, bundle.schema, chunk, bundle.info.version))
             if progress:
                 progress(len(chunk))
     if writer.rows == 0:
         raise DataLoadError(f"{data}: no rows to score")
-    return ScoreSummary(model.info.name, model.info.version, writer.rows, output)
+    return ScoreSummary(bundle.info.name, bundle.info.version, writer.rows, output)
 
 
 def _validate_all(data: Path, schema: FeatureSchema, chunk_rows: int) -> None:
-    issues: dict[tuple[str, str], ValidationIssue] = {}
+    issues: dict[tuple[str, Rule], ValidationIssue] = {}
     rows = columns = 0
-    for chunk in iter_table(data, chunk_rows):
+    for chunk in iter_table(data, chunk_rows, text_columns=schema.id_columns):
+        # no thresholds: the data-set rules are for training data, not a batch to score, whose
+        # records the server would take one by one (and a chunk is an arbitrary slice of it)
         report = validate_frame(chunk, schema, source=str(data), require_target=False)
         rows += report.rows
         columns = report.columns
         for issue in report.issues:
-            if issue.rule.startswith(("null_rate", "duplicate_rows", "constant")):
-                continue  # data-set quality rules are for training data, not a batch to score
+            if issue.scope == "dataset":
+                continue
             key = (issue.column, issue.rule)
             old = issues.get(key)
             if old is None:
@@ -84,24 +90,23 @@ def _validate_all(data: Path, schema: FeatureSchema, chunk_rows: int) -> None:
             elif issue.rule != "missing_column":
                 examples = (old.examples + tuple(e for e in issue.examples if e not in old.examples))[:5]
                 issues[key] = ValidationIssue(
-                    issue.column, issue.rule, old.failing + issue.failing, examples, issue.severity
+                    issue.column, issue.rule, old.failing + issue.failing, examples, issue.severity, issue.limit
                 )
     report = ValidationReport(str(data), rows, columns, tuple(issues.values()))
     if not report.passed:
         raise DataValidationError(report.summary(), report)
 
 
-def _score_chunk(
-    pipeline: object, schema: FeatureSchema, classes: list[str], chunk: pd.DataFrame, version: str
-) -> pd.DataFrame:
-    X = feature_frame(chunk, schema)
-    out = pd.DataFrame({c: chunk[c].to_numpy() for c in schema.id_columns if c in chunk.columns}, index=chunk.index)
-    if schema.target.task == "regression":
-        out["prediction"] = pipeline.predict(X)  # type: ignore[attr-defined]
+def _score_chunk(predictor: Predictor, schema: FeatureSchema, chunk: pd.DataFrame, version: str) -> pd.DataFrame:
+    # the records as the server sees them (floats, strings, None), through the server's predictor
+    outputs = predictor.predict(rows_from_frame(feature_frame(chunk, schema), schema))
+    out = pd.DataFrame({c: chunk[c] for c in schema.id_columns if c in chunk.columns}, index=chunk.index)
+    if outputs.proba is None:
+        out["prediction"] = outputs.values
     else:
-        proba = pipeline.predict_proba(X)  # type: ignore[attr-defined]
+        classes = [str(c) for c in outputs.classes]
         for i, c in enumerate(classes):
-            out[f"proba_{c}"] = proba[:, i]
-        out["prediction"] = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+            out[f"proba_{c}"] = outputs.proba[:, i]
+        out["prediction"] = np.asarray(classes, dtype=object)[np.argmax(outputs.proba, axis=1)]
     out["model_version"] = version
     return out.reset_index(drop=True)

@@ -26,9 +26,10 @@ from shipml.adapters.mlflow_registry import (
     tags_from,
 )
 from shipml.adapters.native import load_kernel
-from shipml.config import GateSettings, Settings
+from shipml.config import GateSettings, Settings, redact_uri
 from shipml.core.fast.model import FastPredictor
-from shipml.core.metrics import Evaluation, evaluate, metric_names
+from shipml.core.fast.verify import VERDICT_ARTIFACT, Verdict
+from shipml.core.metrics import Evaluation, evaluate, metric_names, positive_class
 from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor
 from shipml.core.profile import ReferenceProfile, build_profile
@@ -54,7 +55,10 @@ class TrainResult:
     lineage: dict[str, str]
     rows: tuple[int, int]  # (train, test)
     input_example: pd.DataFrame
+    holdout_index: tuple[int, ...] = ()  # row labels of the holdout in the data file (0-based data rows)
+    duplicates_dropped: int = 0  # exact copies (features + target) dropped before the split
     fast: FastPredictor | None = None  # verified; registered packed, next to the model
+    fast_verdict: Verdict | None = None  # registered as shipml/fast_path.json (and, for people, a tag)
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,15 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
     )
     if not report.passed:
         raise DataValidationError(report.summary(), report)
+    # Copies of a row would straddle train and holdout (and the CV folds) and inflate the gated metrics.
+    duplicated = df.duplicated(subset=[*schema.names, schema.target.name])
+    df = df[~duplicated]
     X = feature_frame(df, schema)
     y = df[schema.target.name]
     if schema.target.task != "regression":
         y = y.astype(str) if not pd.api.types.is_integer_dtype(y) else y
     classify = schema.target.task != "regression"
+    positive = positive_class(np.unique(y), y, cfg.positive_class) if schema.target.task == "binary" else None
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y if classify else None
     )
@@ -128,7 +136,7 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
     per_fold: list[dict[str, float]] = []
     for i, (tr, va) in enumerate(folds.split(X_train, y_train)):
         fold_model = clone(pipeline).fit(X_train.iloc[tr], y_train.iloc[tr])
-        per_fold.append(_evaluate(fold_model, schema.target.task, X_train.iloc[va], y_train.iloc[va]).metrics)
+        per_fold.append(_evaluate(fold_model, schema.target.task, X_train.iloc[va], y_train.iloc[va], positive).metrics)
         if progress:
             progress("cross-validation", i + 1, cfg.cv_folds)
     cv = {m: (float(np.mean([f[m] for f in per_fold])), float(np.std([f[m] for f in per_fold]))) for m in per_fold[0]}
@@ -138,9 +146,12 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
         raise TrainingError(f"fitting {model_cfg.estimator} failed: {exc}") from None
     if progress:
         progress("fit", 1, 1)
-    holdout = _evaluate(pipeline, schema.target.task, X_test, y_test)
-    train_pred = _profile_predictions(pipeline, schema.target.task, X_train)
-    fast, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema), load_kernel()[0])
+    holdout = _evaluate(pipeline, schema.target.task, X_test, y_test, positive)
+    # the reference of prediction drift: out-of-sample outputs, as serving will see (in-sample ones of a
+    # forest are over-confident)
+    holdout_pred = _profile_predictions(pipeline, schema.target.task, X_test, positive)
+    kernel = load_kernel(settings.native)[0]
+    fast, fast_verdict = build_and_verify(pipeline, schema, rows_from_frame(X_test, schema), kernel)
     if progress:
         progress("fast path verification", 1, 1)
     lineage = {
@@ -154,29 +165,34 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
     return TrainResult(
         pipeline=pipeline,
         schema=schema,
-        profile=build_profile(X_train, schema, train_pred),
+        profile=build_profile(X_train, schema, holdout_pred),
         cv=cv,
         holdout=holdout,
         report=report,
         lineage=lineage,
         rows=(len(X_train), len(X_test)),
         input_example=X_train.head(5),
+        holdout_index=tuple(int(i) for i in X_test.index),
+        duplicates_dropped=int(duplicated.sum()),
         fast=fast,
+        fast_verdict=fast_verdict,
     )
 
 
-def _evaluate(model: Pipeline, task: Task, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+def _evaluate(model: Pipeline, task: Task, X: pd.DataFrame, y: pd.Series, positive: Any = None) -> Evaluation:
     """Holdout metrics of the whole pipeline: the model sees preprocessed features, as in serving."""
     if task == "regression":
         return evaluate(task, y, model.predict(X), None, None)
     proba = model.predict_proba(X)
     classes = model.classes_
-    return evaluate(task, y, classes[np.argmax(proba, axis=1)], proba, classes)
+    return evaluate(task, y, classes[np.argmax(proba, axis=1)], proba, classes, positive)
 
 
-def _profile_predictions(model: Pipeline, task: Task, X: pd.DataFrame) -> np.ndarray:
+def _profile_predictions(model: Pipeline, task: Task, X: pd.DataFrame, positive: Any = None) -> np.ndarray:
+    """What the profile keeps of the predictions: the positive class's probability (binary), else the output."""
     if task == "binary":
-        return np.asarray(model.predict_proba(X)[:, 1])
+        column = int(np.flatnonzero(model.classes_ == positive)[0])
+        return np.asarray(model.predict_proba(X)[:, column])
     return np.asarray(model.predict(X))
 
 
@@ -192,6 +208,7 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "training.seed": cfg.seed,
         "data.train_rows": result.rows[0],
         "data.test_rows": result.rows[1],
+        "data.duplicates_dropped": result.duplicates_dropped,
         "data.features": len(result.schema.features),
     }
     params.update({f"model.{k}": v for k, v in result.pipeline.named_steps["model"].get_params().items()})
@@ -203,6 +220,7 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "holdout": result.holdout.metrics,
         "cv": {k: {"mean": m, "std": s} for k, (m, s) in result.cv.items()},
         "labels": list(result.holdout.labels),
+        "positive_class": result.holdout.positive,
         "confusion_matrix": [list(r) for r in result.holdout.confusion],
     }
     files = {
@@ -210,9 +228,11 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "shipml/profile.json": result.profile.to_json(),
         "shipml/validation.json": json.dumps(result.report.to_dict(), indent=2),
         "shipml/evaluation.json": json.dumps(evaluation, indent=2),
-        "shipml/config.yaml": yaml.safe_dump(settings.model_dump(mode="json", exclude={"auth"}), sort_keys=False),
+        "shipml/config.yaml": config_artifact(settings),
         "shipml/input_example.json": result.input_example.to_json(orient="records"),
     }
+    if result.fast_verdict is not None:
+        files[VERDICT_ARTIFACT] = result.fast_verdict.to_json()  # what the server reads (pipelines/bundle.py)
     requirements = tuple(f"{pkg}=={package_version(pkg)}" for pkg in ("scikit-learn", "numpy", "pandas", "mlflow"))
     return RunPayload(
         name=model_cfg.name,
@@ -226,6 +246,26 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         pip_requirements=requirements,
         model_files=_packed_fast(result, files["shipml/input_example.json"]),
     )
+
+
+def config_artifact(settings: Settings) -> str:
+    """The run's configuration as published with the model (readable by anyone who can read the registry):
+    without the sections of the deployment (``store``, ``serve``, ``auth``: URIs with passwords, keys), and
+    with the credentials of every URI left masked (a registry URI can carry a token)."""
+    return yaml.safe_dump(_redacted(settings.model_dump(mode="json", exclude=_UNPUBLISHED)), sort_keys=False)
+
+
+_UNPUBLISHED = {"store", "serve", "auth"}
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _packed_fast(result: TrainResult, example_json: str) -> dict[str, bytes]:

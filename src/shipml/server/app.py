@@ -19,20 +19,23 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.native import KernelLoader
 from shipml.adapters.prediction_store import PredictionStore, StoreWriter
 from shipml.config import Settings, settings_for_worker
 from shipml.errors import ConfigError, ShipmlError
 from shipml.server.access import AccessLog, RequestRecorder
+from shipml.server.admission import Admission
 from shipml.server.auth import Authenticator
 from shipml.server.errors import ApiError, error_response, to_api_error
 from shipml.server.fast_lane import PredictLane
+from shipml.server.hosts import HostGuard, allowed_hosts
 from shipml.server.logs import LineBuffer, configure_logging, flush_every
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import ModelManager
 from shipml.server.openapi import model_openapi
 from shipml.server.predictions import PredictionService
 from shipml.server.routes import mlflow_protocol, ops, predict, v2
-from shipml.server.state import AppState
+from shipml.server.state import AppState, uvicorn_stopping
 
 log = structlog.get_logger("shipml.server")
 
@@ -72,9 +75,12 @@ def create_app(settings: Settings) -> ASGIApp:
             on_error=lambda exc: _store_failed(metrics, exc),
         )
         registry = await anyio.to_thread.run_sync(MlflowRegistry, settings.registry)
-        manager = ModelManager(ref, registry, settings.serve, home / "cache", metrics, store)
-        service = PredictionService(writer, settings.store.durability, metrics)
-        app.state.shipml = AppState(settings, Authenticator(settings.auth), metrics, manager, service, store, writer)
+        kernels = KernelLoader(settings.native)  # the native tree kernel, built or loaded once per process
+        manager = ModelManager(ref, registry, settings.serve, home / "cache", metrics, store, kernels)
+        service = PredictionService(writer, settings.store.durability, metrics, settings.serve.request_timeout_s)
+        app.state.shipml = AppState(
+            settings, Authenticator(settings.auth), metrics, manager, service, store, writer, uvicorn_stopping()
+        )
         await manager.start()
         # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out
         # of the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
@@ -109,9 +115,10 @@ def create_app(settings: Settings) -> ASGIApp:
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.add_middleware(AccessLog, recorder=recorder)
-    if settings.serve.cors_origins:
-        return app  # CORS preflights and headers are the framework's job: no fast lane then
-    return PredictLane(app, recorder, settings.serve.log_features)
+    hosts = allowed_hosts(settings.serve.host, settings.serve.allowed_hosts)
+    # CORS preflights and headers are the framework's job: no fast lane then
+    inner = app if settings.serve.cors_origins else PredictLane(app, recorder, settings.serve.log_features)
+    return HostGuard(Admission(inner, settings.serve.max_in_flight, on_refused=metrics.overloaded.inc), hosts)
 
 
 def _store_failed(metrics: ServerMetrics, exc: BaseException) -> None:

@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from shipml.config import AuthSettings, Role
+from shipml.server.ratelimit import BucketTable, TokenBucket
 
 KEY_PREFIX = "sk_shipml_"
 
@@ -34,11 +35,26 @@ def new_key() -> tuple[str, str]:
 
 
 class Authenticator:
-    """Resolves the key of a request to a Principal."""
+    """Resolves the key of a request to a Principal, and keeps each key's and each client's rate limits."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self.enabled = settings.enabled
         self._keys = [(bytes.fromhex(k.sha256), Principal(k.name, frozenset(k.roles))) for k in settings.keys]
+        self._limits = {
+            k.name: TokenBucket(k.rate_limit.requests_per_s, k.rate_limit.burst)
+            for k in settings.keys
+            if k.rate_limit is not None
+        }
+        self._failures = BucketTable(settings.failure_limit)
+
+    def over_limit(self, principal: Principal) -> float:
+        """0 if ``principal`` may make a request now (and it is counted), else the seconds to wait."""
+        bucket = self._limits.get(principal.name)
+        return 0.0 if bucket is None else bucket.take()
+
+    def failed(self, client: str | None) -> float:
+        """Count a failed authentication of ``client``: 0 while under its limit, else the seconds to wait."""
+        return self._failures.take(client or "unknown")
 
     def identify(self, presented: str | None) -> Principal | None:
         """The principal for ``presented`` or None; every stored hash is compared, in constant time."""

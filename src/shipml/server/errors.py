@@ -59,6 +59,7 @@ _TABLE: dict[type[BaseException], tuple[int, str, str | None]] = {
     ModelLoadError: (503, "model_unavailable", "the model could not be loaded; retry later"),
     RegistryError: (503, "registry_unavailable", "the model registry is unavailable; retry later"),
     DataValidationError: (422, "validation_error", None),  # the user's data: its message names the problem
+    TimeoutError: (504, "timeout", "the model did not answer in time; retry later"),
 }
 _INTERNAL = (500, "internal", "internal error; see the service log")
 _HTTP_CODES = {

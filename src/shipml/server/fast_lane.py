@@ -61,7 +61,9 @@ class PredictLane:
                     content_length = value.decode("latin-1")
             body = await _read_body(receive, content_length, state.settings.serve.max_body_bytes)
             parsed = parse_json(body)
-            answer, dep, principal = await predict_one(state, key_from_headers(auth_header, api_key), parsed)
+            client = scope.get("client")
+            key = key_from_headers(auth_header, api_key)
+            answer, dep, principal = await predict_one(state, key, client[0] if client else None, parsed)
             extra = {"version": dep.version, "key": principal}
             if self.log_features:
                 extra["features"] = parsed.get("features")

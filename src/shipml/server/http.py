@@ -10,6 +10,7 @@ from starlette.requests import Request
 from shipml.config import Role
 from shipml.server.auth import Authenticator, Principal, allows, key_from_headers
 from shipml.server.errors import ApiError
+from shipml.server.ratelimit import retry_after
 
 
 async def read_json(request: Request) -> Any:
@@ -44,16 +45,34 @@ def parse_json(body: bytes) -> Any:
 def authorize(request: Request, role: Role) -> Principal:
     """The caller's principal if it has ``role``: 401 without a valid key, 403 without the role."""
     presented = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    principal = authorize_key(request.app.state.shipml.auth, presented, role)
+    client = request.client.host if request.client else None
+    principal = authorize_key(request.app.state.shipml.auth, presented, role, client)
     request.scope.setdefault("state", {})["principal"] = principal.name
     return principal
 
 
-def authorize_key(auth: Authenticator, presented: str | None, role: Role) -> Principal:
-    """The principal of ``presented`` if it has ``role``: 401 without a valid key, 403 without the role."""
+def authorize_key(auth: Authenticator, presented: str | None, role: Role, client: str | None) -> Principal:
+    """The principal of ``presented`` if it has ``role``: 401 without a valid key (429 once ``client`` failed
+    too often), 403 without the role, 429 with Retry-After past the key's rate limit."""
     principal = auth.identify(presented)
     if principal is None:
+        wait = auth.failed(client)
+        if wait:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many failed authentications; retry later",
+                headers={"Retry-After": retry_after(wait)},
+            )
         raise ApiError(401, "unauthenticated", "a valid API key is required (Authorization: Bearer <key> or X-API-Key)")
     if not allows(principal, role):
         raise ApiError(403, "forbidden", f"this key lacks the {role!r} role")
+    wait = auth.over_limit(principal)
+    if wait:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"key {principal.name!r} is over its rate limit",
+            headers={"Retry-After": retry_after(wait)},
+        )
     return principal

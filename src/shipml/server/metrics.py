@@ -38,6 +38,9 @@ class ServerMetrics:
             "shipml_tolerated_inputs", "inputs accepted by an `accept` policy", ["model", "feature", "rule"], registry=r
         )
         self.store_errors = Counter("shipml_store_errors", "prediction log write failures", registry=r)
+        self.overloaded = Counter(
+            "shipml_overloaded", "requests refused because the worker had serve.max_in_flight in flight", registry=r
+        )
         self.shed = Counter(
             "shipml_load_shed", "requests refused because the prediction log queue was full", registry=r
         )

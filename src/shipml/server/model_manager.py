@@ -18,6 +18,7 @@ import anyio.to_thread
 import structlog
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.native import KernelLoader
 from shipml.adapters.prediction_store import PredictionStore
 from shipml.config import ServeSettings
 from shipml.core.records import RecordValidator
@@ -68,6 +69,7 @@ class ModelManager:
         cache_dir: Path,
         metrics: ServerMetrics,
         store: PredictionStore | None = None,
+        kernels: KernelLoader | None = None,
     ) -> None:
         self.ref = ref
         self.registry = registry
@@ -75,6 +77,7 @@ class ModelManager:
         self.cache_dir = cache_dir
         self.metrics = metrics
         self.store = store
+        self.kernels = kernels
         self.current: Deployment | None = None
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
@@ -124,11 +127,15 @@ class ModelManager:
                 version=deployment.version,
                 previous=old_version,
                 seconds=round(time.perf_counter() - started, 3),
+                predictor=deployment.bundle.predictor.name,
+                reason=deployment.bundle.predictor_reason,
             )
             return ReloadResult(True, deployment.version, old_version)
 
     def _build(self, ref: ModelRef) -> Deployment:
-        bundle = load_bundle(self.registry, ref, self.cache_dir, fast_path=self.settings.fast_path)
+        bundle = load_bundle(
+            self.registry, ref, self.cache_dir, fast_path=self.settings.fast_path, kernels=self.kernels
+        )
         warm(bundle)
         if self.store is not None:
             self.store.ensure_features(bundle.schema)
@@ -139,7 +146,7 @@ class ModelManager:
         )
         b = self.settings.batching
         batcher = None
-        if b.enabled and (bundle.predictor.name != "fast" or b.fast_path):
+        if b.enabled and (bundle.predictor.batching_pays or b.fast_path):
             batcher = MicroBatcher(bundle.predictor, b.max_batch_size, b.max_wait_ms)
         return Deployment(bundle, validator, batcher=batcher)
 

@@ -17,8 +17,6 @@ from shipml.core.records import Accepted, FieldError
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment
 
-# A verified fast predictor answers this many rows in well under a millisecond: run it on the loop.
-INLINE_MAX_ROWS = 8
 # Batches are validated, predicted and logged this many records at a time (see PredictionService.run).
 CHUNK_ROWS = 2048
 
@@ -53,13 +51,20 @@ class RecordResult:
         return out
 
 
+class PredictionTimeout(TimeoutError):
+    """The model did not answer within ``serve.request_timeout_s`` (a 504)."""
+
+
 class PredictionService:
     """Runs records through a Deployment and the prediction log."""
 
-    def __init__(self, writer: StoreWriter | None, durability: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, writer: StoreWriter | None, durability: str, metrics: ServerMetrics, timeout_s: float = 30.0
+    ) -> None:
         self.writer = writer
         self.durability = durability
         self.metrics = metrics
+        self.timeout_s = timeout_s
         self.ids = Uuid7Generator()
 
     async def run(self, deployment: Deployment, records: Sequence[object]) -> list[RecordResult]:
@@ -84,14 +89,7 @@ class PredictionService:
                     results[i] = RecordResult(i, errors=tuple(checked))
             if not accepted:
                 continue
-            rows = [a.values for _, a in accepted]
-            predictor, batcher = deployment.bundle.predictor, deployment.batcher
-            if batcher is not None and len(rows) < batcher.max_batch_size:
-                outputs = await batcher.predict(rows)  # grouped with concurrent requests, one call
-            elif predictor.name == "fast" and len(rows) <= INLINE_MAX_ROWS:
-                outputs = predictor.predict(rows)  # ~0.01 ms: cheaper than a hop to a worker thread
-            else:
-                outputs = await anyio.to_thread.run_sync(predictor.predict, rows)
+            outputs = await self._predict(deployment, [a.values for _, a in accepted])
             latency_ms = (time.perf_counter() - started) * 1000.0
             waits.append(self._log(self._results(deployment, accepted, outputs, results, latency_ms)))
             n_ok += len(accepted)
@@ -105,6 +103,19 @@ class PredictionService:
         if len(results) > n_ok:
             self.metrics.predictions.labels(name, version, variant, "invalid").inc(len(results) - n_ok)
         return [results[i] for i in range(len(records))]
+
+    async def _predict(self, deployment: Deployment, rows: list[dict[str, Any]]) -> Outputs:
+        predictor, batcher = deployment.bundle.predictor, deployment.batcher
+        if batcher is None and len(rows) <= predictor.inline_max_rows:
+            return predictor.predict(rows)  # a fast predictor: ~0.01 ms, cheaper than a hop to a worker thread
+        try:
+            with anyio.fail_after(self.timeout_s):
+                if batcher is not None and len(rows) < batcher.max_batch_size:
+                    return await batcher.predict(rows)  # grouped with concurrent requests, one call
+                # a call that hangs is abandoned (its thread finishes on its own), not waited for
+                return await anyio.to_thread.run_sync(predictor.predict, rows, abandon_on_cancel=True)
+        except TimeoutError:
+            raise PredictionTimeout(f"the model did not answer within {self.timeout_s:g} s") from None
 
     def _results(
         self,

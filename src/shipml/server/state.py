@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -26,6 +28,12 @@ class AppState:
     service: PredictionService
     store: PredictionStore | None
     writer: StoreWriter | None
+    stopping: Callable[[], bool] = field(default=lambda: False)
+
+    @property
+    def ready(self) -> bool:
+        """A model is loaded and the process is not shutting down (load balancers stop sending at once)."""
+        return self.manager.ready and not self.stopping()
 
     def deployment(self) -> Deployment:
         """The deployment serving now, taken once; 503 until a model is loaded."""
@@ -37,3 +45,16 @@ class AppState:
 
 def state(request: Request) -> AppState:
     return request.app.state.shipml  # type: ignore[no-any-return]
+
+
+def uvicorn_stopping() -> Callable[[], bool]:
+    """Whether the uvicorn server running this app was told to stop (SIGTERM/SIGINT).
+
+    uvicorn handles those signals with its server's bound ``handle_exit`` and marks ``should_exit``
+    before it drains connections; called during startup, this finds that server through the handler.
+    Outside uvicorn (tests, other servers) the answer is always False.
+    """
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if server is None or not hasattr(server, "should_exit"):
+        return lambda: False
+    return lambda: bool(server.should_exit)

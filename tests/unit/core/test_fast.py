@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipml.adapters.native import load_kernel
+from shipml.config import NativeSettings
 from shipml.core.fast.compile import compile_pipeline
 from shipml.core.fast.model import unpack
 from shipml.core.fast.preprocess import Unsupported
 from shipml.core.fast.trees import TreeKernel
-from shipml.core.fast.verify import verified_backends, verify
+from shipml.core.fast.verify import Verdict, verify
 from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor
 from shipml.core.schema import FeatureSchema
@@ -58,7 +59,7 @@ def fitted(task: str, estimator: str, params: dict[str, Any]) -> tuple[Any, Feat
 
 
 FITTED = {(t, e): fitted(t, e, p) for t, e, p in MODELS}
-KERNEL, KERNEL_STATUS = load_kernel()
+KERNEL, KERNEL_STATUS = load_kernel(NativeSettings())
 TREES = ("Forest", "Trees", "Tree", "Gradient")
 
 
@@ -81,7 +82,8 @@ def test_fast_path_is_exact_on_data_and_edge_cases(task: str, estimator: str, ke
     assert verdict.max_abs_diff == 0.0
     tree_model = any(word in estimator for word in TREES)
     expected = ("numpy", "native") if kernel is not None and tree_model else ("numpy",)
-    assert verified_backends(verdict.tag()) == expected
+    assert verdict.backends == expected
+    assert Verdict.from_json(verdict.to_json()) == verdict  # what the server reads back is what was found
     assert fast.backend == expected[-1]
 
 
@@ -132,7 +134,7 @@ def test_unsupported_models_fall_back_with_the_reason() -> None:
 def test_a_wrong_fast_path_is_not_verified() -> None:
     pipeline, schema = FITTED[("binary", "sklearn.linear_model.LogisticRegression")]
     fast = compile_pipeline(pipeline, schema)
-    fast.preprocess.blocks[0].mean = fast.preprocess.blocks[0].mean + 1e-9  # type: ignore[union-attr]
+    fast.preprocess.blocks[0].mean = fast.preprocess.blocks[0].mean + 1e-9  # type: ignore[union-attr, operator]
     rows = rows_from_frame(feature_frame(DATA.head(300), schema), schema)
     verdict = verify(fast, pipeline, schema, rows)
     assert not verdict.verified
@@ -168,10 +170,27 @@ def test_a_damaged_pack_is_refused_with_the_reason() -> None:
         unpack(b"not an npz")
 
 
-def test_the_tag_names_the_backends_it_vouches_for() -> None:
-    assert verified_backends("verified: exact on 10 rows (max |diff| 0.0e+00); backends: numpy, native") == (
-        "numpy",
-        "native",
-    )
-    assert verified_backends("verified: exact on 10 rows (max |diff| 0.0e+00)") == ("numpy",)  # before backends
-    assert verified_backends("not verified: unsupported: no fast path for SVC") == ()
+def test_versions_registered_before_the_verdict_file_are_read_from_their_tag() -> None:
+    legacy = Verdict.from_legacy_tag("verified: exact on 10 rows (max |diff| 0.0e+00); backends: numpy, native")
+    assert (legacy.verified, legacy.mode, legacy.backends) == (True, "exact", ("numpy", "native"))
+    before_backends = Verdict.from_legacy_tag("verified: within 1e-12 on 10 rows (max |diff| 1.0e-15)")
+    assert (before_backends.mode, before_backends.backends) == ("within 1e-12", ("numpy",))
+    refused = Verdict.from_legacy_tag("not verified: unsupported: no fast path for SVC")
+    assert (refused.verified, refused.reason) == (False, "unsupported: no fast path for SVC")
+
+
+def test_the_verdict_file_round_trips_and_refuses_what_it_cannot_vouch_for() -> None:
+    refused = Verdict(False, "not verified", 0, float("nan"), "unsupported: no fast path for SVC")
+    back = Verdict.from_json(refused.to_json())
+    assert (back.verified, back.reason, back.rows, back.backends) == (False, refused.reason, 0, ("numpy",))
+    assert np.isnan(back.max_abs_diff)  # JSON has no NaN: written as null, read back as NaN
+    good = Verdict(True, "exact", 412, 0.0, backends=("numpy", "native"))
+    text = good.to_json()
+    with pytest.raises(ValueError, match=r"fast_path.json: mode: expected one of .* matching verified, got 'exact'"):
+        Verdict.from_json(text.replace('"verified": true', '"verified": false'))
+    with pytest.raises(ValueError, match=r"fast_path.json: rows: expected a row count, got '412'"):
+        Verdict.from_json(text.replace('"rows": 412', '"rows": "412"'))
+    with pytest.raises(ValueError, match=r"fast_path.json: format: expected 'shipml.fast_path/1', got None"):
+        Verdict.from_json("{}")
+    with pytest.raises(ValueError, match=r"fast_path.json: expected JSON"):
+        Verdict.from_json("verified: exact")

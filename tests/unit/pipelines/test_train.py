@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from sklearn import metrics as skm
 
 from shipml.config import GateSettings
+from shipml.core.profile import numeric_profile
 from shipml.errors import ConfigError, DataLoadError, DataValidationError, TrainingError
-from shipml.pipelines.train import fit, judge_gates
+from shipml.pipelines.data import feature_frame
+from shipml.pipelines.train import config_artifact, fit, judge_gates, payload_for
 from tests.conftest import churn_settings
 
 
@@ -32,17 +37,96 @@ def test_binary_metrics_confusion_matrix_and_holdout_size(churn_csv: Path) -> No
     assert result.holdout.labels == ("0", "1")
 
 
-def test_holdout_is_evaluated_through_the_preprocessing(churn_csv: Path, churn_df: pd.DataFrame) -> None:
-    """The seed article scored the bare model on raw features; the pipeline must do the preprocessing."""
+def test_holdout_metrics_are_the_pipelines_own_on_the_holdout_rows(churn_csv: Path, churn_df: pd.DataFrame) -> None:
+    """What is gated is what the registered pipeline does on rows it never saw, recomputed here independently."""
     result = fit(churn_settings(churn_csv))
-    raw = churn_df.head(50)[result.schema.names]
-    from shipml.pipelines.data import feature_frame
+    holdout = churn_df.loc[list(result.holdout_index)]
+    assert len(holdout) == result.rows[1] == 400
+    proba = result.pipeline.predict_proba(feature_frame(holdout, result.schema))
+    y = holdout["churn"].to_numpy()
+    assert list(result.pipeline.classes_) == [0, 1]
+    predicted = proba.argmax(axis=1)
+    expected = {
+        "accuracy": skm.accuracy_score(y, predicted),
+        "precision": skm.precision_score(y, predicted, pos_label=1, zero_division=0),
+        "recall": skm.recall_score(y, predicted, pos_label=1, zero_division=0),
+        "f1": skm.f1_score(y, predicted, pos_label=1, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y, proba[:, 1]),
+        "log_loss": skm.log_loss(y, proba, labels=[0, 1]),
+    }
+    assert result.holdout.metrics == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert result.holdout.confusion == tuple(tuple(int(v) for v in r) for r in skm.confusion_matrix(y, predicted))
 
-    proba = result.pipeline.predict_proba(feature_frame(raw, result.schema))
-    manual = result.pipeline.named_steps["model"].predict_proba(
-        result.pipeline.named_steps["preprocess"].transform(feature_frame(raw, result.schema))
+
+def test_prediction_profile_is_of_holdout_predictions(churn_csv: Path, churn_df: pd.DataFrame) -> None:
+    """In-sample probabilities of a forest are over-confident: drift would be measured against the wrong reference."""
+    result = fit(churn_settings(churn_csv))
+    holdout = churn_df.loc[list(result.holdout_index)]
+    proba = result.pipeline.predict_proba(feature_frame(holdout, result.schema))[:, 1]
+    assert result.profile.prediction == numeric_profile(proba)
+    assert result.profile.rows == result.rows[0]  # the features' reference is still the training rows
+
+
+def test_exact_duplicates_are_dropped_before_the_split(workdir: Path, churn_df: pd.DataFrame) -> None:
+    copies = churn_df.sample(90, random_state=1).assign(customer_id=lambda d: d.customer_id + "-copy")
+    pd.concat([churn_df, copies], ignore_index=True).to_csv(workdir / "dupes.csv", index=False)
+    result = fit(churn_settings(workdir / "dupes.csv"))
+    assert result.duplicates_dropped == 90
+    assert sum(result.rows) == len(churn_df)
+    assert max(result.holdout_index) < len(churn_df)  # the copies (rows 2000+) are the ones dropped
+    params = payload_for(churn_settings(workdir / "dupes.csv"), result).params
+    assert params["data.duplicates_dropped"] == "90"
+
+
+def _labelled(workdir: Path, churn_df: pd.DataFrame) -> Path:
+    df = churn_df.assign(churn=np.where(churn_df.churn == 1, "churned", "stayed"))
+    df.to_csv(workdir / "labelled.csv", index=False)
+    return workdir / "labelled.csv"
+
+
+def test_binary_metrics_measure_the_positive_class_not_the_second_label(workdir: Path, churn_df: pd.DataFrame) -> None:
+    data = _labelled(workdir, churn_df)
+    assert (churn_df.churn == 1).mean() < 0.5  # so "churned", sorted first, is the rarer label
+    result = fit(churn_settings(data))
+    holdout = churn_df.loc[list(result.holdout_index)]
+    y = np.where(holdout.churn == 1, "churned", "stayed")
+    proba = result.pipeline.predict_proba(feature_frame(holdout, result.schema))
+    predicted = result.pipeline.classes_[proba.argmax(axis=1)]
+    assert result.holdout.positive == "churned"
+    assert result.holdout.metrics["recall"] == pytest.approx(skm.recall_score(y, predicted, pos_label="churned"))
+    assert result.holdout.metrics["precision"] == pytest.approx(
+        skm.precision_score(y, predicted, pos_label="churned", zero_division=0)
     )
-    np.testing.assert_array_equal(proba, manual)
+    # the profile keeps the positive class's probability
+    assert result.profile.prediction == numeric_profile(proba[:, 0])
+    chosen = fit(churn_settings(data, training={"positive_class": "stayed"}))
+    assert chosen.holdout.positive == "stayed"
+    assert chosen.holdout.metrics["recall"] == pytest.approx(skm.recall_score(y, predicted, pos_label="stayed"))
+    assert (
+        json.loads(payload_for(churn_settings(data), result).files["shipml/evaluation.json"])["positive_class"]
+        == "churned"
+    )
+
+
+def test_unknown_positive_class_is_a_config_error(workdir: Path, churn_df: pd.DataFrame) -> None:
+    with pytest.raises(ConfigError, match=r"training.positive_class: must be one of the target's labels 'churned', "):
+        fit(churn_settings(_labelled(workdir, churn_df), training={"positive_class": "left"}))
+
+
+def test_published_config_has_no_credentials(churn_csv: Path) -> None:
+    settings = churn_settings(
+        churn_csv,
+        registry={"uri": "https://user:t0ken-secret@mlflow.example/"},
+        store={"uri": "postgresql+psycopg://u:S3cret@db/x"},
+        auth={"keys": [{"name": "app", "sha256": "a" * 64}]},
+    )
+    text = payload_for(settings, fit(settings)).files["shipml/config.yaml"]
+    assert text == config_artifact(settings)
+    assert "S3cret" not in text and "t0ken-secret" not in text
+    published = yaml.safe_load(text)
+    assert published["registry"]["uri"] == "https://user:***@mlflow.example/"
+    assert not {"store", "serve", "auth"} & set(published)
+    assert published["training"]["cv_folds"] == 3
 
 
 def test_multiclass_and_regression(workdir: Path, churn_df: pd.DataFrame) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from shipml.core.fast.packed import FORMAT, TREE_PARTS, check_packed
 from shipml.core.fast.preprocess import CategoricalBlock, NumericBlock, Preprocess
 from shipml.core.fast.trees import LockstepTrees, TreeArrays, TreeKernel
 from shipml.core.predictor import Outputs
 from shipml.core.records import Value
 
-FORMAT = "shipml.fast/1"
 Model = Callable[[np.ndarray], np.ndarray]
 
 
@@ -111,6 +111,12 @@ class FastPredictor:
     """Rows (dicts) -> preprocessing in numpy -> the model. No DataFrame, no sklearn."""
 
     name = "fast"
+    # A call for this many rows takes microseconds (native kernel or numpy lock-step walk): cheaper on
+    # the event loop than a hop to a worker thread. Bigger calls go to a thread.
+    inline_max_rows = 8
+    # Grouping concurrent requests into one call does not pay for it: the wait costs more than the
+    # call (measured by make bench), so serving batches it only when asked to (serve.batching.fast_path).
+    batching_pays = False
 
     def __init__(
         self, preprocess: Preprocess, spec: Spec, classes: tuple[Any, ...], kind: str, kernel: TreeKernel | None = None
@@ -171,44 +177,44 @@ class FastPredictor:
 
 
 def unpack(data: bytes, kernel: TreeKernel | None = None) -> tuple[FastPredictor, dict[str, np.ndarray]]:
-    """The predictor packed in ``data`` and its extra arrays. Raises ValueError on anything unexpected."""
+    """The predictor packed in ``data`` and its extra arrays. Raises ValueError on anything unexpected:
+    every header field, dtype, shape, node id and feature index is checked (``packed.check_packed``)
+    before a tree is built, so neither the numpy walk nor the native kernel ever sees a bad index."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        header = json.loads(arrays.pop("header").tobytes().decode())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raw = arrays.pop("header")
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise ValueError(f"header: expected a 1-d uint8 array, got {raw.dtype} {raw.shape}")
+        header = json.loads(raw.tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
         raise ValueError(f"not a packed fast predictor: {exc}") from None
-    if header.get("format") != FORMAT:
-        raise ValueError(f"packed fast predictor of format {header.get('format')!r}, expected {FORMAT!r}")
+    check_packed(header, arrays)
     blocks: list[NumericBlock | CategoricalBlock] = []
     for i, b in enumerate(header["blocks"]):
         if b["type"] == "numeric":
             parts = [arrays.get(f"b{i}.{part}") for part in ("fill", "mean", "scale")]
-            blocks.append(NumericBlock(b["columns"], *parts))
+            blocks.append(NumericBlock(b["columns"], *(None if p is None else p.astype(np.float64) for p in parts)))
         else:
-            blocks.append(CategoricalBlock(b["columns"], b["fill"], b["categories"]))
+            blocks.append(CategoricalBlock(b["columns"], b.get("fill"), b["categories"]))
     s = header["spec"]
     spec: Spec
     if s["kind"] == "TreeMean":
-        spec = TreeMean(_unpack_trees(arrays, "t"), s["n_outputs"], s["divisor"], s["regression"])
+        spec = TreeMean(_unpack_trees(arrays, "t"), s["n_outputs"], float(s["divisor"]), s["regression"])
     elif s["kind"] == "Boosting":
         stages = [_unpack_trees(arrays, f"s{k}") for k in range(s["stages"])]
-        spec = Boosting(stages, arrays["start"], s["rate"], s["link"], s["round32"])
-    elif s["kind"] == "Linear":
-        spec = Linear(arrays["coef"], arrays["intercept"], s["link"])
+        rate = None if s["rate"] is None else float(s["rate"])
+        spec = Boosting(stages, arrays["start"].astype(np.float64), rate, s["link"], s["round32"])
     else:
-        raise ValueError(f"unknown model spec {s['kind']!r}")
+        spec = Linear(arrays["coef"].astype(np.float64), arrays["intercept"].astype(np.float64), s["link"])
     extra = {k.removeprefix("extra."): v for k, v in arrays.items() if k.startswith("extra.")}
     predictor = FastPredictor(Preprocess(blocks), spec, tuple(header["classes"]), header["kind"], kernel)
     return predictor, extra
 
 
-_TREE_PARTS = ("children_left", "children_right", "feature", "threshold")
-
-
 def _pack_trees(arrays: dict[str, np.ndarray], prefix: str, trees: Sequence[Any]) -> None:
     arrays[f"{prefix}.sizes"] = np.array([t.node_count for t in trees], dtype=np.int64)
-    for part in _TREE_PARTS:
+    for part in TREE_PARTS:
         arrays[f"{prefix}.{part}"] = np.concatenate([np.asarray(getattr(t, part)) for t in trees])
     arrays[f"{prefix}.value"] = np.concatenate([np.asarray(t.value)[:, 0, :] for t in trees])
 
@@ -216,7 +222,7 @@ def _pack_trees(arrays: dict[str, np.ndarray], prefix: str, trees: Sequence[Any]
 def _unpack_trees(arrays: Mapping[str, np.ndarray], prefix: str) -> list[TreeArrays]:
     sizes = arrays[f"{prefix}.sizes"]
     cuts = np.cumsum(sizes)[:-1]
-    parts = {p: np.split(arrays[f"{prefix}.{p}"], cuts) for p in (*_TREE_PARTS, "value")}
+    parts = {p: np.split(arrays[f"{prefix}.{p}"], cuts) for p in (*TREE_PARTS, "value")}
     return [
         TreeArrays(
             parts["children_left"][i].astype(np.int64),

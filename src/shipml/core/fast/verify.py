@@ -8,9 +8,11 @@ not verified, with the reason.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -21,16 +23,75 @@ from shipml.core.schema import FeatureSchema
 TOLERANCE = 1e-12
 # Rows also compared one at a time: small batches take the lock-step path, big ones another.
 SINGLE_ROW_CHECKS = 100
+VERDICT_FORMAT = "shipml.fast_path/1"
+VERDICT_ARTIFACT = "shipml/fast_path.json"  # the run artifact that carries the verdict to the server
+Mode = Literal["exact", "within 1e-12", "not verified"]
+MODES: tuple[Mode, ...] = ("exact", "within 1e-12", "not verified")
 
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether a fast predictor may serve, as registered with the version (``shipml/fast_path.json``);
+    ``tag()`` is the same for people (the ``shipml.fast_path`` tag, ``GET /model``)."""
+
     verified: bool
-    mode: str  # "exact", "within 1e-12" or "not verified"
-    rows: int
-    max_abs_diff: float
-    reason: str = ""
+    mode: Mode
+    rows: int  # rows compared with the pipeline
+    max_abs_diff: float  # nan when nothing could be compared
+    reason: str = ""  # why not, when not verified
     backends: tuple[str, ...] = ("numpy",)  # the implementations that gave these answers
+
+    def to_json(self) -> str:
+        diff = self.max_abs_diff if math.isfinite(self.max_abs_diff) else None  # JSON has no nan/inf
+        return json.dumps(
+            {
+                "format": VERDICT_FORMAT, "verified": self.verified, "mode": self.mode, "rows": self.rows,
+                "max_abs_diff": diff, "reason": self.reason, "backends": list(self.backends),
+            },
+            indent=2,
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "shipml/fast_path.json") -> Verdict:
+        """The verdict in ``text``; ValueError naming the field, what was expected and what was found."""
+        try:
+            d = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{where}: expected JSON, got {exc}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        if d.get("format") != VERDICT_FORMAT:
+            raise ValueError(f"{where}: format: expected {VERDICT_FORMAT!r}, got {d.get('format')!r}")
+
+        def field(key: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"{where}: {key}: expected {expected}, got {d.get(key)!r:.80}")
+
+        verified, mode, rows, diff = d.get("verified"), d.get("mode"), d.get("rows"), d.get("max_abs_diff")
+        reason, backends = d.get("reason"), d.get("backends")
+        field("verified", isinstance(verified, bool), "true or false")
+        field("mode", mode in MODES and (mode != "not verified") == verified, f"one of {MODES} matching verified")
+        field("rows", isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0, "a row count")
+        numeric = isinstance(diff, int | float) and not isinstance(diff, bool)
+        field("max_abs_diff", diff is None or (numeric and diff >= 0), "null or a number >= 0")
+        field("reason", isinstance(reason, str), "a string")
+        field("backends", isinstance(backends, list) and all(isinstance(b, str) for b in backends), "a list of names")
+        return cls(
+            verified=cast(bool, verified), mode=cast(Mode, mode), rows=cast(int, rows),
+            max_abs_diff=float("nan") if diff is None else float(cast(float, diff)),
+            reason=cast(str, reason), backends=tuple(cast(list[str], backends)),
+        )  # fmt: skip
+
+    @classmethod
+    def from_legacy_tag(cls, tag: str) -> Verdict:
+        """The verdict of a version registered before ``shipml/fast_path.json`` existed, read back from its
+        ``shipml.fast_path`` tag (the rows and the difference are not needed to serve, so not parsed)."""
+        if not tag.startswith("verified"):
+            return cls(False, "not verified", 0, float("nan"), tag.removeprefix("not verified: ") or "no verdict")
+        mode: Mode = "exact" if tag.startswith("verified: exact") else "within 1e-12"
+        _, found, listed = tag.partition("backends:")
+        backends = tuple(b.strip() for b in listed.split(",") if b.strip()) if found else ("numpy",)
+        return cls(True, mode, 0, float("nan"), backends=backends)
 
     def tag(self) -> str:
         """The value of the registry tag ``shipml.fast_path``."""
@@ -40,14 +101,6 @@ class Verdict:
                 f" backends: {', '.join(self.backends)}"
             )
         return f"not verified: {self.reason}"
-
-
-def verified_backends(tag: str) -> tuple[str, ...]:
-    """The backends a ``shipml.fast_path`` tag vouches for (none unless it says verified)."""
-    if not tag.startswith("verified"):
-        return ()
-    _, found, listed = tag.partition("backends:")
-    return tuple(b.strip() for b in listed.split(",") if b.strip()) if found else ("numpy",)
 
 
 class Reference:

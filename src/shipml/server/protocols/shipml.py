@@ -88,9 +88,11 @@ def feedback_request(body: Any) -> FeedbackRequest:
     return FeedbackRequest(pid, text, None)
 
 
-async def predict_one(st: AppState, key: str | None, body: Any) -> tuple[dict[str, Any], Deployment, str]:
+async def predict_one(
+    st: AppState, key: str | None, client: str | None, body: Any
+) -> tuple[dict[str, Any], Deployment, str]:
     """One record through auth, validation, the model and the log: (answer, deployment, key name)."""
-    principal = authorize_key(st.auth, key, "predict")
+    principal = authorize_key(st.auth, key, "predict", client)
     features = one_record(body)
     dep = st.deployment()
     [result] = await st.service.run(dep, [features])

@@ -23,9 +23,12 @@ async def live() -> Response:
 
 @router.get("/health/ready", tags=["health"])
 async def ready(request: Request) -> Response:
-    current = state(request).manager.current
+    st = state(request)
+    current = st.manager.current
     if current is None:
         return json_response({"status": "not_ready", "reason": "no model loaded"}, 503)
+    if not st.ready:
+        return json_response({"status": "not_ready", "reason": "shutting down"}, 503)
     return json_response({"status": "ready", "model": current.name, "version": current.version})
 
 
@@ -67,7 +70,8 @@ def describe(deployment: Deployment) -> dict[str, Any]:
         "task": b.schema.target.task,
         "classes": [str(c) for c in b.classes],
         "metrics": {k: v for k, v in b.info.metrics.items() if not k.startswith("cv_")},
-        "fast_path": b.info.tags.get("shipml.fast_path", ""),
+        "fast_path": b.fast_path.tag() if b.fast_path else b.info.tags.get("shipml.fast_path", ""),
+        "predictor_reason": b.predictor_reason,
         "predictor": b.predictor.name,
         "micro_batching": deployment.batcher is not None,
         "backend": getattr(b.predictor, "backend", None),

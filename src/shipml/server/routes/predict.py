@@ -26,7 +26,8 @@ async def predict(request: Request) -> Response:
     """Served by the PredictLane in front of the framework; this route documents it and is its fallback."""
     st = state(request)
     key = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    answer, dep, principal = await predict_one(st, key, await read_json(request))
+    client = request.client.host if request.client else None
+    answer, dep, principal = await predict_one(st, key, client, await read_json(request))
     request.scope.setdefault("state", {}).update(principal=principal, model_version=dep.version)
     return json_response(answer)
 

@@ -24,7 +24,7 @@ async def live() -> Response:
 
 @router.get("/health/ready")
 async def ready(request: Request) -> Response:
-    ok = state(request).manager.ready
+    ok = state(request).ready
     return json_response({"ready": ok}, 200 if ok else 503)
 
 
