@@ -13,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from shipml.examples.churn import FEATURES, generate_churn
 from tests.integration.cli import shipml
 
 SHIPML = str(Path(sys.executable).parent / "shipml")
@@ -85,3 +86,14 @@ def start_server(root: Path, *args: str, env: dict[str, str] | None = None) -> S
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     server.wait_ready()
     return server
+
+
+def records(n: int, seed: int = 21) -> list[dict[str, object]]:
+    """``n`` example records as JSON-ready dicts (None for missing values)."""
+    df = generate_churn(n, seed)[list(FEATURES)]
+    df = df.astype(object).where(df.notna(), None)
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,4 +1,4 @@
-"""The prediction store on a real PostgreSQL: typed columns, group commit, feedback, and the service on it."""
+"""The prediction store on a real PostgreSQL: typed slots, group commit, feedback, and the service on it."""
 
 from __future__ import annotations
 
@@ -8,36 +8,38 @@ from pathlib import Path
 
 import pytest
 import requests
-import sqlalchemy as sa
 
-from shipml.adapters.prediction_store import PredictionRow, PredictionStore, StoreWriter
+from shipml.adapters.store import PredictionRow, PredictionStore, StoreWriter
 from shipml.core.schema import FeatureSchema
 from shipml.examples.churn import generate_churn
 from tests.integration.cli import shipml
 from tests.integration.server import CONFIG, make_keys, start_server
 from tests.integration.test_serve import records
+from tests.unit.adapters.store_dialects import fresh_postgres_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_store_on_postgres(postgres_uri: str) -> None:
-    store = PredictionStore(postgres_uri)
+    uri = fresh_postgres_database(postgres_uri)
+    store = PredictionStore(uri)
     schema = FeatureSchema.infer(generate_churn(200), "churn", id_columns=("customer_id",))
-    store.ensure_features(schema)
-    store.ensure_features(schema)  # idempotent
+    slots = store.register_schema(schema)
+    assert store.register_schema(schema) == slots  # idempotent
     writer = StoreWriter(store, queue_size=50_000, batch_max=512)
     started = time.perf_counter()
     futures = [
         writer.submit(
             PredictionRow(
                 f"pg-{i}",
-                time.time(),
+                float(i),
                 "churn",
                 "1",
                 "main",
                 {"tenure": float(i), "contract": "one-year"},
-                {"p": 0.1},
+                {"predicted_class": "1", "probabilities": {"0": 0.25, "1": 0.75}},
                 0.5,
+                schema_sha256=slots.schema_sha256,
             )
         )
         for i in range(20_000)
@@ -46,14 +48,14 @@ def test_store_on_postgres(postgres_uri: str) -> None:
         f.result(timeout=120)
     elapsed = time.perf_counter() - started
     writer.close()
-    assert store.count() >= 20_000
-    row = store.get("pg-7")
-    assert row is not None and row["f_tenure"] == 7.0 and row["f_contract"] == "one-year"
+    assert store.count() == 20_000
+    window = store.read_window("churn", 0, 20_000)
+    assert window.features["tenure"].tolist() == [float(i) for i in range(20_000)]
+    assert set(window.features["contract"].tolist()) == {"one-year"}
+    assert set(window.label.tolist()) == {"1"} and set(window.score.tolist()) == {0.75}
     assert store.add_feedback("pg-7", "1", None) and not store.add_feedback("nope", "1", None)
-    with store.engine.connect() as conn:
-        types = {c["name"]: str(c["type"]) for c in sa.inspect(conn).get_columns("predictions")}
-    assert types["f_tenure"] in ("DOUBLE PRECISION", "FLOAT") and types["f_contract"] == "TEXT"
     print(f"postgres group commit: {20_000 / elapsed:,.0f} rows/s")
+    store.close()
 
 
 def test_service_logs_to_postgres_and_survives_sigkill(postgres_uri: str, tmp_path: Path) -> None:
@@ -69,10 +71,7 @@ def test_service_logs_to_postgres_and_survives_sigkill(postgres_uri: str, tmp_pa
         assert r.status_code == 200, r.text
         ids.append(r.json()["prediction_id"])
     server.stop(signal.SIGKILL)
-    engine = sa.create_engine(postgres_uri)
-    with engine.connect() as conn:
-        found = conn.execute(
-            sa.text("SELECT count(*) FROM predictions WHERE id = ANY(:ids)"), {"ids": ids}
-        ).scalar_one()
-    engine.dispose()
-    assert found == 40
+    store = PredictionStore(postgres_uri)
+    found = [pid for pid in ids if store.get(pid) is not None]
+    store.close()
+    assert len(found) == 40

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,13 @@ import pytest
 import requests
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.store import PredictionStore
 from shipml.config import RegistrySettings
-from shipml.examples.churn import FEATURES, generate_churn
+from shipml.examples.churn import FEATURES
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.predict import load_schema
 from tests.integration.cli import shipml
-from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
+from tests.integration.server import CONFIG, Keys, Server, auth, make_keys, records, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,21 +48,11 @@ def keys(project: tuple[Path, Keys]) -> Keys:
     return project[1]
 
 
-def records(n: int, seed: int = 21) -> list[dict[str, object]]:
-    df = generate_churn(n, seed)[list(FEATURES)]
-    df = df.astype(object).where(df.notna(), None)
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in df.to_dict(orient="records")]
-
-
 def pipeline_proba(project: Path, rows: list[dict[str, object]]) -> np.ndarray:
     registry = MlflowRegistry(RegistrySettings(uri=f"sqlite:///{project}/.shipml/mlflow.db"))
     loaded = registry.load(ModelRef.parse("churn/1"), project / ".shipml" / "test-cache")
     frame = feature_frame(pd.DataFrame(rows), load_schema(loaded))
     return np.asarray(loaded.pipeline.predict_proba(frame))
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def test_predict_matches_the_pipeline_on_1000_rows(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
@@ -252,64 +242,42 @@ def test_mlflow_scoring_protocol_all_four_formats(server: Server, keys: Keys, pr
     assert bad.json()["error_code"] == "BAD_REQUEST" and bad.json()["error"]["details"][0]["feature"] == "age"
 
 
-def test_open_inference_v2_with_tritonclient(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
-    import tritonclient.http as httpclient
-
-    rows = [r for r in records(30, seed=9) if r["total_charges"] is not None][:16]
-    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
-    headers = auth(keys.predict)
-    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("churn")
-    meta = client.get_model_metadata("churn", headers=headers)
-    assert [i["name"] for i in meta["inputs"]] == list(FEATURES)
-    assert {i["name"]: i["datatype"] for i in meta["inputs"]}["contract"] == "BYTES"
-    inputs = []
-    for f in FEATURES:
-        if isinstance(rows[0][f], str):
-            data = np.array([r[f] for r in rows], dtype=object)
-            tensor = httpclient.InferInput(f, [len(rows)], "BYTES")
-        else:
-            data = np.array([r[f] for r in rows], dtype=np.float64)
-            tensor = httpclient.InferInput(f, [len(rows)], "FP64")
-        tensor.set_data_from_numpy(data, binary_data=False)
-        inputs.append(tensor)
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in ("probabilities", "predicted_class")]
-    result = client.infer("churn", inputs, outputs=outputs, headers=headers)
-    np.testing.assert_array_equal(result.as_numpy("probabilities"), pipeline_proba(project[0], rows))
-    assert result.get_response()["model_version"] == "1"
-    labels = [v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy("predicted_class")]
-    assert labels == [str(i) for i in np.argmax(pipeline_proba(project[0], rows), axis=1)]
-
-
 def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
-    db = project[0] / ".shipml" / "predictions.db"
-    before = sqlite3.connect(db).execute("SELECT count(*) FROM predictions").fetchone()[0]
-    r = requests.post(
-        f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(keys.predict), timeout=10
-    ).json()
-    with sqlite3.connect(db) as conn:  # committed before the answer (durability: commit)
-        row = conn.execute(
-            "SELECT model, version, variant, f_contract, outputs FROM predictions WHERE id = ?", (r["prediction_id"],)
-        ).fetchone()
-        assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == before + 1
-    assert row[:3] == ("churn", "1", "main") and row[3] == records(1)[0]["contract"]
-    assert json.loads(row[4])["probabilities"] == r["probabilities"]
-    ok = requests.post(
-        f"{server.url}/feedback",
-        json={"prediction_id": r["prediction_id"], "label": 1},
-        headers=auth(keys.admin),
-        timeout=10,
-    )
-    assert ok.status_code == 200
-    missing = requests.post(
-        f"{server.url}/feedback", json={"prediction_id": "0190-nope", "label": 1}, headers=auth(keys.admin), timeout=10
-    )
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_prediction"
-    with sqlite3.connect(db) as conn:
-        joined = conn.execute(
-            "SELECT f.label FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE p.id = ?",
-            (r["prediction_id"],),
-        ).fetchone()
-    assert joined == ("1",)
+    store = PredictionStore(f"sqlite:///{project[0] / '.shipml' / 'predictions.db'}")
+    try:
+        before = store.count()
+        r = requests.post(
+            f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(keys.predict), timeout=10
+        ).json()
+        got = store.get(r["prediction_id"])  # committed before the answer (durability: commit)
+        assert got is not None and store.count() == before + 1
+        assert (got["model"], got["version"], got["variant"], got["role"]) == ("churn", "1", "main", "primary")
+        assert got["features"]["contract"] == records(1)[0]["contract"]
+        assert got["outputs"]["probabilities"] == r["probabilities"]
+        assert got["label"] == str(r["predicted_class"])
+        # typed, through the store's catalog of the model's schema
+        window = store.read_window("churn", got["ts"] - 1, got["ts"] + 1)
+        at = list(window.ids).index(r["prediction_id"])
+        assert window.features["contract"][at] == records(1)[0]["contract"]
+        assert window.features["tenure"][at] == records(1)[0]["tenure"]
+        ok = requests.post(
+            f"{server.url}/feedback",
+            json={"prediction_id": r["prediction_id"], "label": 1},
+            headers=auth(keys.admin),
+            timeout=10,
+        )
+        assert ok.status_code == 200
+        missing = requests.post(
+            f"{server.url}/feedback",
+            json={"prediction_id": "0190-nope", "label": 1},
+            headers=auth(keys.admin),
+            timeout=10,
+        )
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_prediction"
+        feedback = store.get_feedback(r["prediction_id"])
+        assert feedback is not None and feedback["label"] == "1"
+    finally:
+        store.close()
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(server: Server, keys: Keys) -> None:

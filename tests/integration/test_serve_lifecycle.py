@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from shipml.adapters.store import PredictionStore
 from tests.integration.cli import one_error_line, shipml
 from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
 from tests.integration.test_serve import records
@@ -38,9 +38,11 @@ def predict(server: Server, key: str) -> requests.Response:
 
 def stored_ids(root: Path, ids: list[str]) -> set[str]:
     """Which of ``ids`` are in the embedded prediction store."""
-    with sqlite3.connect(root / ".shipml" / "predictions.db") as conn:
-        marks = ",".join("?" * len(ids))
-        return {r[0] for r in conn.execute(f"SELECT id FROM predictions WHERE id IN ({marks})", ids)}
+    store = PredictionStore(f"sqlite:///{root / '.shipml' / 'predictions.db'}")
+    try:
+        return {i for i in ids if store.get(i) is not None}
+    finally:
+        store.close()
 
 
 def wait_for_version(server: Server, key: str, version: str, timeout: float = 60) -> None:

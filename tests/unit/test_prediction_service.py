@@ -6,15 +6,17 @@ import asyncio
 import dataclasses
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from shipml.adapters.mlflow_registry import VersionInfo
-from shipml.adapters.prediction_store import PredictionRow, StoreError, StoreFull
+from shipml.adapters.store import PredictionRow, PredictionStore, StoreWriter
 from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor
 from shipml.core.records import RecordValidator
 from shipml.core.schema import FeatureSchema
+from shipml.errors import StoreError, StoreFull
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.bundle import ModelBundle
 from shipml.pipelines.data import feature_frame
@@ -25,30 +27,30 @@ from shipml.server.model_manager import Deployment
 from shipml.server.predictions import PredictionService
 
 
-def deployment() -> tuple[Deployment, list[dict[str, object]]]:
-    df = generate_churn(300, seed=2)
+def deployment(n_rows: int = 3) -> tuple[Deployment, list[dict[str, object]]]:
+    df = generate_churn(max(300, n_rows), seed=2)
     schema = FeatureSchema.infer(df, "churn", id_columns=("customer_id",))
     pipeline = build_pipeline(schema, make_estimator("sklearn.linear_model.LogisticRegression", {}, "binary", 0))
     pipeline.fit(feature_frame(df, schema), df.churn)
     info = VersionInfo("churn", "1", "run", datetime.now(UTC), (), {})
-    rows = rows_from_frame(feature_frame(df.head(3), schema), schema)
+    rows = rows_from_frame(feature_frame(df.head(n_rows), schema), schema)
     bundle = ModelBundle(info, schema, None, PipelinePredictor(pipeline, schema), pipeline, tuple(rows), {})
     return Deployment(bundle, RecordValidator(schema)), rows  # type: ignore[arg-type]
 
 
 class FullWriter:
-    def has_room(self, n_rows: int) -> bool:
-        return True  # and then the queue fills before the rows are handed over
-
-    def enqueue(self, rows: list[PredictionRow]) -> None:
-        raise StoreFull("full")
+    def reserve(self, n_rows: int) -> None:
+        raise StoreFull("full")  # the queue has no room for the batch
 
 
 class FailingWriter:
-    def has_room(self, n_rows: int) -> bool:
-        return True
+    def reserve(self, n_rows: int) -> None:
+        pass
 
-    def submit_waitable(self, rows: list[PredictionRow]) -> asyncio.Future[None]:
+    def release(self, n_rows: int) -> None:
+        pass
+
+    def submit_waitable(self, rows: list[PredictionRow], *, reserved: bool = False) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_exception(StoreError("disk gone"))
         return fut
@@ -107,3 +109,18 @@ def test_a_hanging_model_call_is_a_504_and_the_next_call_is_served() -> None:
     assert (answer.status, answer.code) == (504, "timeout")
     hanging.release.set()
     assert all(r.ok for r in asyncio.run(service.run(slow, rows)))
+
+
+def test_a_batch_bigger_than_a_chunk_is_logged_whole_when_the_queue_is_small(tmp_path: Path) -> None:
+    """Room is reserved for the whole batch at once: no 503 after its first chunks were logged (review L4)."""
+    dep, rows = deployment(3000)  # two chunks of the service, a queue of 100 rows
+    store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    writer = StoreWriter(store, queue_size=100, batch_max=512)
+    try:
+        results = asyncio.run(PredictionService(writer, "async", ServerMetrics()).run(dep, rows))
+        writer.flush()
+        assert all(r.ok for r in results) and store.count() == 3000
+        assert writer.pending == 0
+    finally:
+        writer.close()
+        store.close()

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
 from shipml.adapters.native import KernelLoader
-from shipml.adapters.prediction_store import PredictionStore, StoreWriter
+from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.config import Settings, settings_for_worker
 from shipml.errors import ConfigError, ShipmlError
 from shipml.server.access import AccessLog, RequestRecorder

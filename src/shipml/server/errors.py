@@ -19,8 +19,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from shipml.adapters.prediction_store import StoreError, StoreFull
-from shipml.errors import DataValidationError, ModelLoadError, RegistryError
+from shipml.errors import DataValidationError, ModelLoadError, RegistryError, StoreError, StoreFull
 
 Protocol = Literal["shipml", "v2", "mlflow"]
 

@@ -15,6 +15,17 @@ from shipml.server.ratelimit import retry_after
 
 async def read_json(request: Request) -> Any:
     """The parsed body; 413 past the configured size, 400 for bad JSON (including nesting past orjson's limit)."""
+    return parse_json(await read_body(request))
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, bounded by serve.max_body_bytes (413 from the declared size, before reading, or as
+    soon as a chunked body passes it); 415 for a compressed body."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise ApiError(
+            415, "unsupported_media_type", f"Content-Encoding {encoding[:32]!r} is not supported; send the body as is"
+        )
     limit: int = request.app.state.shipml.settings.serve.max_body_bytes
     check_declared_size(request.headers.get("content-length"), limit)
     chunks = []
@@ -24,7 +35,7 @@ async def read_json(request: Request) -> Any:
         if size > limit:
             raise ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return parse_json(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def check_declared_size(declared: str | None, limit: int) -> None:

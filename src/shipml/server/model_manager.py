@@ -19,7 +19,7 @@ import structlog
 
 from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
 from shipml.adapters.native import KernelLoader
-from shipml.adapters.prediction_store import PredictionStore
+from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
 from shipml.core.records import RecordValidator
 from shipml.errors import ShipmlError
@@ -38,6 +38,7 @@ class Deployment:
     bundle: ModelBundle
     validator: RecordValidator
     variant: str = DEFAULT_VARIANT
+    schema_sha256: str = ""  # the schema its rows are logged under (the store's catalog of typed slots)
     loaded_at: float = field(default_factory=time.time)
     batcher: MicroBatcher | None = None  # groups concurrent requests (models without a fast path, by default)
 
@@ -137,8 +138,12 @@ class ModelManager:
             self.registry, ref, self.cache_dir, fast_path=self.settings.fast_path, kernels=self.kernels
         )
         warm(bundle)
-        if self.store is not None:
-            self.store.ensure_features(bundle.schema)
+        # the store's catalog maps this schema's features to typed slots (no DDL at model load)
+        schema_sha256 = (
+            self.store.register_schema(bundle.schema).schema_sha256
+            if self.store is not None
+            else bundle.schema.sha256()
+        )
         validator = RecordValidator(
             bundle.schema,
             unknown_categories=self.settings.unknown_categories,
@@ -148,7 +153,7 @@ class ModelManager:
         batcher = None
         if b.enabled and (bundle.predictor.batching_pays or b.fast_path):
             batcher = MicroBatcher(bundle.predictor, b.max_batch_size, b.max_wait_ms)
-        return Deployment(bundle, validator, batcher=batcher)
+        return Deployment(bundle, validator, batcher=batcher, schema_sha256=schema_sha256)
 
     def _failed(self, reason: str, old_version: str | None) -> ReloadResult:
         self.metrics.load_failures.labels(self.ref.name).inc()

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from shipml.adapters.prediction_store import PredictionRow, StoreFull, StoreWriter
+from shipml.adapters.store import PredictionRow, StoreFull, StoreWriter
 from shipml.core.ids import Uuid7Generator
 from shipml.core.predictor import Outputs
 from shipml.core.records import Accepted, FieldError
@@ -70,39 +70,63 @@ class PredictionService:
     async def run(self, deployment: Deployment, records: Sequence[object]) -> list[RecordResult]:
         """Each record's result, in order. Big batches go through in chunks, each chunk handed to the
         log writer as soon as it is predicted, so the writer commits one chunk while the next is
-        validated and predicted; in ``commit`` durability the answer waits for every chunk's commit."""
+        validated and predicted; in ``commit`` durability the answer waits for every chunk's commit.
+
+        Room in the log's queue is reserved for the whole batch before anything is logged: a batch is
+        refused whole (StoreFull, a 503) or logged whole, never answered 503 after part of it was logged.
+        """
         started = time.perf_counter()
         results: dict[int, RecordResult] = {}
-        name, version, variant = deployment.name, deployment.version, deployment.variant
-        if self.writer is not None and not self.writer.has_room(len(records)):  # refuse before logging any of it
-            self.metrics.shed.inc()
-            raise StoreFull("the prediction log queue is full")
+        self._reserve(len(records))
         waits = []
-        n_ok = 0
-        for lo in range(0, len(records), CHUNK_ROWS):
-            accepted: list[tuple[int, Accepted]] = []
-            for i, record in enumerate(records[lo : lo + CHUNK_ROWS], lo):
-                checked = deployment.validator.check(record, i)
-                if isinstance(checked, Accepted):
-                    accepted.append((i, checked))
-                else:
-                    results[i] = RecordResult(i, errors=tuple(checked))
-            if not accepted:
-                continue
-            outputs = await self._predict(deployment, [a.values for _, a in accepted])
-            latency_ms = (time.perf_counter() - started) * 1000.0
-            waits.append(self._log(self._results(deployment, accepted, outputs, results, latency_ms)))
-            n_ok += len(accepted)
-            for _, a in accepted:
-                for feature, rule in a.tolerated:
-                    self.metrics.tolerated.labels(name, feature, rule).inc()
+        logged = 0
+        try:
+            for lo in range(0, len(records), CHUNK_ROWS):
+                accepted = self._validate(deployment, records, lo, results)
+                if not accepted:
+                    continue
+                outputs = await self._predict(deployment, [a.values for _, a in accepted])
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                waits.append(self._log(self._results(deployment, accepted, outputs, results, latency_ms)))
+                logged += len(accepted)
+        finally:
+            if self.writer is not None:
+                self.writer.release(len(records) - logged)  # room of refused records, or of a failed call
         for waiting in waits:
             await self._committed(waiting)
-        if n_ok:
-            self.metrics.child(self.metrics.predictions, name, version, variant, "ok").inc(n_ok)
-        if len(results) > n_ok:
-            self.metrics.predictions.labels(name, version, variant, "invalid").inc(len(results) - n_ok)
+        self._count(deployment, len(records), logged)
         return [results[i] for i in range(len(records))]
+
+    def _reserve(self, n_rows: int) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.reserve(n_rows)
+        except StoreFull:
+            self.metrics.shed.inc()
+            raise
+
+    def _validate(
+        self, deployment: Deployment, records: Sequence[object], lo: int, results: dict[int, RecordResult]
+    ) -> list[tuple[int, Accepted]]:
+        """The accepted records of the chunk starting at ``lo``; the refused ones go into ``results``."""
+        accepted: list[tuple[int, Accepted]] = []
+        for i, record in enumerate(records[lo : lo + CHUNK_ROWS], lo):
+            checked = deployment.validator.check(record, i)
+            if isinstance(checked, Accepted):
+                accepted.append((i, checked))
+                for feature, rule in checked.tolerated:
+                    self.metrics.tolerated.labels(deployment.name, feature, rule).inc()
+            else:
+                results[i] = RecordResult(i, errors=tuple(checked))
+        return accepted
+
+    def _count(self, deployment: Deployment, n_records: int, n_ok: int) -> None:
+        m, name, version, variant = self.metrics, deployment.name, deployment.version, deployment.variant
+        if n_ok:
+            m.child(m.predictions, name, version, variant, "ok").inc(n_ok)
+        if n_records > n_ok:
+            m.predictions.labels(name, version, variant, "invalid").inc(n_records - n_ok)
 
     async def _predict(self, deployment: Deployment, rows: list[dict[str, Any]]) -> Outputs:
         predictor, batcher = deployment.bundle.predictor, deployment.batcher
@@ -127,7 +151,7 @@ class PredictionService:
     ) -> list[PredictionRow]:
         now = time.time()
         rows = []
-        name, version, variant = deployment.name, deployment.version, deployment.variant
+        name, version, variant, sha = deployment.name, deployment.version, deployment.variant, deployment.schema_sha256
         ids = self.ids.strings(len(accepted))
         if outputs.proba is not None:
             keys = [str(c) for c in outputs.classes]
@@ -138,26 +162,28 @@ class PredictionService:
                 label = classes[p.index(max(p))]
                 results[i] = RecordResult(i, ids[k], label, proba)
                 logged: dict[str, Any] = {"predicted_class": label, "probabilities": proba}
-                rows.append(PredictionRow(ids[k], now, name, version, variant, a.values, logged, latency_ms))
+                rows.append(
+                    PredictionRow(ids[k], now, name, version, variant, a.values, logged, latency_ms, schema_sha256=sha)
+                )
         else:
             assert outputs.values is not None  # noqa: S101 - regression
             for k, ((i, a), value) in enumerate(zip(accepted, outputs.values.tolist(), strict=True)):
                 results[i] = RecordResult(i, ids[k], value=value)
-                rows.append(PredictionRow(ids[k], now, name, version, variant, a.values, {"value": value}, latency_ms))
+                rows.append(
+                    PredictionRow(
+                        ids[k], now, name, version, variant, a.values, {"value": value}, latency_ms, schema_sha256=sha
+                    )
+                )
         return rows
 
     def _log(self, rows: list[PredictionRow]) -> asyncio.Future[None] | None:
         """Hand rows to the writer: the future of their commit (``commit`` durability) or None."""
         if self.writer is None:
             return None
-        try:
-            if self.durability != "commit":
-                self.writer.enqueue(rows)
-                return None
-            return self.writer.submit_waitable(rows)
-        except StoreFull:
-            self.metrics.shed.inc()
-            raise
+        if self.durability != "commit":
+            self.writer.enqueue(rows, reserved=True)
+            return None
+        return self.writer.submit_waitable(rows, reserved=True)
 
     async def _committed(self, waiting: asyncio.Future[None] | None) -> None:
         """Wait for a commit; a failed one raises StoreError (a 503: the prediction was not logged)."""

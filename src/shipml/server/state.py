@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from shipml.adapters.prediction_store import PredictionStore, StoreWriter
+from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.config import Settings
 from shipml.server.auth import Authenticator
 from shipml.server.errors import ApiError

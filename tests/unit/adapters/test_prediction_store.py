@@ -1,44 +1,189 @@
+"""The prediction store's conformance suite: every check runs on each dialect (SQLite, Postgres)."""
+
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from shipml.adapters.prediction_store import PredictionRow, PredictionStore, StoreFull, StoreWriter
-from shipml.core.schema import FeatureSchema
+from shipml.adapters.store import (
+    NUMERIC_SLOTS,
+    PredictionRow,
+    PredictionStore,
+    StoreError,
+    StoreFull,
+    StoreWriter,
+    slots_for,
+)
+from shipml.core.schema import Feature, FeatureSchema, Target
+from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
+
+__all__ = ["postgres_uri"]  # the session's PostgreSQL, for the "postgres" parameter
 
 
-def row(i: int, **features: object) -> PredictionRow:
-    return PredictionRow(f"id-{i:04d}", time.time(), "churn", "1", "main", dict(features), {"p": 0.5}, 1.0)
+def schema_of(*features: tuple[str, str], task: str = "binary") -> FeatureSchema:
+    return FeatureSchema(
+        tuple(Feature(name, kind) for name, kind in features),  # type: ignore[arg-type]
+        Target("y", task, ("0", "1") if task == "binary" else None),  # type: ignore[arg-type]
+    )
+
+
+CHURNISH = schema_of(("tenure", "numeric"), ("contract", "categorical"))
+
+
+def row(i: int, schema: FeatureSchema | None = CHURNISH, version: str = "1", **features: Any) -> PredictionRow:
+    return PredictionRow(
+        f"id-{i:04d}", 1000.0 + i, "churn", version, "main", dict(features), {"p": 0.5}, 1.0,
+        schema_sha256=schema.sha256() if schema is not None else "",
+    )  # fmt: skip
+
+
+@pytest.fixture(params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def store(tmp_path: Path, churn_df: pd.DataFrame) -> PredictionStore:
-    s = PredictionStore(f"sqlite:///{tmp_path}/p.db")
-    s.ensure_features(FeatureSchema.infer(churn_df, "churn", id_columns=("customer_id",)))
-    return s
+def store_uri(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> str:
+    return store_uri_for(request, dialect, tmp_path)
 
 
-def test_rows_land_with_typed_feature_columns_and_wal(store: PredictionStore) -> None:
+@pytest.fixture
+def store(store_uri: str) -> Iterator[PredictionStore]:
+    s = PredictionStore(store_uri)
+    s.register_schema(CHURNISH)
+    yield s
+    s.close()
+
+
+def test_rows_land_with_their_typed_features_and_outputs(store: PredictionStore) -> None:
     store.write([row(1, tenure=3.0, contract="one-year"), row(2, tenure=None, contract=None)])
     got = store.get("id-0001")
-    assert got is not None and got["f_tenure"] == 3.0 and got["f_contract"] == "one-year"
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-    assert store.count() == 2
+    assert got is not None
+    assert got["features"] == {"tenure": 3.0, "contract": "one-year"}
+    assert (got["model"], got["version"], got["variant"], got["role"], got["routing_key"]) == (
+        "churn", "1", "main", "primary", None,
+    )  # fmt: skip
+    window = store.read_window("churn", 0, 2000)
+    assert window.ids.tolist() == ["id-0001", "id-0002"]
+    assert window.features["tenure"][0] == 3.0 and math.isnan(window.features["tenure"][1])
+    assert window.features["contract"].tolist() == ["one-year", None]
+    assert window.kinds == {"tenure": "numeric", "contract": "categorical"}
+    assert store.count() == 2 and store.get("nope") is None
+
+
+def test_label_and_score_are_filled_from_the_outputs(store: PredictionStore) -> None:
+    base = row(0, tenure=1.0)
+    binary = {"predicted_class": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}
+    multi = {"predicted_class": 2, "probabilities": {"0": 0.1, "1": 0.3, "2": 0.6}}
+    store.write([
+        PredictionRow("b", 1.0, "churn", "1", "main", base.features, binary, 1.0, schema_sha256=base.schema_sha256),
+        PredictionRow("m", 2.0, "churn", "1", "main", base.features, multi, 1.0, schema_sha256=base.schema_sha256),
+        PredictionRow("r", 3.0, "churn", "1", "main", base.features, {"value": -4.5}, 1.0),
+    ])  # fmt: skip
+    window = store.read_window("churn", 0, 10)
+    assert window.label.tolist() == ["yes", "2", None]
+    assert window.score.tolist() == [0.75, 0.6, -4.5]  # second class; the largest; the value
+    assert store.get("b")["outputs"] == binary  # type: ignore[index]
+
+
+def test_read_window_filters_by_time_version_variant_and_role(store: PredictionStore) -> None:
+    sha = CHURNISH.sha256()
+    store.write([
+        PredictionRow("a", 10.0, "churn", "1", "main", {"tenure": 1.0}, {}, 1.0, schema_sha256=sha),
+        PredictionRow("b", 11.0, "churn", "2", "main", {"tenure": 2.0}, {}, 1.0, schema_sha256=sha),
+        PredictionRow("c", 12.0, "churn", "2", "b", {"tenure": 3.0}, {}, 1.0, routing_key="k1", schema_sha256=sha),
+        PredictionRow("d", 13.0, "churn", "2", "b", {"tenure": 4.0}, {}, 1.0, role="shadow", schema_sha256=sha),
+        PredictionRow("e", 14.0, "other", "1", "main", {"tenure": 5.0}, {}, 1.0, schema_sha256=sha),
+        PredictionRow("f", 20.0, "churn", "1", "main", {"tenure": 6.0}, {}, 1.0, schema_sha256=sha),
+    ])  # fmt: skip
+    assert store.read_window("churn", 10, 20).ids.tolist() == ["a", "b", "c"]  # until is exclusive; primary only
+    assert store.read_window("churn", 10, 20, version="2").ids.tolist() == ["b", "c"]
+    assert store.read_window("churn", 10, 20, variant="b").features["tenure"].tolist() == [3.0]
+    assert store.read_window("churn", 10, 20, role="shadow").ids.tolist() == ["d"]
+    assert store.read_window("churn", 10, 20, role=None).version.tolist() == ["1", "2", "2", "2"]
+    assert len(store.read_window("churn", 30, 40)) == 0
+    assert store.count("churn") == 5 and store.count("churn", role="shadow") == 1
+    assert store.count("churn", since=11, until=13) == 2 and store.count(version="1") == 3
+    assert store.get("c")["routing_key"] == "k1"  # type: ignore[index]
+
+
+def test_names_that_collide_once_lowercased_or_cut_keep_their_own_values(store: PredictionStore) -> None:
+    # Correctness review H1: "Age"/"age" and two names sharing their first 55 characters were one column.
+    prefix = "customer_lifetime_value_estimated_by_the_marketing_team_"  # 57 characters
+    schema = schema_of(
+        ("Age", "numeric"), ("age", "numeric"), (prefix + "a", "numeric"), (prefix + "b", "numeric"),
+        ("a-b", "categorical"), ("a_b", "categorical"),
+    )  # fmt: skip
+    store.register_schema(schema)
+    values: list[dict[str, Any]] = [
+        {"Age": 41.0, "age": 7.5, prefix + "a": 1e-300, prefix + "b": -0.1, "a-b": "x", "a_b": "Y"},
+        {"Age": None, "age": 0.1 + 0.2, prefix + "a": 2.0**60, prefix + "b": None, "a-b": "é ✓", "a_b": None},
+    ]
+    store.write([row(i, schema, **v) for i, v in enumerate(values)])
+    window = store.read_window("churn", 0, 2000)
+    for name in values[0]:
+        got = window.features[name].tolist()
+        want = [v[name] for v in values]
+        assert [None if isinstance(g, float) and math.isnan(g) else g for g in got] == want, name
+
+
+def test_a_feature_that_changes_kind_between_schemas_keeps_each_kind(store: PredictionStore) -> None:
+    # Correctness review H1: on Postgres "invalid input syntax for type double precision: "gold"".
+    numeric = schema_of(("plan", "numeric"), ("tenure", "numeric"))
+    categorical = schema_of(("tenure", "numeric"), ("plan", "categorical"))
+    store.register_schema(numeric)
+    store.register_schema(categorical)
+    store.write([row(1, numeric, "1", plan=2.5, tenure=1.0), row(2, categorical, "2", plan="gold", tenure=3.0)])
+    v1, v2 = (store.read_window("churn", 0, 2000, version=v) for v in ("1", "2"))
+    assert v1.features["plan"].dtype == np.float64 and v1.features["plan"].tolist() == [2.5]
+    assert v2.features["plan"].tolist() == ["gold"] and v2.kinds["plan"] == "categorical"
+    both = store.read_window("churn", 0, 2000)
+    assert both.kinds["plan"] == "mixed" and both.features["plan"].tolist() == [2.5, "gold"]
+    assert both.features["tenure"].tolist() == [1.0, 3.0] and len(both.schemas) == 2
+
+
+def test_features_beyond_the_slots_are_read_back_from_the_record(store: PredictionStore) -> None:
+    wide = schema_of(*[(f"x{i}", "numeric") for i in range(NUMERIC_SLOTS + 6)], ("city", "categorical"))
+    slots = store.register_schema(wide)
+    assert slots.unslotted == tuple(f"x{i}" for i in range(NUMERIC_SLOTS, NUMERIC_SLOTS + 6))
+    record: dict[str, Any] = {f"x{i}": float(i) / 3 for i in range(NUMERIC_SLOTS + 6)} | {"city": "Lyon"}
+    store.write([row(1, wide, **record)])
+    window = store.read_window("churn", 0, 2000)
+    assert {name: values.tolist()[0] for name, values in window.features.items()} == record
+
+
+def test_rows_of_an_unregistered_schema_keep_their_features_in_the_record(store: PredictionStore) -> None:
+    store.write([row(1, None, tenure=2.0, plan="gold")])
+    window = store.read_window("churn", 0, 2000)
+    assert window.features["tenure"].tolist() == [2.0] and window.features["plan"].tolist() == ["gold"]
+
+
+def test_slots_are_a_pure_function_of_the_schema_and_registering_is_idempotent(store: PredictionStore) -> None:
+    schema = schema_of(("b", "categorical"), ("a", "integer"), ("B", "boolean"), ("c", "categorical"))
+    slots = slots_for(schema)
+    assert [(f.name, f.slot) for f in slots.features] == [("b", "c0"), ("a", "n0"), ("B", "n1"), ("c", "c1")]
+    assert store.register_schema(schema) == slots == store.register_schema(schema)
+    assert slots_for(schema) == slots
 
 
 def test_feedback_joins_by_id_and_unknown_id_is_refused(store: PredictionStore) -> None:
     store.write([row(1, tenure=1.0)])
     assert store.add_feedback("id-0001", "1", None)
-    assert store.add_feedback("id-0001", "0", None)  # later feedback replaces earlier
+    long_label = "churned because " * 40  # correctness review M3: over 200 characters failed on Postgres
+    assert store.add_feedback("id-0001", long_label, None)  # later feedback replaces earlier
     assert not store.add_feedback("nope", "1", None)
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT prediction_id, label FROM feedback").all() == [("id-0001", "0")]
+    got = store.get_feedback("id-0001")
+    assert got is not None and (got["label"], got["value"]) == (long_label, None)
+    assert store.get_feedback("nope") is None
 
 
 def test_writer_commits_in_batches_and_flushes_on_close(store: PredictionStore) -> None:
@@ -51,50 +196,26 @@ def test_writer_commits_in_batches_and_flushes_on_close(store: PredictionStore) 
     assert store.count() == 305
 
 
-def test_full_queue_sheds_at_once(store: PredictionStore) -> None:
-    release = threading.Event()
-    original = store.write
-
-    def slow(rows: list[PredictionRow]) -> None:
-        release.wait(10)
-        original(rows)
-
-    store.write = slow  # type: ignore[method-assign]
-    writer = StoreWriter(store, queue_size=2, batch_max=1)
-    writer.submit(row(1))
-    time.sleep(0.2)  # the writer holds row 1; the queue is empty again
-    writer.submit(row(2))
-    writer.submit(row(3))
-    with pytest.raises(StoreFull):
-        writer.submit(row(4))
-    release.set()
-    writer.close()
-    assert store.count() == 3
-
-
-def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> None:
-    errors: list[BaseException] = []
-
-    def broken(rows: list[PredictionRow]) -> None:
-        raise RuntimeError("disk gone")
-
-    store.write = broken  # type: ignore[method-assign]
-    writer = StoreWriter(store, queue_size=10, batch_max=10, on_error=errors.append)
-    fut = writer.submit(row(1))
-    with pytest.raises(Exception, match="prediction log write failed"):
-        fut.result(timeout=10)
-    assert len(errors) == 1
-    writer.close()
-
-
 @pytest.mark.parametrize("n", [1, 13, 1000, 2600])
 def test_a_batch_of_any_size_lands_whole_with_its_values(store: PredictionStore, n: int) -> None:
     store.write([row(i, tenure=float(i), contract="one-year" if i % 2 else None) for i in range(n)])
     assert store.count() == n
-    last = store.get(f"id-{n - 1:04d}")
-    assert last is not None
-    assert last["f_tenure"] == float(n - 1)
-    assert last["f_contract"] == ("one-year" if (n - 1) % 2 else None)
+    window = store.read_window("churn", 0, 10_000)
+    assert window.features["tenure"].tolist() == [float(i) for i in range(n)]
+    assert window.features["contract"].tolist() == ["one-year" if i % 2 else None for i in range(n)]
+
+
+def test_one_write_with_rows_of_several_schemas_lands_each_in_its_slots(store: PredictionStore) -> None:
+    other = schema_of(("contract", "categorical"), ("tenure", "numeric"), ("age", "numeric"))
+    store.register_schema(other)
+    rows = [row(i, other if i % 3 == 0 else CHURNISH, tenure=float(i), contract=str(i), age=1.0) for i in range(40)]
+    store.write(rows)
+    window = store.read_window("churn", 0, 2000)
+    assert window.features["tenure"].tolist() == [float(i) for i in range(40)]
+    assert window.features["contract"].tolist() == [str(i) for i in range(40)]
+    ages = window.features["age"].tolist()
+    assert [a for i, a in enumerate(ages) if i % 3 == 0] == [1.0] * 14
+    assert all(math.isnan(a) for i, a in enumerate(ages) if i % 3)  # CHURNISH has no age: not in the window
 
 
 def test_an_event_loop_waits_for_the_commit_of_its_rows(store: PredictionStore) -> None:
@@ -109,17 +230,119 @@ def test_an_event_loop_waits_for_the_commit_of_its_rows(store: PredictionStore) 
     writer.close()
 
 
+def _held_writer(store: PredictionStore, queue_size: int) -> tuple[StoreWriter, threading.Event]:
+    """A writer whose first commit waits for the returned event (the queue then fills up)."""
+    release = threading.Event()
+    original = store.write
+
+    def slow(rows: Sequence[PredictionRow]) -> None:
+        release.wait(10)
+        original(rows)
+
+    store.write = slow  # type: ignore[method-assign]
+    writer = StoreWriter(store, queue_size=queue_size, batch_max=1)
+    writer.submit(row(0))
+    deadline = time.monotonic() + 10
+    while writer.pending and time.monotonic() < deadline:  # the writer holds row 0; the queue is empty again
+        time.sleep(0.01)
+    return writer, release
+
+
+def test_full_queue_sheds_at_once(store: PredictionStore) -> None:
+    writer, release = _held_writer(store, queue_size=2)
+    writer.submit(row(2))
+    writer.submit(row(3))
+    with pytest.raises(StoreFull):
+        writer.submit(row(4))
+    release.set()
+    writer.close()
+    assert store.count() == 3
+
+
+def test_a_reserved_batch_is_queued_in_pieces_without_shedding_any(store: PredictionStore) -> None:
+    # Correctness review L4: room was checked once, then a later piece of the batch could hit StoreFull.
+    writer, release = _held_writer(store, queue_size=10)
+    writer.reserve(10)
+    with pytest.raises(StoreFull):
+        writer.submit(row(99))  # another request finds the reserved room taken
+    for lo in range(0, 9, 3):
+        writer.enqueue([row(lo + k + 1) for k in range(3)], reserved=True)
+    writer.release(1)  # one record of the batch was refused by validation: its room is given back
+    assert writer.pending == 9
+    release.set()
+    writer.flush()
+    writer.close()
+    assert store.count() == 10 and writer.pending == 0
+
+
+def test_a_reservation_over_the_room_left_raises_and_takes_nothing(store: PredictionStore) -> None:
+    writer, release = _held_writer(store, queue_size=10)
+    writer.reserve(6)
+    with pytest.raises(StoreFull):
+        writer.reserve(5)
+    assert writer.pending == 6
+    writer.release(6)
+    writer.reserve(10)  # the whole queue is free again
+    writer.release(10)
+    release.set()
+    writer.close()
+    assert writer.pending == 0 and store.count() == 1
+
+
+def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> None:
+    errors: list[BaseException] = []
+
+    def broken(rows: Sequence[PredictionRow]) -> None:
+        raise RuntimeError("disk gone")
+
+    store.write = broken  # type: ignore[method-assign]
+    writer = StoreWriter(store, queue_size=10, batch_max=10, on_error=errors.append)
+    fut = writer.submit(row(1))
+    with pytest.raises(StoreError, match="prediction log write failed"):
+        fut.result(timeout=10)
+    assert len(errors) == 1
+    writer.close()
+
+
+# SQLite only: its file, its journal, its connections.
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "sqlite://", "sqlite:///file:p?mode=memory&uri=true"])
+def test_an_in_memory_sqlite_database_is_refused(uri: str) -> None:
+    # Correctness review L3: every write failed with "no such table: predictions".
+    with pytest.raises(StoreError, match="an in-memory SQLite database is private to one connection") as info:
+        PredictionStore(uri)
+    assert info.value.message.startswith("store.uri: cannot open sqlite")
+
+
+def test_an_unreachable_database_is_a_store_error_without_the_password(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as info:
+        PredictionStore("postgresql+psycopg://shipml:S3cret@127.0.0.1:1/db?connect_timeout=2")
+    assert info.value.message.startswith("store.uri: cannot open postgresql+psycopg://shipml:***@127.0.0.1:1/db")
+    assert "S3cret" not in info.value.message
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match=r"store\.uri: cannot open sqlite:///.*/file/p\.db"):
+        PredictionStore(f"sqlite:///{tmp_path}/file/p.db")
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
+
+
 def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(
     tmp_path: Path, churn_df: pd.DataFrame
 ) -> None:
     schema = FeatureSchema.infer(churn_df, "churn", id_columns=("customer_id",))
     stores = [PredictionStore(f"sqlite:///{tmp_path}/shared.db") for _ in range(2)]
     for s in stores:
-        s.ensure_features(schema)
+        s.register_schema(schema)
 
     def write_many(s: PredictionStore, offset: int) -> None:
         for i in range(100):
-            s.write([row(offset + 2 * i, tenure=1.0), row(offset + 2 * i + 1, tenure=2.0)])
+            s.write([row(offset + 2 * i, schema, tenure=1.0), row(offset + 2 * i + 1, schema, tenure=2.0)])
 
     threads = [threading.Thread(target=write_many, args=(s, k * 1000)) for k, s in enumerate(stores)]
     for t in threads:

@@ -6,8 +6,7 @@ import orjson
 import pytest
 from starlette.exceptions import HTTPException
 
-from shipml.adapters.prediction_store import StoreError, StoreFull
-from shipml.errors import DataValidationError, ModelLoadError, RegistryError, ShipmlError
+from shipml.errors import DataValidationError, ModelLoadError, RegistryError, ShipmlError, StoreError, StoreFull
 from shipml.server.errors import ApiError, render, to_api_error
 
 

@@ -1,20 +1,43 @@
-"""The Open Inference Protocol v2 (REST): health, model metadata, infer with one named tensor per feature."""
+"""The Open Inference Protocol v2 (REST): server and model metadata, health, infer (JSON or binary tensors).
+
+Decoding and encoding live in ``server/protocols/oip_v2.py``; errors under
+``/v2`` are answered as ``{"error": "<message>"}`` by ``server/errors.py``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from shipml.server.errors import ApiError, json_response
-from shipml.server.http import authorize, read_json
+from shipml.server.http import authorize, parse_json, read_body
 from shipml.server.model_manager import Deployment
-from shipml.server.routes.common import deployment, raise_for_invalid, state
+from shipml.server.protocols.oip_v2 import (
+    HEADER_LENGTH,
+    ModelSignature,
+    decode_infer,
+    encode_infer,
+    invalid_records_error,
+    server_metadata,
+    split_body,
+)
+from shipml.server.routes.common import deployment, state
 
 router = APIRouter(prefix="/v2", tags=["open-inference-v2"])
-_DATATYPE = {"numeric": "FP64", "integer": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
+
+
+@router.get("", summary="Server metadata")
+async def server(request: Request) -> Response:
+    try:
+        version = package_version("shipml")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        version = "unknown"
+    return json_response(server_metadata(version))
 
 
 @router.get("/health/live")
@@ -28,117 +51,84 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": ok}, 200 if ok else 503)
 
 
-def _model_of(request: Request, name: str) -> Deployment:
+def _model_of(request: Request, name: str, version: str | None = None) -> Deployment:
+    """The deployment serving ``name`` (and ``version``, when the path names one); 404 for any other."""
+    manager = state(request).manager
+    if manager.current is None and name == manager.ref.name:
+        raise ApiError(503, "not_ready", f"model {name[:64]!r} is loading")
     dep = deployment(request)
     if name != dep.name:
         raise ApiError(404, "unknown_model", f"this server serves {dep.name!r}, not {name[:64]!r}")
+    if version is not None and version != dep.version:
+        raise ApiError(
+            404, "unknown_version", f"model {dep.name!r} is served at version {dep.version}, not {version[:32]!r}"
+        )
     return dep
 
 
-@router.get("/models/{name}/ready")
+# Readiness per the protocol: 200 when ready; 404 for a model this server does not serve; 503 while it loads.
+@router.get("/models/{name}/ready", summary="Model readiness")
 async def model_ready(request: Request, name: str) -> Response:
-    current = state(request).manager.current
-    ok = current is not None and current.name == name
-    return json_response({"name": name, "ready": ok}, 200 if ok else 503)
+    _model_of(request, name)
+    return json_response({"name": name, "ready": True})
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+async def model_version_ready(request: Request, name: str, version: str) -> Response:
+    _model_of(request, name, version)
+    return json_response({"name": name, "ready": True})
+
+
+@router.get("/models/{name}", summary="Model metadata")
 async def metadata(request: Request, name: str) -> Response:
     authorize(request, "predict")
-    dep = _model_of(request, name)
-    schema = dep.bundle.schema
-    classification = schema.target.task != "regression"
-    outputs = (
-        [
-            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(dep.bundle.classes)]},
-            {"name": "predicted_class", "datatype": "BYTES", "shape": [-1]},
-        ]
-        if classification
-        else [{"name": "value", "datatype": "FP64", "shape": [-1]}]
-    )
-    return json_response(
-        {
-            "name": dep.name,
-            "versions": [dep.version],
-            "platform": "shipml_sklearn",
-            "inputs": [{"name": f.name, "datatype": _DATATYPE[f.kind], "shape": [-1]} for f in schema.features],
-            "outputs": [*outputs, {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]}],
-            "parameters": {"classes": [str(c) for c in dep.bundle.classes]},
-        }
-    )
+    return json_response(_signature(request, _model_of(request, name)).metadata())
 
 
-def _records(body: Any, dep: Deployment) -> list[dict[str, Any]]:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise ApiError(400, "bad_request", 'expected {"inputs": [{name, shape, datatype, data}, ...]}')
-    columns: dict[str, list[Any]] = {}
-    n = None
-    for i, tensor in enumerate(body["inputs"]):
-        if (
-            not isinstance(tensor, dict)
-            or not isinstance(tensor.get("name"), str)
-            or not isinstance(tensor.get("data"), list)
-        ):
-            raise ApiError(400, "bad_request", f"inputs[{i}]: needs `name` and `data`")
-        if tensor.get("parameters", {}).get("binary_data_size") is not None:
-            raise ApiError(
-                400, "bad_request", "binary tensor data is not supported; send JSON data (binary_data=False)"
-            )
-        data = _flatten(tensor["data"])
-        shape = tensor.get("shape")
-        if isinstance(shape, list) and shape and all(isinstance(s, int) for s in shape):
-            expected = 1
-            for s in shape:
-                expected *= s
-            if expected != len(data) or (len(shape) == 2 and shape[1] != 1) or len(shape) > 2:
-                raise ApiError(
-                    400, "bad_request", f"inputs[{i}] {tensor['name']!r}: shape {shape} does not fit one value per row"
-                )
-        if n is not None and len(data) != n:
-            raise ApiError(
-                400, "bad_request", f"inputs[{i}] {tensor['name']!r}: {len(data)} values, other inputs have {n}"
-            )
-        n = len(data)
-        if tensor.get("datatype") == "BOOL":
-            data = [bool(v) if isinstance(v, bool | int) else v for v in data]
-        columns[tensor["name"]] = data
-    return [{k: v[j] for k, v in columns.items()} for j in range(n or 0)]
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    if data and isinstance(data[0], list):
-        return [v for row in data for v in (row if isinstance(row, list) else [row])]
-    return data
-
-
-@router.post("/models/{name}/infer")
-async def infer(request: Request, name: str) -> Response:
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+async def version_metadata(request: Request, name: str, version: str) -> Response:
     authorize(request, "predict")
-    body = await read_json(request)
-    dep = _model_of(request, name)
-    records = _records(body, dep)
-    limit = state(request).settings.serve.max_batch
-    if len(records) > limit:
-        raise ApiError(413, "batch_too_large", f"{len(records)} rows; the limit is {limit}")
-    results = await state(request).service.run(dep, records)
-    raise_for_invalid(results)
-    n = len(results)
-    ids = [r.prediction_id for r in results]
-    if dep.bundle.schema.target.task == "regression":
-        outputs = [{"name": "value", "datatype": "FP64", "shape": [n], "data": [r.value for r in results]}]
-    else:
-        classes = [str(c) for c in dep.bundle.classes]
-        flat = [r.probabilities[c] for r in results for c in classes if r.probabilities is not None]
-        outputs = [
-            {"name": "probabilities", "datatype": "FP64", "shape": [n, len(classes)], "data": flat},
-            {"name": "predicted_class", "datatype": "BYTES", "shape": [n], "data": [str(r.label) for r in results]},
-        ]
-    outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [n], "data": ids})
-    wanted = body.get("outputs") if isinstance(body, dict) else None
-    if isinstance(wanted, list) and wanted:
-        names = {o.get("name") for o in wanted if isinstance(o, dict)}
-        outputs = [o for o in outputs if o["name"] in names]
-    answer = {"model_name": dep.name, "model_version": dep.version, "outputs": outputs}
-    if isinstance(body, dict) and isinstance(body.get("id"), str):
-        answer["id"] = body["id"]
-    return json_response(answer)
+    return json_response(_signature(request, _model_of(request, name, version)).metadata())
+
+
+@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a model version")
+async def version_infer(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, name, version)
+
+
+def _signature(request: Request, dep: Deployment) -> ModelSignature:
+    """The deployment's signature, built once per deployment and kept on the app (weakly: a reload frees
+    the old deployment)."""
+    cached: tuple[weakref.ref[Deployment], ModelSignature] | None = getattr(request.app.state, "oip_v2", None)
+    if cached is not None and cached[0]() is dep:
+        return cached[1]
+    signature = ModelSignature.of(dep.name, dep.version, dep.bundle.schema, dep.bundle.classes)
+    request.app.state.oip_v2 = (weakref.ref(dep), signature)
+    return signature
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    authorize(request, "predict")
+    st = state(request)
+    header, blobs = split_body(await read_body(request), request.headers.get(HEADER_LENGTH))
+    body = parse_json(header)
+    dep = _model_of(request, name, version)
+    signature = _signature(request, dep)
+    decoded = decode_infer(body, blobs, signature, st.settings.serve.max_batch)
+    results = await st.service.run(dep, decoded.records())
+    refused = invalid_records_error(results)
+    if refused is not None:
+        raise refused
+    encoded = encode_infer(signature, decoded, results)
+    if encoded.header_length is None:
+        return Response(encoded.body, media_type="application/json")
+    return Response(
+        encoded.body,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(encoded.header_length)},
+    )

@@ -1,0 +1,389 @@
+"""PredictionStore: every prediction and its feedback, in SQLite (WAL) or Postgres, behind its own methods.
+
+Nothing outside this package reads the tables with SQL: writers call ``write`` (through ``StoreWriter``),
+readers ``read_window``, ``get`` and ``count``. Opening a store applies the missing migrations
+(``migrations.py``); loading a model only registers its schema's slot layout (rows, no DDL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+
+from shipml.adapters.store import tables
+from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
+from shipml.adapters.store.migrations import exclusive, migrate
+from shipml.adapters.store.window import FeatureWindow, build_window
+from shipml.config import redact_uri
+from shipml.core.schema import FeatureSchema
+from shipml.errors import StoreError
+
+LOCK_WAIT_S = 30.0  # give up on a locked SQLite file after this long
+LOCK_RETRY_S = 0.0005
+MAX_ROWS_PER_STATEMENT = 512
+
+_NO_SLOTS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One logged prediction. ``features`` are the record's values as the validator accepted them
+    (float for numeric kinds, str for categoricals); ``outputs`` is the answer
+    (``{"predicted_class", "probabilities"}`` or ``{"value"}``), from which the store fills ``label``
+    and ``score``. ``schema_sha256`` names a schema given to ``register_schema``: its features go to
+    their typed slots; a row of an unregistered schema keeps its features in the JSON column only."""
+
+    id: str
+    ts: float
+    model: str
+    version: str
+    variant: str
+    features: dict[str, Any]
+    outputs: dict[str, Any]
+    latency_ms: float
+    role: str = "primary"
+    routing_key: str | None = None
+    schema_sha256: str = ""
+
+
+class PredictionStore:
+    """Tables ``predictions``, ``feedback`` and ``feature_catalog`` behind one SQLAlchemy engine."""
+
+    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.uri = uri
+        self._lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
+        self._lock_fd: int | None = None
+        self._layouts: dict[str, SchemaSlots] = {}  # schema_sha256 -> its slots, for the writer
+        self._insert_sql: dict[tuple[str, ...], dict[int, str]] = {}  # slot columns -> n_rows -> INSERT
+        try:
+            url = sa.engine.make_url(uri)
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {exc}") from None
+        self.is_sqlite = url.get_backend_name() == "sqlite"
+        engines: list[Engine] = []
+        try:
+            if self.is_sqlite:
+                database = url.database or ""
+                if database in ("", ":memory:") or "mode=memory" in uri:
+                    raise StoreError(
+                        f"store.uri: cannot open {redact_uri(uri)}: an in-memory SQLite database is private to one "
+                        "connection, and the store's writer opens its own; use a file, e.g. "
+                        "sqlite:///.shipml/predictions.db"
+                    )
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self._lock_path = Path(database + ".writelock")
+                self.engine: Engine = sa.create_engine(uri, connect_args={"check_same_thread": False, "timeout": 30})
+                engines.append(self.engine)
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=30_000))
+                # The writer does not sleep in SQLite's busy handler (1 ms, then up to 100 ms back-off) when
+                # another worker process holds the write lock: it retries every half millisecond itself.
+                self.write_engine: Engine = sa.create_engine(
+                    uri, connect_args={"check_same_thread": False, "timeout": 0}
+                )
+                engines.append(self.write_engine)
+                sa.event.listen(self.write_engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=0))
+            else:
+                self.engine = sa.create_engine(uri, pool_pre_ping=True)
+                engines.append(self.engine)
+                self.write_engine = self.engine
+            migrate(self.engine, self._lock_path)
+        except (ImportError, sa.exc.ArgumentError) as exc:
+            _dispose(engines)
+            hint = " (install the extra: pip install 'shipml[postgres]')" if "psycopg" in str(exc) else ""
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {exc}{hint}") from None
+        except sa.exc.SQLAlchemyError as exc:
+            _dispose(engines)
+            reason = _reason(exc).replace(url.password, "***") if url.password else _reason(exc)
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {reason}") from None
+        except OSError as exc:
+            _dispose(engines)
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {exc.strerror or exc}") from None
+
+    def register_schema(self, schema: FeatureSchema) -> SchemaSlots:
+        """Record which slot holds each feature of ``schema`` (idempotent, any number of processes; no DDL).
+        Rows whose ``schema_sha256`` is this schema's then fill those slots."""
+        slots = slots_for(schema)
+        known = self._layouts.get(slots.schema_sha256)
+        if known is not None:
+            return known
+        entries = [
+            {"schema_sha256": slots.schema_sha256, "position": f.position, "feature": f.name, "kind": f.kind,
+             "slot": f.slot}
+            for f in slots.features
+        ]  # fmt: skip
+        insert = (pg_dialect.insert if not self.is_sqlite else sqlite_dialect.insert)(tables.feature_catalog)
+        try:
+            with exclusive(self._lock_path), self.engine.begin() as conn:
+                conn.execute(insert.on_conflict_do_nothing(), entries)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot register the schema {slots.schema_sha256[:12]}: {_reason(exc)}") from None
+        self._layouts[slots.schema_sha256] = slots
+        return slots
+
+    def ensure_features(self, schema: FeatureSchema) -> None:
+        """Deprecated: use ``register_schema`` (no columns are added per feature any more)."""
+        warnings.warn("ensure_features is deprecated; use register_schema", DeprecationWarning, stacklevel=2)
+        self.register_schema(schema)
+
+    def write(self, rows: Sequence[PredictionRow]) -> None:
+        """Insert ``rows`` in one transaction, as few multi-row INSERT statements.
+
+        One statement per power-of-two piece of the batch (13 rows: 8 + 4 + 1), not one execution per
+        row: the SQLite driver lets go of the GIL at every statement step, and under load each of those
+        waits for the serving thread to hand it back (the GIL's switch interval), so a row per step made
+        the writer the bottleneck. The statement texts are few (per slot layout and piece size), so the
+        driver's statement cache keeps them. Rows are grouped by schema, each group binding only the slot
+        columns its schema uses.
+        """
+        if not rows:
+            return
+        dumps = orjson.dumps
+        layouts = self._layouts
+        groups: dict[str, tuple[tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]] = {}
+        for r in rows:
+            group = groups.get(r.schema_sha256)
+            if group is None:
+                layout = layouts.get(r.schema_sha256)
+                if layout is None:
+                    group = groups[r.schema_sha256] = (_NO_SLOTS, _NO_SLOTS, [])
+                else:
+                    group = groups[r.schema_sha256] = (layout.columns, layout.names, [])
+            f, o = r.features, r.outputs
+            # label and score (see tables.predictions.score), inline: this loop is the writer's per-row cost
+            if "value" in o:
+                label, score = None, o["value"]
+            else:
+                proba, label = o.get("probabilities"), o.get("predicted_class")
+                if label is not None and label.__class__ is not str:
+                    label = str(label)
+                if not proba:
+                    score = None
+                elif len(proba) == 2:
+                    _, score = proba.values()
+                else:
+                    score = max(proba.values())
+            group[2].append(
+                (
+                    r.id, r.ts, r.model, r.version, r.variant, r.role, r.routing_key, r.schema_sha256, label, score,
+                    dumps(f).decode(), dumps(o).decode(), r.latency_ms, *[f.get(name) for name in group[1]],
+                )
+            )  # fmt: skip
+        pieces = []
+        for columns, _, payload in groups.values():
+            start = 0
+            for size in _pieces(len(payload), self._max_rows_per_statement(len(tables.BASE_COLUMNS) + len(columns))):
+                flat = tuple(itertools.chain.from_iterable(payload[start : start + size]))
+                pieces.append((self._insert_for(columns, size), flat))
+                start += size
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                with self._turn(), self.write_engine.begin() as conn:
+                    for sql, params in pieces:
+                        conn.exec_driver_sql(sql, params)
+                return
+            except sa.exc.OperationalError as exc:
+                if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(LOCK_RETRY_S)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Hold the file's writer lock (flock) for one transaction. The store writers of several worker
+        processes then queue for SQLite's write lock, each handed it when the last commit ends, instead
+        of polling for it; whatever arrives meanwhile goes into the next commit."""
+        if self._lock_path is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _max_rows_per_statement(self, width: int) -> int:
+        # SQLite allows 32,766 bound parameters since 3.32 (999 before); Postgres 65,535. Stay well below.
+        limit = 30_000 if not self.is_sqlite or sqlite3.sqlite_version_info >= (3, 32) else 999
+        return max(1, min(MAX_ROWS_PER_STATEMENT, limit // width))
+
+    def _insert_for(self, columns: tuple[str, ...], n_rows: int) -> str:
+        by_size = self._insert_sql.get(columns)
+        if by_size is None:
+            by_size = self._insert_sql[columns] = {}
+        sql = by_size.get(n_rows)
+        if sql is None:
+            names = tables.BASE_COLUMNS + columns
+            marker = "?" if self.is_sqlite else "%s"
+            one = "(" + ", ".join([marker] * len(names)) + ")"
+            quoted = ", ".join(f'"{n}"' for n in names)
+            sql = f"INSERT INTO predictions ({quoted}) VALUES {', '.join([one] * n_rows)}"  # noqa: S608 - names are ours
+            by_size[n_rows] = sql
+        return sql
+
+    def read_window(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str | None = "primary",
+    ) -> FeatureWindow:
+        """The predictions of ``model`` with ``since <= ts < until`` (filtered by version, variant and role
+        when given), features decoded through the catalog of each schema in the window."""
+        p = tables.predictions
+        where = [p.c.model == model, p.c.ts >= since, p.c.ts < until]
+        for column, wanted in ((p.c.version, version), (p.c.variant, variant), (p.c.role, role)):
+            if wanted is not None:
+                where.append(column == wanted)
+        head = [p.c.ts, p.c.id, p.c.version, p.c.variant, p.c.label, p.c.score, p.c.schema_sha256]
+        try:
+            with self.engine.connect() as conn:
+                shas = set(conn.execute(sa.select(p.c.schema_sha256).where(*where).distinct()).scalars())
+                for _ in range(3):  # a schema first written between the two reads: read again with it
+                    catalog = self._read_catalog(conn, shas)
+                    slot_columns = sorted({c for s in catalog.values() for c in s.columns}, key=_slot_order)
+                    with_json = any(s not in catalog or catalog[s].unslotted for s in shas)
+                    columns = [*head, *[p.c[c] for c in slot_columns], *([p.c.features] if with_json else [])]
+                    rows = conn.execute(sa.select(*columns).where(*where).order_by(p.c.ts, p.c.id)).all()
+                    seen = {r[6] for r in rows}
+                    if seen <= shas:
+                        break
+                    shas |= seen
+                else:
+                    raise StoreError("store: the schemas of the window kept changing while it was read")
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot read predictions of {model!r}: {_reason(exc)}") from None
+        return build_window(rows, slot_columns, catalog, with_json)
+
+    def _read_catalog(self, conn: Connection, shas: set[str]) -> dict[str, SchemaSlots]:
+        """The slot layouts of ``shas`` as stored (another process may have registered them)."""
+        if not shas:
+            return {}
+        c = tables.feature_catalog
+        found: dict[str, list[FeatureSlot]] = {}
+        query = sa.select(c.c.schema_sha256, c.c.position, c.c.feature, c.c.kind, c.c.slot)
+        for sha, position, name, kind, slot in conn.execute(query.where(c.c.schema_sha256.in_(sorted(shas)))):
+            found.setdefault(sha, []).append(FeatureSlot(position, name, kind, slot))
+        return {sha: SchemaSlots(sha, tuple(sorted(fs, key=lambda f: f.position))) for sha, fs in found.items()}
+
+    def add_feedback(self, prediction_id: str, label: str | None, value: float | None) -> bool:
+        """Record ground truth for a prediction; False if no such prediction. Later feedback replaces earlier."""
+        p, fb = tables.predictions, tables.feedback
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(p.c.id).where(p.c.id == prediction_id)).first()
+            if found is None:
+                return False
+            conn.execute(sa.delete(fb).where(fb.c.prediction_id == prediction_id))
+            conn.execute(sa.insert(fb).values(prediction_id=prediction_id, ts=time.time(), label=label, value=value))
+        return True
+
+    def get_feedback(self, prediction_id: str) -> dict[str, Any] | None:
+        """The feedback recorded for a prediction (``ts``, ``label``, ``value``), or None."""
+        fb = tables.feedback
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(fb.c.ts, fb.c.label, fb.c.value).where(fb.c.prediction_id == prediction_id)
+            ).first()
+        return None if row is None else {"ts": row[0], "label": row[1], "value": row[2]}
+
+    def get(self, prediction_id: str) -> dict[str, Any] | None:
+        """One prediction's row: the base columns, with ``features`` and ``outputs`` decoded; None if unknown."""
+        p = tables.predictions
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*[p.c[n] for n in tables.BASE_COLUMNS]).where(p.c.id == prediction_id)).first()
+        if row is None:
+            return None
+        out = dict(zip(tables.BASE_COLUMNS, row, strict=True))
+        out["features"] = orjson.loads(out["features"])
+        out["outputs"] = orjson.loads(out["outputs"])
+        return out
+
+    def count(
+        self,
+        model: str | None = None,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """How many predictions match (all of them without arguments); ``since <= ts < until``."""
+        p = tables.predictions
+        query = sa.select(sa.func.count()).select_from(p)
+        for column, wanted in ((p.c.model, model), (p.c.version, version), (p.c.variant, variant), (p.c.role, role)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if since is not None:
+            query = query.where(p.c.ts >= since)
+        if until is not None:
+            query = query.where(p.c.ts < until)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.engine.dispose()
+        self.write_engine.dispose()
+
+
+def _slot_order(column: str) -> tuple[bool, int]:
+    return column[0] != "n", int(column[1:])
+
+
+def _sqlite_pragmas(synchronous: str, busy_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")  # the WAL switch itself may wait for another process
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        cur.close()
+
+    return on_connect
+
+
+def _pieces(n: int, largest: int) -> list[int]:
+    """``n`` as a sum of powers of two no larger than ``largest`` (rounded down to one), biggest first."""
+    top = 1 << (max(1, largest).bit_length() - 1)
+    out = [top] * (n // top)
+    rest = n % top
+    bit = top >> 1
+    while rest:
+        if rest >= bit:
+            out.append(bit)
+            rest -= bit
+        bit >>= 1
+    return out
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    """The driver's own message, on one line (SQLAlchemy's adds the statement and a link)."""
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig if orig is not None else exc).split())
+
+
+def _dispose(engines: list[Engine]) -> None:
+    for engine in engines:
+        engine.dispose()

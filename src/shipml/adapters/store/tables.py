@@ -1,0 +1,85 @@
+"""The store's tables as they are after every migration (``migrations.py`` builds them; this describes them).
+
+Features live in a fixed set of typed slot columns, never in a column per feature name: ``n0..n63``
+(double precision) for numeric, integer and boolean features, ``c0..c31`` (text) for categoricals, and
+``feature_catalog`` says which feature of which schema is in which slot. Names are kept exactly (case
+and all) in the catalog, so no two features can share a column, and the table's width never depends
+on the models it has seen.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Slot counts. The widest models this project is for have a few dozen features; 64 numeric and 32
+# categorical slots cover them with room, and keep the row far below the column ceilings (Postgres
+# 1600, SQLite 2000) and the bound-parameter budget of one multi-row INSERT (about 110 per row). An
+# empty slot costs a bit in Postgres's null bitmap and a byte in SQLite's record header. Features
+# beyond the slots are still in the row's ``features`` JSON, which ``read_window`` falls back to.
+NUMERIC_SLOTS = 64
+CATEGORICAL_SLOTS = 32
+
+NUMERIC_COLUMNS = tuple(f"n{i}" for i in range(NUMERIC_SLOTS))
+CATEGORICAL_COLUMNS = tuple(f"c{i}" for i in range(CATEGORICAL_SLOTS))
+SLOT_COLUMNS = NUMERIC_COLUMNS + CATEGORICAL_COLUMNS
+
+# The columns every row fills, in the order the writer binds them (slot columns follow).
+BASE_COLUMNS = (
+    "id", "ts", "model", "version", "variant", "role", "routing_key", "schema_sha256",
+    "label", "score", "features", "outputs", "latency_ms",
+)  # fmt: skip
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(20), nullable=False),
+    sa.Column("variant", sa.String(50), nullable=False),
+    sa.Column("features", sa.Text, nullable=False),  # the record as served, JSON (backfill, ad-hoc reads)
+    sa.Column("outputs", sa.Text, nullable=False),  # the full answer, JSON
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    # Added by migration 2 (columns are in their order on disk).
+    sa.Column("role", sa.Text, nullable=False, server_default="primary"),  # primary | shadow
+    sa.Column("routing_key", sa.Text),
+    sa.Column("schema_sha256", sa.Text, nullable=False, server_default=""),
+    # The predicted class as text (classification), NULL for regression.
+    sa.Column("label", sa.Text),
+    # Binary: the probability of the second class in the model's class order (the positive class);
+    # multiclass: the largest probability (the predicted class's); regression: the predicted value.
+    sa.Column("score", sa.Float),
+    *[sa.Column(name, sa.Float) for name in NUMERIC_COLUMNS],
+    *[sa.Column(name, sa.Text) for name in CATEGORICAL_COLUMNS],
+    sa.Index("ix_predictions_model_variant_ts", "model", "variant", "ts"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("label", sa.Text),
+    sa.Column("value", sa.Float),
+)
+
+# One row per feature of each schema seen: which slot holds it (NULL: JSON only).
+feature_catalog = sa.Table(
+    "feature_catalog",
+    metadata,
+    sa.Column("schema_sha256", sa.Text, primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),  # the feature's index in its schema
+    sa.Column("feature", sa.Text, nullable=False),  # the name exactly as in the schema
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("slot", sa.Text),
+)
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)

@@ -1,0 +1,114 @@
+"""FeatureWindow: the predictions of one model over a time range, as numpy columns (what monitoring reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from shipml.adapters.store.catalog import SchemaSlots
+
+
+@dataclass(frozen=True)
+class FeatureWindow:
+    """Rows ordered by (ts, id). ``features`` maps each feature name (exact, as in its schema) to one value
+    per row: float64 with NaN for a numeric feature, an object array of str with None for a categorical.
+    A row whose schema lacks the feature has NaN / None. A name that is numeric in one schema of the
+    window and categorical in another gives an object array holding floats and strs as stored
+    (``kinds`` says "mixed"); read one version at a time to avoid that."""
+
+    ts: npt.NDArray[np.float64]
+    ids: npt.NDArray[np.object_]
+    version: npt.NDArray[np.object_]
+    variant: npt.NDArray[np.object_]
+    label: npt.NDArray[np.object_]  # the predicted class as text; None for regression
+    score: npt.NDArray[np.float64]  # see tables.predictions.score; NaN when absent
+    features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # "numeric", "categorical" or "mixed"
+    schemas: tuple[str, ...] = ()  # schema_sha256 of the rows, distinct, in order of appearance
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+_HEAD = 7  # ts, id, version, variant, label, score, schema_sha256 (see PredictionStore.read_window)
+
+
+def build_window(
+    rows: Sequence[Sequence[Any]], slot_columns: Sequence[str], catalog: dict[str, SchemaSlots], with_json: bool
+) -> FeatureWindow:
+    """Assemble a window from the rows ``read_window`` fetched: the head columns, then ``slot_columns``, then
+    the ``features`` JSON when ``with_json``. Slotted features come from their typed columns (one numpy
+    copy per slot); features without a slot, and rows of a schema missing from ``catalog`` (such as rows
+    written before the catalog existed), come from the JSON."""
+    n = len(rows)
+    columns: list[tuple[Any, ...]] = (
+        list(zip(*rows, strict=True)) if rows else [()] * (_HEAD + len(slot_columns) + with_json)
+    )
+    shas = np.array(columns[6], dtype=object)
+    order = list(dict.fromkeys(columns[6]))
+    # Where each feature comes from: (schema, slot column or None for JSON), and its slot kinds.
+    sources: dict[str, list[tuple[str, str | None]]] = {}
+    kinds: dict[str, set[str]] = {}
+    json_rows: dict[str, list[int]] = {}
+    for sha in order:
+        layout = catalog.get(sha)
+        if layout is None:
+            json_rows[sha] = [i for i in range(n) if columns[6][i] == sha]
+            continue
+        for f in layout.features:
+            sources.setdefault(f.name, []).append((sha, f.slot))
+            kinds.setdefault(f.name, set()).add(f.slot_kind)
+    decoded: dict[int, dict[str, Any]] = {}
+    if with_json:
+        blobs = columns[-1]
+        wanted = {i for rows_of in json_rows.values() for i in rows_of}
+        for sha in order:
+            layout = catalog.get(sha)
+            if layout is not None and layout.unslotted:
+                wanted.update(i for i in range(n) if columns[6][i] == sha)
+        decoded = {i: orjson.loads(blobs[i]) for i in sorted(wanted)}
+        for rows_of in json_rows.values():
+            for i in rows_of:
+                for name, value in decoded[i].items():
+                    kinds.setdefault(name, set()).add("categorical" if isinstance(value, str) else "numeric")
+    features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]] = {}
+    kind_of: dict[str, str] = {}
+    for name, found in kinds.items():
+        kind_of[name] = found.pop() if len(found) == 1 else "mixed"
+        features[name] = np.full(n, np.nan) if kind_of[name] == "numeric" else np.full(n, None, dtype=object)
+    slot_arrays: dict[str, npt.NDArray[Any]] = {}
+    for k, column in enumerate(slot_columns, _HEAD):
+        dtype = np.float64 if column.startswith("n") else object
+        slot_arrays[column] = np.array(columns[k], dtype=dtype)
+    masks = {sha: shas == sha for sha in order}
+    for name, found_in in sources.items():
+        target = features[name]
+        for sha, slot in found_in:
+            if slot is not None:
+                target[masks[sha]] = slot_arrays[slot][masks[sha]]
+            else:
+                for j in np.flatnonzero(masks[sha]).tolist():
+                    value = decoded[j].get(name)
+                    if value is not None:
+                        target[j] = value
+    for rows_of in json_rows.values():
+        for i in rows_of:
+            for name, value in decoded[i].items():
+                if value is not None:
+                    features[name][i] = value
+    return FeatureWindow(
+        ts=np.array(columns[0], dtype=np.float64),
+        ids=np.array(columns[1], dtype=object),
+        version=np.array(columns[2], dtype=object),
+        variant=np.array(columns[3], dtype=object),
+        label=np.array(columns[4], dtype=object),
+        score=np.array(columns[5], dtype=np.float64),
+        features=features,
+        kinds=kind_of,
+        schemas=tuple(order),
+    )
