@@ -178,6 +178,17 @@ class ServeSettings(_Section):
     reload_interval_s: float = Field(
         default=30.0, ge=0.0, description="registry alias poll interval; 0 turns polling off"
     )
+    reload_backoff_max_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="after failed loads, polls back off (doubling from reload_interval_s) up to this many seconds",
+    )
+    allow_breaking_schema: bool = Field(
+        default=False,
+        description="hot-reload a version whose schema adds a required feature or drops one (its clients' "
+        "requests would fail); false keeps the serving version and counts a load failure (reason schema)",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins; empty turns CORS off")
     cors_allow_credentials: bool = False
     allowed_hosts: list[str] | None = Field(

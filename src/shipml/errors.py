@@ -65,9 +65,31 @@ class TrainingError(ShipmlError):
 class RegistryError(ShipmlError):
     """The model registry refused an operation or names an unknown model/version."""
 
+    reason = "registry"  # the `reason` label of shipml_model_load_failures_total
+
 
 class ModelLoadError(ShipmlError):
     """A registered model could not be loaded or failed its integrity check."""
+
+    reason = "load"
+
+
+class IntegrityError(ModelLoadError):
+    """A file of a registered version does not match the sha256 recorded at registration (or is unregistered)."""
+
+    reason = "hash"
+
+
+class SchemaChangeError(ModelLoadError):
+    """A new version's schema would fail the requests of the clients of the version serving now."""
+
+    reason = "schema"
+
+
+class WarmupError(ModelLoadError):
+    """A version loaded but failed its warm-up calls (raised, or answered with NaN or an infinity)."""
+
+    reason = "warmup"
 
 
 class StoreError(ShipmlError):

@@ -78,6 +78,12 @@ def test_train_promote_rollback_against_a_tracking_server(mlflow_server: str, tm
     assert "churn@production: 2 -> 1" in back.stdout
     history = shipml(tmp_path, "models", "history", "churn", env=env).stdout
     assert "rollback: test" in history
+    # loads through the server: integrity-checked, and one cached copy per version however often loaded
+    for _ in range(2):
+        checked = shipml(tmp_path, "validate", ".shipml/data/churn.csv", "--model", "churn@production", env=env)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    cached = [p.name for p in (tmp_path / ".shipml" / "cache" / "churn").iterdir() if p.is_dir()]
+    assert len(cached) == 1 and cached[0].startswith("1-"), cached
     scored = shipml(tmp_path, "predict", ".shipml/data/churn.csv", "-m", "churn@production", "-o", "s.parquet", env=env)
     assert scored.returncode == 0, scored.stderr
     assert "with churn/1" in scored.stdout

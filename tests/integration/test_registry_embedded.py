@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
-from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, MlflowRegistry, ModelRef
+from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, HISTORY_PREFIX, AliasMove, MlflowRegistry, ModelRef
 from shipml.config import RegistrySettings
 from shipml.errors import ModelLoadError, RegistryError
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.promote import compare, holder_at, promote, rollback
 from shipml.pipelines.train import train_and_register
 from tests.conftest import churn_settings
+from tests.integration.cli import one_error_line, shipml
+from tests.integration.server import start_server
 
 pytestmark = pytest.mark.integration
 
@@ -86,10 +92,13 @@ def test_promote_rollback_and_history(registry: MlflowRegistry, churn_csv: Path)
         ("staging", None, "1"),
         ("staging", "1", "2"),
         ("production", None, "1"),
-        ("previous", None, "1"),
+        # production first, then `previous` takes what it replaced: never both on one version
         ("production", "1", "2"),
+        ("previous", None, "1"),
+        # a rollback clears `previous` before production moves, for the same reason
+        ("previous", "1", None),
         ("production", "2", "1"),
-        ("previous", "1", "2"),
+        ("previous", None, "2"),
     ]
     assert moves[-1].reason == "rollback: incident 42" and moves[-1].user
     assert holder_at(moves, "production", before_any_production) is None
@@ -168,3 +177,146 @@ def test_a_verified_version_is_served_from_its_packed_predictor_without_sklearn(
     X = feature_frame(outcome.result.input_example, outcome.result.schema)
     want = outcome.result.pipeline.predict_proba(X)
     assert bytes.fromhex(proba) == np.ascontiguousarray(want).tobytes()  # bit for bit
+
+
+# -- L2: alias moves under concurrency ------------------------------------------------------------------
+
+
+def test_concurrent_promotions_all_reach_the_history_and_previous_is_settled(
+    registry: MlflowRegistry, churn_csv: Path
+) -> None:
+    v1 = train_and_register(churn_settings(churn_csv), registry).version
+    versions = ["2", "3", "4", "5"]
+    for _ in versions:  # more versions of the same run: registering is not what is under test
+        registry.client.create_model_version("churn", v1.source, run_id=v1.run_id, tags=v1.tags)
+    barrier = threading.Barrier(len(versions))
+    errors: dict[str, str] = {}
+
+    def promote_at_once(version: str) -> None:
+        barrier.wait()
+        try:
+            promote(registry, "churn", version, "production", f"thread {version}")
+        except RegistryError as exc:
+            errors[version] = exc.message
+
+    threads = [threading.Thread(target=promote_at_once, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    moves = registry.history("churn")
+    production_moves = [m for m in moves if m.alias == "production"]
+    assert sorted(m.to_version for m in production_moves if m.to_version) == versions  # none lost
+    aliases = registry.aliases("churn")
+    assert production_moves[-1].to_version == aliases["production"]
+    held = [m.to_version for m in production_moves]
+    assert aliases.get("previous") == held[-2]  # the production before the last promotion
+    assert aliases.get("previous") != aliases["production"]
+    # whoever was overtaken was told so (and by nothing else); the one that stayed was not
+    assert aliases["production"] not in errors
+    for version, message in errors.items():
+        assert re.match(
+            rf"churn@production: moved to \d by a concurrent change while this command moved it to {version};", message
+        )
+    tags = registry.client.get_registered_model("churn").tags
+    assert len([k for k in tags if k.startswith(HISTORY_PREFIX)]) == len(moves)
+
+
+def test_history_written_by_an_older_shipml_is_still_read_in_order(registry: MlflowRegistry, churn_csv: Path) -> None:
+    old = AliasMove("2020-01-01T00:00:00.000+00:00", "old", "production", None, "1", "before the upgrade")
+    train_and_register(churn_settings(churn_csv), registry)  # the staging move, under a new key
+    registry.client.set_registered_model_tag("churn", f"{HISTORY_PREFIX}000001", json.dumps(old.__dict__))
+    promote(registry, "churn", "1", "production", "after the upgrade")
+    moves = registry.history("churn")
+    assert [(m.alias, m.reason.split(":")[0]) for m in moves] == [
+        ("production", "before the upgrade"),
+        ("staging", "gates passed"),
+        ("production", "after the upgrade"),
+    ]
+    assert registry.history("churn")[0] == old
+    keys = sorted(k for k in registry.client.get_registered_model("churn").tags if k.startswith(HISTORY_PREFIX))
+    assert all(re.fullmatch(r"shipml\.history\.\d{20}-[0-9a-f]{8}", k) for k in keys[1:]), keys
+
+
+# -- serve with no shipml.yaml ----------------------------------------------------------------------------
+
+
+def _registered_in_project(workdir: Path, churn_csv: Path) -> MlflowRegistry:
+    """The embedded store where `shipml` looks with no config (.shipml/ in the current directory)."""
+    home = workdir / ".shipml"  # absolute: MLflow keeps one engine per URI string, whatever the cwd
+    project = MlflowRegistry(RegistrySettings(uri=f"sqlite:///{home}/mlflow.db", artifact_root=str(home / "artifacts")))
+    train_and_register(churn_settings(churn_csv), project)
+    return project
+
+
+def test_serve_without_a_config_serves_the_only_model_in_production(workdir: Path, churn_csv: Path) -> None:
+    project = _registered_in_project(workdir, churn_csv)
+    none = shipml(workdir, "serve", "--port", "1")
+    assert one_error_line(none) == (
+        "error: serve.model: not set, and no registered model has a production alias; "
+        "choose one with --model NAME@ALIAS (or serve.model in shipml.yaml)"
+    )
+    promote(project, "churn", "1", "production", "test")
+    assert not (workdir / "shipml.yaml").exists()
+    server = start_server(workdir)  # no shipml.yaml, no keys: the first run after `make quickstart`
+    try:
+        model = requests.get(f"{server.url}/model", timeout=10).json()
+        assert (model["name"], model["version"]) == ("churn", "1")
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert "no shipml.yaml: serving churn@production, the only model with a production alias" in log
+    assert "no shipml.yaml and no API keys: authentication is off, and only this machine can connect" in log
+    # anywhere else than loopback, keys stay required
+    exposed = shipml(workdir, "serve", "--host", "0.0.0.0", "--port", "1")  # noqa: S104 - refused before binding
+    assert "auth.keys: no API keys configured" in one_error_line(exposed)
+
+
+def test_serve_without_a_config_refuses_to_guess_between_models_in_production(workdir: Path, churn_csv: Path) -> None:
+    project = _registered_in_project(workdir, churn_csv)
+    promote(project, "churn", "1", "production", "test")
+    v1 = project.get_version("churn", "1")
+    project.client.create_registered_model("attrition")
+    project.client.create_model_version("attrition", v1.source, run_id=v1.run_id, tags=v1.tags)
+    promote(project, "attrition", "1", "production", "test")
+    assert one_error_line(shipml(workdir, "serve", "--port", "1")) == (
+        "error: serve.model: not set, and 2 models have a production alias (attrition@production, "
+        "churn@production); choose one with --model NAME@ALIAS (or serve.model in shipml.yaml)"
+    )
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_a_failure_between_alias_writes_never_leaves_previous_on_production(
+    registry: MlflowRegistry, churn_csv: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    v1 = train_and_register(churn_settings(churn_csv), registry).version
+    registry.client.create_model_version("churn", v1.source, run_id=v1.run_id, tags=v1.tags)
+    promote(registry, "churn", "1", "production", "first")
+    if command == "rollback":
+        promote(registry, "churn", "2", "production", "second")
+    real, calls = registry.move_alias, []
+
+    def second_write_fails(name: str, alias: str, version: str | None, reason: str) -> AliasMove:
+        calls.append(alias)
+        if len(calls) == 2:
+            raise RegistryError(f"moving {name}@{alias}: registry unreachable")
+        return real(name, alias, version, reason)
+
+    monkeypatch.setattr(registry, "move_alias", second_write_fails)
+    with pytest.raises(RegistryError, match="registry unreachable"):
+        if command == "promote":
+            promote(registry, "churn", "2", "production", "second")
+        else:
+            rollback(registry, "churn", "back")
+    aliases = registry.aliases("churn")
+    assert aliases.get("previous") != aliases["production"], aliases
+
+
+def test_an_alias_set_outside_shipml_is_what_previous_takes(registry: MlflowRegistry, churn_csv: Path) -> None:
+    v1 = train_and_register(churn_settings(churn_csv), registry).version
+    for _ in range(2):
+        registry.client.create_model_version("churn", v1.source, run_id=v1.run_id, tags=v1.tags)
+    promote(registry, "churn", "1", "production", "first")
+    registry.client.set_registered_model_alias("churn", "production", "2")  # e.g. in MLflow's UI: no history
+    promote(registry, "churn", "3", "production", "third")
+    assert registry.aliases("churn") == {"staging": "1", "production": "3", "previous": "2"}

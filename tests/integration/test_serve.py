@@ -132,8 +132,11 @@ def test_invalid_features_are_422_naming_record_feature_rule(
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        (b'{"features": {"tenure": NaN}}', 400),
-        (b'{"features": {"tenure": Infinity}}', 400),
+        (b'{"features": {"tenure": NaN}}', 422),  # a value, not syntax: the validator names the feature
+        (b'{"features": {"tenure": Infinity}}', 422),
+        (b'{"features": {"tenure": 1e999}}', 422),
+        (b"", 422),
+        (b'{"features": {"gender": "\\ud800"}}', 400),
         (b"not json", 400),
         (b"[" * 5000 + b"]" * 5000, 400),
         (b'{"features": ' + b'{"a":' * 2000 + b"1" + b"}" * 2000 + b"}", 400),

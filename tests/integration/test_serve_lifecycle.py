@@ -73,7 +73,7 @@ def test_hot_reload_follows_the_alias_and_survives_a_broken_version(project: tup
         assert "sha256 mismatch" in forced.json()["error"]["message"]
         assert predict(server, keys.predict).json()["model"]["version"] == "2"
         metrics = requests.get(f"{server.url}/metrics", timeout=10).text
-        assert 'shipml_model_load_failures_total{model="churn"}' in metrics
+        assert 'shipml_model_load_failures_total{model="churn",reason="hash"}' in metrics
         assert "model_load_failed" in server.log.read_text()
         # rolling back in the registry is followed too
         assert shipml(root, "models", "rollback", "churn").returncode == 0

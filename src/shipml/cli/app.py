@@ -94,6 +94,9 @@ def _print_report(report: ValidationReport) -> None:
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    from shipml.adapters.registry import quiet_mlflow
+
+    quiet_mlflow()  # MLflow's and alembic's INFO lines and warnings are not the user's business
     try:
         rc = app(standalone_mode=False)
     except ShipmlError as exc:

@@ -131,15 +131,16 @@ def validate(
 ) -> None:
     """Validate a data file; exit 1 when any check fails."""
     from shipml.adapters.files import write_text_atomic
+    from shipml.adapters.mlflow_registry import ModelRef
     from shipml.pipelines.validate import validate_file
 
+    ref = ModelRef.parse(model) if model is not None else None  # refused before the registry is opened
     settings = _settings(config, registry_uri)
     schema = None
-    if model is not None:
-        from shipml.adapters.mlflow_registry import ModelRef
+    if ref is not None:
         from shipml.pipelines.predict import load_schema
 
-        schema = load_schema(_registry(settings).load(ModelRef.parse(model), Path(settings.home) / "cache"))
+        schema = load_schema(_registry(settings).load(ref, Path(settings.home) / "cache"))
     report = validate_file(settings, data, schema)
     _print_report(report)
     target = json_out or Path(settings.home) / "reports" / f"validation-{data.stem}.json"
@@ -224,8 +225,8 @@ def predict(
     from shipml.adapters.native import KernelLoader
     from shipml.pipelines.predict import score_file
 
+    ref = ModelRef.parse(model)  # a bad reference is refused before the registry is opened (or created)
     settings = _settings(config, registry_uri)
-    ref = ModelRef.parse(model)
     with _progress() as bar:
         task = bar.add_task("scoring", total=None)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,6 +17,9 @@ from shipml.cli.app import (
     models_app,
     out,
 )
+
+if TYPE_CHECKING:  # the registry (and MLflow) is imported by the commands that use it, not at start-up
+    from shipml.adapters.registry import AliasMove
 
 # -- models ------------------------------------------------------------------------------
 
@@ -40,7 +43,8 @@ def models_show(
     """One version: aliases, lineage tags, metrics."""
     from shipml.adapters.mlflow_registry import ModelRef
 
-    info = _registry(_settings(config, registry_uri)).resolve(ModelRef.parse(ref))
+    parsed = ModelRef.parse(ref)  # a bad reference is refused before the registry is opened (or created)
+    info = _registry(_settings(config, registry_uri)).resolve(parsed)
     out.print(
         f"[bold]{info.name}/{info.version}[/]  aliases: {', '.join(info.aliases) or '-'}  created: {info.created_at:%Y-%m-%d %H:%M:%S} UTC"
     )
@@ -83,7 +87,7 @@ def models_rollback(
     _print_moves(rollback(_registry(_settings(config, registry_uri)), name, reason or "manual rollback"), name)
 
 
-def _print_moves(moves: list[Any], name: str) -> None:
+def _print_moves(moves: list[AliasMove], name: str) -> None:
     for m in moves:
         out.print(f"{name}@{m.alias}: {m.from_version or '-'} -> {m.to_version or '-'}  ({escape(m.reason)})")
 

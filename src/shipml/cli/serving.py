@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,8 +20,9 @@ from shipml.cli.app import (
     keys_app,
     out,
 )
-from shipml.config import load_settings
+from shipml.config import DEFAULT_CONFIG, Settings, load_settings
 from shipml.errors import ConfigError, ShipmlError
+from shipml.server.hosts import is_loopback
 
 
 @app.command()
@@ -80,7 +82,29 @@ def serve(
         section, field = key.split(".")
         nested.setdefault(section, {})[field] = value
     settings = load_settings(config, overrides=nested or None)
+    chosen = ""
+    if settings.serve.model is None and settings.model is None:
+        # no shipml.yaml (e.g. right after `make quickstart`): serve the one model in production, if one
+        overrides["serve.model"] = _only_production_model(settings)
+        nested.setdefault("serve", {})["model"] = overrides["serve.model"]
+        settings = load_settings(config, overrides=nested)
+        unset = f"no {DEFAULT_CONFIG}" if config is None and not Path(DEFAULT_CONFIG).is_file() else "no serve.model"
+        chosen = f"{unset}: serving {overrides['serve.model']}, the only model with a production alias"
+    no_config = config is None and not Path(DEFAULT_CONFIG).is_file()
+    if no_config and settings.auth.enabled and not settings.auth.keys and is_loopback(settings.serve.host):
+        # the first run after `make quickstart`: serve on this machine only, and say that nobody is asked for a key
+        overrides["auth.enabled"] = "false"
+        nested.setdefault("auth", {})["enabled"] = False
+        settings = load_settings(config, overrides=nested)
+        err.print(
+            f"no {DEFAULT_CONFIG} and no API keys: authentication is off, and only this machine can connect "
+            f"({settings.serve.host}); `shipml keys new` and auth.keys in {DEFAULT_CONFIG} turn it on",
+            highlight=False,
+            markup=False,
+        )
     app_or_factory: Any = create_app(settings)  # refuses a bad config before any port is bound
+    if chosen:
+        err.print(chosen, highlight=False, markup=False)
     n = settings.serve.workers
     if n > 1:
         metrics_dir = tempfile.mkdtemp(prefix="shipml-metrics-")
@@ -110,6 +134,19 @@ def serve(
         import shutil
 
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def _only_production_model(settings: Settings) -> str:
+    """``NAME@production`` of the only registered model with a production alias; else a one-line error."""
+    found = [str(ref) for ref in _registry(settings).models_with_alias("production")]
+    if len(found) == 1:
+        return found[0]
+    choose = "choose one with --model NAME@ALIAS (or serve.model in shipml.yaml)"
+    if not found:
+        raise ConfigError([f"serve.model: not set, and no registered model has a production alias; {choose}"])
+    raise ConfigError(
+        [f"serve.model: not set, and {len(found)} models have a production alias ({', '.join(found)}); {choose}"]
+    )
 
 
 @keys_app.command("new")

@@ -19,7 +19,7 @@ from shipml.core.predictor import PipelinePredictor, Predictor
 from shipml.core.profile import ReferenceProfile
 from shipml.core.records import Value
 from shipml.core.schema import FeatureSchema
-from shipml.errors import ModelLoadError
+from shipml.errors import ModelLoadError, WarmupError
 
 TAG = "shipml.fast_path"
 
@@ -198,6 +198,12 @@ def warm(bundle: ModelBundle) -> None:
     if not bundle.example:
         raise ModelLoadError(f"{bundle.info.name}/{bundle.info.version}: no input example to warm up on")
     try:
-        bundle.predictor.predict(bundle.example)
+        outputs = bundle.predictor.predict(bundle.example)
     except Exception as exc:
-        raise ModelLoadError(f"{bundle.info.name}/{bundle.info.version}: warm-up failed: {exc}") from None
+        raise WarmupError(f"{bundle.info.name}/{bundle.info.version}: warm-up failed: {exc}") from None
+    produced = outputs.proba if outputs.proba is not None else outputs.values
+    if produced is None or not np.isfinite(produced).all():
+        raise WarmupError(
+            f"{bundle.info.name}/{bundle.info.version}: warm-up failed: the model's outputs on its input example "
+            "are not all finite numbers"
+        )

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
 from shipml.adapters.native import KernelLoader
+from shipml.adapters.registry import MlflowRegistry, ModelRef, quiet_mlflow
 from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.config import Settings, settings_for_worker
 from shipml.errors import ConfigError, ShipmlError
@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> ASGIApp:
             window_ms=settings.store.commit_window_ms if committing else settings.store.async_window_ms,
             on_error=lambda exc: _store_failed(metrics, exc),
         )
+        quiet_mlflow()
         registry = await anyio.to_thread.run_sync(MlflowRegistry, settings.registry)
         kernels = KernelLoader(settings.native)  # the native tree kernel, built or loaded once per process
         manager = ModelManager(ref, registry, settings.serve, home / "cache", metrics, store, kernels)

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from shipml.server.access import RequestRecorder
 from shipml.server.auth import key_from_headers
 from shipml.server.errors import ApiError, render
-from shipml.server.http import check_declared_size, parse_json
+from shipml.server.http import check_declared_size, check_json_type, parse_json
 from shipml.server.protocols.shipml import predict_one
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class PredictLane:
         headers = [_JSON, (b"x-request-id", request_id.encode())]
         extra: dict[str, Any] = {"version": None, "key": None}
         try:
-            auth_header = api_key = content_length = None
+            auth_header = api_key = content_length = content_type = None
             for name, value in scope["headers"]:
                 if name == b"authorization":
                     auth_header = value.decode("latin-1")
@@ -59,6 +59,9 @@ class PredictLane:
                     api_key = value.decode("latin-1")
                 elif name == b"content-length":
                     content_length = value.decode("latin-1")
+                elif name == b"content-type":
+                    content_type = value.decode("latin-1")
+            check_json_type(content_type)
             body = await _read_body(receive, content_length, state.settings.serve.max_body_bytes)
             parsed = parse_json(body)
             client = scope.get("client")

@@ -18,11 +18,15 @@ def allowed_hosts(bind: str, configured: list[str] | None) -> frozenset[str] | N
     DNS name that resolves to 127.0.0.1)."""
     if configured is not None:
         return None if "*" in configured else frozenset(h.lower() for h in configured)
+    return LOOPBACK_NAMES if is_loopback(bind) else None
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether listening on ``bind`` lets only this machine connect."""
     try:
-        loopback = bind == "localhost" or ipaddress.ip_address(bind).is_loopback
+        return bind == "localhost" or ipaddress.ip_address(bind).is_loopback
     except ValueError:
-        loopback = False
-    return LOOPBACK_NAMES if loopback else None
+        return False
 
 
 def host_name(value: bytes) -> str:

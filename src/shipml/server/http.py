@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -14,8 +15,17 @@ from shipml.server.ratelimit import retry_after
 
 
 async def read_json(request: Request) -> Any:
-    """The parsed body; 413 past the configured size, 400 for bad JSON (including nesting past orjson's limit)."""
+    """The parsed body; 415 unless it is declared JSON, 413 past the configured size, 400 for bad JSON."""
+    check_json_type(request.headers.get("content-type"))
     return parse_json(await read_body(request))
+
+
+def check_json_type(content_type: str | None) -> None:
+    """415 unless ``content_type`` is JSON (``application/json`` or a ``+json`` type, any parameters)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = repr(media[:64]) if media else "none"
+        raise ApiError(415, "unsupported_media_type", f"expected Content-Type: application/json, got {shown}")
 
 
 async def read_body(request: Request) -> bytes:
@@ -44,13 +54,44 @@ def check_declared_size(declared: str | None, limit: int) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """The parsed body; 400 for an empty or invalid one."""
+    """The parsed body; 422 for an empty one, 400 for one that is not JSON.
+
+    orjson refuses ``NaN``, ``Infinity`` and numbers beyond a double (``1e999``, a 5,000-digit integer). Those
+    are values, not syntax: they are read as floats (NaN, +-inf) so that the record validator names the
+    record and the feature (a NaN is a missing value; an infinity is refused). Only then, and never for
+    nesting past orjson's limit, is the body read a second time, by the standard library.
+    """
     if not body:
-        raise ApiError(400, "invalid_json", "request body is empty; expected JSON")
+        raise ApiError(422, "validation_error", "request body is empty; expected a JSON object")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {str(exc).split(':')[0]}") from None
+        reason = str(exc)
+        if "recursion" not in reason:
+            value = _with_special_numbers(body)
+            if value is not _NOT_JSON:
+                return value
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {reason.split(':')[0]}") from None
+
+
+_NOT_JSON = object()
+
+
+def _with_special_numbers(body: bytes) -> Any:
+    """``body`` read by the standard library with NaN/Infinity and out-of-range numbers as floats; _NOT_JSON if
+    it is not JSON for other reasons (or holds text orjson cannot write back, such as a lone surrogate)."""
+    try:
+        value = json.loads(body, parse_int=_int_or_float)
+        orjson.dumps(value)  # refuses lone surrogates, which the standard library lets through
+    except (ValueError, RecursionError, TypeError, orjson.JSONEncodeError):
+        return _NOT_JSON
+    return value
+
+
+def _int_or_float(text: str) -> int | float:
+    # as orjson reads them: an integer too long for 64 bits is a float (inf past a double's range), which also
+    # keeps Python's 4,300-digit limit on int() out of the way
+    return int(text) if len(text) <= 18 else float(text)
 
 
 def authorize(request: Request, role: Role) -> Principal:

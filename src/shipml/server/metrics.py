@@ -25,7 +25,16 @@ class ServerMetrics:
             "shipml_predictions", "predictions made", ["model", "version", "variant", "status"], registry=r
         )
         self.load_failures = Counter(
-            "shipml_model_load_failures", "model versions that failed to load or warm", ["model"], registry=r
+            "shipml_model_load_failures",
+            "model versions that failed to load or warm, by reason (hash, registry, warmup, load)",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.output_invalid = Counter(
+            "shipml_model_output_invalid",
+            "records the model answered with NaN or an infinity (refused, never returned as a prediction)",
+            ["model", "version", "variant"],
+            registry=r,
         )
         self.model_info = Gauge(
             "shipml_model_info",

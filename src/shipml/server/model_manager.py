@@ -22,7 +22,8 @@ from shipml.adapters.native import KernelLoader
 from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
 from shipml.core.records import RecordValidator
-from shipml.errors import ShipmlError
+from shipml.core.schema import FeatureSchema
+from shipml.errors import SchemaChangeError, ShipmlError
 from shipml.pipelines.bundle import ModelBundle, load_bundle, warm
 from shipml.server.batcher import MicroBatcher
 from shipml.server.metrics import ServerMetrics
@@ -80,6 +81,12 @@ class ModelManager:
         self.store = store
         self.kernels = kernels
         self.current: Deployment | None = None
+        # what the registry asked for at the last check, when that check succeeded, and the last failure:
+        # GET /model shows them, so "desired != serving" after a failed load is visible (Triton's semantics)
+        self.desired_version: str | None = None
+        self.last_check: float | None = None
+        self.last_error: str | None = None
+        self._failures = 0  # consecutive failed loads, for the poll's back-off
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
@@ -100,8 +107,16 @@ class ModelManager:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
+            await asyncio.sleep(self._next_poll_s())
             await self.reload()
+
+    def _next_poll_s(self) -> float:
+        """The poll interval, doubled after each failed load up to ``reload_backoff_max_s``: a registry that
+        is down, or a broken version behind the alias, is not hammered (each try downloads and hashes)."""
+        interval = self.settings.reload_interval_s
+        if not self._failures:
+            return interval
+        return max(interval, min(interval * 2.0**self._failures, self.settings.reload_backoff_max_s))
 
     async def reload(self, force: bool = False) -> ReloadResult:
         """Load the version the reference points at now, if it is not the one serving (or ``force``)."""
@@ -110,14 +125,17 @@ class ModelManager:
             old_version = old.version if old else None
             try:
                 info = await anyio.to_thread.run_sync(self.registry.resolve, self.ref)
+                self.desired_version, self.last_check = info.version, time.time()
                 if old is not None and info.version == old.version and not force:
+                    self._failures = 0
                     return ReloadResult(False, old_version, old_version)
                 started = time.perf_counter()
                 deployment = await anyio.to_thread.run_sync(self._build, ModelRef(info.name, info.version))
             except ShipmlError as exc:
-                return self._failed(exc.message, old_version)
+                return self._failed(exc.message, getattr(exc, "reason", "load"), old_version)
             except Exception as exc:
-                return self._failed(f"{type(exc).__name__}: {exc}", old_version)
+                return self._failed(f"{type(exc).__name__}: {exc}", "load", old_version)
+            self.last_error, self._failures = None, 0
             self.current = deployment  # the swap: one reference
             if old is not None:
                 self.metrics.model_info.labels(old.name, old.version, old.variant).set(0)
@@ -137,6 +155,9 @@ class ModelManager:
         bundle = load_bundle(
             self.registry, ref, self.cache_dir, fast_path=self.settings.fast_path, kernels=self.kernels
         )
+        serving = self.current
+        if serving is not None and not self.settings.allow_breaking_schema:
+            check_compatible(serving.bundle.schema, bundle.schema, f"{ref.name}/{ref.version}", serving.version)
         warm(bundle)
         # the store's catalog maps this schema's features to typed slots (no DDL at model load)
         schema_sha256 = (
@@ -155,7 +176,36 @@ class ModelManager:
             batcher = MicroBatcher(bundle.predictor, b.max_batch_size, b.max_wait_ms)
         return Deployment(bundle, validator, batcher=batcher, schema_sha256=schema_sha256)
 
-    def _failed(self, reason: str, old_version: str | None) -> ReloadResult:
-        self.metrics.load_failures.labels(self.ref.name).inc()
-        log.error("model_load_failed", model=self.ref.name, reference=str(self.ref), reason=reason, serving=old_version)
-        return ReloadResult(False, old_version, old_version, reason)
+    def _failed(self, message: str, reason: str, old_version: str | None) -> ReloadResult:
+        self.metrics.load_failures.labels(self.ref.name, reason).inc()
+        self.last_error = message
+        self._failures += 1
+        log.error(
+            "model_load_failed",
+            model=self.ref.name,
+            reference=str(self.ref),
+            reason=reason,
+            error=message,
+            serving=old_version,
+        )
+        return ReloadResult(False, old_version, old_version, message)
+
+
+def check_compatible(serving: FeatureSchema, candidate: FeatureSchema, what: str, serving_version: str) -> None:
+    """Refuse a hot reload whose schema would fail the requests of today's clients: a required feature they
+    do not send, or a feature they send that it would refuse as unknown (serve.allow_breaking_schema)."""
+    old = {f.name for f in serving.features}
+    new_required = sorted(f.name for f in candidate.features if not f.nullable and f.name not in old)
+    dropped = sorted(old - {f.name for f in candidate.features})
+    problems = []
+    if new_required:
+        problems.append(
+            f"requires feature(s) {', '.join(new_required)} that clients of version {serving_version} do not send"
+        )
+    if dropped:
+        problems.append(f"drops feature(s) {', '.join(dropped)} that clients of version {serving_version} send")
+    if problems:
+        raise SchemaChangeError(
+            f"{what}: its schema {' and '.join(problems)}; version {serving_version} keeps serving "
+            "(restart the service, or set serve.allow_breaking_schema: true, to switch anyway)"
+        )

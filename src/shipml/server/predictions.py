@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
 
 from shipml.adapters.store import PredictionRow, StoreFull, StoreWriter
 from shipml.core.ids import Uuid7Generator
@@ -31,6 +33,7 @@ class RecordResult:
     probabilities: dict[str, float] | None = None
     value: float | None = None
     errors: tuple[FieldError, ...] = ()
+    code: str = "validation_error"  # why it was refused: validation_error, or model_output_invalid
 
     @property
     def ok(self) -> bool:
@@ -38,10 +41,7 @@ class RecordResult:
 
     def body(self) -> dict[str, Any]:
         if self.errors:
-            return {
-                "index": self.index,
-                "error": {"code": "validation_error", "details": [e.to_dict() for e in self.errors]},
-            }
+            return {"index": self.index, "error": {"code": self.code, "details": [e.to_dict() for e in self.errors]}}
         out: dict[str, Any] = {"index": self.index, "prediction_id": self.prediction_id}
         if self.probabilities is not None:
             out["predicted_class"] = self.label
@@ -83,18 +83,20 @@ class PredictionService:
         try:
             for lo in range(0, len(records), CHUNK_ROWS):
                 accepted = self._validate(deployment, records, lo, results)
-                if not accepted:
-                    continue
-                outputs = await self._predict(deployment, [a.values for _, a in accepted])
-                latency_ms = (time.perf_counter() - started) * 1000.0
-                waits.append(self._log(self._results(deployment, accepted, outputs, results, latency_ms)))
-                logged += len(accepted)
+                rows = self._refused_rows(deployment, records, lo, results)
+                if accepted:
+                    outputs = await self._predict(deployment, [a.values for _, a in accepted])
+                    latency_ms = (time.perf_counter() - started) * 1000.0
+                    rows += self._results(deployment, accepted, outputs, results, latency_ms)
+                if rows:
+                    waits.append(self._log(rows))
+                    logged += len(rows)
         finally:
             if self.writer is not None:
                 self.writer.release(len(records) - logged)  # room of refused records, or of a failed call
         for waiting in waits:
             await self._committed(waiting)
-        self._count(deployment, len(records), logged)
+        self._count(deployment, results.values())
         return [results[i] for i in range(len(records))]
 
     def _reserve(self, n_rows: int) -> None:
@@ -121,12 +123,29 @@ class PredictionService:
                 results[i] = RecordResult(i, errors=tuple(checked))
         return accepted
 
-    def _count(self, deployment: Deployment, n_records: int, n_ok: int) -> None:
+    def _refused_rows(
+        self, deployment: Deployment, records: Sequence[object], lo: int, results: dict[int, RecordResult]
+    ) -> list[PredictionRow]:
+        """Log rows of the chunk's refused records (status "invalid"): the log holds every record answered.
+        Their values may not fit the schema, so they are kept as JSON only, never in typed slots."""
+        refused = [i for i in range(lo, min(lo + CHUNK_ROWS, len(records))) if i in results]
+        if not refused:
+            return []
+        now, ids = time.time(), self.ids.strings(len(refused))
+        name, version, variant = deployment.name, deployment.version, deployment.variant
+        rows = []
+        for k, i in enumerate(refused):
+            record = records[i]
+            features = record if isinstance(record, dict) else {"_record": record}
+            errors = {"errors": [e.to_dict() for e in results[i].errors]}
+            rows.append(PredictionRow(ids[k], now, name, version, variant, features, errors, 0.0, status="invalid"))
+        return rows
+
+    def _count(self, deployment: Deployment, answered: Iterable[RecordResult]) -> None:
         m, name, version, variant = self.metrics, deployment.name, deployment.version, deployment.variant
-        if n_ok:
-            m.child(m.predictions, name, version, variant, "ok").inc(n_ok)
-        if n_records > n_ok:
-            m.predictions.labels(name, version, variant, "invalid").inc(n_records - n_ok)
+        by_status = Counter(_status(r) for r in answered)
+        for status, n in by_status.items():
+            m.child(m.predictions, name, version, variant, status).inc(n)
 
     async def _predict(self, deployment: Deployment, rows: list[dict[str, Any]]) -> Outputs:
         predictor, batcher = deployment.bundle.predictor, deployment.batcher
@@ -153,11 +172,15 @@ class PredictionService:
         rows = []
         name, version, variant, sha = deployment.name, deployment.version, deployment.variant, deployment.schema_sha256
         ids = self.ids.strings(len(accepted))
+        finite = _finite_rows(outputs)
         if outputs.proba is not None:
             keys = [str(c) for c in outputs.classes]
             classes = outputs.classes
             # Python lists, not numpy scalars, per row; the label is the first most probable class, as argmax's
             for k, ((i, a), p) in enumerate(zip(accepted, outputs.proba.tolist(), strict=True)):
+                if finite is not None and not finite[k]:
+                    rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms))
+                    continue
                 proba = dict(zip(keys, p, strict=True))
                 label = classes[p.index(max(p))]
                 results[i] = RecordResult(i, ids[k], label, proba)
@@ -168,6 +191,9 @@ class PredictionService:
         else:
             assert outputs.values is not None  # noqa: S101 - regression
             for k, ((i, a), value) in enumerate(zip(accepted, outputs.values.tolist(), strict=True)):
+                if finite is not None and not finite[k]:
+                    rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms))
+                    continue
                 results[i] = RecordResult(i, ids[k], value=value)
                 rows.append(
                     PredictionRow(
@@ -175,6 +201,36 @@ class PredictionService:
                     )
                 )
         return rows
+
+    def _output_invalid(
+        self,
+        deployment: Deployment,
+        prediction_id: str,
+        now: float,
+        i: int,
+        accepted: Accepted,
+        results: dict[int, RecordResult],
+        latency_ms: float,
+    ) -> PredictionRow:
+        """A record the model answered with NaN or an infinity: refused with its own code, logged, counted."""
+        error = FieldError(i, "", "model_output_invalid", "the model's output for this record is not a finite number")
+        results[i] = RecordResult(i, errors=(error,), code="model_output_invalid")
+        m = self.metrics
+        m.child(m.output_invalid, deployment.name, deployment.version, deployment.variant).inc()
+        d = deployment
+        outputs = {"errors": [error.to_dict()]}
+        return PredictionRow(
+            prediction_id,
+            now,
+            d.name,
+            d.version,
+            d.variant,
+            accepted.values,
+            outputs,
+            latency_ms,
+            schema_sha256=d.schema_sha256,
+            status="output_invalid",
+        )
 
     def _log(self, rows: list[PredictionRow]) -> asyncio.Future[None] | None:
         """Hand rows to the writer: the future of their commit (``commit`` durability) or None."""
@@ -189,3 +245,21 @@ class PredictionService:
         """Wait for a commit; a failed one raises StoreError (a 503: the prediction was not logged)."""
         if waiting is not None:
             await waiting
+
+
+def _finite_rows(outputs: Outputs) -> np.ndarray | None:
+    """None when every output is finite (the usual case: one vectorised check per chunk), else a mask."""
+    values = outputs.proba if outputs.proba is not None else outputs.values
+    if values is None:
+        return None
+    finite: np.ndarray = np.isfinite(values)
+    if finite.all():
+        return None
+    return np.asarray(finite.all(axis=1)) if finite.ndim == 2 else finite
+
+
+def _status(result: RecordResult) -> str:
+    """The ``status`` label of a record's answer in the predictions counter (and its log row)."""
+    if result.ok:
+        return "ok"
+    return "invalid" if result.code == "validation_error" else "output_invalid"

@@ -80,6 +80,48 @@ def test_rows_land_with_their_typed_features_and_outputs(store: PredictionStore)
     assert store.count() == 2 and store.get("nope") is None
 
 
+def test_a_refused_record_is_logged_with_its_status_and_left_out_of_monitoring_reads(store: PredictionStore) -> None:
+    # Reliability case 17: a record refused by validation is logged too, with its features as sent (which
+    # need not fit the schema: no schema_sha256, so JSON only), and monitoring reads skip it by default.
+    sha = CHURNISH.sha256()
+    store.write([
+        row(1, tenure=1.0, contract="monthly"),
+        PredictionRow("id-0002", 1002.0, "churn", "1", "main", {"tenure": "x", "contract": 5}, {}, 1.0,
+                      status="invalid"),
+        PredictionRow("id-0003", 1003.0, "churn", "1", "main", {"tenure": 2.0, "contract": "monthly"}, {}, 1.0,
+                      schema_sha256=sha, status="output_invalid"),
+        row(4, tenure=3.0, contract="two-year"),
+    ])  # fmt: skip
+    refused = store.get("id-0002")
+    assert refused is not None
+    assert (refused["status"], refused["schema_sha256"]) == ("invalid", "")
+    assert refused["features"] == {"tenure": "x", "contract": 5}
+    assert store.get("id-0003")["status"] == "output_invalid"  # type: ignore[index]
+    assert store.get("id-0001")["status"] == "ok"  # type: ignore[index]
+    assert store.count() == 2 and store.count("churn") == 2
+    assert store.count(status=None) == 4 and store.count(status="invalid") == 1
+    window = store.read_window("churn", 0, 2000)
+    assert window.ids.tolist() == ["id-0001", "id-0004"]
+    assert window.features["tenure"].tolist() == [1.0, 3.0] and window.kinds["tenure"] == "numeric"
+    every = store.read_window("churn", 0, 2000, status=None)
+    assert every.ids.tolist() == ["id-0001", "id-0002", "id-0003", "id-0004"]
+    assert every.features["tenure"].tolist() == [1.0, "x", 2.0, 3.0] and every.kinds["tenure"] == "mixed"
+    assert store.read_window("churn", 0, 2000, status="invalid").ids.tolist() == ["id-0002"]
+
+
+def test_a_batch_with_one_refused_record_logs_every_row_with_its_status(store: PredictionStore) -> None:
+    # Reliability case 17: 1 bad row among 99 good: 99 predictions and one refused record, all 100 logged.
+    rows = [row(i, tenure=float(i)) for i in range(100)]
+    rows[37] = PredictionRow("id-0037", 1037.0, "churn", "1", "main", {"tenure": "seven"}, {}, 0.0, status="invalid")
+    writer = StoreWriter(store, queue_size=1000, batch_max=512)
+    writer.submit_many(rows).result(timeout=10)
+    writer.close()
+    assert (store.count(), store.count(status=None), store.count(status="invalid")) == (99, 100, 1)
+    window = store.read_window("churn", 0, 2000)
+    assert "id-0037" not in window.ids.tolist() and len(window) == 99
+    assert window.features["tenure"].tolist() == [float(i) for i in range(100) if i != 37]
+
+
 def test_label_and_score_are_filled_from_the_outputs(store: PredictionStore) -> None:
     base = row(0, tenure=1.0)
     binary = {"predicted_class": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}

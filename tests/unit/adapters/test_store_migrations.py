@@ -42,6 +42,7 @@ def test_a_fresh_store_gets_every_migration_once_and_the_described_tables(store_
     store = PredictionStore(store_uri)
     assert versions(store.engine) == [(m.version, m.name) for m in MIGRATIONS]
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
+    assert LATEST == 4 and versions(store.engine)[-1] == (4, "row status")
     inspector = sa.inspect(store.engine)
     for table in tables.metadata.tables.values():
         assert [c["name"] for c in inspector.get_columns(table.name)] == [c.name for c in table.columns]
@@ -92,6 +93,7 @@ def test_a_store_made_by_the_first_version_opens_and_keeps_its_rows_readable(sto
     old = store.get("old-1")
     assert old is not None and old["features"] == {"tenure": 12.0, "contract": "two-year"}
     assert (old["role"], old["schema_sha256"], old["label"], old["score"]) == ("primary", "", None, None)
+    assert old["status"] == "ok"
     store.register_schema(SCHEMA)
     sha = SCHEMA.sha256()
     store.write([PredictionRow("new-1", 6.0, "churn", "2", "main", {"tenure": 3.0, "contract": "monthly"}, {}, 1.0,
@@ -104,6 +106,39 @@ def test_a_store_made_by_the_first_version_opens_and_keeps_its_rows_readable(sto
     got = store.get_feedback("old-1")
     assert got is not None and got["label"] == "x" * 300
     assert {c["name"] for c in sa.inspect(store.engine).get_columns("predictions")} >= {"f_tenure", "f_contract"}
+    store.close()
+
+
+def _store_at_migration_3(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store as the code of migration 3 left it, with one logged prediction (no status column yet)."""
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:3])
+    url = sa.engine.make_url(uri)
+    lock_path = Path(f"{url.database}.writelock") if url.get_backend_name() == "sqlite" else None
+    engine = sa.create_engine(uri)
+    assert migrate(engine, lock_path) == [1, 2, 3]
+    names = [n for n in tables.BASE_COLUMNS if n != "status"]
+    old = dict(zip(names, ["old-1", 5.0, "churn", "1", "main", "primary", None, "", "1", 0.6,
+                           '{"tenure": 12.0, "contract": "two-year"}', "{}", 2.0], strict=True))  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.insert(sa.table("predictions", *[sa.column(n) for n in names])).values(old))
+    engine.dispose()
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+
+
+def test_a_store_at_migration_3_gets_the_row_status_and_its_rows_read_as_predictions(
+    store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _store_at_migration_3(store_uri, monkeypatch)
+    store = PredictionStore(store_uri)
+    assert versions(store.engine) == [(m.version, m.name) for m in MIGRATIONS]
+    columns = [c["name"] for c in sa.inspect(store.engine).get_columns("predictions")]
+    assert columns == [c.name for c in tables.predictions.columns]  # status last, as tables.py says
+    old = store.get("old-1")
+    assert old is not None and (old["status"], old["features"]) == ("ok", {"tenure": 12.0, "contract": "two-year"})
+    store.write([PredictionRow("bad-1", 6.0, "churn", "1", "main", {"tenure": "x"}, {}, 1.0, status="invalid")])
+    assert (store.count(), store.count(status=None)) == (1, 2)
+    assert store.read_window("churn", 0, 10).ids.tolist() == ["old-1"]
+    assert store.get("bad-1")["status"] == "invalid"  # type: ignore[index]
     store.close()
 
 

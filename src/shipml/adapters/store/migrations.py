@@ -110,10 +110,18 @@ def _feedback_label_text(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE feedback ALTER COLUMN label TYPE TEXT")
 
 
+def _row_status(conn: Connection) -> None:
+    # Reliability case 17: a refused record of a batch is logged too, with its status (tables.py). A
+    # constant default makes this a catalog-only change on both dialects (Postgres 11+ and SQLite do not
+    # rewrite the table), and every existing row reads as "ok": until now only predictions were logged.
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
     Migration(3, "feedback label as text", _feedback_label_text),
+    Migration(4, "row status", _row_status),
 )
 LATEST = MIGRATIONS[-1].version
 

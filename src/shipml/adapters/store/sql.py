@@ -46,7 +46,11 @@ class PredictionRow:
     (float for numeric kinds, str for categoricals); ``outputs`` is the answer
     (``{"predicted_class", "probabilities"}`` or ``{"value"}``), from which the store fills ``label``
     and ``score``. ``schema_sha256`` names a schema given to ``register_schema``: its features go to
-    their typed slots; a row of an unregistered schema keeps its features in the JSON column only."""
+    their typed slots; a row of an unregistered schema keeps its features in the JSON column only.
+    ``status`` is "ok" for a prediction, "invalid" for a record refused by validation and
+    "output_invalid" for one the model answered with NaN or inf (tables.predictions.status); a row
+    that is not "ok" may hold features that do not fit its schema, so it is logged with
+    ``schema_sha256=""`` (JSON only)."""
 
     id: str
     ts: float
@@ -59,6 +63,7 @@ class PredictionRow:
     role: str = "primary"
     routing_key: str | None = None
     schema_sha256: str = ""
+    status: str = "ok"
 
 
 class PredictionStore:
@@ -180,7 +185,7 @@ class PredictionStore:
             group[2].append(
                 (
                     r.id, r.ts, r.model, r.version, r.variant, r.role, r.routing_key, r.schema_sha256, label, score,
-                    dumps(f).decode(), dumps(o).decode(), r.latency_ms, *[f.get(name) for name in group[1]],
+                    dumps(f).decode(), dumps(o).decode(), r.latency_ms, r.status, *[f.get(name) for name in group[1]],
                 )
             )  # fmt: skip
         pieces = []
@@ -246,12 +251,15 @@ class PredictionStore:
         version: str | None = None,
         variant: str | None = None,
         role: str | None = "primary",
+        status: str | None = "ok",
     ) -> FeatureWindow:
-        """The predictions of ``model`` with ``since <= ts < until`` (filtered by version, variant and role
-        when given), features decoded through the catalog of each schema in the window."""
+        """The rows of ``model`` with ``since <= ts < until`` (filtered by version, variant, role and status
+        when given; by default the primary's predictions, not the refused records), features decoded
+        through the catalog of each schema in the window."""
         p = tables.predictions
         where = [p.c.model == model, p.c.ts >= since, p.c.ts < until]
-        for column, wanted in ((p.c.version, version), (p.c.variant, variant), (p.c.role, role)):
+        wanted_by = ((p.c.version, version), (p.c.variant, variant), (p.c.role, role), (p.c.status, status))
+        for column, wanted in wanted_by:
             if wanted is not None:
                 where.append(column == wanted)
         head = [p.c.ts, p.c.id, p.c.version, p.c.variant, p.c.label, p.c.score, p.c.schema_sha256]
@@ -306,7 +314,8 @@ class PredictionStore:
         return None if row is None else {"ts": row[0], "label": row[1], "value": row[2]}
 
     def get(self, prediction_id: str) -> dict[str, Any] | None:
-        """One prediction's row: the base columns, with ``features`` and ``outputs`` decoded; None if unknown."""
+        """One logged row (any status): the base columns, ``status`` among them, with ``features`` and
+        ``outputs`` decoded; None if unknown."""
         p = tables.predictions
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(*[p.c[n] for n in tables.BASE_COLUMNS]).where(p.c.id == prediction_id)).first()
@@ -326,11 +335,17 @@ class PredictionStore:
         role: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        status: str | None = "ok",
     ) -> int:
-        """How many predictions match (all of them without arguments); ``since <= ts < until``."""
+        """How many rows match, ``since <= ts < until``: without arguments, every prediction (status "ok");
+        ``status=None`` counts every logged row, refused records included."""
         p = tables.predictions
         query = sa.select(sa.func.count()).select_from(p)
-        for column, wanted in ((p.c.model, model), (p.c.version, version), (p.c.variant, variant), (p.c.role, role)):
+        wanted_by = (
+            (p.c.model, model), (p.c.version, version), (p.c.variant, variant), (p.c.role, role),
+            (p.c.status, status),
+        )  # fmt: skip
+        for column, wanted in wanted_by:
             if wanted is not None:
                 query = query.where(column == wanted)
         if since is not None:

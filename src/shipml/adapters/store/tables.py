@@ -26,8 +26,11 @@ SLOT_COLUMNS = NUMERIC_COLUMNS + CATEGORICAL_COLUMNS
 # The columns every row fills, in the order the writer binds them (slot columns follow).
 BASE_COLUMNS = (
     "id", "ts", "model", "version", "variant", "role", "routing_key", "schema_sha256",
-    "label", "score", "features", "outputs", "latency_ms",
+    "label", "score", "features", "outputs", "latency_ms", "status",
 )  # fmt: skip
+
+# The values of ``predictions.status`` (see its column).
+STATUSES = ("ok", "invalid", "output_invalid")
 
 metadata = sa.MetaData()
 
@@ -53,6 +56,13 @@ predictions = sa.Table(
     sa.Column("score", sa.Float),
     *[sa.Column(name, sa.Float) for name in NUMERIC_COLUMNS],
     *[sa.Column(name, sa.Text) for name in CATEGORICAL_COLUMNS],
+    # Added by migration 4. What the row is: "ok", a prediction (the only rows monitoring reads by
+    # default); "invalid", a record refused by validation (no prediction; its features as sent, which
+    # may not fit the schema, so the row has schema_sha256 "" and its features in the JSON only);
+    # "output_invalid", a record the model answered with NaN or inf. Rows older than it are "ok".
+    # Not indexed: reads name a model and a time range (the composite index), and status is a filter
+    # on the rows found; a second index costs the writer (see migration 2).
+    sa.Column("status", sa.Text, nullable=False, server_default="ok"),
     sa.Index("ix_predictions_model_variant_ts", "model", "variant", "ts"),
 )
 

@@ -351,6 +351,14 @@ def invalid_records_error(results: Sequence[RecordResult]) -> ApiError | None:
     details = [e for r in results for e in r.errors]
     if not details:
         return None
+    broken = sum(1 for r in results if r.code == "model_output_invalid" and r.errors)
+    if broken:
+        return ApiError(
+            502,
+            "model_output_invalid",
+            f"the model's output is not a finite number for {broken} record(s)",
+            [e.to_dict() for e in details],
+        )
     shown = "; ".join(f"record {e.record}, {e.feature!r} ({e.rule}): {e.message}" for e in details[:3])
     more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
     failed = sum(1 for r in results if r.errors)

@@ -19,12 +19,19 @@ def model_of(dep: Deployment) -> dict[str, str]:
 
 
 def raise_for_invalid(results: list[RecordResult]) -> None:
-    """422 naming every record, feature and rule, when any record was refused."""
+    """422 naming every record, feature and rule, when any record was refused; 502 when the model answered
+    a record with NaN or an infinity (the model's fault, not the client's, and never a silent null)."""
     details = [e.to_dict() for r in results for e in r.errors]
-    if details:
+    if not details:
+        return
+    broken = sum(1 for r in results if r.code == "model_output_invalid" and r.errors)
+    if broken:
         raise ApiError(
-            422, "validation_error", f"{sum(1 for r in results if r.errors)} record(s) failed validation", details
+            502, "model_output_invalid", f"the model's output is not a finite number for {broken} record(s)", details
         )
+    raise ApiError(
+        422, "validation_error", f"{sum(1 for r in results if r.errors)} record(s) failed validation", details
+    )
 
 
 def one_record(body: Any) -> dict[str, Any]:

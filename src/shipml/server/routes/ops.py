@@ -40,7 +40,16 @@ async def metrics(request: Request) -> Response:
 @router.get("/model", tags=["model"], summary="The model being served")
 async def model(request: Request) -> Response:
     authorize(request, "predict")
-    return json_response(describe(deployment(request)))
+    manager = state(request).manager
+    body = describe(deployment(request))
+    body["registry"] = {
+        "reference": str(manager.ref),
+        "desired_version": manager.desired_version,
+        "serving_version": body["version"],
+        "last_check": manager.last_check,
+        "last_error": manager.last_error,
+    }
+    return json_response(body)
 
 
 @router.post("/admin/reload", tags=["admin"], summary="Load the version the registry alias points at now")

@@ -1,0 +1,1 @@
+"""The reliability catalogue (the project's RELIABILITY.md) as tests against real processes."""
