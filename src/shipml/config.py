@@ -197,6 +197,13 @@ class ServeSettings(_Section):
         "when host is a loopback address (a DNS-rebinding page cannot reach the service), any otherwise",
     )
     grace_period_s: float = Field(default=10.0, ge=0.0, description="time to finish in-flight requests on SIGTERM")
+    drain_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=300.0,
+        description="on SIGTERM, answer /health/ready 503 and keep serving this long before closing the port "
+        "(a load balancer stops sending first; the Kubernetes preStop pattern)",
+    )
     max_in_flight: int = Field(
         default=512,
         ge=1,

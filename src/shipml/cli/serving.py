@@ -106,6 +106,7 @@ def serve(
     if chosen:
         err.print(chosen, highlight=False, markup=False)
     n = settings.serve.workers
+    metrics_dir = None
     if n > 1:
         metrics_dir = tempfile.mkdtemp(prefix="shipml-metrics-")
         overrides["serve.multiproc_dir"] = metrics_dir
@@ -130,10 +131,10 @@ def serve(
         timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
         log_level="warning",
     )
-    if n > 1:
+    if metrics_dir is not None:
         import shutil
 
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _only_production_model(settings: Settings) -> str:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from shipml.core.schema import Feature, FeatureSchema
+from shipml.core.schema import Feature, FeatureSchema, Target
 
 Severity = Literal["error", "warning"]
 Scope = Literal["record", "dataset"]
-Rule = Literal[
+RecordRule = Literal[
     # a record breaks these on its own (the server's RecordValidator checks the same on one record)
     "missing_column",
     "not_nullable",
@@ -34,6 +34,8 @@ Rule = Literal[
     "target_not_numeric",
     "unknown_class",
     "unexpected_column",
+]
+DatasetRule = Literal[
     # properties of the data set as a whole: for training data, not for a batch to score
     "binary_target_classes",
     "multiclass_target_classes",
@@ -43,17 +45,8 @@ Rule = Literal[
     "constant",
     "duplicate_rows",
 ]
-DATASET_RULES: frozenset[Rule] = frozenset(
-    {
-        "binary_target_classes",
-        "multiclass_target_classes",
-        "class_imbalance",
-        "all_null",
-        "null_rate",
-        "constant",
-        "duplicate_rows",
-    }
-)
+Rule = RecordRule | DatasetRule
+DATASET_RULES: frozenset[Rule] = frozenset(get_args(DatasetRule))
 MAX_EXAMPLES = 5
 
 
@@ -318,16 +311,21 @@ def _target_issues(df: pd.DataFrame, schema: FeatureSchema, limits: QualityThres
         if len(bad):
             issues.append(ValidationIssue(t.name, "target_not_numeric", len(bad), _examples(bad)))
         return issues
-    labels = values.astype(str)
+    return issues + _class_issues(values.astype(str), t, limits)
+
+
+def _class_issues(labels: pd.Series, t: Target, limits: QualityThresholds | None) -> list[ValidationIssue]:
+    """The checks of a classification target's labels (as text): class count, known classes, balance."""
+    issues: list[ValidationIssue] = []
     distinct = labels.nunique()
     if t.task == "binary" and distinct != 2:
         issues.append(
-            ValidationIssue(t.name, "binary_target_classes", len(values), _examples(labels.drop_duplicates()), limit=2)
+            ValidationIssue(t.name, "binary_target_classes", len(labels), _examples(labels.drop_duplicates()), limit=2)
         )
     if t.task == "multiclass" and distinct < 3:
         issues.append(
             ValidationIssue(
-                t.name, "multiclass_target_classes", len(values), _examples(labels.drop_duplicates()), limit=3
+                t.name, "multiclass_target_classes", len(labels), _examples(labels.drop_duplicates()), limit=3
             )
         )
     if t.classes is not None:

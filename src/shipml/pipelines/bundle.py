@@ -146,7 +146,7 @@ def _unpacked(
     and whatever else goes wrong here, of whatever type, means the pipeline serves; never a failed load."""
     try:
         return _checked_unpack(data, schema, example, candidates, exact)
-    except Exception as exc:  # untrusted input (a sanctioned edge): any failure falls back to the pipeline
+    except Exception as exc:  # noqa: BLE001 - untrusted input: any failure falls back to the pipeline
         return None, f"packed fast predictor refused: {type(exc).__name__}: {exc}"
 
 
@@ -199,7 +199,7 @@ def warm(bundle: ModelBundle) -> None:
         raise ModelLoadError(f"{bundle.info.name}/{bundle.info.version}: no input example to warm up on")
     try:
         outputs = bundle.predictor.predict(bundle.example)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is a failed warm-up
         raise WarmupError(f"{bundle.info.name}/{bundle.info.version}: warm-up failed: {exc}") from None
     produced = outputs.proba if outputs.proba is not None else outputs.values
     if produced is None or not np.isfinite(produced).all():

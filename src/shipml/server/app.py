@@ -35,7 +35,7 @@ from shipml.server.model_manager import ModelManager
 from shipml.server.openapi import model_openapi
 from shipml.server.predictions import PredictionService
 from shipml.server.routes import mlflow_protocol, ops, predict, v2
-from shipml.server.state import AppState, uvicorn_stopping
+from shipml.server.state import AppState, stopping_signal
 
 log = structlog.get_logger("shipml.server")
 
@@ -80,7 +80,14 @@ def create_app(settings: Settings) -> ASGIApp:
         manager = ModelManager(ref, registry, settings.serve, home / "cache", metrics, store, kernels)
         service = PredictionService(writer, settings.store.durability, metrics, settings.serve.request_timeout_s)
         app.state.shipml = AppState(
-            settings, Authenticator(settings.auth), metrics, manager, service, store, writer, uvicorn_stopping()
+            settings,
+            Authenticator(settings.auth),
+            metrics,
+            manager,
+            service,
+            store,
+            writer,
+            stopping_signal(settings.serve.drain_s),
         )
         await manager.start()
         # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out

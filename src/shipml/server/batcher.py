@@ -58,7 +58,7 @@ class MicroBatcher:
         rows = [r for part, _ in batch for r in part]
         try:
             outputs = await anyio.to_thread.run_sync(self.predictor.predict, rows)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the model call failed: every request of the batch hears why
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)

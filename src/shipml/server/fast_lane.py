@@ -51,16 +51,7 @@ class PredictLane:
         headers = [_JSON, (b"x-request-id", request_id.encode())]
         extra: dict[str, Any] = {"version": None, "key": None}
         try:
-            auth_header = api_key = content_length = content_type = None
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    auth_header = value.decode("latin-1")
-                elif name == b"x-api-key":
-                    api_key = value.decode("latin-1")
-                elif name == b"content-length":
-                    content_length = value.decode("latin-1")
-                elif name == b"content-type":
-                    content_type = value.decode("latin-1")
+            auth_header, api_key, content_length, content_type = _headers(scope)
             check_json_type(content_type)
             body = await _read_body(receive, content_length, state.settings.serve.max_body_bytes)
             parsed = parse_json(body)
@@ -81,6 +72,21 @@ class PredictLane:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self.recorder.record(request_id, "/predict", scope, status, started, extra)
+
+
+def _headers(scope: Scope) -> tuple[str | None, str | None, str | None, str | None]:
+    """Authorization, X-API-Key, Content-Length and Content-Type of the request (None when absent)."""
+    auth_header = api_key = content_length = content_type = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            auth_header = value.decode("latin-1")
+        elif name == b"x-api-key":
+            api_key = value.decode("latin-1")
+        elif name == b"content-length":
+            content_length = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+    return auth_header, api_key, content_length, content_type
 
 
 async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

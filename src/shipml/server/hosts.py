@@ -58,7 +58,11 @@ class HostGuard:
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         if self.allowed is not None:
-            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            host = None
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    host = value
+                    break
             if host is None or host_name(host) not in self.allowed:
                 return (
                     400,

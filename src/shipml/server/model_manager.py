@@ -133,7 +133,7 @@ class ModelManager:
                 deployment = await anyio.to_thread.run_sync(self._build, ModelRef(info.name, info.version))
             except ShipmlError as exc:
                 return self._failed(exc.message, getattr(exc, "reason", "load"), old_version)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever a model raises while loading, the old one serves
                 return self._failed(f"{type(exc).__name__}: {exc}", "load", old_version)
             self.last_error, self._failures = None, 0
             self.current = deployment  # the swap: one reference

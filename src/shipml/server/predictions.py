@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 import anyio.to_thread
-import numpy as np
 
 from shipml.adapters.store import PredictionRow, StoreFull, StoreWriter
 from shipml.core.ids import Uuid7Generator
@@ -82,8 +82,10 @@ class PredictionService:
         logged = 0
         try:
             for lo in range(0, len(records), CHUNK_ROWS):
+                answered = len(results)  # every record of the earlier chunks
                 accepted = self._validate(deployment, records, lo, results)
-                rows = self._refused_rows(deployment, records, lo, results)
+                refused = len(results) > answered
+                rows = self._refused_rows(deployment, records, lo, results) if refused else []
                 if accepted:
                     outputs = await self._predict(deployment, [a.values for _, a in accepted])
                     latency_ms = (time.perf_counter() - started) * 1000.0
@@ -141,10 +143,13 @@ class PredictionService:
             rows.append(PredictionRow(ids[k], now, name, version, variant, features, errors, 0.0, status="invalid"))
         return rows
 
-    def _count(self, deployment: Deployment, answered: Iterable[RecordResult]) -> None:
+    def _count(self, deployment: Deployment, answered: Collection[RecordResult]) -> None:
         m, name, version, variant = self.metrics, deployment.name, deployment.version, deployment.variant
-        by_status = Counter(_status(r) for r in answered)
-        for status, n in by_status.items():
+        if all(r.ok for r in answered):  # the usual case, in one pass and one increment
+            if answered:
+                m.child(m.predictions, name, version, variant, "ok").inc(len(answered))
+            return
+        for status, n in Counter(_status(r) for r in answered).items():
             m.child(m.predictions, name, version, variant, status).inc(n)
 
     async def _predict(self, deployment: Deployment, rows: list[dict[str, Any]]) -> Outputs:
@@ -172,13 +177,12 @@ class PredictionService:
         rows = []
         name, version, variant, sha = deployment.name, deployment.version, deployment.variant, deployment.schema_sha256
         ids = self.ids.strings(len(accepted))
-        finite = _finite_rows(outputs)
         if outputs.proba is not None:
             keys = [str(c) for c in outputs.classes]
             classes = outputs.classes
             # Python lists, not numpy scalars, per row; the label is the first most probable class, as argmax's
             for k, ((i, a), p) in enumerate(zip(accepted, outputs.proba.tolist(), strict=True)):
-                if finite is not None and not finite[k]:
+                if not isfinite(sum(p)):  # NaN or an infinity anywhere in the row (cheaper than numpy per row)
                     rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms))
                     continue
                 proba = dict(zip(keys, p, strict=True))
@@ -191,7 +195,7 @@ class PredictionService:
         else:
             assert outputs.values is not None  # noqa: S101 - regression
             for k, ((i, a), value) in enumerate(zip(accepted, outputs.values.tolist(), strict=True)):
-                if finite is not None and not finite[k]:
+                if not isfinite(value):
                     rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms))
                     continue
                 results[i] = RecordResult(i, ids[k], value=value)
@@ -245,17 +249,6 @@ class PredictionService:
         """Wait for a commit; a failed one raises StoreError (a 503: the prediction was not logged)."""
         if waiting is not None:
             await waiting
-
-
-def _finite_rows(outputs: Outputs) -> np.ndarray | None:
-    """None when every output is finite (the usual case: one vectorised check per chunk), else a mask."""
-    values = outputs.proba if outputs.proba is not None else outputs.values
-    if values is None:
-        return None
-    finite: np.ndarray = np.isfinite(values)
-    if finite.all():
-        return None
-    return np.asarray(finite.all(axis=1)) if finite.ndim == 2 else finite
 
 
 def _status(result: RecordResult) -> str:

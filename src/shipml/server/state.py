@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
 from starlette.requests import Request
 
@@ -47,14 +50,31 @@ def state(request: Request) -> AppState:
     return request.app.state.shipml  # type: ignore[no-any-return]
 
 
-def uvicorn_stopping() -> Callable[[], bool]:
-    """Whether the uvicorn server running this app was told to stop (SIGTERM/SIGINT).
+def stopping_signal(drain_s: float) -> Callable[[], bool]:
+    """Whether the uvicorn server running this app was told to stop (SIGTERM/SIGINT); call it at startup.
 
-    uvicorn handles those signals with its server's bound ``handle_exit`` and marks ``should_exit``
-    before it drains connections; called during startup, this finds that server through the handler.
-    Outside uvicorn (tests, other servers) the answer is always False.
+    uvicorn handles those signals with its server's bound ``handle_exit``, which closes the listening socket
+    at once: a load balancer's next probe then finds nothing to ask. With ``drain_s`` > 0 the first signal
+    only marks the service as stopping (``/health/ready`` answers 503, requests are still served) and hands
+    the signal to uvicorn ``drain_s`` seconds later; a second signal stops at once. Outside uvicorn (tests,
+    other servers) the answer is always False.
     """
-    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    if server is None or not hasattr(server, "should_exit"):
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    if server is None or not hasattr(server, "should_exit") or not callable(handler):
         return lambda: False
-    return lambda: bool(server.should_exit)
+    marked = threading.Event()
+    if drain_s > 0 and threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        uvicorn_exit = handler
+
+        def on_signal(sig: int, frame: FrameType | None) -> None:
+            if marked.is_set():
+                uvicorn_exit(sig, frame)
+                return
+            marked.set()
+            loop.call_soon_threadsafe(loop.call_later, drain_s, uvicorn_exit, sig, frame)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+    return lambda: marked.is_set() or bool(server.should_exit)

@@ -145,7 +145,7 @@ class PredictionStore:
         warnings.warn("ensure_features is deprecated; use register_schema", DeprecationWarning, stacklevel=2)
         self.register_schema(schema)
 
-    def write(self, rows: Sequence[PredictionRow]) -> None:
+    def write(self, rows: Sequence[PredictionRow]) -> None:  # noqa: C901 - the writer's per-row loop, kept inline (measured)
         """Insert ``rows`` in one transaction, as few multi-row INSERT statements.
 
         One statement per power-of-two piece of the batch (13 rows: 8 + 4 + 1), not one execution per

@@ -49,58 +49,15 @@ def build_window(
     columns: list[tuple[Any, ...]] = (
         list(zip(*rows, strict=True)) if rows else [()] * (_HEAD + len(slot_columns) + with_json)
     )
-    shas = np.array(columns[6], dtype=object)
     order = list(dict.fromkeys(columns[6]))
-    # Where each feature comes from: (schema, slot column or None for JSON), and its slot kinds.
-    sources: dict[str, list[tuple[str, str | None]]] = {}
-    kinds: dict[str, set[str]] = {}
-    json_rows: dict[str, list[int]] = {}
-    for sha in order:
-        layout = catalog.get(sha)
-        if layout is None:
-            json_rows[sha] = [i for i in range(n) if columns[6][i] == sha]
-            continue
-        for f in layout.features:
-            sources.setdefault(f.name, []).append((sha, f.slot))
-            kinds.setdefault(f.name, set()).add(f.slot_kind)
-    decoded: dict[int, dict[str, Any]] = {}
-    if with_json:
-        blobs = columns[-1]
-        wanted = {i for rows_of in json_rows.values() for i in rows_of}
-        for sha in order:
-            layout = catalog.get(sha)
-            if layout is not None and layout.unslotted:
-                wanted.update(i for i in range(n) if columns[6][i] == sha)
-        decoded = {i: orjson.loads(blobs[i]) for i in sorted(wanted)}
-        for rows_of in json_rows.values():
-            for i in rows_of:
-                for name, value in decoded[i].items():
-                    kinds.setdefault(name, set()).add("categorical" if isinstance(value, str) else "numeric")
+    sources, kinds, json_rows = _where_features_are(columns[6], order, catalog)
+    decoded = _decoded(columns, order, catalog, json_rows, kinds) if with_json else {}
     features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]] = {}
     kind_of: dict[str, str] = {}
     for name, found in kinds.items():
         kind_of[name] = found.pop() if len(found) == 1 else "mixed"
         features[name] = np.full(n, np.nan) if kind_of[name] == "numeric" else np.full(n, None, dtype=object)
-    slot_arrays: dict[str, npt.NDArray[Any]] = {}
-    for k, column in enumerate(slot_columns, _HEAD):
-        dtype = np.float64 if column.startswith("n") else object
-        slot_arrays[column] = np.array(columns[k], dtype=dtype)
-    masks = {sha: shas == sha for sha in order}
-    for name, found_in in sources.items():
-        target = features[name]
-        for sha, slot in found_in:
-            if slot is not None:
-                target[masks[sha]] = slot_arrays[slot][masks[sha]]
-            else:
-                for j in np.flatnonzero(masks[sha]).tolist():
-                    value = decoded[j].get(name)
-                    if value is not None:
-                        target[j] = value
-    for rows_of in json_rows.values():
-        for i in rows_of:
-            for name, value in decoded[i].items():
-                if value is not None:
-                    features[name][i] = value
+    _fill(features, columns, slot_columns, order, sources, decoded, json_rows)
     return FeatureWindow(
         ts=np.array(columns[0], dtype=np.float64),
         ids=np.array(columns[1], dtype=object),
@@ -112,3 +69,87 @@ def build_window(
         kinds=kind_of,
         schemas=tuple(order),
     )
+
+
+def _where_features_are(
+    shas: Sequence[str], order: list[str], catalog: dict[str, SchemaSlots]
+) -> tuple[dict[str, list[tuple[str, str | None]]], dict[str, set[str]], dict[str, list[int]]]:
+    """Per feature, where it is kept: (schema, slot column, or None for the JSON) and its slot kinds; and
+    the rows of schemas the catalog does not know, read from their JSON only."""
+    sources: dict[str, list[tuple[str, str | None]]] = {}
+    kinds: dict[str, set[str]] = {}
+    json_rows: dict[str, list[int]] = {}
+    for sha in order:
+        layout = catalog.get(sha)
+        if layout is None:
+            json_rows[sha] = [i for i, s in enumerate(shas) if s == sha]
+            continue
+        for f in layout.features:
+            sources.setdefault(f.name, []).append((sha, f.slot))
+            kinds.setdefault(f.name, set()).add(f.slot_kind)
+    return sources, kinds, json_rows
+
+
+def _decoded(
+    columns: list[tuple[Any, ...]],
+    order: list[str],
+    catalog: dict[str, SchemaSlots],
+    json_rows: dict[str, list[int]],
+    kinds: dict[str, set[str]],
+) -> dict[int, dict[str, Any]]:
+    """The JSON records of the rows that need them (unknown schemas, features past the slots); the kinds of
+    the features found only there are added to ``kinds``."""
+    shas, blobs = columns[6], columns[-1]
+    wanted = {i for rows_of in json_rows.values() for i in rows_of}
+    for sha in order:
+        layout = catalog.get(sha)
+        if layout is not None and layout.unslotted:
+            wanted.update(i for i, s in enumerate(shas) if s == sha)
+    decoded = {i: orjson.loads(blobs[i]) for i in sorted(wanted)}
+    for rows_of in json_rows.values():
+        for i in rows_of:
+            for name, value in decoded[i].items():
+                kinds.setdefault(name, set()).add("categorical" if isinstance(value, str) else "numeric")
+    return decoded
+
+
+def _fill(
+    features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]],
+    columns: list[tuple[Any, ...]],
+    slot_columns: Sequence[str],
+    order: list[str],
+    sources: dict[str, list[tuple[str, str | None]]],
+    decoded: dict[int, dict[str, Any]],
+    json_rows: dict[str, list[int]],
+) -> None:
+    """Each feature's values: from its typed slot column (one numpy copy per schema), else from the JSON."""
+    slot_arrays: dict[str, npt.NDArray[Any]] = {}
+    for k, column in enumerate(slot_columns, _HEAD):
+        dtype = np.float64 if column.startswith("n") else object
+        slot_arrays[column] = np.array(columns[k], dtype=dtype)
+    shas = np.array(columns[6], dtype=object)
+    masks = {sha: shas == sha for sha in order}
+    for name, found_in in sources.items():
+        target = features[name]
+        for sha, slot in found_in:
+            if slot is not None:
+                target[masks[sha]] = slot_arrays[slot][masks[sha]]
+                continue
+            for j in np.flatnonzero(masks[sha]).tolist():
+                value = decoded[j].get(name)
+                if value is not None:
+                    target[j] = value
+    _fill_unknown_schemas(features, decoded, json_rows)
+
+
+def _fill_unknown_schemas(
+    features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]],
+    decoded: dict[int, dict[str, Any]],
+    json_rows: dict[str, list[int]],
+) -> None:
+    """Rows of schemas the catalog does not know: every value from their JSON record."""
+    for rows_of in json_rows.values():
+        for i in rows_of:
+            for name, value in decoded[i].items():
+                if value is not None:
+                    features[name][i] = value

@@ -133,7 +133,7 @@ class StoreWriter:
         error: StoreError | None = None
         try:
             self.store.write(rows)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
             if self.on_error is not None:
                 self.on_error(exc)
             error = StoreError(f"prediction log write failed: {type(exc).__name__}")

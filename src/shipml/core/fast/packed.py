@@ -47,14 +47,10 @@ def check_packed(header: Any, arrays: Mapping[str, np.ndarray]) -> None:
         fail("header.blocks", "at least one model input column", width)
     spec = _typed(header, "spec", dict, "header")
     kind = _typed(spec, "kind", str, "header.spec")
-    if kind == "TreeMean":
-        _check_tree_mean(spec, classes, width, arrays, expected_arrays)
-    elif kind == "Boosting":
-        _check_boosting(spec, classes, width, arrays, expected_arrays)
-    elif kind == "Linear":
-        _check_linear(spec, classes, width, arrays, expected_arrays)
-    else:
+    check = _SPEC_CHECKS.get(kind)
+    if check is None:
         fail("header.spec.kind", "TreeMean, Boosting or Linear", repr(kind))
+    check(spec, classes, width, arrays, expected_arrays)
     unexpected = sorted(k for k in arrays if k not in expected_arrays and not k.startswith("extra."))
     if unexpected:
         fail("arrays", "only the arrays the header describes", ", ".join(unexpected))
@@ -120,6 +116,11 @@ def _check_block(block: Any, i: int, arrays: Mapping[str, np.ndarray], expected:
         return len(columns)
     if kind != "categorical":
         fail(f"{where}.type", "numeric or categorical", repr(kind))
+    return _check_categorical_block(block, columns, where)
+
+
+def _check_categorical_block(block: dict[str, Any], columns: list[Any], where: str) -> int:
+    """A one-hot block's output width (one column per category of each input column), after its checks."""
     fill = block.get("fill")
     if fill is not None:
         if not isinstance(fill, list) or len(fill) != len(columns):
@@ -250,3 +251,6 @@ def check_trees(arrays: Mapping[str, np.ndarray], prefix: str, width: int, n_val
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         fail(where("feature", bad), f"a model input column in [0, {width})", int(feature[i]))
+
+
+_SPEC_CHECKS = {"TreeMean": _check_tree_mean, "Boosting": _check_boosting, "Linear": _check_linear}
