@@ -16,6 +16,7 @@ import pytest
 
 from shipml.adapters.store import (
     NUMERIC_SLOTS,
+    PredictionBatch,
     PredictionRow,
     PredictionStore,
     StoreError,
@@ -277,9 +278,9 @@ def _held_writer(store: PredictionStore, queue_size: int) -> tuple[StoreWriter, 
     release = threading.Event()
     original = store.write
 
-    def slow(rows: Sequence[PredictionRow]) -> None:
+    def slow(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
         release.wait(10)
-        original(rows)
+        original(rows, batches)
 
     store.write = slow  # type: ignore[method-assign]
     writer = StoreWriter(store, queue_size=queue_size, batch_max=1)
@@ -334,7 +335,7 @@ def test_a_reservation_over_the_room_left_raises_and_takes_nothing(store: Predic
 def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> None:
     errors: list[BaseException] = []
 
-    def broken(rows: Sequence[PredictionRow]) -> None:
+    def broken(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
         raise RuntimeError("disk gone")
 
     store.write = broken  # type: ignore[method-assign]

@@ -6,6 +6,7 @@ service can shed load. Features are stored as JSON and in typed slot columns nam
 schema, and read back as numpy columns through ``read_window``.
 """
 
+from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.migrations import LATEST, MIGRATIONS, Migration, migrate
 from shipml.adapters.store.sql import PredictionRow, PredictionStore
@@ -23,6 +24,7 @@ __all__ = [
     "FeatureSlot",
     "FeatureWindow",
     "Migration",
+    "PredictionBatch",
     "PredictionRow",
     "PredictionStore",
     "SchemaSlots",

@@ -117,11 +117,36 @@ def _row_status(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'")
 
 
+def _prediction_batches(conn: Connection) -> None:
+    # Issue 10: a chunk of a batch request logged as one row of columns (batches.py), not a row per record.
+    meta = sa.MetaData()
+    table = sa.Table(
+        "prediction_batches",
+        meta,
+        sa.Column("first_id", sa.String(36), primary_key=True),
+        sa.Column("last_id", sa.String(36), nullable=False),
+        sa.Column("ts", sa.Float, nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("version", sa.String(20), nullable=False),
+        sa.Column("variant", sa.String(50), nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("schema_sha256", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("n_rows", sa.Integer, nullable=False),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+    )
+    conn.execute(CreateTable(table, if_not_exists=True))
+    index = sa.Index("ix_prediction_batches_model_variant_ts", table.c.model, table.c.variant, table.c.ts)
+    conn.execute(CreateIndex(index, if_not_exists=True))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
     Migration(3, "feedback label as text", _feedback_label_text),
     Migration(4, "row status", _row_status),
+    Migration(5, "prediction batches", _prediction_batches),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -25,10 +25,12 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
+from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
+from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.migrations import exclusive, migrate
-from shipml.adapters.store.window import FeatureWindow, build_window
+from shipml.adapters.store.window import FeatureWindow, batch_window, build_window, concat
 from shipml.config import redact_uri
 from shipml.core.schema import FeatureSchema
 from shipml.errors import StoreError
@@ -145,8 +147,47 @@ class PredictionStore:
         warnings.warn("ensure_features is deprecated; use register_schema", DeprecationWarning, stacklevel=2)
         self.register_schema(schema)
 
-    def write(self, rows: Sequence[PredictionRow]) -> None:  # noqa: C901 - the writer's per-row loop, kept inline (measured)
-        """Insert ``rows`` in one transaction, as few multi-row INSERT statements.
+    def write(self, rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+        """Insert ``rows`` and ``batches`` in one transaction (see ``_row_pieces``; a batch is one row of
+        ``prediction_batches``; a batch of a schema not registered here is written as rows)."""
+        pieces = []
+        if batches:
+            encoded = []
+            rows = list(rows)
+            for b in batches:
+                layout = self._layouts.get(b.schema_sha256)
+                if layout is None or not len(b):
+                    rows.extend(_as_rows(b))
+                    continue
+                encoded.append(
+                    (b.ids[0], b.ids[-1], b.ts, b.model, b.version, b.variant, b.role, b.schema_sha256, "ok", len(b),
+                     b.latency_ms, batch_payload.encode(b, layout))
+                )  # fmt: skip
+            if encoded:
+                pieces.append((self._batch_insert(), encoded))
+        pieces[:0] = self._row_pieces(rows)
+        if not pieces:
+            return
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                with self._turn(), self.write_engine.begin() as conn:
+                    for sql, params in pieces:
+                        conn.exec_driver_sql(sql, params)
+                return
+            except sa.exc.OperationalError as exc:
+                if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(LOCK_RETRY_S)
+
+    def _batch_insert(self) -> str:
+        marker = "?" if self.is_sqlite else "%s"
+        names = ", ".join(f'"{n}"' for n in tables.BATCH_COLUMNS)
+        values = ", ".join([marker] * len(tables.BATCH_COLUMNS))
+        return f"INSERT INTO prediction_batches ({names}) VALUES ({values})"  # noqa: S608 - names are ours
+
+    def _row_pieces(self, rows: Sequence[PredictionRow]) -> list[tuple[str, Any]]:  # noqa: C901 - the writer's per-row loop, kept inline (measured)
+        """``rows`` as few multi-row INSERT statements.
 
         One statement per power-of-two piece of the batch (13 rows: 8 + 4 + 1), not one execution per
         row: the SQLite driver lets go of the GIL at every statement step, and under load each of those
@@ -156,7 +197,7 @@ class PredictionStore:
         columns its schema uses.
         """
         if not rows:
-            return
+            return []
         dumps = orjson.dumps
         layouts = self._layouts
         groups: dict[str, tuple[tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]] = {}
@@ -188,24 +229,14 @@ class PredictionStore:
                     dumps(f).decode(), dumps(o).decode(), r.latency_ms, r.status, *[f.get(name) for name in group[1]],
                 )
             )  # fmt: skip
-        pieces = []
+        pieces: list[tuple[str, Any]] = []
         for columns, _, payload in groups.values():
             start = 0
             for size in _pieces(len(payload), self._max_rows_per_statement(len(tables.BASE_COLUMNS) + len(columns))):
                 flat = tuple(itertools.chain.from_iterable(payload[start : start + size]))
                 pieces.append((self._insert_for(columns, size), flat))
                 start += size
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                with self._turn(), self.write_engine.begin() as conn:
-                    for sql, params in pieces:
-                        conn.exec_driver_sql(sql, params)
-                return
-            except sa.exc.OperationalError as exc:
-                if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
-                    raise
-                time.sleep(LOCK_RETRY_S)
+        return pieces
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -278,9 +309,56 @@ class PredictionStore:
                     shas |= seen
                 else:
                     raise StoreError("store: the schemas of the window kept changing while it was read")
+                found = self._read_batches(conn, model, since, until, wanted_by[:2], role, status)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"store: cannot read predictions of {model!r}: {_reason(exc)}") from None
-        return build_window(rows, slot_columns, catalog, with_json)
+        window = build_window(rows, slot_columns, catalog, with_json)
+        return concat([window, batch_window(found)]) if found else window
+
+    def _read_batches(
+        self,
+        conn: Connection,
+        model: str,
+        since: float,
+        until: float,
+        wanted_by: Sequence[tuple[Any, str | None]],
+        role: str | None,
+        status: str | None,
+    ) -> list[tuple[float, str, str, str, batch_payload.DecodedBatch]]:
+        b = tables.prediction_batches
+        where = [b.c.model == model, b.c.ts >= since, b.c.ts < until]
+        for column, wanted in (*((b.c[c.name], w) for c, w in wanted_by), (b.c.role, role), (b.c.status, status)):
+            if wanted is not None:
+                where.append(column == wanted)
+        query = sa.select(b.c.ts, b.c.version, b.c.variant, b.c.schema_sha256, b.c.payload).where(*where)
+        return [(ts, v, var, sha, batch_payload.decode(blob)) for ts, v, var, sha, blob in conn.execute(query)]
+
+    def _find_in_batches(self, conn: Connection, prediction_id: str) -> dict[str, Any] | None:
+        """The row of ``prediction_id`` if a batch holds it (see batches.py for the id range scan)."""
+        b = tables.prediction_batches
+        columns = [b.c[n] for n in ("ts", "model", "version", "variant", "role", "schema_sha256", "status",
+                                    "latency_ms", "payload")]  # fmt: skip
+        query = (
+            sa.select(*columns)
+            .where(b.c.first_id <= prediction_id, b.c.first_id >= batch_payload.id_floor(prediction_id))
+            .where(b.c.last_id >= prediction_id)
+            .order_by(b.c.first_id.desc())
+        )
+        for ts, model, version, variant, role, sha, status, latency_ms, blob in conn.execute(query):
+            decoded = batch_payload.decode(blob)
+            try:
+                i = decoded.ids.index(prediction_id)
+            except ValueError:
+                continue
+            features, outputs = decoded.record(i)
+            label, score = decoded.labels[i], decoded.score[i]
+            return {
+                "id": prediction_id, "ts": ts, "model": model, "version": version, "variant": variant, "role": role,
+                "routing_key": decoded.routing_keys[i], "schema_sha256": sha, "label": label,
+                "score": None if score != score else float(score), "features": features, "outputs": outputs,
+                "latency_ms": latency_ms, "status": status,
+            }  # fmt: skip
+        return None
 
     def _read_catalog(self, conn: Connection, shas: set[str]) -> dict[str, SchemaSlots]:
         """The slot layouts of ``shas`` as stored (another process may have registered them)."""
@@ -298,7 +376,7 @@ class PredictionStore:
         p, fb = tables.predictions, tables.feedback
         with self.engine.begin() as conn:
             found = conn.execute(sa.select(p.c.id).where(p.c.id == prediction_id)).first()
-            if found is None:
+            if found is None and self._find_in_batches(conn, prediction_id) is None:
                 return False
             conn.execute(sa.delete(fb).where(fb.c.prediction_id == prediction_id))
             conn.execute(sa.insert(fb).values(prediction_id=prediction_id, ts=time.time(), label=label, value=value))
@@ -319,8 +397,8 @@ class PredictionStore:
         p = tables.predictions
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(*[p.c[n] for n in tables.BASE_COLUMNS]).where(p.c.id == prediction_id)).first()
-        if row is None:
-            return None
+            if row is None:
+                return self._find_in_batches(conn, prediction_id)
         out = dict(zip(tables.BASE_COLUMNS, row, strict=True))
         out["features"] = orjson.loads(out["features"])
         out["outputs"] = orjson.loads(out["outputs"])
@@ -339,21 +417,23 @@ class PredictionStore:
     ) -> int:
         """How many rows match, ``since <= ts < until``: without arguments, every prediction (status "ok");
         ``status=None`` counts every logged row, refused records included."""
-        p = tables.predictions
-        query = sa.select(sa.func.count()).select_from(p)
-        wanted_by = (
-            (p.c.model, model), (p.c.version, version), (p.c.variant, variant), (p.c.role, role),
-            (p.c.status, status),
-        )  # fmt: skip
-        for column, wanted in wanted_by:
-            if wanted is not None:
-                query = query.where(column == wanted)
-        if since is not None:
-            query = query.where(p.c.ts >= since)
-        if until is not None:
-            query = query.where(p.c.ts < until)
+        wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": status}
+        total = 0
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            for table, how_many in (
+                (tables.predictions, sa.func.count()),
+                (tables.prediction_batches, sa.func.coalesce(sa.func.sum(tables.prediction_batches.c.n_rows), 0)),
+            ):
+                query = sa.select(how_many).select_from(table)
+                for name, value in wanted.items():
+                    if value is not None:
+                        query = query.where(table.c[name] == value)
+                if since is not None:
+                    query = query.where(table.c.ts >= since)
+                if until is not None:
+                    query = query.where(table.c.ts < until)
+                total += int(conn.execute(query).scalar_one())
+        return total
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -361,6 +441,25 @@ class PredictionStore:
             self._lock_fd = None
         self.engine.dispose()
         self.write_engine.dispose()
+
+
+def _as_rows(batch: PredictionBatch) -> list[PredictionRow]:
+    """A batch as rows of ``predictions`` (its schema is not registered with this store)."""
+    out = []
+    for i, prediction_id in enumerate(batch.ids):
+        if batch.proba is not None:
+            outputs: dict[str, Any] = {
+                "predicted_class": (batch.labels or [])[i],
+                "probabilities": dict(zip(batch.classes or (), batch.proba[i], strict=True)),
+            }
+        else:
+            outputs = {"value": (batch.values or [])[i]}
+        key = batch.routing_keys[i] if batch.routing_keys is not None else None
+        out.append(
+            PredictionRow(prediction_id, batch.ts, batch.model, batch.version, batch.variant, dict(batch.features[i]),
+                          outputs, batch.latency_ms, batch.role, key, batch.schema_sha256)
+        )  # fmt: skip
+    return out
 
 
 def _slot_order(column: str) -> tuple[bool, int]:

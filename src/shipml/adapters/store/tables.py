@@ -75,6 +75,32 @@ feedback = sa.Table(
     sa.Column("value", sa.Float),
 )
 
+# Added by migration 5: the "ok" predictions of one chunk of a batch request as one row (batches.py). The
+# same predictions a chunk's rows in ``predictions`` would hold, read back by the same store methods.
+prediction_batches = sa.Table(
+    "prediction_batches",
+    metadata,
+    sa.Column("first_id", sa.String(36), primary_key=True),  # the id of its first prediction
+    sa.Column("last_id", sa.String(36), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(20), nullable=False),
+    sa.Column("variant", sa.String(50), nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("schema_sha256", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Index("ix_prediction_batches_model_variant_ts", "model", "variant", "ts"),
+)
+
+# The columns the writer binds for a batch, in order.
+BATCH_COLUMNS = (
+    "first_id", "last_id", "ts", "model", "version", "variant", "role", "schema_sha256", "status", "n_rows",
+    "latency_ms", "payload",
+)  # fmt: skip
+
 # One row per feature of each schema seen: which slot holds it (NULL: JSON only).
 feature_catalog = sa.Table(
     "feature_catalog",

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from shipml.adapters.store.batches import DecodedBatch
 from shipml.adapters.store.catalog import SchemaSlots
 
 
@@ -153,3 +154,65 @@ def _fill_unknown_schemas(
             for name, value in decoded[i].items():
                 if value is not None:
                     features[name][i] = value
+
+
+def batch_window(found: Sequence[tuple[float, str, str, str, DecodedBatch]]) -> FeatureWindow:
+    """The records of batches read from ``prediction_batches``: (ts, version, variant, schema, payload) each."""
+    parts = []
+    for ts, version, variant, sha, decoded in found:
+        n = len(decoded.ids)
+        features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]] = {**decoded.numeric}
+        features.update(decoded.categorical)
+        kinds = {name: "numeric" for name in decoded.numeric} | {name: "categorical" for name in decoded.categorical}
+        parts.append(
+            FeatureWindow(
+                ts=np.full(n, ts, dtype=np.float64),
+                ids=np.array(decoded.ids, dtype=object),
+                version=np.full(n, version, dtype=object),
+                variant=np.full(n, variant, dtype=object),
+                label=decoded.labels,
+                score=decoded.score,
+                features=features,
+                kinds=kinds,
+                schemas=(sha,),
+            )
+        )
+    return concat(parts)
+
+
+def concat(parts: Sequence[FeatureWindow]) -> FeatureWindow:
+    """One window of several, ordered by (ts, id). A feature absent from a part is NaN / None there; a name
+    numeric in one part and categorical in another is "mixed" (an object array, values as stored)."""
+    parts = [p for p in parts if len(p)] or list(parts[:1])
+    if not parts:
+        return build_window([], [], {}, with_json=False)
+    if len(parts) == 1:
+        return parts[0]
+    kinds: dict[str, str] = {}
+    for p in parts:
+        for name, kind in p.kinds.items():
+            kinds[name] = kind if kinds.get(name, kind) == kind else "mixed"
+    features: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]] = {}
+    for name, kind in kinds.items():
+        columns = []
+        for p in parts:
+            column = p.features.get(name)
+            if column is None:
+                column = np.full(len(p), np.nan) if kind == "numeric" else np.full(len(p), None, dtype=object)
+            columns.append(column if kind == "numeric" else column.astype(object))
+        features[name] = np.concatenate(columns)
+    ts = np.concatenate([p.ts for p in parts])
+    ids = np.concatenate([p.ids for p in parts])
+    order = np.lexsort((ids.astype(str), ts))
+    schemas = tuple(dict.fromkeys(s for p in parts for s in p.schemas))
+    return FeatureWindow(
+        ts=ts[order],
+        ids=ids[order],
+        version=np.concatenate([p.version for p in parts])[order],
+        variant=np.concatenate([p.variant for p in parts])[order],
+        label=np.concatenate([p.label for p in parts])[order],
+        score=np.concatenate([p.score for p in parts])[order],
+        features={name: column[order] for name, column in features.items()},
+        kinds=kinds,
+        schemas=schemas,
+    )

@@ -11,12 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.sql import PredictionRow, PredictionStore
 from shipml.errors import StoreError, StoreFull
 
 _STOP = object()
 
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | concurrent.futures.Future[None]
+# What one put queues: rows, or a batch request's chunk as one PredictionBatch (one row of prediction_batches).
+Unit = Sequence[PredictionRow] | PredictionBatch
 
 
 class StoreWriter:
@@ -66,7 +69,7 @@ class StoreWriter:
             with self._count_lock:
                 self._queued_rows -= n_rows
 
-    def _put(self, rows: list[PredictionRow], waiter: Any, reserved: bool) -> None:
+    def _put(self, rows: list[PredictionRow] | PredictionBatch, waiter: Any, reserved: bool) -> None:
         if not reserved:
             self.reserve(len(rows))
         self._items.append((rows, waiter))
@@ -84,17 +87,17 @@ class StoreWriter:
         self._put(list(rows), fut, reserved)
         return fut
 
-    def submit_waitable(self, rows: Sequence[PredictionRow], *, reserved: bool = False) -> asyncio.Future[None]:
+    def submit_waitable(self, rows: Unit, *, reserved: bool = False) -> asyncio.Future[None]:
         """Like ``submit_many``, for a caller on an event loop: an asyncio future of this loop,
         resolved together with the rest of the commit's futures of the same loop (one wake-up)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._put(list(rows), (loop, fut), reserved)
+        self._put(_unit(rows), (loop, fut), reserved)
         return fut
 
-    def enqueue(self, rows: Sequence[PredictionRow], *, reserved: bool = False) -> None:
+    def enqueue(self, rows: Unit, *, reserved: bool = False) -> None:
         """Queue rows nobody waits for (``async`` durability)."""
-        self._put(list(rows), None, reserved)
+        self._put(_unit(rows), None, reserved)
 
     @property
     def pending(self) -> int:
@@ -106,7 +109,7 @@ class StoreWriter:
             if self.window_s > 0:
                 time.sleep(self.window_s)  # group commit: one sleep gathers what arrives meanwhile
             self._wake.clear()
-            batch: list[tuple[list[PredictionRow], Any]] = []
+            batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]] = []
             n_rows = 0
             stop = False
             while self._items:
@@ -128,11 +131,17 @@ class StoreWriter:
             if self._items:
                 self._wake.set()
 
-    def _commit(self, batch: list[tuple[list[PredictionRow], Any]]) -> None:
-        rows = [r for item, _ in batch for r in item]
+    def _commit(self, batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]]) -> None:
+        rows: list[PredictionRow] = []
+        chunks: list[PredictionBatch] = []
+        for item, _ in batch:
+            if isinstance(item, PredictionBatch):
+                chunks.append(item)
+            else:
+                rows.extend(item)
         error: StoreError | None = None
         try:
-            self.store.write(rows)
+            self.store.write(rows, chunks)
         except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
             if self.on_error is not None:
                 self.on_error(exc)
@@ -162,6 +171,10 @@ class StoreWriter:
         self._items.append(_STOP)
         self._wake.set()
         self._thread.join(timeout=timeout)
+
+
+def _unit(rows: Unit) -> list[PredictionRow] | PredictionBatch:
+    return rows if isinstance(rows, PredictionBatch) else list(rows)
 
 
 def _resolve(futures: list[asyncio.Future[None]], error: StoreError | None) -> None:
