@@ -31,14 +31,30 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Real servers the tests start themselves: PostgreSQL from Debian's packages. Installed here when
-# missing and possible (root + apt-get); otherwise its tests skip and say why.
+# Real servers the tests start themselves: PostgreSQL, Prometheus and Alertmanager from Debian's packages,
+# and Chromium (headless, for the monitoring report). Installed here when missing and possible (root + apt-get);
+# otherwise their tests skip and say why. The tests start their own servers on free ports, so a system service
+# that a package starts on install is stopped again (nothing left listening on 9090/9093); recommends are
+# skipped (prometheus would pull in a node exporter on 9100).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	      || echo "could not install postgresql: its tests will skip"; \
 	  else echo "postgresql is not installed and this is not root: its tests will skip"; fi; \
+	fi
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-liberation"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	      || echo "could not install$$missing: their tests will skip"; \
+	    for svc in prometheus prometheus-alertmanager; do \
+	      case " $$missing " in *" $$svc "*) service $$svc stop >/dev/null 2>&1 || true;; esac; \
+	    done; \
+	  else echo "not installed and this is not root:$$missing: their tests will skip"; fi; \
 	fi
 
 # The soak (reliability case 45: 5 minutes of traffic with an alias flip every 20 s) is light on the CPU,
@@ -72,9 +88,19 @@ $(BENCH_VENV)/.installed: $(DEV_STAMP)
 	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')"
 	touch $@
 
-bench: $(DEV_STAMP) $(BENCH_VENV)/.installed
+# Evidently, the drift bench's peer, in an environment of its own: evidently 0.7.23 imports a pandas 2 internal
+# (pandas.core.dtypes.common.infer_dtype_from_object) that pandas 3, which the serving peers get, no longer has.
+# It gets the frames as files (bench/drift.py), so its numpy and pandas need not match .venv's.
+BENCH_DRIFT_VENV := .venv-bench-drift
+$(BENCH_DRIFT_VENV)/.installed: $(DEV_STAMP)
+	$(PYTHON) -m venv $(BENCH_DRIFT_VENV)
+	$(BENCH_DRIFT_VENV)/bin/pip install --quiet "evidently==0.7.23" "pandas==2.3.3"
+	touch $@
+
+bench: $(DEV_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
+	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .shipml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(BENCH_DRIFT_VENV) .shipml .pytest_cache .mypy_cache .ruff_cache

@@ -214,6 +214,13 @@ class ServeSettings(_Section):
     request_timeout_s: float = Field(
         default=30.0, gt=0.0, le=3600.0, description="a model call still running after this answers 504"
     )
+    read_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="a request whose headers and body have not all arrived after this is answered 408 and its "
+        "connection closed (slow clients cannot hold connections)",
+    )
     log_features: bool = Field(default=False, description="include feature values in request logs")
     multiproc_dir: str | None = Field(default=None, description="prometheus multiprocess directory (set by --workers)")
     fast_path: bool = Field(
@@ -247,6 +254,14 @@ class StoreSettings(_Section):
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"
+    )
+    histograms: bool = Field(
+        default=True,
+        description="keep per-minute histograms of what is served on each version's reference profile buckets, "
+        "as rows are written (drift over a window reads these, not every row)",
+    )
+    histogram_flush_s: float = Field(
+        default=5.0, gt=0.0, le=300.0, description="how often the writer writes the histograms' changed minutes"
     )
     feedback_wait_s: float = Field(
         default=2.0,
@@ -289,6 +304,60 @@ class NativeSettings(_Section):
         return {"enabled": data} if isinstance(data, bool | int | str) else data
 
 
+class DriftSettings(_Section):
+    """Thresholds of the drift statistics (core/drift.py says what each measures and which decide)."""
+
+    psi_warn: float = Field(default=0.1, ge=0.0, description="population stability index: warn at or above")
+    psi_drift: float = Field(default=0.2, ge=0.0, description="population stability index: drift at or above")
+    js_warn: float = Field(default=0.13, ge=0.0, le=1.0, description="Jensen-Shannon distance (reported): warn")
+    js_drift: float = Field(default=0.19, ge=0.0, le=1.0, description="Jensen-Shannon distance (reported): drift")
+    chi2_alpha: float = Field(
+        default=0.01, gt=0.0, lt=1.0, description="categoricals: chi-square p-value under which the TVD is judged"
+    )
+    tvd_warn: float = Field(default=0.05, ge=0.0, le=1.0, description="categoricals: total variation distance: warn")
+    tvd_drift: float = Field(default=0.1, ge=0.0, le=1.0, description="categoricals: total variation distance: drift")
+    domain_alpha: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="domain classifier: permutation p-value under which AUC is judged"
+    )
+    domain_auc_warn: float = Field(default=0.53, ge=0.5, le=1.0, description="domain classifier AUC: warn")
+    domain_auc_drift: float = Field(default=0.55, ge=0.5, le=1.0, description="domain classifier AUC: drift")
+    min_rows: int = Field(
+        default=200, ge=1, description="fewer rows than this in a window: the verdict is not_enough_data"
+    )
+
+
+class MonitorSettings(_Section):
+    """The monitoring job (`shipml monitor drift`, and its schedule inside `shipml serve`)."""
+
+    window: str = Field(default="24h", description="the window a run judges, ending now (e.g. 30m, 24h, 7d)")
+    interval_s: float = Field(
+        default=0.0, ge=0.0, description="shipml serve runs the job this often (one runner across workers); 0: never"
+    )
+    drift: DriftSettings = DriftSettings()
+    multivariate: bool = Field(
+        default=True, description="also run the domain classifier (a multivariate check) on a sample of the rows"
+    )
+    label_delay_s: float = Field(
+        default=0.0, ge=0.0, description="predictions younger than this are not yet expected to have feedback"
+    )
+    performance_tolerance: float = Field(
+        default=0.05, ge=0.0, description="flag a drop when a metric is worse than holdout by more than this"
+    )
+    min_labelled: int = Field(default=100, ge=1, description="labelled rows a realised metric needs to be judged")
+    max_calibration_error: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="estimated performance is refused above this holdout calibration error",
+    )
+    webhook_url: str | None = Field(
+        default=None, description="POST a JSON (Slack-compatible) message here when a verdict changes"
+    )
+    webhook_cooldown_s: float = Field(
+        default=3600.0, ge=0.0, description="at most one message per model and verdict in this long"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -309,6 +378,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
+    monitor: MonitorSettings = MonitorSettings()
     native: Annotated[NativeSettings, NoDecode] = NativeSettings()
 
     def serve_ref(self) -> str:

@@ -1,6 +1,6 @@
 """The `shipml` command: parse arguments, call one pipeline, print the result."""
 
-from shipml.cli import data, models, serving  # registers the commands on the app
+from shipml.cli import data, models, monitor, serving  # registers the commands on the app
 from shipml.cli.app import app, main
 
-__all__ = ["app", "data", "main", "models", "serving"]
+__all__ = ["app", "data", "main", "models", "monitor", "serving"]

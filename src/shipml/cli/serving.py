@@ -68,6 +68,7 @@ def serve(
 
     from shipml.config import worker_environment
     from shipml.server.app import create_app
+    from shipml.server.slow_clients import http_protocol
 
     flags = {
         "serve.model": model,
@@ -126,6 +127,7 @@ def serve(
         host=settings.serve.host,
         port=settings.serve.port,
         workers=n,
+        http=http_protocol(settings.serve.read_timeout_s),  # a partial: pickled into each worker with its value
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,

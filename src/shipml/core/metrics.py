@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
+from shipml.core.performance import calibration_error
 from shipml.core.schema import Task
 from shipml.errors import ConfigError
 
@@ -33,6 +34,14 @@ class Evaluation:
     labels: tuple[str, ...] = ()
     confusion: tuple[tuple[int, ...], ...] = ()
     positive: str | None = None  # binary: the class precision, recall and f1 measure
+    # classification: see core.performance.calibration_error; kept out of ``metrics`` so that the metric
+    # names gates accept (metric_names) stay as they are, and recorded with them (``recorded``)
+    calibration_error: float | None = None
+
+    def recorded(self) -> dict[str, float]:
+        """What a training run logs as its holdout metrics: ``metrics`` plus the calibration error."""
+        extra = {} if self.calibration_error is None else {"calibration_error": self.calibration_error}
+        return {**self.metrics, **extra}
 
 
 # Labels taken as the positive class of a binary task when present (compared case-insensitively as text).
@@ -103,4 +112,18 @@ def evaluate(
         tuple(str(c) for c in labels),
         tuple(tuple(int(v) for v in row) for row in cm),
         str(positive) if task == "binary" else None,
+        _calibration(task, yt, yp, proba, labels, positive),
     )
+
+
+def _calibration(
+    task: Task, yt: np.ndarray, yp: np.ndarray, proba: np.ndarray, labels: np.ndarray, positive: Any
+) -> float:
+    """Binary: of the positive-class probability (what estimated performance reads); multiclass: of the
+    predicted class's probability against whether the prediction was right."""
+    if task == "binary":
+        return calibration_error(yt == positive, proba[:, int(np.flatnonzero(labels == positive)[0])])
+    sorter = np.argsort(labels)
+    columns = sorter[np.searchsorted(labels, yp, sorter=sorter)]  # each prediction's column in ``proba``
+    confidence = proba[np.arange(len(yp)), columns]
+    return calibration_error(yt == yp, confidence)

@@ -42,6 +42,11 @@ from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
 Progress = Callable[[str, int, int], None]
 
 
+# Up to this many training rows are registered as shipml/reference_sample.json (pandas "split" JSON).
+REFERENCE_SAMPLE_ROWS = 2_000
+REFERENCE_SAMPLE_ARTIFACT = "shipml/reference_sample.json"
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """A fitted pipeline with everything needed to register and later monitor it."""
@@ -59,6 +64,8 @@ class TrainResult:
     duplicates_dropped: int = 0  # exact copies (features + target) dropped before the split
     fast: FastPredictor | None = None  # verified; registered packed, next to the model
     fast_verdict: Verdict | None = None  # registered as shipml/fast_path.json (and, for people, a tag)
+    # training rows, for the monitoring job's multivariate check (a domain classifier needs rows, not bins)
+    reference_sample: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,7 @@ def fit(settings: Settings, data: str | Path | None = None, progress: Progress |
         lineage=lineage,
         rows=(len(X_train), len(X_test)),
         input_example=X_train.head(5),
+        reference_sample=X_train.sample(min(REFERENCE_SAMPLE_ROWS, len(X_train)), random_state=cfg.seed),
         holdout_index=tuple(int(i) for i in X_test.index),
         duplicates_dropped=int(duplicated.sum()),
         fast=fast,
@@ -212,12 +220,12 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "data.features": len(result.schema.features),
     }
     params.update({f"model.{k}": v for k, v in result.pipeline.named_steps["model"].get_params().items()})
-    metrics = dict(result.holdout.metrics)
+    metrics = result.holdout.recorded()  # the gated metrics plus calibration_error (estimated performance)
     for name, (mean, std) in result.cv.items():
         metrics[f"cv_{name}_mean"] = mean
         metrics[f"cv_{name}_std"] = std
     evaluation = {
-        "holdout": result.holdout.metrics,
+        "holdout": result.holdout.recorded(),
         "cv": {k: {"mean": m, "std": s} for k, (m, s) in result.cv.items()},
         "labels": list(result.holdout.labels),
         "positive_class": result.holdout.positive,
@@ -231,6 +239,8 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "shipml/config.yaml": config_artifact(settings),
         "shipml/input_example.json": result.input_example.to_json(orient="records"),
     }
+    if result.reference_sample is not None:
+        files[REFERENCE_SAMPLE_ARTIFACT] = result.reference_sample.to_json(orient="split", index=False)
     if result.fast_verdict is not None:
         files[VERDICT_ARTIFACT] = result.fast_verdict.to_json()  # what the server reads (pipelines/bundle.py)
     requirements = tuple(f"{pkg}=={package_version(pkg)}" for pkg in ("scikit-learn", "numpy", "pandas", "mlflow"))

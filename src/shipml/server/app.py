@@ -32,6 +32,7 @@ from shipml.server.hosts import HostGuard, allowed_hosts
 from shipml.server.logs import LineBuffer, configure_logging, flush_every
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import ModelManager
+from shipml.server.monitoring import ReportCollector, ScheduledMonitor
 from shipml.server.openapi import model_openapi
 from shipml.server.predictions import PredictionService
 from shipml.server.routes import mlflow_protocol, ops, predict, v2
@@ -63,7 +64,11 @@ def create_app(settings: Settings) -> ASGIApp:
                 message="AUTHENTICATION IS DISABLED: anyone who can reach this port can predict and reload",
             )
         store = await anyio.to_thread.run_sync(
-            lambda: PredictionStore(settings.store.uri, sqlite_synchronous=settings.store.sqlite_synchronous)
+            lambda: PredictionStore(
+                settings.store.uri,
+                sqlite_synchronous=settings.store.sqlite_synchronous,
+                histogram_flush_s=settings.store.histogram_flush_s,
+            )
         )
         committing = settings.store.durability == "commit"
         writer = StoreWriter(
@@ -77,7 +82,10 @@ def create_app(settings: Settings) -> ASGIApp:
         quiet_mlflow()
         registry = await anyio.to_thread.run_sync(MlflowRegistry, settings.registry)
         kernels = KernelLoader(settings.native)  # the native tree kernel, built or loaded once per process
-        manager = ModelManager(ref, registry, settings.serve, home / "cache", metrics, store, kernels)
+        manager = ModelManager(
+            ref, registry, settings.serve, home / "cache", metrics, store, kernels,
+            store_histograms=settings.store.histograms,
+        )  # fmt: skip
         service = PredictionService(writer, settings.store.durability, metrics, settings.serve.request_timeout_s)
         app.state.shipml = AppState(
             settings,
@@ -90,6 +98,10 @@ def create_app(settings: Settings) -> ASGIApp:
             stopping_signal(settings.serve.drain_s),
         )
         await manager.start()
+        shipml_state = app.state.shipml
+        metrics.collectors = [ReportCollector(store, ref.name, lambda: shipml_state.ready)]
+        monitor = ScheduledMonitor(settings, store, registry, ref.name)
+        monitor.start()
         # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out
         # of the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
         gc.freeze()
@@ -97,6 +109,7 @@ def create_app(settings: Settings) -> ASGIApp:
         try:
             yield
         finally:
+            await monitor.stop()
             await manager.stop()
             await anyio.to_thread.run_sync(writer.close)
             store.close()

@@ -6,6 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -55,6 +56,8 @@ class ServerMetrics:
         )
 
         self._children: dict[tuple[Any, ...], Any] = {}
+        # read at scrape time, the same in every worker (the stored monitoring report, readiness)
+        self.collectors: list[Collector] = []
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: the hot path skips prometheus-client's label checks."""
@@ -69,5 +72,19 @@ class ServerMetrics:
         if self.multiproc_dir:
             merged = CollectorRegistry()
             MultiProcessCollector(merged, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
-            return bytes(generate_latest(merged))
-        return bytes(generate_latest(self.registry))
+        else:
+            merged = CollectorRegistry()
+            merged.register(_Of(self.registry))
+        for collector in self.collectors:
+            merged.register(collector)
+        return bytes(generate_latest(merged))
+
+
+class _Of(Collector):
+    """Another registry's metrics, collected into a registry made per scrape."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Any:
+        return self.registry.collect()

@@ -72,6 +72,8 @@ class ModelManager:
         metrics: ServerMetrics,
         store: PredictionStore | None = None,
         kernels: KernelLoader | None = None,
+        *,
+        store_histograms: bool = True,
     ) -> None:
         self.ref = ref
         self.registry = registry
@@ -79,6 +81,7 @@ class ModelManager:
         self.cache_dir = cache_dir
         self.metrics = metrics
         self.store = store
+        self.store_histograms = store_histograms  # count what is served on each version's profile (the store's)
         self.kernels = kernels
         self.current: Deployment | None = None
         # what the registry asked for at the last check, when that check succeeded, and the last failure:
@@ -165,6 +168,10 @@ class ModelManager:
             if self.store is not None
             else bundle.schema.sha256()
         )
+        if self.store is not None and self.store_histograms and bundle.profile is not None:
+            positive = bundle.evaluation.get("positive_class")
+            self.store.register_profile(ref.name, bundle.info.version, bundle.profile, bundle.schema.target.task,
+                                        None if positive is None else str(positive))  # fmt: skip
         validator = RecordValidator(
             bundle.schema,
             unknown_categories=self.settings.unknown_categories,

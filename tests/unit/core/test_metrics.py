@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from shipml.core.metrics import evaluate, positive_class
+from shipml.core.metrics import CLASSIFICATION_METRICS, evaluate, positive_class
+from shipml.core.performance import calibration_error
 from shipml.errors import ConfigError
+from shipml.pipelines.train import fit, payload_for
+from tests.conftest import churn_settings
 
 Y = np.array(["churned", "stayed", "stayed", "stayed", "churned", "stayed"])
 PRED = np.array(["churned", "stayed", "churned", "stayed", "stayed", "stayed"])
@@ -47,3 +53,51 @@ def test_a_configured_positive_class_wins_and_must_be_a_label() -> None:
     assert info.value.lines() == [
         "training.positive_class: must be one of the target's labels 'churned', 'stayed', got 'left'"
     ]
+
+
+def test_calibration_error_is_recorded_beside_the_gated_metrics_not_among_them() -> None:
+    """Gates accept the names in metric_names; the calibration error travels in ``recorded()`` only."""
+    got = evaluate("binary", Y, PRED, PROBA, LABELS, positive="churned")
+    assert set(got.metrics) == set(CLASSIFICATION_METRICS)
+    assert got.calibration_error == calibration_error(Y == "churned", PROBA[:, 0])
+    assert got.recorded() == {**got.metrics, "calibration_error": got.calibration_error}
+    # of the positive class's probability: another positive class, another calibration
+    assert evaluate("binary", Y, PRED, PROBA, LABELS, positive="stayed").calibration_error == calibration_error(
+        Y == "stayed", PROBA[:, 1]
+    )
+
+
+def test_multiclass_calibration_error_is_of_the_predicted_classs_probability() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.array(["bronze", "gold", "silver"])
+    proba = rng.dirichlet([1, 1, 1], 300)
+    y = labels[[rng.choice(3, p=row) for row in proba]]
+    pred = labels[proba.argmax(axis=1)]
+    got = evaluate("multiclass", y, pred, proba, labels)
+    assert got.calibration_error == calibration_error(y == pred, proba.max(axis=1))
+    assert got.calibration_error is not None and got.calibration_error < 0.05  # labels drawn from proba
+    # a decision rule other than the argmax: the probability of the class actually predicted
+    second = np.argsort(proba, axis=1)[:, 1]
+    chosen = evaluate("multiclass", y, labels[second], proba, labels)
+    assert chosen.calibration_error == calibration_error(y == labels[second], proba[np.arange(300), second])
+    overconfident = np.where(proba == proba.max(axis=1, keepdims=True), 0.98, 0.01)
+    assert evaluate("multiclass", y, pred, overconfident, labels).calibration_error > 0.2  # type: ignore[operator]
+
+
+def test_regression_has_no_calibration_error() -> None:
+    got = evaluate("regression", [1.0, 2.0, 3.0], [1.1, 1.9, 3.2], None, None)
+    assert got.calibration_error is None
+    assert got.recorded() == got.metrics
+
+
+def test_training_logs_the_calibration_error_with_the_holdout_metrics(churn_csv: Path) -> None:
+    """The version's metrics are its run's MLflow metrics (what estimated performance reads) and
+    shipml/evaluation.json keeps the holdout ones. (A pipelines test, kept here with the metric it checks.)"""
+    settings = churn_settings(churn_csv)
+    result = fit(settings)
+    payload = payload_for(settings, result)
+    assert result.holdout.calibration_error is not None
+    assert payload.metrics["calibration_error"] == result.holdout.calibration_error
+    evaluation = json.loads(payload.files["shipml/evaluation.json"])
+    assert evaluation["holdout"]["calibration_error"] == result.holdout.calibration_error
+    assert "cv_calibration_error_mean" not in payload.metrics  # only the holdout's is recorded

@@ -141,12 +141,67 @@ def _prediction_batches(conn: Connection) -> None:
     conn.execute(CreateIndex(index, if_not_exists=True))
 
 
+def _feature_histograms(conn: Connection) -> None:
+    # Issue 10: per-minute histograms on the profile's buckets, kept by the writer (histograms.py).
+    meta = sa.MetaData()
+    histograms = sa.Table(
+        "feature_histograms",
+        meta,
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("minute", sa.Integer, primary_key=True),
+        sa.Column("version", sa.String(20), primary_key=True),
+        sa.Column("variant", sa.String(50), primary_key=True),
+        sa.Column("role", sa.String(20), primary_key=True),
+        sa.Column("writer", sa.String(32), primary_key=True),
+        sa.Column("layout_sha", sa.String(64), nullable=False),
+        sa.Column("n_rows", sa.Integer, nullable=False),
+        sa.Column("counts", sa.LargeBinary, nullable=False),
+    )
+    layouts = sa.Table(
+        "histogram_layouts",
+        meta,
+        sa.Column("layout_sha", sa.String(64), primary_key=True),
+        sa.Column("layout", sa.Text, nullable=False),
+    )
+    conn.execute(CreateTable(histograms, if_not_exists=True))
+    conn.execute(CreateTable(layouts, if_not_exists=True))
+
+
+def _reports_and_leases(conn: Connection) -> None:
+    # Issue 10: the monitoring job's stored reports, and the lease that keeps it to one runner.
+    meta = sa.MetaData()
+    reports = sa.Table(
+        "drift_reports",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("since", sa.Float, nullable=False),
+        sa.Column("until", sa.Float, nullable=False),
+        sa.Column("verdict", sa.String(30), nullable=False),
+        sa.Column("report", sa.Text, nullable=False),
+    )
+    leases = sa.Table(
+        "leases",
+        meta,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("holder", sa.String(64), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    conn.execute(CreateTable(reports, if_not_exists=True))
+    conn.execute(CreateTable(leases, if_not_exists=True))
+    index = sa.Index("ix_drift_reports_model_created", reports.c.model, reports.c.created_at)
+    conn.execute(CreateIndex(index, if_not_exists=True))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
     Migration(3, "feedback label as text", _feedback_label_text),
     Migration(4, "row status", _row_status),
     Migration(5, "prediction batches", _prediction_batches),
+    Migration(6, "feature histograms", _feature_histograms),
+    Migration(7, "drift reports and leases", _reports_and_leases),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -29,17 +30,31 @@ from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
 from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
+from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout, split_described
 from shipml.adapters.store.migrations import exclusive, migrate
 from shipml.adapters.store.window import FeatureWindow, batch_window, build_window, concat
 from shipml.config import redact_uri
+from shipml.core.profile import ReferenceProfile
 from shipml.core.schema import FeatureSchema
 from shipml.errors import StoreError
 
 LOCK_WAIT_S = 30.0  # give up on a locked SQLite file after this long
 LOCK_RETRY_S = 0.0005
 MAX_ROWS_PER_STATEMENT = 512
+MINUTE_S = 60
 
 _NO_SLOTS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MinuteCounts:
+    """One minute of one (version, variant)'s histograms, summed over the processes that served it."""
+
+    minute: int  # Unix time // 60
+    version: str
+    variant: str
+    rows: int
+    counts: dict[str, np.ndarray]  # per feature, the prediction under core.drift.PREDICTION
 
 
 @dataclass(frozen=True)
@@ -71,8 +86,9 @@ class PredictionRow:
 class PredictionStore:
     """Tables ``predictions``, ``feedback`` and ``feature_catalog`` behind one SQLAlchemy engine."""
 
-    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL", histogram_flush_s: float = 5.0) -> None:
         self.uri = uri
+        self.histograms = HistogramKeeper(histogram_flush_s)
         self._lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
         self._lock_fd: int | None = None
         self._layouts: dict[str, SchemaSlots] = {}  # schema_sha256 -> its slots, for the writer
@@ -141,6 +157,216 @@ class PredictionStore:
             raise StoreError(f"store: cannot register the schema {slots.schema_sha256[:12]}: {_reason(exc)}") from None
         self._layouts[slots.schema_sha256] = slots
         return slots
+
+    def register_profile(
+        self, model: str, version: str, profile: ReferenceProfile, task: str, positive: str | None
+    ) -> HistogramLayout:
+        """Keep per-minute histograms of ``model`` ``version``'s predictions on ``profile``'s buckets from now on
+        (histograms.py). ``positive``: a binary classifier's positive class (what the profile binned)."""
+        layout = HistogramLayout.of(profile, task, positive)
+        insert = (pg_dialect.insert if not self.is_sqlite else sqlite_dialect.insert)(tables.histogram_layouts)
+        try:
+            with exclusive(self._lock_path), self.engine.begin() as conn:
+                conn.execute(insert.on_conflict_do_nothing(), [{"layout_sha": layout.sha, "layout": layout.describe()}])
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot register the profile of {model} {version}: {_reason(exc)}") from None
+        self.histograms.register(model, version, layout)
+        return layout
+
+    def observe(self, rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+        """Committed predictions, for the histograms (the writer calls this after each commit)."""
+        self.histograms.observe(rows, batches)
+
+    def flush_histograms(self, *, force: bool = False) -> int:
+        """Write the minutes whose counts changed (every ``histogram_flush_s``, or now with ``force``); how many."""
+        if not force and not self.histograms.due():
+            return 0
+        changed = self.histograms.collect()
+        if not changed:
+            return 0
+        h = tables.feature_histograms
+        entries = [
+            {"model": key[0], "version": key[1], "variant": key[2], "role": key[3], "minute": minute,
+             "writer": self.histograms.writer, "layout_sha": sha, "n_rows": state.rows,
+             "counts": state.counts.astype("<i8").tobytes()}
+            for key, minute, state, sha in changed
+        ]  # fmt: skip
+        insert = (pg_dialect.insert if not self.is_sqlite else sqlite_dialect.insert)(h)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[h.c.model, h.c.minute, h.c.version, h.c.variant, h.c.role, h.c.writer],
+            set_={"layout_sha": insert.excluded.layout_sha, "n_rows": insert.excluded.n_rows,
+                  "counts": insert.excluded.counts},
+        )  # fmt: skip
+        try:
+            # the engine that waits for SQLite's lock (feedback and reports write without the writers' turn)
+            with self._turn(), self.engine.begin() as conn:
+                conn.execute(upsert, entries)
+        except BaseException:
+            self.histograms.unflushed(changed)  # written at the next flush instead
+            raise
+        return len(entries)
+
+    def read_histograms(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str = "primary",
+    ) -> list[MinuteCounts]:
+        """The per-minute histograms of ``model`` for the minutes that start in ``[since, until)``, ordered by
+        minute, each summed over the processes that wrote it."""
+        h, lay = tables.feature_histograms, tables.histogram_layouts
+        where = [
+            h.c.model == model,
+            h.c.role == role,
+            h.c.minute >= -(-since // MINUTE_S),
+            h.c.minute * MINUTE_S < until,
+        ]
+        if version is not None:
+            where.append(h.c.version == version)
+        if variant is not None:
+            where.append(h.c.variant == variant)
+        query = sa.select(h.c.minute, h.c.version, h.c.variant, h.c.n_rows, h.c.counts, h.c.layout_sha).where(*where)
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(query.order_by(h.c.minute)).all()
+                shas = sorted({r[5] for r in found})
+                layouts = (
+                    dict(
+                        conn.execute(sa.select(lay.c.layout_sha, lay.c.layout).where(lay.c.layout_sha.in_(shas))).all()
+                    )
+                    if shas
+                    else {}
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot read the histograms of {model!r}: {_reason(exc)}") from None
+        summed: dict[tuple[int, str, str], MinuteCounts] = {}
+        for minute, v, var, n_rows, blob, sha in found:
+            counts = split_described(layouts[sha], np.frombuffer(bytes(blob), dtype="<i8").astype(np.int64))
+            known = summed.get((minute, v, var))
+            if known is None:
+                summed[(minute, v, var)] = MinuteCounts(minute, v, var, n_rows, counts)
+                continue
+            merged = {k: known.counts[k] + c for k, c in counts.items() if k in known.counts}
+            summed[(minute, v, var)] = MinuteCounts(minute, v, var, known.rows + n_rows, merged)
+        return list(summed.values())
+
+    def replace_histograms(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        minutes: Sequence[tuple[int, str, str, str, HistogramLayout, int, np.ndarray]],
+    ) -> None:
+        """Replace every histogram of ``model`` for the minutes starting in ``[since, until)`` with ``minutes``
+        (minute, version, variant, role, layout, rows, concatenated counts), written as ``writer`` "recompute"."""
+        h, lay = tables.feature_histograms, tables.histogram_layouts
+        layouts = {m[4].sha: m[4].describe() for m in minutes}
+        insert = (pg_dialect.insert if not self.is_sqlite else sqlite_dialect.insert)(lay)
+        with self._turn(), self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(h).where(
+                    h.c.model == model, h.c.minute >= -(-since // MINUTE_S), h.c.minute * MINUTE_S < until
+                )
+            )
+            if layouts:
+                conn.execute(
+                    insert.on_conflict_do_nothing(), [{"layout_sha": k, "layout": v} for k, v in layouts.items()]
+                )
+            if minutes:
+                conn.execute(
+                    sa.insert(h),
+                    [{"model": model, "minute": m, "version": v, "variant": var, "role": role, "writer": "recompute",
+                      "layout_sha": layout.sha, "n_rows": n, "counts": np.asarray(c).astype("<i8").tobytes()}
+                     for m, v, var, role, layout, n, c in minutes],
+                )  # fmt: skip
+
+    def save_report(self, model: str, since: float, until: float, verdict: str, report: str) -> int:
+        """Keep a monitoring report (JSON); its id."""
+        r = tables.drift_reports
+        values = {"model": model, "created_at": time.time(), "since": since, "until": until, "verdict": verdict,
+                  "report": report}  # fmt: skip
+        try:
+            with self._turn(), self.engine.begin() as conn:
+                return int(conn.execute(sa.insert(r).values(**values).returning(r.c.id)).scalar_one())
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot save the report of {model!r}: {_reason(exc)}") from None
+
+    def latest_reports(self, model: str | None = None, *, limit: int = 1) -> list[dict[str, Any]]:
+        """The newest stored reports (``id``, ``model``, ``created_at``, ``since``, ``until``, ``verdict``,
+        ``report`` as JSON text), newest first: of ``model``, or the newest of every model when None."""
+        r = tables.drift_reports
+        columns = [r.c.id, r.c.model, r.c.created_at, r.c.since, r.c.until, r.c.verdict, r.c.report]
+        names = ("id", "model", "created_at", "since", "until", "verdict", "report")
+        with self.engine.connect() as conn:
+            if model is not None:
+                query = sa.select(*columns).where(r.c.model == model).order_by(r.c.id.desc()).limit(limit)
+                return [dict(zip(names, row, strict=True)) for row in conn.execute(query)]
+            newest = sa.select(sa.func.max(r.c.id)).group_by(r.c.model).scalar_subquery()
+            query = sa.select(*columns).where(r.c.id.in_(newest)).order_by(r.c.model)
+            return [dict(zip(names, row, strict=True)) for row in conn.execute(query)]
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``ttl_s`` from now; False if another holder
+        has it and it has not expired (one runner of a scheduled job across workers and replicas)."""
+        le = tables.leases
+        now = time.time()
+        with self._turn(), self.engine.begin() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("SELECT 1")  # the flock above already serialises SQLite writers
+            else:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": "shipml-lease:" + name})
+            found = conn.execute(sa.select(le.c.holder, le.c.expires_at).where(le.c.name == name)).first()
+            if found is not None and found[0] != holder and found[1] > now:
+                return False
+            if found is None:
+                conn.execute(sa.insert(le).values(name=name, holder=holder, expires_at=now + ttl_s))
+            else:
+                conn.execute(sa.update(le).where(le.c.name == name).values(holder=holder, expires_at=now + ttl_s))
+        return True
+
+    def read_outcomes(
+        self, model: str, since: float, until: float, *, version: str | None = None, variant: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The primary's predictions of ``model`` in ``[since, until)`` without their features: ids, ts, label,
+        score (what the feedback join needs, cheaper than ``read_window``)."""
+        p, b = tables.predictions, tables.prediction_batches
+        where = [p.c.model == model, p.c.ts >= since, p.c.ts < until, p.c.role == "primary", p.c.status == "ok"]
+        b_where = [b.c.model == model, b.c.ts >= since, b.c.ts < until, b.c.role == "primary", b.c.status == "ok"]
+        for (column, b_column), wanted in (
+            ((p.c.version, b.c.version), version),
+            ((p.c.variant, b.c.variant), variant),
+        ):
+            if wanted is not None:
+                where.append(column == wanted)
+                b_where.append(b_column == wanted)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(p.c.id, p.c.ts, p.c.label, p.c.score).where(*where)).all()
+                blobs = conn.execute(sa.select(b.c.ts, b.c.payload).where(*b_where)).all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot read predictions of {model!r}: {_reason(exc)}") from None
+        ids: list[Any] = [r[0] for r in rows]
+        ts: list[Any] = [np.array([r[1] for r in rows], dtype=np.float64)]
+        labels: list[Any] = [np.array([r[2] for r in rows], dtype=object)]
+        scores: list[Any] = [np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=np.float64)]
+        for batch_ts, blob in blobs:
+            decoded = batch_payload.decode(blob)
+            ids.extend(decoded.ids)
+            ts.append(np.full(len(decoded.ids), batch_ts, dtype=np.float64))
+            labels.append(decoded.labels)
+            scores.append(decoded.score)
+        return np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores)
+
+    def read_feedback(self, since: float) -> dict[str, tuple[str | None, float | None]]:
+        """Feedback recorded at or after ``since`` (feedback comes after its prediction): id -> (label, value)."""
+        fb = tables.feedback
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(fb.c.prediction_id, fb.c.label, fb.c.value).where(fb.c.ts >= since))
+            return {pid: (label, value) for pid, label, value in found}
 
     def ensure_features(self, schema: FeatureSchema) -> None:
         """Deprecated: use ``register_schema`` (no columns are added per feature any more)."""

@@ -101,6 +101,53 @@ BATCH_COLUMNS = (
     "latency_ms", "payload",
 )  # fmt: skip
 
+# Added by migration 6: per-minute counts on the reference profile's buckets (histograms.py). One row per
+# (model, version, variant, role, minute, writer): each worker process replaces its own cumulative counts.
+feature_histograms = sa.Table(
+    "feature_histograms",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("minute", sa.Integer, primary_key=True),  # Unix time // 60
+    sa.Column("version", sa.String(20), primary_key=True),
+    sa.Column("variant", sa.String(50), primary_key=True),
+    sa.Column("role", sa.String(20), primary_key=True),
+    sa.Column("writer", sa.String(32), primary_key=True),  # a process's keeper, or "recompute"
+    sa.Column("layout_sha", sa.String(64), nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("counts", sa.LargeBinary, nullable=False),  # int64 little-endian, the layout's parts in order
+)
+
+# The bucket layouts the histograms are counted in (histograms.HistogramLayout.describe).
+histogram_layouts = sa.Table(
+    "histogram_layouts",
+    metadata,
+    sa.Column("layout_sha", sa.String(64), primary_key=True),
+    sa.Column("layout", sa.Text, nullable=False),
+)
+
+# Added by migration 7: the monitoring job's reports (a DriftReport as JSON), newest read by /metrics.
+drift_reports = sa.Table(
+    "drift_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Column("verdict", sa.String(30), nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Index("ix_drift_reports_model_created", "model", "created_at"),
+)
+
+# Added by migration 7: leases, so one process at a time runs a scheduled job across workers and replicas.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
 # One row per feature of each schema seen: which slot holds it (NULL: JSON only).
 feature_catalog = sa.Table(
     "feature_catalog",

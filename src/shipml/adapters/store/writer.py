@@ -104,32 +104,43 @@ class StoreWriter:
         return self._queued_rows
 
     def _run(self) -> None:
+        keeper = self.store.histograms
         while True:
-            self._wake.wait()
+            if not self._wake.wait(keeper.flush_s):
+                self._flush_histograms()  # idle: the open minutes' counts still reach the store
+                continue
             if self.window_s > 0:
                 time.sleep(self.window_s)  # group commit: one sleep gathers what arrives meanwhile
             self._wake.clear()
-            batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]] = []
-            n_rows = 0
-            stop = False
-            while self._items:
-                head = self._items[0]
-                if head is _STOP:
-                    self._items.popleft()
-                    stop = True
-                    break
-                if batch and n_rows + len(head[0]) > self.batch_max:
-                    break
-                batch.append(self._items.popleft())
-                n_rows += len(head[0])
+            batch, stop = self._take()
             if batch:
-                with self._count_lock:
-                    self._queued_rows -= n_rows
                 self._commit(batch)
+            if stop or keeper.due():
+                self._flush_histograms(force=stop)
             if stop:
                 return
             if self._items:
                 self._wake.set()
+
+    def _take(self) -> tuple[list[tuple[list[PredictionRow] | PredictionBatch, Any]], bool]:
+        """What the next commit holds (up to ``batch_max`` rows, whole units), and whether to stop after it."""
+        batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]] = []
+        n_rows = 0
+        stop = False
+        while self._items:
+            head = self._items[0]
+            if head is _STOP:
+                self._items.popleft()
+                stop = True
+                break
+            if batch and n_rows + len(head[0]) > self.batch_max:
+                break
+            batch.append(self._items.popleft())
+            n_rows += len(head[0])
+        if n_rows:
+            with self._count_lock:
+                self._queued_rows -= n_rows
+        return batch, stop
 
     def _commit(self, batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]]) -> None:
         rows: list[PredictionRow] = []
@@ -146,20 +157,18 @@ class StoreWriter:
             if self.on_error is not None:
                 self.on_error(exc)
             error = StoreError(f"prediction log write failed: {type(exc).__name__}")
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        for _, waiter in batch:
-            if waiter is None:
-                continue
-            if isinstance(waiter, concurrent.futures.Future):
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
-            else:
-                by_loop.setdefault(waiter[0], []).append(waiter[1])
-        for loop, futures in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_resolve, futures, error)
+        _notify(batch, error)
+        if error is None:
+            self.store.observe(rows, chunks)  # after the waiters are woken: off their latency
+
+    def _flush_histograms(self, *, force: bool = False) -> None:
+        """The histograms' changed minutes to the store; a failure is reported, never fatal (they can be
+        rebuilt from the rows with ``shipml monitor drift --recompute``)."""
+        try:
+            self.store.flush_histograms(force=force)
+        except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
+            if self.on_error is not None:
+                self.on_error(exc)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued before this call is committed."""
@@ -171,6 +180,24 @@ class StoreWriter:
         self._items.append(_STOP)
         self._wake.set()
         self._thread.join(timeout=timeout)
+
+
+def _notify(batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]], error: StoreError | None) -> None:
+    """Complete the waiters of a commit: thread futures at once, each event loop's futures in one wake-up."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, waiter in batch:
+        if waiter is None:
+            continue
+        if isinstance(waiter, concurrent.futures.Future):
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+        else:
+            by_loop.setdefault(waiter[0], []).append(waiter[1])
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, futures, error)
 
 
 def _unit(rows: Unit) -> list[PredictionRow] | PredictionBatch:

@@ -1,0 +1,471 @@
+"""The webhook notifier: a JSON (Slack-compatible) message when a model's monitoring verdict changes.
+
+For teams without Prometheus and Alertmanager (``monitor.webhook_url``). A message goes out only on a change
+(the last verdict sent per model is kept, in a small JSON file when a path is given, so that cron runs of the
+CLI remember it), at most once per model and verdict per cooldown, and is retried with exponential back-off on
+network errors, timeouts, 429 and 5xx. A notification never breaks the monitoring job: ``notify`` returns what
+happened and never raises. The URL is a secret (a Slack webhook URL is its own credential): logs, errors and
+the state file name only its scheme and host.
+
+HTTP goes through the standard library (``urllib``): ``requests`` is not a runtime dependency of shipml.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import structlog
+
+log = structlog.get_logger("shipml.monitor")
+
+MAX_DELAY_S = 30.0  # no single wait between attempts (back-off or Retry-After) is longer than this
+_QUIET = frozenset({"no_drift", "not_enough_data", "no_data"})  # verdicts that are not an alarm
+_QUIET_TEXT = {
+    "no_drift": "back to no_drift",
+    "not_enough_data": "not enough data to judge",
+    "no_data": "no predictions served",
+}
+_FEATURES_IN_TEXT = 5  # the one-line summary names this many drifted features, then "+N more"
+_STATE_VERSION = 1
+_HEADER_MAX, _SECTION_MAX = 150, 3000  # Slack Block Kit limits: header plain_text, section text
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerdictChange:
+    """One monitoring run's outcome for a model, as much of it as a message needs.
+
+    ``previous`` is the caller's idea of the verdict before (shown when the notifier has sent nothing for the
+    model yet); ``drops`` holds one human line per performance drop; ``hint`` tells the reader where to look
+    (e.g. the command that writes the report page)."""
+
+    model: str
+    previous: str | None
+    verdict: str
+    features: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
+    since: float
+    until: float
+    report_id: int | None = None
+    hint: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "drops", tuple(self.drops))
+
+    @property
+    def alarming(self) -> bool:
+        """Drift (or a warning, or an unknown verdict) or a performance drop: what someone must hear about."""
+        return self.verdict not in _QUIET or bool(self.drops)
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    """What ``notify`` did. ``suppressed`` says why nothing was sent: "unchanged" (the last message sent for
+    the model said the same), "quiet" (neither this verdict nor the last one sent is an alarm), "cooldown" (this
+    verdict was sent for the model less than the cooldown ago). ``error`` is set when sending failed."""
+
+    sent: bool
+    attempts: int = 0
+    error: str | None = None
+    suppressed: str | None = None
+
+
+@dataclass
+class _Last:
+    """The last message sent for a model, and when each (verdict, drop) condition was last sent."""
+
+    verdict: str
+    dropped: bool
+    sent_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def alarming(self) -> bool:
+        return self.verdict not in _QUIET or self.dropped
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    error: str | None  # None: delivered
+    retry: bool = False
+    retry_after: float | None = None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a delivery: urllib would turn a redirected POST into a bodiless GET."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class WebhookNotifier:
+    """POSTs a Slack-compatible JSON message to ``url`` when a model's verdict changes; never raises."""
+
+    def __init__(
+        self,
+        url: str,
+        cooldown_s: float,
+        *,
+        timeout_s: float = 5.0,
+        attempts: int = 4,
+        backoff_s: float = 1.0,
+        state_path: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cooldown_s = cooldown_s
+        self.timeout_s = timeout_s
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.state_path = state_path
+        self._sleep = sleep
+        self._clock = clock
+        self._state: dict[str, _Last] = {}
+        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._rng = random.Random()  # noqa: S311 - jitter spreads retries, it guards nothing
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 host: reported by notify, never raised here
+            parts = urlsplit("")
+        # credentials in the URL (https://user:secret@host/...) go as Basic auth: urllib would not send them
+        self._url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self._headers = {"Content-Type": "application/json", "User-Agent": "shipml-monitor"}
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        if parts.username is not None:
+            self._headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.target = f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if _port(url) else "")
+        pieces = [url, self._url, parts.path, parts.query, parts.username, parts.password, user, password]
+        if "@" in parts.netloc:
+            pieces.append(parts.netloc)
+        self._secrets = sorted({p for p in pieces if p and len(p) > 1}, key=len, reverse=True)
+
+    def notify(self, change: VerdictChange) -> NotifyResult:
+        """Send ``change`` if it is news; what happened, never an exception (a message never breaks the job)."""
+        try:
+            return self._notify(change)
+        except Exception as exc:  # noqa: BLE001 - the monitoring job must finish whatever the webhook does
+            error = self._redact(f"{type(exc).__name__}: {exc}")
+            log.warning("webhook_failed", model=change.model, verdict=change.verdict, target=self.target, error=error)
+            return NotifyResult(sent=False, error=error)
+
+    def _notify(self, change: VerdictChange) -> NotifyResult:
+        problem = self._url_problem()
+        if problem:
+            log.warning("webhook_failed", model=change.model, verdict=change.verdict, target=self.target, error=problem)
+            return NotifyResult(sent=False, error=problem)
+        now = self._clock()
+        state = self._load()
+        last = state.get(change.model)
+        reason = self._suppressed(change, last, now)
+        if reason:
+            return NotifyResult(sent=False, suppressed=reason)
+        previous = last.verdict if last is not None else change.previous
+        body = json.dumps(_message(change, previous, now), allow_nan=False).encode()
+        attempts, error = self._deliver(body)
+        if error is not None:
+            log.warning(
+                "webhook_failed",
+                model=change.model,
+                verdict=change.verdict,
+                target=self.target,
+                attempts=attempts,
+                error=error,
+            )
+            return NotifyResult(sent=False, attempts=attempts, error=error)
+        sent_at = dict(last.sent_at) if last is not None else {}
+        sent_at[_condition(change)] = now
+        state[change.model] = _Last(change.verdict, bool(change.drops), sent_at)
+        self._save(state)
+        log.info("webhook_sent", model=change.model, verdict=change.verdict, target=self.target, attempts=attempts)
+        return NotifyResult(sent=True, attempts=attempts)
+
+    def _url_problem(self) -> str | None:
+        parts = urlsplit(self._url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"monitor.webhook_url: expected an http:// or https:// URL with a host, got scheme {parts.scheme!r}"
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError:
+            return "monitor.webhook_url: the port is not a number from 0 to 65535"
+        return None
+
+    def _suppressed(self, change: VerdictChange, last: _Last | None, now: float) -> str | None:
+        if last is not None and (last.verdict, last.dropped) == (change.verdict, bool(change.drops)):
+            return "unchanged"
+        if not change.alarming and (last is None or not last.alarming):
+            return "quiet"  # nobody was told of an alarm, and this is none: nothing to say
+        sent = last.sent_at.get(_condition(change)) if last is not None else None
+        if sent is not None and 0.0 <= now - sent < self.cooldown_s:
+            return "cooldown"
+        return None
+
+    # delivery
+
+    def _deliver(self, body: bytes) -> tuple[int, str | None]:
+        """POST ``body`` up to ``attempts`` times; (attempts made, the last error or None when delivered)."""
+        attempt = _Attempt("not attempted")
+        for i in range(self.attempts):
+            attempt = self._post_once(body)
+            if attempt.error is None or not attempt.retry:
+                return i + 1, attempt.error
+            if i + 1 < self.attempts:
+                self._sleep(self._delay(i, attempt.retry_after))
+        return self.attempts, attempt.error
+
+    def _delay(self, i: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_DELAY_S)
+        jitter = self._rng.uniform(0.0, 0.1 * self.backoff_s)
+        return min(self.backoff_s * 2.0**i + jitter, MAX_DELAY_S)
+
+    def _post_once(self, body: bytes) -> _Attempt:
+        # the scheme is checked to be http(s) before any request
+        request = urllib.request.Request(self._url, data=body, method="POST", headers=self._headers)  # noqa: S310
+        try:
+            with self._opener.open(request, timeout=self.timeout_s) as response:
+                response.read(4096)
+            return _Attempt(None)
+        except urllib.error.HTTPError as exc:
+            try:
+                return self._http_error(exc)
+            finally:
+                exc.close()
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            what = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+            return _Attempt(self._redact(what), retry=True)
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, a garbled answer
+            return _Attempt(self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), True)
+
+    def _http_error(self, exc: urllib.error.HTTPError) -> _Attempt:
+        code = exc.code
+        retry = code == 429 or code >= 500
+        retry_after = _retry_after(exc.headers.get("Retry-After"), self._clock()) if retry else None
+        try:
+            detail = exc.read(200).decode("utf-8", "replace").strip().splitlines()
+        except (OSError, http.client.HTTPException):
+            detail = []
+        text = f"HTTP {code}" + (f": {detail[0]}" if detail else "")
+        return _Attempt(self._redact(text), retry=retry, retry_after=retry_after)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<webhook>")
+        return text
+
+    # state
+
+    def _load(self) -> dict[str, _Last]:
+        """The file's state when there is a readable one (another process may have sent since), else memory."""
+        if self.state_path is None:
+            return self._state
+        try:
+            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
+            self._state = {
+                str(model): _Last(
+                    str(v["verdict"]), bool(v["dropped"]), {str(k): float(t) for k, t in v["sent_at"].items()}
+                )
+                for model, v in raw["models"].items()
+            }
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("webhook_state_unreadable", path=str(self.state_path), error=f"{type(exc).__name__}: {exc}")
+        return self._state
+
+    def _save(self, state: dict[str, _Last]) -> None:
+        self._state = state
+        if self.state_path is None:
+            return
+        text = json.dumps(
+            {
+                "version": _STATE_VERSION,
+                "target": self.target,
+                "models": {
+                    m: {"verdict": s.verdict, "dropped": s.dropped, "sent_at": s.sent_at} for m, s in state.items()
+                },
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        try:
+            _write_atomic(self.state_path, text)
+        except OSError as exc:
+            log.warning("webhook_state_unwritable", path=str(self.state_path), error=f"{type(exc).__name__}: {exc}")
+
+
+def _port(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def _condition(change: VerdictChange) -> str:
+    """What the cooldown is kept per (with the model): the verdict, and whether performance dropped."""
+    return change.verdict + ("+performance_drop" if change.drops else "")
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader (or a crash) never sees half a file.
+    (Not ``adapters.files``: that module imports pandas and pyarrow, too heavy for a cron run's notifier.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(name).replace(path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+# the message
+
+
+def _message(change: VerdictChange, previous: str | None, now: float) -> dict[str, Any]:
+    """Slack's incoming-webhook shape: ``text`` (the notification line, and what non-Block-Kit receivers show),
+    ``blocks`` (header, details as a mrkdwn section, the hint as context) and a machine-readable ``shipml``."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(_header(change), _HEADER_MAX)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(_details(change, previous), _SECTION_MAX)}},
+    ]
+    if change.hint:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(_esc(change.hint), 2000)}]})
+    return {
+        "text": _esc(summary(change, now)),
+        "blocks": blocks,
+        "shipml": {
+            "model": change.model,
+            "verdict": change.verdict,
+            "previous": previous,
+            "features": list(change.features),
+            "drops": list(change.drops),
+            "since": change.since,
+            "until": change.until,
+            "report_id": change.report_id,
+        },
+    }
+
+
+def summary(change: VerdictChange, now: float) -> str:
+    """The one-line summary, e.g. "shipml: churn drift detected in 3 features (tenure, contract,
+    monthly_charges) over the last 24h" or "shipml: churn back to no_drift over the last 24h"."""
+    parts = []
+    if change.verdict in ("drift", "warn"):
+        what = "drift detected" if change.verdict == "drift" else "drift warning"
+        parts.append(what + _features_phrase(change.features))
+    elif change.verdict in _QUIET:
+        if not change.drops or change.verdict != "no_drift":
+            parts.append(_QUIET_TEXT[change.verdict])
+    else:
+        parts.append(f"verdict {change.verdict}")
+    if change.drops:
+        more = f" (+{len(change.drops) - 1} more)" if len(change.drops) > 1 else ""
+        parts.append(f"performance dropped: {change.drops[0]}{more}")
+    return f"shipml: {change.model} {' and '.join(parts)} {_window_phrase(change.since, change.until, now)}"
+
+
+def _features_phrase(features: tuple[str, ...]) -> str:
+    if not features:
+        return ""
+    shown = list(features[:_FEATURES_IN_TEXT])
+    if len(features) > _FEATURES_IN_TEXT:
+        shown.append(f"+{len(features) - _FEATURES_IN_TEXT} more")
+    noun = "feature" if len(features) == 1 else "features"
+    return f" in {len(features)} {noun} ({', '.join(shown)})"
+
+
+def _window_phrase(since: float, until: float, now: float) -> str:
+    length = _duration(until - since)
+    if abs(now - until) <= max(300.0, 0.05 * (until - since)):
+        return f"over the last {length}"
+    return f"over {length} ending {_stamp(until)}"
+
+
+def _duration(seconds: float) -> str:
+    s = round(max(seconds, 0.0))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0 and (unit != "d" or s >= 2 * size):  # 24h reads as the config spells it
+            return f"{s // size}{unit}"
+    if s >= 3600:
+        return f"{s / 3600:.1f}h"
+    return f"{s}s"
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _header(change: VerdictChange) -> str:
+    if change.verdict == "drift":
+        what = "drift detected"
+    elif change.verdict == "warn":
+        what = "drift warning"
+    else:
+        what = change.verdict
+    return f"shipml: {change.model}: {what}" + (", performance dropped" if change.drops else "")
+
+
+def _details(change: VerdictChange, previous: str | None) -> str:
+    lines = [
+        f"*Model:* {_esc(change.model)}",
+        f"*Verdict:* {_esc(change.verdict)}" + (f" (was {_esc(previous)})" if previous else ""),
+        f"*Window:* {_stamp(change.since)} to {_stamp(change.until)} ({_duration(change.until - change.since)})",
+    ]
+    if change.features:
+        names = ", ".join(_esc(f) for f in change.features)
+        lines.append(f"*Drifted features ({len(change.features)}):* {names}")
+    if change.drops:
+        lines.append("*Performance dropped:*")
+        lines.extend(f"• {_esc(d)}" for d in change.drops)
+    if change.report_id is not None:
+        lines.append(f"*Report:* #{change.report_id}")
+    return "\n".join(lines)
+
+
+def _esc(text: str) -> str:
+    """Slack reads ``&``, ``<`` and ``>`` as markup (``<!channel>`` would ping everyone): escape them."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["MAX_DELAY_S", "NotifyResult", "VerdictChange", "WebhookNotifier", "summary"]

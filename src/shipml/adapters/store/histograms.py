@@ -1,0 +1,225 @@
+"""Per-minute histograms of what was served, kept as rows are written, so that a drift verdict over any
+window is a sum of small arrays instead of a read of every row.
+
+For each model version with a reference profile (``PredictionStore.register_profile``), the store writer
+hands every committed "ok" prediction to a ``HistogramKeeper``. It buffers them and, every
+``flush_s`` seconds (and when the writer stops), counts them on the profile's buckets
+(``core.drift.counts_of``: one vectorised call per feature) into the open minute of each
+(model, version, variant, role), then upserts that minute's row of ``feature_histograms``.
+
+Each worker process writes its own row per minute (``writer``, random per keeper) holding its cumulative
+counts, replaced at each flush: no read-modify-write, no lost update between workers, and a reader sums
+the rows of a window. A crash loses at most the counts since the last flush (the raw rows are committed;
+``shipml monitor drift --recompute`` rebuilds the histograms from them, ``writer`` "recompute").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shipml.adapters.store.batches import PredictionBatch
+from shipml.core.drift import PREDICTION, Binning, ProfileBinnings, counts_of
+from shipml.core.profile import ReferenceProfile
+
+Counts = npt.NDArray[np.int64]
+MINUTE_S = 60
+KEEP_CLOSED_MINUTES = 2  # a closed minute stays in memory this long after its last flush (late rows)
+
+
+@dataclass(frozen=True, eq=False)
+class HistogramLayout:
+    """The buckets one model version counts in: its features' and its prediction's, in a fixed order.
+
+    ``prediction``: what the profile binned of the output: "positive" (a binary classifier's probability of
+    ``positive``), "label" (a multiclass classifier's predicted class) or "value" (a regressor's output)."""
+
+    binnings: tuple[Binning, ...]  # the features', then the prediction's last
+    prediction: str
+    positive: str | None = None
+    sha: str = field(default="")
+
+    @classmethod
+    def of(cls, profile: ReferenceProfile, task: str, positive: str | None) -> HistogramLayout:
+        b = ProfileBinnings.of(profile)
+        binnings = (*b.features.values(), b.prediction)
+        prediction = "value" if task == "regression" else "label" if task == "multiclass" else "positive"
+        described = [[x.feature, x.kind, x.buckets] for x in binnings]
+        sha = hashlib.sha256(json.dumps([described, prediction, positive]).encode()).hexdigest()
+        return cls(binnings, prediction, positive, sha)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(b.feature for b in self.binnings)
+
+    def describe(self) -> str:
+        """The layout as the ``histogram_layouts`` table keeps it (JSON: name, kind, buckets per part)."""
+        parts = [{"feature": b.feature, "kind": b.kind, "buckets": b.buckets} for b in self.binnings]
+        return json.dumps({"parts": parts, "prediction": self.prediction, "positive": self.positive})
+
+    def split(self, flat: Counts) -> dict[str, Counts]:
+        """A row's concatenated counts, per feature (the prediction under ``core.drift.PREDICTION``)."""
+        out, start = {}, 0
+        for b in self.binnings:
+            out[b.feature] = flat[start : start + b.buckets]
+            start += b.buckets
+        return out
+
+
+def split_described(described: str, flat: Counts) -> dict[str, Counts]:
+    """``HistogramLayout.split`` from the stored description (a reader need not have the profile)."""
+    out, start = {}, 0
+    for part in json.loads(described)["parts"]:
+        out[part["feature"]] = flat[start : start + part["buckets"]]
+        start += part["buckets"]
+    return out
+
+
+@dataclass
+class _Open:
+    """One (model, version, variant, role, minute)'s cumulative counts in this process."""
+
+    counts: Counts
+    rows: int = 0
+    dirty: bool = True
+
+
+Key = tuple[str, str, str, str]  # model, version, variant, role
+
+
+class HistogramKeeper:
+    """Buffers committed predictions and turns them into per-minute counts (see the module docstring)."""
+
+    def __init__(self, flush_s: float = 5.0) -> None:
+        self.flush_s = flush_s
+        self.writer = os.urandom(8).hex()
+        self._layouts: dict[tuple[str, str], HistogramLayout] = {}
+        self._buffer: list[tuple[Key, float, Sequence[dict[str, Any]], list[Any]]] = []
+        self._lock = threading.Lock()
+        self._open: dict[tuple[Key, int], _Open] = {}
+        self._last_flush = time.monotonic()
+
+    def register(self, model: str, version: str, layout: HistogramLayout) -> None:
+        self._layouts[(model, version)] = layout
+
+    def layout(self, model: str, version: str) -> HistogramLayout | None:
+        return self._layouts.get((model, version))
+
+    def observe(self, rows: Sequence[Any], batches: Sequence[PredictionBatch]) -> None:
+        """Buffer committed rows (``PredictionRow``) and batches of versions with a registered layout.
+        Cheap: references are kept; counting happens at ``collect``."""
+        if not self._layouts:
+            return
+        layouts = self._layouts
+        grouped: dict[tuple[Key, float], tuple[list[dict[str, Any]], list[Any]]] = {}
+        for r in rows:
+            if r.status != "ok" or (r.model, r.version) not in layouts:
+                continue
+            slot = grouped.setdefault(((r.model, r.version, r.variant, r.role), r.ts), ([], []))
+            slot[0].append(r.features)
+            slot[1].append(r.outputs)
+        buffered: list[tuple[Key, float, Sequence[dict[str, Any]], list[Any]]] = [
+            (key, ts, feats, outs) for (key, ts), (feats, outs) in grouped.items()
+        ]
+        for b in batches:
+            layout = layouts.get((b.model, b.version))
+            if layout is None or not len(b):
+                continue
+            buffered.append(((b.model, b.version, b.variant, b.role), b.ts, b.features, _batch_outputs(b, layout)))
+        if buffered:
+            with self._lock:
+                self._buffer.extend(buffered)
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.flush_s
+
+    def collect(self) -> list[tuple[Key, int, _Open, str]]:
+        """Count the buffer into the open minutes; the minutes that changed since the last call, to upsert
+        (key, minute, cumulative state, layout sha). Minutes closed for a while are forgotten."""
+        self._last_flush = time.monotonic()
+        with self._lock:
+            buffered, self._buffer = self._buffer, []
+        by_minute: dict[tuple[Key, int], tuple[list[dict[str, Any]], list[Any]]] = {}
+        for key, ts, feats, outs in buffered:
+            slot = by_minute.setdefault((key, int(ts // MINUTE_S)), ([], []))
+            slot[0].extend(feats)
+            slot[1].extend(outs)
+        for (key, minute), (feats, outs) in by_minute.items():
+            layout = self._layouts[(key[0], key[1])]
+            state = self._open.get((key, minute))
+            if state is None:
+                state = self._open[(key, minute)] = _Open(np.zeros(sum(b.buckets for b in layout.binnings), np.int64))
+            state.counts += _count(layout, feats, outs)
+            state.rows += len(feats)
+            state.dirty = True
+        now_minute = int(time.time() // MINUTE_S)
+        out = []
+        for (key, minute), state in list(self._open.items()):
+            if state.dirty:
+                out.append((key, minute, state, self._layouts[(key[0], key[1])].sha))
+                state.dirty = False
+            elif minute < now_minute - KEEP_CLOSED_MINUTES:
+                del self._open[(key, minute)]
+        return out
+
+    def unflushed(self, changed: list[tuple[Key, int, _Open, str]]) -> None:
+        """Minutes ``collect`` returned that could not be written: written at the next flush."""
+        for _, _, state, _ in changed:
+            state.dirty = True
+
+
+def _batch_outputs(batch: PredictionBatch, layout: HistogramLayout) -> list[Any]:
+    """What the layout bins of each prediction of a batch."""
+    if layout.prediction == "value":
+        return list(batch.values or ())
+    if layout.prediction == "label":
+        return [None if x is None else str(x) for x in batch.labels or ()]
+    classes = list(batch.classes or ())
+    column = classes.index(layout.positive) if layout.positive is not None and layout.positive in classes else 1
+    return [p[column] for p in batch.proba or ()]
+
+
+def prediction_of(layout: HistogramLayout, outputs: dict[str, Any]) -> Any:
+    """What the layout bins of one row's ``outputs``."""
+    if layout.prediction == "value":
+        return outputs.get("value")
+    if layout.prediction == "label":
+        label = outputs.get("predicted_class")
+        return None if label is None else str(label)
+    proba = outputs.get("probabilities") or {}
+    if layout.positive in proba:
+        return proba[layout.positive]
+    values = list(proba.values())
+    return values[1] if len(values) == 2 else None
+
+
+def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[Any]) -> Counts:
+    parts = []
+    for b in layout.binnings[:-1]:
+        name = b.feature
+        column = [f.get(name) for f in feats]
+        values: Any = (
+            np.array([np.nan if v is None else v for v in column], dtype=np.float64) if b.kind == "numeric" else column
+        )
+        parts.append(counts_of(b, values))
+    predictions = [o if not isinstance(o, dict) else prediction_of(layout, o) for o in outs]
+    pb = layout.binnings[-1]
+    values = (
+        np.array([np.nan if v is None else v for v in predictions], dtype=np.float64)
+        if pb.kind == "numeric"
+        else predictions
+    )
+    parts.append(counts_of(pb, values))
+    return np.concatenate(parts)
+
+
+__all__ = ["PREDICTION", "HistogramKeeper", "HistogramLayout", "prediction_of", "split_described"]

@@ -1,0 +1,167 @@
+"""The `shipml monitor ...` commands: drift and performance over a window, and the report people look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from shipml.cli.app import ConfigOpt, RegistryOpt, _registry, _settings, app, err, out
+from shipml.errors import ConfigError
+
+if TYPE_CHECKING:  # the job (numpy, scipy, sklearn, MLflow) is imported by the commands, not at start-up
+    from shipml.config import Settings
+    from shipml.core.monitor_report import DriftReport, SegmentReport
+
+monitor_app = typer.Typer(help="Drift and model performance from the prediction store.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model name (default: the served model's)")]
+WindowOpt = Annotated[str | None, typer.Option("--window", "-w", help="window ending now: 30m, 24h, 7d (default 24h)")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="window start: ISO 8601 or Unix seconds")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="window end (default: now)")]
+
+_STYLE = {"drift": "red", "warn": "yellow", "not_enough_data": "cyan", "no_drift": "green", "no_data": "cyan"}
+
+
+def _model_name(settings: Settings, model: str | None) -> str:
+    if model:
+        return model
+    if settings.serve.model:
+        return settings.serve.model.split("@")[0].split("/")[0]
+    if settings.model is not None:
+        return settings.model.name
+    found = sorted({str(ref.name) for ref in _registry(settings).models_with_alias("production")})
+    if len(found) == 1:
+        return found[0]
+    which = f"models with a production alias: {', '.join(found)}" if found else "no model has a production alias"
+    raise ConfigError([f"--model: required (the config names no model, serve.model is not set, and {which})"])
+
+
+def run_job(
+    settings: Settings, model: str, window: str | None, since: str | None, until: str | None, recompute: bool
+) -> tuple[DriftReport, int | None]:
+    """Parse the window, run the job, store the report; the report and its id."""
+    from shipml.adapters.store import PredictionStore
+    from shipml.pipelines.monitor import MonitorJob, parse_window
+
+    span = parse_window(window if window or since else settings.monitor.window, since, until)
+    store = PredictionStore(settings.store.uri)
+    try:
+        job = MonitorJob(settings.monitor, store, _registry(settings), Path(settings.home) / "cache")
+        return job.run(model, span, recompute=recompute)
+    finally:
+        store.close()
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    model: ModelOpt = None,
+    window: WindowOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    recompute: Annotated[
+        bool, typer.Option("--recompute", help="rebuild the window's histograms from the stored rows first")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON instead of tables")] = False,
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> int:
+    """Judge drift and performance over a window; store the report. Exit 0: no drift, 1: drift or a
+    performance drop, 2: bad input."""
+    settings = _settings(config, registry_uri)
+    name = _model_name(settings, model)
+    report, report_id = run_job(settings, name, window, since, until, recompute)
+    if as_json:
+        out.print_json(report.to_json())
+    else:
+        _print(report, report_id)
+    _notify(settings, report, report_id)
+    return 1 if report.alarm else 0
+
+
+def _print(report: DriftReport, report_id: int | None) -> None:
+    from datetime import UTC, datetime
+
+    def iso(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    out.print(f"[bold]{escape(report.model)}[/]: {iso(report.since)} to {iso(report.until)}")
+    if not report.segments:
+        out.print("[cyan]no predictions with histograms in this window[/] (verdict no_data)")
+    for segment in report.segments:
+        _print_segment(segment)
+    style = _STYLE.get(report.verdict, "white")
+    drop = ", [red]performance drop[/]" if report.performance_drop else ""
+    out.print(f"verdict: [{style}]{report.verdict}[/]{drop}  (report {report_id} in the store)")
+
+
+def _print_segment(s: SegmentReport) -> None:
+    table = Table(title=f"version {s.version}, variant {s.variant}: {s.rows} rows")
+    for column in ("feature", "statistic", "value", "threshold (warn/drift)", "rows", "verdict"):
+        table.add_column(column, justify="right" if column in ("value", "rows") else "left")
+    for d in s.drift:
+        if not d.decisive:
+            continue
+        style = _STYLE.get(d.verdict, "white")
+        extra = f" (p={d.p_value:.3g})" if d.p_value is not None else ""
+        table.add_row(
+            escape(d.feature), d.statistic + extra, f"{d.value:.4f}", f"{d.threshold_warn:g}/{d.threshold_drift:g}",
+            str(d.rows), f"[{style}]{d.verdict}[/]",
+        )  # fmt: skip
+    out.print(table)
+    if s.performance:
+        perf = Table(title="performance")
+        for column in ("metric", "kind", "value", "95% interval", "count", "holdout", "judged"):
+            perf.add_column(column)
+        for p in s.performance:
+            e = p.estimate
+            value = "-" if e.value is None else f"{e.value:.4f}"
+            interval = "-" if e.lower is None or e.upper is None else f"[{e.lower:.4f}, {e.upper:.4f}]"
+            holdout = "-" if p.holdout is None else f"{p.holdout:.4f}"
+            judged = (
+                "[red]drop[/]" if p.dropped else "refused" if e.refused else "ok" if e.enough_data else "too few rows"
+            )
+            perf.add_row(e.metric, e.kind, value, interval, str(e.count), holdout, judged)
+        out.print(perf)
+        for reason in dict.fromkeys(
+            f"{p.estimate.kind} refused: {p.estimate.refused}" for p in s.performance if p.estimate.refused
+        ):
+            err.print(f"[yellow]note:[/] {escape(reason)}")
+    labels = ", ".join(f"{k} {v}" for k, v in s.labels.items())
+    if labels:
+        out.print(f"labels: {labels}")
+    for note in s.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}")
+
+
+def _notify(settings: Settings, report: DriftReport, report_id: int | None) -> None:
+    """Tell the webhook (monitor.webhook_url) when the verdict changed; never fails the job."""
+    if not settings.monitor.webhook_url:
+        return
+    from shipml.pipelines.alerts import notify_change
+
+    notify_change(settings, report, report_id)
+
+
+@monitor_app.command("report")
+def monitor_report(
+    output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
+    model: ModelOpt = None,
+    window: WindowOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> None:
+    """Run the job over the window and write its report as one self-contained HTML page."""
+    from shipml.pipelines.report import write_report
+
+    settings = _settings(config, registry_uri)
+    name = _model_name(settings, model)
+    report, report_id = run_job(settings, name, window or ("7d" if not since else None), since, until, False)
+    write_report(report, output)
+    out.print(f"wrote {output} (report {report_id}, verdict {report.verdict})")

@@ -1,0 +1,373 @@
+"""The monitoring job: drift and performance of a model over a window, from the store, as a stored DriftReport.
+
+Drift reads the per-minute histograms the store writer keeps (a verdict over any window is a sum of small
+arrays); ``recompute`` first rebuilds them from the raw rows. Realised performance joins the feedback to
+the predictions that are old enough to have it (``monitor.label_delay_s``); estimated performance comes
+from the probabilities, when the version's holdout calibration error allows. The multivariate check (a
+domain classifier) reads a sample of the window's newest raw rows and the version's registered reference
+sample.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipml.adapters.registry import MlflowRegistry, ModelRef
+from shipml.adapters.store import FeatureWindow, PredictionStore
+from shipml.adapters.store.histograms import HistogramLayout
+from shipml.adapters.store.sql import MinuteCounts
+from shipml.config import MonitorSettings
+from shipml.core.drift import (
+    PREDICTION,
+    DriftThresholds,
+    FeatureDrift,
+    ProfileBinnings,
+    Verdict,
+    counts_of,
+    domain_classifier_drift,
+    feature_drift,
+    psi,
+    worst,
+)
+from shipml.core.metrics import LOWER_IS_BETTER
+from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
+from shipml.core.performance import (
+    PerformanceEstimate,
+    PerformanceOptions,
+    estimated_performance,
+    performance_drop,
+    realised_performance,
+)
+from shipml.errors import ConfigError
+from shipml.pipelines.bundle import ModelBundle, load_bundle
+from shipml.pipelines.train import REFERENCE_SAMPLE_ARTIFACT
+
+SERIES_SLICES = 24  # the report's "over time": the window cut in at most this many slices
+PERFORMANCE_SLICES = 12
+DOMAIN_SAMPLE_S = 3600.0  # the multivariate check reads the window's newest hour of raw rows
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class Window:
+    since: float
+    until: float
+
+    def slices(self, n: int) -> list[tuple[float, float]]:
+        """The window cut in ``n`` equal slices (whole minutes when it is long enough)."""
+        step = (self.until - self.since) / n
+        return [(self.since + i * step, self.since + (i + 1) * step) for i in range(n)]
+
+
+def parse_window(window: str | None, since: str | None, until: str | None, now: float | None = None) -> Window:
+    """``--window 24h`` (ending now), or ``--since T [--until T]`` (ISO 8601 or Unix seconds). Bad input: ConfigError."""
+    now = time.time() if now is None else now
+    if window is not None and since is not None:
+        raise ConfigError(["--window and --since: give one of them (a window ends now; --since starts one)"])
+    if since is not None:
+        start = _instant(since, "--since")
+        end = _instant(until, "--until") if until is not None else now
+    else:
+        end = _instant(until, "--until") if until is not None else now
+        start = end - duration_s(window or "24h", "--window")
+    if not start < end:
+        raise ConfigError([f"window: the start ({_iso(start)}) must be before the end ({_iso(end)})"])
+    return Window(start, end)
+
+
+def duration_s(text: str, what: str) -> float:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` in seconds."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if found is None or float(found.group(1)) <= 0:
+        raise ConfigError([f"{what}: expected a positive duration such as 30m, 24h or 7d, got {text!r}"])
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def _instant(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            [f"{what}: expected an ISO 8601 time (2026-11-25T08:00Z) or Unix seconds, got {text!r}"]
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def thresholds_of(settings: MonitorSettings) -> DriftThresholds:
+    return DriftThresholds(**settings.drift.model_dump())
+
+
+@dataclass(frozen=True)
+class Version:
+    """What the job needs of a registered version (loaded once per run)."""
+
+    bundle: ModelBundle
+    binnings: ProfileBinnings | None
+    layout: HistogramLayout | None
+    positive: str | None
+
+    @property
+    def task(self) -> str:
+        return self.bundle.schema.target.task
+
+    def positive_scores(self, score: np.ndarray) -> np.ndarray:
+        """The store's ``score`` (second class's probability) as the positive class's, what the profile binned."""
+        classes = [str(c) for c in self.bundle.classes]
+        if self.task == "binary" and self.positive is not None and classes and classes[0] == self.positive:
+            return 1.0 - score
+        return score
+
+
+class MonitorJob:
+    """Runs the checks of one model over a window and stores the report."""
+
+    def __init__(
+        self, settings: MonitorSettings, store: PredictionStore, registry: MlflowRegistry, cache_dir: Path
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.cache_dir = cache_dir
+        self.thresholds = thresholds_of(settings)
+        self._versions: dict[tuple[str, str], Version] = {}
+
+    def version(self, model: str, version: str) -> Version:
+        key = (model, version)
+        found = self._versions.get(key)
+        if found is None:
+            bundle = load_bundle(self.registry, ModelRef(model, version=version), self.cache_dir, fast_path=False)
+            positive = bundle.evaluation.get("positive_class")
+            positive = None if positive is None else str(positive)
+            binnings = layout = None
+            if bundle.profile is not None:
+                binnings = ProfileBinnings.of(bundle.profile)
+                layout = HistogramLayout.of(bundle.profile, bundle.schema.target.task, positive)
+            found = self._versions[key] = Version(bundle, binnings, layout, positive)
+        return found
+
+    def run(
+        self, model: str, window: Window, *, recompute: bool = False, save: bool = True
+    ) -> tuple[DriftReport, int | None]:
+        """The report of ``model`` over ``window`` (stored unless ``save`` is False) and its id in the store."""
+        if recompute:
+            self.recompute(model, window)
+        minutes = self.store.read_histograms(model, window.since, window.until)
+        by_segment: dict[tuple[str, str], list[MinuteCounts]] = {}
+        for m in minutes:
+            by_segment.setdefault((m.version, m.variant), []).append(m)
+        segments = tuple(
+            self._segment(model, version, variant, found, window)
+            for (version, variant), found in sorted(by_segment.items())
+        )
+        report = DriftReport(model, window.since, window.until, time.time(), segments)
+        report_id = (
+            self.store.save_report(model, window.since, window.until, report.verdict, report.to_json())
+            if save
+            else None
+        )
+        return report, report_id
+
+    def recompute(self, model: str, window: Window) -> int:
+        """Rebuild the window's histograms from the raw rows (minutes of versions without a profile are dropped);
+        how many rows were counted."""
+        rows = self.store.read_window(model, window.since, window.until)
+        entries = []
+        minute_of = (rows.ts // 60).astype(np.int64)
+        for version in sorted(set(rows.version.tolist())):
+            v = self.version(model, version)
+            if v.layout is None:
+                continue
+            for variant in sorted(set(rows.variant[rows.version == version].tolist())):
+                segment = (rows.version == version) & (rows.variant == variant)
+                for minute in np.unique(minute_of[segment]).tolist():
+                    mask = segment & (minute_of == minute)
+                    flat = np.concatenate([
+                        counts_of(b, self._values_of(v, rows, b.feature, mask)) for b in v.layout.binnings
+                    ])  # fmt: skip
+                    entries.append((minute, version, variant, "primary", v.layout, int(mask.sum()), flat))
+        self.store.replace_histograms(model, window.since, window.until, entries)
+        return sum(e[5] for e in entries)
+
+    @staticmethod
+    def _values_of(v: Version, rows: FeatureWindow, feature: str, mask: np.ndarray) -> np.ndarray:
+        if feature != PREDICTION:
+            column = rows.features.get(feature)
+            if column is None:
+                return np.full(int(mask.sum()), np.nan)
+            return np.asarray(column[mask])
+        if v.task == "multiclass":
+            return np.asarray(rows.label[mask])
+        return v.positive_scores(rows.score[mask])
+
+    def _segment(
+        self, model: str, version: str, variant: str, minutes: list[MinuteCounts], window: Window
+    ) -> SegmentReport:
+        v = self.version(model, version)
+        rows = sum(m.rows for m in minutes)
+        if v.binnings is None:
+            return SegmentReport(
+                version, variant, rows, "not_enough_data", (), notes=("the version has no reference profile",)
+            )
+        total = _summed(minutes, v.binnings)
+        drift = list(feature_drift(v.binnings, total, self.thresholds).results)
+        notes: list[str] = []
+        multivariate = self._multivariate(model, version, variant, v, window, notes)
+        if multivariate is not None:
+            drift.append(multivariate)
+        verdicts = [d.verdict for d in drift if d.decisive]
+        performance, performance_series, labels = self._performance(model, version, variant, v, window, notes)
+        return SegmentReport(
+            version=version,
+            variant=variant,
+            rows=rows,
+            verdict=worst(verdicts) if verdicts else "not_enough_data",
+            drift=tuple(drift),
+            distributions=tuple(
+                Distribution(
+                    name, b.kind, b.labels, tuple(float(x) for x in b.reference), tuple(int(c) for c in total[name])
+                )
+                for name, b in v.binnings.all.items()
+            ),
+            series=self._series(minutes, v.binnings, window),
+            performance=performance,
+            performance_series=performance_series,
+            labels=labels,
+            notes=tuple(notes),
+        )
+
+    def _series(
+        self, minutes: list[MinuteCounts], binnings: ProfileBinnings, window: Window
+    ) -> tuple[SeriesPoint, ...]:
+        n = max(1, min(SERIES_SLICES, math.ceil((window.until - window.since) / 60)))
+        points = []
+        for start, end in window.slices(n):
+            inside = [m for m in minutes if start <= m.minute * 60 < end]
+            counts = _summed(inside, binnings)
+            for name, b in binnings.all.items():
+                c = counts[name]
+                rows = int(c.sum())
+                value = psi(b.reference, c)
+                verdict: Verdict = (
+                    "not_enough_data" if rows < self.thresholds.min_rows
+                    else "drift" if value >= self.thresholds.psi_drift
+                    else "warn" if value >= self.thresholds.psi_warn else "no_drift"
+                )  # fmt: skip
+                points.append(SeriesPoint(start, end, name, "psi", value, rows, verdict))
+        return tuple(points)
+
+    def _multivariate(
+        self, model: str, version: str, variant: str, v: Version, window: Window, notes: list[str]
+    ) -> FeatureDrift | None:
+        if not self.settings.multivariate:
+            return None
+        sample_file = v.bundle.loaded.local_dir / REFERENCE_SAMPLE_ARTIFACT
+        if not sample_file.is_file():
+            notes.append(
+                "multivariate check skipped: the version has no registered reference sample (trained before it)"
+            )
+            return None
+        reference = pd.read_json(sample_file, orient="split")
+        since = max(window.since, window.until - DOMAIN_SAMPLE_S)
+        current = self.store.read_window(model, since, window.until, version=version, variant=variant)
+        names = [n for n in v.bundle.schema.names if n in current.features and n in reference.columns]
+        if len(current) < self.thresholds.min_rows or not names:
+            notes.append(
+                f"multivariate check skipped: {len(current)} rows in the window's newest hour, under {self.thresholds.min_rows}"
+            )
+            return None
+        categorical = [n for n in names if current.kinds.get(n) != "numeric"]
+        return domain_classifier_drift(
+            {n: reference[n].to_numpy() for n in names},
+            {n: current.features[n] for n in names},
+            self.thresholds,
+            categorical=categorical,
+        )
+
+    def _performance(
+        self, model: str, version: str, variant: str, v: Version, window: Window, notes: list[str]
+    ) -> tuple[tuple[PerformanceEntry, ...], tuple[PerformanceEntry, ...], dict[str, int]]:
+        ids, ts, label, score = self.store.read_outcomes(
+            model, window.since, window.until, version=version, variant=variant
+        )
+        feedback = self.store.read_feedback(window.since)
+        has = np.array([i in feedback for i in ids.tolist()], dtype=bool)
+        matured = ts <= time.time() - self.settings.label_delay_s
+        labelled = matured & has
+        labels = {"pending": int((~has).sum()), "matured": int(matured.sum()), "labelled": int(labelled.sum())}
+        holdout = v.bundle.evaluation.get("holdout", {})
+        whole = self._estimates(v, ids, label, score, feedback, labelled, np.ones(len(ids), dtype=bool), holdout)
+        series: list[PerformanceEntry] = []
+        if len(ids):
+            for start, end in window.slices(PERFORMANCE_SLICES):
+                inside = (ts >= start) & (ts < end)
+                if inside.any():
+                    for e in self._estimates(v, ids, label, score, feedback, labelled & inside, inside, holdout):
+                        series.append(PerformanceEntry(e.estimate, e.holdout, e.dropped, e.reason, start, end))
+        if v.task != "regression" and holdout.get("calibration_error") is None:
+            notes.append("estimated performance refused: the version has no recorded holdout calibration error")
+        return whole, tuple(series), labels
+
+    def _estimates(
+        self,
+        v: Version,
+        ids: np.ndarray,
+        label: np.ndarray,
+        score: np.ndarray,
+        feedback: dict[str, tuple[str | None, float | None]],
+        labelled: np.ndarray,
+        rows: np.ndarray,
+        holdout: dict[str, Any],
+    ) -> tuple[PerformanceEntry, ...]:
+        s = self.settings
+        opts = PerformanceOptions(min_count=s.min_labelled, max_calibration_error=s.max_calibration_error)
+        task = v.task
+        estimates: list[PerformanceEstimate] = []
+        picked = ids[labelled].tolist()
+        if task == "regression":
+            truth = np.array([feedback[i][1] for i in picked], dtype=np.float64)
+            estimates += realised_performance("regression", truth, score[labelled], options=opts)
+        else:
+            truth = np.array([feedback[i][0] for i in picked], dtype=object).astype(str)
+            predicted = label[labelled].astype(str)
+            positive_score = v.positive_scores(score[labelled]) if task == "binary" else None
+            estimates += realised_performance(task, truth, predicted, positive_score, v.positive, opts)  # type: ignore[arg-type]
+            served = v.positive_scores(score[rows]) if task == "binary" else score[rows]
+            predicted_positive = (label[rows].astype(str) == v.positive) if task == "binary" else None
+            estimates += estimated_performance(task, served, holdout.get("calibration_error"), predicted_positive, opts)  # type: ignore[arg-type]
+        out = []
+        for e in estimates:
+            reference = holdout.get(e.metric)
+            if reference is None:
+                out.append(PerformanceEntry(e, None, False, "no holdout value for this metric"))
+                continue
+            judged = performance_drop(e, float(reference), s.performance_tolerance, e.metric in LOWER_IS_BETTER)
+            out.append(PerformanceEntry(e, float(reference), judged.flagged, judged.reason))
+        return tuple(out)
+
+
+def _summed(minutes: Sequence[MinuteCounts], binnings: ProfileBinnings) -> dict[str, np.ndarray]:
+    """The minutes' counts added up per feature (zeros where a minute lacks one, e.g. another layout)."""
+    total = {name: np.zeros(b.buckets, dtype=np.int64) for name, b in binnings.all.items()}
+    for m in minutes:
+        for name, counts in m.counts.items():
+            if name in total and len(counts) == len(total[name]):
+                total[name] += counts
+    return total

@@ -1,0 +1,113 @@
+"""Issue 10's "done when", end to end with real processes: after quickstart, the example script's drifted
+traffic makes `shipml monitor drift` flag the drifted features, /metrics of `shipml serve --workers 2` shows
+them, a real Prometheus fires the drift alert with the shipped rules, and Alertmanager delivers it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.cli import shipml
+from tests.integration.prometheus import prometheus_stack
+from tests.integration.server import Server, start_server
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).parents[2] / "examples" / "churn" / "monitor_demo.py"
+DRIFTED = {"tenure", "monthly_charges", "contract"}  # what the demo changes
+UNTOUCHED = {"age", "data_gb", "support_calls", "payment", "internet", "gender"}  # drawn as in training
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
+    root = tmp_path_factory.mktemp("monitoring")
+    made = shipml(root, "quickstart")
+    assert made.returncode == 0, made.stderr
+    server = start_server(root, "--workers", "2", env={"SHIPML_STORE__HISTOGRAM_FLUSH_S": "0.5"})
+    try:
+        demo = subprocess.run(
+            [sys.executable, str(DEMO), "--url", server.url, "--normal", "500", "--drifted", "2500"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stderr
+        time.sleep(1.5)  # each worker's writer writes its histograms' changed minutes every 0.5 s
+        yield root, server
+    finally:
+        assert server.stop() == 0
+
+
+def test_monitor_drift_flags_exactly_the_drifted_features(served: tuple[Path, Server]) -> None:
+    root, _ = served
+    run = shipml(root, "monitor", "drift", "--window", "1h", "--json")
+    assert run.returncode == 1, run.stderr  # 1: drift
+    report = json.loads(run.stdout)
+    (segment,) = report["segments"]
+    assert segment["rows"] == 3000
+    verdicts: dict[str, set[str]] = {}
+    for d in segment["drift"]:
+        if d["decisive"]:
+            verdicts.setdefault(d["feature"], set()).add(d["verdict"])
+    flagged = {f for f, v in verdicts.items() if "drift" in v}
+    assert flagged >= DRIFTED
+    assert not flagged & UNTOUCHED
+    assert segment["labels"]["labelled"] == 1500  # the demo labels 60 % of the drifted predictions
+    assert {p["estimate"]["metric"] for p in segment["performance"]} >= {"accuracy", "roc_auc", "f1"}
+    table = shipml(root, "monitor", "drift", "--window", "1h")
+    assert table.returncode == 1 and "verdict: drift" in table.stdout
+
+
+def scrape(server: Server) -> str:
+    # a new connection per scrape: the two workers take turns accepting them
+    return requests.get(f"{server.url}/metrics", headers={"Connection": "close"}, timeout=10).text
+
+
+def gauge(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_every_worker_shows_the_stored_report_and_prometheus_alerts(served: tuple[Path, Server]) -> None:
+    root, server = served
+    assert shipml(root, "monitor", "drift", "--window", "1h").returncode == 1
+    time.sleep(5.5)  # past the collector's cache
+    scrapes = [scrape(server) for _ in range(12)]
+    for text in scrapes:
+        for feature in DRIFTED:
+            assert gauge(text, "shipml_drift_detected", feature=feature, statistic="psi", model="churn") is not None
+        assert gauge(text, "shipml_drift_detected", feature="monthly_charges", statistic="psi") == 1.0
+        assert gauge(text, "shipml_drift_detected", feature="age", statistic="psi") == 0.0
+        assert gauge(text, "shipml_labels", state="labelled") == 1500.0
+        assert gauge(text, "shipml_ready") == 1.0
+        assert re.search(r"^shipml_monitor_last_success_timestamp_seconds\{model=\"churn\"\} ", text, re.M)
+    # the same numbers from every scrape, whichever worker answered
+    values = {tuple(sorted(line for line in t.splitlines() if line.startswith("shipml_drift_score"))) for t in scrapes}
+    assert len(values) == 1
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # Prometheus's own linter on a real scrape (the stack below skips without it)
+        checked = subprocess.run([promtool, "check", "metrics"], input=scrapes[0], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    target = server.url.removeprefix("http://")
+    with prometheus_stack({"shipml": [target]}) as stack:
+        prom, webhook = stack.prometheus, stack.webhook
+        assert webhook is not None
+        prom.wait_for_targets_up()
+        firing = prom.wait_for_alert("ShipmlDriftDetected", "firing", {"feature": "monthly_charges"}, timeout=30)
+        assert firing["labels"]["model"] == "churn" and firing["labels"]["severity"]
+        sent = webhook.wait_for(
+            lambda b: b.get("status") == "firing" and b["groupLabels"].get("alertname") == "ShipmlDriftDetected",
+            timeout=30,
+        )
+        assert {a["labels"]["feature"] for a in sent["alerts"]} >= DRIFTED
+        assert not UNTOUCHED & {a["labels"]["feature"] for a in sent["alerts"]}

@@ -1,0 +1,121 @@
+"""Per-minute histograms kept by the store writer equal the counts of the rows it committed, on every dialect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore, StoreWriter
+from shipml.core.drift import PREDICTION, ProfileBinnings, counts_of
+from shipml.core.ids import Uuid7Generator
+from shipml.core.profile import ReferenceProfile, build_profile
+from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
+from tests.unit.adapters.test_prediction_store import CHURNISH
+
+__all__ = ["postgres_uri"]
+
+IDS = Uuid7Generator()
+MINUTE = 29_000_000  # a fixed minute (Unix time // 60), far from now
+
+
+def profile() -> ReferenceProfile:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"tenure": rng.normal(30, 10, 2000), "contract": rng.choice(["monthly", "one-year", "two-year"], 2000)}
+    )
+    return build_profile(frame, CHURNISH, rng.uniform(0, 1, 2000))
+
+
+@pytest.fixture(params=DIALECTS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionStore]:
+    s = PredictionStore(store_uri_for(request, str(request.param), tmp_path), histogram_flush_s=3600)
+    s.register_schema(CHURNISH)
+    s.register_profile("churn", "1", profile(), "binary", "1")
+    yield s
+    s.close()
+
+
+def features(i: int) -> dict[str, Any]:
+    contract = ["monthly", "one-year", "two-year", "lifetime", None][i % 5]  # "lifetime" was never seen
+    return {"tenure": None if i % 11 == 0 else float(i % 60), "contract": contract}
+
+
+def rows(n: int, ts: float, version: str = "1") -> list[PredictionRow]:
+    return [
+        PredictionRow(
+            prediction_id, ts, "churn", version, "main", features(i),
+            {"predicted_class": "1", "probabilities": {"0": 1 - i / n, "1": i / n}}, 1.0,
+            schema_sha256=CHURNISH.sha256(),
+        )
+        for i, prediction_id in enumerate(IDS.strings(n))
+    ]  # fmt: skip
+
+
+def batch(n: int, ts: float) -> PredictionBatch:
+    probas = [[1 - i / n, i / n] for i in range(n)]
+    return PredictionBatch(
+        IDS.strings(n), ts, "churn", "1", "main", CHURNISH.sha256(), [features(i) for i in range(n)], 1.0,
+        labels=["1"] * n, classes=["0", "1"], proba=probas,
+    )  # fmt: skip
+
+
+def expected(store: PredictionStore, since: float, until: float) -> dict[str, np.ndarray]:
+    """The counts of the committed rows, read back raw and counted on the profile's buckets."""
+    window = store.read_window("churn", since, until, version="1")
+    binnings = ProfileBinnings.of(profile()).all
+    out = {name: counts_of(b, window.features[name]) for name, b in binnings.items() if name != PREDICTION}
+    out[PREDICTION] = counts_of(binnings[PREDICTION], window.score)
+    return out
+
+
+def test_histograms_equal_the_counts_of_the_committed_rows(store: PredictionStore) -> None:
+    t0 = MINUTE * 60.0
+    writer = StoreWriter(store, queue_size=10_000, batch_max=512)
+    writer.enqueue(rows(300, t0 + 5))
+    writer.enqueue(batch(700, t0 + 30))
+    writer.enqueue(rows(50, t0 + 61))  # the next minute
+    writer.enqueue(rows(40, t0 + 10, version="2"))  # a version without a profile: no histogram
+    writer.close()  # the last flush
+    minutes = store.read_histograms("churn", t0, t0 + 120)
+    assert [(m.minute, m.version, m.rows) for m in minutes] == [(MINUTE, "1", 1000), (MINUTE + 1, "1", 50)]
+    want = expected(store, t0, t0 + 60)
+    for name, counts in want.items():
+        np.testing.assert_array_equal(minutes[0].counts[name], counts, err_msg=name)
+    # the unseen category and the nulls have buckets of their own
+    contract = minutes[0].counts["contract"]
+    assert contract[-2] == 200 and contract[-1] == 200
+    assert store.read_histograms("churn", t0 + 60, t0 + 120)[0].rows == 50
+    assert store.read_histograms("churn", t0, t0 + 120, version="2") == []
+
+
+def test_workers_write_their_own_rows_and_readers_sum_them(store: PredictionStore) -> None:
+    t0 = MINUTE * 60.0
+    other = PredictionStore(store.uri, histogram_flush_s=3600)  # a second worker process's store
+    other.register_schema(CHURNISH)
+    other.register_profile("churn", "1", profile(), "binary", "1")
+    for s, n in ((store, 120), (other, 80), (store, 30)):  # the first store flushes twice: replaced, not added
+        w = StoreWriter(s, queue_size=1000, batch_max=512)
+        w.enqueue(rows(n, t0 + 1))
+        w.close()
+    other.close()
+    (minute,) = store.read_histograms("churn", t0, t0 + 60)
+    assert minute.rows == 230
+    np.testing.assert_array_equal(minute.counts["tenure"], expected(store, t0, t0 + 60)["tenure"])
+
+
+def test_recompute_replaces_the_window(store: PredictionStore) -> None:
+    t0 = MINUTE * 60.0
+    w = StoreWriter(store, queue_size=1000, batch_max=512)
+    w.enqueue(rows(100, t0 + 1))
+    w.close()
+    layout = store.histograms.layout("churn", "1")
+    assert layout is not None
+    flat = np.concatenate([c for c in expected(store, t0, t0 + 60).values()])
+    store.replace_histograms("churn", t0, t0 + 60, [(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
+    (minute,) = store.read_histograms("churn", t0, t0 + 60)
+    assert minute.rows == 100 and minute.counts["tenure"].sum() == 200
