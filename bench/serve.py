@@ -262,6 +262,8 @@ def main() -> None:
     run_shipml("shipml 1 worker, commit log", 1, {})
     run_shipml("shipml 2 workers, commit log", 2, {})
     run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
+    # What the per-minute drift histograms (store.histograms, on by default) cost the service
+    run_shipml(NO_HISTOGRAMS, 2, {"SHIPML_STORE__HISTOGRAMS": "false"})
     # Does the native kernel pay over the numpy backend of the same fast predictor?
     run_shipml(NUMPY_BACKEND, 2, {"SHIPML_NATIVE": "0"})
     # Does the micro-batcher pay? On the fast path, and for a model served by its pipeline.
@@ -340,6 +342,7 @@ def batch_figures(
 
 BATCH_RATIO: dict[int, float] = {}
 NUMPY_BACKEND = "shipml 2 workers, commit log, numpy backend (no native kernel)"
+NO_HISTOGRAMS = "shipml 2 workers, commit log, no drift histograms"
 BATCHED_FAST = "shipml 2 workers, commit log, fast path + micro-batcher"
 PIPELINE_POOL = "shipml 2 workers, commit log, pipeline in a thread pool"
 PIPELINE_BATCHED = "shipml 2 workers, commit log, pipeline + micro-batcher"
@@ -384,6 +387,14 @@ def goals(results: list[Result]) -> None:
         True,
     )
     goal("/predict/batch 10,000 rows vs sklearn in-process predict_proba", BATCH_RATIO.get(10_000), 1, True)
+    no_histograms = by.get(NO_HISTOGRAMS)
+    goal(
+        "drift histograms' cost to /predict req/s (2 workers, commit log, off vs on)",
+        (1 - commit.rps / no_histograms.rps) * 100 if commit and no_histograms else None,
+        5,
+        False,
+        " %",
+    )
     goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
     goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
     print("\ngoals, from this run's figures:")

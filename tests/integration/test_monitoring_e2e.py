@@ -16,23 +16,27 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.cli import shipml
+from shipml.adapters.store import PredictionStore
+from tests.integration.cli import one_error_line, shipml
 from tests.integration.prometheus import prometheus_stack
 from tests.integration.server import Server, start_server
+from tests.unit.pipelines.test_report import figures
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.background]
 
 DEMO = Path(__file__).parents[2] / "examples" / "churn" / "monitor_demo.py"
 DRIFTED = {"tenure", "monthly_charges", "contract"}  # what the demo changes
+INTERVAL_S = 1  # the service's own schedule (monitor.interval_s), one runner across its two workers
 UNTOUCHED = {"age", "data_gb", "support_calls", "payment", "internet", "gender"}  # drawn as in training
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
     root = tmp_path_factory.mktemp("monitoring")
-    made = shipml(root, "quickstart")
+    made = shipml(root, "quickstart", "--rows", "4000")
     assert made.returncode == 0, made.stderr
-    server = start_server(root, "--workers", "2", env={"SHIPML_STORE__HISTOGRAM_FLUSH_S": "0.5"})
+    env = {"SHIPML_STORE__HISTOGRAM_FLUSH_S": "0.5", "SHIPML_MONITOR__INTERVAL_S": str(INTERVAL_S)}
+    server = start_server(root, "--workers", "2", env=env)
     try:
         demo = subprocess.run(
             [sys.executable, str(DEMO), "--url", server.url, "--normal", "500", "--drifted", "2500"],
@@ -80,7 +84,7 @@ def gauge(text: str, name: str, **labels: str) -> float | None:
 def test_every_worker_shows_the_stored_report_and_prometheus_alerts(served: tuple[Path, Server]) -> None:
     root, server = served
     assert shipml(root, "monitor", "drift", "--window", "1h").returncode == 1
-    time.sleep(5.5)  # past the collector's cache
+    time.sleep(1.5)  # past the collector's cache
     scrapes = [scrape(server) for _ in range(12)]
     for text in scrapes:
         for feature in DRIFTED:
@@ -111,3 +115,46 @@ def test_every_worker_shows_the_stored_report_and_prometheus_alerts(served: tupl
         )
         assert {a["labels"]["feature"] for a in sent["alerts"]} >= DRIFTED
         assert not UNTOUCHED & {a["labels"]["feature"] for a in sent["alerts"]}
+
+
+def test_the_service_runs_the_job_on_its_schedule_in_one_worker_at_a_time(served: tuple[Path, Server]) -> None:
+    root, _ = served
+    store = PredictionStore(f"sqlite:///{root}/.shipml/predictions.db")
+    started = time.time()
+    time.sleep(5 * INTERVAL_S + 0.5)
+    runs = [
+        r for r in store.latest_reports("churn", limit=100)
+        if r["created_at"] >= started and r["until"] - r["since"] == 86400  # the scheduled window (24h)
+    ]  # fmt: skip
+    store.close()
+    # one runner: at most one run per interval (two workers without the lease would make about twice as many)
+    assert 1 <= len(runs) <= 6, [r["created_at"] - started for r in runs]
+    assert all(r["verdict"] == "drift" for r in runs)
+
+
+def test_a_mistyped_window_is_one_error_line(served: tuple[Path, Server]) -> None:
+    root, _ = served
+    line = one_error_line(shipml(root, "monitor", "drift", "--window", "5x"))
+    assert line.startswith("error: --window: expected a positive duration")
+
+
+def test_the_report_page_shows_the_numbers_of_metrics(served: tuple[Path, Server]) -> None:
+    root, server = served
+    made = shipml(root, "monitor", "report", "--window", "1h", "-o", "page.html")
+    assert made.returncode == 0, made.stderr
+    page = (root / "page.html").read_text()
+    assert len(page.encode()) < 2 * 1024 * 1024 and "https://" not in page
+    on_page = {
+        (f["feature"], f["statistic"]): float(f["value"]) for f in figures(page) if f["gauge"] == "shipml_drift_score"
+    }
+    time.sleep(1.5)  # past the collector's cache: /metrics shows the newest stored report
+    text = scrape(server)
+    on_metrics = {}
+    for line in text.splitlines():
+        found = re.match(r"shipml_drift_score\{(.*)\} (\S+)$", line)
+        if found:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+            on_metrics[(labels["feature"], labels["statistic"])] = float(found.group(2))
+    assert on_page and on_page.keys() == on_metrics.keys()
+    for key, value in on_page.items():
+        assert value == pytest.approx(on_metrics[key], rel=1e-9), key

@@ -31,7 +31,7 @@ from tests.integration.prometheus import (
     prometheus_stack,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.background]
 
 RUNBOOK = Path(__file__).parents[2] / "docs" / "runbook.md"
 RUNBOOK_BASE = "https://github.com/shipml/shipml/blob/main/docs/runbook.md#"

@@ -137,6 +137,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory, project: tuple[Path, Keys])
 FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
+@pytest.mark.background
 def test_case33_registry_down_at_startup_live_but_not_ready_until_a_model_loads(
     remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]
 ) -> None:
@@ -169,6 +170,7 @@ def test_case33_registry_down_at_startup_live_but_not_ready_until_a_model_loads(
         assert server.stop() == 0
 
 
+@pytest.mark.background
 def test_case33_retries_with_backoff(remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]) -> None:
     root, proxy = remote
     proxy.set_mode("reset")
@@ -191,6 +193,7 @@ def test_case33_retries_with_backoff(remote: tuple[Path, FaultProxy], project: t
         server.stop()
 
 
+@pytest.mark.background
 def test_case34_registry_reset_or_slow_at_a_poll_old_version_serves_on(
     remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]
 ) -> None:
@@ -225,6 +228,7 @@ def test_case34_registry_reset_or_slow_at_a_poll_old_version_serves_on(
         assert server.stop() == 0
 
 
+@pytest.mark.background
 def test_case34_model_shows_the_last_successful_check(
     remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]
 ) -> None:

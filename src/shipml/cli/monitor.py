@@ -160,8 +160,10 @@ def monitor_report(
     """Run the job over the window and write its report as one self-contained HTML page."""
     from shipml.pipelines.report import write_report
 
+    if not output.parent.resolve().is_dir():  # before the job runs, not after
+        raise ConfigError([f"--output: {output}: directory {output.parent} does not exist"])
     settings = _settings(config, registry_uri)
     name = _model_name(settings, model)
     report, report_id = run_job(settings, name, window or ("7d" if not since else None), since, until, False)
-    write_report(report, output)
+    write_report(report, output, report_id=report_id)
     out.print(f"wrote {output} (report {report_id}, verdict {report.verdict})")

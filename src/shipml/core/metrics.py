@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn import metrics as skm
 
 from shipml.core.performance import calibration_error
 from shipml.core.schema import Task
@@ -78,6 +77,8 @@ def evaluate(
 
     ``positive``: the positive class of a binary task (see ``positive_class``); None: the second label.
     """
+    from sklearn import metrics as skm  # here: reading LOWER_IS_BETTER or the names must not load scikit-learn
+
     yt = np.asarray(y_true)
     yp = np.asarray(y_pred)
     if task == "regression":

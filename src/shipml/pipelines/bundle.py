@@ -23,6 +23,11 @@ from shipml.errors import ModelLoadError, WarmupError
 
 TAG = "shipml.fast_path"
 
+# Up to this many training rows are registered as shipml/reference_sample.json (pandas "split" JSON), for the
+# monitoring job's multivariate check (a domain classifier needs rows; the profile keeps histograms only).
+REFERENCE_SAMPLE_ROWS = 2_000
+REFERENCE_SAMPLE_ARTIFACT = "shipml/reference_sample.json"
+
 
 @dataclass(frozen=True)
 class ModelBundle:

@@ -49,8 +49,7 @@ from shipml.core.performance import (
     realised_performance,
 )
 from shipml.errors import ConfigError
-from shipml.pipelines.bundle import ModelBundle, load_bundle
-from shipml.pipelines.train import REFERENCE_SAMPLE_ARTIFACT
+from shipml.pipelines.bundle import REFERENCE_SAMPLE_ARTIFACT, ModelBundle, load_bundle
 
 SERIES_SLICES = 24  # the report's "over time": the window cut in at most this many slices
 PERFORMANCE_SLICES = 12

@@ -36,15 +36,11 @@ from shipml.core.profile import ReferenceProfile, build_profile
 from shipml.core.schema import FeatureSchema, Task
 from shipml.core.validation import ValidationReport, validate_frame
 from shipml.errors import ConfigError, DataValidationError, TrainingError
+from shipml.pipelines.bundle import REFERENCE_SAMPLE_ARTIFACT, REFERENCE_SAMPLE_ROWS
 from shipml.pipelines.data import feature_frame, load_training_frame, resolve_schema, thresholds
 from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
 
 Progress = Callable[[str, int, int], None]
-
-
-# Up to this many training rows are registered as shipml/reference_sample.json (pandas "split" JSON).
-REFERENCE_SAMPLE_ROWS = 2_000
-REFERENCE_SAMPLE_ARTIFACT = "shipml/reference_sample.json"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("shipml.monitor")
 
-CACHE_S = 5.0  # a scrape reads the store at most this often per worker
+CACHE_S = 1.0  # a scrape reads the store at most this often per worker (one indexed row)
 LEASE = "monitor:{model}"
 
 

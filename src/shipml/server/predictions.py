@@ -11,6 +11,7 @@ from math import isfinite
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
 
 from shipml.adapters.store import PredictionBatch, PredictionRow, StoreFull, StoreWriter
 from shipml.core.ids import Uuid7Generator
@@ -26,9 +27,10 @@ CHUNK_ROWS = 2048
 BATCH_LOG_MIN_ROWS = 64
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecordResult:
-    """One record's answer: an id and outputs, or the errors that refused it."""
+    """One record's answer: an id and outputs, or the errors that refused it. (Not frozen: a frozen
+    dataclass's ``__init__`` costs three times as much, and a 10,000-row batch makes 10,000 of these.)"""
 
     index: int
     prediction_id: str | None = None
@@ -123,8 +125,11 @@ class PredictionService:
         self, deployment: Deployment, records: Sequence[object], lo: int, results: dict[int, RecordResult]
     ) -> list[tuple[int, Accepted]]:
         """The accepted records of the chunk starting at ``lo``; the refused ones go into ``results``."""
+        chunk = records[lo : lo + CHUNK_ROWS]
+        if len(chunk) >= BATCH_LOG_MIN_ROWS and deployment.validator.all_clean(chunk):
+            return [(i, Accepted(record)) for i, record in enumerate(chunk, lo)]  # type: ignore[arg-type]
         accepted: list[tuple[int, Accepted]] = []
-        for i, record in enumerate(records[lo : lo + CHUNK_ROWS], lo):
+        for i, record in enumerate(chunk, lo):
             checked = deployment.validator.check(record, i)
             if isinstance(checked, Accepted):
                 accepted.append((i, checked))
@@ -231,11 +236,22 @@ class PredictionService:
         ok_ids: list[str] = []
         features: list[dict[str, Any]] = []
         invalid: list[PredictionRow] = []
+        if outputs.proba is not None and np.isfinite(outputs.proba).all():  # the usual case, without a check per row
+            keys = [str(c) for c in outputs.classes]
+            probas = outputs.proba.tolist()
+            labels = [outputs.classes[j] for j in np.argmax(outputs.proba, axis=1).tolist()]  # the first best
+            for k, (i, _) in enumerate(accepted):
+                results[i] = RecordResult(i, ids[k], labels[k], dict(zip(keys, probas[k], strict=True)))
+            batch = PredictionBatch(
+                ids, now, d.name, d.version, d.variant, d.schema_sha256, [a.values for _, a in accepted], latency_ms,
+                labels=labels, classes=keys, proba=probas,
+            )  # fmt: skip
+            return batch, invalid
         if outputs.proba is not None:
             keys = [str(c) for c in outputs.classes]
             classes = outputs.classes
-            labels: list[Any] = []
-            probas: list[list[float]] = []
+            labels = []
+            probas = []
             for k, ((i, a), p) in enumerate(zip(accepted, outputs.proba.tolist(), strict=True)):
                 if not isfinite(sum(p)):
                     invalid.append(self._output_invalid(d, ids[k], now, i, a, results, latency_ms))

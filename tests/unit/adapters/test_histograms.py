@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,24 @@ def test_recompute_replaces_the_window(store: PredictionStore) -> None:
     store.replace_histograms("churn", t0, t0 + 60, [(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
     (minute,) = store.read_histograms("churn", t0, t0 + 60)
     assert minute.rows == 100 and minute.counts["tenure"].sum() == 200
+
+
+def test_a_lease_has_one_holder_until_it_expires(store: PredictionStore) -> None:
+    assert store.acquire_lease("monitor:churn", "worker-a", ttl_s=0.5)
+    assert not store.acquire_lease("monitor:churn", "worker-b", ttl_s=0.5)
+    assert store.acquire_lease("monitor:churn", "worker-a", ttl_s=0.5)  # renewed by its holder
+    assert store.acquire_lease("monitor:other", "worker-b", ttl_s=0.5)  # another job, another lease
+    time.sleep(0.6)
+    assert store.acquire_lease("monitor:churn", "worker-b", ttl_s=0.5)  # expired: taken over
+    assert not store.acquire_lease("monitor:churn", "worker-a", ttl_s=0.5)
+
+
+def test_reports_are_kept_and_the_newest_is_read_back(store: PredictionStore) -> None:
+    first = store.save_report("churn", 0.0, 60.0, "no_drift", '{"a": 1}')
+    second = store.save_report("churn", 60.0, 120.0, "drift", '{"a": 2}')
+    store.save_report("other", 0.0, 60.0, "warn", '{"b": 1}')
+    assert second > first
+    (newest,) = store.latest_reports("churn")
+    assert newest["id"] == second and newest["verdict"] == "drift" and newest["report"] == '{"a": 2}'
+    assert [r["model"] for r in store.latest_reports()] == ["churn", "other"]
+    assert [r["id"] for r in store.latest_reports("churn", limit=5)] == [second, first]

@@ -119,3 +119,49 @@ def test_fast_path_agrees_with_the_full_check(record: dict[str, object]) -> None
     for policy in ("reject", "accept"):
         validator = RecordValidator(NO_BOOL, unknown_categories=policy, out_of_range=policy)  # type: ignore[arg-type]
         assert validator.check(record, 0) == validator._check(record, 0)
+
+
+def _many(churn_df: pd.DataFrame, n: int = 200) -> list[dict[str, object]]:
+    rows = churn_df.drop(columns=["customer_id", "churn"]).head(n).to_dict(orient="records")
+    return [
+        {
+            k: (None if isinstance(v, float) and math.isnan(v) else getattr(v, "item", lambda v=v: v)())
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
+
+
+def test_a_clean_batch_is_cleared_at_once_and_its_records_are_their_own_values(
+    schema: FeatureSchema, churn_df: pd.DataFrame
+) -> None:
+    """The column-at-a-time check accepts only what the per-record check accepts, with the same values."""
+    v = RecordValidator(schema)
+    batch = _many(churn_df)
+    assert v.all_clean(batch)
+    for i, record in enumerate(batch):
+        checked = v.check(record, i)
+        assert isinstance(checked, Accepted)
+        assert checked.values == {
+            k: (None if x is None else float(x) if isinstance(x, int) else x) for k, x in record.items()
+        }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tenure": -1}, {"age": 30.5}, {"monthly_charges": "12"}, {"data_gb": math.inf}, {"contract": "lifetime"},
+        {"gender": None}, {"tenure": True}, {"age": 10**400}, {"extra": 1}, {"contract": 3},
+    ],
+)  # fmt: skip
+def test_one_bad_record_sends_the_whole_batch_to_the_per_record_check(
+    schema: FeatureSchema, churn_df: pd.DataFrame, change: dict[str, object]
+) -> None:
+    v = RecordValidator(schema)
+    batch = _many(churn_df)
+    batch[137] = {**batch[137], **change}
+    assert not v.all_clean(batch)
+    assert not isinstance(v.check(batch[137], 137), Accepted)
+    missing = _many(churn_df)
+    del missing[5]["payment"]
+    assert not v.all_clean(missing) and not v.all_clean([*batch[:3], "not a record"]) and not v.all_clean([])

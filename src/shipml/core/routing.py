@@ -1,0 +1,235 @@
+"""Sticky traffic splitting: a routing key always lands on the same variant, in every worker, replica and restart.
+
+A key's bucket is ``blake2b(salt + b"\\0" + key, digest_size=8)`` read as a little-endian integer, modulo
+``BUCKETS`` (10,000). Python's ``hash()`` is never used: it is randomised per process, so the same customer would
+meet a different model in each worker. The construction is part of the contract: changing it (or ``BUCKETS``, or
+the salt) moves about every key to a new bucket, so a test pins known buckets.
+
+Variants own contiguous bucket ranges in the order they are configured: variant ``i`` owns
+``[floor(cum[i-1] * B), floor(cum[i] * B))`` where ``cum`` are the running sums of the weights. So:
+
+- changing the weight of the LAST variant (taking it from, or giving it to, the one before it) moves only the keys
+  in the band between the old and the new boundary, between those two variants, and no other key;
+- changing a MIDDLE weight shifts every boundary after it: each boundary that moves hands the keys of the band
+  between its old and new position to the neighbouring variant on that side, so keys move between every pair of
+  neighbours whose shared boundary moved (``[0.5, 0.3, 0.2] -> [0.4, 0.4, 0.2]`` moves only ``[4000, 5000)``
+  from the first variant to the second; ``[0.5, 0.3, 0.2] -> [0.4, 0.3, 0.3]`` moves ``[4000, 5000)`` to the
+  second and ``[7000, 8000)`` from the second to the third). Grow a canary by taking weight from its neighbour.
+
+10,000 buckets rather than 2**16: a weight given to 0.01 % (0.1, 0.05, 0.0001) is an exact number of buckets, so
+the served split is exactly the configured one. The modulo bias of a 64-bit hash over 10,000 is below 1e-15.
+
+Shadow sampling hashes the key in its own domain (``salt + "\\0shadow:" + name + "\\0" + key``), so whether a key
+is shadowed is independent of the variant it is routed to, and of the other shadows.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shipml.errors import ConfigError
+
+BUCKETS = 10_000
+"""Buckets a key hashes into; part of the assignment contract, never a tunable."""
+
+WEIGHT_SUM_TOLERANCE = 1e-9
+"""Weights must sum to 1 within this; a cumulative weight this close to a bucket boundary counts as on it."""
+
+_BOUNDARY_SLACK = WEIGHT_SUM_TOLERANCE * BUCKETS  # 0.7 + 0.1 == 0.7999999999999999 must still end at bucket 8000
+_DIGEST_SIZE = 8
+_TWO_64 = 1 << 64
+
+
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a JSON id may carry a lone surrogate ("\ud800"); it is still a key, never an encoding error
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _num(value: float) -> str:
+    """A number as a message shows it: 0 rather than 0.0, 0.3 rather than 0.30000000000000004."""
+    return f"{value:.12g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Which variant answers a request, from which bucket, and whether the bucket came from the key (sticky) or
+    from a random draw (``keyed=False``: the request had no routing key, and the answer says so)."""
+
+    variant: str
+    bucket: int
+    keyed: bool
+
+
+class Split:
+    """Variants and their weights over ``BUCKETS`` contiguous bucket ranges, with the salt that seeds the hash.
+
+    Built once per deployment and read by every request; the hasher state holding the salt is fed once here
+    and copied per key (the fastest of the measured ways: a fresh hasher over salt + key, a keyed blake2b copied,
+    or this prefix-fed copy, which gives the same digest as the fresh hasher).
+    """
+
+    __slots__ = ("_prefix", "bounds", "names", "salt", "weights")
+
+    def __init__(self, variants: Sequence[tuple[str, float]], salt: str, *, where: str = "serve.variants") -> None:
+        """``variants`` as ``(name, weight)`` in the order of their bucket ranges; ``where`` is the config key path
+        the one-line errors name (``serve.variants[1].weight: must be > 0, got 0``)."""
+        problems = _variant_problems(variants, where)
+        if "\0" in salt:
+            problems.append("serve.salt: must not contain the NUL character (it separates the salt from the key)")
+        if problems:
+            raise ConfigError(problems)
+        self.names: tuple[str, ...] = tuple(name for name, _ in variants)
+        self.weights: tuple[float, ...] = tuple(float(weight) for _, weight in variants)
+        self.salt = salt
+        self.bounds: tuple[int, ...] = _upper_bounds(self.weights)
+        empty = [i for i, (low, high) in enumerate(zip((0, *self.bounds), self.bounds, strict=False)) if low == high]
+        if empty:
+            raise ConfigError(
+                [
+                    f"{where}[{i}].weight: {_num(self.weights[i])} gets no bucket (one is {_num(1 / BUCKETS)} of the "
+                    "traffic), so the variant would never be served"
+                    for i in empty
+                ]
+            )
+        self._prefix = hashlib.blake2b(_utf8(salt) + b"\0", digest_size=_DIGEST_SIZE)
+
+    def bucket(self, key: str) -> int:
+        """The key's bucket in ``[0, BUCKETS)``: the same in every process, for the same salt."""
+        hasher = self._prefix.copy()
+        hasher.update(_utf8(key))
+        return int.from_bytes(hasher.digest(), "little") % BUCKETS
+
+    def variant_of_bucket(self, bucket: int) -> str:
+        """The variant that owns a bucket."""
+        return self.names[bisect.bisect_right(self.bounds, bucket)]
+
+    def variant(self, key: str) -> str:
+        """The variant a routing key is served by."""
+        return self.names[bisect.bisect_right(self.bounds, self.bucket(key))]
+
+    def assign(self, key: str | None, rng: random.Random) -> Assignment:
+        """Route one request: by its key when it has one (sticky), else by a uniform random bucket from ``rng``.
+
+        An empty string is a key like any other; only ``None`` means "no key"."""
+        if key is None:
+            bucket = rng.randrange(BUCKETS)
+            return Assignment(self.names[bisect.bisect_right(self.bounds, bucket)], bucket, False)
+        bucket = self.bucket(key)
+        return Assignment(self.names[bisect.bisect_right(self.bounds, bucket)], bucket, True)
+
+    def range_of(self, name: str) -> range:
+        """The buckets a variant owns (a ``KeyError`` for a name not in the split)."""
+        if name not in self.names:
+            raise KeyError(name)
+        i = self.names.index(name)
+        return range(self.bounds[i - 1] if i else 0, self.bounds[i])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Split):
+            return NotImplemented
+        return (self.names, self.bounds, self.salt) == (other.names, other.bounds, other.salt)
+
+    def __hash__(self) -> int:
+        return hash((self.names, self.bounds, self.salt))
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}={_num(w)}" for n, w in zip(self.names, self.weights, strict=True))
+        return f"Split({parts}, salt={self.salt!r})"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _variant_problems(variants: Sequence[tuple[str, float]], where: str) -> list[str]:
+    """Every problem of a variant list, one line each, located by index."""
+    if not variants:
+        return [f"{where}: must list at least one variant, got none"]
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, (name, weight) in enumerate(variants):
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}[{i}].name: must be a non-empty string, got {name!r}")
+        elif name in seen:
+            problems.append(f"{where}[{i}].name: duplicate variant name {name!r} (also {where}[{seen[name]}])")
+        else:
+            seen[name] = i
+        if not _is_number(weight):
+            problems.append(f"{where}[{i}].weight: must be a number, got {weight!r}")
+        elif not weight > 0:  # also catches NaN
+            problems.append(f"{where}[{i}].weight: must be > 0, got {_num(weight)}")
+    weights = [float(w) for _, w in variants if _is_number(w)]
+    if len(weights) == len(variants) and all(math.isfinite(w) for w in weights):
+        total = math.fsum(weights)
+        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+            parts = [f"{name}={_num(w)}" for (name, _), w in zip(variants, weights, strict=True)]
+            terms = f" ({' + '.join(parts)})" if len(parts) > 1 else ""
+            problems.append(
+                f"{where}: weights must sum to 1 (within {WEIGHT_SUM_TOLERANCE:g}), got {_num(total)}{terms}"
+            )
+    return problems
+
+
+def _upper_bounds(weights: Sequence[float]) -> tuple[int, ...]:
+    """The exclusive upper bucket of each variant: ``floor(cum_i * BUCKETS)``, the last one exactly ``BUCKETS``."""
+    bounds = [math.floor(math.fsum(weights[: i + 1]) * BUCKETS + _BOUNDARY_SLACK) for i in range(len(weights) - 1)]
+    return (*bounds, BUCKETS)
+
+
+def _fraction_problem(fraction: object) -> str | None:
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
+        return f"must be a number, got {fraction!r}"
+    if not 0.0 <= fraction <= 1.0:  # NaN fails too
+        return f"must be in [0, 1], got {_num(fraction)}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A shadow variant: scores ``fraction`` of the requests off the response path, never answering anyone."""
+
+    name: str
+    fraction: float
+
+    def __post_init__(self) -> None:
+        problem = _fraction_problem(self.fraction)
+        if problem is not None:
+            raise ConfigError([f"shadow {self.name!r}: fraction {problem}"])
+
+
+def shadows_from(entries: Sequence[tuple[str, float]], *, where: str = "serve.shadow") -> tuple[Shadow, ...]:
+    """Shadows from ``(name, fraction)`` pairs, with one-line errors located by index (``serve.shadow[0].fraction:
+    must be in [0, 1], got 1.5``). No shadows is fine."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, (name, fraction) in enumerate(entries):
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}[{i}].name: must be a non-empty string, got {name!r}")
+        elif name in seen:
+            problems.append(f"{where}[{i}].name: duplicate shadow name {name!r} (also {where}[{seen[name]}])")
+        else:
+            seen[name] = i
+        problem = _fraction_problem(fraction)
+        if problem is not None:
+            problems.append(f"{where}[{i}].fraction: {problem}")
+    if problems:
+        raise ConfigError(problems)
+    return tuple(Shadow(name, float(fraction)) for name, fraction in entries)
+
+
+def shadow_sampled(key: str | None, shadow: Shadow, salt: str, rng: random.Random) -> bool:
+    """Whether a request is also scored by ``shadow``: decided by the key when there is one (the same key is
+    always in or always out, whatever the worker), by ``rng`` otherwise; in either case with probability
+    ``shadow.fraction``. The key is hashed in the shadow's own domain, independent of its routing bucket."""
+    if key is None:
+        return rng.random() < shadow.fraction
+    digest = hashlib.blake2b(
+        _utf8(salt) + b"\0shadow:" + _utf8(shadow.name) + b"\0" + _utf8(key), digest_size=_DIGEST_SIZE
+    ).digest()
+    # compare the full 64 bits with the fraction: exact at 0 (never) and 1 (2**64 exceeds every digest)
+    return int.from_bytes(digest, "little") < int(shadow.fraction * _TWO_64)

@@ -1,0 +1,501 @@
+"""The monitoring report as one self-contained HTML page (`shipml monitor report -o report.html`).
+
+It draws a stored ``DriftReport``, the value ``/metrics`` exports, so the page and the gauges cannot disagree.
+One file that opens offline: inline CSS and SVG drawn here, no script that runs, and a Content-Security-Policy
+that forbids every request. The report's JSON is embedded (``<script type="application/json"
+id="shipml-report">``), and every number a person reads is an element with ``data-figure`` (what it is) and
+``data-value`` (full precision); one that ``/metrics`` exports also has ``data-gauge`` (the metric's name),
+and the gauge's labels are the ``data-*`` of the element and its ancestors (``data-model``, ``data-version``
+and ``data-variant`` on a segment's section, ``data-feature`` on a feature's card or row, ...).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shipml.core.drift import MULTIVARIATE, PREDICTION, FeatureDrift, worst
+from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
+from shipml.errors import ConfigError
+
+MAX_BUCKETS = 30  # a categorical's bar chart shows its 29 largest buckets and sums the rest into one bar
+COLOURS = {"drift": "#c62828", "warn": "#e08600", "no_drift": "#2e7d32", "not_enough_data": "#607d8b"}
+KIND_COLOURS = {"realised": "#1565c0", "estimated": "#8e24aa"}
+CSP = "default-src 'none'; style-src 'unsafe-inline'"  # nothing may be fetched, no script may run
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d232a;background:#f6f7f9;margin:0}
+main{max-width:1240px;margin:0 auto;padding:20px 24px 60px}
+h1{font-size:22px;margin:0 0 10px}h2{font-size:18px;margin:28px 0 8px}h3{font-size:15px;margin:18px 0 6px}
+header,section,.card{background:#fff;border:1px solid #dde1e6;border-radius:8px}
+header{padding:16px 20px}section{padding:4px 20px 20px;margin-top:20px}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}dt{color:#5b6570}dd{margin:0}
+table{border-collapse:collapse;margin:6px 0}th,td{padding:3px 10px;border-bottom:1px solid #e6e9ed;text-align:left}
+th{font-weight:600;color:#5b6570;font-size:12px}.n{text-align:right;font-variant-numeric:tabular-nums}
+.b{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px}
+.card{padding:10px 14px}.card table{font-size:13px;white-space:nowrap}
+.card h3{margin:2px 0 6px;display:flex;justify-content:space-between;gap:8px}
+.muted{color:#6b7580}.ctx{color:#8a939c}.notes li{color:#8a5a00}
+svg{display:block;width:100%;max-width:600px;height:auto;font-size:11px;fill:#3a434c}
+svg line:not([stroke]){stroke:#c5cbd2}svg .r{fill:#b0b8c1}svg .c{fill:#1565c0}svg .thr{stroke-dasharray:4 3}
+svg line.warn{stroke:#e08600}svg line.drift{stroke:#c62828}svg line.hold{stroke:#37474f;stroke-dasharray:6 3}svg .e{text-anchor:end}
+""" + "".join(f".v-{k}{{background:{c}}}svg .v-{k}{{fill:{c}}}" for k, c in COLOURS.items())
+
+
+def render_report(report: DriftReport, report_id: int | None = None) -> str:
+    """The whole page for ``report`` (``report_id``: its id in the store, shown when given)."""
+    segments = "".join(_segment(report, s, i) for i, s in enumerate(report.segments))
+    if not report.segments:
+        segments = "<section><p>No predictions with histograms in this window.</p></section>"
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{_esc(report.model)}: monitoring report</title><style>{CSS}</style></head>"
+        f"<body><main>{_header(report, report_id)}{segments}</main>"
+        f'<script type="application/json" id="shipml-report">{_json_for_script(report.to_json())}</script>'
+        "</body></html>\n"
+    )
+
+
+def write_report(report: DriftReport, path: str | Path, report_id: int | None = None) -> Path:
+    """Write the page to ``path`` through a temporary file beside it, so no reader sees half a page.
+    A path that cannot be written is a ``ConfigError`` naming it."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError([f"{target}: is a directory; give the HTML file to write, e.g. {target / 'report.html'}"])
+    if not target.parent.is_dir():
+        raise ConfigError([f"{target}: directory {target.parent} does not exist"])
+    text = render_report(report, report_id)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise ConfigError([f"{target}: cannot write the report ({exc.strerror or exc})"]) from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        tmp.chmod(0o644)  # a page to share, not mkstemp's 0600
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError([f"{target}: cannot write the report ({exc.strerror or exc})"]) from None
+    return target
+
+
+# --- text ------------------------------------------------------------------------------------------
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _json_for_script(text: str) -> str:
+    """JSON that cannot end its <script> element early: <, > and & occur only inside JSON strings, where
+    their \\u escapes mean the same characters."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _utc(ts: float | None) -> str:
+    return "–" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}" if math.isfinite(value) else str(value)
+
+
+def _attrs(**data: object) -> str:
+    """``data-*`` attributes, ``None`` values left out."""
+    return "".join(f' data-{k}="{_esc(v)}"' for k, v in data.items() if v is not None)
+
+
+def _figure(tag: str, figure: str, value: float | None, text: str | None = None, cls: str = "n", **data: object) -> str:
+    """An element showing a number, with the number at full precision in ``data-value``."""
+    full = None if value is None else repr(value)
+    shown = _fmt(value) if text is None else text
+    return f'<{tag} class="{cls}"{_attrs(figure=figure, **data, value=full)}>{_esc(shown)}</{tag}>'
+
+
+def _badge(state: str, text: str | None = None, /, **data: object) -> str:
+    colour = state if state in COLOURS else "not_enough_data"
+    label = state.replace("_", " ") if text is None else text
+    return f'<span class="b v-{colour}"{_attrs(**data)}>{_esc(label)}</span>'
+
+
+def _display(feature: str) -> str:
+    names = {PREDICTION: "prediction (the model's output)", MULTIVARIATE: "multivariate (domain classifier)"}
+    return names.get(feature, feature)
+
+
+# --- page parts ------------------------------------------------------------------------------------
+
+
+def _header(report: DriftReport, report_id: int | None) -> str:
+    def time(figure: str, ts: float, **data: object) -> str:
+        return _figure("span", figure, ts, _utc(ts), cls="", **data)
+
+    drop = " " + _badge("drift", "performance drop") if report.performance_drop else ""
+    rows = [
+        ("window", f"{time('window_since', report.since)} to {time('window_until', report.until)} "
+                   f"({(report.until - report.since) / 3600:.4g} h)"),
+        ("verdict", _badge(report.verdict, figure="report_verdict", verdict=report.verdict) + drop),
+        ("created", time("created_at", report.created_at, model=report.model,
+                         gauge="shipml_monitor_last_success_timestamp_seconds")),
+        ("segments", _esc(", ".join(f"version {s.version} / {s.variant}" for s in report.segments) or "none")),
+    ]  # fmt: skip
+    if report_id is not None:
+        rows.append(("report id", _figure("span", "report_id", report_id, cls="")))
+    meta = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    return (
+        f"<header><h1>Monitoring report: {_esc(report.model)}</h1><dl>{meta}</dl>"
+        '<p class="muted">Per feature: the reference (training) share of each bucket against the window\'s, '
+        "the statistics (bold: those that decide the verdict), the first over time against its warn and drift "
+        "thresholds, and the verdict. Then the model's performance, realised from feedback and estimated "
+        "from its probabilities, against the holdout value.</p></header>"
+    )
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The report's time axis, and the segment's index (for anchors)."""
+
+    since: float
+    until: float
+    index: int
+
+
+def _segment(report: DriftReport, s: SegmentReport, index: int) -> str:
+    w = _Window(report.since, report.until, index)
+    features = list(dict.fromkeys([d.feature for d in s.drift] + [d.feature for d in s.distributions]))
+    model_side = [f for f in (PREDICTION, MULTIVARIATE) if f in features]
+    ordered = model_side + [f for f in features if f not in model_side]
+    cards = [_feature_card(w, s, f, i) for i, f in enumerate(ordered)]
+    notes = "".join(f"<li>{_esc(n)}</li>" for n in s.notes)
+    labels = _attrs(model=report.model, version=s.version, variant=s.variant)
+    return (
+        f'<section id="segment-{index}"{labels}><h2>Version {_esc(s.version)}, variant {_esc(s.variant)}: '
+        f"{_figure('span', 'segment_rows', s.rows, cls='')} rows, {_badge(s.verdict)}</h2>"
+        + (f'<ul class="notes">{notes}</ul>' if notes else "")
+        + _overview(w, s, ordered)
+        + (f'<h3>Prediction and multivariate</h3><div class="grid">{"".join(cards[: len(model_side)])}</div>'
+           if model_side else "")
+        + (f'<h3>Features</h3><div class="grid">{"".join(cards[len(model_side) :])}</div>'
+           if len(cards) > len(model_side) else "")
+        + _performance(w, s)
+        + "</section>"
+    )  # fmt: skip
+
+
+def _verdict_of(drift: Sequence[FeatureDrift]) -> str:
+    return worst([d.verdict for d in drift if d.decisive]) if drift else "not_enough_data"
+
+
+def _stat(d: FeatureDrift, tag: str = "td", statistic: str | None = None) -> str:
+    """A statistic's value; a deciding one is the gauge ``shipml_drift_score``."""
+    gauge = "shipml_drift_score" if d.decisive else None
+    cls = "n" if d.decisive else "n ctx"
+    return _figure(tag, "drift_statistic", d.value, cls=cls, gauge=gauge, statistic=statistic)
+
+
+def _overview(w: _Window, s: SegmentReport, features: Sequence[str]) -> str:
+    rows = []
+    for i, f in enumerate(features):
+        drift = [d for d in s.drift if d.feature == f]
+        stats = " ".join(
+            f"<b>{_esc(d.statistic)} {_stat(d, 'span', statistic=d.statistic)}</b>"
+            if d.decisive else f"{_esc(d.statistic)} {_stat(d, 'span', statistic=d.statistic)}"
+            for d in drift
+        )  # fmt: skip
+        verdict = _verdict_of(drift)
+        rows.append(
+            f'<tr{_attrs(feature=f)}><td><a href="#s{w.index}-f{i}">{_esc(_display(f))}</a></td>'
+            f"<td>{_badge(verdict, figure='feature_verdict', verdict=verdict)}</td><td>{stats}</td>"
+            f"{_figure('td', 'drift_rows', max((d.rows for d in drift), default=None))}</tr>"
+        )
+    head = "<tr><th>feature</th><th>verdict</th><th>statistics</th><th>rows</th></tr>"
+    return f"<h3>Overview</h3><table>{head}{''.join(rows)}</table>"
+
+
+def _feature_card(w: _Window, s: SegmentReport, feature: str, i: int) -> str:
+    drift = [d for d in s.drift if d.feature == feature]
+    dist = next((d for d in s.distributions if d.feature == feature), None)
+    series = [p for p in s.series if p.feature == feature]
+    charts = _distribution_svg(dist) if dist is not None else ""
+    if series:
+        charts += _series_svg(w, series, next((d for d in drift if d.statistic == series[0].statistic), None))
+    kind = drift[0].kind if drift else (dist.kind if dist else "")
+    verdict = _verdict_of(drift)
+    return (
+        f'<div class="card" id="s{w.index}-f{i}"{_attrs(feature=feature)}>'
+        f'<h3><span>{_esc(_display(feature))} <span class="muted">{_esc(kind)}</span></span>'
+        f"{_badge(verdict, figure='feature_verdict', verdict=verdict)}</h3><table><tr><th>statistic</th>"
+        "<th>value</th><th>warn / drift</th><th>p</th><th>rows</th><th>verdict</th></tr>"
+        f"{''.join(_stat_row(d) for d in drift)}</table>{charts}</div>"
+    )
+
+
+def _stat_row(d: FeatureDrift) -> str:
+    p = None if d.p_value is None else ("< 0.0001" if d.p_value < 1e-4 else _fmt(d.p_value))
+    detected = {"gauge": "shipml_drift_detected", "value": int(d.verdict == "drift")} if d.decisive else {}
+    name = f"<b>{_esc(d.statistic)}</b>" if d.decisive else _esc(d.statistic)
+    warn = _figure("span", "threshold_warn", d.threshold_warn, f"{d.threshold_warn:g}", cls="")
+    drift = _figure("span", "threshold_drift", d.threshold_drift, f"{d.threshold_drift:g}", cls="")
+    return (
+        f'<tr{_attrs(statistic=d.statistic)}><td>{name}</td>{_stat(d)}<td class="n">{warn} / {drift}</td>'
+        f"{_figure('td', 'p_value', d.p_value, p)}{_figure('td', 'drift_rows', d.rows)}"
+        f"<td{_attrs(figure='statistic_verdict', verdict=d.verdict, **detected)}>{_badge(d.verdict)}</td></tr>"
+    )
+
+
+# --- charts ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """A linear map from data ``lo..hi`` to pixels ``a..b``."""
+
+    lo: float
+    hi: float
+    a: float
+    b: float
+
+    def __call__(self, v: float) -> float:
+        if self.hi <= self.lo:
+            return (self.a + self.b) / 2
+        return self.a + (v - self.lo) / (self.hi - self.lo) * (self.b - self.a)
+
+
+def _px(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def _svg(width: int, height: int, body: Iterable[str], label: str) -> str:
+    return f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(label)}">{"".join(body)}</svg>'
+
+
+def _buckets(d: Distribution) -> list[tuple[str, float, float, int]]:
+    """(label, reference share, current share, current count) per bucket; a categorical's smallest buckets
+    beyond ``MAX_BUCKETS`` summed into one."""
+    total = sum(d.current)
+    rows = [
+        (label, ref, n / total if total else 0.0, n)
+        for label, ref, n in zip(d.labels, d.reference, d.current, strict=False)
+    ]
+    if len(rows) <= MAX_BUCKETS or d.kind == "numeric":
+        return rows
+    rows.sort(key=lambda r: -max(r[1], r[2]))
+    kept, rest = rows[: MAX_BUCKETS - 1], rows[MAX_BUCKETS - 1 :]
+    other = (f"… {len(rest)} more buckets", sum(r[1] for r in rest), sum(r[2] for r in rest), sum(r[3] for r in rest))
+    return [*kept, other]
+
+
+def _distribution_svg(d: Distribution) -> str:
+    """Reference (grey) and current (blue) share of each bucket, the current share written beside."""
+    rows = _buckets(d)
+    left, bar, row, top = 150, 330, 17, 18
+    x = _Scale(0.0, max([r[1] for r in rows] + [r[2] for r in rows] + [1e-9]), left, left + bar)
+    body = [
+        f'<rect class="r" x="{left}" y="3" width="10" height="8"/><text x="{left + 14}" y="11">reference</text>'
+        f'<rect class="c" x="{left + 80}" y="3" width="10" height="8"/>'
+        f'<text x="{left + 94}" y="11">current ({sum(d.current):,} rows)</text>'
+    ]
+    for i, (label, ref, cur, n) in enumerate(rows):
+        y = top + i * row
+        short = label if len(label) <= 24 else label[:23] + "…"
+        body.append(
+            f"<g{_attrs(bucket=label)}><title>reference {ref:.2%}, current {cur:.2%} ({n:,} rows)</title>"
+            f'<text x="{left - 4}" y="{y + 11}" class="e">{_esc(short)}</text>'
+            f'<rect class="r" x="{left}" y="{y + 2}" width="{_px(x(ref) - left)}" height="6"'
+            f"{_attrs(figure='reference_share', value=repr(ref))}/>"
+            f'<rect class="c" x="{left}" y="{y + 8}" width="{_px(x(cur) - left)}" height="6"'
+            f"{_attrs(figure='current_count', value=n)}/>"
+            f'<text x="{left + bar + 4}" y="{y + 12}"{_attrs(figure="current_share", value=repr(cur))}>{cur:.1%}</text>'
+            "</g>"
+        )
+    return _svg(left + bar + 56, top + row * len(rows) + 4, body, f"distribution of {d.feature}")
+
+
+def _time_axis(w: _Window, x: _Scale, y: float) -> str:
+    return (
+        f'<line x1="{_px(x.a)}" y1="{_px(y)}" x2="{_px(x.b)}" y2="{_px(y)}"/>'
+        f'<text x="{_px(x.a)}" y="{_px(y + 12)}">{_esc(_utc(w.since))}</text>'
+        f'<text x="{_px(x.b)}" y="{_px(y + 12)}" class="e">{_esc(_utc(w.until))}</text>'
+    )
+
+
+def _hline(y: float, x: _Scale, cls: str, text: str) -> str:
+    return (
+        f'<line class="{cls}" x1="{_px(x.a)}" y1="{_px(y)}" x2="{_px(x.b)}" y2="{_px(y)}"/>'
+        f'<text x="{_px(x.b)}" y="{_px(y - 2)}" class="e">{_esc(text)}</text>'
+    )
+
+
+def _polyline(points: Sequence[tuple[float, float]], colour: str) -> str:
+    coords = " ".join(f"{_px(a)},{_px(b)}" for a, b in points)
+    return f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"/>' if len(points) > 1 else ""
+
+
+def _series_svg(w: _Window, points: Sequence[SeriesPoint], ref: FeatureDrift | None) -> str:
+    """The statistic per slice of the window against the warn and drift lines; a slice under the minimum
+    row count is a gap marked by a grey tick, never a point at 0."""
+    width, height, bottom = 560, 130, 20
+    x = _Scale(w.since, w.until, 8, width - 8)
+    judged = [p for p in points if p.verdict != "not_enough_data"]
+    warn, drift = (ref.threshold_warn, ref.threshold_drift) if ref else (math.nan, math.nan)
+    hi = max([v for v in (warn, drift * 1.25) if math.isfinite(v)] + [p.value for p in judged] + [1e-9]) * 1.05
+    y = _Scale(0.0, hi, height - bottom, 14)
+    statistic = points[0].statistic
+    body = [f'<text x="8" y="9">{_esc(statistic)} per slice (axis 0 to {hi:.3g})</text>']
+    body += [_hline(y(v), x, f"thr {c}", f"{c} {v:g}") for v, c in ((warn, "warn"), (drift, "drift")) if v <= hi]
+    runs: list[list[tuple[float, float]]] = [[]]
+    marks, gaps = [], []
+    for p in points:
+        mid = x((p.start + p.end) / 2)
+        if p.verdict == "not_enough_data":
+            runs.append([])
+            gaps.append(f"M{_px(mid)} {height - bottom}v-5")
+            continue
+        runs[-1].append((mid, y(p.value)))
+        tip = f"{_utc(p.start)}: {statistic} {p.value:.4f}, {p.rows:,} rows, {p.verdict.replace('_', ' ')}"
+        marks.append(
+            f'<circle cx="{_px(mid)}" cy="{_px(y(p.value))}" r="2.5" class="v-{p.verdict}"'
+            f"{_attrs(figure='series', value=repr(p.value))}><title>{_esc(tip)}</title></circle>"
+        )
+    if gaps:
+        body.append(f'<path d="{"".join(gaps)}" stroke="#90a4ae" stroke-width="2"><title>{len(gaps)} slices '
+                    "with too few rows to judge</title></path>")  # fmt: skip
+    body += [_polyline(r, "#1565c0") for r in runs] + marks + [_time_axis(w, x, height - bottom)]
+    return f"<div{_attrs(statistic=statistic)}>{_svg(width, height, body, f'{statistic} over time')}</div>"
+
+
+# --- performance -----------------------------------------------------------------------------------
+
+
+def _performance(w: _Window, s: SegmentReport) -> str:
+    labels = "".join(
+        f"<tr{_attrs(state=state)}><td>{_esc(state)}</td>{_figure('td', 'labels', n, gauge='shipml_labels')}</tr>"
+        for state, n in s.labels.items()
+    )
+    parts = ["<h3>Performance</h3>"]
+    if labels:
+        parts.append(f"<table><tr><th>predictions</th><th>count</th></tr>{labels}</table>")
+    if s.performance:
+        head = "".join(
+            f"<th>{h}</th>" for h in ("metric", "kind", "value", "95% interval", "count", "holdout", "judged")
+        )
+        parts.append(f"<table><tr>{head}</tr>{''.join(_performance_row(p) for p in s.performance)}</table>")
+    else:
+        parts.append('<p class="muted">No performance figures in this report.</p>')
+    charts = [_performance_chart(w, m, s) for m in dict.fromkeys(p.estimate.metric for p in s.performance_series)]
+    if charts:
+        parts.append(f'<div class="grid">{"".join(charts)}</div>')
+    return "".join(parts)
+
+
+def _performance_row(p: PerformanceEntry) -> str:
+    e = p.estimate
+    exported = e.value is not None  # /metrics has no gauge for a refused metric
+    value = _figure("td", "performance", e.value, gauge="shipml_model_performance" if exported else None)
+    interval = (
+        "<td>–</td>" if e.lower is None or e.upper is None
+        else f"<td class=\"n\">[{_figure('span', 'performance_lower', e.lower, cls='')}, "
+        f"{_figure('span', 'performance_upper', e.upper, cls='')}]</td>"
+    )  # fmt: skip
+    judged = "drop" if p.dropped else "refused" if e.refused else "ok" if e.enough_data else "too few rows"
+    drop = {"gauge": "shipml_performance_drop_detected", "value": int(p.dropped)} if exported else {}
+    colour = "drift" if p.dropped else "no_drift" if judged == "ok" else "not_enough_data"
+    return (
+        f"<tr{_attrs(metric=e.metric, kind=e.kind)}><td>{_esc(e.metric)}</td><td>{_esc(e.kind)}</td>{value}"
+        f"{interval}{_figure('td', 'performance_count', e.count)}{_figure('td', 'holdout', p.holdout)}"
+        f"<td{_attrs(figure='performance_judged', **drop)}>{_badge(colour, judged)} "
+        f'<span class="muted">{_esc(p.reason)}</span></td></tr>'
+    )
+
+
+def _performance_chart(w: _Window, metric: str, s: SegmentReport) -> str:
+    entries = [p for p in s.performance_series if p.estimate.metric == metric and p.start is not None]
+    holdouts = (p.holdout for p in (*entries, *s.performance) if p.estimate.metric == metric)
+    holdout = next((h for h in holdouts if h is not None), None)
+    if not any(p.estimate.value is not None for p in entries):
+        reasons = dict.fromkeys(f"{p.estimate.kind}: {p.estimate.refused or p.reason}" for p in entries)
+        body = f'<p class="muted">No value in any slice ({_esc("; ".join(reasons))}).</p>'
+    else:
+        body = _performance_svg(w, metric, entries, holdout)
+    return f'<div class="card"{_attrs(metric=metric)}><h3>{_esc(metric)} over time</h3>{body}</div>'
+
+
+def _performance_svg(w: _Window, metric: str, entries: Sequence[PerformanceEntry], holdout: float | None) -> str:
+    """Realised and estimated values per slice with their intervals (a band and bars), the holdout value as a
+    dashed line, and under it the labelled rows per slice that the realised values rest on."""
+    x = _Scale(w.since, w.until, 48, 552)
+    values = [
+        v for p in entries for v in (p.estimate.value, p.estimate.lower, p.estimate.upper)
+        if v is not None and math.isfinite(v)
+    ] + ([holdout] if holdout is not None else [])  # fmt: skip
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.1 or 0.05
+    y = _Scale(lo - pad, hi + pad, 134, 18)
+    body = [
+        "".join(f'<rect x="{8 + i * 90}" y="2" width="12" height="8" fill="{c}"/><text x="{24 + i * 90}" y="10">'
+                f"{k}</text>" for i, (k, c) in enumerate(KIND_COLOURS.items())),
+        '<line class="hold" x1="188" y1="6" x2="204" y2="6"/><text x="208" y="10">holdout</text>',
+        f'<line x1="{x.a}" y1="18" x2="{x.a}" y2="134"/>',
+        *(f'<text x="{x.a - 4}" y="{_px(y(v) + 4)}" class="e">{v:.3f}</text>' for v in (lo, hi)),
+    ]  # fmt: skip
+    if holdout is not None:
+        body.append(_hline(y(holdout), x, "hold", f"holdout {holdout:.4f}"))
+    for kind, colour in KIND_COLOURS.items():
+        points = [p for p in entries if p.estimate.kind == kind and p.estimate.value is not None]
+        body.append(_kind_marks(x, y, sorted(points, key=lambda p: p.start or 0.0), colour))
+    body.append(_count_strip(x, [p for p in entries if p.estimate.kind == "realised"], 142, 172))
+    body.append(_time_axis(w, x, 176))
+    return _svg(560, 200, body, f"{metric}: realised and estimated over time")
+
+
+def _kind_marks(x: _Scale, y: _Scale, points: Sequence[PerformanceEntry], colour: str) -> str:
+    """One kind's line, interval band and bars, and a point per slice."""
+    if not points:
+        return ""
+    kind = points[0].estimate.kind
+    mids = [x(((p.start or 0.0) + (p.end or 0.0)) / 2) for p in points]
+    both = [(m, p.estimate.lower, p.estimate.upper) for m, p in zip(mids, points, strict=True)]
+    band = [(m, lo, up) for m, lo, up in both if lo is not None and up is not None]
+    marks = [f'<line x1="{_px(m)}" x2="{_px(m)}" y1="{_px(y(lo))}" y2="{_px(y(up))}" stroke="{colour}"/>'
+             for m, lo, up in band]  # fmt: skip
+    if len(band) > 1:
+        outline = [(m, y(up)) for m, _, up in band] + [(m, y(lo)) for m, lo, _ in reversed(band)]
+        coords = " ".join(f"{_px(a)},{_px(b)}" for a, b in outline)
+        marks.insert(0, f'<polygon points="{coords}" fill="{colour}" fill-opacity="0.13"/>')
+    marks.append(_polyline([(m, y(p.estimate.value or 0.0)) for m, p in zip(mids, points, strict=True)], colour))
+    for m, p in zip(mids, points, strict=True):
+        e = p.estimate
+        interval = "" if e.lower is None or e.upper is None else f" [{e.lower:.4f}, {e.upper:.4f}]"
+        tip = f"{_utc(p.start)}: {e.kind} {e.metric} {_fmt(e.value)}{interval}, {e.count:,} rows"
+        data = _attrs(figure="performance_series", start=repr(p.start), value=repr(e.value))
+        marks.append(f'<circle cx="{_px(m)}" cy="{_px(y(e.value or 0.0))}" r="3" fill="{colour}"{data}>'
+                     f"<title>{_esc(tip)}</title></circle>")  # fmt: skip
+    return f"<g{_attrs(kind=kind)}>{''.join(marks)}</g>"
+
+
+def _count_strip(x: _Scale, realised: Sequence[PerformanceEntry], top: float, bottom: float) -> str:
+    most = max((p.estimate.count for p in realised), default=0)
+    parts = [f'<text x="{x.a}" y="{_px(top - 2)}">labelled rows per slice (max {most:,})</text>']
+    y = _Scale(0.0, float(most or 1), bottom, top + 4)
+    for p in realised:
+        a, b, n = x(p.start or 0.0), x(p.end or 0.0), p.estimate.count
+        parts.append(
+            f'<rect x="{_px(a + 1)}" y="{_px(y(n))}" width="{_px(max(b - a - 2, 1))}" height="{_px(bottom - y(n))}" '
+            f'fill="#90a4ae"{_attrs(figure="labelled_rows", start=repr(p.start), value=n)}>'
+            f"<title>{_esc(_utc(p.start))}: {n:,} labelled rows</title></rect>"
+        )
+    return "".join(parts)
