@@ -10,6 +10,8 @@ import uuid
 
 import numpy as np
 
+NUMPY_FROM = 32  # ids.strings makes this many or more with numpy (measured: ~2 us an id one at a time, 10 us a call)
+
 
 class Uuid7Generator:
     """Ids of one process: 48-bit Unix milliseconds, a 12-bit counter within the millisecond, 62 random bits.
@@ -55,6 +57,15 @@ class Uuid7Generator:
         per id would give (the counter runs on, borrowing the next millisecond past 4,095), made with numpy."""
         if n <= 0:
             return []
+        if n < NUMPY_FROM:  # a few ids: one at a time is cheaper than numpy's call overhead
+            with self._lock:
+                rng = self._rng()
+                values = [self._next_value(rng) for _ in range(n)]
+            out = []
+            for v in values:
+                x = f"{v:032x}"
+                out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+            return out
         with self._lock:
             rng = self._rng()
             ms = time.time_ns() // 1_000_000

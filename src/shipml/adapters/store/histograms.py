@@ -96,14 +96,32 @@ class _Open:
 Key = tuple[str, str, str, str]  # model, version, variant, role
 
 
+class _Pending:
+    """Committed predictions of one (model, version, variant, role) not counted yet: parallel lists."""
+
+    __slots__ = ("layout", "outs", "rows", "ts")
+
+    def __init__(self, layout: HistogramLayout) -> None:
+        self.layout = layout
+        self.ts: list[float] = []
+        self.rows: list[dict[str, Any]] = []
+        self.outs: list[Any] = []  # outputs dicts (rows), or what the layout bins (batches)
+
+
 class HistogramKeeper:
-    """Buffers committed predictions and turns them into per-minute counts (see the module docstring)."""
+    """Buffers committed predictions and turns them into per-minute counts (see the module docstring).
+
+    Built to stay off the service's latency: ``observe`` (called by the writer after each commit, after the
+    waiters are woken) only appends references, a few hundred nanoseconds a row; counting happens in pieces
+    of at most ``COUNT_EVERY`` rows, so the writer never holds the interpreter for long at once."""
+
+    COUNT_EVERY = 1024
 
     def __init__(self, flush_s: float = 5.0) -> None:
         self.flush_s = flush_s
         self.writer = os.urandom(8).hex()
         self._layouts: dict[tuple[str, str], HistogramLayout] = {}
-        self._buffer: list[tuple[Key, float, Sequence[dict[str, Any]], list[Any]]] = []
+        self._pending: dict[Key, _Pending] = {}
         self._lock = threading.Lock()
         self._open: dict[tuple[Key, int], _Open] = {}
         self._last_flush = time.monotonic()
@@ -115,52 +133,74 @@ class HistogramKeeper:
         return self._layouts.get((model, version))
 
     def observe(self, rows: Sequence[Any], batches: Sequence[PredictionBatch]) -> None:
-        """Buffer committed rows (``PredictionRow``) and batches of versions with a registered layout.
-        Cheap: references are kept; counting happens at ``collect``."""
+        """Keep committed rows (``PredictionRow``) and batches of versions with a registered layout; count
+        a key's pending predictions once there are ``COUNT_EVERY`` of them."""
         if not self._layouts:
             return
-        layouts = self._layouts
-        grouped: dict[tuple[Key, float], tuple[list[dict[str, Any]], list[Any]]] = {}
-        for r in rows:
-            if r.status != "ok" or (r.model, r.version) not in layouts:
+        pending, layouts = self._pending, self._layouts
+        with self._lock:
+            for r in rows:
+                if r.status != "ok":
+                    continue
+                slot = pending.get((r.model, r.version, r.variant, r.role))
+                if slot is None:
+                    layout = layouts.get((r.model, r.version))
+                    if layout is None:
+                        continue
+                    slot = pending[(r.model, r.version, r.variant, r.role)] = _Pending(layout)
+                slot.ts.append(r.ts)
+                slot.rows.append(r.features)
+                slot.outs.append(r.outputs)
+            for b in batches:
+                layout = layouts.get((b.model, b.version))
+                if layout is None or not len(b):
+                    continue
+                key = (b.model, b.version, b.variant, b.role)
+                slot = pending.get(key) or pending.setdefault(key, _Pending(layout))
+                slot.ts.extend([b.ts] * len(b))
+                slot.rows.extend(b.features)
+                slot.outs.extend(_batch_outputs(b, layout))
+            full = [key for key, slot in pending.items() if len(slot.ts) >= self.COUNT_EVERY]
+        for key in full:
+            self._count_pending(key)
+
+    def _count_pending(self, key: Key) -> None:
+        """Count ``key``'s pending predictions into their minutes (in pieces of ``COUNT_EVERY``)."""
+        with self._lock:
+            slot = self._pending.pop(key, None)
+        if slot is None:
+            return
+        for lo in range(0, len(slot.ts), self.COUNT_EVERY):
+            ts = slot.ts[lo : lo + self.COUNT_EVERY]
+            rows, outs = slot.rows[lo : lo + self.COUNT_EVERY], slot.outs[lo : lo + self.COUNT_EVERY]
+            first, last = int(min(ts) // MINUTE_S), int(max(ts) // MINUTE_S)
+            if first == last:  # the usual case: one minute
+                self._add(key, first, slot.layout, rows, outs)
                 continue
-            slot = grouped.setdefault(((r.model, r.version, r.variant, r.role), r.ts), ([], []))
-            slot[0].append(r.features)
-            slot[1].append(r.outputs)
-        buffered: list[tuple[Key, float, Sequence[dict[str, Any]], list[Any]]] = [
-            (key, ts, feats, outs) for (key, ts), (feats, outs) in grouped.items()
-        ]
-        for b in batches:
-            layout = layouts.get((b.model, b.version))
-            if layout is None or not len(b):
-                continue
-            buffered.append(((b.model, b.version, b.variant, b.role), b.ts, b.features, _batch_outputs(b, layout)))
-        if buffered:
-            with self._lock:
-                self._buffer.extend(buffered)
+            minutes = [int(t // MINUTE_S) for t in ts]
+            for minute in sorted(set(minutes)):
+                picked = [i for i, m in enumerate(minutes) if m == minute]
+                self._add(key, minute, slot.layout, [rows[i] for i in picked], [outs[i] for i in picked])
+
+    def _add(self, key: Key, minute: int, layout: HistogramLayout, rows: list[dict[str, Any]], outs: list[Any]) -> None:
+        state = self._open.get((key, minute))
+        if state is None:
+            state = self._open[(key, minute)] = _Open(np.zeros(sum(b.buckets for b in layout.binnings), np.int64))
+        state.counts += _count(layout, rows, outs)
+        state.rows += len(rows)
+        state.dirty = True
 
     def due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.flush_s
 
     def collect(self) -> list[tuple[Key, int, _Open, str]]:
-        """Count the buffer into the open minutes; the minutes that changed since the last call, to upsert
+        """Count what is pending into the open minutes; the minutes that changed since the last call, to upsert
         (key, minute, cumulative state, layout sha). Minutes closed for a while are forgotten."""
         self._last_flush = time.monotonic()
         with self._lock:
-            buffered, self._buffer = self._buffer, []
-        by_minute: dict[tuple[Key, int], tuple[list[dict[str, Any]], list[Any]]] = {}
-        for key, ts, feats, outs in buffered:
-            slot = by_minute.setdefault((key, int(ts // MINUTE_S)), ([], []))
-            slot[0].extend(feats)
-            slot[1].extend(outs)
-        for (key, minute), (feats, outs) in by_minute.items():
-            layout = self._layouts[(key[0], key[1])]
-            state = self._open.get((key, minute))
-            if state is None:
-                state = self._open[(key, minute)] = _Open(np.zeros(sum(b.buckets for b in layout.binnings), np.int64))
-            state.counts += _count(layout, feats, outs)
-            state.rows += len(feats)
-            state.dirty = True
+            keys = list(self._pending)
+        for key in keys:
+            self._count_pending(key)
         now_minute = int(time.time() // MINUTE_S)
         out = []
         for (key, minute), state in list(self._open.items()):
@@ -207,17 +247,11 @@ def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[
     for b in layout.binnings[:-1]:
         name = b.feature
         column = [f.get(name) for f in feats]
-        values: Any = (
-            np.array([np.nan if v is None else v for v in column], dtype=np.float64) if b.kind == "numeric" else column
-        )
+        values: Any = np.array(column, dtype=np.float64) if b.kind == "numeric" else column  # None -> NaN
         parts.append(counts_of(b, values))
     predictions = [o if not isinstance(o, dict) else prediction_of(layout, o) for o in outs]
     pb = layout.binnings[-1]
-    values = (
-        np.array([np.nan if v is None else v for v in predictions], dtype=np.float64)
-        if pb.kind == "numeric"
-        else predictions
-    )
+    values = np.array(predictions, dtype=np.float64) if pb.kind == "numeric" else predictions
     parts.append(counts_of(pb, values))
     return np.concatenate(parts)
 
