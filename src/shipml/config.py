@@ -162,6 +162,22 @@ class BatchingSettings(_Section):
     )
 
 
+class VariantSettings(_Section):
+    """One variant of an experiment: a registry reference and its share of the traffic."""
+
+    name: str = Field(description="the variant's name (in answers, logs, metrics and the prediction store)")
+    model: str = Field(description="registry reference it serves, e.g. churn@production or churn/7")
+    weight: float = Field(description="its share of the routing buckets; the weights sum to 1")
+
+
+class ShadowSettings(_Section):
+    """A shadow variant: scores a fraction of the requests off the response path, answers nobody."""
+
+    name: str = Field(description="the shadow's name (role shadow in the prediction store)")
+    model: str = Field(description="registry reference it serves")
+    fraction: float = Field(description="share of requests it also scores, in [0, 1]")
+
+
 class ServeSettings(_Section):
     """The HTTP prediction service."""
 
@@ -227,6 +243,46 @@ class ServeSettings(_Section):
         default=True, description="serve a verified fast predictor; false always serves the pipeline (comparisons)"
     )
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    variants: list[VariantSettings] = Field(
+        default_factory=list,
+        description="an experiment: several models in one service, split by a stable hash of serve.salt and the "
+        "routing key (the record's id or X-Routing-Key); empty: serve.model alone",
+    )
+    shadow: list[ShadowSettings] = Field(
+        default_factory=list, description="shadow variants, scoring a fraction of requests off the response path"
+    )
+    salt: str = Field(default="shipml", description="salt of the routing hash: change it to reshuffle every key")
+    shadow_timeout_s: float = Field(
+        default=2.0, gt=0.0, le=60.0, description="a shadow's call still running after this is abandoned"
+    )
+
+    @model_validator(mode="after")
+    def _variants(self) -> ServeSettings:
+        if not self.variants and not self.shadow:
+            return self
+        from shipml.core.routing import Split, shadows_from
+
+        problems = []
+        if self.variants and self.model:
+            problems.append("serve.model and serve.variants: give one of them (variants name their own models)")
+        if self.variants:
+            try:
+                Split([(v.name, v.weight) for v in self.variants], self.salt)
+            except ConfigError as exc:
+                problems += exc.lines()
+        try:
+            shadows_from([(sh.name, sh.fraction) for sh in self.shadow])
+        except ConfigError as exc:
+            problems += exc.lines()
+        names = {v.name: i for i, v in enumerate(self.variants)}
+        problems += [
+            f"serve.shadow[{i}].name: {sh.name!r} is also serve.variants[{names[sh.name]}]'s name"
+            for i, sh in enumerate(self.shadow)
+            if sh.name in names
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return self
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> ServeSettings:
@@ -385,6 +441,8 @@ class Settings(BaseSettings):
         """The registry reference the service serves."""
         if self.serve.model:
             return self.serve.model
+        if self.serve.variants:  # an experiment: its first variant describes the service
+            return self.serve.variants[0].model
         if self.model is None:
             raise ConfigError(["serve.model: required when the config has no model section (e.g. churn@production)"])
         return f"{self.model.name}@production"

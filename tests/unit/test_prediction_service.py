@@ -23,11 +23,11 @@ from shipml.pipelines.data import feature_frame
 from shipml.pipelines.fast_path import rows_from_frame
 from shipml.server.errors import to_api_error
 from shipml.server.metrics import ServerMetrics
-from shipml.server.model_manager import Deployment
+from shipml.server.model_manager import Variant
 from shipml.server.predictions import PredictionService
 
 
-def deployment(n_rows: int = 3) -> tuple[Deployment, list[dict[str, object]]]:
+def deployment(n_rows: int = 3) -> tuple[Variant, list[dict[str, object]]]:
     df = generate_churn(max(300, n_rows), seed=2)
     schema = FeatureSchema.infer(df, "churn", id_columns=("customer_id",))
     pipeline = build_pipeline(schema, make_estimator("sklearn.linear_model.LogisticRegression", {}, "binary", 0))
@@ -35,7 +35,7 @@ def deployment(n_rows: int = 3) -> tuple[Deployment, list[dict[str, object]]]:
     info = VersionInfo("churn", "1", "run", datetime.now(UTC), (), {})
     rows = rows_from_frame(feature_frame(df.head(n_rows), schema), schema)
     bundle = ModelBundle(info, schema, None, PipelinePredictor(pipeline, schema), pipeline, tuple(rows), {})
-    return Deployment(bundle, RecordValidator(schema)), rows  # type: ignore[arg-type]
+    return Variant(bundle, RecordValidator(schema)), rows  # type: ignore[arg-type]
 
 
 class FullWriter:

@@ -84,7 +84,7 @@ def serve(
         nested.setdefault(section, {})[field] = value
     settings = load_settings(config, overrides=nested or None)
     chosen = ""
-    if settings.serve.model is None and settings.model is None:
+    if settings.serve.model is None and settings.model is None and not settings.serve.variants:
         # no shipml.yaml (e.g. right after `make quickstart`): serve the one model in production, if one
         overrides["serve.model"] = _only_production_model(settings)
         nested.setdefault("serve", {})["model"] = overrides["serve.model"]

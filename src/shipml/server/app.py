@@ -86,7 +86,10 @@ def create_app(settings: Settings) -> ASGIApp:
             ref, registry, settings.serve, home / "cache", metrics, store, kernels,
             store_histograms=settings.store.histograms,
         )  # fmt: skip
-        service = PredictionService(writer, settings.store.durability, metrics, settings.serve.request_timeout_s)
+        service = PredictionService(
+            writer, settings.store.durability, metrics, settings.serve.request_timeout_s,
+            settings.serve.shadow_timeout_s,
+        )  # fmt: skip
         app.state.shipml = AppState(
             settings,
             Authenticator(settings.auth),
@@ -105,7 +108,9 @@ def create_app(settings: Settings) -> ASGIApp:
         # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out
         # of the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
         gc.freeze()
-        log.info("service_started", model=str(ref), version=manager.current.version if manager.current else None)
+        log.info(
+            "service_started", model=str(ref), version=manager.current.primary.version if manager.current else None
+        )
         try:
             yield
         finally:

@@ -21,7 +21,7 @@ from shipml.server.access import RequestRecorder
 from shipml.server.auth import key_from_headers
 from shipml.server.errors import ApiError, render
 from shipml.server.http import check_declared_size, check_json_type, parse_json
-from shipml.server.protocols.shipml import predict_one
+from shipml.server.protocols.shipml import predict_one, routing_key
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -57,7 +57,9 @@ class PredictLane:
             parsed = parse_json(body)
             client = scope.get("client")
             key = key_from_headers(auth_header, api_key)
-            answer, dep, principal = await predict_one(state, key, client[0] if client else None, parsed)
+            answer, dep, principal = await predict_one(
+                state, key, client[0] if client else None, parsed, routing_key(_header(scope, b"x-routing-key"))
+            )
             extra = {"version": dep.version, "key": principal}
             if self.log_features:
                 extra["features"] = parsed.get("features")
@@ -72,6 +74,13 @@ class PredictLane:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self.recorder.record(request_id, "/predict", scope, status, started, extra)
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None, str | None, str | None]:

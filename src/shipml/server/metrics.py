@@ -47,6 +47,12 @@ class ServerMetrics:
         self.tolerated = Counter(
             "shipml_tolerated_inputs", "inputs accepted by an `accept` policy", ["model", "feature", "rule"], registry=r
         )
+        self.shadow_failures = Counter(
+            "shipml_shadow_failures",
+            "shadow variants' calls that failed or passed serve.shadow_timeout_s (never seen by clients)",
+            ["model", "version", "variant"],
+            registry=r,
+        )
         self.store_errors = Counter("shipml_store_errors", "prediction log write failures", registry=r)
         self.overloaded = Counter(
             "shipml_overloaded", "requests refused because the worker had serve.max_in_flight in flight", registry=r

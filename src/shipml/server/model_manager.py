@@ -1,17 +1,21 @@
-"""ModelManager: holds one immutable Deployment and swaps it atomically on reload.
+"""ModelManager: holds one immutable Deployment (its variants, the split and the shadows) and swaps it whole.
 
-A reload builds the new Deployment beside the old one (download, integrity
-check, unpickle, warm-up) in a worker thread, then replaces one reference.
-Requests take the reference once, so in-flight requests finish on the version
-they started with. A version that fails to load leaves the old one serving.
+Each variant follows its own registry reference through a ``VariantManager``: a reload builds the new
+Variant beside the old one (download, integrity check, unpickle, warm-up) in a worker thread, then the
+manager builds a new Deployment and replaces one reference. Requests take the reference once, so in-flight
+requests finish on the versions they started with. A version that fails to load leaves the old one serving.
+A single ``serve.model`` is the simple case: one variant, ``main``, no split.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import anyio.to_thread
@@ -22,6 +26,7 @@ from shipml.adapters.native import KernelLoader
 from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
 from shipml.core.records import RecordValidator
+from shipml.core.routing import Assignment, Shadow, Split, shadows_from
 from shipml.core.schema import FeatureSchema
 from shipml.errors import SchemaChangeError, ShipmlError
 from shipml.pipelines.bundle import ModelBundle, load_bundle, warm
@@ -33,8 +38,8 @@ DEFAULT_VARIANT = "main"
 
 
 @dataclass(frozen=True)
-class Deployment:
-    """What serves requests right now: a bundle, its compiled validator, its variant name."""
+class Variant:
+    """One model serving in the deployment: a bundle, its compiled validator, its variant name and role."""
 
     bundle: ModelBundle
     validator: RecordValidator
@@ -42,6 +47,8 @@ class Deployment:
     schema_sha256: str = ""  # the schema its rows are logged under (the store's catalog of typed slots)
     loaded_at: float = field(default_factory=time.time)
     batcher: MicroBatcher | None = None  # groups concurrent requests (models without a fast path, by default)
+
+    role: str = "primary"  # primary (answers its share of requests) or shadow (scores copies, answers nobody)
 
     @property
     def name(self) -> str:
@@ -53,6 +60,34 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """What serves requests right now: the primary variants in split order (one, ``main``, without an
+    experiment), the split that routes keys to them, and the shadows with their sampling."""
+
+    variants: tuple[Variant, ...]
+    split: Split | None = None
+    shadows: tuple[tuple[Variant, Shadow], ...] = ()
+    salt: str = ""
+
+    @property
+    def primary(self) -> Variant:
+        """The first variant (the only one without an experiment): what describes the service to protocols."""
+        return self.variants[0]
+
+    def route(self, key: str | None, rng: random.Random) -> tuple[Variant, Assignment | None]:
+        """The variant that answers a request with routing ``key`` (None: a random draw), and how it was chosen
+        (None without an experiment)."""
+        if self.split is None:
+            return self.variants[0], None
+        assignment = self.split.assign(key, rng)
+        return self._by_name[assignment.variant], assignment
+
+    @cached_property
+    def _by_name(self) -> dict[str, Variant]:
+        return {v.variant: v for v in self.variants}
+
+
+@dataclass(frozen=True)
 class ReloadResult:
     changed: bool
     version: str | None
@@ -60,8 +95,8 @@ class ReloadResult:
     error: str | None = None
 
 
-class ModelManager:
-    """Loads the version behind a registry reference and keeps it current."""
+class VariantManager:
+    """Loads the version behind one variant's registry reference and keeps it current."""
 
     def __init__(
         self,
@@ -74,8 +109,14 @@ class ModelManager:
         kernels: KernelLoader | None = None,
         *,
         store_histograms: bool = True,
+        variant: str = DEFAULT_VARIANT,
+        role: str = "primary",
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.ref = ref
+        self.variant = variant
+        self.role = role
+        self.on_change = on_change
         self.registry = registry
         self.settings = settings
         self.cache_dir = cache_dir
@@ -83,7 +124,7 @@ class ModelManager:
         self.store = store
         self.store_histograms = store_histograms  # count what is served on each version's profile (the store's)
         self.kernels = kernels
-        self.current: Deployment | None = None
+        self.current: Variant | None = None
         # what the registry asked for at the last check, when that check succeeded, and the last failure:
         # GET /model shows them, so "desired != serving" after a failed load is visible (Triton's semantics)
         self.desired_version: str | None = None
@@ -140,6 +181,8 @@ class ModelManager:
                 return self._failed(f"{type(exc).__name__}: {exc}", "load", old_version)
             self.last_error, self._failures = None, 0
             self.current = deployment  # the swap: one reference
+            if self.on_change is not None:
+                self.on_change()
             if old is not None:
                 self.metrics.model_info.labels(old.name, old.version, old.variant).set(0)
             self.metrics.model_info.labels(deployment.name, deployment.version, deployment.variant).set(1)
@@ -154,7 +197,7 @@ class ModelManager:
             )
             return ReloadResult(True, deployment.version, old_version)
 
-    def _build(self, ref: ModelRef) -> Deployment:
+    def _build(self, ref: ModelRef) -> Variant:
         bundle = load_bundle(
             self.registry, ref, self.cache_dir, fast_path=self.settings.fast_path, kernels=self.kernels
         )
@@ -181,7 +224,7 @@ class ModelManager:
         batcher = None
         if b.enabled and (bundle.predictor.batching_pays or b.fast_path):
             batcher = MicroBatcher(bundle.predictor, b.max_batch_size, b.max_wait_ms)
-        return Deployment(bundle, validator, batcher=batcher, schema_sha256=schema_sha256)
+        return Variant(bundle, validator, self.variant, schema_sha256, batcher=batcher, role=self.role)
 
     def _failed(self, message: str, reason: str, old_version: str | None) -> ReloadResult:
         self.metrics.load_failures.labels(self.ref.name, reason).inc()
@@ -196,6 +239,85 @@ class ModelManager:
             serving=old_version,
         )
         return ReloadResult(False, old_version, old_version, message)
+
+
+class ModelManager:
+    """The deployment: a VariantManager per variant (one, ``main``, for a single ``serve.model``) and per shadow;
+    a new Deployment each time one of them swaps its version, ready once every primary variant is loaded."""
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        registry: MlflowRegistry,
+        settings: ServeSettings,
+        cache_dir: Path,
+        metrics: ServerMetrics,
+        store: PredictionStore | None = None,
+        kernels: KernelLoader | None = None,
+        *,
+        store_histograms: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.current: Deployment | None = None
+
+        def member(ref: ModelRef, variant: str, role: str) -> VariantManager:
+            return VariantManager(
+                ref, registry, settings, cache_dir, metrics, store, kernels,
+                store_histograms=store_histograms, variant=variant, role=role, on_change=self._rebuild,
+            )  # fmt: skip
+
+        if settings.variants:
+            self.members = [member(ModelRef.parse(v.model), v.name, "primary") for v in settings.variants]
+            self.split: Split | None = Split([(v.name, v.weight) for v in settings.variants], settings.salt)
+        else:
+            self.members = [member(ref, DEFAULT_VARIANT, "primary")]
+            self.split = None
+        self.shadow_members = [member(ModelRef.parse(sh.model), sh.name, "shadow") for sh in settings.shadow]
+        self.shadows = shadows_from([(sh.name, sh.fraction) for sh in settings.shadow])
+
+    @property
+    def ref(self) -> ModelRef:
+        """The first variant's reference (what a single-model service serves)."""
+        return self.members[0].ref
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    @property
+    def desired_version(self) -> str | None:
+        return self.members[0].desired_version
+
+    @property
+    def last_check(self) -> float | None:
+        return self.members[0].last_check
+
+    @property
+    def last_error(self) -> str | None:
+        return self.members[0].last_error
+
+    def _rebuild(self) -> None:
+        """A member swapped its version: the new Deployment, once every primary variant has one."""
+        primaries = [m.current for m in self.members]
+        if any(v is None for v in primaries):
+            return
+        shadows = tuple(
+            (m.current, sh) for m, sh in zip(self.shadow_members, self.shadows, strict=True) if m.current is not None
+        )
+        self.current = Deployment(tuple(v for v in primaries if v is not None), self.split, shadows, self.settings.salt)
+
+    async def start(self) -> None:
+        for m in (*self.members, *self.shadow_members):
+            await m.start()
+
+    async def stop(self) -> None:
+        for m in (*self.members, *self.shadow_members):
+            await m.stop()
+
+    async def reload(self, force: bool = False) -> ReloadResult:
+        """Reload every variant and shadow; the first variant's result (the one a single-model service has)."""
+        results = [await m.reload(force) for m in (*self.members, *self.shadow_members)]
+        return results[0]
 
 
 def check_compatible(serving: FeatureSchema, candidate: FeatureSchema, what: str, serving_version: str) -> None:

@@ -141,7 +141,7 @@ def model_openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document with request bodies taken from the current deployment's FeatureSchema."""
     spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
     state = getattr(app.state, "shipml", None)
-    current = state.manager.current if state is not None else None
+    current = state.manager.current.primary if state is not None and state.manager.current else None
     schema = current.bundle.schema if current else None
     features: dict[str, Any] = features_schema(schema) if schema else {"type": "object"}
     signature = (

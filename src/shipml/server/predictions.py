@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import isfinite
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import numpy as np
+import structlog
 
 from shipml.adapters.store import PredictionBatch, PredictionRow, StoreFull, StoreWriter
 from shipml.core.ids import Uuid7Generator
 from shipml.core.predictor import Outputs
 from shipml.core.records import Accepted, FieldError
+from shipml.core.routing import shadow_sampled
 from shipml.server.metrics import ServerMetrics
-from shipml.server.model_manager import Deployment
+from shipml.server.model_manager import Deployment, Variant
+
+log = structlog.get_logger("shipml.server")
 
 # Batches are validated, predicted and logged this many records at a time (see PredictionService.run).
 CHUNK_ROWS = 2048
@@ -39,6 +45,10 @@ class RecordResult:
     value: float | None = None
     errors: tuple[FieldError, ...] = ()
     code: str = "validation_error"  # why it was refused: validation_error, or model_output_invalid
+    # In an experiment (serve.variants): who answered and how the request was routed ("key" or "random")
+    variant: str | None = None
+    version: str | None = None
+    routed_by: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,6 +63,8 @@ class RecordResult:
             out["probabilities"] = self.probabilities
         else:
             out["value"] = self.value
+        if self.variant is not None:
+            out.update(variant=self.variant, version=self.version, routed_by=self.routed_by)
         return out
 
 
@@ -61,24 +73,91 @@ class PredictionTimeout(TimeoutError):
 
 
 class PredictionService:
-    """Runs records through a Deployment and the prediction log."""
+    """Runs records through a Variant and the prediction log."""
 
     def __init__(
-        self, writer: StoreWriter | None, durability: str, metrics: ServerMetrics, timeout_s: float = 30.0
+        self,
+        writer: StoreWriter | None,
+        durability: str,
+        metrics: ServerMetrics,
+        timeout_s: float = 30.0,
+        shadow_timeout_s: float = 2.0,
     ) -> None:
         self.writer = writer
         self.durability = durability
         self.metrics = metrics
         self.timeout_s = timeout_s
         self.ids = Uuid7Generator()
+        self.rng = random.Random()  # noqa: S311 - routing of requests without a key: uniform, not secret
+        self.shadow_timeout_s = shadow_timeout_s
+        self._shadow_tasks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps only weak refs)
 
-    async def run(self, deployment: Deployment, records: Sequence[object]) -> list[RecordResult]:
+    async def run_routed(
+        self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]
+    ) -> list[RecordResult]:
+        """Route each record by its key (``keys[i]``; None: a random draw) to a variant of ``deployment``, run
+        each variant's records, and return the results in order, each saying who answered and how it was
+        routed. The shadows score their sampled records afterwards, off the response path."""
+        logged_keys = keys if any(k is not None for k in keys) else None
+        if deployment.split is None:
+            results = await self.run(deployment.primary, records, logged_keys)
+        else:
+            results = await self._split_run(deployment, records, keys)
+        if deployment.shadows:
+            self._shadow(deployment, records, keys)
+        return results
+
+    async def _split_run(
+        self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]
+    ) -> list[RecordResult]:
+        groups: dict[str, tuple[Variant, list[int], list[str]]] = {}
+        for i, key in enumerate(keys):
+            variant, assignment = deployment.route(key, self.rng)
+            group = groups.setdefault(variant.variant, (variant, [], []))
+            group[1].append(i)
+            group[2].append("key" if assignment is not None and assignment.keyed else "random")
+        out: list[RecordResult | None] = [None] * len(records)
+        for variant, positions, routed in groups.values():
+            answered = await self.run(variant, [records[i] for i in positions], [keys[i] for i in positions])
+            for local, result in enumerate(answered):
+                at = positions[local]
+                result.index = at
+                if result.errors:
+                    result.errors = tuple(replace(e, record=at) for e in result.errors)
+                result.variant, result.version, result.routed_by = variant.variant, variant.version, routed[local]
+                out[at] = result
+        return [r for r in out if r is not None]
+
+    def _shadow(self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]) -> None:
+        for variant, shadow in deployment.shadows:
+            picked = [i for i, key in enumerate(keys) if shadow_sampled(key, shadow, deployment.salt, self.rng)]
+            if picked:
+                task = asyncio.create_task(
+                    self._run_shadow(variant, [records[i] for i in picked], [keys[i] for i in picked])
+                )
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _run_shadow(self, variant: Variant, records: list[object], keys: list[str | None]) -> None:
+        """A shadow's copy of records: scored and logged (role shadow), never answered; bounded by
+        ``serve.shadow_timeout_s``; any failure is counted and logged, never seen by a client."""
+        try:
+            with anyio.fail_after(self.shadow_timeout_s):
+                await self.run(variant, records, keys)
+        except Exception as exc:  # noqa: BLE001 - a shadow must never fail a request, whatever goes wrong
+            self.metrics.child(self.metrics.shadow_failures, variant.name, variant.version, variant.variant).inc()
+            log.warning("shadow_failed", variant=variant.variant, error=type(exc).__name__)
+
+    async def run(
+        self, deployment: Variant, records: Sequence[object], keys: Sequence[str | None] | None = None
+    ) -> list[RecordResult]:
         """Each record's result, in order. Big batches go through in chunks, each chunk handed to the
         log writer as soon as it is predicted, so the writer commits one chunk while the next is
         validated and predicted; in ``commit`` durability the answer waits for every chunk's commit.
 
         Room in the log's queue is reserved for the whole batch before anything is logged: a batch is
         refused whole (StoreFull, a 503) or logged whole, never answered 503 after part of it was logged.
+        ``keys``: each record's routing key, logged with its row (None: no keys).
         """
         started = time.perf_counter()
         results: dict[int, RecordResult] = {}
@@ -90,17 +169,17 @@ class PredictionService:
                 answered = len(results)  # every record of the earlier chunks
                 accepted = self._validate(deployment, records, lo, results)
                 refused = len(results) > answered
-                rows = self._refused_rows(deployment, records, lo, results) if refused else []
+                rows = self._refused_rows(deployment, records, lo, results, keys) if refused else []
                 if accepted:
                     outputs = await self._predict(deployment, [a.values for _, a in accepted])
                     latency_ms = (time.perf_counter() - started) * 1000.0
                     if len(accepted) >= BATCH_LOG_MIN_ROWS and deployment.schema_sha256:
-                        batch, invalid = self._batch(deployment, accepted, outputs, results, latency_ms)
+                        batch, invalid = self._batch(deployment, accepted, outputs, results, latency_ms, keys)
                         rows += invalid
                         waits.append(self._log(batch))
                         logged += len(batch)
                     else:
-                        rows += self._results(deployment, accepted, outputs, results, latency_ms)
+                        rows += self._results(deployment, accepted, outputs, results, latency_ms, keys)
                 if rows:
                     waits.append(self._log(rows))
                     logged += len(rows)
@@ -122,7 +201,7 @@ class PredictionService:
             raise
 
     def _validate(
-        self, deployment: Deployment, records: Sequence[object], lo: int, results: dict[int, RecordResult]
+        self, deployment: Variant, records: Sequence[object], lo: int, results: dict[int, RecordResult]
     ) -> list[tuple[int, Accepted]]:
         """The accepted records of the chunk starting at ``lo``; the refused ones go into ``results``."""
         chunk = records[lo : lo + CHUNK_ROWS]
@@ -140,7 +219,12 @@ class PredictionService:
         return accepted
 
     def _refused_rows(
-        self, deployment: Deployment, records: Sequence[object], lo: int, results: dict[int, RecordResult]
+        self,
+        deployment: Variant,
+        records: Sequence[object],
+        lo: int,
+        results: dict[int, RecordResult],
+        keys: Sequence[str | None] | None,
     ) -> list[PredictionRow]:
         """Log rows of the chunk's refused records (status "invalid"): the log holds every record answered.
         Their values may not fit the schema, so they are kept as JSON only, never in typed slots."""
@@ -154,10 +238,14 @@ class PredictionService:
             record = records[i]
             features = record if isinstance(record, dict) else {"_record": record}
             errors = {"errors": [e.to_dict() for e in results[i].errors]}
-            rows.append(PredictionRow(ids[k], now, name, version, variant, features, errors, 0.0, status="invalid"))
+            key = keys[i] if keys is not None else None
+            rows.append(
+                PredictionRow(ids[k], now, name, version, variant, features, errors, 0.0, deployment.role, key,
+                              status="invalid")
+            )  # fmt: skip
         return rows
 
-    def _count(self, deployment: Deployment, answered: Collection[RecordResult]) -> None:
+    def _count(self, deployment: Variant, answered: Collection[RecordResult]) -> None:
         m, name, version, variant = self.metrics, deployment.name, deployment.version, deployment.variant
         if all(r.ok for r in answered):  # the usual case, in one pass and one increment
             if answered:
@@ -166,7 +254,7 @@ class PredictionService:
         for status, n in Counter(_status(r) for r in answered).items():
             m.child(m.predictions, name, version, variant, status).inc(n)
 
-    async def _predict(self, deployment: Deployment, rows: list[dict[str, Any]]) -> Outputs:
+    async def _predict(self, deployment: Variant, rows: list[dict[str, Any]]) -> Outputs:
         predictor, batcher = deployment.bundle.predictor, deployment.batcher
         if batcher is None and len(rows) <= predictor.inline_max_rows:
             return predictor.predict(rows)  # a fast predictor: ~0.01 ms, cheaper than a hop to a worker thread
@@ -181,52 +269,77 @@ class PredictionService:
 
     def _results(
         self,
-        deployment: Deployment,
+        deployment: Variant,
         accepted: list[tuple[int, Accepted]],
         outputs: Outputs,
         results: dict[int, RecordResult],
         latency_ms: float,
+        keys: Sequence[str | None] | None = None,
     ) -> list[PredictionRow]:
         now = time.time()
+        role = deployment.role
         rows = []
         name, version, variant, sha = deployment.name, deployment.version, deployment.variant, deployment.schema_sha256
         ids = self.ids.strings(len(accepted))
         if outputs.proba is not None:
-            keys = [str(c) for c in outputs.classes]
+            class_names = [str(c) for c in outputs.classes]
             classes = outputs.classes
             # Python lists, not numpy scalars, per row; the label is the first most probable class, as argmax's
             for k, ((i, a), p) in enumerate(zip(accepted, outputs.proba.tolist(), strict=True)):
                 if not isfinite(sum(p)):  # NaN or an infinity anywhere in the row (cheaper than numpy per row)
-                    rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms))
+                    rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms, keys))
                     continue
-                proba = dict(zip(keys, p, strict=True))
+                proba = dict(zip(class_names, p, strict=True))
                 label = classes[p.index(max(p))]
                 results[i] = RecordResult(i, ids[k], label, proba)
                 logged: dict[str, Any] = {"predicted_class": label, "probabilities": proba}
                 rows.append(
-                    PredictionRow(ids[k], now, name, version, variant, a.values, logged, latency_ms, schema_sha256=sha)
+                    PredictionRow(
+                        ids[k],
+                        now,
+                        name,
+                        version,
+                        variant,
+                        a.values,
+                        logged,
+                        latency_ms,
+                        role,
+                        keys[i] if keys is not None else None,
+                        schema_sha256=sha,
+                    )
                 )
         else:
             assert outputs.values is not None  # noqa: S101 - regression
             for k, ((i, a), value) in enumerate(zip(accepted, outputs.values.tolist(), strict=True)):
                 if not isfinite(value):
-                    rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms))
+                    rows.append(self._output_invalid(deployment, ids[k], now, i, a, results, latency_ms, keys))
                     continue
                 results[i] = RecordResult(i, ids[k], value=value)
                 rows.append(
                     PredictionRow(
-                        ids[k], now, name, version, variant, a.values, {"value": value}, latency_ms, schema_sha256=sha
+                        ids[k],
+                        now,
+                        name,
+                        version,
+                        variant,
+                        a.values,
+                        {"value": value},
+                        latency_ms,
+                        role,
+                        keys[i] if keys is not None else None,
+                        schema_sha256=sha,
                     )
                 )
         return rows
 
     def _batch(
         self,
-        deployment: Deployment,
+        deployment: Variant,
         accepted: list[tuple[int, Accepted]],
         outputs: Outputs,
         results: dict[int, RecordResult],
         latency_ms: float,
+        keys: Sequence[str | None] | None = None,
     ) -> tuple[PredictionBatch, list[PredictionRow]]:
         """The results of a chunk's accepted records, logged as one PredictionBatch of the "ok" ones; the
         records the model answered with NaN or inf are rows of their own (status "output_invalid")."""
@@ -237,60 +350,67 @@ class PredictionService:
         features: list[dict[str, Any]] = []
         invalid: list[PredictionRow] = []
         if outputs.proba is not None and np.isfinite(outputs.proba).all():  # the usual case, without a check per row
-            keys = [str(c) for c in outputs.classes]
+            classes_text = [str(c) for c in outputs.classes]
             probas = outputs.proba.tolist()
             labels = [outputs.classes[j] for j in np.argmax(outputs.proba, axis=1).tolist()]  # the first best
             for k, (i, _) in enumerate(accepted):
-                results[i] = RecordResult(i, ids[k], labels[k], dict(zip(keys, probas[k], strict=True)))
+                results[i] = RecordResult(i, ids[k], labels[k], dict(zip(classes_text, probas[k], strict=True)))
             batch = PredictionBatch(
                 ids, now, d.name, d.version, d.variant, d.schema_sha256, [a.values for _, a in accepted], latency_ms,
-                labels=labels, classes=keys, proba=probas,
+                labels=labels, classes=classes_text, proba=probas, role=d.role,
+                routing_keys=[keys[i] for i, _ in accepted] if keys is not None else None,
             )  # fmt: skip
             return batch, invalid
+        ok_keys: list[str | None] = []
         if outputs.proba is not None:
-            keys = [str(c) for c in outputs.classes]
+            classes_text = [str(c) for c in outputs.classes]
             classes = outputs.classes
             labels = []
             probas = []
             for k, ((i, a), p) in enumerate(zip(accepted, outputs.proba.tolist(), strict=True)):
                 if not isfinite(sum(p)):
-                    invalid.append(self._output_invalid(d, ids[k], now, i, a, results, latency_ms))
+                    invalid.append(self._output_invalid(d, ids[k], now, i, a, results, latency_ms, keys))
                     continue
                 label = classes[p.index(max(p))]
-                results[i] = RecordResult(i, ids[k], label, dict(zip(keys, p, strict=True)))
+                results[i] = RecordResult(i, ids[k], label, dict(zip(classes_text, p, strict=True)))
                 ok_ids.append(ids[k])
+                ok_keys.append(keys[i] if keys is not None else None)
                 features.append(a.values)
                 labels.append(label)
                 probas.append(p)
             batch = PredictionBatch(
                 ok_ids, now, d.name, d.version, d.variant, d.schema_sha256, features, latency_ms,
-                labels=labels, classes=keys, proba=probas,
+                labels=labels, classes=classes_text, proba=probas, role=d.role,
+                routing_keys=ok_keys if keys is not None else None,
             )  # fmt: skip
             return batch, invalid
         assert outputs.values is not None  # noqa: S101 - regression
         values: list[float] = []
         for k, ((i, a), value) in enumerate(zip(accepted, outputs.values.tolist(), strict=True)):
             if not isfinite(value):
-                invalid.append(self._output_invalid(d, ids[k], now, i, a, results, latency_ms))
+                invalid.append(self._output_invalid(d, ids[k], now, i, a, results, latency_ms, keys))
                 continue
             results[i] = RecordResult(i, ids[k], value=value)
             ok_ids.append(ids[k])
+            ok_keys.append(keys[i] if keys is not None else None)
             features.append(a.values)
             values.append(value)
         batch = PredictionBatch(
-            ok_ids, now, d.name, d.version, d.variant, d.schema_sha256, features, latency_ms, values=values
-        )
+            ok_ids, now, d.name, d.version, d.variant, d.schema_sha256, features, latency_ms, values=values,
+            role=d.role, routing_keys=ok_keys if keys is not None else None,
+        )  # fmt: skip
         return batch, invalid
 
     def _output_invalid(
         self,
-        deployment: Deployment,
+        deployment: Variant,
         prediction_id: str,
         now: float,
         i: int,
         accepted: Accepted,
         results: dict[int, RecordResult],
         latency_ms: float,
+        keys: Sequence[str | None] | None = None,
     ) -> PredictionRow:
         """A record the model answered with NaN or an infinity: refused with its own code, logged, counted."""
         error = FieldError(i, "", "model_output_invalid", "the model's output for this record is not a finite number")
@@ -308,6 +428,8 @@ class PredictionService:
             accepted.values,
             outputs,
             latency_ms,
+            d.role,
+            keys[i] if keys is not None else None,
             schema_sha256=d.schema_sha256,
             status="output_invalid",
         )

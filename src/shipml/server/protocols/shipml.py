@@ -7,14 +7,14 @@ from typing import Any
 
 from shipml.server.errors import ApiError
 from shipml.server.http import authorize_key
-from shipml.server.model_manager import Deployment
+from shipml.server.model_manager import Variant
 from shipml.server.predictions import RecordResult
 from shipml.server.state import AppState
 
 MAX_LABEL_CHARS = 1000  # a class name, not a document: longer labels are refused, never cut
 
 
-def model_of(dep: Deployment) -> dict[str, str]:
+def model_of(dep: Variant) -> dict[str, str]:
     return {"name": dep.name, "version": dep.version, "variant": dep.variant}
 
 
@@ -56,12 +56,31 @@ def one_record(body: Any) -> dict[str, Any]:
 
 def batch_records(body: Any, limit: int) -> list[Any]:
     """The records of a /predict/batch body, checked against ``limit`` before anything else is built."""
+    return batch_records_and_keys(body, limit)[0]
+
+
+def batch_records_and_keys(body: Any, limit: int) -> tuple[list[Any], list[str | None]]:
+    """The records of a /predict/batch body and their routing keys (a record ``{"features": {...}, "id": "k"}``
+    has the key "k"; a bare record of features has none), checked against ``limit`` first."""
     records = body.get("records") if isinstance(body, dict) else body
     if not isinstance(records, list):
         raise ApiError(422, "validation_error", 'expected {"records": [{...}, ...]} or a JSON array of records')
     if len(records) > limit:
         raise ApiError(413, "batch_too_large", f"{len(records)} records; the limit is {limit}")
-    return [r.get("features", r) if isinstance(r, dict) and isinstance(r.get("features"), dict) else r for r in records]
+    out, keys = [], []
+    for r in records:
+        wrapped = isinstance(r, dict) and isinstance(r.get("features"), dict)
+        out.append(r["features"] if wrapped else r)
+        keys.append(routing_key(r.get("id")) if wrapped else None)
+    return out, keys
+
+
+def routing_key(value: Any) -> str | None:
+    """A record's ``id`` as a routing key: text or a whole number, at most 256 characters; anything else none."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if 0 < len(text) <= 256 else None
 
 
 @dataclass(frozen=True)
@@ -96,15 +115,21 @@ def feedback_request(body: Any) -> FeedbackRequest:
 
 
 async def predict_one(
-    st: AppState, key: str | None, client: str | None, body: Any
-) -> tuple[dict[str, Any], Deployment, str]:
-    """One record through auth, validation, the model and the log: (answer, deployment, key name)."""
+    st: AppState, key: str | None, client: str | None, body: Any, header_key: str | None = None
+) -> tuple[dict[str, Any], Variant, str]:
+    """One record through auth, routing (its ``id``, else ``X-Routing-Key``), validation, the model and the
+    log: (answer, the variant that answered, key name)."""
     principal = authorize_key(st.auth, key, "predict", client)
     features = one_record(body)
-    dep = st.deployment()
-    [result] = await st.service.run(dep, [features])
+    deployment = st.deployment()
+    routed = routing_key(body.get("id")) or header_key
+    [result] = await st.service.run_routed(deployment, [features], [routed])
     raise_for_invalid([result])
     answer = result.body()
     answer.pop("index")
+    dep = deployment.primary
+    if result.variant is not None:
+        dep = next(v for v in deployment.variants if v.variant == result.variant)
+        answer.pop("variant"), answer.pop("version")
     answer["model"] = model_of(dep)
     return answer, dep, principal.name

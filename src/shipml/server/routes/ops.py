@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from shipml.server.errors import json_response
 from shipml.server.http import authorize
-from shipml.server.model_manager import Deployment
-from shipml.server.routes.common import deployment, state
+from shipml.server.model_manager import Variant
+from shipml.server.routes.common import state
 
 router = APIRouter()
 
@@ -29,7 +29,7 @@ async def ready(request: Request) -> Response:
         return json_response({"status": "not_ready", "reason": "no model loaded"}, 503)
     if not st.ready:
         return json_response({"status": "not_ready", "reason": "shutting down"}, 503)
-    return json_response({"status": "ready", "model": current.name, "version": current.version})
+    return json_response({"status": "ready", "model": current.primary.name, "version": current.primary.version})
 
 
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics")
@@ -40,8 +40,17 @@ async def metrics(request: Request) -> Response:
 @router.get("/model", tags=["model"], summary="The model being served")
 async def model(request: Request) -> Response:
     authorize(request, "predict")
-    manager = state(request).manager
-    body = describe(deployment(request))
+    st = state(request)
+    manager = st.manager
+    current = st.deployment()
+    request.scope.setdefault("state", {})["model_version"] = current.primary.version
+    body = describe(current.primary)
+    if current.split is not None or current.shadows:
+        body["variants"] = [
+            describe(v) | {"weight": w}
+            for v, w in zip(current.variants, current.split.weights if current.split else (1.0,), strict=True)
+        ]
+        body["shadows"] = [describe(v) | {"fraction": sh.fraction} for v, sh in current.shadows]
     body["registry"] = {
         "reference": str(manager.ref),
         "desired_version": manager.desired_version,
@@ -66,13 +75,14 @@ async def reload(request: Request) -> Response:
     return json_response(body)
 
 
-def describe(deployment: Deployment) -> dict[str, Any]:
+def describe(deployment: Variant) -> dict[str, Any]:
     """The `GET /model` document."""
     b = deployment.bundle
     return {
         "name": b.info.name,
         "version": b.info.version,
         "variant": deployment.variant,
+        "role": deployment.role,
         "run_id": b.info.run_id,
         "trained_at": b.info.created_at.isoformat(),
         "aliases": list(b.info.aliases),

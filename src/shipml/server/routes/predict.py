@@ -15,8 +15,8 @@ from shipml.errors import StoreError
 from shipml.server.auth import key_from_headers
 from shipml.server.errors import ApiError, json_response
 from shipml.server.http import authorize, read_json
-from shipml.server.protocols.shipml import batch_records, feedback_request, model_of, predict_one
-from shipml.server.routes.common import deployment, state
+from shipml.server.protocols.shipml import batch_records_and_keys, feedback_request, model_of, predict_one, routing_key
+from shipml.server.routes.common import state
 
 router = APIRouter()
 
@@ -27,7 +27,8 @@ async def predict(request: Request) -> Response:
     st = state(request)
     key = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
     client = request.client.host if request.client else None
-    answer, dep, principal = await predict_one(st, key, client, await read_json(request))
+    header_key = routing_key(request.headers.get("x-routing-key"))
+    answer, dep, principal = await predict_one(st, key, client, await read_json(request), header_key)
     request.scope.setdefault("state", {}).update(principal=principal, model_version=dep.version)
     return json_response(answer)
 
@@ -35,12 +36,17 @@ async def predict(request: Request) -> Response:
 @router.post("/predict/batch", tags=["predict"], summary="Predict many records; per-record errors")
 async def predict_batch(request: Request) -> Response:
     authorize(request, "predict")
-    records = batch_records(await read_json(request), state(request).settings.serve.max_batch)
-    dep = deployment(request)
-    results = await state(request).service.run(dep, records)
+    st = state(request)
+    records, keys = batch_records_and_keys(await read_json(request), st.settings.serve.max_batch)
+    header_key = routing_key(request.headers.get("x-routing-key"))
+    if header_key is not None:  # the header routes the records that have no id of their own
+        keys = [k if k is not None else header_key for k in keys]
+    dep = st.deployment()
+    request.scope.setdefault("state", {})["model_version"] = dep.primary.version
+    results = await st.service.run_routed(dep, records, keys)
     return json_response(
         {
-            "model": model_of(dep),
+            "model": model_of(dep.primary),
             "predictions": [r.body() for r in results],
             "failed": sum(1 for r in results if not r.ok),
         }

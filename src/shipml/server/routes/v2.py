@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from shipml.server.errors import ApiError, json_response
 from shipml.server.http import authorize, parse_json, read_body
-from shipml.server.model_manager import Deployment
+from shipml.server.model_manager import Variant
 from shipml.server.protocols.oip_v2 import (
     HEADER_LENGTH,
     ModelSignature,
@@ -51,7 +51,7 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": ok}, 200 if ok else 503)
 
 
-def _model_of(request: Request, name: str, version: str | None = None) -> Deployment:
+def _model_of(request: Request, name: str, version: str | None = None) -> Variant:
     """The deployment serving ``name`` (and ``version``, when the path names one); 404 for any other."""
     manager = state(request).manager
     if manager.current is None and name == manager.ref.name:
@@ -101,10 +101,10 @@ async def version_infer(request: Request, name: str, version: str) -> Response:
     return await _infer(request, name, version)
 
 
-def _signature(request: Request, dep: Deployment) -> ModelSignature:
+def _signature(request: Request, dep: Variant) -> ModelSignature:
     """The deployment's signature, built once per deployment and kept on the app (weakly: a reload frees
     the old deployment)."""
-    cached: tuple[weakref.ref[Deployment], ModelSignature] | None = getattr(request.app.state, "oip_v2", None)
+    cached: tuple[weakref.ref[Variant], ModelSignature] | None = getattr(request.app.state, "oip_v2", None)
     if cached is not None and cached[0]() is dep:
         return cached[1]
     signature = ModelSignature.of(dep.name, dep.version, dep.bundle.schema, dep.bundle.classes)
