@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,11 +196,22 @@ def main() -> None:
     rows_full = [r for r in rows if r["total_charges"] is not None]  # the empty FastAPI peer takes no nulls
     reference = loaded.pipeline.predict_proba(feature_frame(pd.DataFrame(rows), schema))
     bodies = [json.dumps({"features": r}) for r in rows]
+    # the same rows, each with its routing key: an experiment routes them by key, not at random
+    keyed_bodies = [json.dumps({"features": r, "id": f"user-{i}"}) for i, r in enumerate(rows)]
     auth = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
 
     results: list[Result] = []
 
-    def run_shipml(name: str, workers: int, env: dict[str, str]) -> None:
+    def run_shipml(
+        name: str,
+        workers: int,
+        env: dict[str, str],
+        keyed: bool = False,
+        check: Callable[[str, list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        """Start ``shipml serve``, check its first 50 answers (the reference probabilities, then ``check(url,
+        answers)``), then load it with wrk; ``keyed``: every request carries a routing key (its ``id``)."""
+        load = keyed_bodies if keyed else bodies
         port = free_port()
         server = start(
             [str(BIN / "shipml"), "serve", "--port", str(port), "--workers", str(workers)],
@@ -207,12 +221,14 @@ def main() -> None:
             env,
         )
         try:
-            got = [
-                requests.post(server.url + "/predict", data=b, headers=auth, timeout=10).json()["probabilities"]
-                for b in bodies[:50]
+            answers = [
+                requests.post(server.url + "/predict", data=b, headers=auth, timeout=10).json() for b in load[:50]
             ]
+            got = [a["probabilities"] for a in answers]
             np.testing.assert_array_equal(np.array([[g["0"], g["1"]] for g in got]), reference[:50])
-            rps, p50, p99, errors = wrk(server.url + "/predict", bodies, auth, args.seconds, args.connections)
+            if check is not None:
+                check(server.url, answers)
+            rps, p50, p99, errors = wrk(server.url + "/predict", load, auth, args.seconds, args.connections)
             results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
             if workers == 1 and env.get("SHIPML_STORE__DURABILITY") != "async":
                 batch_figures(server.url, rows, auth, loaded.pipeline, schema)
@@ -271,6 +287,20 @@ def main() -> None:
     pipeline_only = {"SHIPML_SERVE__FAST_PATH": "false"}
     run_shipml(PIPELINE_POOL, 2, pipeline_only | {"SHIPML_SERVE__BATCHING__ENABLED": "false"})
     run_shipml(PIPELINE_BATCHED, 2, pipeline_only)
+    # Experiments: what a 50/50 split by key and a shadow scoring every request cost the service
+    routing_cost()
+    split = [("champion", "churn@production", 0.5), ("challenger", "churn/1", 0.5)]
+    experiment = {
+        "SHIPML_SERVE__MODEL": "",  # the config refuses serve.model beside serve.variants
+        "SHIPML_SERVE__SALT": SALT,
+        "SHIPML_SERVE__VARIANTS": json.dumps([{"name": n, "model": m, "weight": w} for n, m, w in split]),
+    }
+    run_shipml(TWO_VARIANTS, 2, experiment, keyed=True,
+               check=lambda _url, answers: check_variants(answers, [(n, w) for n, _, w in split]))  # fmt: skip
+    # the baseline of both, run between them (a shared machine's load drifts over minutes)
+    run_shipml(ONE_VARIANT, 2, {}, keyed=True, check=lambda _url, answers: check_variants(answers, None))
+    shadow = {"SHIPML_SERVE__SHADOW": json.dumps([{"name": SHADOW, "model": "churn/1", "fraction": 1.0}])}
+    run_shipml(SHADOWED, 2, shadow, keyed=True, check=check_shadow)
     if not args.quick:
         features = lambda r: {"features": r}  # noqa: E731
         from_shipml_shape = lambda j: [j["probabilities"]["0"], j["probabilities"]["1"]]  # noqa: E731
@@ -340,7 +370,77 @@ def batch_figures(
         BATCH_RATIO[n] = server_rps / local_rps
 
 
+def routing_cost() -> None:
+    """What routing adds to a keyed request, in this process: ``Split.assign`` over 100,000 keys (and a shadow's
+    sampling decision, ``shadow_sampled``), best of 3, after checking the split of those keys is 50/50; printed
+    with the goals."""
+    from shipml.core.routing import Shadow, Split, shadow_sampled
+
+    split = Split([("champion", 0.5), ("challenger", 0.5)], SALT)
+    shadow = Shadow(SHADOW, 1.0)
+    keys = [f"user-{i}" for i in range(100_000)]
+    rng = random.Random(0)  # noqa: S311 - the draw for keyless requests, unused by keyed ones
+    champion = sum(split.assign(k, rng).variant == "champion" for k in keys) / len(keys)
+    assert 0.49 < champion < 0.51, f"Split.assign sends {champion:.2%} of 100,000 keys to the 50 % variant"
+    assert all(shadow_sampled(k, shadow, SALT, rng) for k in keys[:1000]), "a fraction 1.0 shadow skipped a key"
+
+    def per_call_us(fn: Callable[[str], object]) -> float:
+        best = min(timeit.repeat(lambda: [fn(k) for k in keys], number=1, repeat=3))
+        return best / len(keys) * 1e6
+
+    ROUTING_US["assign"] = per_call_us(lambda k: split.assign(k, rng))
+    ROUTING_US["shadow_sampled"] = per_call_us(lambda k: shadow_sampled(k, shadow, SALT, rng))
+
+
+def check_variants(answers: list[dict[str, Any]], split: list[tuple[str, float]] | None) -> None:
+    """Keyed answers of a single model come from ``main``; of an experiment, from the variant this process's
+    ``Split`` gives each key (the same hash in every process), routed by key, with both variants present."""
+    from shipml.core.routing import Split
+
+    got = [a["model"]["variant"] for a in answers]
+    if split is None:
+        assert set(got) == {"main"}, f"a single model answered as {sorted(set(got))}"
+        return
+    want = [Split(split, SALT).variant(f"user-{i}") for i in range(len(answers))]
+    assert got == want, f"keys routed to {got}, this process's Split says {want}"
+    assert set(got) == {name for name, _ in split}, f"50 keys reached only {sorted(set(got))}"
+    routed = {a.get("routed_by") for a in answers}
+    assert routed == {"key"}, f"keyed requests answered with routed_by {routed}"
+
+
+def check_shadow(url: str, answers: list[dict[str, Any]]) -> None:
+    """The shadow never answers, and (fraction 1.0) scores every answered request, without a failure."""
+    check_variants(answers, None)
+    deadline = time.monotonic() + 15
+    while True:
+        text = requests.get(url + "/metrics", timeout=10).text
+        scored = _counter(text, "shipml_predictions_total", SHADOW, status="ok")
+        failed = _counter(text, "shipml_shadow_failures_total", SHADOW)
+        assert failed == 0, f"{failed:.0f} shadow calls failed"
+        if scored >= len(answers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert scored == len(answers), f"the shadow scored {scored:.0f} of {len(answers)} requests"
+
+
+def _counter(text: str, name: str, variant: str, **labels: str) -> float:
+    """The sum of a counter's samples in a Prometheus exposition, over those with ``variant`` and ``labels``."""
+    wanted = {"variant": variant, **labels}
+    total = 0.0
+    for found, value in re.findall(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found))
+        if all(have.get(k) == v for k, v in wanted.items()):
+            total += float(value)
+    return total
+
+
 BATCH_RATIO: dict[int, float] = {}
+ROUTING_US: dict[str, float] = {}
+SALT = "bench"
+SHADOW = "candidate"
+ONE_VARIANT = "shipml 2 workers, commit log, one variant, keyed requests"
+TWO_VARIANTS = "shipml 2 workers, commit log, two variants 50/50 (keyed requests)"
+SHADOWED = "shipml 2 workers, commit log, one variant + shadow at fraction 1.0"
 NUMPY_BACKEND = "shipml 2 workers, commit log, numpy backend (no native kernel)"
 NO_HISTOGRAMS = "shipml 2 workers, commit log, no drift histograms"
 BATCHED_FAST = "shipml 2 workers, commit log, fast path + micro-batcher"
@@ -358,12 +458,16 @@ def goals(results: list[Result]) -> None:
     empty = by.get("empty FastAPI + pydantic, 2 workers (no model)")
     lines = []
 
-    def goal(text: str, value: float | None, target: float, higher: bool, unit: str = "x") -> None:
+    def goal(
+        text: str, value: float | None, target: float, higher: bool, unit: str = "x", inclusive: bool = False
+    ) -> None:
         if value is None:
             lines.append(f"  {text}: not measured")
             return
-        met = value >= target if higher else value < target
-        op = ">=" if higher else "<"
+        if higher:
+            met, op = value >= target, ">="
+        else:
+            met, op = (value <= target, "<=") if inclusive else (value < target, "<")
         lines.append(f"  {text}: {value:,.2f}{unit} (goal {op} {target:g}{unit}) {'MET' if met else 'MISSED'}")
 
     goal(
@@ -397,8 +501,19 @@ def goals(results: list[Result]) -> None:
     )
     goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
     goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
+    goal("routing cost per request (Split.assign, in-process)", ROUTING_US.get("assign"), 5, False, " us")
+    single, shadowed = by.get(ONE_VARIANT), by.get(SHADOWED)
+    goal(
+        "shadow at fraction 1.0: p99 added (2 workers, commit log, keyed)",
+        shadowed.p99_ms - single.p99_ms if shadowed and single else None,
+        1,
+        False,
+        " ms",
+        inclusive=True,
+    )
     print("\ngoals, from this run's figures:")
     print("\n".join(lines))
+    experiment_figures(by)
     native, numpy_only = commit, by.get(NUMPY_BACKEND)
     if native and numpy_only:
         print(
@@ -418,16 +533,38 @@ def goals(results: list[Result]) -> None:
             )
 
 
+def experiment_figures(by: dict[str, Result]) -> None:
+    """Routing cost, two variants against one, and a shadow's overhead, all from this run."""
+    single, two, shadowed = by.get(ONE_VARIANT), by.get(TWO_VARIANTS), by.get(SHADOWED)
+    print("\nexperiments (serve.variants, serve.shadow), from this run's figures:")
+    if ROUTING_US:
+        print(
+            f"  routing cost per request, in-process (100,000 keys, best of 3): Split.assign"
+            f" {ROUTING_US['assign']:.2f} us; a shadow's sampling decision {ROUTING_US['shadow_sampled']:.2f} us"
+        )
+    if single and two:
+        print(
+            f"  two variants 50/50 vs one variant (keyed requests): {two.rps:,.0f} vs {single.rps:,.0f} req/s"
+            f" ({two.rps / single.rps:.2f}x), p99 {two.p99_ms:.2f} vs {single.p99_ms:.2f} ms"
+        )
+    if single and shadowed:
+        print(
+            f"  shadow at fraction 1.0 vs none (keyed requests): {shadowed.rps:,.0f} vs {single.rps:,.0f} req/s"
+            f" ({shadowed.rps / single.rps:.2f}x), p99 {shadowed.p99_ms:.2f} vs {single.p99_ms:.2f} ms"
+            f" ({shadowed.p99_ms - single.p99_ms:+.2f} ms)"
+        )
+
+
 def report(results: list[Result]) -> None:
     base = {r.name: r for r in results}
     best = base.get("shipml 2 workers, commit log")
     print(
-        f"\n{'server':<56} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'start s':>8} {'RSS MB':>7} {'shipml 2w commit / this':>24}"
+        f"\n{'server':<68} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'start s':>8} {'RSS MB':>7} {'shipml 2w commit / this':>24}"
     )
     for r in results:
         ratio = f"{best.rps / r.rps:.2f}x" if best and r.rps else "-"
         print(
-            f"{r.name:<56} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.cold_start_s:>8.2f} {r.rss_mb:>7.0f} {ratio:>24}"
+            f"{r.name:<68} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.cold_start_s:>8.2f} {r.rss_mb:>7.0f} {ratio:>24}"
         )
 
 

@@ -414,6 +414,33 @@ class MonitorSettings(_Section):
     )
 
 
+class ExperimentSettings(_Section):
+    """How `shipml ab report` judges an experiment (core/experiments.py says what each number does)."""
+
+    min_count: int = Field(
+        default=100, ge=1, description="labelled predictions each variant needs before a verdict other than continue"
+    )
+    error_rate_margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="a challenger's error rate may exceed the champion's by at most this (absolute) to ship",
+    )
+    expected_n: int = Field(
+        default=10_000,
+        ge=1,
+        description="labelled predictions (all variants) the experiment plans for: the anytime-valid intervals "
+        "are tightest there, and valid at every size",
+    )
+    mde: float = Field(
+        default=0.02,
+        gt=0.0,
+        description="minimum detectable effect, relative to the champion's metric (0.02: 2 %), for the sample "
+        "size still needed",
+    )
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="1 - the confidence of every interval and test")
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -435,6 +462,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     store: StoreSettings = StoreSettings()
     monitor: MonitorSettings = MonitorSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
     native: Annotated[NativeSettings, NoDecode] = NativeSettings()
 
     def serve_ref(self) -> str:

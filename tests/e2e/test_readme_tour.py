@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.cli import shipml
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.background]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,7 +52,6 @@ def test_the_tour_works_as_written(tmp_path: Path) -> None:
     assert "│ churn │ 2      │ 1          │ 2       │ 2        │" in aliases
 
 
-@pytest.mark.background
 def test_ui_serves_mlflow_on_loopback(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from shipml.core.routing import Split
 from tests.integration.cli import one_error_line, shipml
 from tests.integration.server import Server, records, start_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.background]
 
 EXPERIMENT = """
 serve:

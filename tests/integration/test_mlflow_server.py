@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import SMALL_FOREST
 from tests.integration.cli import shipml
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.background]
 
 
 def free_port() -> int:

@@ -20,6 +20,9 @@ from shipml.adapters.store import PredictionStore
 from tests.integration.cli import one_error_line, shipml
 from tests.integration.prometheus import prometheus_stack
 from tests.integration.server import Server, start_server
+from tests.integration.test_report_browser import BACKGROUND, SIZE
+from tests.integration.test_report_browser import _colours as colours
+from tests.integration.test_report_browser import _open as open_in_chromium
 from tests.unit.pipelines.test_report import figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.background]
@@ -158,3 +161,8 @@ def test_the_report_page_shows_the_numbers_of_metrics(served: tuple[Path, Server
     assert on_page and on_page.keys() == on_metrics.keys()
     for key, value in on_page.items():
         assert value == pytest.approx(on_metrics[key], rel=1e-9), key
+    # and the page a person opens: headless Chromium renders it, with no console message, and not blank
+    dom, console, png = open_in_chromium(root / "page.html", root)
+    assert console == [] and "monthly_charges" in dom
+    drawn = sum(n for c, n in colours(png).items() if c not in BACKGROUND)
+    assert drawn > 0.05 * SIZE[0] * SIZE[1]

@@ -54,6 +54,7 @@ def wait_for_version(server: Server, key: str, version: str, timeout: float = 60
     raise AssertionError(f"version {version} never served: {server.log.read_text()[-2000:]}")
 
 
+@pytest.mark.background
 def test_hot_reload_follows_the_alias_and_survives_a_broken_version(project: tuple[Path, Keys]) -> None:
     root, keys = project
     server = start_server(root)

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import orjson
@@ -328,14 +328,49 @@ class PredictionStore:
                 conn.execute(sa.update(le).where(le.c.name == name).values(holder=holder, expires_at=now + ttl_s))
         return True
 
+    @overload
     def read_outcomes(
-        self, model: str, since: float, until: float, *, version: str | None = None, variant: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The primary's predictions of ``model`` in ``[since, until)`` without their features: ids, ts, label,
-        score (what the feedback join needs, cheaper than ``read_window``)."""
+        self,
+        model: str,
+        since: float,
+        until: float,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str = "primary",
+        keys: Literal[False] = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+
+    @overload
+    def read_outcomes(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str = "primary",
+        keys: Literal[True],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def read_outcomes(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str = "primary",
+        keys: bool = False,
+    ) -> tuple[np.ndarray, ...]:
+        """The predictions (status ok) of ``model`` in ``[since, until)`` by ``role`` ("primary" or "shadow")
+        without their features: ids, ts, label, score (what the feedback join needs, cheaper than
+        ``read_window``), and with ``keys`` each row's routing key too (None where the request had none)."""
         p, b = tables.predictions, tables.prediction_batches
-        where = [p.c.model == model, p.c.ts >= since, p.c.ts < until, p.c.role == "primary", p.c.status == "ok"]
-        b_where = [b.c.model == model, b.c.ts >= since, b.c.ts < until, b.c.role == "primary", b.c.status == "ok"]
+        where = [p.c.model == model, p.c.ts >= since, p.c.ts < until, p.c.role == role, p.c.status == "ok"]
+        b_where = [b.c.model == model, b.c.ts >= since, b.c.ts < until, b.c.role == role, b.c.status == "ok"]
         for (column, b_column), wanted in (
             ((p.c.version, b.c.version), version),
             ((p.c.variant, b.c.variant), variant),
@@ -345,7 +380,9 @@ class PredictionStore:
                 b_where.append(b_column == wanted)
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(sa.select(p.c.id, p.c.ts, p.c.label, p.c.score).where(*where)).all()
+                rows = conn.execute(
+                    sa.select(p.c.id, p.c.ts, p.c.label, p.c.score, p.c.routing_key).where(*where)
+                ).all()
                 blobs = conn.execute(sa.select(b.c.ts, b.c.payload).where(*b_where)).all()
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"store: cannot read predictions of {model!r}: {_reason(exc)}") from None
@@ -353,13 +390,16 @@ class PredictionStore:
         ts: list[Any] = [np.array([r[1] for r in rows], dtype=np.float64)]
         labels: list[Any] = [np.array([r[2] for r in rows], dtype=object)]
         scores: list[Any] = [np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=np.float64)]
+        routing_keys: list[Any] = [r[4] for r in rows]
         for batch_ts, blob in blobs:
             decoded = batch_payload.decode(blob)
             ids.extend(decoded.ids)
             ts.append(np.full(len(decoded.ids), batch_ts, dtype=np.float64))
             labels.append(decoded.labels)
             scores.append(decoded.score)
-        return np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores)
+            routing_keys.extend(decoded.routing_keys)
+        found = (np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores))
+        return (*found, np.array(routing_keys, dtype=object)) if keys else found
 
     def read_feedback(self, since: float) -> dict[str, tuple[str | None, float | None]]:
         """Feedback recorded at or after ``since`` (feedback comes after its prediction): id -> (label, value)."""

@@ -1,0 +1,509 @@
+"""`shipml ab report` and `ab promote`: the variants of an experiment judged from the prediction store.
+
+Each primary variant (``serve.variants``; the first is the champion) is measured on its answered predictions over a
+window. The primary metric comes from the feedback of the matured ones (``monitor.label_delay_s``, as in
+monitoring): accuracy for a classifier (1 when the predicted label equals the feedback's, else 0), or the negative
+absolute error for a regressor (negated so that higher is better for both). Each challenger is compared with the
+champion (``core.experiments``: difference and lift with anytime-valid intervals), its error rate (logged rows that
+are not "ok") is a guardrail, the split is checked for a sample ratio mismatch, and ``decide`` gives the verdict.
+
+Units of the split: distinct routing keys (routing is sticky, so a key is one unit however many requests it sends),
+plus each request without a key (assigned at random, so each is a unit of its own).
+
+Shadows (``serve.shadow``) answered nobody, so no feedback names their rows: a shadow row is joined through its
+routing key to the primary row of the same key, the latest at or before it (the request it copied), and takes that
+row's feedback and maturity. Rows without a key cannot be joined. A shadow's agreement with the champion is the
+share of the joined requests the champion answered where the shadow's answer was the champion's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import time
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from shipml.adapters.registry import AliasMove, MlflowRegistry, ModelRef
+from shipml.adapters.store import PredictionStore
+from shipml.config import Settings
+from shipml.core.experiments import (
+    Comparison,
+    Decision,
+    Guardrail,
+    SampleRatio,
+    VariantStats,
+    Verdict,
+    compare,
+    decide,
+    sample_ratio_mismatch,
+    variant_stats,
+)
+from shipml.core.sequential import Kind, SampleSize, sample_size
+from shipml.errors import ConfigError, RegistryError, ShipmlError
+from shipml.pipelines.monitor import Window
+from shipml.pipelines.promote import promote
+
+SINGLE_VARIANT = "main"  # the variant of a single serve.model (server.model_manager.DEFAULT_VARIANT)
+ACCURACY = "accuracy"
+NEGATIVE_ABSOLUTE_ERROR = "negative_absolute_error"
+ERROR_RATE = "error_rate"
+# The experiment's verdict over several challengers: the first of these that any challenger reached.
+PRECEDENCE: tuple[Verdict, ...] = ("unhealthy", "ship", "rollback", "continue", "no_data")
+Role = Literal["primary", "shadow"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VariantSummary:
+    """One variant over the window: what it served and its primary metric.
+
+    ``requests``: its logged rows (any status); ``errors``: those not "ok"; ``units``: distinct routing keys of its
+    answered rows plus its answered rows without a key; ``matured``/``labelled``: answered rows old enough to have
+    feedback, and those that have it (a shadow's through the primary row it is joined to)."""
+
+    name: str
+    role: Role
+    model: str  # the configured registry reference
+    version: str | None  # what the reference resolves to now (None when the registry cannot say)
+    share: float  # the routing weight, or a shadow's fraction
+    requests: int
+    errors: int
+    units: int
+    keyed: int  # answered rows that carried a routing key
+    matured: int
+    labelled: int
+    metric: VariantStats
+
+
+@dataclass(frozen=True)
+class ChallengerResult:
+    """A challenger against the champion: the primary metric, the guardrails, the sample size still needed for
+    ``experiments.mde`` (None when it cannot be computed, see the report's notes) and the verdict."""
+
+    variant: str
+    primary: Comparison
+    guardrails: tuple[Guardrail, ...]
+    sample_size: SampleSize | None
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """A shadow against the champion on ground truth it never served: the comparison of the primary metric,
+    how many of its rows were joined to a primary row by routing key, and its agreement with the champion
+    (classification: share of the champion's joined requests with the same label; regression: NaN, and
+    ``mean_abs_difference`` between the two answers instead)."""
+
+    variant: str
+    comparison: Comparison
+    joined: int
+    agreement: float
+    mean_abs_difference: float
+    compared: int  # joined requests the champion answered (what agreement is computed on)
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """The experiment of ``model`` over [since, until): every variant, the challengers' and shadows' comparisons
+    with the champion, the sample ratio check and the verdict (``winner``: the challenger to ship, if any)."""
+
+    model: str
+    since: float
+    until: float
+    created: float
+    metric: str  # accuracy or negative_absolute_error (higher is better for both)
+    kind: Kind
+    champion: str
+    variants: tuple[VariantSummary, ...]
+    srm: SampleRatio
+    challengers: tuple[ChallengerResult, ...]
+    shadows: tuple[ShadowResult, ...]
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    winner: str | None
+    notes: tuple[str, ...] = ()
+
+    def variant(self, name: str) -> VariantSummary:
+        return next(v for v in self.variants if v.name == name)
+
+    def to_json(self) -> str:
+        """JSON of the whole report (NaN as null; comparisons and guardrails also carry their verdicts)."""
+        return json.dumps(_jsonable(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentReport:
+        return _from_dict(cls, json.loads(text))
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What ``ab promote`` did: the variant and the version it moved to production, and the alias moves."""
+
+    variant: str
+    name: str
+    version: str
+    verdict: Verdict
+    forced: bool
+    moves: tuple[AliasMove, ...]
+
+
+class PromotionRefused(ShipmlError):
+    """`ab promote` without a ship verdict for the variant, and without --force."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class _Arm:
+    name: str
+    role: Role
+    model: str  # its registry reference
+    share: float
+
+    @property
+    def registered(self) -> str:
+        """The registered model its rows are logged under."""
+        return _model_of(self.model)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A variant's answered rows in the window (ids, ts, predicted label, score, routing key)."""
+
+    ids: np.ndarray
+    ts: np.ndarray
+    label: np.ndarray
+    score: np.ndarray
+    keys: np.ndarray
+
+    def units(self) -> tuple[int, int]:
+        """(units, rows with a key): distinct keys plus rows without one."""
+        keyed = np.array([k is not None for k in self.keys.tolist()], dtype=bool)
+        distinct = len(set(self.keys[keyed].tolist()))
+        return distinct + int((~keyed).sum()), int(keyed.sum())
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one report reads once and every variant shares."""
+
+    window: Window
+    feedback: Mapping[str, tuple[str | None, float | None]]
+    matured_before: float  # rows at or before this are old enough to have feedback (monitor.label_delay_s)
+    regression: bool
+    metric: str
+    kind: Kind
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class _Scored:
+    outcomes: np.ndarray
+    matured: int
+    labelled: int
+
+
+class ExperimentJob:
+    """Builds the report of the experiment in ``settings.serve`` from the store, and promotes its winner."""
+
+    def __init__(
+        self, settings: Settings, store: PredictionStore, registry: MlflowRegistry, cache_dir: Path | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.cache_dir = cache_dir  # the jobs' common signature (MonitorJob's); the report loads no version
+        self.primaries, self.shadows = _arms(settings)
+
+    def report(self, model: str, window: Window) -> ExperimentReport:
+        """The experiment's report over ``window``; ``model`` names it (a registered model one of its variants
+        serves: each variant's rows are read under its own reference's model)."""
+        now = time.time()
+        self._check_model(model)
+        rows = {a.name: self._read(a, window) for a in self.primaries}
+        regression = _is_regression(rows.values(), self.settings)
+        run = _Run(
+            window, self.store.read_feedback(window.since), now - self.settings.monitor.label_delay_s, regression,
+            NEGATIVE_ABSOLUTE_ERROR if regression else ACCURACY, "mean" if regression else "proportion", [],
+        )  # fmt: skip
+        summaries: list[VariantSummary] = []
+        errors: dict[str, VariantStats] = {}
+        for arm in self.primaries:
+            scored = _scored(rows[arm.name].ids, rows[arm.name], run)
+            requests = self._count(arm, window, status=None)
+            failed = max(0, requests - self._count(arm, window, status="ok"))
+            errors[arm.name] = variant_stats(
+                arm.name, np.r_[np.ones(failed), np.zeros(requests - failed)], "proportion"
+            )
+            summaries.append(self._summary(arm, rows[arm.name], scored, requests, failed, run))
+        srm = sample_ratio_mismatch({s.name: s.units for s in summaries}, {a.name: a.share for a in self.primaries})
+        champion = summaries[0]
+        challengers = tuple(self._challenger(champion, s, errors, srm, run) for s in summaries[1:])
+        shadows = [self._shadow(arm, rows, champion, run) for arm in self.shadows]
+        verdict, reasons, winner = _overall(champion, challengers)
+        return ExperimentReport(
+            model, window.since, window.until, now, run.metric, run.kind, champion.name,
+            (*summaries, *(summary for summary, _ in shadows)), srm, challengers, tuple(r for _, r in shadows),
+            verdict, reasons, winner, tuple(run.notes),
+        )  # fmt: skip
+
+    def promote(
+        self, report: ExperimentReport, variant: str | None = None, *, force: bool = False, reason: str = ""
+    ) -> Promotion:
+        """Move the winner's version (or ``variant``'s, which needs ``force`` unless it is the winner) to
+        production through the registry's promote, which keeps the version it replaces as `previous`."""
+        arms = {a.name: a for a in (*self.primaries, *self.shadows)}
+        if variant is None:
+            if force:
+                raise ConfigError(["--force: give the variant to promote with --variant NAME"])
+            if report.verdict != "ship" or report.winner is None:
+                why = f" ({report.reasons[0]})" if report.reasons else ""
+                raise PromotionRefused(
+                    f"ab promote: the experiment's verdict is {report.verdict}, not ship{why}; nothing promoted "
+                    "(to promote a variant anyway: --variant NAME --force)"
+                )
+            variant = report.winner
+        elif variant not in arms:
+            raise ConfigError(
+                [f"--variant: {variant!r} is not a variant of the experiment (variants: {', '.join(arms)})"]
+            )
+        elif not force and (report.verdict != "ship" or report.winner != variant):
+            raise PromotionRefused(
+                f"ab promote: {variant} is not the experiment's winner (verdict {report.verdict}, winner "
+                f"{report.winner or 'none'}); nothing promoted (add --force to promote it anyway)"
+            )
+        info = self.registry.resolve(ModelRef.parse(arms[variant].model))
+        why = reason or f"ab promote: variant {variant} ({report.verdict})"
+        moves = promote(self.registry, info.name, info.version, "production", why)
+        return Promotion(variant, info.name, info.version, report.verdict, force, tuple(moves))
+
+    def _check_model(self, model: str) -> None:
+        names = {a.registered for a in (*self.primaries, *self.shadows)}
+        if model not in names:
+            raise ConfigError(
+                [f"--model: no variant of the experiment serves {model!r} (it serves {', '.join(sorted(names))})"]
+            )
+
+    def _read(self, arm: _Arm, window: Window) -> _Rows:
+        ids, ts, label, score, keys = self.store.read_outcomes(
+            arm.registered, window.since, window.until, variant=arm.name, role=arm.role, keys=True
+        )
+        return _Rows(ids, ts, label, score, keys)
+
+    def _count(self, arm: _Arm, window: Window, status: str | None) -> int:
+        """``arm``'s logged rows in the window with ``status`` (None: any)."""
+        return self.store.count(
+            arm.registered, variant=arm.name, role=arm.role, since=window.since, until=window.until, status=status
+        )
+
+    def _version(self, arm: _Arm, notes: list[str]) -> str | None:
+        try:
+            return self.registry.resolve(ModelRef.parse(arm.model)).version
+        except RegistryError as exc:
+            notes.append(f"variant {arm.name}: {arm.model} does not resolve now: {exc.message}")
+            return None
+
+    def _summary(
+        self, arm: _Arm, rows: _Rows, scored: _Scored, requests: int, errors: int, run: _Run
+    ) -> VariantSummary:
+        units, keyed = rows.units()
+        return VariantSummary(
+            arm.name, arm.role, arm.model, self._version(arm, run.notes), arm.share, requests, errors, units, keyed,
+            scored.matured, scored.labelled, variant_stats(arm.name, scored.outcomes, run.kind),
+        )  # fmt: skip
+
+    def _challenger(
+        self,
+        champion: VariantSummary,
+        challenger: VariantSummary,
+        errors: Mapping[str, VariantStats],
+        srm: SampleRatio,
+        run: _Run,
+    ) -> ChallengerResult:
+        s = self.settings.experiments
+        primary = compare(champion.metric, challenger.metric, metric=run.metric, alpha=s.alpha, expected_n=s.expected_n)
+        error_rate = compare(
+            errors[champion.name], errors[challenger.name], metric=ERROR_RATE, alpha=s.alpha,
+            expected_n=s.expected_n, higher_is_better=False,
+        )  # fmt: skip
+        guardrails = (Guardrail.from_comparison(error_rate, s.error_rate_margin),)
+        share = challenger.share / (champion.share + challenger.share)
+        size = self._sample_size(champion.metric, challenger.metric, share, run)
+        return ChallengerResult(
+            challenger.name, primary, guardrails, size, decide(primary, guardrails, srm, min_count=s.min_count)
+        )
+
+    def _sample_size(
+        self, champion: VariantStats, challenger: VariantStats, share: float, run: _Run
+    ) -> SampleSize | None:
+        s = self.settings.experiments
+        if champion.n == 0:
+            run.notes.append(f"sample size for {challenger.name}: the champion has no labelled predictions yet")
+            return None
+        try:
+            return sample_size(
+                champion.mean, s.mde, kind=run.kind, variance=champion.variance if run.kind == "mean" else None,
+                alpha=s.alpha, treatment_share=share, observed=champion.n + challenger.n,
+            )  # fmt: skip
+        except ValueError as exc:
+            run.notes.append(f"sample size for {challenger.name}: {exc}")
+            return None
+
+    def _shadow(
+        self, arm: _Arm, primaries: Mapping[str, _Rows], champion: VariantSummary, run: _Run
+    ) -> tuple[VariantSummary, ShadowResult]:
+        rows = self._read(arm, run.window)
+        variant, position = _join(rows, primaries)
+        joined = position >= 0
+        # a shadow row's ground truth is its primary row's: that row's id (feedback) and time (maturity)
+        pairs = list(zip(variant.tolist(), position.tolist(), strict=True))
+        primary_ids = np.array([primaries[v].ids[i] if i >= 0 else None for v, i in pairs], dtype=object)
+        primary_ts = np.array([primaries[v].ts[i] if i >= 0 else np.inf for v, i in pairs], dtype=np.float64)
+        scored = _scored(primary_ids, _Rows(rows.ids, primary_ts, rows.label, rows.score, rows.keys), run)
+        requests = self._count(arm, run.window, status=None)
+        summary = self._summary(arm, rows, scored, requests, max(0, requests - len(rows.ids)), run)
+        if len(rows.ids) and not joined.any():
+            run.notes.append(f"shadow {arm.name}: none of its rows could be joined to a primary row by routing key")
+        s = self.settings.experiments
+        comparison = compare(champion.metric, summary.metric, metric=run.metric, alpha=s.alpha, expected_n=s.expected_n)
+        served = joined & (variant == champion.name)
+        answered = primaries[champion.name].score if run.regression else primaries[champion.name].label
+        mine = (rows.score if run.regression else rows.label)[served]
+        agreement, difference = _agreement(mine, answered[position[served]], run.regression)
+        return summary, ShadowResult(arm.name, comparison, int(joined.sum()), agreement, difference, int(served.sum()))
+
+
+def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
+    """The experiment's primary variants (the champion first) and shadows, from ``serve``."""
+    serve = settings.serve
+    if not serve.variants and not serve.shadow:
+        raise ConfigError([
+            "serve.variants: `shipml ab` judges an experiment, and the config has none "
+            "(add serve.variants, or serve.shadow)"
+        ])  # fmt: skip
+    if serve.variants:
+        primaries = [_Arm(v.name, "primary", v.model, v.weight) for v in serve.variants]
+    else:
+        primaries = [_Arm(SINGLE_VARIANT, "primary", settings.serve_ref(), 1.0)]
+    return primaries, [_Arm(s.name, "shadow", s.model, s.fraction) for s in serve.shadow]
+
+
+def _model_of(reference: str) -> str:
+    return ModelRef.parse(reference).name
+
+
+def _is_regression(rows: typing.Iterable[_Rows], settings: Settings) -> bool:
+    """A regressor's rows carry no predicted label; without rows, the config's task says (classification if none)."""
+    labels = [r.label for r in rows if len(r.label)]
+    if labels:
+        return all(x is None for x in np.concatenate(labels).tolist())
+    return settings.model is not None and settings.model.task == "regression"
+
+
+def _scored(ids: np.ndarray, rows: _Rows, run: _Run) -> _Scored:
+    """The primary metric's outcome of each labelled row: feedback is looked up by ``ids`` (None: no feedback) and
+    only rows with ``ts`` at or before ``run.matured_before`` count."""
+    matured = rows.ts <= run.matured_before
+    found = [run.feedback.get(i) if i is not None else None for i in ids.tolist()]
+    if run.regression:
+        truth = np.array([np.nan if f is None or f[1] is None else f[1] for f in found], dtype=np.float64)
+        labelled = matured & np.isfinite(truth)
+        outcomes = -np.abs(rows.score[labelled] - truth[labelled])
+    else:
+        text = np.array([None if f is None else f[0] for f in found], dtype=object)
+        labelled = matured & np.array([t is not None for t in text.tolist()], dtype=bool)
+        outcomes = (rows.label[labelled].astype(str) == text[labelled].astype(str)).astype(np.float64)
+    return _Scored(outcomes, int(matured.sum()), int(labelled.sum()))
+
+
+def _join(shadow: _Rows, primaries: Mapping[str, _Rows]) -> tuple[np.ndarray, np.ndarray]:
+    """For each shadow row, the primary row of the same routing key it copied (the latest at or before it, else
+    the first after): that row's variant and position in its variant's rows (-1 and None when there is none)."""
+    by_key: dict[str, list[tuple[float, str, int]]] = {}
+    for name, rows in primaries.items():
+        for i, (key, ts) in enumerate(zip(rows.keys.tolist(), rows.ts.tolist(), strict=True)):
+            if key is not None:
+                by_key.setdefault(key, []).append((ts, name, i))
+    for found in by_key.values():
+        found.sort()
+    variant = np.full(len(shadow.ids), None, dtype=object)
+    position = np.full(len(shadow.ids), -1, dtype=np.int64)
+    for j, (key, ts) in enumerate(zip(shadow.keys.tolist(), shadow.ts.tolist(), strict=True)):
+        candidates = by_key.get(key) if key is not None else None
+        if not candidates:
+            continue
+        at = bisect.bisect_right([c[0] for c in candidates], ts)
+        _, variant[j], position[j] = candidates[at - 1] if at > 0 else candidates[0]
+    return variant, position
+
+
+def _agreement(mine: np.ndarray, theirs: np.ndarray, regression: bool) -> tuple[float, float]:
+    """(share of equal labels, mean absolute difference of values): the one that applies, NaN for the other."""
+    if len(mine) == 0:
+        return math.nan, math.nan
+    if regression:
+        return math.nan, float(np.mean(np.abs(mine.astype(np.float64) - theirs.astype(np.float64))))
+    return float(np.mean(mine.astype(str) == theirs.astype(str))), math.nan
+
+
+def _overall(
+    champion: VariantSummary, challengers: Sequence[ChallengerResult]
+) -> tuple[Verdict, tuple[str, ...], str | None]:
+    """The experiment's verdict: the first of PRECEDENCE any challenger reached; with several challengers each
+    reason names its challenger; the winner is the shipping challenger with the largest difference."""
+    if not challengers:
+        if champion.metric.n == 0:
+            return "no_data", (f"variant {champion.name} has no labelled predictions in the window",), None
+        return "continue", ("no challenger to decide on: shadows are compared with the champion, never shipped",), None
+    verdict = min((c.decision.verdict for c in challengers), key=PRECEDENCE.index)
+    chosen = [c for c in challengers if c.decision.verdict == verdict]
+    several = len(challengers) > 1 and verdict != "unhealthy"  # a mismatch is the whole split's, said once
+    reasons = tuple(dict.fromkeys(
+        f"{c.variant}: {r}" if several else r for c in chosen for r in c.decision.reasons
+    ))  # fmt: skip
+    winner = max(chosen, key=lambda c: c.primary.difference.estimate).variant if verdict == "ship" else None
+    return verdict, reasons, winner
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON-ready data: the core's values through their own ``to_dict`` (which add their verdicts),
+    our dataclasses field by field, NaN and infinities as None, tuples as lists."""
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """A dataclass back from ``_jsonable``'s output (extra keys, such as a comparison's verdicts, are ignored)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: _decoded(hints[name], data[name]) for name in names if name in data})
+
+
+def _decoded(hint: Any, value: Any) -> Any:
+    if value is None:
+        return math.nan if hint is float else None  # a plain float field held NaN
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _decoded(next(a for a in typing.get_args(hint) if a is not type(None)), value)
+    if origin is tuple:
+        return tuple(_decoded(typing.get_args(hint)[0], v) for v in value)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return _from_dict(hint, value)
+    return float(value) if hint is float else value
