@@ -1,0 +1,30 @@
+"""Issue 11's "done when", first part: the example's experiment script runs end to end on the example and
+`shipml ab report` reaches the verdict that matches the known better version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli import shipml
+
+pytestmark = [pytest.mark.integration, pytest.mark.background]
+
+DEMO = Path(__file__).parents[2] / "examples" / "churn" / "experiment_demo.py"
+
+
+def test_the_experiment_demo_reaches_the_right_verdict(tmp_path: Path) -> None:
+    made = shipml(tmp_path, "quickstart", "--rows", "2000")
+    assert made.returncode == 0, made.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | {"COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, str(DEMO), "--customers", "1200"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "verdict rollback: right" in done.stdout
+    assert "challenger" in done.stdout and "champion" in done.stdout
