@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import ArrayLike
 
+from shipml.core.jsonable import jsonable
 from shipml.core.performance import wilson_interval
 from shipml.core.sequential import Kind, fixed_halfwidth, mixture_rho, sequential_halfwidth
 
@@ -346,16 +347,5 @@ def _describe_guardrail(g: Guardrail) -> str:
 
 
 def _json(instance: Any) -> dict[str, Any]:
-    out: dict[str, Any] = _plain(asdict(instance))
+    out: dict[str, Any] = jsonable(asdict(instance))
     return out
-
-
-def _plain(value: Any) -> Any:
-    """``value`` for JSON: NaN and infinities as None (JSON has neither), tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value

@@ -7,11 +7,11 @@ and the webhook all read that stored value, so they can never disagree.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shipml.core.drift import FeatureDrift, Verdict, worst
+from shipml.core.jsonable import jsonable
 from shipml.core.performance import PerformanceEstimate
 
 REPORT_VERSION = 1
@@ -110,7 +110,7 @@ class DriftReport:
         return self.verdict == "drift" or self.performance_drop
 
     def to_json(self) -> str:
-        return json.dumps(_finite(asdict(self)), allow_nan=False)
+        return json.dumps(jsonable(asdict(self)), allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> DriftReport:
@@ -146,14 +146,3 @@ def _segment(s: dict[str, Any]) -> SegmentReport:
         labels=dict(s["labels"]),
         notes=tuple(s["notes"]),
     )
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (JSON has neither), tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -46,6 +46,7 @@ from shipml.core.experiments import (
     sample_ratio_mismatch,
     variant_stats,
 )
+from shipml.core.jsonable import jsonable
 from shipml.core.sequential import Kind, SampleSize, sample_size
 from shipml.errors import ConfigError, RegistryError, ShipmlError
 from shipml.pipelines.monitor import Window
@@ -136,7 +137,7 @@ class ExperimentReport:
 
     def to_json(self) -> str:
         """JSON of the whole report (NaN as null; comparisons and guardrails also carry their verdicts)."""
-        return json.dumps(_jsonable(self))
+        return json.dumps(jsonable(self))
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentReport:
@@ -473,24 +474,8 @@ def _overall(
     return verdict, reasons, winner
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` as JSON-ready data: the core's values through their own ``to_dict`` (which add their verdicts),
-    our dataclasses field by field, NaN and infinities as None, tuples as lists."""
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """A dataclass back from ``_jsonable``'s output (extra keys, such as a comparison's verdicts, are ignored)."""
+    """A dataclass back from ``jsonable``'s output (extra keys, such as a comparison's verdicts, are ignored)."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     return cls(**{name: _decoded(hints[name], data[name]) for name in names if name in data})
