@@ -79,7 +79,9 @@ def monitor_drift(
         out.print_json(report.to_json())
     else:
         _print(report, report_id)
-    _notify(settings, report, report_id)
+    from shipml.pipelines.alerts import notify_change
+
+    notify_change(settings, report, report_id)  # monitor.webhook_url, when set; never fails the job
     return 1 if report.alarm else 0
 
 
@@ -136,15 +138,6 @@ def _print_segment(s: SegmentReport) -> None:
         out.print(f"labels: {labels}")
     for note in s.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
-
-
-def _notify(settings: Settings, report: DriftReport, report_id: int | None) -> None:
-    """Tell the webhook (monitor.webhook_url) when the verdict changed; never fails the job."""
-    if not settings.monitor.webhook_url:
-        return
-    from shipml.pipelines.alerts import notify_change
-
-    notify_change(settings, report, report_id)
 
 
 @monitor_app.command("report")

@@ -26,6 +26,7 @@ from shipml.adapters.registry import MlflowRegistry
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
 from shipml.core.monitor_report import DriftReport
+from shipml.pipelines.alerts import notify_change
 
 if TYPE_CHECKING:
     from shipml.pipelines.monitor import MonitorJob
@@ -167,15 +168,8 @@ class ScheduledMonitor:
         log.info(
             "monitor_run", model=self.model, verdict=report.verdict, report=report_id, drop=report.performance_drop
         )
-        _notify(self.settings, report, report_id)
+        notify_change(self.settings, report, report_id)  # monitor.webhook_url, when set
         return True
-
-
-def _notify(settings: Settings, report: DriftReport, report_id: int | None) -> None:
-    if settings.monitor.webhook_url:
-        from shipml.pipelines.alerts import notify_change
-
-        notify_change(settings, report, report_id)
 
 
 __all__ = ["ReportCollector", "ScheduledMonitor", "report_gauges"]

@@ -369,15 +369,8 @@ class PredictionStore:
         without their features: ids, ts, label, score (what the feedback join needs, cheaper than
         ``read_window``), and with ``keys`` each row's routing key too (None where the request had none)."""
         p, b = tables.predictions, tables.prediction_batches
-        where = [p.c.model == model, p.c.ts >= since, p.c.ts < until, p.c.role == role, p.c.status == "ok"]
-        b_where = [b.c.model == model, b.c.ts >= since, b.c.ts < until, b.c.role == role, b.c.status == "ok"]
-        for (column, b_column), wanted in (
-            ((p.c.version, b.c.version), version),
-            ((p.c.variant, b.c.variant), variant),
-        ):
-            if wanted is not None:
-                where.append(column == wanted)
-                b_where.append(b_column == wanted)
+        wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": "ok"}
+        where, b_where = _matching(p, since, until, **wanted), _matching(b, since, until, **wanted)
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(
@@ -554,11 +547,8 @@ class PredictionStore:
         when given; by default the primary's predictions, not the refused records), features decoded
         through the catalog of each schema in the window."""
         p = tables.predictions
-        where = [p.c.model == model, p.c.ts >= since, p.c.ts < until]
-        wanted_by = ((p.c.version, version), (p.c.variant, variant), (p.c.role, role), (p.c.status, status))
-        for column, wanted in wanted_by:
-            if wanted is not None:
-                where.append(column == wanted)
+        wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": status}
+        where = _matching(p, since, until, **wanted)
         head = [p.c.ts, p.c.id, p.c.version, p.c.variant, p.c.label, p.c.score, p.c.schema_sha256]
         try:
             with self.engine.connect() as conn:
@@ -575,29 +565,16 @@ class PredictionStore:
                     shas |= seen
                 else:
                     raise StoreError("store: the schemas of the window kept changing while it was read")
-                found = self._read_batches(conn, model, since, until, wanted_by[:2], role, status)
+                b = tables.prediction_batches
+                query = sa.select(b.c.ts, b.c.version, b.c.variant, b.c.schema_sha256, b.c.payload)
+                found = [
+                    (ts, v, var, sha, batch_payload.decode(blob))
+                    for ts, v, var, sha, blob in conn.execute(query.where(*_matching(b, since, until, **wanted)))
+                ]
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"store: cannot read predictions of {model!r}: {_reason(exc)}") from None
         window = build_window(rows, slot_columns, catalog, with_json)
         return concat([window, batch_window(found)]) if found else window
-
-    def _read_batches(
-        self,
-        conn: Connection,
-        model: str,
-        since: float,
-        until: float,
-        wanted_by: Sequence[tuple[Any, str | None]],
-        role: str | None,
-        status: str | None,
-    ) -> list[tuple[float, str, str, str, batch_payload.DecodedBatch]]:
-        b = tables.prediction_batches
-        where = [b.c.model == model, b.c.ts >= since, b.c.ts < until]
-        for column, wanted in (*((b.c[c.name], w) for c, w in wanted_by), (b.c.role, role), (b.c.status, status)):
-            if wanted is not None:
-                where.append(column == wanted)
-        query = sa.select(b.c.ts, b.c.version, b.c.variant, b.c.schema_sha256, b.c.payload).where(*where)
-        return [(ts, v, var, sha, batch_payload.decode(blob)) for ts, v, var, sha, blob in conn.execute(query)]
 
     def _find_in_batches(self, conn: Connection, prediction_id: str) -> dict[str, Any] | None:
         """The row of ``prediction_id`` if a batch holds it (see batches.py for the id range scan)."""
@@ -690,14 +667,7 @@ class PredictionStore:
                 (tables.predictions, sa.func.count()),
                 (tables.prediction_batches, sa.func.coalesce(sa.func.sum(tables.prediction_batches.c.n_rows), 0)),
             ):
-                query = sa.select(how_many).select_from(table)
-                for name, value in wanted.items():
-                    if value is not None:
-                        query = query.where(table.c[name] == value)
-                if since is not None:
-                    query = query.where(table.c.ts >= since)
-                if until is not None:
-                    query = query.where(table.c.ts < until)
+                query = sa.select(how_many).select_from(table).where(*_matching(table, since, until, **wanted))
                 total += int(conn.execute(query).scalar_one())
         return total
 
@@ -726,6 +696,17 @@ def _as_rows(batch: PredictionBatch) -> list[PredictionRow]:
                           outputs, batch.latency_ms, batch.role, key, batch.schema_sha256)
         )  # fmt: skip
     return out
+
+
+def _matching(table: sa.Table, since: float | None, until: float | None, **wanted: str | None) -> list[Any]:
+    """The conditions every read of rows shares: each named column equal to its value (None: any value), and
+    ``since <= ts < until`` (None: open)."""
+    where: list[Any] = [table.c[name] == value for name, value in wanted.items() if value is not None]
+    if since is not None:
+        where.append(table.c.ts >= since)
+    if until is not None:
+        where.append(table.c.ts < until)
+    return where
 
 
 def _slot_order(column: str) -> tuple[bool, int]:
