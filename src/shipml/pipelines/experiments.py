@@ -216,13 +216,24 @@ class ExperimentJob:
     """Builds the report of the experiment in ``settings.serve`` from the store, and promotes its winner."""
 
     def __init__(
-        self, settings: Settings, store: PredictionStore, registry: MlflowRegistry, cache_dir: Path | None = None
+        self,
+        settings: Settings,
+        store: PredictionStore,
+        registry: MlflowRegistry,
+        cache_dir: Path | None = None,
+        *,
+        variants: Sequence[tuple[str, str, float]] | None = None,
     ) -> None:
+        """``variants``: (name, registry reference, weight) of the primary variants, the champion first, instead of
+        ``serve.variants`` and ``serve.shadow`` (a canary's champion and candidate at the current step)."""
         self.settings = settings
         self.store = store
         self.registry = registry
         self.cache_dir = cache_dir  # the jobs' common signature (MonitorJob's); the report loads no version
-        self.primaries, self.shadows = _arms(settings)
+        if variants is None:
+            self.primaries, self.shadows = _arms(settings)
+        else:
+            self.primaries, self.shadows = [_Arm(n, "primary", m, w) for n, m, w in variants], []
 
     def report(self, model: str, window: Window) -> ExperimentReport:
         """The experiment's report over ``window``; ``model`` names it (a registered model one of its variants

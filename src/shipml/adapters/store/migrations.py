@@ -194,6 +194,42 @@ def _reports_and_leases(conn: Connection) -> None:
     conn.execute(CreateIndex(index, if_not_exists=True))
 
 
+def _experiments_and_canaries(conn: Connection) -> None:
+    # Issue 11: `shipml ab report`'s stored reports; the canary controller's state and events.
+    meta = sa.MetaData()
+    reports = sa.Table(
+        "experiment_reports",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("since", sa.Float, nullable=False),
+        sa.Column("until", sa.Float, nullable=False),
+        sa.Column("verdict", sa.String(30), nullable=False),
+        sa.Column("report", sa.Text, nullable=False),
+    )
+    canaries = sa.Table(
+        "canaries",
+        meta,
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+    )
+    events = sa.Table(
+        "canary_events",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("ts", sa.Float, nullable=False),
+        sa.Column("event", sa.Text, nullable=False),
+    )
+    for table in (reports, canaries, events):
+        conn.execute(CreateTable(table, if_not_exists=True))
+    index = sa.Index("ix_experiment_reports_model_created", reports.c.model, reports.c.created_at)
+    conn.execute(CreateIndex(index, if_not_exists=True))
+    conn.execute(CreateIndex(sa.Index("ix_canary_events_model_ts", events.c.model, events.c.ts), if_not_exists=True))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
@@ -202,6 +238,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "prediction batches", _prediction_batches),
     Migration(6, "feature histograms", _feature_histograms),
     Migration(7, "drift reports and leases", _reports_and_leases),
+    Migration(8, "experiment reports and canaries", _experiments_and_canaries),
 )
 LATEST = MIGRATIONS[-1].version
 

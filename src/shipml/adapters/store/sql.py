@@ -286,19 +286,31 @@ class PredictionStore:
 
     def save_report(self, model: str, since: float, until: float, verdict: str, report: str) -> int:
         """Keep a monitoring report (JSON); its id."""
-        r = tables.drift_reports
+        return self._save(tables.drift_reports, "report", model, since, until, verdict, report)
+
+    def latest_reports(self, model: str | None = None, *, limit: int = 1) -> list[dict[str, Any]]:
+        """The newest stored reports (``id``, ``model``, ``created_at``, ``since``, ``until``, ``verdict``,
+        ``report`` as JSON text), newest first: of ``model``, or the newest of every model when None."""
+        return self._latest(tables.drift_reports, model, limit)
+
+    def save_experiment(self, model: str, since: float, until: float, verdict: str, report: str) -> int:
+        """Keep an experiment report (``ExperimentReport.to_json``); its id."""
+        return self._save(tables.experiment_reports, "experiment report", model, since, until, verdict, report)
+
+    def latest_experiments(self, model: str | None = None, *, limit: int = 1) -> list[dict[str, Any]]:
+        """The newest stored experiment reports, shaped as ``latest_reports``'s."""
+        return self._latest(tables.experiment_reports, model, limit)
+
+    def _save(self, r: sa.Table, what: str, model: str, since: float, until: float, verdict: str, report: str) -> int:
         values = {"model": model, "created_at": time.time(), "since": since, "until": until, "verdict": verdict,
                   "report": report}  # fmt: skip
         try:
             with self._turn(), self.engine.begin() as conn:
                 return int(conn.execute(sa.insert(r).values(**values).returning(r.c.id)).scalar_one())
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot save the report of {model!r}: {_reason(exc)}") from None
+            raise StoreError(f"store: cannot save the {what} of {model!r}: {_reason(exc)}") from None
 
-    def latest_reports(self, model: str | None = None, *, limit: int = 1) -> list[dict[str, Any]]:
-        """The newest stored reports (``id``, ``model``, ``created_at``, ``since``, ``until``, ``verdict``,
-        ``report`` as JSON text), newest first: of ``model``, or the newest of every model when None."""
-        r = tables.drift_reports
+    def _latest(self, r: sa.Table, model: str | None, limit: int) -> list[dict[str, Any]]:
         columns = [r.c.id, r.c.model, r.c.created_at, r.c.since, r.c.until, r.c.verdict, r.c.report]
         names = ("id", "model", "created_at", "since", "until", "verdict", "report")
         with self.engine.connect() as conn:
@@ -308,6 +320,67 @@ class PredictionStore:
             newest = sa.select(sa.func.max(r.c.id)).group_by(r.c.model).scalar_subquery()
             query = sa.select(*columns).where(r.c.id.in_(newest)).order_by(r.c.model)
             return [dict(zip(names, row, strict=True)) for row in conn.execute(query)]
+
+    def save_canary(self, model: str, state: str, event: str | None = None, *, expect: float | None = None) -> bool:
+        """Write the canary of ``model`` (its state as JSON) and append ``event`` (JSON) to its log, in one
+        transaction. With ``expect`` (the ``updated_at`` read before), only if nobody wrote it since: False then,
+        and nothing written (two controllers never both advance a step)."""
+        c, e = tables.canaries, tables.canary_events
+        now = time.time()
+        try:
+            with self._turn(), self.engine.begin() as conn:
+                found = conn.execute(sa.select(c.c.updated_at).where(c.c.model == model)).scalar_one_or_none()
+                if expect is not None and found != expect:
+                    return False
+                if found is None:
+                    conn.execute(sa.insert(c).values(model=model, updated_at=now, state=state))
+                else:
+                    conn.execute(sa.update(c).where(c.c.model == model).values(updated_at=now, state=state))
+                if event is not None:
+                    conn.execute(sa.insert(e).values(model=model, ts=now, event=event))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot save the canary of {model!r}: {_reason(exc)}") from None
+        return True
+
+    def read_canary(self, model: str | None = None) -> list[tuple[str, float, str]]:
+        """(model, updated_at, state JSON) of the canary of ``model``, or of every model when None."""
+        c = tables.canaries
+        query = sa.select(c.c.model, c.c.updated_at, c.c.state).order_by(c.c.model)
+        if model is not None:
+            query = query.where(c.c.model == model)
+        try:
+            with self.engine.connect() as conn:
+                return [(str(m), float(u), str(s)) for m, u, s in conn.execute(query)]
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot read canaries: {_reason(exc)}") from None
+
+    def canary_events(self, model: str, *, since: float = 0.0) -> list[tuple[float, str]]:
+        """(ts, event JSON) of the canary log of ``model`` from ``since``, oldest first."""
+        e = tables.canary_events
+        query = sa.select(e.c.ts, e.c.event).where(e.c.model == model, e.c.ts >= since).order_by(e.c.id)
+        with self.engine.connect() as conn:
+            return [(float(t), str(ev)) for t, ev in conn.execute(query)]
+
+    def read_latencies(
+        self, model: str, since: float, until: float, *, variant: str | None = None, role: str = "primary"
+    ) -> np.ndarray:
+        """Latency (ms) of each answered (status ok) prediction of ``model`` in ``[since, until)``; a batch's
+        predictions share their batch's latency."""
+        p, b = tables.predictions, tables.prediction_batches
+        wanted = {"model": model, "variant": variant, "role": role, "status": "ok"}
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(p.c.latency_ms).where(*_matching(p, since, until, **wanted))).scalars()
+                single = np.fromiter(rows, dtype=np.float64)
+                batches = conn.execute(
+                    sa.select(b.c.latency_ms, b.c.n_rows).where(*_matching(b, since, until, **wanted))
+                ).all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot read latencies of {model!r}: {_reason(exc)}") from None
+        if not batches:
+            return single
+        latency = np.array([r[0] for r in batches], dtype=np.float64)
+        return np.concatenate([single, np.repeat(latency, np.array([r[1] for r in batches], dtype=np.int64))])
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` until ``ttl_s`` from now; False if another holder

@@ -30,7 +30,7 @@ BASE_COLUMNS = (
 )  # fmt: skip
 
 # The values of ``predictions.status`` (see its column).
-STATUSES = ("ok", "invalid", "output_invalid")
+STATUSES = ("ok", "invalid", "output_invalid", "error")
 
 metadata = sa.MetaData()
 
@@ -146,6 +146,39 @@ leases = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("holder", sa.String(64), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+# Added by migration 8: `shipml ab report`'s reports (an ExperimentReport as JSON), newest read by /metrics.
+experiment_reports = sa.Table(
+    "experiment_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Column("verdict", sa.String(30), nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Index("ix_experiment_reports_model_created", "model", "created_at"),
+)
+
+# Added by migration 8: a canary per registered model (its state as JSON, rewritten at each step; every
+# replica follows it), and the canary's events, appended.
+canaries = sa.Table(
+    "canaries",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+)
+canary_events = sa.Table(
+    "canary_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("event", sa.Text, nullable=False),  # JSON
+    sa.Index("ix_canary_events_model_ts", "model", "ts"),
 )
 
 # One row per feature of each schema seen: which slot holds it (NULL: JSON only).
