@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per server")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="shipml only (no peers)")
+    parser.add_argument(
+        "--experiments", action="store_true", help="only the experiment runs (routing, variants, shadow); no peers"
+    )
     parser.add_argument("--peers-python", help="python of the bench environment with litserve and bentoml")
     args = parser.parse_args()
     if args.peers_python:  # the peers start in the work directory: an absolute path (symlinks kept: a venv)
@@ -275,20 +278,21 @@ def main() -> None:
             server.stop()
 
     print(f"# one row per request, wrk -t1 -c{args.connections} -d{args.seconds}s")
-    run_shipml("shipml 1 worker, commit log", 1, {})
-    run_shipml("shipml 2 workers, commit log", 2, {})
-    run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
-    # What the per-minute drift histograms (store.histograms, on by default) cost the service
-    # The machine's speed drifts over minutes (a shared host): on and off alternate, twice, back to back
-    for label in (NO_HISTOGRAMS, WITH_HISTOGRAMS, NO_HISTOGRAMS + " (2)", WITH_HISTOGRAMS + " (2)"):
-        run_shipml(label, 2, {"SHIPML_STORE__HISTOGRAMS": "false" if label.startswith(NO_HISTOGRAMS) else "true"})
-    # Does the native kernel pay over the numpy backend of the same fast predictor?
-    run_shipml(NUMPY_BACKEND, 2, {"SHIPML_NATIVE": "0"})
-    # Does the micro-batcher pay? On the fast path, and for a model served by its pipeline.
-    run_shipml(BATCHED_FAST, 2, {"SHIPML_SERVE__BATCHING__FAST_PATH": "true"})
-    pipeline_only = {"SHIPML_SERVE__FAST_PATH": "false"}
-    run_shipml(PIPELINE_POOL, 2, pipeline_only | {"SHIPML_SERVE__BATCHING__ENABLED": "false"})
-    run_shipml(PIPELINE_BATCHED, 2, pipeline_only)
+    if not args.experiments:
+        run_shipml("shipml 1 worker, commit log", 1, {})
+        run_shipml("shipml 2 workers, commit log", 2, {})
+        run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
+        # What the per-minute drift histograms (store.histograms, on by default) cost the service
+        # The machine's speed drifts over minutes (a shared host): on and off alternate, twice, back to back
+        for label in (NO_HISTOGRAMS, WITH_HISTOGRAMS, NO_HISTOGRAMS + " (2)", WITH_HISTOGRAMS + " (2)"):
+            run_shipml(label, 2, {"SHIPML_STORE__HISTOGRAMS": "false" if label.startswith(NO_HISTOGRAMS) else "true"})
+        # Does the native kernel pay over the numpy backend of the same fast predictor?
+        run_shipml(NUMPY_BACKEND, 2, {"SHIPML_NATIVE": "0"})
+        # Does the micro-batcher pay? On the fast path, and for a model served by its pipeline.
+        run_shipml(BATCHED_FAST, 2, {"SHIPML_SERVE__BATCHING__FAST_PATH": "true"})
+        pipeline_only = {"SHIPML_SERVE__FAST_PATH": "false"}
+        run_shipml(PIPELINE_POOL, 2, pipeline_only | {"SHIPML_SERVE__BATCHING__ENABLED": "false"})
+        run_shipml(PIPELINE_BATCHED, 2, pipeline_only)
     # Experiments: what a 50/50 split by key and a shadow scoring every request cost the service
     routing_cost()
     split = [("champion", "churn@production", 0.5), ("challenger", "churn/1", 0.5)]
@@ -303,7 +307,10 @@ def main() -> None:
     run_shipml(ONE_VARIANT, 2, {}, keyed=True, check=lambda _url, answers: check_variants(answers, None))
     shadow = {"SHIPML_SERVE__SHADOW": json.dumps([{"name": SHADOW, "model": "churn/1", "fraction": 1.0}])}
     run_shipml(SHADOWED, 2, shadow, keyed=True, check=check_shadow)
-    if not args.quick:
+    # p99 moves by a millisecond between runs minutes apart: the shadow's cost is read over a second pair
+    run_shipml(ONE_VARIANT + " (2)", 2, {}, keyed=True, check=lambda _url, answers: check_variants(answers, None))
+    run_shipml(SHADOWED + " (2)", 2, shadow, keyed=True, check=check_shadow)
+    if not (args.quick or args.experiments):
         features = lambda r: {"features": r}  # noqa: E731
         from_shipml_shape = lambda j: [j["probabilities"]["0"], j["probabilities"]["1"]]  # noqa: E731
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/.shipml/mlflow.db"}
@@ -506,10 +513,10 @@ def goals(results: list[Result]) -> None:
     goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
     goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
     goal("routing cost per request (Split.assign, in-process)", ROUTING_US.get("assign"), 5, False, " us")
-    single, shadowed = by.get(ONE_VARIANT), by.get(SHADOWED)
+    pairs = shadow_pairs(by)
     goal(
-        "shadow at fraction 1.0: p99 added (2 workers, commit log, keyed)",
-        shadowed.p99_ms - single.p99_ms if shadowed and single else None,
+        f"shadow at fraction 1.0: p99 added (2 workers, commit log, keyed; mean of {len(pairs)} alternating pairs)",
+        sum(s.p99_ms - o.p99_ms for o, s in pairs) / len(pairs) if pairs else None,
         1,
         False,
         " ms",
@@ -539,7 +546,7 @@ def goals(results: list[Result]) -> None:
 
 def experiment_figures(by: dict[str, Result]) -> None:
     """Routing cost, two variants against one, and a shadow's overhead, all from this run."""
-    single, two, shadowed = by.get(ONE_VARIANT), by.get(TWO_VARIANTS), by.get(SHADOWED)
+    single, two = by.get(ONE_VARIANT), by.get(TWO_VARIANTS)
     print("\nexperiments (serve.variants, serve.shadow), from this run's figures:")
     if ROUTING_US:
         print(
@@ -551,12 +558,18 @@ def experiment_figures(by: dict[str, Result]) -> None:
             f"  two variants 50/50 vs one variant (keyed requests): {two.rps:,.0f} vs {single.rps:,.0f} req/s"
             f" ({two.rps / single.rps:.2f}x), p99 {two.p99_ms:.2f} vs {single.p99_ms:.2f} ms"
         )
-    if single and shadowed:
+    for k, (one, shadowed) in enumerate(shadow_pairs(by), 1):
         print(
-            f"  shadow at fraction 1.0 vs none (keyed requests): {shadowed.rps:,.0f} vs {single.rps:,.0f} req/s"
-            f" ({shadowed.rps / single.rps:.2f}x), p99 {shadowed.p99_ms:.2f} vs {single.p99_ms:.2f} ms"
-            f" ({shadowed.p99_ms - single.p99_ms:+.2f} ms)"
+            f"  shadow at fraction 1.0 vs none (keyed requests, pair {k}): {shadowed.rps:,.0f} vs {one.rps:,.0f} req/s"
+            f" ({shadowed.rps / one.rps:.2f}x), p99 {shadowed.p99_ms:.2f} vs {one.p99_ms:.2f} ms"
+            f" ({shadowed.p99_ms - one.p99_ms:+.2f} ms)"
         )
+
+
+def shadow_pairs(by: dict[str, Result]) -> list[tuple[Result, Result]]:
+    """(one variant, one variant + shadow) of each alternating pair measured in this run."""
+    names = [(ONE_VARIANT, SHADOWED), (ONE_VARIANT + " (2)", SHADOWED + " (2)")]
+    return [(by[one], by[shadowed]) for one, shadowed in names if one in by and shadowed in by]
 
 
 def report(results: list[Result]) -> None:

@@ -46,6 +46,9 @@ EXPECTED_ALERTS = {
     "ShipmlPredictionLogFailing",
     "ShipmlPredictionLogShedding",
     "ShipmlMonitorStale",
+    "ShipmlExperimentSampleRatioMismatch",
+    "ShipmlExperimentNoTraffic",
+    "ShipmlCanaryRolledBack",
 }
 
 

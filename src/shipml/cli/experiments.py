@@ -38,10 +38,18 @@ def _model_name(settings: Settings, model: str | None) -> str:
 
 
 def _run(
-    settings: Settings, model: str | None, window: str | None, since: str | None, until: str | None
+    settings: Settings,
+    model: str | None,
+    window: str | None,
+    since: str | None,
+    until: str | None,
+    *,
+    save: bool = False,
 ) -> tuple[ExperimentJob, ExperimentReport]:
-    """Parse the window, then build the report (the job is returned for ``promote``)."""
+    """Parse the window, then build the report (the job is returned for ``promote``); with ``save``, keep it
+    in the store, where the service's experiment gauges read it."""
     from shipml.adapters.store import PredictionStore
+    from shipml.errors import StoreError
     from shipml.pipelines.experiments import ExperimentJob
     from shipml.pipelines.monitor import parse_window
 
@@ -50,7 +58,13 @@ def _run(
     store = PredictionStore(settings.store.uri)
     try:
         job = ExperimentJob(settings, store, _registry(settings), Path(settings.home) / "cache")
-        return job, job.report(name, span)
+        report = job.report(name, span)
+        if save:
+            try:
+                store.save_experiment(report.model, report.since, report.until, report.verdict, report.to_json())
+            except StoreError as exc:  # the verdict stands; only the gauges miss this report
+                err.print(f"[yellow]warning:[/] the report is not stored: {escape(exc.message)}")
+        return job, report
     finally:
         store.close()
 
@@ -70,9 +84,10 @@ def ab_report(
 
     Each variant's primary metric from feedback (accuracy, or the negative absolute error of a regressor); each
     challenger against the champion (the first variant) with anytime-valid intervals and the error-rate guardrail;
-    the sample ratio check; the shadows against ground truth and their agreement with the champion."""
+    the sample ratio check; the shadows against ground truth and their agreement with the champion. The report is
+    kept in the prediction store: the service's shipml_experiment_* gauges show the newest one."""
     settings = _settings(config, registry_uri)
-    _, report = _run(settings, model, window, since, until)
+    _, report = _run(settings, model, window, since, until, save=True)
     if as_json:
         out.print_json(report.to_json())
     else:

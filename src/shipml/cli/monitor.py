@@ -15,6 +15,7 @@ from shipml.errors import ConfigError
 if TYPE_CHECKING:  # the job (numpy, scipy, sklearn, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
     from shipml.core.monitor_report import DriftReport, SegmentReport
+    from shipml.pipelines.experiment_history import ExperimentHistory
 
 monitor_app = typer.Typer(help="Drift and model performance from the prediction store.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
@@ -150,7 +151,8 @@ def monitor_report(
     config: ConfigOpt = None,
     registry_uri: RegistryOpt = None,
 ) -> None:
-    """Run the job over the window and write its report as one self-contained HTML page."""
+    """Run the job over the window and write its report as one self-contained HTML page; when the config runs an
+    experiment (serve.variants with a challenger), the page also shows it over the same window."""
     from shipml.pipelines.report import write_report
 
     if not output.parent.resolve().is_dir():  # before the job runs, not after
@@ -158,5 +160,27 @@ def monitor_report(
     settings = _settings(config, registry_uri)
     name = _model_name(settings, model)
     report, report_id = run_job(settings, name, window or ("7d" if not since else None), since, until, False)
-    write_report(report, output, report_id=report_id)
-    out.print(f"wrote {output} (report {report_id}, verdict {report.verdict})")
+    experiment = _experiment(settings, name, report)
+    write_report(report, output, report_id=report_id, experiment=experiment)
+    shown = f", experiment {experiment.report.verdict}" if experiment is not None else ""
+    out.print(f"wrote {output} (report {report_id}, verdict {report.verdict}{shown})")
+
+
+def _experiment(settings: Settings, model: str, report: DriftReport) -> ExperimentHistory | None:
+    """The config's experiment over the report's window, at cumulative cuts; None without one."""
+    from shipml.adapters.store import PredictionStore
+    from shipml.pipelines.experiment_history import experiment_models, has_experiment, monitored_experiment
+    from shipml.pipelines.monitor import Window
+
+    if not has_experiment(settings):
+        return None
+    if model not in experiment_models(settings):
+        served = ", ".join(experiment_models(settings))
+        err.print(f"[yellow]note:[/] no experiment section: the experiment's variants serve {escape(served)}, not "
+                  f"{escape(model)}")  # fmt: skip
+        return None
+    store = PredictionStore(settings.store.uri)
+    try:
+        return monitored_experiment(settings, store, _registry(settings), model, Window(report.since, report.until))
+    finally:
+        store.close()

@@ -7,6 +7,10 @@ descriptive. Decisions rest on the difference treatment - control, whose interva
 confidence sequence of ``core.sequential`` (valid however often it is looked at), or with ``fixed_horizon=True`` the
 classic normal interval, valid at one sample size fixed in advance.
 
+``latency_guardrail`` judges the tail of the latency: the share of the treatment's requests slower than the control's
+p99, with an exact (beta-binomial) confidence sequence that stays valid although that p99 is estimated from the
+same data (its docstring says why).
+
 Pure numpy; scipy is imported inside the one function that needs it, so commands that only read reports start fast.
 """
 
@@ -30,10 +34,12 @@ GuardrailStatus = Literal["holds", "violated", "undecided"]
 Floats = npt.NDArray[np.float64]
 
 SRM_THRESHOLD = 0.001  # chi-square p-value under which the split is a sample ratio mismatch
+LATENCY_QUANTILE = 0.99  # the latency guardrail judges the treatment's requests slower than the control's p99
 _CHUNK_CELLS = 1 << 21  # bootstrap index matrices are built in chunks of at most this many cells
 # Above this many units a mean's interval is the normal one: the bootstrap of a mean equals it there to a tiny
 # fraction of its width, and 1,000 resamples of a million rows would take seconds.
 _BOOTSTRAP_MAX_UNITS = 200_000
+_BISECTIONS = 60  # halvings of a rate's bound: 1e-18 of its search interval
 _NAN = float("nan")
 
 
@@ -237,6 +243,60 @@ def compare(
     )  # fmt: skip
 
 
+def latency_guardrail(
+    control_ms: ArrayLike,
+    treatment_ms: ArrayLike,
+    margin: float,
+    *,
+    alpha: float = 0.05,
+    expected_n: int = 10_000,
+    quantile: float = LATENCY_QUANTILE,
+    name: str = "latency_p99",
+) -> Guardrail:
+    """The latency guardrail: d = P(treatment request slower than q) - (1 - quantile), where q is the control's
+    true p99 (``quantile``) and 1 - quantile = 1 % is the control's own share over it. Non-inferior (holds) when
+    d <= ``margin`` (0.01: at most 2 % of the treatment's requests over the control's p99, i.e. its p98 no slower
+    than the control's p99). One value per answered request, in any unit.
+
+    q is unknown and estimating it from the control's rows that are also compared is what a plug-in test gets
+    wrong: the share over an estimated p99 varies with the control's density at q, so its binomial variance is off
+    by a factor (f_treatment(q) / f_control(q))^2, which is 1 only when both latencies are equal (about 3 when the
+    treatment is at the margin with an exponential tail). Instead, an exact binomial view in two parts, each an
+    anytime-valid confidence sequence at alpha / 2 (Ville's inequality on the beta-binomial mixture martingale,
+    Howard, Ramdas, McAuliffe & Sekhon 2021; the quantile sequence of Howard & Ramdas 2022, "Sequential estimation
+    of quantiles with applications to A/B-testing and best-arm identification", Bernoulli 28(3)):
+
+    1. the control's requests over q are Binomial(n_c, 1 %) whatever the distribution, so the counts the
+       mixture does not reject, [k_lo, k_hi], bound q between two order statistics of the control at every n:
+       L = the (k_hi + 1)-th largest <= q <= U = the k_lo-th largest;
+    2. the treatment's requests over q are Binomial(n_t, P), P = d + 1 %: their count is between its count over
+       U and its count over L (fewer requests exceed a higher threshold), so P lies between the sequence's lower
+       bound at the first count and its upper bound at the second.
+
+    Both parts hold at every look at once with probability >= 1 - alpha, so the interval [lower, upper] of d is a
+    confidence sequence however often it is read, with no density, no normal approximation, and ties (a batch's
+    rows share its latency) only making it conservative. The price: it is wider than a plug-in interval, and with
+    a few hundred requests a variant it is undecided unless the treatment is far slower. Each beta prior has the
+    mean 1 % and the spread of the normal mixture tuned for ``expected_n`` (see ``core.sequential``): any value
+    keeps the guarantee. Requests are assumed independent (a batch's rows are not: they share one latency)."""
+    control = _latencies(control_ms, "control")
+    treatment = _latencies(treatment_ms, "treatment")
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile: must be between 0 and 1 (exclusive), got {quantile}")
+    if len(control) == 0 or len(treatment) == 0:
+        return Guardrail(name, _NAN, _NAN, margin)
+    share, half = 1.0 - quantile, alpha / 2.0
+    prior = _beta_prior(share, expected_n, half)
+    control.sort()
+    n = len(control)
+    k_lo, k_hi = _count_band(n, share, prior, half)
+    low = control[n - k_hi - 1] if k_hi < n else -math.inf
+    high = control[n - k_lo] if k_lo > 0 else math.inf
+    lower, _ = _rate_bounds(int((treatment > high).sum()), len(treatment), prior, half)
+    _, upper = _rate_bounds(int((treatment > low).sum()), len(treatment), prior, half)
+    return Guardrail(name, lower - share, upper - share, margin)
+
+
 def sample_ratio_mismatch(
     observed: Mapping[str, int], weights: Mapping[str, float], threshold: float = SRM_THRESHOLD
 ) -> SampleRatio:
@@ -317,6 +377,84 @@ def _interval(estimate: float, std_error: float, n: int, alpha: float, rho: floa
     else:
         half = float(sequential_halfwidth(std_error, n, alpha, rho))
     return Interval(estimate, estimate - half, estimate + half, std_error)
+
+
+def _latencies(values: ArrayLike, what: str) -> Floats:
+    array = np.array(values, dtype=np.float64).ravel()
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"latencies of the {what}: {bad} are NaN or infinite")
+    return array
+
+
+def _beta_prior(rate: float, expected_n: float, alpha: float) -> tuple[float, float]:
+    """Beta(a, b) with mean ``rate`` and the normal mixture's spread: the prior variance of the rate,
+    rate (1 - rate) / (a + b + 1), is the mixture's per-unit variance times rho^2."""
+    rho = mixture_rho(expected_n, alpha)
+    size = max(1.0 / (rho * rho) - 1.0, 1.0)
+    return size * rate, size * (1.0 - rate)
+
+
+def _log_mixture(rate: float, k: int, n: int, prior: tuple[float, float]) -> float:
+    """log of the beta-binomial mixture martingale against ``rate`` after k successes in n: the data's
+    probability averaged over the prior, divided by its probability at ``rate`` (Ville: >= 1/alpha with
+    probability <= alpha at any n, when ``rate`` is the true one)."""
+    a, b = prior
+    mixture = _log_beta(a + k, b + n - k) - _log_beta(a, b)
+    at_rate = (k * math.log(rate) if k else 0.0) + ((n - k) * math.log1p(-rate) if n > k else 0.0)
+    return mixture - at_rate
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _count_band(n: int, rate: float, prior: tuple[float, float], alpha: float) -> tuple[int, int]:
+    """The counts k of n the mixture against ``rate`` does not reject at ``alpha``: an interval [lo, hi] (the log
+    mixture is convex in k, lowest near rate (n - 1)); (0, n), no information, if it rejected every count."""
+    limit = math.log(1.0 / alpha)
+
+    def accepted(k: int) -> bool:
+        return _log_mixture(rate, k, n, prior) < limit
+
+    centre = min(n, max(0, math.ceil(rate * (n - 1))))
+    if not accepted(centre):
+        return 0, n
+    lo, hi = 0, centre  # the first accepted count is in (lo, hi], or 0
+    if accepted(0):
+        hi = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if accepted(mid) else (mid, hi)
+    first = hi
+    lo, hi = centre, n  # the last accepted count is in [lo, hi), or n
+    if accepted(n):
+        lo = n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if accepted(mid) else (lo, mid)
+    return first, lo
+
+
+def _rate_bounds(k: int, n: int, prior: tuple[float, float], alpha: float) -> tuple[float, float]:
+    """The beta-binomial confidence sequence of a rate after k successes in n: the rates the mixture does not
+    reject at ``alpha``, an interval around k / n (the log mixture is convex in the rate, lowest there)."""
+    limit = math.log(1.0 / alpha)
+    estimate = k / n
+    lower, upper = 0.0, 1.0
+    if k > 0:
+        out, inside = 0.0, estimate
+        for _ in range(_BISECTIONS):
+            mid = (out + inside) / 2.0
+            out, inside = (mid, inside) if _log_mixture(mid, k, n, prior) >= limit else (out, mid)
+        lower = out
+    if k < n:
+        inside, out = estimate, 1.0
+        for _ in range(_BISECTIONS):
+            mid = (inside + out) / 2.0
+            inside, out = (inside, mid) if _log_mixture(mid, k, n, prior) >= limit else (mid, out)
+        upper = out
+    return lower, upper
 
 
 def _bootstrap_mean(values: Floats, confidence: float, resamples: int, seed: int) -> tuple[float, float]:

@@ -7,25 +7,45 @@ id="shipml-report">``), and every number a person reads is an element with ``dat
 ``data-value`` (full precision); one that ``/metrics`` exports also has ``data-gauge`` (the metric's name),
 and the gauge's labels are the ``data-*`` of the element and its ancestors (``data-model``, ``data-version``
 and ``data-variant`` on a segment's section, ``data-feature`` on a feature's card or row, ...).
+When the config runs an experiment, its section (``pipelines.experiment_section``) comes first, and its history is
+embedded as well (``<script type="application/json" id="shipml-experiment">``).
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipml.core.drift import MULTIVARIATE, PREDICTION, FeatureDrift, worst
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
 from shipml.errors import ConfigError
+from shipml.pipelines.experiment_section import VERDICT_STATES, experiment_section
+from shipml.pipelines.report_html import (
+    COLOURS,
+    Scale,
+    attrs,
+    badge,
+    esc,
+    figure,
+    fmt,
+    hline,
+    json_for_script,
+    polyline,
+    px,
+    svg,
+    time_axis,
+    utc,
+)
+
+if TYPE_CHECKING:
+    from shipml.pipelines.experiment_history import ExperimentHistory
 
 MAX_BUCKETS = 30  # a categorical's bar chart shows its 29 largest buckets and sums the rest into one bar
-COLOURS = {"drift": "#c62828", "warn": "#e08600", "no_drift": "#2e7d32", "not_enough_data": "#607d8b"}
 KIND_COLOURS = {"realised": "#1565c0", "estimated": "#8e24aa"}
 CSP = "default-src 'none'; style-src 'unsafe-inline'"  # nothing may be fetched, no script may run
 CSS = """
@@ -45,26 +65,38 @@ th{font-weight:600;color:#5b6570;font-size:12px}.n{text-align:right;font-variant
 svg{display:block;width:100%;max-width:600px;height:auto;font-size:11px;fill:#3a434c}
 svg line:not([stroke]){stroke:#c5cbd2}svg .r{fill:#b0b8c1}svg .c{fill:#1565c0}svg .thr{stroke-dasharray:4 3}
 svg line.warn{stroke:#e08600}svg line.drift{stroke:#c62828}svg line.hold{stroke:#37474f;stroke-dasharray:6 3}svg .e{text-anchor:end}
+svg line.zero{stroke:#37474f}svg line.when{stroke:#37474f;stroke-dasharray:2 3}.reasons{margin:6px 0}.stack>.card+.card{margin-top:14px}
 """ + "".join(f".v-{k}{{background:{c}}}svg .v-{k}{{fill:{c}}}" for k, c in COLOURS.items())
 
 
-def render_report(report: DriftReport, report_id: int | None = None) -> str:
-    """The whole page for ``report`` (``report_id``: its id in the store, shown when given)."""
+def render_report(
+    report: DriftReport, report_id: int | None = None, experiment: ExperimentHistory | None = None
+) -> str:
+    """The whole page for ``report`` (``report_id``: its id in the store, shown when given), with the section of
+    the config's ``experiment`` over the same window when there is one (its history embedded as JSON too)."""
     segments = "".join(_segment(report, s, i) for i, s in enumerate(report.segments))
     if not report.segments:
         segments = "<section><p>No predictions with histograms in this window.</p></section>"
+    section = data = ""
+    if experiment is not None:
+        section = experiment_section(experiment)
+        data = (
+            f'<script type="application/json" id="shipml-experiment">{json_for_script(experiment.to_json())}</script>'
+        )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_esc(report.model)}: monitoring report</title><style>{CSS}</style></head>"
-        f"<body><main>{_header(report, report_id)}{segments}</main>"
-        f'<script type="application/json" id="shipml-report">{_json_for_script(report.to_json())}</script>'
+        f"<title>{esc(report.model)}: monitoring report</title><style>{CSS}</style></head>"
+        f"<body><main>{_header(report, report_id, experiment)}{section}{segments}</main>"
+        f'<script type="application/json" id="shipml-report">{json_for_script(report.to_json())}</script>{data}'
         "</body></html>\n"
     )
 
 
-def write_report(report: DriftReport, path: str | Path, report_id: int | None = None) -> Path:
+def write_report(
+    report: DriftReport, path: str | Path, report_id: int | None = None, experiment: ExperimentHistory | None = None
+) -> Path:
     """Write the page to ``path`` through a temporary file beside it, so no reader sees half a page.
     A path that cannot be written is a ``ConfigError`` naming it."""
     target = Path(path)
@@ -72,7 +104,7 @@ def write_report(report: DriftReport, path: str | Path, report_id: int | None = 
         raise ConfigError([f"{target}: is a directory; give the HTML file to write, e.g. {target / 'report.html'}"])
     if not target.parent.is_dir():
         raise ConfigError([f"{target}: directory {target.parent} does not exist"])
-    text = render_report(report, report_id)
+    text = render_report(report, report_id, experiment)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -89,49 +121,6 @@ def write_report(report: DriftReport, path: str | Path, report_id: int | None = 
     return target
 
 
-# --- text ------------------------------------------------------------------------------------------
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _json_for_script(text: str) -> str:
-    """JSON that cannot end its <script> element early: <, > and & occur only inside JSON strings, where
-    their \\u escapes mean the same characters."""
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _utc(ts: float | None) -> str:
-    return "–" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.4f}" if math.isfinite(value) else str(value)
-
-
-def _attrs(**data: object) -> str:
-    """``data-*`` attributes, ``None`` values left out."""
-    return "".join(f' data-{k}="{_esc(v)}"' for k, v in data.items() if v is not None)
-
-
-def _figure(tag: str, figure: str, value: float | None, text: str | None = None, cls: str = "n", **data: object) -> str:
-    """An element showing a number, with the number at full precision in ``data-value``."""
-    full = None if value is None else repr(value)
-    shown = _fmt(value) if text is None else text
-    return f'<{tag} class="{cls}"{_attrs(figure=figure, **data, value=full)}>{_esc(shown)}</{tag}>'
-
-
-def _badge(state: str, text: str | None = None, /, **data: object) -> str:
-    colour = state if state in COLOURS else "not_enough_data"
-    label = state.replace("_", " ") if text is None else text
-    return f'<span class="b v-{colour}"{_attrs(**data)}>{_esc(label)}</span>'
-
-
 def _display(feature: str) -> str:
     names = {PREDICTION: "prediction (the model's output)", MULTIVARIATE: "multivariate (domain classifier)"}
     return names.get(feature, feature)
@@ -140,24 +129,29 @@ def _display(feature: str) -> str:
 # --- page parts ------------------------------------------------------------------------------------
 
 
-def _header(report: DriftReport, report_id: int | None) -> str:
-    def time(figure: str, ts: float, **data: object) -> str:
-        return _figure("span", figure, ts, _utc(ts), cls="", **data)
+def _header(report: DriftReport, report_id: int | None, experiment: ExperimentHistory | None) -> str:
+    def time(name: str, ts: float, **data: object) -> str:
+        return figure("span", name, ts, utc(ts), cls="", **data)
 
-    drop = " " + _badge("drift", "performance drop") if report.performance_drop else ""
+    drop = " " + badge("drift", "performance drop") if report.performance_drop else ""
     rows = [
         ("window", f"{time('window_since', report.since)} to {time('window_until', report.until)} "
                    f"({(report.until - report.since) / 3600:.4g} h)"),
-        ("verdict", _badge(report.verdict, figure="report_verdict", verdict=report.verdict) + drop),
+        ("verdict", badge(report.verdict, figure="report_verdict", verdict=report.verdict) + drop),
         ("created", time("created_at", report.created_at, model=report.model,
                          gauge="shipml_monitor_last_success_timestamp_seconds")),
-        ("segments", _esc(", ".join(f"version {s.version} / {s.variant}" for s in report.segments) or "none")),
+        ("segments", esc(", ".join(f"version {s.version} / {s.variant}" for s in report.segments) or "none")),
     ]  # fmt: skip
+    if experiment is not None:
+        verdict = experiment.report.verdict
+        rows.append(
+            ("experiment", f'<a href="#experiment">{badge(VERDICT_STATES[verdict], verdict.replace("_", " "))}</a>')
+        )
     if report_id is not None:
-        rows.append(("report id", _figure("span", "report_id", report_id, cls="")))
+        rows.append(("report id", figure("span", "report_id", report_id, cls="")))
     meta = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
     return (
-        f"<header><h1>Monitoring report: {_esc(report.model)}</h1><dl>{meta}</dl>"
+        f"<header><h1>Monitoring report: {esc(report.model)}</h1><dl>{meta}</dl>"
         '<p class="muted">Per feature: the reference (training) share of each bucket against the window\'s, '
         "the statistics (bold: those that decide the verdict), the first over time against its warn and drift "
         "thresholds, and the verdict. Then the model's performance, realised from feedback and estimated "
@@ -180,11 +174,11 @@ def _segment(report: DriftReport, s: SegmentReport, index: int) -> str:
     model_side = [f for f in (PREDICTION, MULTIVARIATE) if f in features]
     ordered = model_side + [f for f in features if f not in model_side]
     cards = [_feature_card(w, s, f, i) for i, f in enumerate(ordered)]
-    notes = "".join(f"<li>{_esc(n)}</li>" for n in s.notes)
-    labels = _attrs(model=report.model, version=s.version, variant=s.variant)
+    notes = "".join(f"<li>{esc(n)}</li>" for n in s.notes)
+    labels = attrs(model=report.model, version=s.version, variant=s.variant)
     return (
-        f'<section id="segment-{index}"{labels}><h2>Version {_esc(s.version)}, variant {_esc(s.variant)}: '
-        f"{_figure('span', 'segment_rows', s.rows, cls='')} rows, {_badge(s.verdict)}</h2>"
+        f'<section id="segment-{index}"{labels}><h2>Version {esc(s.version)}, variant {esc(s.variant)}: '
+        f"{figure('span', 'segment_rows', s.rows, cls='')} rows, {badge(s.verdict)}</h2>"
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + _overview(w, s, ordered)
         + (f'<h3>Prediction and multivariate</h3><div class="grid">{"".join(cards[: len(model_side)])}</div>'
@@ -204,7 +198,7 @@ def _stat(d: FeatureDrift, tag: str = "td", statistic: str | None = None) -> str
     """A statistic's value; a deciding one is the gauge ``shipml_drift_score``."""
     gauge = "shipml_drift_score" if d.decisive else None
     cls = "n" if d.decisive else "n ctx"
-    return _figure(tag, "drift_statistic", d.value, cls=cls, gauge=gauge, statistic=statistic)
+    return figure(tag, "drift_statistic", d.value, cls=cls, gauge=gauge, statistic=statistic)
 
 
 def _overview(w: _Window, s: SegmentReport, features: Sequence[str]) -> str:
@@ -212,15 +206,15 @@ def _overview(w: _Window, s: SegmentReport, features: Sequence[str]) -> str:
     for i, f in enumerate(features):
         drift = [d for d in s.drift if d.feature == f]
         stats = " ".join(
-            f"<b>{_esc(d.statistic)} {_stat(d, 'span', statistic=d.statistic)}</b>"
-            if d.decisive else f"{_esc(d.statistic)} {_stat(d, 'span', statistic=d.statistic)}"
+            f"<b>{esc(d.statistic)} {_stat(d, 'span', statistic=d.statistic)}</b>"
+            if d.decisive else f"{esc(d.statistic)} {_stat(d, 'span', statistic=d.statistic)}"
             for d in drift
         )  # fmt: skip
         verdict = _verdict_of(drift)
         rows.append(
-            f'<tr{_attrs(feature=f)}><td><a href="#s{w.index}-f{i}">{_esc(_display(f))}</a></td>'
-            f"<td>{_badge(verdict, figure='feature_verdict', verdict=verdict)}</td><td>{stats}</td>"
-            f"{_figure('td', 'drift_rows', max((d.rows for d in drift), default=None))}</tr>"
+            f'<tr{attrs(feature=f)}><td><a href="#s{w.index}-f{i}">{esc(_display(f))}</a></td>'
+            f"<td>{badge(verdict, figure='feature_verdict', verdict=verdict)}</td><td>{stats}</td>"
+            f"{figure('td', 'drift_rows', max((d.rows for d in drift), default=None))}</tr>"
         )
     head = "<tr><th>feature</th><th>verdict</th><th>statistics</th><th>rows</th></tr>"
     return f"<h3>Overview</h3><table>{head}{''.join(rows)}</table>"
@@ -236,51 +230,28 @@ def _feature_card(w: _Window, s: SegmentReport, feature: str, i: int) -> str:
     kind = drift[0].kind if drift else (dist.kind if dist else "")
     verdict = _verdict_of(drift)
     return (
-        f'<div class="card" id="s{w.index}-f{i}"{_attrs(feature=feature)}>'
-        f'<h3><span>{_esc(_display(feature))} <span class="muted">{_esc(kind)}</span></span>'
-        f"{_badge(verdict, figure='feature_verdict', verdict=verdict)}</h3><table><tr><th>statistic</th>"
+        f'<div class="card" id="s{w.index}-f{i}"{attrs(feature=feature)}>'
+        f'<h3><span>{esc(_display(feature))} <span class="muted">{esc(kind)}</span></span>'
+        f"{badge(verdict, figure='feature_verdict', verdict=verdict)}</h3><table><tr><th>statistic</th>"
         "<th>value</th><th>warn / drift</th><th>p</th><th>rows</th><th>verdict</th></tr>"
         f"{''.join(_stat_row(d) for d in drift)}</table>{charts}</div>"
     )
 
 
 def _stat_row(d: FeatureDrift) -> str:
-    p = None if d.p_value is None else ("< 0.0001" if d.p_value < 1e-4 else _fmt(d.p_value))
+    p = None if d.p_value is None else ("< 0.0001" if d.p_value < 1e-4 else fmt(d.p_value))
     detected = {"gauge": "shipml_drift_detected", "value": int(d.verdict == "drift")} if d.decisive else {}
-    name = f"<b>{_esc(d.statistic)}</b>" if d.decisive else _esc(d.statistic)
-    warn = _figure("span", "threshold_warn", d.threshold_warn, f"{d.threshold_warn:g}", cls="")
-    drift = _figure("span", "threshold_drift", d.threshold_drift, f"{d.threshold_drift:g}", cls="")
+    name = f"<b>{esc(d.statistic)}</b>" if d.decisive else esc(d.statistic)
+    warn = figure("span", "threshold_warn", d.threshold_warn, f"{d.threshold_warn:g}", cls="")
+    drift = figure("span", "threshold_drift", d.threshold_drift, f"{d.threshold_drift:g}", cls="")
     return (
-        f'<tr{_attrs(statistic=d.statistic)}><td>{name}</td>{_stat(d)}<td class="n">{warn} / {drift}</td>'
-        f"{_figure('td', 'p_value', d.p_value, p)}{_figure('td', 'drift_rows', d.rows)}"
-        f"<td{_attrs(figure='statistic_verdict', verdict=d.verdict, **detected)}>{_badge(d.verdict)}</td></tr>"
+        f'<tr{attrs(statistic=d.statistic)}><td>{name}</td>{_stat(d)}<td class="n">{warn} / {drift}</td>'
+        f"{figure('td', 'p_value', d.p_value, p)}{figure('td', 'drift_rows', d.rows)}"
+        f"<td{attrs(figure='statistic_verdict', verdict=d.verdict, **detected)}>{badge(d.verdict)}</td></tr>"
     )
 
 
 # --- charts ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Scale:
-    """A linear map from data ``lo..hi`` to pixels ``a..b``."""
-
-    lo: float
-    hi: float
-    a: float
-    b: float
-
-    def __call__(self, v: float) -> float:
-        if self.hi <= self.lo:
-            return (self.a + self.b) / 2
-        return self.a + (v - self.lo) / (self.hi - self.lo) * (self.b - self.a)
-
-
-def _px(v: float) -> str:
-    return f"{v:.1f}"
-
-
-def _svg(width: int, height: int, body: Iterable[str], label: str) -> str:
-    return f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(label)}">{"".join(body)}</svg>'
 
 
 def _buckets(d: Distribution) -> list[tuple[str, float, float, int]]:
@@ -303,7 +274,7 @@ def _distribution_svg(d: Distribution) -> str:
     """Reference (grey) and current (blue) share of each bucket, the current share written beside."""
     rows = _buckets(d)
     left, bar, row, top = 150, 330, 17, 18
-    x = _Scale(0.0, max([r[1] for r in rows] + [r[2] for r in rows] + [1e-9]), left, left + bar)
+    x = Scale(0.0, max([r[1] for r in rows] + [r[2] for r in rows] + [1e-9]), left, left + bar)
     body = [
         f'<rect class="r" x="{left}" y="3" width="10" height="8"/><text x="{left + 14}" y="11">reference</text>'
         f'<rect class="c" x="{left + 80}" y="3" width="10" height="8"/>'
@@ -313,69 +284,49 @@ def _distribution_svg(d: Distribution) -> str:
         y = top + i * row
         short = label if len(label) <= 24 else label[:23] + "…"
         body.append(
-            f"<g{_attrs(bucket=label)}><title>reference {ref:.2%}, current {cur:.2%} ({n:,} rows)</title>"
-            f'<text x="{left - 4}" y="{y + 11}" class="e">{_esc(short)}</text>'
-            f'<rect class="r" x="{left}" y="{y + 2}" width="{_px(x(ref) - left)}" height="6"'
-            f"{_attrs(figure='reference_share', value=repr(ref))}/>"
-            f'<rect class="c" x="{left}" y="{y + 8}" width="{_px(x(cur) - left)}" height="6"'
-            f"{_attrs(figure='current_count', value=n)}/>"
-            f'<text x="{left + bar + 4}" y="{y + 12}"{_attrs(figure="current_share", value=repr(cur))}>{cur:.1%}</text>'
+            f"<g{attrs(bucket=label)}><title>reference {ref:.2%}, current {cur:.2%} ({n:,} rows)</title>"
+            f'<text x="{left - 4}" y="{y + 11}" class="e">{esc(short)}</text>'
+            f'<rect class="r" x="{left}" y="{y + 2}" width="{px(x(ref) - left)}" height="6"'
+            f"{attrs(figure='reference_share', value=repr(ref))}/>"
+            f'<rect class="c" x="{left}" y="{y + 8}" width="{px(x(cur) - left)}" height="6"'
+            f"{attrs(figure='current_count', value=n)}/>"
+            f'<text x="{left + bar + 4}" y="{y + 12}"{attrs(figure="current_share", value=repr(cur))}>{cur:.1%}</text>'
             "</g>"
         )
-    return _svg(left + bar + 56, top + row * len(rows) + 4, body, f"distribution of {d.feature}")
-
-
-def _time_axis(w: _Window, x: _Scale, y: float) -> str:
-    return (
-        f'<line x1="{_px(x.a)}" y1="{_px(y)}" x2="{_px(x.b)}" y2="{_px(y)}"/>'
-        f'<text x="{_px(x.a)}" y="{_px(y + 12)}">{_esc(_utc(w.since))}</text>'
-        f'<text x="{_px(x.b)}" y="{_px(y + 12)}" class="e">{_esc(_utc(w.until))}</text>'
-    )
-
-
-def _hline(y: float, x: _Scale, cls: str, text: str) -> str:
-    return (
-        f'<line class="{cls}" x1="{_px(x.a)}" y1="{_px(y)}" x2="{_px(x.b)}" y2="{_px(y)}"/>'
-        f'<text x="{_px(x.b)}" y="{_px(y - 2)}" class="e">{_esc(text)}</text>'
-    )
-
-
-def _polyline(points: Sequence[tuple[float, float]], colour: str) -> str:
-    coords = " ".join(f"{_px(a)},{_px(b)}" for a, b in points)
-    return f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"/>' if len(points) > 1 else ""
+    return svg(left + bar + 56, top + row * len(rows) + 4, body, f"distribution of {d.feature}")
 
 
 def _series_svg(w: _Window, points: Sequence[SeriesPoint], ref: FeatureDrift | None) -> str:
     """The statistic per slice of the window against the warn and drift lines; a slice under the minimum
     row count is a gap marked by a grey tick, never a point at 0."""
     width, height, bottom = 560, 130, 20
-    x = _Scale(w.since, w.until, 8, width - 8)
+    x = Scale(w.since, w.until, 8, width - 8)
     judged = [p for p in points if p.verdict != "not_enough_data"]
     warn, drift = (ref.threshold_warn, ref.threshold_drift) if ref else (math.nan, math.nan)
     hi = max([v for v in (warn, drift * 1.25) if math.isfinite(v)] + [p.value for p in judged] + [1e-9]) * 1.05
-    y = _Scale(0.0, hi, height - bottom, 14)
+    y = Scale(0.0, hi, height - bottom, 14)
     statistic = points[0].statistic
-    body = [f'<text x="8" y="9">{_esc(statistic)} per slice (axis 0 to {hi:.3g})</text>']
-    body += [_hline(y(v), x, f"thr {c}", f"{c} {v:g}") for v, c in ((warn, "warn"), (drift, "drift")) if v <= hi]
+    body = [f'<text x="8" y="9">{esc(statistic)} per slice (axis 0 to {hi:.3g})</text>']
+    body += [hline(y(v), x, f"thr {c}", f"{c} {v:g}") for v, c in ((warn, "warn"), (drift, "drift")) if v <= hi]
     runs: list[list[tuple[float, float]]] = [[]]
     marks, gaps = [], []
     for p in points:
         mid = x((p.start + p.end) / 2)
         if p.verdict == "not_enough_data":
             runs.append([])
-            gaps.append(f"M{_px(mid)} {height - bottom}v-5")
+            gaps.append(f"M{px(mid)} {height - bottom}v-5")
             continue
         runs[-1].append((mid, y(p.value)))
-        tip = f"{_utc(p.start)}: {statistic} {p.value:.4f}, {p.rows:,} rows, {p.verdict.replace('_', ' ')}"
+        tip = f"{utc(p.start)}: {statistic} {p.value:.4f}, {p.rows:,} rows, {p.verdict.replace('_', ' ')}"
         marks.append(
-            f'<circle cx="{_px(mid)}" cy="{_px(y(p.value))}" r="2.5" class="v-{p.verdict}"'
-            f"{_attrs(figure='series', value=repr(p.value))}><title>{_esc(tip)}</title></circle>"
+            f'<circle cx="{px(mid)}" cy="{px(y(p.value))}" r="2.5" class="v-{p.verdict}"'
+            f"{attrs(figure='series', value=repr(p.value))}><title>{esc(tip)}</title></circle>"
         )
     if gaps:
         body.append(f'<path d="{"".join(gaps)}" stroke="#90a4ae" stroke-width="2"><title>{len(gaps)} slices '
                     "with too few rows to judge</title></path>")  # fmt: skip
-    body += [_polyline(r, "#1565c0") for r in runs] + marks + [_time_axis(w, x, height - bottom)]
-    return f"<div{_attrs(statistic=statistic)}>{_svg(width, height, body, f'{statistic} over time')}</div>"
+    body += [polyline(r, "#1565c0") for r in runs] + marks + [time_axis(w.since, w.until, x, height - bottom)]
+    return f"<div{attrs(statistic=statistic)}>{svg(width, height, body, f'{statistic} over time')}</div>"
 
 
 # --- performance -----------------------------------------------------------------------------------
@@ -383,7 +334,7 @@ def _series_svg(w: _Window, points: Sequence[SeriesPoint], ref: FeatureDrift | N
 
 def _performance(w: _Window, s: SegmentReport) -> str:
     labels = "".join(
-        f"<tr{_attrs(state=state)}><td>{_esc(state)}</td>{_figure('td', 'labels', n, gauge='shipml_labels')}</tr>"
+        f"<tr{attrs(state=state)}><td>{esc(state)}</td>{figure('td', 'labels', n, gauge='shipml_labels')}</tr>"
         for state, n in s.labels.items()
     )
     parts = ["<h3>Performance</h3>"]
@@ -405,20 +356,20 @@ def _performance(w: _Window, s: SegmentReport) -> str:
 def _performance_row(p: PerformanceEntry) -> str:
     e = p.estimate
     exported = e.value is not None  # /metrics has no gauge for a refused metric
-    value = _figure("td", "performance", e.value, gauge="shipml_model_performance" if exported else None)
+    value = figure("td", "performance", e.value, gauge="shipml_model_performance" if exported else None)
     interval = (
         "<td>–</td>" if e.lower is None or e.upper is None
-        else f"<td class=\"n\">[{_figure('span', 'performance_lower', e.lower, cls='')}, "
-        f"{_figure('span', 'performance_upper', e.upper, cls='')}]</td>"
+        else f"<td class=\"n\">[{figure('span', 'performance_lower', e.lower, cls='')}, "
+        f"{figure('span', 'performance_upper', e.upper, cls='')}]</td>"
     )  # fmt: skip
     judged = "drop" if p.dropped else "refused" if e.refused else "ok" if e.enough_data else "too few rows"
     drop = {"gauge": "shipml_performance_drop_detected", "value": int(p.dropped)} if exported else {}
     colour = "drift" if p.dropped else "no_drift" if judged == "ok" else "not_enough_data"
     return (
-        f"<tr{_attrs(metric=e.metric, kind=e.kind)}><td>{_esc(e.metric)}</td><td>{_esc(e.kind)}</td>{value}"
-        f"{interval}{_figure('td', 'performance_count', e.count)}{_figure('td', 'holdout', p.holdout)}"
-        f"<td{_attrs(figure='performance_judged', **drop)}>{_badge(colour, judged)} "
-        f'<span class="muted">{_esc(p.reason)}</span></td></tr>'
+        f"<tr{attrs(metric=e.metric, kind=e.kind)}><td>{esc(e.metric)}</td><td>{esc(e.kind)}</td>{value}"
+        f"{interval}{figure('td', 'performance_count', e.count)}{figure('td', 'holdout', p.holdout)}"
+        f"<td{attrs(figure='performance_judged', **drop)}>{badge(colour, judged)} "
+        f'<span class="muted">{esc(p.reason)}</span></td></tr>'
     )
 
 
@@ -428,41 +379,41 @@ def _performance_chart(w: _Window, metric: str, s: SegmentReport) -> str:
     holdout = next((h for h in holdouts if h is not None), None)
     if not any(p.estimate.value is not None for p in entries):
         reasons = dict.fromkeys(f"{p.estimate.kind}: {p.estimate.refused or p.reason}" for p in entries)
-        body = f'<p class="muted">No value in any slice ({_esc("; ".join(reasons))}).</p>'
+        body = f'<p class="muted">No value in any slice ({esc("; ".join(reasons))}).</p>'
     else:
         body = _performance_svg(w, metric, entries, holdout)
-    return f'<div class="card"{_attrs(metric=metric)}><h3>{_esc(metric)} over time</h3>{body}</div>'
+    return f'<div class="card"{attrs(metric=metric)}><h3>{esc(metric)} over time</h3>{body}</div>'
 
 
 def _performance_svg(w: _Window, metric: str, entries: Sequence[PerformanceEntry], holdout: float | None) -> str:
     """Realised and estimated values per slice with their intervals (a band and bars), the holdout value as a
     dashed line, and under it the labelled rows per slice that the realised values rest on."""
-    x = _Scale(w.since, w.until, 48, 552)
+    x = Scale(w.since, w.until, 48, 552)
     values = [
         v for p in entries for v in (p.estimate.value, p.estimate.lower, p.estimate.upper)
         if v is not None and math.isfinite(v)
     ] + ([holdout] if holdout is not None else [])  # fmt: skip
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.1 or 0.05
-    y = _Scale(lo - pad, hi + pad, 134, 18)
+    y = Scale(lo - pad, hi + pad, 134, 18)
     body = [
         "".join(f'<rect x="{8 + i * 90}" y="2" width="12" height="8" fill="{c}"/><text x="{24 + i * 90}" y="10">'
                 f"{k}</text>" for i, (k, c) in enumerate(KIND_COLOURS.items())),
         '<line class="hold" x1="188" y1="6" x2="204" y2="6"/><text x="208" y="10">holdout</text>',
         f'<line x1="{x.a}" y1="18" x2="{x.a}" y2="134"/>',
-        *(f'<text x="{x.a - 4}" y="{_px(y(v) + 4)}" class="e">{v:.3f}</text>' for v in (lo, hi)),
+        *(f'<text x="{x.a - 4}" y="{px(y(v) + 4)}" class="e">{v:.3f}</text>' for v in (lo, hi)),
     ]  # fmt: skip
     if holdout is not None:
-        body.append(_hline(y(holdout), x, "hold", f"holdout {holdout:.4f}"))
+        body.append(hline(y(holdout), x, "hold", f"holdout {holdout:.4f}"))
     for kind, colour in KIND_COLOURS.items():
         points = [p for p in entries if p.estimate.kind == kind and p.estimate.value is not None]
         body.append(_kind_marks(x, y, sorted(points, key=lambda p: p.start or 0.0), colour))
     body.append(_count_strip(x, [p for p in entries if p.estimate.kind == "realised"], 142, 172))
-    body.append(_time_axis(w, x, 176))
-    return _svg(560, 200, body, f"{metric}: realised and estimated over time")
+    body.append(time_axis(w.since, w.until, x, 176))
+    return svg(560, 200, body, f"{metric}: realised and estimated over time")
 
 
-def _kind_marks(x: _Scale, y: _Scale, points: Sequence[PerformanceEntry], colour: str) -> str:
+def _kind_marks(x: Scale, y: Scale, points: Sequence[PerformanceEntry], colour: str) -> str:
     """One kind's line, interval band and bars, and a point per slice."""
     if not points:
         return ""
@@ -470,32 +421,32 @@ def _kind_marks(x: _Scale, y: _Scale, points: Sequence[PerformanceEntry], colour
     mids = [x(((p.start or 0.0) + (p.end or 0.0)) / 2) for p in points]
     both = [(m, p.estimate.lower, p.estimate.upper) for m, p in zip(mids, points, strict=True)]
     band = [(m, lo, up) for m, lo, up in both if lo is not None and up is not None]
-    marks = [f'<line x1="{_px(m)}" x2="{_px(m)}" y1="{_px(y(lo))}" y2="{_px(y(up))}" stroke="{colour}"/>'
+    marks = [f'<line x1="{px(m)}" x2="{px(m)}" y1="{px(y(lo))}" y2="{px(y(up))}" stroke="{colour}"/>'
              for m, lo, up in band]  # fmt: skip
     if len(band) > 1:
         outline = [(m, y(up)) for m, _, up in band] + [(m, y(lo)) for m, lo, _ in reversed(band)]
-        coords = " ".join(f"{_px(a)},{_px(b)}" for a, b in outline)
+        coords = " ".join(f"{px(a)},{px(b)}" for a, b in outline)
         marks.insert(0, f'<polygon points="{coords}" fill="{colour}" fill-opacity="0.13"/>')
-    marks.append(_polyline([(m, y(p.estimate.value or 0.0)) for m, p in zip(mids, points, strict=True)], colour))
+    marks.append(polyline([(m, y(p.estimate.value or 0.0)) for m, p in zip(mids, points, strict=True)], colour))
     for m, p in zip(mids, points, strict=True):
         e = p.estimate
         interval = "" if e.lower is None or e.upper is None else f" [{e.lower:.4f}, {e.upper:.4f}]"
-        tip = f"{_utc(p.start)}: {e.kind} {e.metric} {_fmt(e.value)}{interval}, {e.count:,} rows"
-        data = _attrs(figure="performance_series", start=repr(p.start), value=repr(e.value))
-        marks.append(f'<circle cx="{_px(m)}" cy="{_px(y(e.value or 0.0))}" r="3" fill="{colour}"{data}>'
-                     f"<title>{_esc(tip)}</title></circle>")  # fmt: skip
-    return f"<g{_attrs(kind=kind)}>{''.join(marks)}</g>"
+        tip = f"{utc(p.start)}: {e.kind} {e.metric} {fmt(e.value)}{interval}, {e.count:,} rows"
+        data = attrs(figure="performance_series", start=repr(p.start), value=repr(e.value))
+        marks.append(f'<circle cx="{px(m)}" cy="{px(y(e.value or 0.0))}" r="3" fill="{colour}"{data}>'
+                     f"<title>{esc(tip)}</title></circle>")  # fmt: skip
+    return f"<g{attrs(kind=kind)}>{''.join(marks)}</g>"
 
 
-def _count_strip(x: _Scale, realised: Sequence[PerformanceEntry], top: float, bottom: float) -> str:
+def _count_strip(x: Scale, realised: Sequence[PerformanceEntry], top: float, bottom: float) -> str:
     most = max((p.estimate.count for p in realised), default=0)
-    parts = [f'<text x="{x.a}" y="{_px(top - 2)}">labelled rows per slice (max {most:,})</text>']
-    y = _Scale(0.0, float(most or 1), bottom, top + 4)
+    parts = [f'<text x="{x.a}" y="{px(top - 2)}">labelled rows per slice (max {most:,})</text>']
+    y = Scale(0.0, float(most or 1), bottom, top + 4)
     for p in realised:
         a, b, n = x(p.start or 0.0), x(p.end or 0.0), p.estimate.count
         parts.append(
-            f'<rect x="{_px(a + 1)}" y="{_px(y(n))}" width="{_px(max(b - a - 2, 1))}" height="{_px(bottom - y(n))}" '
-            f'fill="#90a4ae"{_attrs(figure="labelled_rows", start=repr(p.start), value=n)}>'
-            f"<title>{_esc(_utc(p.start))}: {n:,} labelled rows</title></rect>"
+            f'<rect x="{px(a + 1)}" y="{px(y(n))}" width="{px(max(b - a - 2, 1))}" height="{px(bottom - y(n))}" '
+            f'fill="#90a4ae"{attrs(figure="labelled_rows", start=repr(p.start), value=n)}>'
+            f"<title>{esc(utc(p.start))}: {n:,} labelled rows</title></rect>"
         )
     return "".join(parts)

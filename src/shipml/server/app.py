@@ -26,13 +26,14 @@ from shipml.errors import ConfigError, ShipmlError
 from shipml.server.access import AccessLog, RequestRecorder
 from shipml.server.admission import Admission
 from shipml.server.auth import Authenticator
+from shipml.server.canary import CanaryFollower
 from shipml.server.errors import ApiError, error_response, to_api_error
 from shipml.server.fast_lane import PredictLane
 from shipml.server.hosts import HostGuard, allowed_hosts
 from shipml.server.logs import LineBuffer, configure_logging, flush_every
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import ModelManager
-from shipml.server.monitoring import ReportCollector, ScheduledMonitor
+from shipml.server.monitoring import ExperimentCollector, ReportCollector, ScheduledMonitor
 from shipml.server.openapi import model_openapi
 from shipml.server.predictions import PredictionService
 from shipml.server.routes import mlflow_protocol, ops, predict, v2
@@ -102,9 +103,15 @@ def create_app(settings: Settings) -> ASGIApp:
         )
         await manager.start()
         shipml_state = app.state.shipml
-        metrics.collectors = [ReportCollector(store, ref.name, lambda: shipml_state.ready)]
+        metrics.collectors = [
+            ReportCollector(store, ref.name, lambda: shipml_state.ready),
+            ExperimentCollector(store, ref.name, lambda: manager.current),  # the deployment serving at scrape time
+        ]
         monitor = ScheduledMonitor(settings, store, registry, ref.name)
         monitor.start()
+        canary = CanaryFollower(store, ref.name, manager, settings.serve.reload_interval_s)
+        metrics.collectors.append(canary)
+        canary.start()
         # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out
         # of the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
         gc.freeze()
@@ -115,7 +122,9 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await monitor.stop()
+            await canary.stop()
             await manager.stop()
+            await service.close()  # the shadows' queued copies: scored or dropped (counted), before the log closes
             await anyio.to_thread.run_sync(writer.close)
             store.close()
             log.info("service_stopped", pending=writer.pending)

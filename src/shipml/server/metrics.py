@@ -22,8 +22,18 @@ class ServerMetrics:
         self.latency = Histogram(
             "shipml_request_latency_seconds", "request latency", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.variant_latency = Histogram(
+            "shipml_variant_latency_seconds",
+            "time a variant took to validate, predict and log its records of a request (shadows included)",
+            ["model", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter(
-            "shipml_predictions", "predictions made", ["model", "version", "variant", "status"], registry=r
+            "shipml_predictions",
+            "predictions made, by status: ok, invalid (refused input), output_invalid (NaN or inf), error (the model failed)",
+            ["model", "version", "variant", "status"],
+            registry=r,
         )
         self.load_failures = Counter(
             "shipml_model_load_failures",
@@ -51,6 +61,13 @@ class ServerMetrics:
             "shipml_shadow_failures",
             "shadow variants' calls that failed or passed serve.shadow_timeout_s (never seen by clients)",
             ["model", "version", "variant"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "shipml_shadow_dropped",
+            "records sampled for a shadow variant and never scored: its queue or the prediction log was full,"
+            " or the service stopped first",
+            ["model", "variant"],
             registry=r,
         )
         self.store_errors = Counter("shipml_store_errors", "prediction log write failures", registry=r)

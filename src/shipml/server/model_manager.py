@@ -74,6 +74,15 @@ class Deployment:
         """The first variant (the only one without an experiment): what describes the service to protocols."""
         return self.variants[0]
 
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Each variant's routing weight, in the order of ``variants`` (0 for one the split leaves out: the champion
+        while a canary serves 100 %)."""
+        if self.split is None:
+            return (1.0,) + (0.0,) * (len(self.variants) - 1)
+        share = dict(zip(self.split.names, self.split.weights, strict=True))
+        return tuple(share.get(v.variant, 0.0) for v in self.variants)
+
     def route(self, key: str | None, rng: random.Random) -> tuple[Variant, Assignment | None]:
         """The variant that answers a request with routing ``key`` (None: a random draw), and how it was chosen
         (None without an experiment)."""
@@ -274,6 +283,10 @@ class ModelManager:
             self.split = None
         self.shadow_members = [member(ModelRef.parse(sh.model), sh.name, "shadow") for sh in settings.shadow]
         self.shadows = shadows_from([(sh.name, sh.fraction) for sh in settings.shadow])
+        self._member = member
+        # a canary (server/canary.py follows the store's): its member, and its weight while it serves
+        self.canary: VariantManager | None = None
+        self.canary_weight = 0.0
 
     @property
     def ref(self) -> ModelRef:
@@ -297,21 +310,51 @@ class ModelManager:
         return self.members[0].last_error
 
     def _rebuild(self) -> None:
-        """A member swapped its version: the new Deployment, once every primary variant has one."""
+        """A member swapped its version, or the canary changed: the new Deployment, once every primary variant has
+        one. A loaded canary takes its weight from the split, the other variants keep their shares of the rest (a
+        variant whose share is 0 stays in the deployment, out of the split)."""
         primaries = [m.current for m in self.members]
         if any(v is None for v in primaries):
             return
+        variants = tuple(v for v in primaries if v is not None)
         shadows = tuple(
             (m.current, sh) for m, sh in zip(self.shadow_members, self.shadows, strict=True) if m.current is not None
         )
-        self.current = Deployment(tuple(v for v in primaries if v is not None), self.split, shadows, self.settings.salt)
+        split = self.split
+        canary = self.canary.current if self.canary is not None else None
+        if canary is not None and self.canary_weight > 0:
+            base = self.split.weights if self.split is not None else (1.0,)
+            rest = 1.0 - self.canary_weight
+            shares = [(v.variant, w * rest) for v, w in zip(variants, base, strict=True) if w * rest > 0]
+            split = Split([*shares, (canary.variant, self.canary_weight)], self.settings.salt, where="canary")
+            variants = (*variants, canary)
+        self.current = Deployment(variants, split, shadows, self.settings.salt)
+
+    async def set_canary(self, ref: ModelRef | None, weight: float, variant: str) -> None:
+        """Serve ``ref`` as ``variant`` with ``weight`` of the traffic (loading it first; the deployment changes only
+        once it is loaded), or stop serving the canary (``ref`` None, or weight 0)."""
+        if ref is None or weight <= 0:
+            if self.canary is not None:
+                stopped, self.canary, self.canary_weight = self.canary, None, 0.0
+                self._rebuild()
+                await stopped.stop()
+            return
+        if self.canary is not None and self.canary.ref != ref:
+            await self.set_canary(None, 0.0, variant)
+        if self.canary is None:
+            self.canary = self._member(ref, variant, "primary")
+            self.canary_weight = min(weight, 1.0)
+            await self.canary.start()  # a version that fails to load leaves the deployment as it was
+        elif weight != self.canary_weight:
+            self.canary_weight = min(weight, 1.0)
+        self._rebuild()
 
     async def start(self) -> None:
         for m in (*self.members, *self.shadow_members):
             await m.start()
 
     async def stop(self) -> None:
-        for m in (*self.members, *self.shadow_members):
+        for m in (*self.members, *self.shadow_members, *([self.canary] if self.canary is not None else [])):
             await m.stop()
 
     async def reload(self, force: bool = False) -> ReloadResult:

@@ -1,21 +1,24 @@
-"""Monitoring inside the service: the stored reports as gauges at scrape time, and the job on a schedule.
+"""Monitoring inside the service: the stored reports as gauges at scrape time, and the jobs on a schedule.
 
 The gauges are read from the store's newest report when Prometheus scrapes (cached for a few seconds), so
 every worker and every replica shows the same numbers, and they are exactly the numbers of the stored
-report that ``shipml monitor report`` draws. The scheduled job (``monitor.interval_s`` > 0) runs in one
-process at a time across workers and replicas: each worker tries to take the store's lease at each tick,
-and only its holder runs.
+report that ``shipml monitor report`` draws (the drift report) or ``shipml ab report`` prints (the
+experiment report). The routing weights are read from the deployment serving at scrape time. The scheduled
+jobs (``monitor.interval_s`` > 0: the monitoring job, and the experiment report when the config has
+``serve.variants`` or ``serve.shadow``) run in one process at a time across workers and replicas: each
+worker tries to take the store's lease at each tick, and only its holder runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_args
 
 import anyio.to_thread
 import structlog
@@ -25,16 +28,44 @@ from prometheus_client.registry import Collector
 from shipml.adapters.registry import MlflowRegistry
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
+from shipml.core.experiments import Verdict
 from shipml.core.monitor_report import DriftReport
 from shipml.pipelines.alerts import notify_change
 
 if TYPE_CHECKING:
-    from shipml.pipelines.monitor import MonitorJob
+    from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+    from shipml.pipelines.monitor import MonitorJob, Window
+    from shipml.server.model_manager import Deployment
 
 log = structlog.get_logger("shipml.monitor")
 
 CACHE_S = 1.0  # a scrape reads the store at most this often per worker (one indexed row)
 LEASE = "monitor:{model}"
+VERDICTS: tuple[str, ...] = get_args(Verdict)  # each has its shipml_experiment_verdict series, 1 or 0
+T = TypeVar("T")
+
+
+class _Newest(Generic[T]):
+    """The newest stored report of a model, parsed, read from the store at most every CACHE_S."""
+
+    def __init__(self, read: Callable[[], list[dict[str, Any]]], parse: Callable[[str], T], what: str) -> None:
+        self.read = read
+        self.parse = parse
+        self.what = what  # the log event when the stored report cannot be read
+        self._cached: tuple[float, T | None] = (-math.inf, None)
+
+    def get(self) -> T | None:
+        at, report = self._cached
+        if time.monotonic() - at < CACHE_S:
+            return report
+        try:
+            found = self.read()
+            report = self.parse(found[0]["report"]) if found else None
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer; the gauges are absent, the log says why
+            log.warning(self.what, error=f"{type(exc).__name__}: {exc}")
+            report = None
+        self._cached = (time.monotonic(), report)
+        return report
 
 
 class ReportCollector(Collector):
@@ -44,20 +75,10 @@ class ReportCollector(Collector):
         self.store = store
         self.model = model
         self.ready = ready
-        self._cached: tuple[float, DriftReport | None] = (0.0, None)
+        self._newest = _Newest(lambda: store.latest_reports(model), DriftReport.from_json, "monitor_report_unreadable")
 
     def report(self) -> DriftReport | None:
-        at, report = self._cached
-        if time.monotonic() - at < CACHE_S:
-            return report
-        try:
-            found = self.store.latest_reports(self.model)
-            report = DriftReport.from_json(found[0]["report"]) if found else None
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer; the gauges are absent, the log says why
-            log.warning("monitor_report_unreadable", error=f"{type(exc).__name__}: {exc}")
-            report = None
-        self._cached = (time.monotonic(), report)
-        return report
+        return self._newest.get()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         ready = GaugeMetricFamily("shipml_ready", "1 when this worker serves a loaded model and is not stopping")
@@ -111,8 +132,109 @@ def report_gauges(report: DriftReport) -> Iterator[GaugeMetricFamily]:
     yield from (score, detected, performance, drop, labels, last)
 
 
+class ExperimentCollector(Collector):
+    """The newest stored experiment report of ``model`` as gauges, and the routing weights of the deployment
+    that serves now (``deployment()``, read at every scrape: it follows a reload or a canary's new split)."""
+
+    def __init__(self, store: PredictionStore, model: str, deployment: Callable[[], Deployment | None]) -> None:
+        self.store = store
+        self.model = model
+        self.deployment = deployment
+        self._newest = _Newest(lambda: store.latest_experiments(model), _experiment, "experiment_report_unreadable")
+
+    def report(self) -> ExperimentReport | None:
+        return self._newest.get()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        deployment = self.deployment()
+        if deployment is not None:
+            yield weight_gauge(deployment)
+        report = self.report()
+        if report is not None:
+            yield from experiment_gauges(report)
+
+
+def _experiment(text: str) -> ExperimentReport:
+    # the report's module (numpy, the registry) loads when a report is stored, not with the service
+    from shipml.pipelines.experiments import ExperimentReport
+
+    return ExperimentReport.from_json(text)
+
+
+def weight_gauge(deployment: Deployment) -> GaugeMetricFamily:
+    """``shipml_variant_weight``: each primary variant's weight in the split; without a split the first variant
+    serves everything (1); a variant the split leaves out (a champion while a canary takes all) gets 0."""
+    weight = GaugeMetricFamily(
+        "shipml_variant_weight",
+        "the share of requests routed to a primary variant now (its weight in the split; 1 without an experiment)",
+        labels=["model", "variant"],
+    )
+    split = deployment.split
+    if split is None:
+        weights = {deployment.variants[0].variant: 1.0}
+    else:
+        weights = dict(zip(split.names, split.weights, strict=True))
+    for v in deployment.variants:
+        weight.add_metric([v.name, v.variant], weights.get(v.variant, 0.0))
+    return weight
+
+
+def experiment_gauges(report: ExperimentReport) -> Iterator[GaugeMetricFamily]:
+    """The gauges of one experiment report (the names are the contract of deploy/prometheus/rules.yml)."""
+    model = report.model
+    verdict = GaugeMetricFamily(
+        "shipml_experiment_verdict",
+        "1 for the verdict of the latest experiment report, 0 for the other verdicts",
+        labels=["model", "verdict"],
+    )
+    for name in VERDICTS:
+        verdict.add_metric([model, name], 1.0 if name == report.verdict else 0.0)
+    difference = GaugeMetricFamily(
+        "shipml_experiment_difference",
+        "a variant minus the champion on the primary metric or a guardrail's: the estimate and its anytime-valid "
+        "interval",
+        labels=["model", "variant", "metric", "bound"],
+    )
+    for c in report.challengers:
+        d = c.primary.difference
+        _bounds(difference, [model, c.variant, c.primary.metric], (d.estimate, d.lower, d.upper))
+        for g in c.guardrails:
+            _bounds(difference, [model, c.variant, g.name], (math.nan, g.lower, g.upper))
+    for s in report.shadows:
+        d = s.comparison.difference
+        _bounds(difference, [model, s.variant, s.comparison.metric], (d.estimate, d.lower, d.upper))
+    srm = GaugeMetricFamily(
+        "shipml_experiment_srm_p_value",
+        "chi-square p-value of the units each primary variant received against the weights (low: a sample ratio "
+        "mismatch)",
+        labels=["model"],
+    )
+    if not math.isnan(report.srm.p_value):
+        srm.add_metric([model], report.srm.p_value)
+    units = GaugeMetricFamily(
+        "shipml_experiment_units",
+        "units (distinct routing keys plus requests without one) of each variant in the report's window",
+        labels=["model", "variant"],
+    )
+    for v in report.variants:
+        units.add_metric([model, v.name], float(v.units))
+    created = GaugeMetricFamily(
+        "shipml_experiment_report_timestamp_seconds", "when the latest experiment report was made", labels=["model"]
+    )
+    created.add_metric([model], report.created)
+    yield from (verdict, difference, srm, units, created)
+
+
+def _bounds(family: GaugeMetricFamily, labels: Sequence[str], bounds: tuple[float, float, float]) -> None:
+    """An interval's estimate, lower and upper bounds as three series (NaN ones left out)."""
+    for bound, value in zip(("estimate", "lower", "upper"), bounds, strict=True):
+        if not math.isnan(value):
+            family.add_metric([*labels, bound], value)
+
+
 class ScheduledMonitor:
-    """Runs the monitoring job every ``monitor.interval_s`` in whichever worker holds the store's lease."""
+    """Runs the monitoring job every ``monitor.interval_s`` in whichever worker holds the store's lease, and
+    with an experiment in the config (``serve.variants`` or ``serve.shadow``) stores its report too."""
 
     def __init__(self, settings: Settings, store: PredictionStore, registry: MlflowRegistry, model: str) -> None:
         self.settings = settings
@@ -121,6 +243,7 @@ class ScheduledMonitor:
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.registry = registry
         self._job: MonitorJob | None = None
+        self._experiments: ExperimentJob | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -131,6 +254,20 @@ class ScheduledMonitor:
         if self._job is None:
             self._job = MonitorJob(self.settings.monitor, self.store, self.registry, Path(self.settings.home) / "cache")
         return self._job
+
+    @property
+    def experimenting(self) -> bool:
+        """Whether the config serves an experiment (what ``shipml ab report`` judges)."""
+        return bool(self.settings.serve.variants or self.settings.serve.shadow)
+
+    @property
+    def experiments(self) -> ExperimentJob:
+        from shipml.pipelines.experiments import ExperimentJob
+
+        if self._experiments is None:
+            cache = Path(self.settings.home) / "cache"
+            self._experiments = ExperimentJob(self.settings, self.store, self.registry, cache)
+        return self._experiments
 
     def start(self) -> None:
         if self.settings.monitor.interval_s > 0:
@@ -152,7 +289,8 @@ class ScheduledMonitor:
             await anyio.to_thread.run_sync(self.tick)
 
     def tick(self) -> bool:
-        """One run if this process holds the lease (taken for twice the interval); whether it ran."""
+        """One run if this process holds the lease (taken for twice the interval); whether the monitoring job
+        ran. The experiment report is computed and stored after it, whether or not the monitoring job failed."""
         try:
             if not self.store.acquire_lease(
                 LEASE.format(model=self.model), self.holder, 2 * self.settings.monitor.interval_s
@@ -161,6 +299,16 @@ class ScheduledMonitor:
             from shipml.pipelines.monitor import parse_window
 
             window = parse_window(self.settings.monitor.window, None, None)
+        except Exception as exc:  # noqa: BLE001 - the service keeps serving; the stale gauge raises the alarm
+            log.warning("monitor_run_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
+            return False
+        ran = self._monitor(window)
+        if self.experimenting:
+            self._experiment(window)
+        return ran
+
+    def _monitor(self, window: Window) -> bool:
+        try:
             report, report_id = self.job.run(self.model, window)
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the stale gauge raises the alarm
             log.warning("monitor_run_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
@@ -171,5 +319,25 @@ class ScheduledMonitor:
         notify_change(self.settings, report, report_id)  # monitor.webhook_url, when set
         return True
 
+    def _experiment(self, window: Window) -> int | None:
+        """Compute and store the experiment's report over ``window``; its id (None when it failed, logged)."""
+        try:
+            report = self.experiments.report(self.model, window)
+            report_id = self.store.save_experiment(
+                report.model, report.since, report.until, report.verdict, report.to_json()
+            )
+        except Exception as exc:  # noqa: BLE001 - the service keeps serving; the report's timestamp gauge ages
+            log.warning("experiment_run_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
+            return None
+        log.info("experiment_run", model=self.model, verdict=report.verdict, report=report_id, winner=report.winner)
+        return report_id
 
-__all__ = ["ReportCollector", "ScheduledMonitor", "report_gauges"]
+
+__all__ = [
+    "ExperimentCollector",
+    "ReportCollector",
+    "ScheduledMonitor",
+    "experiment_gauges",
+    "report_gauges",
+    "weight_gauge",
+]

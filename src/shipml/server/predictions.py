@@ -21,6 +21,7 @@ from shipml.core.ids import Uuid7Generator
 from shipml.core.predictor import Outputs
 from shipml.core.records import Accepted, FieldError
 from shipml.core.routing import shadow_sampled
+from shipml.server import shadows
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment, Variant
 
@@ -82,6 +83,8 @@ class PredictionService:
         metrics: ServerMetrics,
         timeout_s: float = 30.0,
         shadow_timeout_s: float = 2.0,
+        *,
+        shadow_queue_rows: int = shadows.QUEUE_ROWS,
     ) -> None:
         self.writer = writer
         self.durability = durability
@@ -90,7 +93,13 @@ class PredictionService:
         self.ids = Uuid7Generator()
         self.rng = random.Random()  # noqa: S311 - routing of requests without a key: uniform, not secret
         self.shadow_timeout_s = shadow_timeout_s
-        self._shadow_tasks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps only weak refs)
+        # each shadow's sampled copies wait in a bounded queue, scored in batches by one task (server/shadows.py)
+        self.shadows = shadows.Shadows(self._run_shadow, self._shadow_dropped, max_rows=shadow_queue_rows)
+        # a shadow's rows are logged in async durability whatever the service's: nobody waits for their commit
+        self._shadow_runner = self
+        if durability == "commit":
+            self._shadow_runner = PredictionService(writer, "async", metrics, timeout_s, shadow_timeout_s)
+            self._shadow_runner.ids = self.ids
 
     async def run_routed(
         self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]
@@ -129,24 +138,33 @@ class PredictionService:
         return [r for r in out if r is not None]
 
     def _shadow(self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]) -> None:
+        """Queue each shadow's sampled copies of the request (never awaited: see server/shadows.py)."""
         for variant, shadow in deployment.shadows:
             picked = [i for i, key in enumerate(keys) if shadow_sampled(key, shadow, deployment.salt, self.rng)]
             if picked:
-                task = asyncio.create_task(
-                    self._run_shadow(variant, [records[i] for i in picked], [keys[i] for i in picked])
-                )
-                self._shadow_tasks.add(task)
-                task.add_done_callback(self._shadow_tasks.discard)
+                self.shadows.put(variant, [records[i] for i in picked], [keys[i] for i in picked])
 
     async def _run_shadow(self, variant: Variant, records: list[object], keys: list[str | None]) -> None:
-        """A shadow's copy of records: scored and logged (role shadow), never answered; bounded by
-        ``serve.shadow_timeout_s``; any failure is counted and logged, never seen by a client."""
+        """A batch of a shadow's copies: scored and logged (role shadow, with their routing keys), never answered;
+        bounded by ``serve.shadow_timeout_s``; any failure is counted and logged, never seen by a client. A
+        prediction log without room for the batch drops it (counted), never refusing a client for it."""
+        if self.writer is not None and not self.writer.has_room(len(records)):
+            self._shadow_dropped(variant, len(records))
+            return
         try:
             with anyio.fail_after(self.shadow_timeout_s):
-                await self.run(variant, records, keys)
+                await self._shadow_runner.run(variant, records, keys)
         except Exception as exc:  # noqa: BLE001 - a shadow must never fail a request, whatever goes wrong
             self.metrics.child(self.metrics.shadow_failures, variant.name, variant.version, variant.variant).inc()
-            log.warning("shadow_failed", variant=variant.variant, error=type(exc).__name__)
+            log.warning("shadow_failed", variant=variant.variant, records=len(records), error=type(exc).__name__)
+
+    def _shadow_dropped(self, variant: Variant, n_records: int) -> None:
+        self.metrics.child(self.metrics.shadow_dropped, variant.name, variant.variant).inc(n_records)
+
+    async def close(self) -> None:
+        """Stop the shadows: their queued copies are scored within ``serve.shadow_timeout_s``, the rest dropped
+        (counted). Call before the log's writer closes."""
+        await self.shadows.close(self.shadow_timeout_s)
 
     async def run(
         self, deployment: Variant, records: Sequence[object], keys: Sequence[str | None] | None = None
@@ -171,7 +189,15 @@ class PredictionService:
                 refused = len(results) > answered
                 rows = self._refused_rows(deployment, records, lo, results, keys) if refused else []
                 if accepted:
-                    outputs = await self._predict(deployment, [a.values for _, a in accepted])
+                    try:
+                        outputs = await self._predict(deployment, [a.values for _, a in accepted])
+                    except Exception as exc:
+                        # the client gets a 5xx; the variant's failure is counted and logged (status "error"),
+                        # so an experiment or a canary sees it in the variant's error rate
+                        rows += self._failed_rows(deployment, accepted, started, keys, exc)
+                        waits.append(self._log(rows))
+                        logged += len(rows)
+                        raise
                     latency_ms = (time.perf_counter() - started) * 1000.0
                     if len(accepted) >= BATCH_LOG_MIN_ROWS and deployment.schema_sha256:
                         batch, invalid = self._batch(deployment, accepted, outputs, results, latency_ms, keys)
@@ -189,7 +215,29 @@ class PredictionService:
         for waiting in waits:
             await self._committed(waiting)
         self._count(deployment, results.values())
+        m = self.metrics
+        m.child(m.variant_latency, deployment.name, deployment.variant).observe(time.perf_counter() - started)
         return [results[i] for i in range(len(records))]
+
+    def _failed_rows(
+        self,
+        deployment: Variant,
+        accepted: list[tuple[int, Accepted]],
+        started: float,
+        keys: Sequence[str | None] | None,
+        exc: BaseException,
+    ) -> list[PredictionRow]:
+        """Rows (status "error") of records whose model call raised or timed out, counted per variant."""
+        d, m = deployment, self.metrics
+        m.child(m.predictions, d.name, d.version, d.variant, "error").inc(len(accepted))
+        now, latency_ms = time.time(), (time.perf_counter() - started) * 1000.0
+        ids = self.ids.strings(len(accepted))
+        outputs = {"error": "timeout" if isinstance(exc, PredictionTimeout) else "model_error"}
+        return [
+            PredictionRow(ids[k], now, d.name, d.version, d.variant, a.values, outputs, latency_ms, d.role,
+                          keys[i] if keys is not None else None, status="error")
+            for k, (i, a) in enumerate(accepted)
+        ]  # fmt: skip
 
     def _reserve(self, n_rows: int) -> None:
         if self.writer is None:

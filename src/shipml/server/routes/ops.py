@@ -46,10 +46,7 @@ async def model(request: Request) -> Response:
     request.scope.setdefault("state", {})["model_version"] = current.primary.version
     body = describe(current.primary)
     if current.split is not None or current.shadows:
-        body["variants"] = [
-            describe(v) | {"weight": w}
-            for v, w in zip(current.variants, current.split.weights if current.split else (1.0,), strict=True)
-        ]
+        body["variants"] = [describe(v) | {"weight": w} for v, w in zip(current.variants, current.weights, strict=True)]
         body["shadows"] = [describe(v) | {"fraction": sh.fraction} for v, sh in current.shadows]
     body["registry"] = {
         "reference": str(manager.ref),

@@ -1,0 +1,145 @@
+"""The `shipml deploy ...` commands: a canary of a candidate version, its status, and stopping it."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from shipml.cli.app import ConfigOpt, RegistryOpt, _registry, _settings, app, err, out
+
+if TYPE_CHECKING:
+    from shipml.adapters.store import PredictionStore
+    from shipml.core.canary import Canary
+    from shipml.pipelines.canary import CanaryController
+
+deploy_app = typer.Typer(
+    help="Canary deployments: a candidate version's traffic raised step by step while its guardrails hold.",
+    no_args_is_help=True,
+)
+app.add_typer(deploy_app, name="deploy")
+
+EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "running": 3, "held": 3}  # 2: bad input
+_STYLE = {"promoted": "green", "rolled_back": "red", "aborted": "red", "running": "cyan", "held": "yellow"}
+
+
+def _controller(config: Path | None, registry_uri: str | None) -> tuple[CanaryController, PredictionStore]:
+    from shipml.adapters.store import PredictionStore
+    from shipml.pipelines.canary import CanaryController
+
+    settings = _settings(config, registry_uri)
+    store = PredictionStore(settings.store.uri)
+    return CanaryController(settings, store, _registry(settings)), store
+
+
+def _line(canary: Canary) -> str:
+    style = _STYLE[canary.status]
+    where = f"step {canary.step + 1}/{len(canary.steps)}, {canary.percent:g} %" if canary.active else "0 %"
+    return (
+        f"{escape(canary.model)}/{canary.candidate} vs {escape(canary.champion)}: [{style}]{canary.status}[/] "
+        f"({where}): {escape(canary.reason)}"
+    )
+
+
+@deploy_app.command("canary")
+def deploy_canary(
+    model: Annotated[str, typer.Argument(help="registered model name (the one the service serves)")],
+    version: Annotated[str, typer.Argument(help="the candidate version")],
+    steps: Annotated[str, typer.Option(help="percentages of traffic, increasing, ending at 100")] = "1,5,10,25,50,100",
+    interval: Annotated[str, typer.Option(help="how long each step lasts at least: 90s, 10m, 1h")] = "10m",
+    min_requests: Annotated[
+        int, typer.Option(min=1, help="requests the candidate must answer in a step before it goes on")
+    ] = 100,
+    check_every: Annotated[
+        str | None, typer.Option(help="how often the guardrails are checked (default: a tenth of the interval)")
+    ] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="start it and return; run again to follow it")] = False,
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> int:
+    """Start a canary of MODEL version VERSION (or follow the active one of that version) and drive it to its end.
+    Exit 0: promoted, 1: rolled back or aborted, 2: bad input, 3: still running (--detach).
+
+    Every replica of the service serves the candidate as the variant `canary` with the step's share of traffic. At
+    each check the candidate's guardrails are compared with the champion's (anytime-valid intervals, from the
+    prediction store): one crossing its boundary rolls the canary back at once (weight 0, aliases untouched). A step
+    goes on after --interval if the candidate answered --min-requests in it, else it holds. After 100 % the
+    candidate is promoted through the registry (the version it replaces becomes `previous`). The state lives in the
+    store: stopping this command leaves the canary where it is; run it again to resume."""
+    from shipml.core.canary import parse_steps
+    from shipml.pipelines.monitor import duration_s
+
+    planned = parse_steps(steps)
+    interval_s = duration_s(interval, "--interval")
+    every = duration_s(check_every, "--check-every") if check_every else max(0.5, min(interval_s / 10.0, 60.0))
+    controller, store = _controller(config, registry_uri)
+    try:
+        canary, started = controller.start(model, version, planned, interval_s, min_requests)
+        out.print(("started " if started else "following ") + _line(canary))
+        if detach:
+            return EXIT_CODES[canary.status]
+        while True:
+            tick = controller.tick(model)
+            now = tick.canary
+            if tick.event is not None and now is not None:
+                out.print(f"{_clock()} {_line(now)}")
+            if now is None or not now.active:
+                final = now or canary
+                if tick.event is None:
+                    out.print(f"{_clock()} {_line(final)}")
+                return EXIT_CODES[final.status]
+            time.sleep(every)
+    finally:
+        store.close()
+
+
+@deploy_app.command("status")
+def deploy_status(
+    model: Annotated[str | None, typer.Argument(help="model name (default: every canary)")] = None,
+    events: Annotated[bool, typer.Option("--events", help="also print the canary's log of events")] = False,
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> int:
+    """The canary of MODEL (or of every model): its state, and with --events its log. Exit 0: found, 1: none."""
+    controller, store = _controller(config, registry_uri)
+    try:
+        from shipml.core.canary import Canary
+
+        found = controller.store.read_canary(model)
+        if not found:
+            err.print(f"no canary{' of ' + escape(model) if model else ''}")
+            return 1
+        for name, _, state in found:
+            canary = Canary.from_json(state)
+            out.print(_line(canary))
+            if events:
+                for ts, event in controller.store.canary_events(name, since=canary.started_at):
+                    e = json.loads(event)
+                    out.print(f"  {_clock(ts)} {e['event']}: {e['percent']:g} % {escape(e['reason'])}")
+        return 0
+    finally:
+        store.close()
+
+
+@deploy_app.command("abort")
+def deploy_abort(
+    model: Annotated[str, typer.Argument(help="model name")],
+    reason: Annotated[str, typer.Option(help="why, kept in the canary's log")] = "aborted by hand",
+    config: ConfigOpt = None,
+    registry_uri: RegistryOpt = None,
+) -> None:
+    """Stop the active canary of MODEL: its weight goes to 0 on every replica; the registry's aliases are untouched."""
+    controller, store = _controller(config, registry_uri)
+    try:
+        out.print(_line(controller.abort(model, reason)))
+    finally:
+        store.close()
+
+
+def _clock(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC).strftime("%H:%M:%SZ")

@@ -1,0 +1,167 @@
+"""The canary's state machine: a candidate version's share of traffic raised step by step, or rolled back.
+
+A canary of a registered model serves its candidate version beside the champion (the service's first variant) with
+the weight of its current step. At each check the controller brings the evidence of the canary so far: the
+candidate's guardrails against the champion (anytime-valid intervals, so checking often does not inflate false
+alarms) and how many requests the candidate answered during the current step. Then:
+
+- a guardrail crossed its boundary (violated), or the primary metric is significantly worse: rolled back at once,
+  whatever the step's age (weight 0; the registry's aliases are not touched);
+- the step is younger than its interval: nothing changes;
+- the candidate answered fewer than ``min_requests`` during the step: held (the step's interval is over, but there
+  is not enough evidence to go further); it never advances without traffic, and goes on once traffic returns;
+- a guardrail does not hold yet (its interval is not yet wholly within its margin): held, until it does or is
+  violated; so a candidate goes on only once its non-inferiority is shown, never on the absence of evidence;
+- otherwise the next step, or after the last (100 %) the candidate is promoted.
+
+Pure: no clock, no store; ``now`` is given. The JSON form is what the store keeps and every replica reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from shipml.errors import ConfigError
+
+Status = Literal["running", "held", "rolled_back", "promoted", "aborted"]
+STATUSES: tuple[Status, ...] = ("running", "held", "rolled_back", "promoted", "aborted")
+ACTIVE: tuple[Status, ...] = ("running", "held")
+CANARY_VARIANT = "canary"  # the variant name the candidate's requests and rows carry
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the controller measured at a check: ``violations``, the reasons a guardrail (or the primary metric)
+    crossed its boundary; ``undecided``, the guardrails that do not hold yet; ``step_requests``, the candidate's
+    requests in the current step."""
+
+    violations: tuple[str, ...] = ()
+    step_requests: int = 0
+    undecided: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A canary of ``model``: ``candidate`` (a version) against the ``champion`` variant, at ``steps[step]`` percent
+    of the traffic while active."""
+
+    model: str
+    candidate: str
+    champion: str
+    steps: tuple[float, ...]
+    interval_s: float
+    min_requests: int
+    started_at: float
+    step_started_at: float
+    step: int = 0
+    status: Status = "running"
+    reason: str = ""
+    updated_at: float = field(default=0.0)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def percent(self) -> float:
+        """The current step's share of traffic in percent (0 once it ended)."""
+        return self.steps[self.step] if self.active else 0.0
+
+    @property
+    def weight(self) -> float:
+        """The candidate's routing weight now, in [0, 1]."""
+        return self.percent / 100.0
+
+    @property
+    def reference(self) -> str:
+        return f"{self.model}/{self.candidate}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Canary:
+        data: dict[str, Any] = json.loads(text)
+        data["steps"] = tuple(float(s) for s in data["steps"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a check did: the new state, and the event to log (None: nothing happened). ``promote``: the last step
+    is over and held; the caller moves the registry alias, then saves ``state`` (already "promoted")."""
+
+    state: Canary
+    event: str | None = None
+    promote: bool = False
+
+    def event_json(self) -> str | None:
+        if self.event is None:
+            return None
+        s = self.state
+        return json.dumps({"event": self.event, "candidate": s.candidate, "step": s.step, "percent": s.steps[s.step],
+                           "status": s.status, "reason": s.reason})  # fmt: skip
+
+
+def parse_steps(text: str) -> tuple[float, ...]:
+    """``1,5,10,25,50,100``: increasing percentages in (0, 100] ending at 100; a one-line error otherwise."""
+    try:
+        steps = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            [f"--steps: expected percentages separated by commas, e.g. 1,5,25,100, got {text!r}"]
+        ) from None
+    check_steps(steps)
+    return steps
+
+
+def check_steps(steps: Sequence[float]) -> None:
+    if not steps or not all(math.isfinite(s) and 0.0 < s <= 100.0 for s in steps):
+        raise ConfigError([f"--steps: every step must be a percentage in (0, 100], got {list(steps)}"])
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ConfigError([f"--steps: steps must increase, got {list(steps)}"])
+    if steps[-1] != 100.0:
+        raise ConfigError([f"--steps: the last step must be 100 (the candidate serves everyone before it is promoted), "
+                           f"got {steps[-1]:g}"])  # fmt: skip
+
+
+def check(state: Canary, evidence: Evidence, now: float) -> Change:
+    """One check of an active canary (see the module's docstring); an ended one does not change."""
+    if not state.active:
+        return Change(state)
+    if evidence.violations:
+        reason = "; ".join(evidence.violations)
+        return Change(replace(state, status="rolled_back", reason=reason, updated_at=now), "rolled_back")
+    if now - state.step_started_at < state.interval_s:
+        return Change(state)
+    if evidence.step_requests < state.min_requests or evidence.undecided:
+        if evidence.step_requests < state.min_requests:
+            kind = "not enough traffic"
+            why = (
+                f"the candidate answered {evidence.step_requests} request(s) in this step, under the "
+                f"{state.min_requests} needed to go on"
+            )
+        else:
+            kind, why = "waiting for evidence", "; ".join(evidence.undecided)
+        prefix = f"held at {state.percent:g} %: {kind}"
+        if state.status == "held" and state.reason.startswith(prefix):
+            return Change(state)  # the same hold as at the last check: nothing new to log
+        return Change(replace(state, status="held", reason=f"{prefix}: {why}", updated_at=now), "held")
+    if state.step == len(state.steps) - 1:
+        reason = f"every step held its guardrails; version {state.candidate} promoted"
+        return Change(replace(state, status="promoted", reason=reason, updated_at=now), "promoted", promote=True)
+    reason = f"guardrails hold after {state.percent:g} % with {evidence.step_requests} request(s)"
+    advanced = replace(state, step=state.step + 1, step_started_at=now, status="running", reason=reason, updated_at=now)
+    return Change(advanced, "advanced")
+
+
+def abort(state: Canary, now: float, reason: str) -> Change:
+    """Stop an active canary by hand: weight 0, aliases untouched."""
+    if not state.active:
+        return Change(state)
+    return Change(replace(state, status="aborted", reason=reason, updated_at=now), "aborted")

@@ -1,0 +1,89 @@
+"""An experiment's report at cumulative cuts of a window: how its intervals narrowed while the data came in.
+
+Each point is ``ExperimentJob.report`` over [since, cut), computed now: the predictions logged before the cut, with
+the feedback known now (a label recorded after the cut still counts), so the last point is the window's own report.
+The difference's interval is anytime-valid (``core.sequential``): it may be read at every cut, and the band drawn
+through the points is the sequential boundary, the decision being taken at the first cut where it leaves 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipml.adapters.registry import MlflowRegistry, ModelRef
+from shipml.adapters.store import PredictionStore
+from shipml.config import Settings
+from shipml.core.jsonable import jsonable
+from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+from shipml.pipelines.monitor import Window
+
+EXPERIMENT_CUTS = 12  # the report's experiment over time: at most this many cumulative reports
+MIN_CUT_S = 60.0  # cuts at least a minute apart: a shorter window has fewer of them
+
+
+@dataclass(frozen=True)
+class ExperimentHistory:
+    """The experiment's reports over [since, cut) for increasing cuts; the last cut is the window's end, so the
+    last point is the report of the whole window."""
+
+    points: tuple[ExperimentReport, ...]
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ValueError("an experiment history needs at least one report")
+
+    @property
+    def report(self) -> ExperimentReport:
+        """The report of the whole window."""
+        return self.points[-1]
+
+    def to_json(self) -> str:
+        return json.dumps({"points": [jsonable(p) for p in self.points]})
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentHistory:
+        return cls(tuple(ExperimentReport.from_json(json.dumps(p)) for p in json.loads(text)["points"]))
+
+
+def cuts(window: Window, points: int = EXPERIMENT_CUTS) -> list[float]:
+    """Up to ``points`` evenly spaced ends of cumulative windows from ``window.since``, at least ``MIN_CUT_S``
+    apart (always one); the last is exactly ``window.until``."""
+    span = window.until - window.since
+    n = max(1, min(points, int(span // MIN_CUT_S)))
+    return [window.since + span * i / n for i in range(1, n)] + [window.until]
+
+
+def experiment_history(
+    job: ExperimentJob, model: str, window: Window, points: int = EXPERIMENT_CUTS
+) -> ExperimentHistory:
+    """``job``'s report over [window.since, cut) for each of ``cuts(window, points)``."""
+    return ExperimentHistory(tuple(job.report(model, Window(window.since, cut)) for cut in cuts(window, points)))
+
+
+def has_experiment(settings: Settings) -> bool:
+    """The config runs an experiment: a champion and at least one challenger in ``serve.variants``."""
+    return len(settings.serve.variants) >= 2
+
+
+def experiment_models(settings: Settings) -> list[str]:
+    """The registered models the experiment's variants (and shadows) serve."""
+    references = [v.model for v in settings.serve.variants] + [s.model for s in settings.serve.shadow]
+    return sorted({ModelRef.parse(r).name for r in references})
+
+
+def monitored_experiment(
+    settings: Settings,
+    store: PredictionStore,
+    registry: MlflowRegistry,
+    model: str,
+    window: Window,
+    points: int = EXPERIMENT_CUTS,
+) -> ExperimentHistory | None:
+    """The history of the config's experiment over ``window`` for the monitoring report of ``model``; None when the
+    config has no experiment or none of its variants serves ``model``."""
+    if not has_experiment(settings) or model not in experiment_models(settings):
+        return None
+    job = ExperimentJob(settings, store, registry, Path(settings.home) / "cache")
+    return experiment_history(job, model, window, points)

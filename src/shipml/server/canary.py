@@ -1,0 +1,110 @@
+"""Every worker follows the store's canary: it serves the candidate as the variant ``canary`` with the current weight.
+
+The controller (`shipml deploy canary`, pipelines/canary.py) writes the canary's state to the store; each worker of
+each replica reads it on a poll (``serve.reload_interval_s``, at least every few seconds while a canary is active) and
+changes its deployment: the candidate is loaded beside the champion (the deployment changes only once it is loaded),
+then takes its weight from the split; when the canary ends (rolled back, aborted, promoted) it leaves the split. A
+promotion moves the registry's alias first, so the champion is reloaded before the canary leaves: its traffic never
+goes back to the old version. A worker that starts while a canary is active serves it from its first poll.
+
+The state is also exposed as gauges (``shipml_canary_state``, ``shipml_canary_weight``,
+``shipml_canary_updated_timestamp_seconds``), the same in every worker since all read the same row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+
+import anyio.to_thread
+import structlog
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shipml.adapters.registry import ModelRef
+from shipml.adapters.store import PredictionStore
+from shipml.core.canary import CANARY_VARIANT, STATUSES, Canary
+from shipml.server.model_manager import ModelManager
+
+log = structlog.get_logger("shipml.canary")
+
+ACTIVE_POLL_S = 2.0  # while a canary is active, its state is read at least this often (a rollback takes effect fast)
+IDLE_POLL_S = 10.0  # without one, at least this often (a new canary starts within this)
+
+
+class CanaryFollower(Collector):
+    """Reads the canary of ``model`` and applies it to ``manager``; its gauges at scrape time."""
+
+    def __init__(self, store: PredictionStore, model: str, manager: ModelManager, poll_s: float) -> None:
+        self.store = store
+        self.model = model
+        self.manager = manager
+        self.poll_s = poll_s
+        self.state: Canary | None = None
+        self._applied: tuple[str, float] | None = None  # (candidate, weight) the deployment serves
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="shipml-canary-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.follow()
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop following; the next poll retries
+                log.warning("canary_follow_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
+            active = self.state is not None and self.state.active
+            poll = min(self.poll_s, ACTIVE_POLL_S if active else IDLE_POLL_S) if self.poll_s > 0 else ACTIVE_POLL_S
+            await asyncio.sleep(poll)
+
+    async def follow(self) -> None:
+        """One poll: read the canary and make the deployment serve it (or stop serving it)."""
+        found = await anyio.to_thread.run_sync(self.store.read_canary, self.model)
+        state = replace(Canary.from_json(found[0][2]), updated_at=found[0][1]) if found else None
+        self.state = state
+        want = (state.candidate, state.weight) if state is not None and state.active else None
+        if want == self._applied:
+            return
+        if want is None:
+            if state is not None and state.status == "promoted":
+                await self.manager.reload()  # the alias moved to the candidate: serve it before the canary leaves
+            await self.manager.set_canary(None, 0.0, CANARY_VARIANT)
+            log.info("canary_left", model=self.model, status=state.status if state else None)
+        else:
+            candidate, weight = want
+            await self.manager.set_canary(ModelRef(self.model, candidate), weight, CANARY_VARIANT)
+            loaded = self.manager.canary is not None and self.manager.canary.current is not None
+            if not loaded:
+                return  # not loaded (yet): no traffic, so the controller holds; the next poll tries again
+            log.info("canary_serving", model=self.model, candidate=candidate, weight=weight)
+        self._applied = want
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self.state
+        if state is None:
+            return
+        labels = [state.model, state.candidate]
+        status = GaugeMetricFamily(
+            "shipml_canary_state", "1 for the canary's current state", labels=["model", "candidate", "state"]
+        )
+        for s in STATUSES:
+            status.add_metric([*labels, s], 1.0 if s == state.status else 0.0)
+        weight = GaugeMetricFamily(
+            "shipml_canary_weight", "the candidate's share of requests (0 once the canary ended)",
+            labels=["model", "candidate"],
+        )  # fmt: skip
+        weight.add_metric(labels, state.weight)
+        updated = GaugeMetricFamily(
+            "shipml_canary_updated_timestamp_seconds", "when the canary last changed state or step",
+            labels=["model", "candidate"],
+        )  # fmt: skip
+        updated.add_metric(labels, state.updated_at)
+        yield from (status, weight, updated)

@@ -1,0 +1,206 @@
+"""Issue 11 item 6 against real processes: `shipml deploy canary` drives a candidate through a running service.
+
+A candidate that fails 5 % of its calls (tests/integration/failing_models.py, installed in the server process) is
+rolled back, with the registry untouched; a healthy one reaches 100 % on every worker and is promoted, `previous`
+kept. The canary's state is in the store: the service follows it, exposes it as gauges, and a worker started while a
+canary runs serves it too."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from shipml.adapters.store import PredictionStore
+from shipml.examples.churn import churn_config
+from tests.integration.cli import SHIPML, one_error_line, shipml
+from tests.integration.failing_models import site_dir
+from tests.integration.server import Server, records, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.background]
+
+ROOT = Path(__file__).parents[2]
+SERVE = """
+serve:
+  reload_interval_s: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Version 1 in production (the quickstart), versions 2 and 3 trained beside it with another seed."""
+    root = tmp_path_factory.mktemp("canary")
+    made = shipml(root, "quickstart", "--rows", "2000")
+    assert made.returncode == 0, made.stderr
+    config = yaml.safe_load(churn_config())
+    for seed in (7, 8):
+        config["training"] = {**config.get("training", {}), "seed": seed}
+        (root / "candidate.yaml").write_text(yaml.safe_dump(config))
+        trained = shipml(root, "train", "--config", "candidate.yaml", timeout=600)
+        assert trained.returncode in (0, 1), trained.stderr  # 1: a quality gate missed, still registered
+    (root / "shipml.yaml").write_text(yaml.safe_dump({**yaml.safe_load(churn_config()), **yaml.safe_load(SERVE)}))
+    return root
+
+
+def aliases(root: Path) -> dict[str, str]:
+    """production and previous of model churn, as `shipml models show` prints them."""
+    found = {}
+    for alias in ("production", "previous"):
+        shown = shipml(root, "models", "show", f"churn@{alias}")
+        if shown.returncode == 0:
+            found[alias] = re.search(r"churn/(\d+)", shown.stdout).group(1)  # type: ignore[union-attr]
+    return found
+
+
+@contextmanager
+def traffic(server: Server, rate: float = 150.0) -> Iterator[Counter[tuple[str, int]]]:
+    """Keyed single-record requests at about ``rate`` per second until the block ends: (variant, status) counts."""
+    seen: Counter[tuple[str, int]] = Counter()
+    stop = threading.Event()
+    rows = records(200)
+
+    def send() -> None:
+        with requests.Session() as session:
+            i = 0
+            while not stop.is_set():
+                started = time.monotonic()
+                body = {"features": rows[i % 200], "id": f"customer-{i}"}
+                try:
+                    answer = session.post(f"{server.url}/predict", json=body, timeout=10)
+                    variant = answer.json().get("model", {}).get("variant", "-") if answer.ok else "-"
+                    seen[(variant, answer.status_code)] += 1
+                except requests.RequestException:
+                    seen[("-", 0)] += 1
+                i += 1
+                time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+
+
+def canary(root: Path, version: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return shipml(root, "deploy", "canary", "churn", version, *args, timeout=timeout)
+
+
+def served_variants(server: Server) -> list[tuple[str, str, float]]:
+    body = requests.get(f"{server.url}/model", timeout=10).json()
+    return [(v["variant"], v["version"], v["weight"]) for v in body.get("variants", [])]
+
+
+def gauge(server: Server, name: str, **labels: str) -> float | None:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for(what: str, condition: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_candidate_failing_5_percent_of_its_requests_is_rolled_back_and_the_registry_is_untouched(
+    project: Path,
+) -> None:
+    site = site_dir(project)
+    env = {
+        "SHIPML_AUTH__ENABLED": "false",
+        "SHIPML_TEST_FAILING": "churn/2=0.05",
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+    }
+    server = start_server(project, env=env)
+    try:
+        before = aliases(project)
+        with traffic(server) as seen:
+            done = canary(project, "2", "--steps", "50,100", "--interval", "3s", "--min-requests", "20",
+                          "--check-every", "0.5s")  # fmt: skip
+            assert done.returncode == 1, done.stdout + done.stderr
+            wait_for(
+                "the canary to leave the split", lambda: "canary" not in [v for v, _, _ in served_variants(server)]
+            )
+            time.sleep(1.0)
+            after_rollback = Counter(seen)
+            time.sleep(2.0)
+        assert "rolled_back" in done.stdout and "error_rate" in done.stdout, done.stdout
+        assert "advanced" not in done.stdout and "100 %" not in done.stdout.split("rolled_back")[0].split("started")[1]
+        assert aliases(project) == before  # production is still version 1, nothing moved
+        assert seen[("canary", 200)] > 0 and seen[("-", 500)] > 0  # it served, and its failures reached clients
+        assert sum(n for (v, _), n in seen.items() if v == "canary") == sum(
+            n for (v, _), n in after_rollback.items() if v == "canary"
+        )  # after the rollback no request went to the candidate
+        assert gauge(server, "shipml_canary_state", candidate="2", state="rolled_back") == 1.0
+        assert gauge(server, "shipml_canary_weight", candidate="2") == 0.0
+        status = shipml(project, "deploy", "status", "churn", "--events")
+        assert status.returncode == 0 and "rolled_back" in status.stdout and "started" in status.stdout
+        store = PredictionStore(f"sqlite:///{project}/.shipml/predictions.db")
+        try:
+            assert store.count("churn", variant="canary", status="error") > 0  # its failures are in the log
+        finally:
+            store.close()
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_healthy_candidate_reaches_100_percent_on_every_worker_and_is_promoted(project: Path) -> None:
+    server = start_server(project, "--workers", "2", env={"SHIPML_AUTH__ENABLED": "false"})
+    try:
+        before = aliases(project)
+        with traffic(server) as seen:
+            process = subprocess.Popen(
+                [SHIPML, "deploy", "canary", "churn", "3", "--steps", "20,50,100", "--interval", "2s",
+                 "--min-requests", "20", "--check-every", "0.5s"],
+                cwd=project, env={**{k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")},
+                                  "COLUMNS": "200", "NO_COLOR": "1"},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            # while it runs, a canary of another version is refused with one line
+            wait_for("the canary to start", lambda: gauge(server, "shipml_canary_state", state="running") == 1.0
+                     or gauge(server, "shipml_canary_state", state="held") == 1.0)  # fmt: skip
+            line = one_error_line(canary(project, "2", "--interval", "1m"))
+            assert "a canary of churn is active" in line and "shipml deploy abort churn" in line
+            out, errors = process.communicate(timeout=240)
+            assert process.returncode == 0, out + errors
+            wait_for("the canary to leave", lambda: [v for v, _, _ in served_variants(server)] == [])
+            time.sleep(1.0)
+        steps = re.findall(r"(\d+) %\)", out)
+        assert "promoted" in out and steps[:1] == ["20"], out
+        after = aliases(project)
+        assert after["production"] == "3" and after["previous"] == before["production"]
+        assert seen[("canary", 200)] > 0 and seen[("-", 500)] == 0
+        versions = {requests.post(f"{server.url}/predict", json={"features": records(1)[0]}, timeout=10).json()
+                    ["model"]["version"] for _ in range(40)}  # fmt: skip
+        assert versions == {"3"}  # every worker serves the promoted version, as main
+    finally:
+        assert server.stop() == 0
+
+
+def test_bad_canaries_are_one_line_errors(project: Path) -> None:
+    assert "--steps" in one_error_line(canary(project, "2", "--steps", "5,1,100"))
+    assert "--interval" in one_error_line(canary(project, "2", "--interval", "soon"))
+    assert "99" in one_error_line(canary(project, "99"))
+    assert "no active canary" in one_error_line(shipml(project, "deploy", "abort", "churn"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

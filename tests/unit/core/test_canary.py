@@ -1,0 +1,82 @@
+"""The canary's state machine: when it advances, holds, rolls back and promotes."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipml.core.canary import Canary, Evidence, abort, check, parse_steps
+from shipml.errors import ConfigError
+
+START = 1_000.0
+
+
+def canary(**changes: object) -> Canary:
+    base = Canary("churn", "7", "main", (10.0, 50.0, 100.0), 60.0, 100, START, START, updated_at=START)
+    return Canary(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+
+
+def test_a_step_goes_on_after_its_interval_with_traffic_and_every_guardrail_holding() -> None:
+    c = canary()
+    assert check(c, Evidence(step_requests=500), START + 59).event is None  # the interval is not over
+    change = check(c, Evidence(step_requests=500), START + 60)
+    assert change.event == "advanced" and change.state.step == 1 and change.state.weight == 0.5
+    assert change.state.step_started_at == START + 60 and not change.promote
+
+
+def test_a_violated_guardrail_rolls_back_at_once_whatever_the_steps_age() -> None:
+    change = check(canary(step=1), Evidence(("guardrail error_rate crossed its boundary",), 3), START + 1)
+    assert change.event == "rolled_back" and change.state.status == "rolled_back"
+    assert change.state.weight == 0.0 and "error_rate" in change.state.reason and not change.promote
+    assert check(change.state, Evidence(step_requests=10_000), START + 1_000).event is None  # ended: stays ended
+
+
+def test_without_traffic_it_holds_and_never_advances_then_goes_on_when_traffic_returns() -> None:
+    c = canary()
+    held = check(c, Evidence(step_requests=3), START + 60)
+    assert held.event == "held" and held.state.status == "held" and held.state.step == 0
+    assert "3 request(s)" in held.state.reason and held.state.weight == 0.1
+    for t in range(61, 400, 30):  # hours of no traffic: still the first step, logged once
+        again = check(held.state, Evidence(step_requests=3), START + t)
+        assert again.event is None and again.state.step == 0
+    resumed = check(held.state, Evidence(step_requests=100), START + 400)
+    assert resumed.event == "advanced" and resumed.state.status == "running" and resumed.state.step == 1
+
+
+def test_an_undecided_guardrail_holds_the_step_until_it_holds() -> None:
+    waiting = check(canary(), Evidence(step_requests=500, undecided=("guardrail latency_p99 ...",)), START + 60)
+    assert waiting.event == "held" and "waiting for evidence" in waiting.state.reason
+    assert check(waiting.state, Evidence(step_requests=900, undecided=("x",)), START + 90).event is None
+    assert check(waiting.state, Evidence(step_requests=900), START + 120).event == "advanced"
+
+
+def test_after_the_last_step_it_is_promoted_and_then_serves_nothing_more_as_a_canary() -> None:
+    change = check(canary(step=2), Evidence(step_requests=100), START + 60)
+    assert change.promote and change.event == "promoted" and change.state.status == "promoted"
+    assert change.state.weight == 0.0 and not change.state.active
+
+
+def test_abort_stops_an_active_canary_and_the_state_round_trips_through_json() -> None:
+    stopped = abort(canary(step=1), START + 5, "by hand").state
+    assert stopped.status == "aborted" and stopped.weight == 0.0
+    assert Canary.from_json(stopped.to_json()) == stopped
+    assert abort(stopped, START + 6, "again").event is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,5,x", "percentages separated by commas"),
+        ("5,1,100", "must increase"),
+        ("1,5,50", "the last step must be 100"),
+        ("0,50,100", "(0, 100]"),
+        ("10,150", "(0, 100]"),
+    ],
+)
+def test_bad_steps_are_one_line_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="--steps") as raised:
+        parse_steps(text)
+    assert message in str(raised.value.lines()[0])
+
+
+def test_steps_parse() -> None:
+    assert parse_steps("1,5,10,25,50,100") == (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
