@@ -1,8 +1,9 @@
 """An A/B experiment on the churn example, end to end: a second, clearly worse version, both served at 50/50,
-keyed traffic and late feedback through the HTTP API, then `shipml ab report`.
+keyed traffic and late feedback through the HTTP API, then `shipml ab report`; then the same version as a canary
+(`shipml deploy canary`) under the same kind of traffic, which must roll it back.
 
     make quickstart
-    python examples/churn/experiment_demo.py        # prints the report; exit 0 when its verdict is right
+    python examples/churn/experiment_demo.py        # prints the report; exit 0 when both verdicts are right
 
 The challenger is a one-split stump weighted towards churn (it calls almost everyone a churner), so the
 report must say "rollback" for it: the champion, the quickstart's forest, is clearly better. Everything
@@ -83,7 +84,7 @@ def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
     sys.exit("shipml serve did not become ready in 90 s")
 
 
-def traffic(url: str, customers: int, seed: int) -> None:
+def traffic(url: str, customers: int, seed: int, prefix: str = "customer-", quiet: bool = False) -> None:
     data = generate_churn(customers, seed)
     rows = [
         {k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
@@ -92,12 +93,49 @@ def traffic(url: str, customers: int, seed: int) -> None:
     ]  # fmt: skip
     answers: list[dict[str, Any]] = []
     for lo in range(0, customers, 500):
-        batch = [{"features": rows[i], "id": f"customer-{i}"} for i in range(lo, min(lo + 500, customers))]
+        batch = [{"features": rows[i], "id": f"{prefix}{i}"} for i in range(lo, min(lo + 500, customers))]
         answers += post(url + "/predict/batch", {"records": batch})["predictions"]
-    print(f"sent {len(answers)} keyed predictions")
     for answer, churned in zip(answers, data["churn"].tolist(), strict=True):  # the labels arrive later
         post(url + "/feedback", {"prediction_id": answer["prediction_id"], "label": str(churned)})
-    print(f"sent feedback for all {len(answers)} of them")
+    if not quiet:
+        print(f"sent {len(answers)} keyed predictions, then feedback for all of them")
+
+
+def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | {"SHIPML_AUTH__ENABLED": "false"}
+    with (HOME / "serve.log").open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - our own command
+            [SHIPML, "serve", "--config", str(config), "--port", str(port)], stdout=log, stderr=log, env=env
+        )
+
+
+def canary_phase(challenger: str, seed: int) -> bool:
+    """The challenger as a canary of the single served model: 10 %, then 50 %, then 100 %, each step at least 5 s,
+    while keyed traffic and its feedback flow; the controller must roll it back (its accuracy is far worse)."""
+    config = HOME / "canary.yaml"
+    config.write_text(yaml.safe_dump({"serve": {"model": "churn@production", "reload_interval_s": 1}}))
+    port = free_port()
+    server = serve(config, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, server)
+        command = [SHIPML, "deploy", "canary", "churn", challenger, "--steps", "10,50,100", "--interval", "5s",
+                   "--check-every", "1s", "--min-requests", "50", "--config", str(config)]  # fmt: skip
+        controller = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # noqa: S603
+        deadline, round_ = time.monotonic() + 240, 0
+        while controller.poll() is None and time.monotonic() < deadline:
+            traffic(url, 500, seed + 1000 + round_, prefix=f"canary-{round_}-", quiet=True)
+            round_ += 1
+        if controller.poll() is None:
+            controller.terminate()
+        output = controller.communicate(timeout=60)[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    print(output, end="")
+    rolled_back = controller.returncode == 1 and "rolled_back" in output
+    print(f"canary {'rolled back' if rolled_back else 'NOT rolled back'}: {'right' if rolled_back else 'WRONG'}")
+    return rolled_back
 
 
 def main() -> None:
@@ -115,25 +153,22 @@ def main() -> None:
     ]
     config.write_text(yaml.safe_dump({"serve": {"salt": "churn-demo", "reload_interval_s": 0, "variants": variants}}))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | {"SHIPML_AUTH__ENABLED": "false"}
-    with (HOME / "serve.log").open("wb") as log:
-        server = subprocess.Popen(  # noqa: S603 - our own command
-            [SHIPML, "serve", "--config", str(config), "--port", str(port)], stdout=log, stderr=log, env=env
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, server)
-            traffic(url, args.customers, args.seed)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+    server = serve(config, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, server)
+        traffic(url, args.customers, args.seed)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
     report = run("ab", "report", "--window", "1h", config=config)
     print(report.stdout, report.stderr, sep="")
     verdicts = {0: "ship", 1: "rollback", 3: "continue", 4: "unhealthy", 5: "no_data"}
     verdict = verdicts.get(report.returncode, f"error {report.returncode}")
     right = verdict == "rollback"
     print(f"verdict {verdict}: {'right' if right else 'WRONG'}; the champion is the better version (the known answer)")
-    sys.exit(0 if right else 1)
+    rolled_back = canary_phase(challenger, args.seed)
+    sys.exit(0 if right and rolled_back else 1)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,13 @@ def test_a_candidate_failing_5_percent_of_its_requests_is_rolled_back_and_the_re
             time.sleep(1.0)
             after_rollback = Counter(seen)
             time.sleep(2.0)
+        served = sum(n for (v, _), n in after_rollback.items() if v == "canary")
+        failed = after_rollback[("-", 500)]
+        reached = re.findall(r"[(]step \d+/\d+, (\d+) %[)]", done.stdout)
+        print(
+            f"FIGURE canary rollback: candidate failing 5 % rolled back after {served} answered and {failed} failed "
+            f"request(s); steps reached: {reached}"
+        )
         assert "rolled_back" in done.stdout and "error_rate" in done.stdout, done.stdout
         assert "advanced" not in done.stdout and "100 %" not in done.stdout.split("rolled_back")[0].split("started")[1]
         assert aliases(project) == before  # production is still version 1, nothing moved
@@ -184,6 +191,10 @@ def test_a_healthy_candidate_reaches_100_percent_on_every_worker_and_is_promoted
             wait_for("the canary to leave", lambda: [v for v, _, _ in served_variants(server)] == [])
             time.sleep(1.0)
         steps = re.findall(r"(\d+) %\)", out)
+        print(
+            f"FIGURE canary promotion: healthy candidate through steps {steps} with {seen[('canary', 200)]} "
+            f"request(s) to it and {seen[('-', 500)]} failure(s)"
+        )
         assert "promoted" in out and steps[:1] == ["20"], out
         after = aliases(project)
         assert after["production"] == "3" and after["previous"] == before["production"]

@@ -1,5 +1,5 @@
-"""Issue 11's "done when", first part: the example's experiment script runs end to end on the example and
-`shipml ab report` reaches the verdict that matches the known better version."""
+"""Issue 11's "done when": the example's experiment script runs end to end on the example, `shipml ab report` reaches
+the verdict that matches the known better version, and a canary run of the worse version rolls it back."""
 
 from __future__ import annotations
 
@@ -27,4 +27,5 @@ def test_the_experiment_demo_reaches_the_right_verdict(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "verdict rollback: right" in done.stdout
+    assert "canary rolled back: right" in done.stdout and "accuracy is significantly worse" in done.stdout
     assert "challenger" in done.stdout and "champion" in done.stdout

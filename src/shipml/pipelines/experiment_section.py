@@ -27,6 +27,9 @@ VERDICT_STATES = {
 }  # fmt: skip
 GUARDRAIL_STATES = {"holds": "no_drift", "violated": "drift", "undecided": "warn"}
 BAND = "#1565c0"
+# guardrails that are monitoring's yes/no verdicts (``Guardrail.from_check``: pipelines.experiments' DRIFT and
+# PERFORMANCE), not intervals: the table shows their status, and no chart is drawn
+CHECKS = frozenset({"drift", "performance"})
 
 
 def experiment_section(history: ExperimentHistory) -> str:
@@ -147,13 +150,13 @@ def _challenger(history: ExperimentHistory, c: ChallengerResult, index: int) -> 
         if size is not None else ""
     )  # fmt: skip
     charts = _primary_chart(history, c.variant) + "".join(
-        _guardrail_chart(history, c.variant, g.name) for g in c.guardrails
+        _guardrail_chart(history, c.variant, g.name) for g in c.guardrails if g.name not in CHECKS
     )
     return (
         f'<div class="card" id="experiment-c{index}"{attrs(variant=c.variant)}>'
         f"<h3><span>{esc(c.variant)} vs {esc(r.champion)}</span>"
         f"{verdict_badge(c.decision.verdict, 'challenger_verdict')}</h3>"
-        f'{_table(head, rows)}<ul class="reasons">{reasons}</ul>{needed}{charts}</div>'
+        f'{_table(head, rows)}<ul class="reasons">{reasons}</ul>{needed}<div class="grid">{charts}</div></div>'
     )
 
 
@@ -164,11 +167,16 @@ def _side(c: Comparison) -> str:
 
 
 def _guardrail_row(g: Guardrail) -> str:
+    status = (
+        f"<td{attrs(figure='guardrail_status', status=g.status)}>{badge(GUARDRAIL_STATES[g.status], g.status)}</td>"
+    )
+    if g.name in CHECKS:
+        return f'<tr{attrs(guardrail=g.name)}><td>guardrail {esc(g.name)} (monitoring)</td><td colspan="5"></td>{status}</tr>'
     mid = (g.lower + g.upper) / 2  # the interval is symmetric around the difference
     return (
         f"<tr{attrs(guardrail=g.name)}><td>guardrail {esc(g.name)}</td>{_num('td', 'guardrail_difference', mid, '+.4f')}"
         f"{_interval('guardrail', g.lower, g.upper)}<td></td><td></td>{_num('td', 'guardrail_margin', g.margin, 'g')}"
-        f"<td{attrs(figure='guardrail_status', status=g.status)}>{badge(GUARDRAIL_STATES[g.status], g.status)}</td></tr>"
+        f"{status}</tr>"
     )
 
 
@@ -297,10 +305,11 @@ def _guardrail_chart(history: ExperimentHistory, variant: str, name: str) -> str
         tip = f"until {utc(point.until)}: {_signed(mid)} [{_signed(g.lower)}, {_signed(g.upper)}], {g.status}"
         marks.append(_Mark(point.until, mid, g.lower, g.upper, GUARDRAIL_STATES[g.status], tip))
         last = g
-    refs = [(0.0, "zero", "0")]
+    refs = []
     if last is not None:  # worse than the margin: above it for a cost, below minus it for a benefit
         limit = -last.margin if last.higher_is_better else last.margin
         refs.append((limit, "thr drift", f"margin {limit:+g}"))
+    refs.append((0.0, "zero", "0"))
     title = f"guardrail {name}: {variant} - {history.report.champion} over time"
     chart = _band_chart(history, marks, refs, title, "guardrail", None)
     return f"<div{attrs(chart='guardrail', guardrail=name)}><h3>{esc(title)}</h3>{chart}</div>"
@@ -308,6 +317,9 @@ def _guardrail_chart(history: ExperimentHistory, variant: str, name: str) -> str
 
 def _signed(v: float) -> str:
     return f"{v:+.4f}" if math.isfinite(v) else "–"
+
+
+_TOP, _BOTTOM = 18.0, 140.0  # the plot area of an over-time chart, in pixels
 
 
 def _band_chart(
@@ -319,33 +331,52 @@ def _band_chart(
     decided: tuple[float, str] | None,
 ) -> str:
     """The difference at each cut (a line through points in their verdict's colour) inside its interval (a band,
-    and a bar per cut), against horizontal lines ``refs`` (value, class, text). The axis fits 0, the lines, every
-    estimate and the intervals of the later half of the cuts; an earlier, wider interval is cut at the axis' edge
-    (its numbers are in its tooltip). A cut without an interval is a grey tick, never a point at 0."""
+    and a bar per cut), against horizontal lines ``refs`` (value, class, text), and the cut where it was decided.
+    A cut without an interval is a grey tick, never a point at 0."""
     drawn = [m for m in marks if m.drawn]
     if not drawn:
         return '<p class="muted">No interval at any cut yet (a variant has no labelled predictions).</p>'
     r = history.report
-    top, bottom = 18.0, 140.0
     x = Scale(r.since, r.until, 52, 552)
-    later = drawn[len(drawn) // 2 :]
-    values = [v for v, _, _ in refs if math.isfinite(v)] + [m.estimate for m in drawn]
-    values += [v for m in later for v in (m.lower, m.upper)]
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.08 or 0.05
-    y = Scale(lo - pad, hi + pad, bottom, top)
-
-    def at(v: float) -> float:
-        return min(max(y(v), top), bottom)
-
-    clipped = any(y(m.lower) > bottom or y(m.upper) < top for m in drawn)
+    y = _value_axis(drawn, refs)
+    clipped = any(y(m.lower) > _BOTTOM or y(m.upper) < _TOP for m in drawn)
     body = [
         f'<rect x="8" y="2" width="12" height="8" fill="{BAND}" fill-opacity="0.2"/>'
         f'<text x="24" y="10">anytime-valid interval{" (cut at the axis)" if clipped else ""}</text>',
-        f'<line x1="{x.a}" y1="{top}" x2="{x.a}" y2="{bottom}"/>',
-        *(f'<text x="{x.a - 4}" y="{px(y(v) + 4)}" class="e">{v:+.3g}</text>' for v in (lo - pad, hi + pad)),
+        f'<line x1="{x.a}" y1="{_TOP}" x2="{x.a}" y2="{_BOTTOM}"/>',
+        *(f'<text x="{x.a - 4}" y="{px(y(v) + 4)}" class="e">{v:+.3g}</text>' for v in (y.lo, y.hi)),
     ]
-    body += [hline(y(v), x, cls, text) for v, cls, text in refs if math.isfinite(v)]
+    labelled: list[float] = []
+    for v, cls, text in refs:  # a label too close to one already written is left out (the line stays)
+        if math.isfinite(v):
+            free = all(abs(y(v) - other) > 11 for other in labelled)
+            body.append(hline(y(v), x, cls, text if free else ""))
+            labelled += [y(v)] if free else []
+    body += _band(marks, x, y, name)
+    if decided is not None:
+        at = px(x(decided[0]))
+        body.append(f'<line class="when" x1="{at}" y1="{_TOP}" x2="{at}" y2="{_BOTTOM}"/>'
+                    f'<text x="{px(x(decided[0]) + 3)}" y="{_BOTTOM - 4}">{esc(decided[1])}</text>')  # fmt: skip
+    body.append(time_axis(r.since, r.until, x, _BOTTOM + 6))
+    return svg(560, int(_BOTTOM + 30), body, label)
+
+
+def _value_axis(drawn: Sequence[_Mark], refs: Sequence[tuple[float, str, str]]) -> Scale:
+    """An axis that fits the lines, every estimate and the intervals of the later half of the cuts: an earlier,
+    wider interval is cut at its edge (its numbers are in its tooltip), so the recent ones stay readable."""
+    values = [v for v, _, _ in refs if math.isfinite(v)] + [m.estimate for m in drawn]
+    values += [v for m in drawn[len(drawn) // 2 :] for v in (m.lower, m.upper)]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or 0.05
+    return Scale(lo - pad, hi + pad, _BOTTOM, _TOP)
+
+
+def _band(marks: Sequence[_Mark], x: Scale, y: Scale, name: str) -> list[str]:
+    """The band and line through each run of cuts with an interval, a bar and a point per cut, a tick per gap."""
+
+    def at(v: float) -> float:
+        return min(max(y(v), _TOP), _BOTTOM)
+
     runs: list[list[_Mark]] = [[]]
     gaps = []
     for m in marks:
@@ -353,28 +384,23 @@ def _band_chart(
             runs[-1].append(m)
         else:
             runs.append([])
-            gaps.append(f"M{px(x(m.until))} {bottom}v-5")
+            gaps.append(f"M{px(x(m.until))} {_BOTTOM}v-5")
+    body = []
     for run in runs:
         if len(run) > 1:
             outline = [(x(m.until), at(m.upper)) for m in run] + [(x(m.until), at(m.lower)) for m in reversed(run)]
             coords = " ".join(f"{px(a)},{px(b)}" for a, b in outline)
             body.append(f'<polygon points="{coords}" fill="{BAND}" fill-opacity="0.13"/>')
         body.append(polyline([(x(m.until), y(m.estimate)) for m in run], BAND))
-    for m in drawn:
-        data = attrs(figure=f"{name}_interval", until=repr(m.until), lower=repr(m.lower), upper=repr(m.upper),
-                     value=repr(m.estimate))  # fmt: skip
+    for m in (m for m in marks if m.drawn):
+        until, value = repr(m.until), repr(m.estimate)
+        bar = attrs(figure=f"{name}_interval", until=until, lower=repr(m.lower), upper=repr(m.upper), value=value)
         body.append(
             f'<line x1="{px(x(m.until))}" x2="{px(x(m.until))}" y1="{px(at(m.lower))}" y2="{px(at(m.upper))}" '
-            f'stroke="{BAND}"{data}/>'
-            f'<circle cx="{px(x(m.until))}" cy="{px(y(m.estimate))}" r="3" class="v-{m.state}"'
-            f"{attrs(figure=f'{name}_series', until=repr(m.until), value=repr(m.estimate))}><title>{esc(m.tip)}</title></circle>"
+            f'stroke="{BAND}"{bar}/><circle cx="{px(x(m.until))}" cy="{px(y(m.estimate))}" r="3" class="v-{m.state}"'
+            f"{attrs(figure=f'{name}_series', until=until, value=value)}><title>{esc(m.tip)}</title></circle>"
         )
     if gaps:
         body.append(f'<path d="{"".join(gaps)}" stroke="#90a4ae" stroke-width="2"><title>{len(gaps)} cuts without '
                     "an interval (a variant without labelled predictions)</title></path>")  # fmt: skip
-    if decided is not None:
-        at_x = px(x(decided[0]))
-        body.append(f'<line class="when" x1="{at_x}" y1="{top}" x2="{at_x}" y2="{bottom}"/>'
-                    f'<text x="{px(x(decided[0]) + 3)}" y="{bottom - 4}">{esc(decided[1])}</text>')  # fmt: skip
-    body.append(time_axis(r.since, r.until, x, bottom + 6))
-    return svg(560, int(bottom + 30), body, label)
+    return body

@@ -65,7 +65,8 @@ th{font-weight:600;color:#5b6570;font-size:12px}.n{text-align:right;font-variant
 svg{display:block;width:100%;max-width:600px;height:auto;font-size:11px;fill:#3a434c}
 svg line:not([stroke]){stroke:#c5cbd2}svg .r{fill:#b0b8c1}svg .c{fill:#1565c0}svg .thr{stroke-dasharray:4 3}
 svg line.warn{stroke:#e08600}svg line.drift{stroke:#c62828}svg line.hold{stroke:#37474f;stroke-dasharray:6 3}svg .e{text-anchor:end}
-svg line.zero{stroke:#37474f}svg line.when{stroke:#37474f;stroke-dasharray:2 3}.reasons{margin:6px 0}.stack>.card+.card{margin-top:14px}
+svg line.zero{stroke:#37474f}svg line.when{stroke:#37474f;stroke-dasharray:2 3}.reasons{margin:6px 0}
+.stack>.card+.card{margin-top:14px}
 """ + "".join(f".v-{k}{{background:{c}}}svg .v-{k}{{fill:{c}}}" for k, c in COLOURS.items())
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import random
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from shipml.adapters.registry import ModelRef
@@ -30,10 +30,12 @@ from shipml.pipelines.experiment_history import (
     has_experiment,
     monitored_experiment,
 )
+from shipml.pipelines.experiment_section import CHECKS
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
 from shipml.pipelines.monitor import Window
 from shipml.pipelines.report import render_report, write_report
 from tests.unit.pipelines.test_report import _parse, synthetic_report
+from tests.unit.pipelines.test_report import _segment as segment
 
 HOUR = 3600.0
 _ids = itertools.count()
@@ -84,9 +86,9 @@ def log(
     return ids
 
 
-def spread(window: Window, n: int, rng: random.Random) -> list[float]:
+def spread(window: Window, n: int, rng: np.random.Generator) -> list[float]:
     """``n`` sorted times drawn uniformly inside ``window``."""
-    return sorted(rng.uniform(window.since, window.until) for _ in range(n))
+    return sorted(rng.uniform(window.since, window.until, n).tolist())
 
 
 @dataclass
@@ -108,19 +110,24 @@ def make_experiment(root: Path, n: int = 400) -> Experiment:
     """Twelve hours of a 50/50 experiment ending an hour ago: the champion right 65 % of the time, the challenger
     95 %, every request with its own routing key; the champion also refused 10 records (its error rate is the
     guardrail's), and a shadow copied a quarter of the champion's keyed requests."""
-    rng = random.Random(11)
+    rng = np.random.default_rng(11)
     now = time.time()
     window = Window(now - 13 * HOUR, now - HOUR)
     store = PredictionStore(f"sqlite:///{root}/predictions.db")
     champion_times = spread(window, n, rng)
     champion_keys = [f"c{i}" for i in range(n)]
-    log(store, "champion", champion_times, [rng.random() < 0.65 for _ in range(n)], keys=champion_keys)
+    log(store, "champion", champion_times, (rng.random(n) < 0.65).tolist(), keys=champion_keys)
     log(store, "champion", spread(window, 10, rng), [None] * 10, status="invalid")
-    log(store, "challenger", spread(window, n, rng), [rng.random() < 0.95 for _ in range(n)],
+    log(store, "challenger", spread(window, n, rng), (rng.random(n) < 0.95).tolist(),
         keys=[f"t{i}" for i in range(n)])  # fmt: skip
     copied = list(range(0, n, 4))
     log(store, "candidate", [champion_times[i] + 0.001 for i in copied], [None] * len(copied),
         keys=[champion_keys[i] for i in copied], role="shadow")  # fmt: skip
+    # monitoring's report of both variants over the window (no drift in either's predictions), which the drift and
+    # performance guardrails read
+    drift = DriftReport("churn", window.since, window.until, window.until, (segment("1", "champion", 0.0),
+                        segment("2", "challenger", 0.0)))  # fmt: skip
+    store.save_report("churn", window.since, window.until, drift.verdict, drift.to_json())
     s = experiment_settings(shadow=True)
     history = experiment_history(ExperimentJob(s, store, Registry()), "churn", window)  # type: ignore[arg-type]
     return Experiment(s, store, window, history)
@@ -148,7 +155,7 @@ def _one(marked: list[dict[str, str]], **where: str) -> dict[str, str]:
 
 def _same(shown: str, expected: float) -> bool:
     value = float(shown)
-    return math.isnan(value) and math.isnan(expected) or value == expected
+    return (math.isnan(value) and math.isnan(expected)) or value == expected
 
 
 def test_cuts_are_cumulative_and_end_at_the_window_end() -> None:
@@ -191,12 +198,16 @@ def test_the_sections_figures_are_the_reports_numbers(experiment: Experiment) ->
         ("lift", lift.estimate), ("lift_lower", lift.lower), ("lift_upper", lift.upper),
     ):  # fmt: skip
         assert float(_one(elements.marked(name), variant="challenger")["value"]) == expected, name
-    (g,) = c.guardrails
-    row = {"variant": "challenger", "guardrail": g.name}
-    assert float(_one(elements.marked("guardrail_lower"), **row)["value"]) == g.lower
-    assert float(_one(elements.marked("guardrail_upper"), **row)["value"]) == g.upper
-    assert float(_one(elements.marked("guardrail_margin"), **row)["value"]) == g.margin
-    assert _one(elements.marked("guardrail_status"), **row)["status"] == g.status == "holds"
+    assert "error_rate" in {g.name for g in c.guardrails}
+    for g in c.guardrails:
+        row = {"variant": "challenger", "guardrail": g.name}
+        assert _one(elements.marked("guardrail_status"), **row)["status"] == g.status
+        if g.name in CHECKS:  # monitoring's yes/no: a status, no interval
+            assert not [f for f in elements.marked("guardrail_lower") if f["guardrail"] == g.name]
+            continue
+        assert float(_one(elements.marked("guardrail_lower"), **row)["value"]) == g.lower
+        assert float(_one(elements.marked("guardrail_upper"), **row)["value"]) == g.upper
+        assert float(_one(elements.marked("guardrail_margin"), **row)["value"]) == g.margin
     assert c.sample_size is not None
     assert int(_one(elements.marked("sample_size_remaining"))["value"]) == c.sample_size.remaining
     (shadow,) = r.shadows
@@ -226,10 +237,12 @@ def test_the_band_at_the_last_cut_is_the_windows_interval(experiment: Experiment
     assert (float(last["lower"]), float(last["value"]), float(last["upper"])) == (
         difference.lower, difference.estimate, difference.upper,
     )  # fmt: skip
-    guardrail = [f for f in elements.marked("guardrail_interval") if f["guardrail"] == "error_rate"]
-    assert (float(guardrail[-1]["lower"]), float(guardrail[-1]["upper"])) == (
-        whole.guardrails[0].lower, whole.guardrails[0].upper,
-    )  # fmt: skip
+    for g in whole.guardrails:
+        marks = [f for f in elements.marked("guardrail_interval") if f["guardrail"] == g.name]
+        if g.name in CHECKS:
+            assert marks == []  # a yes/no verdict of monitoring, not an interval: no chart
+        else:
+            assert (float(marks[-1]["lower"]), float(marks[-1]["upper"])) == (g.lower, g.upper), g.name
 
 
 def _charts(page: str) -> list[str]:
@@ -241,9 +254,10 @@ def test_the_band_is_drawn_on_the_side_of_zero_it_is_on(experiment: Experiment) 
     """In pixels: the zero line crosses a cut's bar exactly when its interval holds 0, and the points narrow
     towards the end (the sequential boundary tightens as labels come in)."""
     charts = [_parse(c) for c in _charts(experiment.page())]
-    assert len(charts) == 3  # the difference, the error-rate guardrail, the sample ratio bars
+    intervals = [g for g in experiment.history.report.challengers[0].guardrails if g.name not in CHECKS]
+    assert len(charts) == 1 + len(intervals) + 1  # the difference, each guardrail's, the sample ratio bars
     crossed = []
-    for chart in charts[:2]:
+    for chart in charts[:-1]:
         (zero,) = [float(a["y1"]) for t, a in chart.tags if t == "line" and a.get("class") == "zero"]
         for t, a in chart.tags:
             if t == "line" and "data-lower" in a:
@@ -287,7 +301,7 @@ def test_the_history_is_embedded_as_json(experiment: Experiment) -> None:
 def test_a_sample_ratio_mismatch_is_flagged(store: PredictionStore) -> None:
     now = time.time()
     window = Window(now - 2 * HOUR, now)
-    rng = random.Random(3)
+    rng = np.random.default_rng(3)
     log(store, "champion", spread(window, 300, rng), [None] * 300)
     log(store, "challenger", spread(window, 150, rng), [None] * 150)
     history = experiment_history(ExperimentJob(experiment_settings(), store, Registry()), "churn", window)  # type: ignore[arg-type]
