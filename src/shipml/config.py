@@ -426,6 +426,13 @@ class ExperimentSettings(_Section):
         le=1.0,
         description="a challenger's error rate may exceed the champion's by at most this (absolute) to ship",
     )
+    latency_margin: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="a challenger may have at most this share of its requests over the champion's p99 latency "
+        "beyond the champion's own 1 % (0.01: 2 %, i.e. its p98 no slower than the champion's p99) to ship",
+    )
     expected_n: int = Field(
         default=10_000,
         ge=1,

@@ -24,7 +24,7 @@ import yaml
 
 from shipml.adapters.store import PredictionStore
 from shipml.examples.churn import churn_config
-from tests.integration.cli import SHIPML, one_error_line, shipml
+from tests.integration.cli import one_error_line, shipml
 from tests.integration.failing_models import site_dir
 from tests.integration.server import Server, records, start_server
 
@@ -170,38 +170,35 @@ def test_a_candidate_failing_5_percent_of_its_requests_is_rolled_back_and_the_re
 
 
 def test_a_healthy_candidate_reaches_100_percent_on_every_worker_and_is_promoted(project: Path) -> None:
+    steps = ("--steps", "20,50,100", "--interval", "2s", "--min-requests", "20", "--check-every", "0.5s")
+    before = aliases(project)
+    started = canary(project, "3", *steps, "--detach")  # the state is in the store before any server runs
+    assert started.returncode == 3 and "started" in started.stdout, started.stdout + started.stderr
+    line = one_error_line(canary(project, "2", "--interval", "1m"))  # one canary at a time, said in one line
+    assert "a canary of churn is active" in line and "shipml deploy abort churn" in line
     server = start_server(project, "--workers", "2", env={"SHIPML_AUTH__ENABLED": "false"})
     try:
-        before = aliases(project)
+        # a service started while the canary runs serves it from its first poll, in every worker
+        wait_for("the new server to serve the canary", lambda: ("canary", "3", 0.2) in served_variants(server))
         with traffic(server) as seen:
-            process = subprocess.Popen(
-                [SHIPML, "deploy", "canary", "churn", "3", "--steps", "20,50,100", "--interval", "2s",
-                 "--min-requests", "20", "--check-every", "0.5s"],
-                cwd=project, env={**{k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")},
-                                  "COLUMNS": "200", "NO_COLOR": "1"},
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            # while it runs, a canary of another version is refused with one line
-            wait_for("the canary to start", lambda: gauge(server, "shipml_canary_state", state="running") == 1.0
-                     or gauge(server, "shipml_canary_state", state="held") == 1.0)  # fmt: skip
-            line = one_error_line(canary(project, "2", "--interval", "1m"))
-            assert "a canary of churn is active" in line and "shipml deploy abort churn" in line
-            out, errors = process.communicate(timeout=240)
-            assert process.returncode == 0, out + errors
+            follow = canary(project, "3", *steps)  # the same canary again: followed, driven to its end
+            assert follow.returncode == 0, follow.stdout + follow.stderr
             wait_for("the canary to leave", lambda: [v for v, _, _ in served_variants(server)] == [])
             time.sleep(1.0)
-        steps = re.findall(r"(\d+) %\)", out)
+        out = follow.stdout
+        reached = re.findall(r"(\d+) %\)", out)
         print(
-            f"FIGURE canary promotion: healthy candidate through steps {steps} with {seen[('canary', 200)]} "
+            f"FIGURE canary promotion: healthy candidate through steps {reached} with {seen[('canary', 200)]} "
             f"request(s) to it and {seen[('-', 500)]} failure(s)"
         )
-        assert "promoted" in out and steps[:1] == ["20"], out
+        assert out.startswith("following") and "promoted" in out and "50" in reached, out
         after = aliases(project)
         assert after["production"] == "3" and after["previous"] == before["production"]
         assert seen[("canary", 200)] > 0 and seen[("-", 500)] == 0
         versions = {requests.post(f"{server.url}/predict", json={"features": records(1)[0]}, timeout=10).json()
                     ["model"]["version"] for _ in range(40)}  # fmt: skip
         assert versions == {"3"}  # every worker serves the promoted version, as main
+        assert gauge(server, "shipml_canary_state", candidate="3", state="promoted") == 1.0
     finally:
         assert server.stop() == 0
 

@@ -58,6 +58,13 @@ def deploy_canary(
     check_every: Annotated[
         str | None, typer.Option(help="how often the guardrails are checked (default: a tenth of the interval)")
     ] = None,
+    require: Annotated[
+        str,
+        typer.Option(
+            help="guardrails that must be shown to hold before a step goes on, comma-separated (error_rate, "
+            "latency_p99, drift, performance; the others roll back only once violated); 'none': none"
+        ),
+    ] = "error_rate",
     detach: Annotated[bool, typer.Option("--detach", help="start it and return; run again to follow it")] = False,
     config: ConfigOpt = None,
     registry_uri: RegistryOpt = None,
@@ -71,15 +78,16 @@ def deploy_canary(
     goes on after --interval if the candidate answered --min-requests in it, else it holds. After 100 % the
     candidate is promoted through the registry (the version it replaces becomes `previous`). The state lives in the
     store: stopping this command leaves the canary where it is; run it again to resume."""
-    from shipml.core.canary import parse_steps
+    from shipml.core.canary import parse_required, parse_steps
     from shipml.pipelines.monitor import duration_s
 
     planned = parse_steps(steps)
+    required = parse_required(require)
     interval_s = duration_s(interval, "--interval")
     every = duration_s(check_every, "--check-every") if check_every else max(0.5, min(interval_s / 10.0, 60.0))
     controller, store = _controller(config, registry_uri)
     try:
-        canary, started = controller.start(model, version, planned, interval_s, min_requests)
+        canary, started = controller.start(model, version, planned, interval_s, min_requests, required)
         out.print(("started " if started else "following ") + _line(canary))
         if detach:
             return EXIT_CODES[canary.status]

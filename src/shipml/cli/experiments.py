@@ -132,9 +132,10 @@ def _print(report: ExperimentReport) -> None:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
     table = Table(title=f"{escape(report.model)}: {iso(report.since)} to {iso(report.until)}, metric {report.metric}")
-    for column in ("variant", "role", "model", "share", "requests", "errors", "units", "labelled", report.metric,
-                   "vs champion", "lift", "verdict"):  # fmt: skip
-        table.add_column(column, justify="right" if column in ("share", "requests", "errors", "units") else "left")
+    for column in ("variant", "role", "model", "share", "requests", "errors", "p99 ms", "units", "labelled",
+                   report.metric, "vs champion", "lift", "verdict"):  # fmt: skip
+        numeric = column in ("share", "requests", "errors", "p99 ms", "units")
+        table.add_column(column, justify="right" if numeric else "left")
     judged = {
         c.variant: (c.primary, f"[{_STYLE[c.decision.verdict]}]{c.decision.verdict}[/]") for c in report.challengers
     }
@@ -148,7 +149,8 @@ def _print(report: ExperimentReport) -> None:
             lift = _interval(lf.estimate, lf.lower, lf.upper, "%")
         table.add_row(
             escape(v.name), v.role, _reference(v.model, v.version), f"{v.share:g}",
-            str(v.requests), str(v.errors), str(v.units), f"{v.labelled}/{v.matured}",
+            str(v.requests), str(v.errors), f"{v.p99_ms:.1f}" if math.isfinite(v.p99_ms) else "-", str(v.units),
+            f"{v.labelled}/{v.matured}",
             _interval(v.metric.mean, v.metric.lower, v.metric.upper), difference, lift, verdict,
         )  # fmt: skip
     out.print(table)

@@ -62,6 +62,9 @@ class Canary:
     status: Status = "running"
     reason: str = ""
     updated_at: float = field(default=0.0)
+    # guardrails that must be shown to hold (non-inferior within their margin) before a step goes on; the others
+    # only roll the canary back, once violated
+    require: tuple[str, ...] = ("error_rate",)
 
     @property
     def active(self) -> bool:
@@ -88,6 +91,7 @@ class Canary:
     def from_json(cls, text: str) -> Canary:
         data: dict[str, Any] = json.loads(text)
         data["steps"] = tuple(float(s) for s in data["steps"])
+        data["require"] = tuple(data.get("require", ("error_rate",)))
         return cls(**data)
 
 
@@ -118,6 +122,21 @@ def parse_steps(text: str) -> tuple[float, ...]:
         ) from None
     check_steps(steps)
     return steps
+
+
+GUARDRAILS = ("error_rate", "latency_p99", "drift", "performance")  # what `ab report` judges (pipelines/experiments)
+
+
+def parse_required(text: str) -> tuple[str, ...]:
+    """``error_rate,latency_p99`` (or ``none``): the guardrails a step needs shown to hold; a one-line error for
+    a name that is not a guardrail."""
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in GUARDRAILS]
+    if unknown:
+        raise ConfigError([f"--require: {', '.join(unknown)} is not a guardrail (guardrails: {', '.join(GUARDRAILS)})"])
+    return names
 
 
 def check_steps(steps: Sequence[float]) -> None:

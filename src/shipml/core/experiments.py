@@ -258,13 +258,15 @@ def latency_guardrail(
     d <= ``margin`` (0.01: at most 2 % of the treatment's requests over the control's p99, i.e. its p98 no slower
     than the control's p99). One value per answered request, in any unit.
 
-    q is unknown and estimating it from the control's rows that are also compared is what a plug-in test gets
-    wrong: the share over an estimated p99 varies with the control's density at q, so its binomial variance is off
-    by a factor (f_treatment(q) / f_control(q))^2, which is 1 only when both latencies are equal (about 3 when the
-    treatment is at the margin with an exponential tail). Instead, an exact binomial view in two parts, each an
-    anytime-valid confidence sequence at alpha / 2 (Ville's inequality on the beta-binomial mixture martingale,
-    Howard, Ramdas, McAuliffe & Sekhon 2021; the quantile sequence of Howard & Ramdas 2022, "Sequential estimation
-    of quantiles with applications to A/B-testing and best-arm identification", Bernoulli 28(3)):
+    q is unknown, and a plug-in test (both shares over the control's estimated p99, compared as two proportions)
+    gets its variance wrong: the control's share over its own p99 is 1 % by construction, and the estimate's error
+    moves into the treatment's share scaled by f_treatment(q) / f_control(q), the ratio of the densities at q. That
+    ratio is 1 when both latencies are equal (so an A/A test is fine) but not at the margin, where the test matters
+    (about 1.7 for an exponential tail: the control's term of the variance is then about 3 times the binomial one).
+    Instead, an exact binomial view in two parts, each an anytime-valid confidence sequence at alpha / 2 (Ville's
+    inequality on the beta-binomial mixture martingale, Howard, Ramdas, McAuliffe & Sekhon 2021; the quantile
+    sequence of Howard & Ramdas 2022, "Sequential estimation of quantiles with applications to A/B-testing and
+    best-arm identification", Bernoulli 28(3)):
 
     1. the control's requests over q are Binomial(n_c, 1 %) whatever the distribution, so the counts the
        mixture does not reject, [k_lo, k_hi], bound q between two order statistics of the control at every n:
@@ -274,11 +276,12 @@ def latency_guardrail(
        bound at the first count and its upper bound at the second.
 
     Both parts hold at every look at once with probability >= 1 - alpha, so the interval [lower, upper] of d is a
-    confidence sequence however often it is read, with no density, no normal approximation, and ties (a batch's
-    rows share its latency) only making it conservative. The price: it is wider than a plug-in interval, and with
-    a few hundred requests a variant it is undecided unless the treatment is far slower. Each beta prior has the
+    confidence sequence however often it is read: no density, no normal approximation, and equal latencies (ties
+    at q) only make it conservative. The price: it is wider than a plug-in interval; with a few hundred requests
+    a variant it is undecided unless the treatment is far slower (or the latencies tie). Each beta prior has the
     mean 1 % and the spread of the normal mixture tuned for ``expected_n`` (see ``core.sequential``): any value
-    keeps the guarantee. Requests are assumed independent (a batch's rows are not: they share one latency)."""
+    keeps the guarantee. The requests must be independent: a batch's rows share its one latency, so traffic of
+    large batches counted row by row makes the interval too narrow."""
     control = _latencies(control_ms, "control")
     treatment = _latencies(treatment_ms, "treatment")
     if not 0.0 < quantile < 1.0:

@@ -76,7 +76,13 @@ class CanaryController:
         return _with_time(Canary.from_json(state), updated_at)
 
     def start(
-        self, model: str, version: str, steps: tuple[float, ...], interval_s: float, min_requests: int
+        self,
+        model: str,
+        version: str,
+        steps: tuple[float, ...],
+        interval_s: float,
+        min_requests: int,
+        require: tuple[str, ...] = ("error_rate",),
     ) -> tuple[Canary, bool]:
         """Begin a canary of ``model`` version ``version`` (or resume the active one of that same version); the
         canary and whether it was started now."""
@@ -101,7 +107,7 @@ class CanaryController:
             raise CanaryRefused(f"deploy canary: {model}/{info.version} is what {reference} serves already")
         now = time.time()
         canary = Canary(model, info.version, name, steps, interval_s, min_requests, now, now, updated_at=now,
-                        reason=f"started at {steps[0]:g} %")  # fmt: skip
+                        reason=f"started at {steps[0]:g} %", require=require)  # fmt: skip
         self.store.save_canary(model, canary.to_json(), Change(canary, "started").event_json())
         log.info("canary_started", model=model, candidate=info.version, steps=list(steps), interval_s=interval_s)
         return self.read(model) or canary, True
@@ -155,7 +161,7 @@ class CanaryController:
         undecided = [
             f"guardrail {g.name} in [{g.lower:+.4g}, {g.upper:+.4g}], not yet within margin {g.margin:g}"
             for g in challenger.guardrails
-            if g.status == "undecided"
+            if g.status == "undecided" and g.name in state.require
         ]
         primary = challenger.primary
         if primary.worse and min(primary.control.n, primary.treatment.n) >= self.settings.experiments.min_count:

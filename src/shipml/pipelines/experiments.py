@@ -4,8 +4,17 @@ Each primary variant (``serve.variants``; the first is the champion) is measured
 window. The primary metric comes from the feedback of the matured ones (``monitor.label_delay_s``, as in
 monitoring): accuracy for a classifier (1 when the predicted label equals the feedback's, else 0), or the negative
 absolute error for a regressor (negated so that higher is better for both). Each challenger is compared with the
-champion (``core.experiments``: difference and lift with anytime-valid intervals), its error rate (logged rows that
-are not "ok") is a guardrail, the split is checked for a sample ratio mismatch, and ``decide`` gives the verdict.
+champion (``core.experiments``: difference and lift with anytime-valid intervals), the split is checked for a sample
+ratio mismatch, and ``decide`` gives the verdict: ship only when the primary metric is better and every guardrail
+holds (non-inferior within its margin). The guardrails:
+
+- ``error_rate``: its logged rows that are not "ok", against the champion's (``experiments.error_rate_margin``);
+- ``latency_p99``: its answered requests slower than the champion's p99 (``experiments.latency_margin``, see
+  ``core.experiments.latency_guardrail``); each variant's p99 is in its summary;
+- ``drift`` and ``performance``: the verdicts of the newest stored monitoring report, when it covers the window
+  and both variants (see ``monitored_guardrails`` for what is fair to count against the challenger). Without one
+  they are not judged, left out of the guardrails, and said in the notes: monitoring is a separate job that may
+  not run at all, and the error rate, the latency and the primary metric already judge the challenger head to head.
 
 Units of the split: distinct routing keys (routing is sticky, so a key is one unit however many requests it sends),
 plus each request without a key (assigned at random, so each is a unit of its own).
@@ -25,7 +34,7 @@ import time
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -34,7 +43,10 @@ import numpy as np
 from shipml.adapters.registry import AliasMove, MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
+from shipml.core.drift import PREDICTION, worst
+from shipml.core.drift import Verdict as DriftVerdict
 from shipml.core.experiments import (
+    LATENCY_QUANTILE,
     Comparison,
     Decision,
     Guardrail,
@@ -43,10 +55,12 @@ from shipml.core.experiments import (
     Verdict,
     compare,
     decide,
+    latency_guardrail,
     sample_ratio_mismatch,
     variant_stats,
 )
 from shipml.core.jsonable import jsonable
+from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.sequential import Kind, SampleSize, sample_size
 from shipml.errors import ConfigError, RegistryError, ShipmlError
 from shipml.pipelines.monitor import Window
@@ -56,6 +70,9 @@ SINGLE_VARIANT = "main"  # the variant of a single serve.model (server.model_man
 ACCURACY = "accuracy"
 NEGATIVE_ABSOLUTE_ERROR = "negative_absolute_error"
 ERROR_RATE = "error_rate"
+LATENCY_P99 = "latency_p99"
+DRIFT = "drift"
+PERFORMANCE = "performance"
 # The experiment's verdict over several challengers: the first of these that any challenger reached.
 PRECEDENCE: tuple[Verdict, ...] = ("unhealthy", "ship", "rollback", "continue", "no_data")
 Role = Literal["primary", "shadow"]
@@ -68,7 +85,8 @@ class VariantSummary:
 
     ``requests``: its logged rows (any status); ``errors``: those not "ok"; ``units``: distinct routing keys of its
     answered rows plus its answered rows without a key; ``matured``/``labelled``: answered rows old enough to have
-    feedback, and those that have it (a shadow's through the primary row it is joined to)."""
+    feedback, and those that have it (a shadow's through the primary row it is joined to); ``p99_ms``: the p99 of
+    its answered requests' latency."""
 
     name: str
     role: Role
@@ -82,6 +100,7 @@ class VariantSummary:
     matured: int
     labelled: int
     metric: VariantStats
+    p99_ms: float = math.nan  # the p99 latency of its answered requests (NaN without any)
 
 
 @dataclass(frozen=True)
@@ -203,6 +222,7 @@ class _Run:
     metric: str
     kind: Kind
     notes: list[str]
+    monitoring: dict[str, DriftReport | None] = field(default_factory=dict)  # per registered model, read once
 
 
 @dataclass(frozen=True)
@@ -248,17 +268,21 @@ class ExperimentJob:
         )  # fmt: skip
         summaries: list[VariantSummary] = []
         errors: dict[str, VariantStats] = {}
+        latencies: dict[str, np.ndarray] = {}
         for arm in self.primaries:
             scored = _scored(rows[arm.name].ids, rows[arm.name], run)
             requests = self._count(arm, window, status=None)
             failed = max(0, requests - self._count(arm, window, status="ok"))
-            errors[arm.name] = variant_stats(
-                arm.name, np.r_[np.ones(failed), np.zeros(requests - failed)], "proportion"
-            )
-            summaries.append(self._summary(arm, rows[arm.name], scored, requests, failed, run))
+            errors[arm.name] = _error_rate(arm.name, failed, requests)
+            latencies[arm.name] = self._latencies(arm, window)
+            summaries.append(self._summary(arm, rows[arm.name], scored, requests, failed, latencies[arm.name], run))
         srm = sample_ratio_mismatch({s.name: s.units for s in summaries}, {a.name: a.share for a in self.primaries})
         champion = summaries[0]
-        challengers = tuple(self._challenger(champion, s, errors, srm, run) for s in summaries[1:])
+        arms = {a.name: a for a in self.primaries}
+        challengers = tuple(
+            self._challenger(champion, s, errors, latencies, srm, run, (arms[champion.name], arms[s.name]))
+            for s in summaries[1:]
+        )
         shadows = [self._shadow(arm, rows, champion, run) for arm in self.shadows]
         verdict, reasons, winner = _overall(champion, challengers)
         return ExperimentReport(
@@ -316,6 +340,40 @@ class ExperimentJob:
             arm.registered, variant=arm.name, role=arm.role, since=window.since, until=window.until, status=status
         )
 
+    def _latencies(self, arm: _Arm, window: Window) -> np.ndarray:
+        """``arm``'s answered requests' latencies (ms) in the window."""
+        return self.store.read_latencies(arm.registered, window.since, window.until, variant=arm.name, role=arm.role)
+
+    def _monitoring(self, model: str, run: _Run) -> DriftReport | None:
+        """The newest stored monitoring report of ``model`` (read once per report), if it overlaps the window."""
+        if model not in run.monitoring:
+            found = self.store.latest_reports(model)
+            report = None
+            if found:
+                try:
+                    report = DriftReport.from_json(found[0]["report"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    run.notes.append(f"the newest monitoring report of {model} cannot be read: {exc}")
+            if report is not None and not (report.since < run.window.until and report.until > run.window.since):
+                report = None
+            run.monitoring[model] = report
+        return run.monitoring[model]
+
+    def _segment(self, arm: _Arm, version: str | None, run: _Run) -> tuple[SegmentReport | None, str]:
+        """The segment of ``arm`` (at ``version`` when the registry says which) in its model's newest monitoring
+        report, or None and why not."""
+        report = self._monitoring(arm.registered, run)
+        if report is None:
+            return (
+                None,
+                f"no monitoring report of {arm.registered} covers the window (`shipml monitor drift` writes one)",
+            )
+        found = [s for s in report.segments if s.variant == arm.name and version in (None, s.version)]
+        if not found:
+            which = f"version {version} of {arm.name}" if version is not None else arm.name
+            return None, f"the newest monitoring report of {arm.registered} has no segment for {which}"
+        return max(found, key=lambda s: s.rows), ""
+
     def _version(self, arm: _Arm, notes: list[str]) -> str | None:
         try:
             return self.registry.resolve(ModelRef.parse(arm.model)).version
@@ -324,12 +382,13 @@ class ExperimentJob:
             return None
 
     def _summary(
-        self, arm: _Arm, rows: _Rows, scored: _Scored, requests: int, errors: int, run: _Run
+        self, arm: _Arm, rows: _Rows, scored: _Scored, requests: int, errors: int, latencies: np.ndarray, run: _Run
     ) -> VariantSummary:
         units, keyed = rows.units()
+        p99 = float(np.quantile(latencies, LATENCY_QUANTILE)) if len(latencies) else math.nan
         return VariantSummary(
             arm.name, arm.role, arm.model, self._version(arm, run.notes), arm.share, requests, errors, units, keyed,
-            scored.matured, scored.labelled, variant_stats(arm.name, scored.outcomes, run.kind),
+            scored.matured, scored.labelled, variant_stats(arm.name, scored.outcomes, run.kind), p99,
         )  # fmt: skip
 
     def _challenger(
@@ -337,8 +396,10 @@ class ExperimentJob:
         champion: VariantSummary,
         challenger: VariantSummary,
         errors: Mapping[str, VariantStats],
+        latencies: Mapping[str, np.ndarray],
         srm: SampleRatio,
         run: _Run,
+        arms: tuple[_Arm, _Arm],
     ) -> ChallengerResult:
         s = self.settings.experiments
         primary = compare(champion.metric, challenger.metric, metric=run.metric, alpha=s.alpha, expected_n=s.expected_n)
@@ -346,7 +407,23 @@ class ExperimentJob:
             errors[champion.name], errors[challenger.name], metric=ERROR_RATE, alpha=s.alpha,
             expected_n=s.expected_n, higher_is_better=False,
         )  # fmt: skip
-        guardrails = (Guardrail.from_comparison(error_rate, s.error_rate_margin),)
+        latency = latency_guardrail(
+            latencies[champion.name], latencies[challenger.name], s.latency_margin, alpha=s.alpha,
+            expected_n=s.expected_n, name=LATENCY_P99,
+        )  # fmt: skip
+        (theirs, why), (mine, my_why) = (
+            self._segment(arms[0], champion.version, run),
+            self._segment(arms[1], challenger.version, run),
+        )
+        monitored: tuple[Guardrail, ...] = ()
+        if theirs is None or mine is None:
+            run.notes.append(
+                f"guardrails {DRIFT} and {PERFORMANCE} of {challenger.name}: not judged, {my_why or why}; "
+                "they do not block ship"
+            )
+        else:
+            monitored = monitored_guardrails(champion.name, challenger.name, theirs, mine, run.notes)
+        guardrails = (Guardrail.from_comparison(error_rate, s.error_rate_margin), latency, *monitored)
         share = challenger.share / (champion.share + challenger.share)
         size = self._sample_size(champion.metric, challenger.metric, share, run)
         return ChallengerResult(
@@ -381,7 +458,8 @@ class ExperimentJob:
         primary_ts = np.array([primaries[v].ts[i] if i >= 0 else np.inf for v, i in pairs], dtype=np.float64)
         scored = _scored(primary_ids, _Rows(rows.ids, primary_ts, rows.label, rows.score, rows.keys), run)
         requests = self._count(arm, run.window, status=None)
-        summary = self._summary(arm, rows, scored, requests, max(0, requests - len(rows.ids)), run)
+        failed = max(0, requests - len(rows.ids))
+        summary = self._summary(arm, rows, scored, requests, failed, self._latencies(arm, run.window), run)
         if len(rows.ids) and not joined.any():
             run.notes.append(f"shadow {arm.name}: none of its rows could be joined to a primary row by routing key")
         s = self.settings.experiments
@@ -391,6 +469,86 @@ class ExperimentJob:
         mine = (rows.score if run.regression else rows.label)[served]
         agreement, difference = _agreement(mine, answered[position[served]], run.regression)
         return summary, ShadowResult(arm.name, comparison, int(joined.sum()), agreement, difference, int(served.sum()))
+
+
+def monitored_guardrails(
+    champion: str, challenger: str, champion_segment: SegmentReport, challenger_segment: SegmentReport, notes: list[str]
+) -> tuple[Guardrail, ...]:
+    """The ``drift`` and ``performance`` guardrails of ``challenger`` from the monitoring report's segments of both
+    variants; a check monitoring did not judge is left out (it does not block ship), and ``notes`` say why. Both variants get the same traffic, so what hits both (inputs drifting, the labels
+    shifting) is the world, not the challenger: only what the challenger shows and the champion does not counts.
+
+    drift: violated when the challenger's predictions drifted from its own reference (its output no longer looks
+    like what it was validated on) and the champion's did not. Input features are not counted: both variants see
+    the same inputs, and an input drifting against one variant's reference and not the other's says the two were
+    trained on different data, which the primary metric judges directly.
+    performance: violated when a metric monitoring judged (realised or estimated) dropped below the challenger's
+    own holdout value and the same metric of the champion did not drop."""
+    out = []
+    for name, (failed, why) in (
+        (DRIFT, _drift_check(champion, champion_segment, challenger_segment)),
+        (PERFORMANCE, _performance_check(champion, challenger_segment, champion_segment)),
+    ):
+        if why:
+            notes.append(f"guardrail {name} of {challenger}: {why}")
+        if failed is not None:
+            out.append(Guardrail.from_check(name, failed))
+    return tuple(out)
+
+
+def _prediction_drift(segment: SegmentReport) -> DriftVerdict:
+    return worst([d.verdict for d in segment.drift if d.feature == PREDICTION and d.decisive])
+
+
+def _drift_check(
+    champion: str, champion_segment: SegmentReport, challenger_segment: SegmentReport
+) -> tuple[bool | None, str]:
+    """(failed, or None when not judged; what the notes say, "" when nothing)."""
+    mine, theirs = _prediction_drift(challenger_segment), _prediction_drift(champion_segment)
+    if mine == "not_enough_data":
+        return None, "not judged, monitoring did not judge its predictions' drift; it does not block ship"
+    if mine != "drift":
+        return False, ""
+    if theirs == "drift":
+        return False, f"its predictions drifted, and so did {champion}'s: the traffic moved, not the challenger"
+    if theirs == "not_enough_data":
+        return None, (
+            f"not judged: its predictions drifted, and monitoring did not judge {champion}'s, so the traffic and "
+            "the challenger cannot be told apart; it does not block ship"
+        )
+    return True, f"its predictions drifted from its reference and {champion}'s did not"
+
+
+def _performance_check(
+    champion: str, challenger_segment: SegmentReport, champion_segment: SegmentReport
+) -> tuple[bool | None, str]:
+    """(failed, or None when not judged; what the notes say, "" when nothing)."""
+    mine, theirs = _judged(challenger_segment), _judged(champion_segment)
+    if not mine:
+        return None, "not judged, monitoring judged none of its metrics against its holdout; it does not block ship"
+    dropped = [m for m, flagged in mine.items() if flagged]
+    own = [m for m in dropped if theirs.get(m) is False]
+    if own:
+        return True, f"{', '.join(own)} dropped below its holdout value and {champion}'s did not"
+    unknown = [m for m in dropped if m not in theirs]
+    if unknown:
+        return None, (
+            f"not judged: {', '.join(unknown)} dropped below its holdout value, and monitoring did not judge "
+            f"{champion}'s; it does not block ship"
+        )
+    if dropped:
+        return False, f"{', '.join(dropped)} dropped, and so did {champion}'s: the world changed, not the challenger"
+    return False, ""
+
+
+def _judged(segment: SegmentReport) -> dict[str, bool]:
+    """Per metric monitoring judged over the whole window ("realised accuracy"...): whether it dropped."""
+    return {
+        f"{p.estimate.kind} {p.estimate.metric}": p.dropped
+        for p in segment.performance
+        if p.holdout is not None and p.estimate.value is not None and p.estimate.enough_data
+        and p.estimate.lower is not None and p.estimate.upper is not None
+    }  # fmt: skip
 
 
 def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
@@ -406,6 +564,15 @@ def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
     else:
         primaries = [_Arm(SINGLE_VARIANT, "primary", settings.serve_ref(), 1.0)]
     return primaries, [_Arm(s.name, "shadow", s.model, s.fraction) for s in serve.shadow]
+
+
+def _error_rate(name: str, failed: int, requests: int) -> VariantStats:
+    """A variant's error rate, its per-unit variance taken at (failed + 1) / (requests + 2) (Agresti-Caffo): with no
+    error yet the plain p(1 - p) is 0, which would make "no error in the first 20 requests" prove the error rate
+    non-inferior; with one success and one failure added, an interval narrows only as requests accrue."""
+    stats = variant_stats(name, np.r_[np.ones(failed), np.zeros(requests - failed)], "proportion")
+    adjusted = (failed + 1.0) / (requests + 2.0)
+    return replace(stats, variance=adjusted * (1.0 - adjusted))
 
 
 def _model_of(reference: str) -> str:

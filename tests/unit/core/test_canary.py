@@ -80,3 +80,12 @@ def test_bad_steps_are_one_line_errors(text: str, message: str) -> None:
 
 def test_steps_parse() -> None:
     assert parse_steps("1,5,10,25,50,100") == (1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+
+
+def test_required_guardrails_parse_and_a_name_that_is_not_one_is_refused() -> None:
+    from shipml.core.canary import parse_required
+
+    assert parse_required("error_rate, latency_p99") == ("error_rate", "latency_p99")
+    assert parse_required("none") == ()
+    with pytest.raises(ConfigError, match="--require: errors is not a guardrail"):
+        parse_required("errors")

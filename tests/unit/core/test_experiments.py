@@ -1,6 +1,7 @@
 """Experiment statistics: intervals equal scipy's and the textbook closed forms, the confidence sequence keeps its
-promise under peeking where the fixed-horizon test does not, SRM makes an experiment unhealthy (never shipped), the
-sample size is the textbook one, and every verdict is reached for the right reason."""
+promise under peeking where the fixed-horizon test does not, the latency guardrail keeps it too (in an A/A test and
+at its margin, where a plug-in test does not), SRM makes an experiment unhealthy (never shipped), the sample size is
+the textbook one, and every verdict is reached for the right reason."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shipml.core.experiments import (
     VariantStats,
     compare,
     decide,
+    latency_guardrail,
     sample_ratio_mismatch,
     variant_stats,
 )
@@ -202,6 +204,79 @@ def test_peeking_30_times_keeps_the_sequences_false_positives_under_5_percent() 
     assert naive_rate > 0.15
 
 
+# --- the latency guardrail ------------------------------------------------------------------------------------
+
+
+def _lognormal(seed: int, n: int, scale: float = 1.0) -> np.ndarray:
+    return scale * np.random.default_rng(seed).lognormal(3.0, 0.5, n)
+
+
+def test_the_latency_guardrail_is_violated_by_a_slower_treatment_and_holds_for_an_equal_one() -> None:
+    champion = _lognormal(1, 20_000)
+    slower = latency_guardrail(champion, _lognormal(2, 20_000, scale=1.5), margin=0.01)
+    # 6.5 % of the slower treatment's requests are over the champion's p99: 5.5 points more than its own 1 %
+    d = norm.sf((0.5 * norm.ppf(0.99) - math.log(1.5)) / 0.5) - 0.01
+    assert (slower.name, slower.status, slower.higher_is_better) == ("latency_p99", "violated", False)
+    assert 0.01 < slower.lower < d < slower.upper < 0.1
+    same = latency_guardrail(champion, _lognormal(3, 20_000), margin=0.01)
+    assert same.status == "holds" and same.lower < 0.0 < same.upper <= 0.01
+    assert latency_guardrail(champion, _lognormal(3, 20_000), margin=0.0).status == "undecided"  # none tolerated
+    few = latency_guardrail(champion[:300], _lognormal(2, 300, scale=1.5), margin=0.01)
+    assert few.status == "undecided"  # 300 requests say little about a p99
+    # a batch's rows share one latency: ties at the p99 are fine (here every request took 1 ms)
+    assert latency_guardrail(np.ones(2_000), np.ones(2_000), margin=0.01).status == "holds"
+    assert latency_guardrail(np.ones(2_000), np.full(2_000, 2.0), margin=0.01).status == "violated"
+
+
+def test_the_latency_guardrail_without_requests_or_with_bad_ones() -> None:
+    empty = latency_guardrail([], [3.0, 4.0], margin=0.01)
+    assert math.isnan(empty.lower) and empty.status == "undecided"
+    assert json.loads(json.dumps(empty.to_dict(), allow_nan=False))["lower"] is None
+    assert latency_guardrail([3.0], [], margin=0.01).status == "undecided"
+    with pytest.raises(ValueError, match=re.escape("latencies of the treatment: 1 are NaN or infinite")):
+        latency_guardrail([1.0], [1.0, float("nan")], margin=0.01)
+    with pytest.raises(ValueError, match=re.escape("quantile: must be between 0 and 1 (exclusive), got 1.0")):
+        latency_guardrail([1.0], [1.0], margin=0.01, quantile=1.0)
+
+
+def test_peeking_at_the_latency_guardrail_keeps_its_promise_in_an_a_a_test_and_at_its_margin() -> None:
+    """500 experiments x 10 looks (400 more requests a variant each time): a false "violated" is any look where it
+    says violated, a miss any look where its interval leaves out the true d. A/A: d = 0. At the margin: the treatment
+    has exactly 2 % of its requests over the champion's p99 (d = 0.01, still acceptable), where a plug-in test (both
+    shares over the champion's estimated p99 compared as two proportions with ``compare``) misses more often than
+    its 5 %, because the estimated p99 moves the treatment's share more than its variance allows. Exponential
+    latencies: Exp(1) for the champion, Exp(ln 100 / ln 50) for the treatment at the margin."""
+    experiments, looks, step, margin = 500, 10, 400, 0.01
+    rng = np.random.default_rng(20_240_612)
+    at_margin = math.log(100) / math.log(50)
+    figures = []
+    for scenario, scale, d in (("A/A", 1.0, 0.0), ("at the margin", at_margin, margin)):
+        violated = missed = plug_in_missed = 0
+        for _ in range(experiments):
+            control, treatment = rng.exponential(1.0, looks * step), rng.exponential(scale, looks * step)
+            said_violated = did_miss = plug_in_did_miss = False
+            for look in range(1, looks + 1):
+                c, t = control[: look * step], treatment[: look * step]
+                g = latency_guardrail(c, t, margin)
+                said_violated |= g.status == "violated"
+                did_miss |= not g.lower <= d <= g.upper
+                if d:
+                    p99 = np.quantile(c, 0.99)
+                    over = [variant_stats(n, (x > p99).astype(float), "proportion") for n, x in (("c", c), ("t", t))]
+                    plug_in = compare(*over, higher_is_better=False).difference
+                    plug_in_did_miss |= not plug_in.lower <= d <= plug_in.upper
+            violated += said_violated
+            missed += did_miss
+            plug_in_missed += plug_in_did_miss
+        figures.append((scenario, violated / experiments, missed / experiments, plug_in_missed / experiments))
+        assert violated / experiments <= 0.05 and missed / experiments <= 0.05
+    print(
+        f"FIGURE latency guardrail peeking: {experiments} experiments x {looks} looks; "
+        + "; ".join(f"{s}: violated {v:.1%}, interval missed d {m:.1%}" for s, v, m, _ in figures)
+        + f" (a plug-in test missed it {figures[1][3]:.1%} at the margin)"
+    )
+
+
 # --- sample ratio mismatch ------------------------------------------------------------------------------------
 
 
@@ -286,7 +361,7 @@ BETTER = ((4_000, 5_000), (4_250, 5_000))  # accuracy 80 % -> 85 %
 WORSE = ((4_250, 5_000), (4_000, 5_000))
 SAME = ((4_000, 5_000), (4_010, 5_000))
 ERRORS_HOLD = Guardrail("error_rate", -0.002, 0.001, margin=0.005)
-LATENCY_HOLDS = Guardrail("p99_latency_s", -0.01, 0.02, margin=0.05)
+LATENCY_HOLDS = Guardrail("latency_p99", -0.01, 0.005, margin=0.01)
 BALANCED = sample_ratio_mismatch({"champion": 5_020, "challenger": 4_980}, {"champion": 0.5, "challenger": 0.5})
 
 

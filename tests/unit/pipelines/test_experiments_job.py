@@ -1,21 +1,27 @@
-"""The experiment report job on a real SQLite prediction store: verdicts, counts, units, guardrails, the shadow
-join, label delay, JSON, and the refusals of `ab promote` (the registry is a stand-in that only resolves)."""
+"""The experiment report job on a real SQLite prediction store: verdicts, counts, units, guardrails (error rate,
+p99 latency, and drift and performance from a stored monitoring report), the shadow join, label delay, JSON, and the
+refusals of `ab promote` (the registry is a stand-in that only resolves)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionRow, PredictionStore
 from shipml.config import Settings, settings_from_mapping
+from shipml.core.drift import PREDICTION, FeatureDrift, Verdict
+from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
+from shipml.core.performance import PerformanceEstimate
 from shipml.errors import ConfigError
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport, PromotionRefused
 from shipml.pipelines.monitor import Window
@@ -56,9 +62,10 @@ def log(
     role: str = "primary",
     age_s: float = 120.0,
     status: str = "ok",
+    latency_ms: float | Sequence[float] = 1.0,
 ) -> list[str]:
     """Rows of ``variant``: (predicted, true) per row, feedback recorded for each true that is not None. A
-    float prediction makes a regression row."""
+    float prediction makes a regression row. ``latency_ms``: one for every row, or one per row."""
     now = time.time()
     rows, ids = [], []
     for i, (predicted, _) in enumerate(pairs):
@@ -70,9 +77,10 @@ def log(
             else {"predicted_class": predicted, "probabilities": {"0": 0.5, "1": 0.5}}
         )
         key = keys[i] if keys is not None else None
+        latency = float(latency_ms) if isinstance(latency_ms, float | int) else float(latency_ms[i])
         rows.append(
             PredictionRow(
-                pid, now - age_s + i * 1e-3, "churn", "1", variant, {}, outputs, 1.0, role, key, status=status
+                pid, now - age_s + i * 1e-3, "churn", "1", variant, {}, outputs, latency, role, key, status=status
             )
         )
     store.write(rows)
@@ -140,7 +148,7 @@ def test_an_error_rate_worse_than_its_margin_rolls_back_a_better_challenger(stor
     r = report(store)
     challenger = r.variant("challenger")
     assert (challenger.requests, challenger.errors) == (1000, 100)
-    (guardrail,) = r.challengers[0].guardrails
+    guardrail = r.challengers[0].guardrails[0]
     assert (guardrail.name, guardrail.status, r.verdict) == ("error_rate", "violated", "rollback")
     # the same experiment without the errors ships the challenger
     fresh = PredictionStore(store.uri.replace("p.db", "q.db"))
@@ -153,8 +161,150 @@ def test_an_error_rate_worse_than_its_margin_rolls_back_a_better_challenger(stor
             "challenger",
             "holds",
         )
+        # no monitoring report: drift and performance are not judged, said so, and do not block ship
+        assert [g.name for g in shipped.challengers[0].guardrails] == ["error_rate", "latency_p99"]
+        assert (
+            "guardrails drift and performance of challenger: not judged, no monitoring report of churn covers the "
+            "window (`shipml monitor drift` writes one); they do not block ship"
+        ) in shipped.notes
     finally:
         fresh.close()
+
+
+def latencies(n: int, seed: int, scale: float = 1.0) -> list[float]:
+    """Skewed, like latencies: lognormal around 20 ms, times ``scale``."""
+    return (scale * np.random.default_rng(seed).lognormal(3.0, 0.5, n)).tolist()
+
+
+def test_a_clearly_slower_challenger_is_rolled_back_on_its_p99_latency(store: PredictionStore) -> None:
+    log(store, "champion", labelled(1000, 0.7), latency_ms=latencies(1000, 1))
+    log(store, "challenger", labelled(1000, 0.95), latency_ms=latencies(1000, 2, scale=2.0))  # better, but twice slower
+    log(store, "champion", [("1", None)] * 4000, latency_ms=latencies(4000, 3))  # requests without feedback count too
+    log(store, "challenger", [("1", None)] * 4000, latency_ms=latencies(4000, 4, scale=2.0))
+    r = report(store)
+    champion, challenger = r.variant("champion"), r.variant("challenger")
+    served = np.r_[latencies(1000, 1), latencies(4000, 3)]
+    assert champion.p99_ms == pytest.approx(float(np.quantile(served, 0.99)), rel=1e-12)
+    assert challenger.p99_ms > 1.5 * champion.p99_ms
+    latency = r.challengers[0].guardrails[1]
+    assert (latency.name, latency.status, latency.margin) == ("latency_p99", "violated", 0.01)
+    assert latency.lower > 0.01  # surely more than 2 % of its requests are over the champion's p99 (about 17 % are)
+    assert r.challengers[0].primary.better and (r.verdict, r.winner) == ("rollback", None)
+    assert r.reasons == (f"guardrail latency_p99 [{latency.lower:+.4g}, {latency.upper:+.4g}] (margin 0.01) is worse "
+                         "than its margin",)  # fmt: skip
+
+
+def test_an_equally_fast_better_challenger_ships(store: PredictionStore) -> None:
+    log(store, "champion", labelled(1000, 0.7), latency_ms=latencies(1000, 5))
+    log(store, "challenger", labelled(1000, 0.95), latency_ms=latencies(1000, 6))
+    log(store, "champion", [("1", None)] * 14_000, latency_ms=latencies(14_000, 7))
+    log(store, "challenger", [("1", None)] * 14_000, latency_ms=latencies(14_000, 8))
+    r = report(store)
+    latency = r.challengers[0].guardrails[1]
+    assert (latency.name, latency.status) == ("latency_p99", "holds")
+    assert latency.lower < 0.0 < latency.upper <= 0.01
+    assert r.variant("challenger").p99_ms == pytest.approx(r.variant("champion").p99_ms, rel=0.1)
+    assert (r.verdict, r.winner) == ("ship", "challenger")
+    # too few requests to tell a p99 apart: the same challenger waits
+    fresh = PredictionStore(store.uri.replace("p.db", "q.db"))
+    try:
+        log(fresh, "champion", labelled(1000, 0.7), latency_ms=latencies(1000, 5))
+        log(fresh, "challenger", labelled(1000, 0.95), latency_ms=latencies(1000, 6))
+        early = report(fresh)
+        assert early.challengers[0].guardrails[1].status == "undecided" and early.verdict == "continue"
+        assert early.reasons[0].startswith("guardrail latency_p99 [")
+        assert early.reasons[0].endswith("(margin 0.01) is not yet within its margin")
+    finally:
+        fresh.close()
+
+
+def segment(
+    variant: str, version: str, prediction: Verdict, accuracy: tuple[float, bool] | None = None
+) -> SegmentReport:
+    """A monitoring segment: the verdict of its prediction's drift, and optionally its realised accuracy against a
+    holdout of 0.9 (value, dropped)."""
+    drift = (FeatureDrift(PREDICTION, "numeric", "psi", 0.3 if prediction == "drift" else 0.01, 0.1, 0.2, 1000,
+                          prediction),)  # fmt: skip
+    performance = ()
+    if accuracy is not None:
+        value, dropped = accuracy
+        estimate = PerformanceEstimate("accuracy", value, value - 0.02, value + 0.02, 1000, "realised")
+        performance = (PerformanceEntry(estimate, 0.9, dropped, "judged"),)
+    return SegmentReport(version, variant, 1000, prediction, drift, performance=performance)
+
+
+def monitored(store: PredictionStore, *segments: SegmentReport, since: float | None = None) -> ExperimentReport:
+    """The report of a better challenger (no errors, same latency) after the monitoring job stored ``segments``."""
+    now = time.time()
+    since = now - 1800 if since is None else since
+    stored = DriftReport("churn", since, since + 1800, now, segments)
+    store.save_report("churn", stored.since, stored.until, stored.verdict, stored.to_json())
+    for variant, accuracy in (("champion", 0.7), ("challenger", 0.95)):
+        log(store, variant, labelled(300, accuracy))
+        log(store, variant, [("1", None)] * 1000)  # enough requests for the latency to hold
+    return report(store)
+
+
+def statuses(r: ExperimentReport) -> dict[str, str]:
+    return {g.name: g.status for g in r.challengers[0].guardrails}
+
+
+def test_the_challengers_own_prediction_drift_rolls_it_back(store: PredictionStore) -> None:
+    r = monitored(store, segment("champion", "1", "no_drift"), segment("challenger", "2", "drift"))
+    assert statuses(r) == {"error_rate": "holds", "latency_p99": "holds", "drift": "violated"}  # no performance judged
+    assert r.verdict == "rollback" and r.reasons[0].startswith("guardrail drift [+1, +1]")
+    assert ("guardrail drift of challenger: its predictions drifted from its reference and champion's did not"
+            in r.notes)  # fmt: skip
+
+
+def test_a_drift_both_variants_show_is_the_traffics_not_the_challengers(store: PredictionStore) -> None:
+    r = monitored(store, segment("champion", "1", "drift"), segment("challenger", "2", "drift"))
+    assert statuses(r)["drift"] == "holds" and (r.verdict, r.winner) == ("ship", "challenger")
+    assert ("guardrail drift of challenger: its predictions drifted, and so did champion's: the traffic moved, not "
+            "the challenger") in r.notes  # fmt: skip
+
+
+def test_a_performance_drop_only_the_challenger_shows_rolls_it_back(store: PredictionStore) -> None:
+    r = monitored(
+        store, segment("champion", "1", "no_drift", (0.91, False)), segment("challenger", "2", "warn", (0.8, True))
+    )
+    assert statuses(r) == {"error_rate": "holds", "latency_p99": "holds", "drift": "holds", "performance": "violated"}
+    assert r.verdict == "rollback"
+    assert ("guardrail performance of challenger: realised accuracy dropped below its holdout value and champion's "
+            "did not") in r.notes  # fmt: skip
+    # the same drop in both: the world changed; the challenger's better accuracy ships it
+    fresh = PredictionStore(store.uri.replace("p.db", "q.db"))
+    try:
+        both = monitored(
+            fresh,
+            segment("champion", "1", "no_drift", (0.8, True)),
+            segment("challenger", "2", "no_drift", (0.8, True)),
+        )
+        assert statuses(both)["performance"] == "holds" and both.verdict == "ship"
+    finally:
+        fresh.close()
+
+
+def test_monitoring_that_did_not_judge_or_does_not_cover_blocks_nothing(store: PredictionStore) -> None:
+    # the challenger's predictions not judged (too few rows), no metric with a holdout: both left out
+    r = monitored(store, segment("champion", "1", "no_drift"), segment("challenger", "2", "not_enough_data"))
+    assert list(statuses(r)) == ["error_rate", "latency_p99"] and r.verdict == "ship"
+    assert ("guardrail drift of challenger: not judged, monitoring did not judge its predictions' drift; it does not "
+            "block ship") in r.notes  # fmt: skip
+    # a report without the challenger's version, and one older than the window, cover nothing
+    for name, segments, since, note in [
+        ("q", (segment("champion", "1", "no_drift"), segment("challenger", "1", "drift")), None,
+         "the newest monitoring report of churn has no segment for version 2 of challenger"),
+        ("r", (segment("champion", "1", "no_drift"), segment("challenger", "2", "drift")), time.time() - 7 * 86400,
+         "no monitoring report of churn covers the window"),
+    ]:  # fmt: skip
+        fresh = PredictionStore(store.uri.replace("p.db", f"{name}.db"))
+        try:
+            other = monitored(fresh, *segments, since=since)
+            assert list(statuses(other)) == ["error_rate", "latency_p99"] and other.verdict == "ship"
+            assert any(note in n and n.endswith("they do not block ship") for n in other.notes), other.notes
+        finally:
+            fresh.close()
 
 
 def test_a_regressor_is_judged_by_its_negative_absolute_error(store: PredictionStore) -> None:
@@ -198,7 +348,15 @@ def test_the_report_survives_json(store: PredictionStore) -> None:
     text = r.to_json()
     again = ExperimentReport.from_json(text)
     assert again.to_json() == text and again.challengers[0].primary.control.n == 200
-    assert json.loads(text)["challengers"][0]["guardrails"][0]["status"] == "holds"
+    # 200 requests without an error do not yet show the error rate within 0.01 (Agresti-Caffo variance)
+    assert json.loads(text)["challengers"][0]["guardrails"][0]["status"] == "undecided"
+    assert again.challengers[0].guardrails[0].status == "undecided"
+    assert again.variant("champion").p99_ms == 1.0
+    # a report stored before the p99 was kept still loads, without one
+    old = json.loads(text)
+    for v in old["variants"]:
+        del v["p99_ms"]
+    assert math.isnan(ExperimentReport.from_json(json.dumps(old)).variant("champion").p99_ms)
 
 
 def test_what_the_job_refuses(store: PredictionStore) -> None:
@@ -219,3 +377,19 @@ def test_what_the_job_refuses(store: PredictionStore) -> None:
         job.promote(r, force=True)
     with pytest.raises(ConfigError, match=r"--variant: 'nope' is not a variant of the experiment"):
         job.promote(r, "nope", force=True)
+
+
+def test_the_error_rate_is_shown_within_its_margin_only_once_requests_accrue(store: PredictionStore) -> None:
+    """No error in a few requests proves nothing (the plain p(1 - p) variance would be 0 and the interval [0, 0]);
+    with no error in thousands the error rate holds; a challenger failing 5 % is a violation."""
+    from shipml.core.experiments import Guardrail, compare
+    from shipml.pipelines.experiments import _error_rate
+
+    def status(failed: int, requests: int) -> str:
+        champion, challenger = _error_rate("champion", 0, requests), _error_rate("challenger", failed, requests)
+        rates = compare(champion, challenger, metric="error_rate", higher_is_better=False)
+        return Guardrail.from_comparison(rates, 0.01).status
+
+    assert status(0, 20) == "undecided"
+    assert status(0, 5_000) == "holds"
+    assert status(250, 5_000) == "violated"
