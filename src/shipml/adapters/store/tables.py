@@ -125,19 +125,25 @@ histogram_layouts = sa.Table(
     sa.Column("layout", sa.Text, nullable=False),
 )
 
-# Added by migration 7: the monitoring job's reports (a DriftReport as JSON), newest read by /metrics.
-drift_reports = sa.Table(
-    "drift_reports",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("since", sa.Float, nullable=False),
-    sa.Column("until", sa.Float, nullable=False),
-    sa.Column("verdict", sa.String(30), nullable=False),
-    sa.Column("report", sa.Text, nullable=False),
-    sa.Index("ix_drift_reports_model_created", "model", "created_at"),
-)
+
+def _reports(name: str) -> sa.Table:
+    """A table of stored reports (JSON), one row per run, the newest per model read by /metrics."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("since", sa.Float, nullable=False),
+        sa.Column("until", sa.Float, nullable=False),
+        sa.Column("verdict", sa.String(30), nullable=False),
+        sa.Column("report", sa.Text, nullable=False),
+        sa.Index(f"ix_{name}_model_created", "model", "created_at"),
+    )
+
+
+# Added by migration 7: the monitoring job's reports (a DriftReport as JSON).
+drift_reports = _reports("drift_reports")
 
 # Added by migration 7: leases, so one process at a time runs a scheduled job across workers and replicas.
 leases = sa.Table(
@@ -148,19 +154,8 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
-# Added by migration 8: `shipml ab report`'s reports (an ExperimentReport as JSON), newest read by /metrics.
-experiment_reports = sa.Table(
-    "experiment_reports",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("since", sa.Float, nullable=False),
-    sa.Column("until", sa.Float, nullable=False),
-    sa.Column("verdict", sa.String(30), nullable=False),
-    sa.Column("report", sa.Text, nullable=False),
-    sa.Index("ix_experiment_reports_model_created", "model", "created_at"),
-)
+# Added by migration 8: `shipml ab report`'s reports (an ExperimentReport as JSON).
+experiment_reports = _reports("experiment_reports")
 
 # Added by migration 8: a canary per registered model (its state as JSON, rewritten at each step; every
 # replica follows it), and the canary's events, appended.
