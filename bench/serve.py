@@ -34,6 +34,9 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
+Checker = Callable[[str, list[dict[str, Any]]], None]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -215,14 +218,20 @@ def main() -> None:
         """Start ``shipml serve``, check its first 50 answers (the reference probabilities, then ``check(url,
         answers)``), then load it with wrk; ``keyed``: every request carries a routing key (its ``id``)."""
         load = keyed_bodies if keyed else bodies
+        server = serve_checked(workers, env, load, check)
+        try:
+            rps, p50, p99, errors = wrk(server.url + "/predict", load, auth, args.seconds, args.connections)
+            results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
+            if workers == 1 and env.get("SHIPML_STORE__DURABILITY") != "async":
+                batch_figures(server.url, rows, auth, loaded.pipeline, schema)
+        finally:
+            server.stop()
+
+    def serve_checked(workers: int, env: dict[str, str], load: list[str], check: Checker | None) -> Running:
+        """``shipml serve`` started, its answers to the first 50 of ``load`` checked (see ``run_shipml``)."""
         port = free_port()
-        server = start(
-            [str(BIN / "shipml"), "serve", "--port", str(port), "--workers", str(workers)],
-            root,
-            port,
-            "/health/ready",
-            env,
-        )
+        argv = [str(BIN / "shipml"), "serve", "--port", str(port), "--workers", str(workers)]
+        server = start(argv, root, port, "/health/ready", env)
         try:
             answers = [
                 requests.post(server.url + "/predict", data=b, headers=auth, timeout=10).json() for b in load[:50]
@@ -231,12 +240,36 @@ def main() -> None:
             np.testing.assert_array_equal(np.array([[g["0"], g["1"]] for g in got]), reference[:50])
             if check is not None:
                 check(server.url, answers)
-            rps, p50, p99, errors = wrk(server.url + "/predict", load, auth, args.seconds, args.connections)
-            results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
-            if workers == 1 and env.get("SHIPML_STORE__DURABILITY") != "async":
-                batch_figures(server.url, rows, auth, loaded.pipeline, schema)
-        finally:
+        except BaseException:
             server.stop()
+            raise
+        return server
+
+    def run_alternating(runs: list[tuple[str, dict[str, str], Checker]], rounds: int, seconds: int) -> None:
+        """The servers of ``runs`` (2 workers, keyed requests) up at once, each checked, then loaded in turn for
+        ``rounds`` rounds of ``seconds`` each (the order reversed every other round): the machine's load drifts
+        over minutes, and every server meets the same drift. A server's figures are its rounds' means; the
+        p99s of each round are kept (ALTERNATING) for paired comparisons."""
+        servers: list[Running] = []
+        try:
+            for _, env, check in runs:
+                servers.append(serve_checked(2, env, keyed_bodies, check))
+            for server in servers:  # warm: the first seconds of a fresh worker are slower
+                wrk(server.url + "/predict", keyed_bodies, auth, 2, args.connections)
+            measured: list[list[tuple[float, float, float, int]]] = [[] for _ in runs]
+            for k in range(rounds):
+                order = list(range(len(runs)))
+                for i in order if k % 2 == 0 else order[::-1]:
+                    url = servers[i].url + "/predict"
+                    measured[i].append(wrk(url, keyed_bodies, auth, seconds, args.connections))
+            for (name, _, _), server, got in zip(runs, servers, measured, strict=True):
+                rps, p50, p99 = (float(np.mean([g[j] for g in got])) for j in range(3))
+                errors = sum(g[3] for g in got)
+                results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
+                ALTERNATING[name] = [g[2] for g in got]
+        finally:
+            for server in servers:
+                server.stop()
 
     def run_peer(
         name: str,
@@ -303,13 +336,13 @@ def main() -> None:
     }
     run_shipml(TWO_VARIANTS, 2, experiment, keyed=True,
                check=lambda _url, answers: check_variants(answers, [(n, w) for n, _, w in split]))  # fmt: skip
-    # the baseline of both, run between them (a shared machine's load drifts over minutes)
+    # the split's baseline
     run_shipml(ONE_VARIANT, 2, {}, keyed=True, check=lambda _url, answers: check_variants(answers, None))
+    # A shadow's cost is a fraction of a millisecond of p99, and runs minutes apart differ by more on their own:
+    # the service with and without the shadow, up at once, loaded in turn for short rounds
     shadow = {"SHIPML_SERVE__SHADOW": json.dumps([{"name": SHADOW, "model": "churn/1", "fraction": 1.0}])}
-    run_shipml(SHADOWED, 2, shadow, keyed=True, check=check_shadow)
-    # p99 moves by a millisecond between runs minutes apart: the shadow's cost is read over a second pair
-    run_shipml(ONE_VARIANT + " (2)", 2, {}, keyed=True, check=lambda _url, answers: check_variants(answers, None))
-    run_shipml(SHADOWED + " (2)", 2, shadow, keyed=True, check=check_shadow)
+    one = [(UNSHADOWED, {}, lambda _url, answers: check_variants(answers, None))]
+    run_alternating([*one, (SHADOWED, shadow, check_shadow)], rounds=max(4, args.seconds), seconds=3)
     if not (args.quick or args.experiments):
         features = lambda r: {"features": r}  # noqa: E731
         from_shipml_shape = lambda j: [j["probabilities"]["0"], j["probabilities"]["1"]]  # noqa: E731
@@ -444,12 +477,14 @@ def _counter(text: str, name: str, variant: str, **labels: str) -> float:
 
 
 BATCH_RATIO: dict[int, float] = {}
+ALTERNATING: dict[str, list[float]] = {}  # p99 (ms) of each round of run_alternating, by server
 ROUTING_US: dict[str, float] = {}
 SALT = "bench"
 SHADOW = "candidate"
 ONE_VARIANT = "shipml 2 workers, commit log, one variant, keyed requests"
 TWO_VARIANTS = "shipml 2 workers, commit log, two variants 50/50 (keyed requests)"
 SHADOWED = "shipml 2 workers, commit log, one variant + shadow at fraction 1.0"
+UNSHADOWED = "shipml 2 workers, commit log, one variant, alternating with shadow"
 NUMPY_BACKEND = "shipml 2 workers, commit log, numpy backend (no native kernel)"
 NO_HISTOGRAMS = "shipml 2 workers, commit log, no drift histograms"
 WITH_HISTOGRAMS = "shipml 2 workers, commit log, drift histograms (paired)"
@@ -513,10 +548,10 @@ def goals(results: list[Result]) -> None:
     goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
     goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
     goal("routing cost per request (Split.assign, in-process)", ROUTING_US.get("assign"), 5, False, " us")
-    pairs = shadow_pairs(by)
+    added = shadow_added()
     goal(
-        f"shadow at fraction 1.0: p99 added (2 workers, commit log, keyed; mean of {len(pairs)} alternating pairs)",
-        sum(s.p99_ms - o.p99_ms for o, s in pairs) / len(pairs) if pairs else None,
+        f"shadow at fraction 1.0: p99 added (2 workers, commit log, keyed; mean over {len(added)} alternating rounds)",
+        float(np.mean(added)) if added else None,
         1,
         False,
         " ms",
@@ -558,18 +593,20 @@ def experiment_figures(by: dict[str, Result]) -> None:
             f"  two variants 50/50 vs one variant (keyed requests): {two.rps:,.0f} vs {single.rps:,.0f} req/s"
             f" ({two.rps / single.rps:.2f}x), p99 {two.p99_ms:.2f} vs {single.p99_ms:.2f} ms"
         )
-    for k, (one, shadowed) in enumerate(shadow_pairs(by), 1):
+    unshadowed, shadowed, added = by.get(UNSHADOWED), by.get(SHADOWED), shadow_added()
+    if unshadowed and shadowed and added:
         print(
-            f"  shadow at fraction 1.0 vs none (keyed requests, pair {k}): {shadowed.rps:,.0f} vs {one.rps:,.0f} req/s"
-            f" ({shadowed.rps / one.rps:.2f}x), p99 {shadowed.p99_ms:.2f} vs {one.p99_ms:.2f} ms"
-            f" ({shadowed.p99_ms - one.p99_ms:+.2f} ms)"
+            f"  shadow at fraction 1.0 vs none (keyed requests, {len(added)} alternating rounds):"
+            f" {shadowed.rps:,.0f} vs {unshadowed.rps:,.0f} req/s ({shadowed.rps / unshadowed.rps:.2f}x),"
+            f" p99 {shadowed.p99_ms:.2f} vs {unshadowed.p99_ms:.2f} ms; p99 added per round: mean"
+            f" {np.mean(added):+.2f} ms, median {np.median(added):+.2f} ms, rounds {' '.join(f'{a:+.2f}' for a in added)}"
         )
 
 
-def shadow_pairs(by: dict[str, Result]) -> list[tuple[Result, Result]]:
-    """(one variant, one variant + shadow) of each alternating pair measured in this run."""
-    names = [(ONE_VARIANT, SHADOWED), (ONE_VARIANT + " (2)", SHADOWED + " (2)")]
-    return [(by[one], by[shadowed]) for one, shadowed in names if one in by and shadowed in by]
+def shadow_added() -> list[float]:
+    """The shadow's p99 minus the service's without it, per alternating round of this run."""
+    with_, without = ALTERNATING.get(SHADOWED, []), ALTERNATING.get(UNSHADOWED, [])
+    return [a - b for a, b in zip(with_, without, strict=True)]
 
 
 def report(results: list[Result]) -> None:

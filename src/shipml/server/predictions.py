@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from math import isfinite
 from typing import Any
@@ -95,11 +95,6 @@ class PredictionService:
         self.shadow_timeout_s = shadow_timeout_s
         # each shadow's sampled copies wait in a bounded queue, scored in batches by one task (server/shadows.py)
         self.shadows = shadows.Shadows(self._run_shadow, self._shadow_dropped, max_rows=shadow_queue_rows)
-        # a shadow's rows are logged in async durability whatever the service's: nobody waits for their commit
-        self._shadow_runner = self
-        if durability == "commit":
-            self._shadow_runner = PredictionService(writer, "async", metrics, timeout_s, shadow_timeout_s)
-            self._shadow_runner.ids = self.ids
 
     async def run_routed(
         self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]
@@ -140,23 +135,103 @@ class PredictionService:
     def _shadow(self, deployment: Deployment, records: Sequence[object], keys: Sequence[str | None]) -> None:
         """Queue each shadow's sampled copies of the request (never awaited: see server/shadows.py)."""
         for variant, shadow in deployment.shadows:
+            if shadow.fraction >= 1.0:  # every record (as shadow_sampled says, without a hash per key)
+                self.shadows.put(variant, list(records), list(keys))
+                continue
             picked = [i for i, key in enumerate(keys) if shadow_sampled(key, shadow, deployment.salt, self.rng)]
             if picked:
                 self.shadows.put(variant, [records[i] for i in picked], [keys[i] for i in picked])
 
     async def _run_shadow(self, variant: Variant, records: list[object], keys: list[str | None]) -> None:
-        """A batch of a shadow's copies: scored and logged (role shadow, with their routing keys), never answered;
-        bounded by ``serve.shadow_timeout_s``; any failure is counted and logged, never seen by a client. A
-        prediction log without room for the batch drops it (counted), never refusing a client for it."""
-        if self.writer is not None and not self.writer.has_room(len(records)):
-            self._shadow_dropped(variant, len(records))
-            return
+        """A batch of a shadow's copies, scored and logged, never answered: any failure is counted and logged,
+        never seen by a client. A prediction log without room for the batch drops it (counted) rather than
+        take the room of clients' predictions."""
         try:
-            with anyio.fail_after(self.shadow_timeout_s):
-                await self._shadow_runner.run(variant, records, keys)
+            await self._score_shadow(variant, records, keys)
+        except StoreFull:
+            self._shadow_dropped(variant, len(records))
         except Exception as exc:  # noqa: BLE001 - a shadow must never fail a request, whatever goes wrong
             self.metrics.child(self.metrics.shadow_failures, variant.name, variant.version, variant.variant).inc()
             log.warning("shadow_failed", variant=variant.variant, records=len(records), error=type(exc).__name__)
+
+    async def _score_shadow(self, variant: Variant, records: list[object], keys: list[str | None]) -> None:
+        """Validate, predict and log a batch of a shadow's copies as ``run`` does a request (rows with role shadow
+        and their routing keys; refused records, NaN outputs and a failed or timed-out model call logged and
+        counted with their status), with three differences. The work goes in steps of a fraction of a
+        millisecond ``shadows.PACE_S`` apart, so a request in flight meanwhile waits for one step at most; the
+        rows' latency is the batch's work, without those pauses. The model call is abandoned after
+        ``serve.shadow_timeout_s``. The rows are logged in ``async`` durability whatever the service's: nobody
+        waits for a shadow row's commit (room for the whole batch is reserved first, StoreFull if there is none).
+        """
+        steps = shadows.Steps()
+        logged = 0
+
+        def to_log(unit: list[PredictionRow] | PredictionBatch) -> None:
+            nonlocal logged
+            if self.writer is not None and len(unit):
+                self.writer.enqueue(unit, reserved=True)
+                logged += len(unit)
+
+        results: dict[int, RecordResult] = {}
+        accepted: list[tuple[int, Accepted]] = []
+        if self.writer is not None:
+            self.writer.reserve(len(records))
+        try:
+            for lo in range(0, len(records), shadows.SLICE_ROWS):
+                accepted += self._validate(variant, records[: lo + shadows.SLICE_ROWS], lo, results)
+                await steps.pause()
+            if results:
+                to_log(self._refused_rows(variant, records, 0, results, keys))
+            if accepted:
+                await self._shadow_answers(variant, accepted, results, keys, steps, to_log)
+        finally:
+            if self.writer is not None:
+                self.writer.release(len(records) - logged)
+        self._count(variant, results.values())
+        m = self.metrics
+        m.child(m.variant_latency, variant.name, variant.variant).observe(steps.busy_s())
+
+    async def _shadow_answers(
+        self,
+        variant: Variant,
+        accepted: list[tuple[int, Accepted]],
+        results: dict[int, RecordResult],
+        keys: list[str | None],
+        steps: shadows.Steps,
+        to_log: Callable[[list[PredictionRow] | PredictionBatch], None],
+    ) -> None:
+        """Predict a batch's accepted records and log their answers: a PredictionBatch per slice, one step each."""
+        try:
+            outputs = await self._shadow_predict(variant, [a.values for _, a in accepted])
+        except Exception as exc:
+            to_log(self._failed_rows(variant, accepted, steps.started + steps.paused, keys, exc))
+            raise
+        await steps.pause()
+        latency_ms = steps.busy_s() * 1000.0
+        if not variant.schema_sha256:  # no store catalog: rows, not batches of columns
+            to_log(self._results(variant, accepted, outputs, results, latency_ms, keys))
+            return
+        for lo in range(0, len(accepted), shadows.SLICE_ROWS):
+            if lo:
+                await steps.pause()
+            hi = lo + shadows.SLICE_ROWS
+            proba, values = outputs.proba, outputs.values
+            part = Outputs(
+                outputs.classes, None if proba is None else proba[lo:hi], None if values is None else values[lo:hi]
+            )
+            batch, invalid = self._batch(variant, accepted[lo:hi], part, results, latency_ms, keys)
+            to_log(batch)
+            to_log(invalid)
+
+    async def _shadow_predict(self, variant: Variant, rows: list[dict[str, Any]]) -> Outputs:
+        """``_predict``, abandoned after ``serve.shadow_timeout_s`` (PredictionTimeout)."""
+        try:
+            with anyio.fail_after(self.shadow_timeout_s):
+                return await self._predict(variant, rows)
+        except PredictionTimeout:
+            raise
+        except TimeoutError:
+            raise PredictionTimeout(f"the shadow did not answer within {self.shadow_timeout_s:g} s") from None
 
     def _shadow_dropped(self, variant: Variant, n_records: int) -> None:
         self.metrics.child(self.metrics.shadow_dropped, variant.name, variant.variant).inc(n_records)

@@ -1,11 +1,11 @@
 """Shadow variants off the response path: a bounded queue per shadow, drained in batches by one task.
 
 A request only samples its records for each shadow and appends the copies to that shadow's queue
-(microseconds, never awaited). One background task per shadow waits ``gather_s`` after a copy arrives in
-an empty queue, then scores what is queued, up to ``batch_rows`` records of one loaded version at a time:
-one validation, one model call and one log write per batch, and the event loop serves requests between two
-batches. Per-request tasks did the same work a record at a time, each competing with the requests on the
-loop (``make bench``: +2 ms of p99 at fraction 1.0).
+(microseconds, never awaited). One background task per shadow waits ``gather_s`` for copies to accumulate,
+then scores up to ``batch_rows`` records of one loaded version at a time: one model call and a few log
+writes of columns per batch instead of a call, a log row and a task per request. The scorer works in steps
+of a fraction of a millisecond ``PACE_S`` apart (``PredictionService._score_shadow``), so a request in
+flight meanwhile waits for one short step at most, never for a whole batch.
 
 A full queue drops the new copies and counts them (``shipml_shadow_dropped_total``) rather than grow; so
 does ``close`` for what is still queued when its time is up, so stopping the service never waits on a
@@ -16,23 +16,48 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Awaitable, Callable
 
 from shipml.server.model_manager import Variant
 
-# Copies a shadow may hold before new ones are dropped (per shadow and worker): at a few thousand requests
-# per second a batch takes a few hundred, so this is seconds of a stalled shadow, and a few MB of records.
+# Copies a shadow may hold before new ones are dropped (per shadow and worker): seconds of traffic at a few
+# thousand requests per second, and a few MB of records.
 QUEUE_ROWS = 4096
-# Records scored per batch: one model call and one log row of columns (the store's PredictionBatch).
+# Records scored per batch: one model call, big enough that the native kernel lets the interpreter go
+# (adapters/native.GIL_HELD_MAX_ROWS) and that the batch's rows share the trees' upper levels in the CPU's
+# caches (a shadow's model is cold: the requests between two batches evict it).
 BATCH_ROWS = 256
-# How long the first copy into an empty queue waits for others to join its batch.
-GATHER_S = 0.02
+# Records validated, and logged as one PredictionBatch, per step of a batch.
+SLICE_ROWS = 64
+# The pause between two steps of a batch (and between two batches): a request meets one step, not a run of
+# them. A batch then takes about ten paces, which bounds a worker's shadow to some 10,000 records a second;
+# beyond, the queue fills and new copies are dropped (counted).
+PACE_S = 0.002
+# How long copies accumulate before a batch short of ``BATCH_ROWS`` is scored.
+GATHER_S = 0.1
 # After cancelling a batch that outlived close's time: how long to wait for it to unwind.
 CANCEL_WAIT_S = 1.0
 
 Copies = tuple[Variant, list[object], list[str | None]]
 Score = Callable[[Variant, list[object], list[str | None]], Awaitable[None]]
 Drop = Callable[[Variant, int], None]
+
+
+class Steps:
+    """A batch's steps, ``PACE_S`` apart: the pauses between them, and the time the batch worked without them."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.paused = 0.0
+
+    async def pause(self) -> None:
+        at = time.perf_counter()
+        await asyncio.sleep(PACE_S)
+        self.paused += time.perf_counter() - at
+
+    def busy_s(self) -> float:
+        return time.perf_counter() - self.started - self.paused
 
 
 class ShadowQueue:
@@ -71,6 +96,8 @@ class ShadowQueue:
         """Queue copies of ``records`` (with their routing keys) for ``variant``, or drop and count them when
         the queue has no room (copies bigger than the whole queue fit an empty one) or it is closed."""
         n = len(records)
+        if not n:
+            return
         if self._closing or (self._rows and self._rows + n > self.max_rows):
             self.drop(variant, n)
             return
@@ -106,32 +133,29 @@ class ShadowQueue:
             if not self._items:
                 self._ready.clear()
                 await self._ready.wait()
-                if not self._closing:
-                    await asyncio.sleep(self.gather_s)  # the copies of the requests meanwhile join this batch
                 continue
-            variant, records, keys = self._take()
+            if self._rows < self.batch_rows and not self._closing:
+                await asyncio.sleep(self.gather_s)  # the copies of the requests meanwhile join this batch
+            variant, records, keys = self._take(self.batch_rows)
             self._in_flight = (variant, len(records))
             await self.score(variant, records, keys)
             self._in_flight = None
-            await asyncio.sleep(0)  # the loop serves requests between two batches
+            await asyncio.sleep(PACE_S)  # the loop serves requests between two batches
 
-    def _take(self) -> Copies:
-        """The next batch: queued copies of one loaded version (a reload starts another batch), whole, up to
-        ``batch_rows`` records; copies bigger than a batch go a batch at a time."""
-        variant, records, keys = self._items.popleft()
-        if len(records) > self.batch_rows:
-            rest = (variant, records[self.batch_rows :], keys[self.batch_rows :])
-            self._items.appendleft(rest)
-            records, keys = records[: self.batch_rows], keys[: self.batch_rows]
-        else:
-            records, keys = list(records), list(keys)
-            while self._items and self._items[0][0] is variant:
-                more, more_keys = self._items[0][1], self._items[0][2]
-                if len(records) + len(more) > self.batch_rows:
-                    break
-                self._items.popleft()
-                records += more
-                keys += more_keys
+    def _take(self, limit: int) -> Copies:
+        """Up to ``limit`` queued records of one loaded version (a reload starts another batch), oldest first; a
+        request's copies are split where the limit falls."""
+        variant = self._items[0][0]
+        records: list[object] = []
+        keys: list[str | None] = []
+        while self._items and self._items[0][0] is variant and len(records) < limit:
+            _, more, more_keys = self._items.popleft()
+            room = limit - len(records)
+            if len(more) > room:
+                self._items.appendleft((variant, more[room:], more_keys[room:]))
+                more, more_keys = more[:room], more_keys[:room]
+            records += more
+            keys += more_keys
         self._rows -= len(records)
         return variant, records, keys
 

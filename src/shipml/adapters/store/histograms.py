@@ -134,13 +134,14 @@ class HistogramKeeper:
 
     def observe(self, rows: Sequence[Any], batches: Sequence[PredictionBatch]) -> None:
         """Keep committed rows (``PredictionRow``) and batches of versions with a registered layout; count
-        a key's pending predictions once there are ``COUNT_EVERY`` of them."""
+        a key's pending predictions once there are ``COUNT_EVERY`` of them. Only answered (role primary)
+        predictions are counted: the monitor reads those; a shadow's copies would only cost time."""
         if not self._layouts:
             return
         pending, layouts = self._pending, self._layouts
         with self._lock:
             for r in rows:
-                if r.status != "ok":
+                if r.status != "ok" or r.role != "primary":
                     continue
                 slot = pending.get((r.model, r.version, r.variant, r.role))
                 if slot is None:
@@ -153,7 +154,7 @@ class HistogramKeeper:
                 slot.outs.append(r.outputs)
             for b in batches:
                 layout = layouts.get((b.model, b.version))
-                if layout is None or not len(b):
+                if layout is None or not len(b) or b.role != "primary":
                     continue
                 key = (b.model, b.version, b.variant, b.role)
                 slot = pending.get(key) or pending.setdefault(key, _Pending(layout))
