@@ -45,6 +45,10 @@ ConfigOpt = Annotated[
 RegistryOpt = Annotated[
     str | None, typer.Option("--registry-uri", help="MLflow tracking/registry URI (env SHIPML_REGISTRY_URI)")
 ]
+# a window over the prediction store (`monitor`, `ab`)
+WindowOpt = Annotated[str | None, typer.Option("--window", "-w", help="window ending now: 30m, 24h, 7d (default 24h)")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="window start: ISO 8601 or Unix seconds")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="window end (default: now)")]
 
 
 def _settings(config: Path | None, registry_uri: str | None = None) -> Settings:

@@ -10,7 +10,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from shipml.cli.app import ConfigOpt, RegistryOpt, _registry, _settings, app, err, out
+from shipml.cli.app import (
+    ConfigOpt,
+    RegistryOpt,
+    SinceOpt,
+    UntilOpt,
+    WindowOpt,
+    _registry,
+    _settings,
+    app,
+    err,
+    out,
+)
 
 if TYPE_CHECKING:  # the job (numpy, scipy, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
@@ -23,9 +34,6 @@ ab_app = typer.Typer(
 app.add_typer(ab_app, name="ab")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model name (default: the champion's)")]
-WindowOpt = Annotated[str | None, typer.Option("--window", "-w", help="window ending now: 30m, 24h, 7d (default 24h)")]
-SinceOpt = Annotated[str | None, typer.Option("--since", help="window start: ISO 8601 or Unix seconds")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="window end (default: now)")]
 
 EXIT_CODES = {"ship": 0, "rollback": 1, "continue": 3, "unhealthy": 4, "no_data": 5}  # 2: bad input
 _STYLE = {"ship": "green", "rollback": "red", "continue": "yellow", "unhealthy": "red", "no_data": "cyan"}

@@ -9,7 +9,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from shipml.cli.app import ConfigOpt, RegistryOpt, _registry, _settings, app, err, out
+from shipml.cli.app import (
+    ConfigOpt,
+    RegistryOpt,
+    SinceOpt,
+    UntilOpt,
+    WindowOpt,
+    _registry,
+    _settings,
+    app,
+    err,
+    out,
+)
 from shipml.errors import ConfigError
 
 if TYPE_CHECKING:  # the job (numpy, scipy, sklearn, MLflow) is imported by the commands, not at start-up
@@ -21,9 +32,6 @@ monitor_app = typer.Typer(help="Drift and model performance from the prediction 
 app.add_typer(monitor_app, name="monitor")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model name (default: the served model's)")]
-WindowOpt = Annotated[str | None, typer.Option("--window", "-w", help="window ending now: 30m, 24h, 7d (default 24h)")]
-SinceOpt = Annotated[str | None, typer.Option("--since", help="window start: ISO 8601 or Unix seconds")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="window end (default: now)")]
 
 _STYLE = {"drift": "red", "warn": "yellow", "not_enough_data": "cyan", "no_drift": "green", "no_data": "cyan"}
 
