@@ -6,9 +6,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -107,10 +106,52 @@ def main() -> None:
         for line in exc.lines():
             err.print(f"[red]error:[/] {escape(line)}", highlight=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer's own copy of click's errors: an unknown command, a bad option...
+        sys.exit(_usage_error(exc))
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+class _CommandContext(Protocol):
+    """What a usage error knows of the command it came from (typer does not export its context's class)."""
+
+    @property
+    def command_path(self) -> str: ...
+
+    def get_usage(self) -> str: ...
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """The command's usage line and one error line saying where to look next; the exit code (2 for usage).
+
+    A group run without its command (``shipml models``) has already printed its help: nothing more to say."""
+    message = exc.format_message().strip()
+    if not message:
+        return exc.exit_code
+    ctx: _CommandContext | None = getattr(exc, "ctx", None) or _context_of(sys.argv[1:])
+    hint = ""
+    if ctx is not None:
+        err.print(ctx.get_usage(), markup=False, highlight=False)
+        hint = f" (see '{ctx.command_path} --help')"
+    err.print(f"[red]error:[/] {escape(message)}{escape(hint)}", highlight=False)
+    return exc.exit_code
+
+
+def _context_of(args: list[str]) -> _CommandContext:
+    """The context of the innermost command that ``args`` name, for errors raised without one (an option
+    missing its value): the group's words are followed down, everything else is left unparsed."""
+    from typer.core import TyperGroup
+
+    command = typer.main.get_command(app)
+    ctx = command.make_context("shipml", [], resilient_parsing=True)
+    for word in args:
+        if not isinstance(command, TyperGroup) or word.startswith("-"):
+            break
+        found = command.get_command(ctx, word)
+        if found is None:
+            break
+        command = found
+        ctx = command.make_context(word, [], parent=ctx, resilient_parsing=True)
+    return ctx
