@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shipml.core.prediction import CANARY_VARIANT
 from shipml.core.records import Policy
 from shipml.core.schema import FeatureKind, Task
 from shipml.errors import ConfigError
@@ -274,6 +275,12 @@ class ServeSettings(_Section):
             shadows_from([(sh.name, sh.fraction) for sh in self.shadow])
         except ConfigError as exc:
             problems += exc.lines()
+        reserved = "is reserved for the candidate of `shipml deploy canary`; choose another name"
+        named = [("variants", i, v.name) for i, v in enumerate(self.variants)]
+        named += [("shadow", i, sh.name) for i, sh in enumerate(self.shadow)]
+        problems += [
+            f"serve.{where}[{i}].name: {name!r} {reserved}" for where, i, name in named if name == CANARY_VARIANT
+        ]
         names = {v.name: i for i, v in enumerate(self.variants)}
         problems += [
             f"serve.shadow[{i}].name: {sh.name!r} is also serve.variants[{names[sh.name]}]'s name"

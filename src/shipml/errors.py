@@ -1,16 +1,64 @@
-"""The exception hierarchy: every error a user can cause is a ``ShipmlError``.
+"""The exception hierarchy: every error a user can cause is a ``ShipmlError``, raised where it is detected.
 
-The CLI turns any ``ShipmlError`` into its message on one line and its
-``exit_code``; the server (later) turns it into a JSON error with a 4xx status.
+```
+ShipmlError                 exit 2 unless said otherwise
+  ConfigError               a key of the config, a flag or an environment override (one line per problem)
+  DataLoadError             a data file missing, unreadable or of an unknown format
+  SchemaError               a feature schema malformed or not fitting the data
+  DataValidationError       data failing validation (its report holds every failed check); HTTP 422
+  TrainingError             training that cannot be built or fitted
+  RegistryError             the registry refused, or names an unknown model or version; HTTP 503
+  ModelLoadError            a version that cannot be loaded; HTTP 503
+    IntegrityError          a file that does not match its registered sha256
+    SchemaChangeError       a new version that would fail the serving version's clients
+    WarmupError             a version failing its warm-up calls
+  StoreError                the prediction store cannot be opened, read or written; HTTP 503
+    StoreFull               the prediction log's queue is full (shed load); HTTP 503
+  CanaryRefused             `deploy canary`/`abort` that cannot act (another canary active, none active...)
+  PromotionRefused          `ab promote` without a ship verdict (exit 1)
+```
+
+The CLI prints a ``ShipmlError`` as its lines and exits with its ``exit_code`` (cli/app.py); the server answers
+with the status of its class (server/errors.py), 500 for anything else. This module imports nothing from the
+package, so every layer can raise these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # only for the annotation: core.validation imports this module
-    from shipml.core.validation import ValidationReport
+
+class Finding(Protocol):
+    """One failed check of a validation report (``core.validation.ValidationIssue``), as it is printed."""
+
+    @property
+    def column(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def failing(self) -> int: ...
+    @property
+    def examples(self) -> Sequence[str]: ...
+    @property
+    def severity(self) -> str: ...
+
+
+class Findings(Protocol):
+    """What validation found in one data set (``core.validation.ValidationReport``), as it is printed."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def columns(self) -> int: ...
+    @property
+    def issues(self) -> Sequence[Finding]: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def errors(self) -> Sequence[Finding]: ...
 
 
 class ShipmlError(Exception):
@@ -53,7 +101,7 @@ class DataValidationError(ShipmlError):
     """Data given to train or score failed validation (bad input, so exit code 2, as any other);
     ``report`` holds every failed check. `shipml validate` reports a failed check itself, with exit code 1."""
 
-    def __init__(self, message: str, report: ValidationReport) -> None:
+    def __init__(self, message: str, report: Findings) -> None:
         super().__init__(message)
         self.report = report
 
@@ -98,3 +146,14 @@ class StoreError(ShipmlError):
 
 class StoreFull(StoreError):
     """The prediction log's queue is full: the caller should shed load (503)."""
+
+
+class CanaryRefused(ShipmlError):
+    """A canary that cannot start or stop: another is active, the candidate is what serves already, none is active
+    to abort, or it is being promoted."""
+
+
+class PromotionRefused(ShipmlError):
+    """`ab promote` without a ship verdict for the variant, and without --force."""
+
+    exit_code = 1

@@ -157,3 +157,16 @@ def test_file_and_server_stores_are_accepted(tmp_path: Path) -> None:
 def test_redact_uri_masks_credentials_only(uri: str, shown: str) -> None:
     assert redact_uri(uri) == shown
     assert redact_uri(f"cannot open {uri}: refused") == f"cannot open {shown}: refused"
+
+
+def test_the_canary_variant_name_is_reserved_for_deploy_canary(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "serve:\n  variants:\n    - {name: main, model: churn/1, weight: 0.5}\n"
+        "    - {name: canary, model: churn/2, weight: 0.5}\n"
+        "  shadow:\n    - {name: canary, model: churn/3, fraction: 0.1}\n",
+    )
+    reserved = "is reserved for the candidate of `shipml deploy canary`; choose another name"
+    lines = problems(path)
+    assert f"serve.variants[1].name: 'canary' {reserved}" in lines
+    assert f"serve.shadow[0].name: 'canary' {reserved}" in lines

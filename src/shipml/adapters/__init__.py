@@ -1,1 +1,3 @@
-"""The outside world: files, the MLflow registry, (later) the prediction store and alert sinks."""
+"""The outside world, behind typed calls: data files (``files``), the MLflow registry (``registry/``), the
+prediction store on SQLite or Postgres (``store/``), the webhook notifier (``notify``) and the native tree kernel
+(``native``)."""

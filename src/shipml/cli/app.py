@@ -15,8 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shipml.config import DEFAULT_CONFIG, Settings, load_settings
-from shipml.core.validation import ValidationReport
-from shipml.errors import ShipmlError
+from shipml.errors import Findings, ShipmlError
 
 app = typer.Typer(
     help="shipml: from a CSV to a registered, promoted, served model.",
@@ -74,7 +73,7 @@ def _progress() -> Iterator[Any]:
         yield bar
 
 
-def _print_report(report: ValidationReport) -> None:
+def _print_report(report: Findings) -> None:
     if not report.issues:
         out.print(f"[green]✔[/] {report.source}: {report.rows} rows, {report.columns} columns, all checks passed")
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,7 +115,7 @@ def deploy_status(
     """The canary of MODEL (or of every model): its state, and with --events its log. Exit 0: found, 1: none."""
     controller, store = _controller(config, registry_uri)
     try:
-        from shipml.core.canary import Canary
+        from shipml.core.canary import Canary, CanaryEvent
 
         found = controller.store.read_canary(model)
         if not found:
@@ -126,9 +125,9 @@ def deploy_status(
             canary = Canary.from_json(state)
             out.print(_line(canary))
             if events:
-                for ts, event in controller.store.canary_events(name, since=canary.started_at):
-                    e = json.loads(event)
-                    out.print(f"  {_clock(ts)} {e['event']}: {e['percent']:g} % {escape(e['reason'])}")
+                for ts, text in controller.store.canary_events(name, since=canary.started_at):
+                    e = CanaryEvent.from_json(text, ts)
+                    out.print(f"  {_clock(e.ts)} {e.event}: {e.percent:g} % {escape(e.reason)}")
         return 0
     finally:
         store.close()

@@ -126,6 +126,11 @@ def ab_promote(
     job, report = _run(settings, model, window, since, until)
     done = job.promote(report, variant, force=force, reason=reason)
     forced = " [yellow](forced)[/]" if done.forced else ""
+    if not done.moves:
+        out.print(
+            f"variant {escape(done.variant)}: {escape(done.name)}/{done.version} is production already; nothing to do"
+        )
+        return
     out.print(f"promoted variant {escape(done.variant)}: {escape(done.name)}/{done.version}{forced}")
     for m in done.moves:
         out.print(

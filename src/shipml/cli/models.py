@@ -69,9 +69,10 @@ def models_promote(
     """Give a version the alias staging or production (the old production becomes previous)."""
     from shipml.pipelines.promote import promote
 
-    _print_moves(
-        promote(_registry(_settings(config, registry_uri)), name, version, to, reason or "manual promotion"), name
-    )
+    done = promote(_registry(_settings(config, registry_uri)), name, version, to, reason or "manual promotion")
+    if done.already:
+        out.print(escape(done.summary()))
+    _print_moves(list(done.moves), name)
 
 
 @models_app.command("rollback")

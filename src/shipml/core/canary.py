@@ -8,13 +8,18 @@ alarms) and how many requests the candidate answered during the current step. Th
 - a guardrail crossed its boundary (violated), or the primary metric is significantly worse: rolled back at once,
   whatever the step's age (weight 0; the registry's aliases are not touched);
 - the step is younger than its interval: nothing changes;
-- the candidate answered fewer than ``min_requests`` during the step: held (the step's interval is over, but there
-  is not enough evidence to go further); it never advances without traffic, and goes on once traffic returns;
-- a guardrail does not hold yet (its interval is not yet wholly within its margin): held, until it does or is
-  violated; so a candidate goes on only once its non-inferiority is shown, never on the absence of evidence;
+- the candidate answered fewer than ``min_requests`` during the step: held for ``traffic`` (the step's interval is
+  over, but there is not enough evidence to go further); it never advances without traffic, and goes on once traffic
+  returns;
+- a guardrail does not hold yet (its interval is not yet wholly within its margin): held for ``evidence``, until it
+  does or is violated; so a candidate goes on only once its non-inferiority is shown, never on the absence of
+  evidence;
 - otherwise the next step, or after the last (100 %) the candidate is promoted.
 
-Pure: no clock, no store; ``now`` is given. The JSON form is what the store keeps and every replica reads.
+A hold is logged once: the same hold at the next check (``Canary.hold`` unchanged) changes nothing.
+
+Pure: no clock, no store; ``now`` is given. The JSON forms of ``Canary`` (the state every replica reads) and of
+``CanaryEvent`` (a line of the canary's log) are what the store keeps.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from shipml.core.experiments import ERROR_RATE, GUARDRAILS
 from shipml.errors import ConfigError
 
 Status = Literal["running", "held", "rolled_back", "promoted", "aborted"]
 STATUSES: tuple[Status, ...] = ("running", "held", "rolled_back", "promoted", "aborted")
 ACTIVE: tuple[Status, ...] = ("running", "held")
-CANARY_VARIANT = "canary"  # the variant name the candidate's requests and rows carry
+Hold = Literal["traffic", "evidence"]  # why a step holds: too few requests, or a required guardrail not shown yet
+Event = Literal["started", "advanced", "held", "rolled_back", "promoted", "aborted"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,8 @@ class Canary:
     updated_at: float = field(default=0.0)
     # guardrails that must be shown to hold (non-inferior within their margin) before a step goes on; the others
     # only roll the canary back, once violated
-    require: tuple[str, ...] = ("error_rate",)
+    require: tuple[str, ...] = (ERROR_RATE,)
+    hold: Hold | None = None  # while held: why (a check that finds the same hold changes nothing)
 
     @property
     def active(self) -> bool:
@@ -91,7 +99,38 @@ class Canary:
     def from_json(cls, text: str) -> Canary:
         data: dict[str, Any] = json.loads(text)
         data["steps"] = tuple(float(s) for s in data["steps"])
-        data["require"] = tuple(data.get("require", ("error_rate",)))
+        data["require"] = tuple(data.get("require", (ERROR_RATE,)))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CanaryEvent:
+    """A line of the canary's log: what happened (``event``) and where the canary stood right after it (the
+    step's percentage even once it ended); ``ts``: when it was logged."""
+
+    event: Event
+    candidate: str
+    step: int
+    percent: float
+    status: Status
+    reason: str
+    ts: float = 0.0
+
+    @classmethod
+    def of(cls, event: Event, state: Canary) -> CanaryEvent:
+        return cls(event, state.candidate, state.step, state.steps[state.step], state.status, state.reason,
+                   state.updated_at)  # fmt: skip
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str, ts: float | None = None) -> CanaryEvent:
+        """The event back from ``to_json`` (``ts``: the store's time of the line, which wins when given)."""
+        data: dict[str, Any] = json.loads(text)
+        data["percent"] = float(data["percent"])
+        if ts is not None:
+            data["ts"] = ts
         return cls(**data)
 
 
@@ -101,15 +140,12 @@ class Change:
     is over and held; the caller moves the registry alias, then saves ``state`` (already "promoted")."""
 
     state: Canary
-    event: str | None = None
+    event: Event | None = None
     promote: bool = False
 
-    def event_json(self) -> str | None:
-        if self.event is None:
-            return None
-        s = self.state
-        return json.dumps({"event": self.event, "candidate": s.candidate, "step": s.step, "percent": s.steps[s.step],
-                           "status": s.status, "reason": s.reason})  # fmt: skip
+    def logged(self) -> CanaryEvent | None:
+        """The line this change adds to the canary's log (None: nothing happened)."""
+        return None if self.event is None else CanaryEvent.of(self.event, self.state)
 
 
 def parse_steps(text: str) -> tuple[float, ...]:
@@ -122,9 +158,6 @@ def parse_steps(text: str) -> tuple[float, ...]:
         ) from None
     check_steps(steps)
     return steps
-
-
-GUARDRAILS = ("error_rate", "latency_p99", "drift", "performance")  # what `ab report` judges (pipelines/experiments)
 
 
 def parse_required(text: str) -> tuple[str, ...]:
@@ -155,32 +188,42 @@ def check(state: Canary, evidence: Evidence, now: float) -> Change:
         return Change(state)
     if evidence.violations:
         reason = "; ".join(evidence.violations)
-        return Change(replace(state, status="rolled_back", reason=reason, updated_at=now), "rolled_back")
+        return Change(replace(state, status="rolled_back", reason=reason, hold=None, updated_at=now), "rolled_back")
     if now - state.step_started_at < state.interval_s:
         return Change(state)
-    if evidence.step_requests < state.min_requests or evidence.undecided:
-        if evidence.step_requests < state.min_requests:
-            kind = "not enough traffic"
+    hold = _hold(state, evidence)
+    if hold is not None:
+        if state.status == "held" and state.hold == hold:
+            return Change(state)  # the same hold as at the last check: nothing new to log
+        if hold == "traffic":
             why = (
-                f"the candidate answered {evidence.step_requests} request(s) in this step, under the "
-                f"{state.min_requests} needed to go on"
+                f"not enough traffic: the candidate answered {evidence.step_requests} request(s) in this step, "
+                f"under the {state.min_requests} needed to go on"
             )
         else:
-            kind, why = "waiting for evidence", "; ".join(evidence.undecided)
-        prefix = f"held at {state.percent:g} %: {kind}"
-        if state.status == "held" and state.reason.startswith(prefix):
-            return Change(state)  # the same hold as at the last check: nothing new to log
-        return Change(replace(state, status="held", reason=f"{prefix}: {why}", updated_at=now), "held")
+            why = "waiting for evidence: " + "; ".join(evidence.undecided)
+        reason = f"held at {state.percent:g} %: {why}"
+        return Change(replace(state, status="held", reason=reason, hold=hold, updated_at=now), "held")
     if state.step == len(state.steps) - 1:
         reason = f"every step held its guardrails; version {state.candidate} promoted"
-        return Change(replace(state, status="promoted", reason=reason, updated_at=now), "promoted", promote=True)
+        promoted = replace(state, status="promoted", reason=reason, hold=None, updated_at=now)
+        return Change(promoted, "promoted", promote=True)
     reason = f"guardrails hold after {state.percent:g} % with {evidence.step_requests} request(s)"
-    advanced = replace(state, step=state.step + 1, step_started_at=now, status="running", reason=reason, updated_at=now)
+    advanced = replace(
+        state, step=state.step + 1, step_started_at=now, status="running", reason=reason, hold=None, updated_at=now
+    )
     return Change(advanced, "advanced")
+
+
+def _hold(state: Canary, evidence: Evidence) -> Hold | None:
+    """Why the step cannot go on yet (None: it can)."""
+    if evidence.step_requests < state.min_requests:
+        return "traffic"
+    return "evidence" if evidence.undecided else None
 
 
 def abort(state: Canary, now: float, reason: str) -> Change:
     """Stop an active canary by hand: weight 0, aliases untouched."""
     if not state.active:
         return Change(state)
-    return Change(replace(state, status="aborted", reason=reason, updated_at=now), "aborted")
+    return Change(replace(state, status="aborted", reason=reason, hold=None, updated_at=now), "aborted")

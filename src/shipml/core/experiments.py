@@ -33,6 +33,13 @@ Verdict = Literal["ship", "rollback", "continue", "unhealthy", "no_data"]
 GuardrailStatus = Literal["holds", "violated", "undecided"]
 Floats = npt.NDArray[np.float64]
 
+# The guardrails `ab report` judges (pipelines/experiments.py) and a canary's step may require (core/canary.py).
+ERROR_RATE = "error_rate"
+LATENCY_P99 = "latency_p99"
+DRIFT = "drift"
+PERFORMANCE = "performance"
+GUARDRAILS = (ERROR_RATE, LATENCY_P99, DRIFT, PERFORMANCE)
+
 SRM_THRESHOLD = 0.001  # chi-square p-value under which the split is a sample ratio mismatch
 LATENCY_QUANTILE = 0.99  # the latency guardrail judges the treatment's requests slower than the control's p99
 _CHUNK_CELLS = 1 << 21  # bootstrap index matrices are built in chunks of at most this many cells

@@ -28,18 +28,16 @@ import structlog
 from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
-from shipml.core.canary import CANARY_VARIANT, Canary, Change, Evidence, abort, check
-from shipml.errors import ConfigError, RegistryError, ShipmlError
+from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check
+from shipml.core.experiments import ERROR_RATE
+from shipml.core.prediction import CANARY_VARIANT, DEFAULT_VARIANT
+from shipml.errors import CanaryRefused, ConfigError, RegistryError
 from shipml.pipelines.experiments import ExperimentJob
 from shipml.pipelines.monitor import Window
 from shipml.pipelines.promote import promote
 
 log = structlog.get_logger("shipml.canary")
 LEASE = "canary:{model}"
-
-
-class CanaryRefused(ShipmlError):
-    """A canary that cannot start (another is active, the candidate is what serves already...)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class CanaryController:
         serve = self.settings.serve
         if serve.variants:
             return serve.variants[0].name, serve.variants[0].model
-        return "main", self.settings.serve_ref()
+        return DEFAULT_VARIANT, self.settings.serve_ref()
 
     def read(self, model: str) -> Canary | None:
         found = self.store.read_canary(model)
@@ -82,7 +80,7 @@ class CanaryController:
         steps: tuple[float, ...],
         interval_s: float,
         min_requests: int,
-        require: tuple[str, ...] = ("error_rate",),
+        require: tuple[str, ...] = (ERROR_RATE,),
     ) -> tuple[Canary, bool]:
         """Begin a canary of ``model`` version ``version`` (or resume the active one of that same version); the
         canary and whether it was started now."""
@@ -108,7 +106,7 @@ class CanaryController:
         now = time.time()
         canary = Canary(model, info.version, name, steps, interval_s, min_requests, now, now, updated_at=now,
                         reason=f"started at {steps[0]:g} %", require=require)  # fmt: skip
-        self.store.save_canary(model, canary.to_json(), Change(canary, "started").event_json())
+        self.store.save_canary(model, canary.to_json(), CanaryEvent.of("started", canary).to_json())
         log.info("canary_started", model=model, candidate=info.version, steps=list(steps), interval_s=interval_s)
         return self.read(model) or canary, True
 
@@ -122,17 +120,17 @@ class CanaryController:
             return Tick(state, None, False)
         now = time.time() if now is None else now
         change = check(state, self.evidence(state, now), now)
-        if change.event is None:
+        logged = change.logged()
+        if logged is None:
             return Tick(state, None, True)
         if change.promote:
-            try:
+            try:  # already production (a retry after a crash between the two writes) is done, not an error
                 promote(self.registry, model, state.candidate, "production",
                         "canary: every step up to 100 % held its guardrails")  # fmt: skip
             except RegistryError as exc:
-                if "already has alias" not in exc.message:  # a retry after a crash between the two writes
-                    log.error("canary_promote_failed", model=model, candidate=state.candidate, error=exc.message)
-                    return Tick(state, None, True)
-        if not self.store.save_canary(model, change.state.to_json(), change.event_json(), expect=state.updated_at):
+                log.error("canary_promote_failed", model=model, candidate=state.candidate, error=exc.message)
+                return Tick(state, None, True)
+        if not self.store.save_canary(model, change.state.to_json(), logged.to_json(), expect=state.updated_at):
             return Tick(self.read(model), None, True)  # written by someone else since it was read
         log.info(f"canary_{change.event}", model=model, candidate=state.candidate, percent=change.state.percent,
                  reason=change.state.reason)  # fmt: skip
@@ -143,7 +141,8 @@ class CanaryController:
         if state is None or not state.active:
             raise CanaryRefused(f"deploy abort: {model} has no active canary")
         change = abort(state, time.time(), reason)
-        self.store.save_canary(model, change.state.to_json(), change.event_json())
+        logged = change.logged()
+        self.store.save_canary(model, change.state.to_json(), logged.to_json() if logged else None)
         log.info("canary_aborted", model=model, candidate=state.candidate, reason=reason)
         return self.read(model) or change.state
 

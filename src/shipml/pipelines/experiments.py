@@ -46,7 +46,11 @@ from shipml.config import Settings
 from shipml.core.drift import PREDICTION, worst
 from shipml.core.drift import Verdict as DriftVerdict
 from shipml.core.experiments import (
+    DRIFT,
+    ERROR_RATE,
+    LATENCY_P99,
     LATENCY_QUANTILE,
+    PERFORMANCE,
     Comparison,
     Decision,
     Guardrail,
@@ -61,18 +65,14 @@ from shipml.core.experiments import (
 )
 from shipml.core.jsonable import jsonable
 from shipml.core.monitor_report import DriftReport, SegmentReport
+from shipml.core.prediction import DEFAULT_VARIANT
 from shipml.core.sequential import Kind, SampleSize, sample_size
-from shipml.errors import ConfigError, RegistryError, ShipmlError
+from shipml.errors import ConfigError, PromotionRefused, RegistryError
 from shipml.pipelines.monitor import Window
 from shipml.pipelines.promote import promote
 
-SINGLE_VARIANT = "main"  # the variant of a single serve.model (server.model_manager.DEFAULT_VARIANT)
 ACCURACY = "accuracy"
 NEGATIVE_ABSOLUTE_ERROR = "negative_absolute_error"
-ERROR_RATE = "error_rate"
-LATENCY_P99 = "latency_p99"
-DRIFT = "drift"
-PERFORMANCE = "performance"
 # The experiment's verdict over several challengers: the first of these that any challenger reached.
 PRECEDENCE: tuple[Verdict, ...] = ("unhealthy", "ship", "rollback", "continue", "no_data")
 Role = Literal["primary", "shadow"]
@@ -165,7 +165,8 @@ class ExperimentReport:
 
 @dataclass(frozen=True)
 class Promotion:
-    """What ``ab promote`` did: the variant and the version it moved to production, and the alias moves."""
+    """What ``ab promote`` did: the variant and the version it moved to production, and the alias moves (none when
+    that version was production already)."""
 
     variant: str
     name: str
@@ -173,12 +174,6 @@ class Promotion:
     verdict: Verdict
     forced: bool
     moves: tuple[AliasMove, ...]
-
-
-class PromotionRefused(ShipmlError):
-    """`ab promote` without a ship verdict for the variant, and without --force."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -318,8 +313,8 @@ class ExperimentJob:
             )
         info = self.registry.resolve(ModelRef.parse(arms[variant].model))
         why = reason or f"ab promote: variant {variant} ({report.verdict})"
-        moves = promote(self.registry, info.name, info.version, "production", why)
-        return Promotion(variant, info.name, info.version, report.verdict, force, tuple(moves))
+        done = promote(self.registry, info.name, info.version, "production", why)
+        return Promotion(variant, info.name, info.version, report.verdict, force, done.moves)
 
     def _check_model(self, model: str) -> None:
         names = {a.registered for a in (*self.primaries, *self.shadows)}
@@ -562,7 +557,7 @@ def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
     if serve.variants:
         primaries = [_Arm(v.name, "primary", v.model, v.weight) for v in serve.variants]
     else:
-        primaries = [_Arm(SINGLE_VARIANT, "primary", settings.serve_ref(), 1.0)]
+        primaries = [_Arm(DEFAULT_VARIANT, "primary", settings.serve_ref(), 1.0)]
     return primaries, [_Arm(s.name, "shadow", s.model, s.fraction) for s in serve.shadow]
 
 

@@ -11,7 +11,26 @@ from shipml.errors import RegistryError
 PROMOTABLE = ("staging", "production")
 
 
-def promote(registry: MlflowRegistry, name: str, version: str, to: str, reason: str) -> list[AliasMove]:
+@dataclass(frozen=True)
+class Promoted:
+    """What ``promote`` did: the alias moves, in order; none when ``alias`` pointed at ``version`` already
+    (``already``: a repeated promotion is not an error, there is nothing to do)."""
+
+    name: str
+    version: str
+    alias: str
+    moves: tuple[AliasMove, ...]
+
+    @property
+    def already(self) -> bool:
+        return not self.moves
+
+    def summary(self) -> str:
+        """One line for a promotion that moved nothing (the moves speak for themselves otherwise)."""
+        return f"{self.name}/{self.version} already has alias {self.alias!r}; nothing to do"
+
+
+def promote(registry: MlflowRegistry, name: str, version: str, to: str, reason: str) -> Promoted:
     """Point ``to`` at ``version``; promoting to production keeps the one it replaced as `previous`.
 
     The writes are ordered so that `previous` never equals `production`, even if the command dies between
@@ -23,9 +42,9 @@ def promote(registry: MlflowRegistry, name: str, version: str, to: str, reason: 
     registry.get_version(name, version)  # unknown name or version: refused before any change
     current = registry.aliases(name)
     if current.get(to) == version:
-        raise RegistryError(f"{name}/{version} already has alias {to!r}; nothing to do")
+        return Promoted(name, version, to, ())
     if to != "production":
-        return [registry.move_alias(name, to, version, reason)]
+        return Promoted(name, version, to, (registry.move_alias(name, to, version, reason),))
     started = _now_ms()
     moves = []
     if current.get("previous") == version:  # it is about to be production: never both at once
@@ -35,7 +54,7 @@ def promote(registry: MlflowRegistry, name: str, version: str, to: str, reason: 
     if moved.from_version is not None and moved.from_version != version:
         moves.append(registry.move_alias(name, "previous", moved.from_version, f"replaced by v{version}: {reason}"))
     moves.extend(_settle(registry, name, moved, started))
-    return moves
+    return Promoted(name, version, to, tuple(moves))
 
 
 def rollback(registry: MlflowRegistry, name: str, reason: str) -> list[AliasMove]:

@@ -25,7 +25,8 @@ from prometheus_client.registry import Collector
 
 from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionStore
-from shipml.core.canary import CANARY_VARIANT, STATUSES, Canary
+from shipml.core.canary import STATUSES, Canary
+from shipml.core.prediction import CANARY_VARIANT
 from shipml.server.model_manager import ModelManager
 
 log = structlog.get_logger("shipml.canary")

@@ -25,6 +25,7 @@ from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
 from shipml.adapters.native import KernelLoader
 from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
+from shipml.core.prediction import DEFAULT_VARIANT
 from shipml.core.records import RecordValidator
 from shipml.core.routing import Assignment, Shadow, Split, shadows_from
 from shipml.core.schema import FeatureSchema
@@ -34,7 +35,6 @@ from shipml.server.batcher import MicroBatcher
 from shipml.server.metrics import ServerMetrics
 
 log = structlog.get_logger("shipml.server")
-DEFAULT_VARIANT = "main"
 
 
 @dataclass(frozen=True)

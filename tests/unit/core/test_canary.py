@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shipml.core.canary import Canary, Evidence, abort, check, parse_steps
+from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check, parse_steps
 from shipml.errors import ConfigError
 
 START = 1_000.0
@@ -40,6 +40,36 @@ def test_without_traffic_it_holds_and_never_advances_then_goes_on_when_traffic_r
         assert again.event is None and again.state.step == 0
     resumed = check(held.state, Evidence(step_requests=100), START + 400)
     assert resumed.event == "advanced" and resumed.state.status == "running" and resumed.state.step == 1
+
+
+def test_a_hold_is_a_state_logged_once_per_kind_and_left_when_the_step_goes_on() -> None:
+    traffic = check(canary(), Evidence(step_requests=3), START + 60)
+    assert traffic.state.hold == "traffic" and traffic.event == "held"
+    # the same hold again is nothing new, whatever the reason's text would say now
+    assert check(traffic.state, Evidence(step_requests=50), START + 90).event is None
+    evidence = check(traffic.state, Evidence(step_requests=500, undecided=("guardrail error_rate ...",)), START + 120)
+    assert evidence.event == "held" and evidence.state.hold == "evidence"
+    assert "waiting for evidence: guardrail error_rate ..." in evidence.state.reason
+    advanced = check(evidence.state, Evidence(step_requests=500), START + 150)
+    assert advanced.event == "advanced" and advanced.state.hold is None and advanced.state.status == "running"
+    assert Canary.from_json(evidence.state.to_json()) == evidence.state
+
+
+def test_a_state_stored_before_holds_were_typed_still_reads() -> None:
+    stored = canary(status="held", reason="held at 10 %: not enough traffic: ...").to_json()
+    old = stored.replace(', "hold": null', "")
+    assert '"hold"' not in old and Canary.from_json(old).hold is None
+
+
+def test_each_change_logs_one_typed_event_that_round_trips_through_json() -> None:
+    change = check(canary(), Evidence(step_requests=500), START + 60)
+    event = change.logged()
+    assert event == CanaryEvent("advanced", "7", 1, 50.0, "running", change.state.reason, START + 60)
+    assert CanaryEvent.from_json(event.to_json()) == event
+    assert CanaryEvent.from_json(event.to_json(), ts=START + 61).ts == START + 61  # the store's time wins
+    assert check(canary(), Evidence(step_requests=500), START + 1).logged() is None
+    rolled = check(canary(step=2), Evidence(("guardrail x crossed",)), START + 1).logged()
+    assert rolled is not None and (rolled.event, rolled.percent, rolled.status) == ("rolled_back", 100.0, "rolled_back")
 
 
 def test_an_undecided_guardrail_holds_the_step_until_it_holds() -> None:
@@ -84,8 +114,10 @@ def test_steps_parse() -> None:
 
 def test_required_guardrails_parse_and_a_name_that_is_not_one_is_refused() -> None:
     from shipml.core.canary import parse_required
+    from shipml.core.experiments import GUARDRAILS
 
     assert parse_required("error_rate, latency_p99") == ("error_rate", "latency_p99")
+    assert parse_required(",".join(GUARDRAILS)) == GUARDRAILS  # every guardrail `ab report` judges can be required
     assert parse_required("none") == ()
     with pytest.raises(ConfigError, match="--require: errors is not a guardrail"):
         parse_required("errors")
