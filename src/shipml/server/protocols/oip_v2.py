@@ -147,7 +147,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     if header_length is None:
         return body, memoryview(b"")
     text = header_length.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit alone takes "²", which int() refuses
         raise _bad(f"{HEADER_LENGTH} must be a byte count, got {text[:32]!r}")
     n = int(text)
     if n == 0 or n > len(body):
@@ -230,8 +230,9 @@ def _tensor_head(
     if name in seen:
         raise _bad(f"{_at(where)}: given twice")
     datatype = tensor.get("datatype")
-    if datatype not in _KNOWN_DATATYPES:
-        raise _bad(f"{_at(where)}: datatype must be one of {', '.join(DATATYPES)}, got {str(datatype)[:32]!r}")
+    if not isinstance(datatype, str) or datatype not in _KNOWN_DATATYPES:  # an object or array is not hashable
+        shown = repr(datatype[:32]) if isinstance(datatype, str) else _type(datatype)
+        raise _bad(f"{_at(where)}: datatype must be one of {', '.join(DATATYPES)}, got {shown}")
     n = _rows_of(tensor.get("shape"), where)
     if n > limit:
         raise ApiError(413, "batch_too_large", f"{_at(where)}: {n} rows; the limit is {limit}")
