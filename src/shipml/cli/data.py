@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,14 +86,23 @@ def quickstart(
     promote(_registry(settings), name, version, "production", "quickstart")
     out.print(f"[bold]4/4[/] promoted {name}/{version} to production")
     out.print(f"\ndone in {time.perf_counter() - started:.1f} s. Next:")
-    for line in (
-        "source .venv/bin/activate",
-        "shipml models list",
+    for line in _next_steps(name, data):
+        out.print(f"  {line}", markup=False, highlight=False)
+
+
+def _next_steps(name: str, data: Path) -> list[str]:
+    """What to try after the quickstart: the registry, scoring, serving and the monitoring tour."""
+    venv = Path.cwd() / ".venv"
+    here = Path(sys.prefix).resolve() == venv.resolve() and os.environ.get("VIRTUAL_ENV") != sys.prefix
+    return [
+        *(["source .venv/bin/activate"] if here else []),  # `make quickstart` ran the .venv's shipml from outside
         f"shipml models show {name}@production",
-        f"shipml predict {data} --model {name}@production -o scores.parquet",
-        "shipml ui    # MLflow's UI on http://127.0.0.1:5000",
-    ):
-        out.print(f"  {line}")
+        f"shipml predict {data} -m {name}@production -o scores.parquet",
+        f"shipml serve    # {name}@production on http://127.0.0.1:8000 (POST /predict)",
+        "shipml ui       # MLflow's UI on http://127.0.0.1:5000",
+        "# the README's monitoring tour: serve it, send it traffic, then ask what drifted:",
+        "shipml monitor drift --window 1h",
+    ]
 
 
 # -- data ------------------------------------------------------------------------------
