@@ -27,6 +27,7 @@ from pydantic_settings import (
 from shipml.core.prediction import CANARY_VARIANT
 from shipml.core.records import Policy
 from shipml.core.schema import FeatureKind, Task
+from shipml.core.window import duration_problem
 from shipml.errors import ConfigError
 
 DEFAULT_CONFIG = "shipml.yaml"
@@ -419,6 +420,14 @@ class MonitorSettings(_Section):
     webhook_cooldown_s: float = Field(
         default=3600.0, ge=0.0, description="at most one message per model and verdict in this long"
     )
+
+    @field_validator("window")
+    @classmethod
+    def _a_duration(cls, window: str) -> str:
+        problem = duration_problem(window)
+        if problem is not None:
+            raise ValueError(problem)
+        return window
 
 
 class ExperimentSettings(_Section):

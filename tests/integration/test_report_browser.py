@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from shipml.adapters.store import PredictionStore
+from shipml.core.window import Window
 from shipml.pipelines.experiment_section import BAND, CHECKS
-from shipml.pipelines.monitor import Window
 from shipml.pipelines.report import COLOURS, write_report
 from tests.integration.cli import shipml
 from tests.unit.pipelines.test_experiment_section import log, make_experiment, spread

@@ -170,3 +170,15 @@ def test_the_canary_variant_name_is_reserved_for_deploy_canary(tmp_path: Path) -
     lines = problems(path)
     assert f"serve.variants[1].name: 'canary' {reserved}" in lines
     assert f"serve.shadow[0].name: 'canary' {reserved}" in lines
+
+
+@pytest.mark.parametrize(
+    ("window", "problem"),
+    [
+        ("5x", "expected a positive duration such as 30m, 24h or 7d, got '5x'"),
+        ("99999999d", "must be at most 2932896d (years 1970 to 9999), got '99999999d'"),
+    ],
+)
+def test_a_bad_monitor_window_is_refused_when_the_config_loads(tmp_path: Path, window: str, problem: str) -> None:
+    path = write(tmp_path, f"monitor:\n  window: {window}\n")
+    assert problems(path) == [f"{path}: monitor.window: {problem}"]

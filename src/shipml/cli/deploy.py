@@ -78,7 +78,7 @@ def deploy_canary(
     candidate is promoted through the registry (the version it replaces becomes `previous`). The state lives in the
     store: stopping this command leaves the canary where it is; run it again to resume."""
     from shipml.core.canary import parse_required, parse_steps
-    from shipml.pipelines.monitor import duration_s
+    from shipml.core.window import duration_s
 
     planned = parse_steps(steps)
     required = parse_required(require)

@@ -57,9 +57,9 @@ def _run(
     """Parse the window, then build the report (the job is returned for ``promote``); with ``save``, keep it
     in the store, where the service's experiment gauges read it."""
     from shipml.adapters.store import PredictionStore
+    from shipml.core.window import parse_window
     from shipml.errors import StoreError
     from shipml.pipelines.experiments import ExperimentJob
-    from shipml.pipelines.monitor import parse_window
 
     span = parse_window(window if window or since else settings.monitor.window, since, until)
     name = _model_name(settings, model)

@@ -55,7 +55,8 @@ def run_job(
 ) -> tuple[DriftReport, int | None]:
     """Parse the window, run the job, store the report; the report and its id."""
     from shipml.adapters.store import PredictionStore
-    from shipml.pipelines.monitor import MonitorJob, parse_window
+    from shipml.core.window import parse_window
+    from shipml.pipelines.monitor import MonitorJob
 
     span = parse_window(window if window or since else settings.monitor.window, since, until)
     store = PredictionStore(settings.store.uri)
@@ -177,8 +178,8 @@ def monitor_report(
 def _experiment(settings: Settings, model: str, report: DriftReport) -> ExperimentHistory | None:
     """The config's experiment over the report's window, at cumulative cuts; None without one."""
     from shipml.adapters.store import PredictionStore
+    from shipml.core.window import Window
     from shipml.pipelines.experiment_history import experiment_models, has_experiment, monitored_experiment
-    from shipml.pipelines.monitor import Window
 
     if not has_experiment(settings):
         return None

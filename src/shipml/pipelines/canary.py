@@ -31,9 +31,9 @@ from shipml.config import Settings
 from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check
 from shipml.core.experiments import ERROR_RATE
 from shipml.core.prediction import CANARY_VARIANT, DEFAULT_VARIANT
+from shipml.core.window import Window
 from shipml.errors import CanaryRefused, ConfigError, RegistryError
 from shipml.pipelines.experiments import ExperimentJob
-from shipml.pipelines.monitor import Window
 from shipml.pipelines.promote import promote
 
 log = structlog.get_logger("shipml.canary")

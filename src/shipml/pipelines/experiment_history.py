@@ -16,8 +16,8 @@ from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
 from shipml.core.jsonable import jsonable
+from shipml.core.window import Window
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
-from shipml.pipelines.monitor import Window
 
 EXPERIMENT_CUTS = 12  # the report's experiment over time: at most this many cumulative reports
 MIN_CUT_S = 60.0  # cuts at least a minute apart: a shorter window has fewer of them

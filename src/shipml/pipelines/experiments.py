@@ -67,8 +67,8 @@ from shipml.core.jsonable import jsonable
 from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.prediction import DEFAULT_VARIANT
 from shipml.core.sequential import Kind, SampleSize, sample_size
+from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused, RegistryError
-from shipml.pipelines.monitor import Window
 from shipml.pipelines.promote import promote
 
 ACCURACY = "accuracy"

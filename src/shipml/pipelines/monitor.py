@@ -11,11 +11,9 @@ sample.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,66 +46,12 @@ from shipml.core.performance import (
     performance_drop,
     realised_performance,
 )
-from shipml.errors import ConfigError
+from shipml.core.window import Window
 from shipml.pipelines.bundle import REFERENCE_SAMPLE_ARTIFACT, ModelBundle, load_bundle
 
 SERIES_SLICES = 24  # the report's "over time": the window cut in at most this many slices
 PERFORMANCE_SLICES = 12
 DOMAIN_SAMPLE_S = 3600.0  # the multivariate check reads the window's newest hour of raw rows
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-@dataclass(frozen=True)
-class Window:
-    since: float
-    until: float
-
-    def slices(self, n: int) -> list[tuple[float, float]]:
-        """The window cut in ``n`` equal slices (whole minutes when it is long enough)."""
-        step = (self.until - self.since) / n
-        return [(self.since + i * step, self.since + (i + 1) * step) for i in range(n)]
-
-
-def parse_window(window: str | None, since: str | None, until: str | None, now: float | None = None) -> Window:
-    """``--window 24h`` (ending now), or ``--since T [--until T]`` (ISO 8601 or Unix seconds). Bad input: ConfigError."""
-    now = time.time() if now is None else now
-    if window is not None and since is not None:
-        raise ConfigError(["--window and --since: give one of them (a window ends now; --since starts one)"])
-    if since is not None:
-        start = _instant(since, "--since")
-        end = _instant(until, "--until") if until is not None else now
-    else:
-        end = _instant(until, "--until") if until is not None else now
-        start = end - duration_s(window or "24h", "--window")
-    if not start < end:
-        raise ConfigError([f"window: the start ({_iso(start)}) must be before the end ({_iso(end)})"])
-    return Window(start, end)
-
-
-def duration_s(text: str, what: str) -> float:
-    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` in seconds."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if found is None or float(found.group(1)) <= 0:
-        raise ConfigError([f"{what}: expected a positive duration such as 30m, 24h or 7d, got {text!r}"])
-    return float(found.group(1)) * _UNITS[found.group(2)]
-
-
-def _instant(text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            [f"{what}: expected an ISO 8601 time (2026-11-25T08:00Z) or Unix seconds, got {text!r}"]
-        ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def thresholds_of(settings: MonitorSettings) -> DriftThresholds:

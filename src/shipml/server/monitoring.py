@@ -33,8 +33,9 @@ from shipml.core.monitor_report import DriftReport
 from shipml.pipelines.alerts import notify_change
 
 if TYPE_CHECKING:
+    from shipml.core.window import Window
     from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
-    from shipml.pipelines.monitor import MonitorJob, Window
+    from shipml.pipelines.monitor import MonitorJob
     from shipml.server.model_manager import Deployment
 
 log = structlog.get_logger("shipml.monitor")
@@ -270,10 +271,7 @@ class ScheduledMonitor:
         return self._experiments
 
     def start(self) -> None:
-        if self.settings.monitor.interval_s > 0:
-            from shipml.pipelines.monitor import duration_s
-
-            duration_s(self.settings.monitor.window, "monitor.window")  # a bad window fails at start, not later
+        if self.settings.monitor.interval_s > 0:  # monitor.window was checked when the config loaded
             self._task = asyncio.create_task(self._loop(), name="shipml-monitor")
 
     async def stop(self) -> None:
@@ -296,7 +294,7 @@ class ScheduledMonitor:
                 LEASE.format(model=self.model), self.holder, 2 * self.settings.monitor.interval_s
             ):
                 return False
-            from shipml.pipelines.monitor import parse_window
+            from shipml.core.window import parse_window
 
             window = parse_window(self.settings.monitor.window, None, None)
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the stale gauge raises the alarm

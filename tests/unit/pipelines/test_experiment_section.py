@@ -23,6 +23,7 @@ from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionRow, PredictionStore
 from shipml.config import Settings, settings_from_mapping
 from shipml.core.monitor_report import DriftReport
+from shipml.core.window import Window
 from shipml.pipelines.experiment_history import (
     ExperimentHistory,
     cuts,
@@ -32,7 +33,6 @@ from shipml.pipelines.experiment_history import (
 )
 from shipml.pipelines.experiment_section import CHECKS
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
-from shipml.pipelines.monitor import Window
 from shipml.pipelines.report import render_report, write_report
 from tests.unit.pipelines.test_report import _parse, synthetic_report
 from tests.unit.pipelines.test_report import _segment as segment

@@ -22,9 +22,9 @@ from shipml.config import Settings, settings_from_mapping
 from shipml.core.drift import PREDICTION, FeatureDrift, Verdict
 from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
 from shipml.core.performance import PerformanceEstimate
+from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
-from shipml.pipelines.monitor import Window
 
 _ids = itertools.count()
 

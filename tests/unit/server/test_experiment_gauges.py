@@ -19,8 +19,8 @@ from structlog.testing import capture_logs
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
 from shipml.core.routing import Split
+from shipml.core.window import Window
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
-from shipml.pipelines.monitor import Window
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment, Variant
 from shipml.server.monitoring import ExperimentCollector, ScheduledMonitor

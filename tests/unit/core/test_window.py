@@ -1,11 +1,11 @@
-"""The monitoring job's window parsing: what a user types, and the one-line errors of what they mistype."""
+"""Windows over the store: what a user types, and the one-line errors of what they mistype."""
 
 from __future__ import annotations
 
 import pytest
 
+from shipml.core.window import Window, duration_s, parse_window
 from shipml.errors import ConfigError
-from shipml.pipelines.monitor import Window, duration_s, parse_window
 
 NOW = 1_800_000_000.0
 
@@ -48,6 +48,34 @@ def test_bad_windows_are_one_line_errors(
     with pytest.raises(ConfigError) as caught:
         parse_window(window, since, until, now=NOW)
     assert len(caught.value.lines()) == 1 and caught.value.lines()[0].startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("window", "since", "until", "message"),
+    [
+        (None, "nan", None, "--since: must be a time between 1970-01-01 and 9999-12-31, got 'nan'"),
+        (None, "inf", None, "--since: must be a time between 1970-01-01 and 9999-12-31, got 'inf'"),
+        (None, "1e20", None, "--since: must be a time between 1970-01-01 and 9999-12-31, got '1e20'"),
+        (None, "-1e12", None, "--since: must be a time between 1970-01-01 and 9999-12-31, got '-1e12'"),
+        (None, "1969-12-31T23:00Z", None, "--since: must be a time between 1970-01-01 and 9999-12-31"),
+        (None, "0001-01-01T00:00+01:00", None, "--since: "),
+        (None, "1795593600", "nan", "--until: must be a time between 1970-01-01 and 9999-12-31, got 'nan'"),
+        ("99999999d", None, None, "--window: must be at most 2932896d (years 1970 to 9999), got '99999999d'"),
+        ("30000d", None, None, "--window: '30000d' before 2027-01-15T08:00:00+00:00 starts before 1970-01-01"),
+    ],
+)
+def test_instants_outside_1970_to_9999_and_windows_that_do_not_fit_are_one_line_errors(
+    window: str | None, since: str | None, until: str | None, message: str
+) -> None:
+    """Correctness review L4: these ended in a traceback (or ran the job and stored a report first)."""
+    with pytest.raises(ConfigError) as caught:
+        parse_window(window, since, until, now=NOW)
+    assert len(caught.value.lines()) == 1 and caught.value.lines()[0].startswith(message), caught.value.lines()
+
+
+def test_the_ends_of_the_range_are_accepted() -> None:
+    assert parse_window(None, "0", "9999-12-31T23:59:59Z", now=NOW) == Window(0.0, 253402300799.0)
+    assert duration_s("2932896d", "--interval") == 2932896 * 86400.0
 
 
 def test_slices_cover_the_window() -> None:
