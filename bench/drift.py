@@ -209,7 +209,7 @@ def child_evidently(data: Path, rows: int, repeats: int) -> dict[str, Any]:
 
 def child_window(data: Path, expected_rows: int, repeats: int) -> dict[str, Any]:
     """Open the store, then time: read 24 h of per-minute histograms, sum them, judge them."""
-    from shipml.adapters.store.sql import PredictionStore
+    from shipml.adapters.store import PredictionStore
     from shipml.core.drift import PREDICTION, ProfileBinnings, feature_drift
     from shipml.core.profile import ReferenceProfile
 
@@ -221,7 +221,7 @@ def child_window(data: Path, expected_rows: int, repeats: int) -> dict[str, Any]
     times, parts, result, minutes, total = [], [], None, [], {}
     for _ in range(repeats):
         started = time.perf_counter()
-        minutes = store.read_histograms(MODEL, window["since"], window["until"], version=VERSION)
+        minutes = store.histograms.read(MODEL, window["since"], window["until"], version=VERSION)
         read = time.perf_counter()
         binnings = ProfileBinnings.of(profile)
         total = {name: np.zeros(b.buckets, dtype=np.int64) for name, b in binnings.all.items()}
@@ -269,14 +269,14 @@ def run_child(python: str, tool: str, data: Path, rows: int, repeats: int) -> di
 
 def load_window(data: Path, total_rows: int) -> dict[str, Any]:
     """Count 24 h of generated predictions per minute on the profile's buckets and bulk-load them into a store."""
-    from shipml.adapters.store.sql import PredictionStore
+    from shipml.adapters.store import PredictionStore
     from shipml.core.drift import PREDICTION, counts_of
 
     profile = reference_profile(load_frame(data / "reference.npz"))
     (data / "profile.json").write_text(profile.to_json())
     uri = f"sqlite:///{data}/predictions.db"
     store = PredictionStore(uri)
-    layout = store.register_profile(MODEL, VERSION, profile, "binary", "1")
+    layout = store.histograms.register_profile(MODEL, VERSION, profile, "binary", "1")
     until = int(time.time()) // 60 * 60
     since = until - DAY_MINUTES * 60
     per_minute, extra = divmod(total_rows, DAY_MINUTES)
@@ -292,7 +292,7 @@ def load_window(data: Path, total_rows: int) -> dict[str, Any]:
         entries.append((since // 60 + i, VERSION, VARIANT, "primary", layout, n, flat))
     counted_s = time.perf_counter() - started
     started = time.perf_counter()
-    store.replace_histograms(MODEL, since, until, entries)
+    store.histograms.replace(MODEL, since, until, entries)
     written_s = time.perf_counter() - started
     store.close()
     window = {"uri": uri, "since": since, "until": until}
@@ -414,7 +414,7 @@ def window_part(data: Path, total_rows: int, goals: Goals) -> None:
     print(f"\n## 2. drift verdict over a 24 h window of {total_rows:,} stored predictions (SQLite, temp dir)")
     print(
         f"loaded: {DAY_MINUTES} minutes x ~{loaded['per_minute']:,} rows, each minute generated (drifted as in 1.) and"
-        f" counted on the profile's bins ({loaded['counted_s']:.1f} s), written by replace_histograms"
+        f" counted on the profile's bins ({loaded['counted_s']:.1f} s), written by store.histograms.replace"
         f" ({loaded['written_s']:.2f} s)"
     )
     features = len(r["summed"]) - (1 if PREDICTION in r["summed"] else 0)
@@ -423,7 +423,7 @@ def window_part(data: Path, total_rows: int, goals: Goals) -> None:
         f" (and the prediction's) summed counts to {total_rows:,}; flagged: {', '.join(r['flagged'])}"
     )
     print(
-        f"fresh process: open the store {r['open_s']:.3f} s; read_histograms + sum + feature_drift:"
+        f"fresh process: open the store {r['open_s']:.3f} s; store.histograms.read + sum + feature_drift:"
         f" first {first:.3f} s, best of {len(r['times'])} {best:.3f} s"
     )
     read, added, judged = r["parts"][0]

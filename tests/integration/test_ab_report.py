@@ -123,9 +123,9 @@ def wait_for_shadow_rows(root: Path, expected: int) -> None:
     store = PredictionStore(f"sqlite:///{root}/.shipml/predictions.db")
     try:
         deadline = time.monotonic() + 30
-        while store.count("churn", role="shadow") < expected and time.monotonic() < deadline:
+        while store.predictions.count("churn", role="shadow") < expected and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert store.count("churn", role="shadow") == expected
+        assert store.predictions.count("churn", role="shadow") == expected
     finally:
         store.close()
 

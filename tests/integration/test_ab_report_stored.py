@@ -40,7 +40,7 @@ def test_ab_report_stores_the_report_it_printed(tmp_path: Path) -> None:
     printed = json.loads(done.stdout)
     store = PredictionStore(f"sqlite:///{tmp_path}/.shipml/predictions.db")
     try:
-        (row,) = store.latest_experiments("churn", limit=10)
+        (row,) = store.experiments.latest("churn", limit=10)
         assert (row["model"], row["verdict"], row["since"], row["until"]) == (
             "churn",
             "rollback",

@@ -161,7 +161,7 @@ def test_a_candidate_failing_5_percent_of_its_requests_is_rolled_back_and_the_re
         assert status.returncode == 0 and "rolled_back" in status.stdout and "started" in status.stdout
         store = PredictionStore(f"sqlite:///{project}/.shipml/predictions.db")
         try:
-            assert store.count("churn", variant="canary", status="error") > 0  # its failures are in the log
+            assert store.predictions.count("churn", variant="canary", status="error") > 0  # its failures are in the log
         finally:
             store.close()
     finally:

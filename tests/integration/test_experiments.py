@@ -97,12 +97,12 @@ def test_rows_metrics_and_model_carry_the_variant_and_shadows_log_their_copies(
     store = PredictionStore(f"sqlite:///{project}/.shipml/predictions.db")
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and store.count("churn", role="shadow", variant="candidate") == 0:
+        while time.monotonic() < deadline and store.predictions.count("churn", role="shadow", variant="candidate") == 0:
             time.sleep(0.2)
         time.sleep(1.0)  # the shadow's copies are logged after the answers, off the response path
-        primary = store.read_window("churn", 0, time.time() + 1)
+        primary = store.predictions.read_window("churn", 0, time.time() + 1)
         assert set(primary.variant.tolist()) == {"champion", "challenger"}
-        shadow = store.read_window("churn", 0, time.time() + 1, role="shadow")
+        shadow = store.predictions.read_window("churn", 0, time.time() + 1, role="shadow")
         assert set(shadow.variant.tolist()) == {"candidate"}
         assert 0.15 < len(shadow) / len(primary) < 0.35  # a quarter of the requests, sampled per key
     finally:

@@ -126,7 +126,7 @@ def test_the_service_runs_the_job_on_its_schedule_in_one_worker_at_a_time(served
     started = time.time()
     time.sleep(5 * INTERVAL_S + 0.5)
     runs = [
-        r for r in store.latest_reports("churn", limit=100)
+        r for r in store.reports.latest("churn", limit=100)
         if r["created_at"] >= started and r["until"] - r["since"] == 86400  # the scheduled window (24h)
     ]  # fmt: skip
     store.close()

@@ -24,8 +24,8 @@ def test_store_on_postgres(postgres_uri: str) -> None:
     uri = fresh_postgres_database(postgres_uri)
     store = PredictionStore(uri)
     schema = FeatureSchema.infer(generate_churn(200), "churn", id_columns=("customer_id",))
-    slots = store.register_schema(schema)
-    assert store.register_schema(schema) == slots  # idempotent
+    slots = store.predictions.register_schema(schema)
+    assert store.predictions.register_schema(schema) == slots  # idempotent
     writer = StoreWriter(store, queue_size=50_000, batch_max=512)
     started = time.perf_counter()
     futures = [
@@ -48,12 +48,12 @@ def test_store_on_postgres(postgres_uri: str) -> None:
         f.result(timeout=120)
     elapsed = time.perf_counter() - started
     writer.close()
-    assert store.count() == 20_000
-    window = store.read_window("churn", 0, 20_000)
+    assert store.predictions.count() == 20_000
+    window = store.predictions.read_window("churn", 0, 20_000)
     assert window.features["tenure"].tolist() == [float(i) for i in range(20_000)]
     assert set(window.features["contract"].tolist()) == {"one-year"}
     assert set(window.label.tolist()) == {"1"} and set(window.score.tolist()) == {0.75}
-    assert store.add_feedback("pg-7", "1", None) and not store.add_feedback("nope", "1", None)
+    assert store.feedback.add("pg-7", "1", None) and not store.feedback.add("nope", "1", None)
     print(f"postgres group commit: {20_000 / elapsed:,.0f} rows/s")
     store.close()
 
@@ -72,6 +72,6 @@ def test_service_logs_to_postgres_and_survives_sigkill(postgres_uri: str, tmp_pa
         ids.append(r.json()["prediction_id"])
     server.stop(signal.SIGKILL)
     store = PredictionStore(postgres_uri)
-    found = [pid for pid in ids if store.get(pid) is not None]
+    found = [pid for pid in ids if store.predictions.get(pid) is not None]
     store.close()
     assert len(found) == 40

@@ -248,18 +248,18 @@ def test_mlflow_scoring_protocol_all_four_formats(server: Server, keys: Keys, pr
 def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Keys, project: tuple[Path, Keys]) -> None:
     store = PredictionStore(f"sqlite:///{project[0] / '.shipml' / 'predictions.db'}")
     try:
-        before = store.count()
+        before = store.predictions.count()
         r = requests.post(
             f"{server.url}/predict", json={"features": records(1)[0]}, headers=auth(keys.predict), timeout=10
         ).json()
-        got = store.get(r["prediction_id"])  # committed before the answer (durability: commit)
-        assert got is not None and store.count() == before + 1
+        got = store.predictions.get(r["prediction_id"])  # committed before the answer (durability: commit)
+        assert got is not None and store.predictions.count() == before + 1
         assert (got["model"], got["version"], got["variant"], got["role"]) == ("churn", "1", "main", "primary")
         assert got["features"]["contract"] == records(1)[0]["contract"]
         assert got["outputs"]["probabilities"] == r["probabilities"]
         assert got["label"] == str(r["predicted_class"])
         # typed, through the store's catalog of the model's schema
-        window = store.read_window("churn", got["ts"] - 1, got["ts"] + 1)
+        window = store.predictions.read_window("churn", got["ts"] - 1, got["ts"] + 1)
         at = list(window.ids).index(r["prediction_id"])
         assert window.features["contract"][at] == records(1)[0]["contract"]
         assert window.features["tenure"][at] == records(1)[0]["tenure"]
@@ -277,7 +277,7 @@ def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Key
             timeout=10,
         )
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_prediction"
-        feedback = store.get_feedback(r["prediction_id"])
+        feedback = store.feedback.get(r["prediction_id"])
         assert feedback is not None and feedback["label"] == "1"
     finally:
         store.close()

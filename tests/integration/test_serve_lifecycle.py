@@ -40,7 +40,7 @@ def stored_ids(root: Path, ids: list[str]) -> set[str]:
     """Which of ``ids`` are in the embedded prediction store."""
     store = PredictionStore(f"sqlite:///{root / '.shipml' / 'predictions.db'}")
     try:
-        return {i for i in ids if store.get(i) is not None}
+        return {i for i in ids if store.predictions.get(i) is not None}
     finally:
         store.close()
 

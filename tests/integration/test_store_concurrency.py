@@ -42,12 +42,12 @@ def open_at_once(worker: int, uris: list[str], barrier: threading.Barrier, resul
             continue
         try:
             store = PredictionStore(uri)
-            store.register_schema(SCHEMA)
+            store.predictions.register_schema(SCHEMA)
             row = PredictionRow(
                 f"r{round_}-w{worker}", time.time(), "churn", "1", "main", {"Age": 40.0, "age": 4.0, "plan": "gold"},
                 {"value": 1.0}, 1.0, schema_sha256=SCHEMA.sha256(),
             )  # fmt: skip
-            store.write([row])
+            store.predictions.write([row])
             store.close()
             results.put((round_, worker, "ok"))
         except Exception as exc:  # the figure the test prints: what failed, by type
@@ -84,12 +84,12 @@ def test_processes_opening_a_fresh_store_at_once_all_succeed(
     assert failures == [] and len(outcomes) == PROCESSES * ROUNDS
     for uri in uris:
         store = PredictionStore(uri)
-        with store.engine.connect() as conn:
+        with store.database.engine.connect() as conn:
             got = conn.execute(sa.select(tables.schema_version.c.version).order_by(tables.schema_version.c.version))
             assert list(got.scalars()) == list(range(1, LATEST + 1))  # one row per migration
             catalog = conn.execute(sa.select(sa.func.count()).select_from(tables.feature_catalog)).scalar_one()
         assert catalog == len(SCHEMA.features)
-        window = store.read_window("churn", 0, time.time() + 1)
+        window = store.predictions.read_window("churn", 0, time.time() + 1)
         assert len(window) == PROCESSES
         assert set(window.features["Age"].tolist()) == {40.0} and set(window.features["age"].tolist()) == {4.0}
         store.close()

@@ -212,11 +212,11 @@ def vm_rss_kib(pid: int) -> int:
 
 def stored(root: Path, prediction_id: str, uri: str | None = None) -> dict[str, Any] | None:
     """The prediction store's row of ``prediction_id``, read through the store's own API."""
-    from shipml.adapters.prediction_store import PredictionStore
+    from shipml.adapters.store import PredictionStore
 
     store = PredictionStore(uri or f"sqlite:///{root}/.shipml/predictions.db")
     try:
-        return store.get(prediction_id)
+        return store.predictions.get(prediction_id)
     finally:
         store.close()
 

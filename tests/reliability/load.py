@@ -456,7 +456,7 @@ def store_rows(root: Path, ids: list[str], uri: str | None = None) -> dict[str, 
 
     store = PredictionStore(uri or f"sqlite:///{root}/.shipml/predictions.db")
     try:
-        return {pid: row for pid in ids if (row := store.get(pid)) is not None}
+        return {pid: row for pid in ids if (row := store.predictions.get(pid)) is not None}
     finally:
         store.close()
 
@@ -466,7 +466,7 @@ def store_count(root: Path, uri: str | None = None) -> int:
 
     store = PredictionStore(uri or f"sqlite:///{root}/.shipml/predictions.db")
     try:
-        return store.count()
+        return store.predictions.count()
     finally:
         store.close()
 
@@ -477,7 +477,7 @@ def feedback_labels(ids: list[str], uri: str) -> dict[str, str | None]:
 
     store = PredictionStore(uri)
     try:
-        return {pid: fb["label"] for pid in ids if (fb := store.get_feedback(pid)) is not None}
+        return {pid: fb["label"] for pid in ids if (fb := store.feedback.get(pid)) is not None}
     finally:
         store.close()
 

@@ -581,16 +581,16 @@ def test_case_17_one_bad_row_among_99_good_gives_99_predictions_and_one_indexed_
 
 
 def test_case_17_all_100_rows_are_logged_with_their_status(rel_server: Server, rel_project: Project) -> None:
-    from shipml.adapters.prediction_store import PredictionStore
+    from shipml.adapters.store import PredictionStore
 
     store = PredictionStore(f"sqlite:///{rel_project.root}/.shipml/predictions.db")
     try:
-        before, before_ok = store.count(status=None), store.count()
+        before, before_ok = store.predictions.count(status=None), store.predictions.count()
         r = batch(rel_server, rel_project.keys.predict, _batch_with_one_bad(MAX_BATCH, 37))
         assert r.status_code == 200
-        assert store.count(status=None) == before + MAX_BATCH  # every record answered has its row
-        assert store.count() == before_ok + MAX_BATCH - 1  # monitoring reads the predictions only
+        assert store.predictions.count(status=None) == before + MAX_BATCH  # every record answered has its row
+        assert store.predictions.count() == before_ok + MAX_BATCH - 1  # monitoring reads the predictions only
         ids = [p["prediction_id"] for p in r.json()["predictions"] if "prediction_id" in p]
-        assert len(ids) == MAX_BATCH - 1 and all(store.get(i)["status"] == "ok" for i in ids[:5])
+        assert len(ids) == MAX_BATCH - 1 and all(store.predictions.get(i)["status"] == "ok" for i in ids[:5])
     finally:
         store.close()

@@ -119,7 +119,7 @@ def test_a_batch_bigger_than_a_chunk_is_logged_whole_when_the_queue_is_small(tmp
     try:
         results = asyncio.run(PredictionService(writer, "async", ServerMetrics()).run(dep, rows))
         writer.flush()
-        assert all(r.ok for r in results) and store.count() == 3000
+        assert all(r.ok for r in results) and store.predictions.count() == 3000
         assert writer.pending == 0
     finally:
         writer.close()

@@ -117,7 +117,7 @@ def deploy_status(
     try:
         from shipml.core.canary import Canary, CanaryEvent
 
-        found = controller.store.read_canary(model)
+        found = controller.store.canaries.read(model)
         if not found:
             err.print(f"no canary{' of ' + escape(model) if model else ''}")
             return 1
@@ -125,7 +125,7 @@ def deploy_status(
             canary = Canary.from_json(state)
             out.print(_line(canary))
             if events:
-                for ts, text in controller.store.canary_events(name, since=canary.started_at):
+                for ts, text in controller.store.canaries.events(name, since=canary.started_at):
                     e = CanaryEvent.from_json(text, ts)
                     out.print(f"  {_clock(e.ts)} {e.event}: {e.percent:g} % {escape(e.reason)}")
         return 0

@@ -69,7 +69,7 @@ def _run(
         report = job.report(name, span)
         if save:
             try:
-                store.save_experiment(report.model, report.since, report.until, report.verdict, report.to_json())
+                store.experiments.save(report.model, report.since, report.until, report.verdict, report.to_json())
             except StoreError as exc:  # the verdict stands; only the gauges miss this report
                 err.print(f"[yellow]warning:[/] the report is not stored: {escape(exc.message)}")
         return job, report

@@ -67,7 +67,7 @@ class CanaryController:
         return DEFAULT_VARIANT, self.settings.serve_ref()
 
     def read(self, model: str) -> Canary | None:
-        found = self.store.read_canary(model)
+        found = self.store.canaries.read(model)
         if not found:
             return None
         _, updated_at, state = found[0]
@@ -106,7 +106,7 @@ class CanaryController:
         now = time.time()
         canary = Canary(model, info.version, name, steps, interval_s, min_requests, now, now, updated_at=now,
                         reason=f"started at {steps[0]:g} %", require=require)  # fmt: skip
-        self.store.save_canary(model, canary.to_json(), CanaryEvent.of("started", canary).to_json())
+        self.store.canaries.save(model, canary.to_json(), CanaryEvent.of("started", canary).to_json())
         log.info("canary_started", model=model, candidate=info.version, steps=list(steps), interval_s=interval_s)
         return self.read(model) or canary, True
 
@@ -116,7 +116,7 @@ class CanaryController:
         if state is None or not state.active:
             return Tick(state, None, False)
         ttl = max(30.0, state.interval_s)
-        if not self.store.acquire_lease(LEASE.format(model=model), self.holder, ttl):
+        if not self.store.leases.acquire(LEASE.format(model=model), self.holder, ttl):
             return Tick(state, None, False)
         now = time.time() if now is None else now
         change = check(state, self.evidence(state, now), now)
@@ -130,7 +130,7 @@ class CanaryController:
             except RegistryError as exc:
                 log.error("canary_promote_failed", model=model, candidate=state.candidate, error=exc.message)
                 return Tick(state, None, True)
-        if not self.store.save_canary(model, change.state.to_json(), logged.to_json(), expect=state.updated_at):
+        if not self.store.canaries.save(model, change.state.to_json(), logged.to_json(), expect=state.updated_at):
             return Tick(self.read(model), None, True)  # written by someone else since it was read
         log.info(f"canary_{change.event}", model=model, candidate=state.candidate, percent=change.state.percent,
                  reason=change.state.reason)  # fmt: skip
@@ -142,7 +142,7 @@ class CanaryController:
             raise CanaryRefused(f"deploy abort: {model} has no active canary")
         change = abort(state, time.time(), reason)
         logged = change.logged()
-        self.store.save_canary(model, change.state.to_json(), logged.to_json() if logged else None)
+        self.store.canaries.save(model, change.state.to_json(), logged.to_json() if logged else None)
         log.info("canary_aborted", model=model, candidate=state.candidate, reason=reason)
         return self.read(model) or change.state
 
@@ -166,7 +166,7 @@ class CanaryController:
         if primary.worse and min(primary.control.n, primary.treatment.n) >= self.settings.experiments.min_count:
             d = primary.difference
             violations.insert(0, f"{primary.metric} is significantly worse: [{d.lower:+.4g}, {d.upper:+.4g}]")
-        step_requests = self.store.count(
+        step_requests = self.store.predictions.count(
             state.model, variant=CANARY_VARIANT, since=state.step_started_at, until=now + 1e-6, status=None
         )
         return Evidence(tuple(violations), step_requests, tuple(undecided))

@@ -258,7 +258,7 @@ class ExperimentJob:
         rows = {a.name: self._read(a, window) for a in self.primaries}
         regression = _is_regression(rows.values(), self.settings)
         run = _Run(
-            window, self.store.read_feedback(window.since), now - self.settings.monitor.label_delay_s, regression,
+            window, self.store.feedback.read(window.since), now - self.settings.monitor.label_delay_s, regression,
             NEGATIVE_ABSOLUTE_ERROR if regression else ACCURACY, "mean" if regression else "proportion", [],
         )  # fmt: skip
         summaries: list[VariantSummary] = []
@@ -324,25 +324,27 @@ class ExperimentJob:
             )
 
     def _read(self, arm: _Arm, window: Window) -> _Rows:
-        ids, ts, label, score, keys = self.store.read_outcomes(
+        ids, ts, label, score, keys = self.store.predictions.read_outcomes(
             arm.registered, window.since, window.until, variant=arm.name, role=arm.role, keys=True
         )
         return _Rows(ids, ts, label, score, keys)
 
     def _count(self, arm: _Arm, window: Window, status: str | None) -> int:
         """``arm``'s logged rows in the window with ``status`` (None: any)."""
-        return self.store.count(
+        return self.store.predictions.count(
             arm.registered, variant=arm.name, role=arm.role, since=window.since, until=window.until, status=status
         )
 
     def _latencies(self, arm: _Arm, window: Window) -> np.ndarray:
         """``arm``'s answered requests' latencies (ms) in the window."""
-        return self.store.read_latencies(arm.registered, window.since, window.until, variant=arm.name, role=arm.role)
+        return self.store.predictions.read_latencies(
+            arm.registered, window.since, window.until, variant=arm.name, role=arm.role
+        )
 
     def _monitoring(self, model: str, run: _Run) -> DriftReport | None:
         """The newest stored monitoring report of ``model`` (read once per report), if it overlaps the window."""
         if model not in run.monitoring:
-            found = self.store.latest_reports(model)
+            found = self.store.reports.latest(model)
             report = None
             if found:
                 try:

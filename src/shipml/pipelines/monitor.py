@@ -22,8 +22,8 @@ import pandas as pd
 
 from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import FeatureWindow, PredictionStore
+from shipml.adapters.store.histogram_table import MinuteCounts
 from shipml.adapters.store.histograms import HistogramLayout
-from shipml.adapters.store.sql import MinuteCounts
 from shipml.config import MonitorSettings
 from shipml.core.drift import (
     PREDICTION,
@@ -112,7 +112,7 @@ class MonitorJob:
         """The report of ``model`` over ``window`` (stored unless ``save`` is False) and its id in the store."""
         if recompute:
             self.recompute(model, window)
-        minutes = self.store.read_histograms(model, window.since, window.until)
+        minutes = self.store.histograms.read(model, window.since, window.until)
         by_segment: dict[tuple[str, str], list[MinuteCounts]] = {}
         for m in minutes:
             by_segment.setdefault((m.version, m.variant), []).append(m)
@@ -122,7 +122,7 @@ class MonitorJob:
         )
         report = DriftReport(model, window.since, window.until, time.time(), segments)
         report_id = (
-            self.store.save_report(model, window.since, window.until, report.verdict, report.to_json())
+            self.store.reports.save(model, window.since, window.until, report.verdict, report.to_json())
             if save
             else None
         )
@@ -131,7 +131,7 @@ class MonitorJob:
     def recompute(self, model: str, window: Window) -> int:
         """Rebuild the window's histograms from the raw rows (minutes of versions without a profile are dropped);
         how many rows were counted."""
-        rows = self.store.read_window(model, window.since, window.until)
+        rows = self.store.predictions.read_window(model, window.since, window.until)
         entries = []
         minute_of = (rows.ts // 60).astype(np.int64)
         for version in sorted(set(rows.version.tolist())):
@@ -146,7 +146,7 @@ class MonitorJob:
                         counts_of(b, self._values_of(v, rows, b.feature, mask)) for b in v.layout.binnings
                     ])  # fmt: skip
                     entries.append((minute, version, variant, "primary", v.layout, int(mask.sum()), flat))
-        self.store.replace_histograms(model, window.since, window.until, entries)
+        self.store.histograms.replace(model, window.since, window.until, entries)
         return sum(e[5] for e in entries)
 
     @staticmethod
@@ -229,7 +229,7 @@ class MonitorJob:
             return None
         reference = pd.read_json(sample_file, orient="split")
         since = max(window.since, window.until - DOMAIN_SAMPLE_S)
-        current = self.store.read_window(model, since, window.until, version=version, variant=variant)
+        current = self.store.predictions.read_window(model, since, window.until, version=version, variant=variant)
         names = [n for n in v.bundle.schema.names if n in current.features and n in reference.columns]
         if len(current) < self.thresholds.min_rows or not names:
             notes.append(
@@ -247,10 +247,10 @@ class MonitorJob:
     def _performance(
         self, model: str, version: str, variant: str, v: Version, window: Window, notes: list[str]
     ) -> tuple[tuple[PerformanceEntry, ...], tuple[PerformanceEntry, ...], dict[str, int]]:
-        ids, ts, label, score = self.store.read_outcomes(
+        ids, ts, label, score = self.store.predictions.read_outcomes(
             model, window.since, window.until, version=version, variant=variant
         )
-        feedback = self.store.read_feedback(window.since)
+        feedback = self.store.feedback.read(window.since)
         has = np.array([i in feedback for i in ids.tolist()], dtype=bool)
         matured = ts <= time.time() - self.settings.label_delay_s
         labelled = matured & has

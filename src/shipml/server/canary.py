@@ -68,7 +68,7 @@ class CanaryFollower(Collector):
 
     async def follow(self) -> None:
         """One poll: read the canary and make the deployment serve it (or stop serving it)."""
-        found = await anyio.to_thread.run_sync(self.store.read_canary, self.model)
+        found = await anyio.to_thread.run_sync(self.store.canaries.read, self.model)
         state = replace(Canary.from_json(found[0][2]), updated_at=found[0][1]) if found else None
         self.state = state
         want = (state.candidate, state.weight) if state is not None and state.active else None

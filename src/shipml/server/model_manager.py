@@ -216,13 +216,13 @@ class VariantManager:
         warm(bundle)
         # the store's catalog maps this schema's features to typed slots (no DDL at model load)
         schema_sha256 = (
-            self.store.register_schema(bundle.schema).schema_sha256
+            self.store.predictions.register_schema(bundle.schema).schema_sha256
             if self.store is not None
             else bundle.schema.sha256()
         )
         if self.store is not None and self.store_histograms and bundle.profile is not None:
             positive = bundle.evaluation.get("positive_class")
-            self.store.register_profile(ref.name, bundle.info.version, bundle.profile, bundle.schema.target.task,
+            self.store.histograms.register_profile(ref.name, bundle.info.version, bundle.profile, bundle.schema.target.task,
                                         None if positive is None else str(positive))  # fmt: skip
         validator = RecordValidator(
             bundle.schema,

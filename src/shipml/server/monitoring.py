@@ -76,7 +76,7 @@ class ReportCollector(Collector):
         self.store = store
         self.model = model
         self.ready = ready
-        self._newest = _Newest(lambda: store.latest_reports(model), DriftReport.from_json, "monitor_report_unreadable")
+        self._newest = _Newest(lambda: store.reports.latest(model), DriftReport.from_json, "monitor_report_unreadable")
 
     def report(self) -> DriftReport | None:
         return self._newest.get()
@@ -141,7 +141,7 @@ class ExperimentCollector(Collector):
         self.store = store
         self.model = model
         self.deployment = deployment
-        self._newest = _Newest(lambda: store.latest_experiments(model), _experiment, "experiment_report_unreadable")
+        self._newest = _Newest(lambda: store.experiments.latest(model), _experiment, "experiment_report_unreadable")
 
     def report(self) -> ExperimentReport | None:
         return self._newest.get()
@@ -290,7 +290,7 @@ class ScheduledMonitor:
         """One run if this process holds the lease (taken for twice the interval); whether the monitoring job
         ran. The experiment report is computed and stored after it, whether or not the monitoring job failed."""
         try:
-            if not self.store.acquire_lease(
+            if not self.store.leases.acquire(
                 LEASE.format(model=self.model), self.holder, 2 * self.settings.monitor.interval_s
             ):
                 return False
@@ -321,7 +321,7 @@ class ScheduledMonitor:
         """Compute and store the experiment's report over ``window``; its id (None when it failed, logged)."""
         try:
             report = self.experiments.report(self.model, window)
-            report_id = self.store.save_experiment(
+            report_id = self.store.experiments.save(
                 report.model, report.since, report.until, report.verdict, report.to_json()
             )
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the report's timestamp gauge ages

@@ -35,8 +35,8 @@ def profile() -> ReferenceProfile:
 @pytest.fixture(params=DIALECTS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionStore]:
     s = PredictionStore(store_uri_for(request, str(request.param), tmp_path), histogram_flush_s=3600)
-    s.register_schema(CHURNISH)
-    s.register_profile("churn", "1", profile(), "binary", "1")
+    s.predictions.register_schema(CHURNISH)
+    s.histograms.register_profile("churn", "1", profile(), "binary", "1")
     yield s
     s.close()
 
@@ -67,7 +67,7 @@ def batch(n: int, ts: float) -> PredictionBatch:
 
 def expected(store: PredictionStore, since: float, until: float) -> dict[str, np.ndarray]:
     """The counts of the committed rows, read back raw and counted on the profile's buckets."""
-    window = store.read_window("churn", since, until, version="1")
+    window = store.predictions.read_window("churn", since, until, version="1")
     binnings = ProfileBinnings.of(profile()).all
     out = {name: counts_of(b, window.features[name]) for name, b in binnings.items() if name != PREDICTION}
     out[PREDICTION] = counts_of(binnings[PREDICTION], window.score)
@@ -82,7 +82,7 @@ def test_histograms_equal_the_counts_of_the_committed_rows(store: PredictionStor
     writer.enqueue(rows(50, t0 + 61))  # the next minute
     writer.enqueue(rows(40, t0 + 10, version="2"))  # a version without a profile: no histogram
     writer.close()  # the last flush
-    minutes = store.read_histograms("churn", t0, t0 + 120)
+    minutes = store.histograms.read("churn", t0, t0 + 120)
     assert [(m.minute, m.version, m.rows) for m in minutes] == [(MINUTE, "1", 1000), (MINUTE + 1, "1", 50)]
     want = expected(store, t0, t0 + 60)
     for name, counts in want.items():
@@ -90,21 +90,21 @@ def test_histograms_equal_the_counts_of_the_committed_rows(store: PredictionStor
     # the unseen category and the nulls have buckets of their own
     contract = minutes[0].counts["contract"]
     assert contract[-2] == 200 and contract[-1] == 200
-    assert store.read_histograms("churn", t0 + 60, t0 + 120)[0].rows == 50
-    assert store.read_histograms("churn", t0, t0 + 120, version="2") == []
+    assert store.histograms.read("churn", t0 + 60, t0 + 120)[0].rows == 50
+    assert store.histograms.read("churn", t0, t0 + 120, version="2") == []
 
 
 def test_workers_write_their_own_rows_and_readers_sum_them(store: PredictionStore) -> None:
     t0 = MINUTE * 60.0
     other = PredictionStore(store.uri, histogram_flush_s=3600)  # a second worker process's store
-    other.register_schema(CHURNISH)
-    other.register_profile("churn", "1", profile(), "binary", "1")
+    other.predictions.register_schema(CHURNISH)
+    other.histograms.register_profile("churn", "1", profile(), "binary", "1")
     for s, n in ((store, 120), (other, 80), (store, 30)):  # the first store flushes twice: replaced, not added
         w = StoreWriter(s, queue_size=1000, batch_max=512)
         w.enqueue(rows(n, t0 + 1))
         w.close()
     other.close()
-    (minute,) = store.read_histograms("churn", t0, t0 + 60)
+    (minute,) = store.histograms.read("churn", t0, t0 + 60)
     assert minute.rows == 230
     np.testing.assert_array_equal(minute.counts["tenure"], expected(store, t0, t0 + 60)["tenure"])
 
@@ -114,30 +114,30 @@ def test_recompute_replaces_the_window(store: PredictionStore) -> None:
     w = StoreWriter(store, queue_size=1000, batch_max=512)
     w.enqueue(rows(100, t0 + 1))
     w.close()
-    layout = store.histograms.layout("churn", "1")
+    layout = store.histograms.keeper.layout("churn", "1")
     assert layout is not None
     flat = np.concatenate([c for c in expected(store, t0, t0 + 60).values()])
-    store.replace_histograms("churn", t0, t0 + 60, [(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
-    (minute,) = store.read_histograms("churn", t0, t0 + 60)
+    store.histograms.replace("churn", t0, t0 + 60, [(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
+    (minute,) = store.histograms.read("churn", t0, t0 + 60)
     assert minute.rows == 100 and minute.counts["tenure"].sum() == 200
 
 
 def test_a_lease_has_one_holder_until_it_expires(store: PredictionStore) -> None:
-    assert store.acquire_lease("monitor:churn", "worker-a", ttl_s=0.5)
-    assert not store.acquire_lease("monitor:churn", "worker-b", ttl_s=0.5)
-    assert store.acquire_lease("monitor:churn", "worker-a", ttl_s=0.5)  # renewed by its holder
-    assert store.acquire_lease("monitor:other", "worker-b", ttl_s=0.5)  # another job, another lease
+    assert store.leases.acquire("monitor:churn", "worker-a", ttl_s=0.5)
+    assert not store.leases.acquire("monitor:churn", "worker-b", ttl_s=0.5)
+    assert store.leases.acquire("monitor:churn", "worker-a", ttl_s=0.5)  # renewed by its holder
+    assert store.leases.acquire("monitor:other", "worker-b", ttl_s=0.5)  # another job, another lease
     time.sleep(0.6)
-    assert store.acquire_lease("monitor:churn", "worker-b", ttl_s=0.5)  # expired: taken over
-    assert not store.acquire_lease("monitor:churn", "worker-a", ttl_s=0.5)
+    assert store.leases.acquire("monitor:churn", "worker-b", ttl_s=0.5)  # expired: taken over
+    assert not store.leases.acquire("monitor:churn", "worker-a", ttl_s=0.5)
 
 
 def test_reports_are_kept_and_the_newest_is_read_back(store: PredictionStore) -> None:
-    first = store.save_report("churn", 0.0, 60.0, "no_drift", '{"a": 1}')
-    second = store.save_report("churn", 60.0, 120.0, "drift", '{"a": 2}')
-    store.save_report("other", 0.0, 60.0, "warn", '{"b": 1}')
+    first = store.reports.save("churn", 0.0, 60.0, "no_drift", '{"a": 1}')
+    second = store.reports.save("churn", 60.0, 120.0, "drift", '{"a": 2}')
+    store.reports.save("other", 0.0, 60.0, "warn", '{"b": 1}')
     assert second > first
-    (newest,) = store.latest_reports("churn")
+    (newest,) = store.reports.latest("churn")
     assert newest["id"] == second and newest["verdict"] == "drift" and newest["report"] == '{"a": 2}'
-    assert [r["model"] for r in store.latest_reports()] == ["churn", "other"]
-    assert [r["id"] for r in store.latest_reports("churn", limit=5)] == [second, first]
+    assert [r["model"] for r in store.reports.latest()] == ["churn", "other"]
+    assert [r["id"] for r in store.reports.latest("churn", limit=5)] == [second, first]

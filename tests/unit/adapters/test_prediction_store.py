@@ -60,32 +60,32 @@ def store_uri(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> s
 @pytest.fixture
 def store(store_uri: str) -> Iterator[PredictionStore]:
     s = PredictionStore(store_uri)
-    s.register_schema(CHURNISH)
+    s.predictions.register_schema(CHURNISH)
     yield s
     s.close()
 
 
 def test_rows_land_with_their_typed_features_and_outputs(store: PredictionStore) -> None:
-    store.write([row(1, tenure=3.0, contract="one-year"), row(2, tenure=None, contract=None)])
-    got = store.get("id-0001")
+    store.predictions.write([row(1, tenure=3.0, contract="one-year"), row(2, tenure=None, contract=None)])
+    got = store.predictions.get("id-0001")
     assert got is not None
     assert got["features"] == {"tenure": 3.0, "contract": "one-year"}
     assert (got["model"], got["version"], got["variant"], got["role"], got["routing_key"]) == (
         "churn", "1", "main", "primary", None,
     )  # fmt: skip
-    window = store.read_window("churn", 0, 2000)
+    window = store.predictions.read_window("churn", 0, 2000)
     assert window.ids.tolist() == ["id-0001", "id-0002"]
     assert window.features["tenure"][0] == 3.0 and math.isnan(window.features["tenure"][1])
     assert window.features["contract"].tolist() == ["one-year", None]
     assert window.kinds == {"tenure": "numeric", "contract": "categorical"}
-    assert store.count() == 2 and store.get("nope") is None
+    assert store.predictions.count() == 2 and store.predictions.get("nope") is None
 
 
 def test_a_refused_record_is_logged_with_its_status_and_left_out_of_monitoring_reads(store: PredictionStore) -> None:
     # Reliability case 17: a record refused by validation is logged too, with its features as sent (which
     # need not fit the schema: no schema_sha256, so JSON only), and monitoring reads skip it by default.
     sha = CHURNISH.sha256()
-    store.write([
+    store.predictions.write([
         row(1, tenure=1.0, contract="monthly"),
         PredictionRow("id-0002", 1002.0, "churn", "1", "main", {"tenure": "x", "contract": 5}, {}, 1.0,
                       status="invalid"),
@@ -93,21 +93,21 @@ def test_a_refused_record_is_logged_with_its_status_and_left_out_of_monitoring_r
                       schema_sha256=sha, status="output_invalid"),
         row(4, tenure=3.0, contract="two-year"),
     ])  # fmt: skip
-    refused = store.get("id-0002")
+    refused = store.predictions.get("id-0002")
     assert refused is not None
     assert (refused["status"], refused["schema_sha256"]) == ("invalid", "")
     assert refused["features"] == {"tenure": "x", "contract": 5}
-    assert store.get("id-0003")["status"] == "output_invalid"  # type: ignore[index]
-    assert store.get("id-0001")["status"] == "ok"  # type: ignore[index]
-    assert store.count() == 2 and store.count("churn") == 2
-    assert store.count(status=None) == 4 and store.count(status="invalid") == 1
-    window = store.read_window("churn", 0, 2000)
+    assert store.predictions.get("id-0003")["status"] == "output_invalid"  # type: ignore[index]
+    assert store.predictions.get("id-0001")["status"] == "ok"  # type: ignore[index]
+    assert store.predictions.count() == 2 and store.predictions.count("churn") == 2
+    assert store.predictions.count(status=None) == 4 and store.predictions.count(status="invalid") == 1
+    window = store.predictions.read_window("churn", 0, 2000)
     assert window.ids.tolist() == ["id-0001", "id-0004"]
     assert window.features["tenure"].tolist() == [1.0, 3.0] and window.kinds["tenure"] == "numeric"
-    every = store.read_window("churn", 0, 2000, status=None)
+    every = store.predictions.read_window("churn", 0, 2000, status=None)
     assert every.ids.tolist() == ["id-0001", "id-0002", "id-0003", "id-0004"]
     assert every.features["tenure"].tolist() == [1.0, "x", 2.0, 3.0] and every.kinds["tenure"] == "mixed"
-    assert store.read_window("churn", 0, 2000, status="invalid").ids.tolist() == ["id-0002"]
+    assert store.predictions.read_window("churn", 0, 2000, status="invalid").ids.tolist() == ["id-0002"]
 
 
 def test_a_batch_with_one_refused_record_logs_every_row_with_its_status(store: PredictionStore) -> None:
@@ -117,8 +117,12 @@ def test_a_batch_with_one_refused_record_logs_every_row_with_its_status(store: P
     writer = StoreWriter(store, queue_size=1000, batch_max=512)
     writer.submit_many(rows).result(timeout=10)
     writer.close()
-    assert (store.count(), store.count(status=None), store.count(status="invalid")) == (99, 100, 1)
-    window = store.read_window("churn", 0, 2000)
+    assert (
+        store.predictions.count(),
+        store.predictions.count(status=None),
+        store.predictions.count(status="invalid"),
+    ) == (99, 100, 1)
+    window = store.predictions.read_window("churn", 0, 2000)
     assert "id-0037" not in window.ids.tolist() and len(window) == 99
     assert window.features["tenure"].tolist() == [float(i) for i in range(100) if i != 37]
 
@@ -127,20 +131,20 @@ def test_label_and_score_are_filled_from_the_outputs(store: PredictionStore) -> 
     base = row(0, tenure=1.0)
     binary = {"predicted_class": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}
     multi = {"predicted_class": 2, "probabilities": {"0": 0.1, "1": 0.3, "2": 0.6}}
-    store.write([
+    store.predictions.write([
         PredictionRow("b", 1.0, "churn", "1", "main", base.features, binary, 1.0, schema_sha256=base.schema_sha256),
         PredictionRow("m", 2.0, "churn", "1", "main", base.features, multi, 1.0, schema_sha256=base.schema_sha256),
         PredictionRow("r", 3.0, "churn", "1", "main", base.features, {"value": -4.5}, 1.0),
     ])  # fmt: skip
-    window = store.read_window("churn", 0, 10)
+    window = store.predictions.read_window("churn", 0, 10)
     assert window.label.tolist() == ["yes", "2", None]
     assert window.score.tolist() == [0.75, 0.6, -4.5]  # second class; the largest; the value
-    assert store.get("b")["outputs"] == binary  # type: ignore[index]
+    assert store.predictions.get("b")["outputs"] == binary  # type: ignore[index]
 
 
 def test_read_window_filters_by_time_version_variant_and_role(store: PredictionStore) -> None:
     sha = CHURNISH.sha256()
-    store.write([
+    store.predictions.write([
         PredictionRow("a", 10.0, "churn", "1", "main", {"tenure": 1.0}, {}, 1.0, schema_sha256=sha),
         PredictionRow("b", 11.0, "churn", "2", "main", {"tenure": 2.0}, {}, 1.0, schema_sha256=sha),
         PredictionRow("c", 12.0, "churn", "2", "b", {"tenure": 3.0}, {}, 1.0, routing_key="k1", schema_sha256=sha),
@@ -148,15 +152,19 @@ def test_read_window_filters_by_time_version_variant_and_role(store: PredictionS
         PredictionRow("e", 14.0, "other", "1", "main", {"tenure": 5.0}, {}, 1.0, schema_sha256=sha),
         PredictionRow("f", 20.0, "churn", "1", "main", {"tenure": 6.0}, {}, 1.0, schema_sha256=sha),
     ])  # fmt: skip
-    assert store.read_window("churn", 10, 20).ids.tolist() == ["a", "b", "c"]  # until is exclusive; primary only
-    assert store.read_window("churn", 10, 20, version="2").ids.tolist() == ["b", "c"]
-    assert store.read_window("churn", 10, 20, variant="b").features["tenure"].tolist() == [3.0]
-    assert store.read_window("churn", 10, 20, role="shadow").ids.tolist() == ["d"]
-    assert store.read_window("churn", 10, 20, role=None).version.tolist() == ["1", "2", "2", "2"]
-    assert len(store.read_window("churn", 30, 40)) == 0
-    assert store.count("churn") == 5 and store.count("churn", role="shadow") == 1
-    assert store.count("churn", since=11, until=13) == 2 and store.count(version="1") == 3
-    assert store.get("c")["routing_key"] == "k1"  # type: ignore[index]
+    assert store.predictions.read_window("churn", 10, 20).ids.tolist() == [
+        "a",
+        "b",
+        "c",
+    ]  # until is exclusive; primary only
+    assert store.predictions.read_window("churn", 10, 20, version="2").ids.tolist() == ["b", "c"]
+    assert store.predictions.read_window("churn", 10, 20, variant="b").features["tenure"].tolist() == [3.0]
+    assert store.predictions.read_window("churn", 10, 20, role="shadow").ids.tolist() == ["d"]
+    assert store.predictions.read_window("churn", 10, 20, role=None).version.tolist() == ["1", "2", "2", "2"]
+    assert len(store.predictions.read_window("churn", 30, 40)) == 0
+    assert store.predictions.count("churn") == 5 and store.predictions.count("churn", role="shadow") == 1
+    assert store.predictions.count("churn", since=11, until=13) == 2 and store.predictions.count(version="1") == 3
+    assert store.predictions.get("c")["routing_key"] == "k1"  # type: ignore[index]
 
 
 def test_names_that_collide_once_lowercased_or_cut_keep_their_own_values(store: PredictionStore) -> None:
@@ -166,13 +174,13 @@ def test_names_that_collide_once_lowercased_or_cut_keep_their_own_values(store: 
         ("Age", "numeric"), ("age", "numeric"), (prefix + "a", "numeric"), (prefix + "b", "numeric"),
         ("a-b", "categorical"), ("a_b", "categorical"),
     )  # fmt: skip
-    store.register_schema(schema)
+    store.predictions.register_schema(schema)
     values: list[dict[str, Any]] = [
         {"Age": 41.0, "age": 7.5, prefix + "a": 1e-300, prefix + "b": -0.1, "a-b": "x", "a_b": "Y"},
         {"Age": None, "age": 0.1 + 0.2, prefix + "a": 2.0**60, prefix + "b": None, "a-b": "é ✓", "a_b": None},
     ]
-    store.write([row(i, schema, **v) for i, v in enumerate(values)])
-    window = store.read_window("churn", 0, 2000)
+    store.predictions.write([row(i, schema, **v) for i, v in enumerate(values)])
+    window = store.predictions.read_window("churn", 0, 2000)
     for name in values[0]:
         got = window.features[name].tolist()
         want = [v[name] for v in values]
@@ -183,30 +191,32 @@ def test_a_feature_that_changes_kind_between_schemas_keeps_each_kind(store: Pred
     # Correctness review H1: on Postgres "invalid input syntax for type double precision: "gold"".
     numeric = schema_of(("plan", "numeric"), ("tenure", "numeric"))
     categorical = schema_of(("tenure", "numeric"), ("plan", "categorical"))
-    store.register_schema(numeric)
-    store.register_schema(categorical)
-    store.write([row(1, numeric, "1", plan=2.5, tenure=1.0), row(2, categorical, "2", plan="gold", tenure=3.0)])
-    v1, v2 = (store.read_window("churn", 0, 2000, version=v) for v in ("1", "2"))
+    store.predictions.register_schema(numeric)
+    store.predictions.register_schema(categorical)
+    store.predictions.write(
+        [row(1, numeric, "1", plan=2.5, tenure=1.0), row(2, categorical, "2", plan="gold", tenure=3.0)]
+    )
+    v1, v2 = (store.predictions.read_window("churn", 0, 2000, version=v) for v in ("1", "2"))
     assert v1.features["plan"].dtype == np.float64 and v1.features["plan"].tolist() == [2.5]
     assert v2.features["plan"].tolist() == ["gold"] and v2.kinds["plan"] == "categorical"
-    both = store.read_window("churn", 0, 2000)
+    both = store.predictions.read_window("churn", 0, 2000)
     assert both.kinds["plan"] == "mixed" and both.features["plan"].tolist() == [2.5, "gold"]
     assert both.features["tenure"].tolist() == [1.0, 3.0] and len(both.schemas) == 2
 
 
 def test_features_beyond_the_slots_are_read_back_from_the_record(store: PredictionStore) -> None:
     wide = schema_of(*[(f"x{i}", "numeric") for i in range(NUMERIC_SLOTS + 6)], ("city", "categorical"))
-    slots = store.register_schema(wide)
+    slots = store.predictions.register_schema(wide)
     assert slots.unslotted == tuple(f"x{i}" for i in range(NUMERIC_SLOTS, NUMERIC_SLOTS + 6))
     record: dict[str, Any] = {f"x{i}": float(i) / 3 for i in range(NUMERIC_SLOTS + 6)} | {"city": "Lyon"}
-    store.write([row(1, wide, **record)])
-    window = store.read_window("churn", 0, 2000)
+    store.predictions.write([row(1, wide, **record)])
+    window = store.predictions.read_window("churn", 0, 2000)
     assert {name: values.tolist()[0] for name, values in window.features.items()} == record
 
 
 def test_rows_of_an_unregistered_schema_keep_their_features_in_the_record(store: PredictionStore) -> None:
-    store.write([row(1, None, tenure=2.0, plan="gold")])
-    window = store.read_window("churn", 0, 2000)
+    store.predictions.write([row(1, None, tenure=2.0, plan="gold")])
+    window = store.predictions.read_window("churn", 0, 2000)
     assert window.features["tenure"].tolist() == [2.0] and window.features["plan"].tolist() == ["gold"]
 
 
@@ -214,19 +224,19 @@ def test_slots_are_a_pure_function_of_the_schema_and_registering_is_idempotent(s
     schema = schema_of(("b", "categorical"), ("a", "integer"), ("B", "boolean"), ("c", "categorical"))
     slots = slots_for(schema)
     assert [(f.name, f.slot) for f in slots.features] == [("b", "c0"), ("a", "n0"), ("B", "n1"), ("c", "c1")]
-    assert store.register_schema(schema) == slots == store.register_schema(schema)
+    assert store.predictions.register_schema(schema) == slots == store.predictions.register_schema(schema)
     assert slots_for(schema) == slots
 
 
 def test_feedback_joins_by_id_and_unknown_id_is_refused(store: PredictionStore) -> None:
-    store.write([row(1, tenure=1.0)])
-    assert store.add_feedback("id-0001", "1", None)
+    store.predictions.write([row(1, tenure=1.0)])
+    assert store.feedback.add("id-0001", "1", None)
     long_label = "churned because " * 40  # correctness review M3: over 200 characters failed on Postgres
-    assert store.add_feedback("id-0001", long_label, None)  # later feedback replaces earlier
-    assert not store.add_feedback("nope", "1", None)
-    got = store.get_feedback("id-0001")
+    assert store.feedback.add("id-0001", long_label, None)  # later feedback replaces earlier
+    assert not store.feedback.add("nope", "1", None)
+    got = store.feedback.get("id-0001")
     assert got is not None and (got["label"], got["value"]) == (long_label, None)
-    assert store.get_feedback("nope") is None
+    assert store.feedback.get("nope") is None
 
 
 def test_writer_commits_in_batches_and_flushes_on_close(store: PredictionStore) -> None:
@@ -236,24 +246,24 @@ def test_writer_commits_in_batches_and_flushes_on_close(store: PredictionStore) 
         f.result(timeout=10)
     writer.submit_many([row(1000 + i) for i in range(5)])
     writer.close()
-    assert store.count() == 305
+    assert store.predictions.count() == 305
 
 
 @pytest.mark.parametrize("n", [1, 13, 1000, 2600])
 def test_a_batch_of_any_size_lands_whole_with_its_values(store: PredictionStore, n: int) -> None:
-    store.write([row(i, tenure=float(i), contract="one-year" if i % 2 else None) for i in range(n)])
-    assert store.count() == n
-    window = store.read_window("churn", 0, 10_000)
+    store.predictions.write([row(i, tenure=float(i), contract="one-year" if i % 2 else None) for i in range(n)])
+    assert store.predictions.count() == n
+    window = store.predictions.read_window("churn", 0, 10_000)
     assert window.features["tenure"].tolist() == [float(i) for i in range(n)]
     assert window.features["contract"].tolist() == ["one-year" if i % 2 else None for i in range(n)]
 
 
 def test_one_write_with_rows_of_several_schemas_lands_each_in_its_slots(store: PredictionStore) -> None:
     other = schema_of(("contract", "categorical"), ("tenure", "numeric"), ("age", "numeric"))
-    store.register_schema(other)
+    store.predictions.register_schema(other)
     rows = [row(i, other if i % 3 == 0 else CHURNISH, tenure=float(i), contract=str(i), age=1.0) for i in range(40)]
-    store.write(rows)
-    window = store.read_window("churn", 0, 2000)
+    store.predictions.write(rows)
+    window = store.predictions.read_window("churn", 0, 2000)
     assert window.features["tenure"].tolist() == [float(i) for i in range(40)]
     assert window.features["contract"].tolist() == [str(i) for i in range(40)]
     ages = window.features["age"].tolist()
@@ -267,7 +277,7 @@ def test_an_event_loop_waits_for_the_commit_of_its_rows(store: PredictionStore) 
     async def predict_and_log() -> list[int]:
         waits = [writer.submit_waitable([row(i, tenure=float(i))]) for i in range(50)]
         await asyncio.gather(*waits)
-        return [store.count()]
+        return [store.predictions.count()]
 
     assert asyncio.run(predict_and_log()) == [50]  # every row committed before the callers go on
     writer.close()
@@ -276,13 +286,13 @@ def test_an_event_loop_waits_for_the_commit_of_its_rows(store: PredictionStore) 
 def _held_writer(store: PredictionStore, queue_size: int) -> tuple[StoreWriter, threading.Event]:
     """A writer whose first commit waits for the returned event (the queue then fills up)."""
     release = threading.Event()
-    original = store.write
+    original = store.predictions.write
 
     def slow(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
         release.wait(10)
         original(rows, batches)
 
-    store.write = slow  # type: ignore[method-assign]
+    store.predictions.write = slow  # type: ignore[method-assign]
     writer = StoreWriter(store, queue_size=queue_size, batch_max=1)
     writer.submit(row(0))
     deadline = time.monotonic() + 10
@@ -299,7 +309,7 @@ def test_full_queue_sheds_at_once(store: PredictionStore) -> None:
         writer.submit(row(4))
     release.set()
     writer.close()
-    assert store.count() == 3
+    assert store.predictions.count() == 3
 
 
 def test_a_reserved_batch_is_queued_in_pieces_without_shedding_any(store: PredictionStore) -> None:
@@ -315,7 +325,7 @@ def test_a_reserved_batch_is_queued_in_pieces_without_shedding_any(store: Predic
     release.set()
     writer.flush()
     writer.close()
-    assert store.count() == 10 and writer.pending == 0
+    assert store.predictions.count() == 10 and writer.pending == 0
 
 
 def test_a_reservation_over_the_room_left_raises_and_takes_nothing(store: PredictionStore) -> None:
@@ -329,7 +339,7 @@ def test_a_reservation_over_the_room_left_raises_and_takes_nothing(store: Predic
     writer.release(10)
     release.set()
     writer.close()
-    assert writer.pending == 0 and store.count() == 1
+    assert writer.pending == 0 and store.predictions.count() == 1
 
 
 def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> None:
@@ -338,7 +348,7 @@ def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> Non
     def broken(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
         raise RuntimeError("disk gone")
 
-    store.write = broken  # type: ignore[method-assign]
+    store.predictions.write = broken  # type: ignore[method-assign]
     writer = StoreWriter(store, queue_size=10, batch_max=10, on_error=errors.append)
     fut = writer.submit(row(1))
     with pytest.raises(StoreError, match="prediction log write failed"):
@@ -370,7 +380,7 @@ def test_an_unreachable_database_is_a_store_error_without_the_password(tmp_path:
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
-    with store.engine.connect() as conn:
+    with store.database.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.close()
 
@@ -381,18 +391,18 @@ def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(
     schema = FeatureSchema.infer(churn_df, "churn", id_columns=("customer_id",))
     stores = [PredictionStore(f"sqlite:///{tmp_path}/shared.db") for _ in range(2)]
     for s in stores:
-        s.register_schema(schema)
+        s.predictions.register_schema(schema)
 
     def write_many(s: PredictionStore, offset: int) -> None:
         for i in range(100):
-            s.write([row(offset + 2 * i, schema, tenure=1.0), row(offset + 2 * i + 1, schema, tenure=2.0)])
+            s.predictions.write([row(offset + 2 * i, schema, tenure=1.0), row(offset + 2 * i + 1, schema, tenure=2.0)])
 
     threads = [threading.Thread(target=write_many, args=(s, k * 1000)) for k, s in enumerate(stores)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert stores[0].count() == 400
+    assert stores[0].predictions.count() == 400
     assert (tmp_path / "shared.db.writelock").exists()
     for s in stores:
         s.close()

@@ -40,18 +40,18 @@ def versions(engine: sa.Engine) -> list[tuple[int, str]]:
 
 def test_a_fresh_store_gets_every_migration_once_and_the_described_tables(store_uri: str) -> None:
     store = PredictionStore(store_uri)
-    assert versions(store.engine) == [(m.version, m.name) for m in MIGRATIONS]
+    assert versions(store.database.engine) == [(m.version, m.name) for m in MIGRATIONS]
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
-    assert LATEST == 8 and versions(store.engine)[-1] == (8, "experiment reports and canaries")
-    inspector = sa.inspect(store.engine)
+    assert LATEST == 8 and versions(store.database.engine)[-1] == (8, "experiment reports and canaries")
+    inspector = sa.inspect(store.database.engine)
     for table in tables.metadata.tables.values():
         assert [c["name"] for c in inspector.get_columns(table.name)] == [c.name for c in table.columns]
     indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("predictions")}
     assert indexes == {"ix_predictions_model_variant_ts": ["model", "variant", "ts"]}
     store.close()
     again = PredictionStore(store_uri)  # reopening applies nothing
-    assert migrate(again.engine, again._lock_path) == []
-    assert len(versions(again.engine)) == LATEST
+    assert migrate(again.database.engine, again.database.lock_path) == []
+    assert len(versions(again.database.engine)) == LATEST
     again.close()
 
 
@@ -89,23 +89,26 @@ def _first_store(uri: str) -> None:
 def test_a_store_made_by_the_first_version_opens_and_keeps_its_rows_readable(store_uri: str) -> None:
     _first_store(store_uri)
     store = PredictionStore(store_uri)
-    assert [v for v, _ in versions(store.engine)] == list(range(1, LATEST + 1))
-    old = store.get("old-1")
+    assert [v for v, _ in versions(store.database.engine)] == list(range(1, LATEST + 1))
+    old = store.predictions.get("old-1")
     assert old is not None and old["features"] == {"tenure": 12.0, "contract": "two-year"}
     assert (old["role"], old["schema_sha256"], old["label"], old["score"]) == ("primary", "", None, None)
     assert old["status"] == "ok"
-    store.register_schema(SCHEMA)
+    store.predictions.register_schema(SCHEMA)
     sha = SCHEMA.sha256()
-    store.write([PredictionRow("new-1", 6.0, "churn", "2", "main", {"tenure": 3.0, "contract": "monthly"}, {}, 1.0,
+    store.predictions.write([PredictionRow("new-1", 6.0, "churn", "2", "main", {"tenure": 3.0, "contract": "monthly"}, {}, 1.0,
                                schema_sha256=sha)])  # fmt: skip
-    window = store.read_window("churn", 0, 10)
+    window = store.predictions.read_window("churn", 0, 10)
     assert window.ids.tolist() == ["old-1", "new-1"]
     assert window.features["tenure"].tolist() == [12.0, 3.0]
     assert window.features["contract"].tolist() == ["two-year", "monthly"]
-    assert store.add_feedback("old-1", "x" * 300, None)  # the label column was widened (review M3)
-    got = store.get_feedback("old-1")
+    assert store.feedback.add("old-1", "x" * 300, None)  # the label column was widened (review M3)
+    got = store.feedback.get("old-1")
     assert got is not None and got["label"] == "x" * 300
-    assert {c["name"] for c in sa.inspect(store.engine).get_columns("predictions")} >= {"f_tenure", "f_contract"}
+    assert {c["name"] for c in sa.inspect(store.database.engine).get_columns("predictions")} >= {
+        "f_tenure",
+        "f_contract",
+    }
     store.close()
 
 
@@ -130,24 +133,26 @@ def test_a_store_at_migration_3_gets_the_row_status_and_its_rows_read_as_predict
 ) -> None:
     _store_at_migration_3(store_uri, monkeypatch)
     store = PredictionStore(store_uri)
-    assert versions(store.engine) == [(m.version, m.name) for m in MIGRATIONS]
-    columns = [c["name"] for c in sa.inspect(store.engine).get_columns("predictions")]
+    assert versions(store.database.engine) == [(m.version, m.name) for m in MIGRATIONS]
+    columns = [c["name"] for c in sa.inspect(store.database.engine).get_columns("predictions")]
     assert columns == [c.name for c in tables.predictions.columns]  # status last, as tables.py says
-    old = store.get("old-1")
+    old = store.predictions.get("old-1")
     assert old is not None and (old["status"], old["features"]) == ("ok", {"tenure": 12.0, "contract": "two-year"})
-    store.write([PredictionRow("bad-1", 6.0, "churn", "1", "main", {"tenure": "x"}, {}, 1.0, status="invalid")])
-    assert (store.count(), store.count(status=None)) == (1, 2)
-    assert store.read_window("churn", 0, 10).ids.tolist() == ["old-1"]
-    assert store.get("bad-1")["status"] == "invalid"  # type: ignore[index]
+    store.predictions.write(
+        [PredictionRow("bad-1", 6.0, "churn", "1", "main", {"tenure": "x"}, {}, 1.0, status="invalid")]
+    )
+    assert (store.predictions.count(), store.predictions.count(status=None)) == (1, 2)
+    assert store.predictions.read_window("churn", 0, 10).ids.tolist() == ["old-1"]
+    assert store.predictions.get("bad-1")["status"] == "invalid"  # type: ignore[index]
     store.close()
 
 
 def test_registering_a_schema_from_two_stores_writes_its_catalog_once(store_uri: str) -> None:
     stores = [PredictionStore(store_uri) for _ in range(2)]
     for s in stores:
-        s.register_schema(SCHEMA)
-        s.register_schema(SCHEMA)
-    with stores[0].engine.connect() as conn:
+        s.predictions.register_schema(SCHEMA)
+        s.predictions.register_schema(SCHEMA)
+    with stores[0].database.engine.connect() as conn:
         c = tables.feature_catalog.c
         got = conn.execute(sa.select(c.feature, c.kind, c.slot).order_by(c.position)).all()
     assert [tuple(r) for r in got] == [("tenure", "numeric", "n0"), ("contract", "categorical", "c0")]
@@ -169,6 +174,6 @@ def test_a_failing_migration_is_rolled_back_whole_and_reported_as_a_store_error(
         PredictionStore(store_uri)
     monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
     store = PredictionStore(store_uri)
-    assert len(versions(store.engine)) == LATEST
-    assert "half_done" not in {c["name"] for c in sa.inspect(store.engine).get_columns("predictions")}
+    assert len(versions(store.database.engine)) == LATEST
+    assert "half_done" not in {c["name"] for c in sa.inspect(store.database.engine).get_columns("predictions")}
     store.close()

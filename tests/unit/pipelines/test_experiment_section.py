@@ -79,10 +79,10 @@ def log(
         )
         for i, (pid, ts) in enumerate(zip(ids, times, strict=True))
     ]  # fmt: skip
-    store.write(rows)
+    store.predictions.write(rows)
     for pid, right in zip(ids, correct, strict=True):
         if right is not None:
-            store.add_feedback(pid, "1" if right else "0", None)
+            store.feedback.add(pid, "1" if right else "0", None)
     return ids
 
 
@@ -127,7 +127,7 @@ def make_experiment(root: Path, n: int = 400) -> Experiment:
     # performance guardrails read
     drift = DriftReport("churn", window.since, window.until, window.until, (segment("1", "champion", 0.0),
                         segment("2", "challenger", 0.0)))  # fmt: skip
-    store.save_report("churn", window.since, window.until, drift.verdict, drift.to_json())
+    store.reports.save("churn", window.since, window.until, drift.verdict, drift.to_json())
     s = experiment_settings(shadow=True)
     history = experiment_history(ExperimentJob(s, store, Registry()), "churn", window)  # type: ignore[arg-type]
     return Experiment(s, store, window, history)

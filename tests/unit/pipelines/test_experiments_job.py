@@ -83,10 +83,10 @@ def log(
                 pid, now - age_s + i * 1e-3, "churn", "1", variant, {}, outputs, latency, role, key, status=status
             )
         )
-    store.write(rows)
+    store.predictions.write(rows)
     for pid, (_, truth) in zip(ids, pairs, strict=True):
         if truth is not None:
-            store.add_feedback(
+            store.feedback.add(
                 pid, None if isinstance(truth, float) else str(truth), truth if isinstance(truth, float) else None
             )
     return ids
@@ -238,7 +238,7 @@ def monitored(store: PredictionStore, *segments: SegmentReport, since: float | N
     now = time.time()
     since = now - 1800 if since is None else since
     stored = DriftReport("churn", since, since + 1800, now, segments)
-    store.save_report("churn", stored.since, stored.until, stored.verdict, stored.to_json())
+    store.reports.save("churn", stored.since, stored.until, stored.verdict, stored.to_json())
     for variant, accuracy in (("champion", 0.7), ("challenger", 0.95)):
         log(store, variant, labelled(300, accuracy))
         log(store, variant, [("1", None)] * 1000)  # enough requests for the latency to hold

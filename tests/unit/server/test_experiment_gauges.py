@@ -60,7 +60,7 @@ def experiment(store: PredictionStore, s: Settings) -> ExperimentReport:
 
 
 def save(store: PredictionStore, report: ExperimentReport) -> int:
-    return store.save_experiment(report.model, report.since, report.until, report.verdict, report.to_json())
+    return store.experiments.save(report.model, report.since, report.until, report.verdict, report.to_json())
 
 
 def variant(name: str, model: str = "churn", version: str = "3") -> Variant:
@@ -143,11 +143,11 @@ def test_the_newest_report_of_the_served_model_is_shown(store: PredictionStore) 
     log(store, "challenger", labelled(200, 0.9))
     first = experiment(store, settings())
     save(store, first)
-    store.save_experiment("fraud", 0.0, 1.0, "ship", first.to_json().replace('"churn"', '"fraud"'))
+    store.experiments.save("fraud", 0.0, 1.0, "ship", first.to_json().replace('"churn"', '"fraud"'))
     log(store, "challenger", labelled(100, 0.9))
     second = experiment(store, settings())
     save(store, second)
-    store.save_experiment("fraud", 0.0, 1.0, "ship", first.to_json().replace('"churn"', '"fraud"'))
+    store.experiments.save("fraud", 0.0, 1.0, "ship", first.to_json().replace('"churn"', '"fraud"'))
 
     got = scrape(ExperimentCollector(store, "churn", lambda: None))
 
@@ -161,7 +161,7 @@ def test_the_newest_report_of_the_served_model_is_shown(store: PredictionStore) 
 def test_no_stored_report_or_an_unreadable_one_leaves_the_experiment_gauges_out(store: PredictionStore) -> None:
     deployment = Deployment((variant("main"),))
     assert set(scrape(ExperimentCollector(store, "churn", lambda: deployment))) == {"shipml_variant_weight"}
-    store.save_experiment("churn", 0.0, 1.0, "ship", "{not json")
+    store.experiments.save("churn", 0.0, 1.0, "ship", "{not json")
     with capture_logs() as logs:
         got = scrape(ExperimentCollector(store, "churn", lambda: deployment))
     assert set(got) == {"shipml_variant_weight"}  # the scrape still answers
@@ -208,8 +208,8 @@ def test_the_lease_holder_runs_the_monitoring_job_then_stores_the_experiment_rep
         assert other.tick() is False  # the lease is held: one runner across workers and replicas
 
     assert [e["event"] for e in logs] == ["monitor_run", "experiment_run"]
-    assert len(store.latest_reports("churn", limit=10)) == 1
-    (row,) = store.latest_experiments("churn", limit=10)
+    assert len(store.reports.latest("churn", limit=10)) == 1
+    (row,) = store.experiments.latest("churn", limit=10)
     stored = ExperimentReport.from_json(row["report"])
     assert (row["verdict"], stored.verdict, stored.model) == ("rollback", "rollback", "churn")
     assert row["until"] - row["since"] == pytest.approx(3600)  # monitor.window
@@ -228,7 +228,7 @@ def test_without_an_experiment_in_the_config_no_experiment_report_is_stored(
     with capture_logs() as logs:
         scheduled(store, s).tick()
     assert "experiment_run" not in [e["event"] for e in logs]
-    assert store.latest_experiments() == []
+    assert store.experiments.latest() == []
 
 
 def test_a_failing_experiment_report_is_logged_and_the_service_goes_on(store: PredictionStore, tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_a_failing_experiment_report_is_logged_and_the_service_goes_on(store: Pr
         scheduled(store, s, model="fraud").tick()  # no variant of the experiment serves fraud
     (failed,) = [e for e in logs if e["event"] == "experiment_run_failed"]
     assert "fraud" in failed["error"] and failed["error"].startswith("ConfigError")
-    assert store.latest_experiments() == []
+    assert store.experiments.latest() == []
 
 
 def test_every_experiment_metric_the_rules_use_is_exported(store: PredictionStore) -> None:

@@ -54,7 +54,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     info = VersionInfo("churn", "1", "run", datetime.now(UTC), (), {})
     bundle = ModelBundle(info, schema, None, compile_pipeline(pipeline, schema), None, tuple(rows[:3]), {})  # type: ignore[arg-type]
     store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
-    sha = store.register_schema(schema).schema_sha256
+    sha = store.predictions.register_schema(schema).schema_sha256
     validator = RecordValidator(schema)
     primary = Variant(bundle, validator, "main", sha)
     shadow = Variant(bundle, validator, SHADOW, sha, role="shadow")
@@ -114,12 +114,16 @@ def test_answers_come_first_and_the_copies_are_scored_in_one_batch_logged_with_t
         asyncio.run(traffic())
     finally:
         writer.close()
-    ids, _, labels, _, logged_keys = setup.store.read_outcomes("churn", 0, time.time() + 1, role="shadow", keys=True)
+    ids, _, labels, _, logged_keys = setup.store.predictions.read_outcomes(
+        "churn", 0, time.time() + 1, role="shadow", keys=True
+    )
     assert sorted(logged_keys.tolist()) == sorted(keys) and len(set(ids.tolist())) == 100
     assert set(labels.tolist()) <= {"0", "1"}  # the shadow's outputs, kept to compare with the champion's
-    primary_ids = setup.store.read_outcomes("churn", 0, time.time() + 1)[0]
+    primary_ids = setup.store.predictions.read_outcomes("churn", 0, time.time() + 1)[0]
     assert len(primary_ids) == 100 and not set(ids.tolist()) & set(primary_ids.tolist())
-    assert setup.store.count("churn", role="shadow", status="invalid") == 1  # the refused copy is logged too
+    assert (
+        setup.store.predictions.count("churn", role="shadow", status="invalid") == 1
+    )  # the refused copy is logged too
     # one batch: one model call for the 101 copies
     assert counted(metrics, "shipml_variant_latency_seconds_count", variant=SHADOW) == 1
     assert counted(metrics, "shipml_shadow_dropped_total", variant=SHADOW) == 0
@@ -146,8 +150,8 @@ def test_a_batch_past_the_shadow_timeout_is_counted_and_never_reaches_a_client(s
     finally:
         hanging.release.set()
         writer.close()
-    assert setup.store.count("churn", role="shadow") == 2
-    assert setup.store.count("churn", role="shadow", status="error") == 3  # the timed-out copies, logged
+    assert setup.store.predictions.count("churn", role="shadow") == 2
+    assert setup.store.predictions.count("churn", role="shadow", status="error") == 3  # the timed-out copies, logged
     assert counted(metrics, "shipml_predictions_total", variant=SHADOW, version="1", status="ok") == 2
     assert counted(metrics, "shipml_predictions_total", variant="main", version="1", status="ok") == 5
 
@@ -168,8 +172,8 @@ def test_a_full_queue_drops_new_copies_and_counts_them(setup: Setup) -> None:
         asyncio.run(traffic())
     finally:
         writer.close()
-    assert setup.store.count("churn", role="primary") == 8
-    assert setup.store.count("churn", role="shadow") == 5  # the 5 queued copies were scored by close
+    assert setup.store.predictions.count("churn", role="primary") == 8
+    assert setup.store.predictions.count("churn", role="shadow") == 5  # the 5 queued copies were scored by close
     assert counted(metrics, "shipml_shadow_dropped_total", variant=SHADOW) == 3
 
 

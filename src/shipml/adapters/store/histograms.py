@@ -1,8 +1,8 @@
 """Per-minute histograms of what was served, kept as rows are written, so that a drift verdict over any
 window is a sum of small arrays instead of a read of every row.
 
-For each model version with a reference profile (``PredictionStore.register_profile``), the store writer
-hands every committed "ok" prediction to a ``HistogramKeeper``. It buffers them and, every
+For each model version with a reference profile (``Histograms.register_profile`` in histogram_table.py), the
+store writer hands every committed "ok" prediction to a ``HistogramKeeper``. It buffers them and, every
 ``flush_s`` seconds (and when the writer stops), counts them on the profile's buckets
 (``core.drift.counts_of``: one vectorised call per feature) into the open minute of each
 (model, version, variant, role), then upserts that minute's row of ``feature_histograms``.

@@ -36,7 +36,7 @@ class FeatureWindow:
         return len(self.ts)
 
 
-_HEAD = 7  # ts, id, version, variant, label, score, schema_sha256 (see PredictionStore.read_window)
+_HEAD = 7  # ts, id, version, variant, label, score, schema_sha256 (see Predictions.read_window)
 
 
 def build_window(

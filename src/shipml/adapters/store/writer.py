@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shipml.adapters.store.batches import PredictionBatch
-from shipml.adapters.store.sql import PredictionRow, PredictionStore
+from shipml.adapters.store.prediction_store import PredictionStore
+from shipml.adapters.store.predictions import PredictionRow
 from shipml.errors import StoreError, StoreFull
 
 _STOP = object()
@@ -104,7 +105,7 @@ class StoreWriter:
         return self._queued_rows
 
     def _run(self) -> None:
-        keeper = self.store.histograms
+        keeper = self.store.histograms.keeper
         while True:
             if not self._wake.wait(keeper.flush_s):
                 self._flush_histograms()  # idle: the open minutes' counts still reach the store
@@ -152,20 +153,20 @@ class StoreWriter:
                 rows.extend(item)
         error: StoreError | None = None
         try:
-            self.store.write(rows, chunks)
+            self.store.predictions.write(rows, chunks)
         except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
             if self.on_error is not None:
                 self.on_error(exc)
             error = StoreError(f"prediction log write failed: {type(exc).__name__}")
         _notify(batch, error)
         if error is None:
-            self.store.observe(rows, chunks)  # after the waiters are woken: off their latency
+            self.store.histograms.observe(rows, chunks)  # after the waiters are woken: off their latency
 
     def _flush_histograms(self, *, force: bool = False) -> None:
         """The histograms' changed minutes to the store; a failure is reported, never fatal (they can be
         rebuilt from the rows with ``shipml monitor drift --recompute``)."""
         try:
-            self.store.flush_histograms(force=force)
+            self.store.histograms.flush(force=force)
         except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
             if self.on_error is not None:
                 self.on_error(exc)

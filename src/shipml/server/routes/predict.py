@@ -62,14 +62,14 @@ async def feedback(request: Request) -> Response:
         raise StoreError("the prediction store is not configured")
     if st.writer is not None:
         await anyio.to_thread.run_sync(st.writer.flush)
-    found = await anyio.to_thread.run_sync(st.store.add_feedback, fb.prediction_id, fb.label, fb.value)
+    found = await anyio.to_thread.run_sync(st.store.feedback.add, fb.prediction_id, fb.label, fb.value)
     # A prediction made a moment ago by another worker may still sit in that worker's queue (async
     # durability commits every store.async_window_ms): wait for it, for recent ids only, before a 404.
     made_at = uuid7_seconds(fb.prediction_id)
     patience = st.settings.store.feedback_wait_s
     while not found and made_at is not None and time.time() - made_at < patience:
         await anyio.sleep(0.02)
-        found = await anyio.to_thread.run_sync(st.store.add_feedback, fb.prediction_id, fb.label, fb.value)
+        found = await anyio.to_thread.run_sync(st.store.feedback.add, fb.prediction_id, fb.label, fb.value)
     if not found:
         raise ApiError(404, "unknown_prediction", f"no prediction with id {fb.prediction_id!r}")
     return json_response({"prediction_id": fb.prediction_id, "recorded": True})

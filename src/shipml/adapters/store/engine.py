@@ -1,0 +1,138 @@
+"""The store's database: opened once (migrations applied), shared by every part of the store.
+
+``Database`` holds the SQLAlchemy engines (on SQLite a second one for the row writer, which does not sleep in
+SQLite's busy handler), the pragmas, the writers' turn on the SQLite file (``turn``) and ``errors``, the one
+translation of a database error into ``StoreError`` that the parts' methods go through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Engine
+
+from shipml.adapters.store.migrations import exclusive, migrate
+from shipml.config import redact_uri
+from shipml.errors import StoreError
+
+
+class Database:
+    """One database behind the store's parts: its engines, its dialect and the SQLite file's writer lock."""
+
+    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.uri = uri
+        self.lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
+        self._lock_fd: int | None = None
+        try:
+            url = sa.engine.make_url(uri)
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {exc}") from None
+        self.is_sqlite = url.get_backend_name() == "sqlite"
+        engines: list[Engine] = []
+        try:
+            if self.is_sqlite:
+                database = url.database or ""
+                if database in ("", ":memory:") or "mode=memory" in uri:
+                    raise StoreError(
+                        f"store.uri: cannot open {redact_uri(uri)}: an in-memory SQLite database is private to one "
+                        "connection, and the store's writer opens its own; use a file, e.g. "
+                        "sqlite:///.shipml/predictions.db"
+                    )
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self.lock_path = Path(database + ".writelock")
+                self.engine: Engine = sa.create_engine(uri, connect_args={"check_same_thread": False, "timeout": 30})
+                engines.append(self.engine)
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=30_000))
+                # The writer does not sleep in SQLite's busy handler (1 ms, then up to 100 ms back-off) when
+                # another worker process holds the write lock: it retries every half millisecond itself.
+                self.write_engine: Engine = sa.create_engine(
+                    uri, connect_args={"check_same_thread": False, "timeout": 0}
+                )
+                engines.append(self.write_engine)
+                sa.event.listen(self.write_engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=0))
+            else:
+                self.engine = sa.create_engine(uri, pool_pre_ping=True)
+                engines.append(self.engine)
+                self.write_engine = self.engine
+            migrate(self.engine, self.lock_path)
+        except (ImportError, sa.exc.ArgumentError) as exc:
+            _dispose(engines)
+            hint = " (install the extra: pip install 'shipml[postgres]')" if "psycopg" in str(exc) else ""
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {exc}{hint}") from None
+        except sa.exc.SQLAlchemyError as exc:
+            _dispose(engines)
+            why = reason(exc).replace(url.password, "***") if url.password else reason(exc)
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {why}") from None
+        except OSError as exc:
+            _dispose(engines)
+            raise StoreError(f"store.uri: cannot open {redact_uri(uri)}: {exc.strerror or exc}") from None
+
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT of ``table`` (with ``on_conflict_do_nothing`` / ``on_conflict_do_update``)."""
+        return (pg_dialect.insert if not self.is_sqlite else sqlite_dialect.insert)(table)
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Turn a database error inside the block into ``StoreError("store: <what>: <the driver's reason>")``."""
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store: {what}: {reason(exc)}") from None
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """The SQLite file's writer lock on a descriptor of its own (migrations.exclusive); nothing on Postgres."""
+        return exclusive(self.lock_path)
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the file's writer lock (flock) for one transaction. The store writers of several worker
+        processes then queue for SQLite's write lock, each handed it when the last commit ends, instead
+        of polling for it; whatever arrives meanwhile goes into the next commit."""
+        if self.lock_path is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.engine.dispose()
+        self.write_engine.dispose()
+
+
+def reason(exc: sa.exc.SQLAlchemyError) -> str:
+    """The driver's own message, on one line (SQLAlchemy's adds the statement and a link)."""
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig if orig is not None else exc).split())
+
+
+def _sqlite_pragmas(synchronous: str, busy_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")  # the WAL switch itself may wait for another process
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        cur.close()
+
+    return on_connect
+
+
+def _dispose(engines: list[Engine]) -> None:
+    for engine in engines:
+        engine.dispose()

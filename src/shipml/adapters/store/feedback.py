@@ -1,0 +1,47 @@
+"""The feedback part of the store: ground truth for logged predictions, one answer per prediction."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from shipml.adapters.store import tables
+from shipml.adapters.store.engine import Database
+from shipml.adapters.store.predictions import Predictions
+
+
+class Feedback:
+    """Table ``feedback``; a prediction is found in ``predictions`` or in a batch of ``prediction_batches``."""
+
+    def __init__(self, database: Database, predictions: Predictions) -> None:
+        self._db = database
+        self._predictions = predictions
+
+    def add(self, prediction_id: str, label: str | None, value: float | None) -> bool:
+        """Record ground truth for a prediction; False if no such prediction. Later feedback replaces earlier."""
+        p, fb = tables.predictions, tables.feedback
+        with self._db.engine.begin() as conn:
+            found = conn.execute(sa.select(p.c.id).where(p.c.id == prediction_id)).first()
+            if found is None and self._predictions.find_in_batches(conn, prediction_id) is None:
+                return False
+            conn.execute(sa.delete(fb).where(fb.c.prediction_id == prediction_id))
+            conn.execute(sa.insert(fb).values(prediction_id=prediction_id, ts=time.time(), label=label, value=value))
+        return True
+
+    def get(self, prediction_id: str) -> dict[str, Any] | None:
+        """The feedback recorded for a prediction (``ts``, ``label``, ``value``), or None."""
+        fb = tables.feedback
+        with self._db.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(fb.c.ts, fb.c.label, fb.c.value).where(fb.c.prediction_id == prediction_id)
+            ).first()
+        return None if row is None else {"ts": row[0], "label": row[1], "value": row[2]}
+
+    def read(self, since: float) -> dict[str, tuple[str | None, float | None]]:
+        """Feedback recorded at or after ``since`` (feedback comes after its prediction): id -> (label, value)."""
+        fb = tables.feedback
+        with self._db.engine.connect() as conn:
+            found = conn.execute(sa.select(fb.c.prediction_id, fb.c.label, fb.c.value).where(fb.c.ts >= since))
+            return {pid: (label, value) for pid, label, value in found}

@@ -1,0 +1,44 @@
+"""PredictionStore: every prediction and its feedback, in SQLite (WAL) or Postgres, as a facade of small parts.
+
+The parts share one ``Database`` (engine.py: open, migrations, pragmas, the writers' turn, error translation)
+and each owns its tables:
+
+- ``store.predictions``: the row writer's path and every read of logged rows (predictions.py);
+- ``store.feedback``: ground truth per prediction (feedback.py);
+- ``store.histograms``: the per-minute drift histograms (histogram_table.py, counted by histograms.py);
+- ``store.reports`` and ``store.experiments``: stored drift and experiment reports (reports.py);
+- ``store.canaries``: each model's canary state and events (canaries.py);
+- ``store.leases``: one runner of a scheduled job (leases.py).
+
+Nothing outside this package reads the tables with SQL. Opening a store applies the missing migrations
+(``migrations.py``); loading a model only registers its schema's slot layout (rows, no DDL).
+"""
+
+from __future__ import annotations
+
+from shipml.adapters.store import tables
+from shipml.adapters.store.canaries import Canaries
+from shipml.adapters.store.engine import Database
+from shipml.adapters.store.feedback import Feedback
+from shipml.adapters.store.histogram_table import Histograms
+from shipml.adapters.store.leases import Leases
+from shipml.adapters.store.predictions import Predictions
+from shipml.adapters.store.reports import Reports
+
+
+class PredictionStore:
+    """The store's parts over one database (see the module docstring); ``close`` once when done."""
+
+    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL", histogram_flush_s: float = 5.0) -> None:
+        self.uri = uri
+        self.database = Database(uri, sqlite_synchronous=sqlite_synchronous)
+        self.predictions = Predictions(self.database)
+        self.feedback = Feedback(self.database, self.predictions)
+        self.histograms = Histograms(self.database, histogram_flush_s)
+        self.reports = Reports(self.database, tables.drift_reports, "report")
+        self.experiments = Reports(self.database, tables.experiment_reports, "experiment report")
+        self.canaries = Canaries(self.database)
+        self.leases = Leases(self.database)
+
+    def close(self) -> None:
+        self.database.close()
