@@ -162,7 +162,7 @@ def monitor_report(
 ) -> None:
     """Run the job over the window and write its report as one self-contained HTML page; when the config runs an
     experiment (serve.variants with a challenger), the page also shows it over the same window."""
-    from shipml.pipelines.report import write_report
+    from shipml.report import write_report
 
     if not output.parent.resolve().is_dir():  # before the job runs, not after
         raise ConfigError([f"--output: {output}: directory {output.parent} does not exist"])

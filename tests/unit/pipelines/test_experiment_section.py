@@ -31,9 +31,9 @@ from shipml.pipelines.experiment_history import (
     has_experiment,
     monitored_experiment,
 )
-from shipml.pipelines.experiment_section import CHECKS
 from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
-from shipml.pipelines.report import render_report, write_report
+from shipml.report import render_report, write_report
+from shipml.report.experiment_section import CHECKS
 from tests.unit.pipelines.test_report import _parse, synthetic_report
 from tests.unit.pipelines.test_report import _segment as segment
 

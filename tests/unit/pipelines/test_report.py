@@ -14,7 +14,7 @@ from shipml.core.drift import MULTIVARIATE, PREDICTION, FeatureDrift, worst
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
 from shipml.core.performance import PerformanceEstimate, wilson_interval
 from shipml.errors import ConfigError, ShipmlError
-from shipml.pipelines.report import render_report, write_report
+from shipml.report import render_report, write_report
 from shipml.server.monitoring import report_gauges
 
 SAMPLE = Path(__file__).parent / "data" / "sample_report.json"

@@ -1,163 +1,25 @@
-"""The monitoring report as one self-contained HTML page (`shipml monitor report -o report.html`).
-
-It draws a stored ``DriftReport``, the value ``/metrics`` exports, so the page and the gauges cannot disagree.
-One file that opens offline: inline CSS and SVG drawn here, no script that runs, and a Content-Security-Policy
-that forbids every request. The report's JSON is embedded (``<script type="application/json"
-id="shipml-report">``), and every number a person reads is an element with ``data-figure`` (what it is) and
-``data-value`` (full precision); one that ``/metrics`` exports also has ``data-gauge`` (the metric's name),
-and the gauge's labels are the ``data-*`` of the element and its ancestors (``data-model``, ``data-version``
-and ``data-variant`` on a segment's section, ``data-feature`` on a feature's card or row, ...).
-When the config runs an experiment, its section (``pipelines.experiment_section``) comes first, and its history is
-embedded as well (``<script type="application/json" id="shipml-experiment">``).
-"""
+"""The report page's section of one segment (a version and variant of the model): the verdict of each feature,
+a card per feature (its statistics, the reference against the window's distribution, the statistic over time) and
+the model's performance (realised and estimated, over time, against the holdout value)."""
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shipml.core.drift import MULTIVARIATE, PREDICTION, FeatureDrift, worst
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
-from shipml.errors import ConfigError
-from shipml.pipelines.experiment_section import VERDICT_STATES, experiment_section
-from shipml.pipelines.report_html import (
-    COLOURS,
-    Scale,
-    attrs,
-    badge,
-    esc,
-    figure,
-    fmt,
-    hline,
-    json_for_script,
-    polyline,
-    px,
-    svg,
-    time_axis,
-    utc,
-)
-
-if TYPE_CHECKING:
-    from shipml.pipelines.experiment_history import ExperimentHistory
+from shipml.report.markup import attrs, badge, esc, figure, fmt, utc
+from shipml.report.svg import PairedBar, Scale, hline, paired_bars, polyline, px, svg, time_axis
 
 MAX_BUCKETS = 30  # a categorical's bar chart shows its 29 largest buckets and sums the rest into one bar
 KIND_COLOURS = {"realised": "#1565c0", "estimated": "#8e24aa"}
-CSP = "default-src 'none'; style-src 'unsafe-inline'"  # nothing may be fetched, no script may run
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d232a;background:#f6f7f9;margin:0}
-main{max-width:1240px;margin:0 auto;padding:20px 24px 60px}
-h1{font-size:22px;margin:0 0 10px}h2{font-size:18px;margin:28px 0 8px}h3{font-size:15px;margin:18px 0 6px}
-header,section,.card{background:#fff;border:1px solid #dde1e6;border-radius:8px}
-header{padding:16px 20px}section{padding:4px 20px 20px;margin-top:20px}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}dt{color:#5b6570}dd{margin:0}
-table{border-collapse:collapse;margin:6px 0}th,td{padding:3px 10px;border-bottom:1px solid #e6e9ed;text-align:left}
-th{font-weight:600;color:#5b6570;font-size:12px}.n{text-align:right;font-variant-numeric:tabular-nums}
-.b{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px}
-.card{padding:10px 14px}.card table{font-size:13px;white-space:nowrap}
-.card h3{margin:2px 0 6px;display:flex;justify-content:space-between;gap:8px}
-.muted{color:#6b7580}.ctx{color:#8a939c}.notes li{color:#8a5a00}
-svg{display:block;width:100%;max-width:600px;height:auto;font-size:11px;fill:#3a434c}
-svg line:not([stroke]){stroke:#c5cbd2}svg .r{fill:#b0b8c1}svg .c{fill:#1565c0}svg .thr{stroke-dasharray:4 3}
-svg line.warn{stroke:#e08600}svg line.drift{stroke:#c62828}svg line.hold{stroke:#37474f;stroke-dasharray:6 3}svg .e{text-anchor:end}
-svg line.zero{stroke:#37474f}svg line.when{stroke:#37474f;stroke-dasharray:2 3}.reasons{margin:6px 0}
-.stack>.card+.card{margin-top:14px}
-""" + "".join(f".v-{k}{{background:{c}}}svg .v-{k}{{fill:{c}}}" for k, c in COLOURS.items())
-
-
-def render_report(
-    report: DriftReport, report_id: int | None = None, experiment: ExperimentHistory | None = None
-) -> str:
-    """The whole page for ``report`` (``report_id``: its id in the store, shown when given), with the section of
-    the config's ``experiment`` over the same window when there is one (its history embedded as JSON too)."""
-    segments = "".join(_segment(report, s, i) for i, s in enumerate(report.segments))
-    if not report.segments:
-        segments = "<section><p>No predictions with histograms in this window.</p></section>"
-    section = data = ""
-    if experiment is not None:
-        section = experiment_section(experiment)
-        data = (
-            f'<script type="application/json" id="shipml-experiment">{json_for_script(experiment.to_json())}</script>'
-        )
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{esc(report.model)}: monitoring report</title><style>{CSS}</style></head>"
-        f"<body><main>{_header(report, report_id, experiment)}{section}{segments}</main>"
-        f'<script type="application/json" id="shipml-report">{json_for_script(report.to_json())}</script>{data}'
-        "</body></html>\n"
-    )
-
-
-def write_report(
-    report: DriftReport, path: str | Path, report_id: int | None = None, experiment: ExperimentHistory | None = None
-) -> Path:
-    """Write the page to ``path`` through a temporary file beside it, so no reader sees half a page.
-    A path that cannot be written is a ``ConfigError`` naming it."""
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError([f"{target}: is a directory; give the HTML file to write, e.g. {target / 'report.html'}"])
-    if not target.parent.is_dir():
-        raise ConfigError([f"{target}: directory {target.parent} does not exist"])
-    text = render_report(report, report_id, experiment)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise ConfigError([f"{target}: cannot write the report ({exc.strerror or exc})"]) from None
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        tmp.chmod(0o644)  # a page to share, not mkstemp's 0600
-        tmp.replace(target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError([f"{target}: cannot write the report ({exc.strerror or exc})"]) from None
-    return target
 
 
 def _display(feature: str) -> str:
     names = {PREDICTION: "prediction (the model's output)", MULTIVARIATE: "multivariate (domain classifier)"}
     return names.get(feature, feature)
-
-
-# --- page parts ------------------------------------------------------------------------------------
-
-
-def _header(report: DriftReport, report_id: int | None, experiment: ExperimentHistory | None) -> str:
-    def time(name: str, ts: float, **data: object) -> str:
-        return figure("span", name, ts, utc(ts), cls="", **data)
-
-    drop = " " + badge("drift", "performance drop") if report.performance_drop else ""
-    rows = [
-        ("window", f"{time('window_since', report.since)} to {time('window_until', report.until)} "
-                   f"({(report.until - report.since) / 3600:.4g} h)"),
-        ("verdict", badge(report.verdict, figure="report_verdict", verdict=report.verdict) + drop),
-        ("created", time("created_at", report.created_at, model=report.model,
-                         gauge="shipml_monitor_last_success_timestamp_seconds")),
-        ("segments", esc(", ".join(f"version {s.version} / {s.variant}" for s in report.segments) or "none")),
-    ]  # fmt: skip
-    if experiment is not None:
-        verdict = experiment.report.verdict
-        rows.append(
-            ("experiment", f'<a href="#experiment">{badge(VERDICT_STATES[verdict], verdict.replace("_", " "))}</a>')
-        )
-    if report_id is not None:
-        rows.append(("report id", figure("span", "report_id", report_id, cls="")))
-    meta = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-    return (
-        f"<header><h1>Monitoring report: {esc(report.model)}</h1><dl>{meta}</dl>"
-        '<p class="muted">Per feature: the reference (training) share of each bucket against the window\'s, '
-        "the statistics (bold: those that decide the verdict), the first over time against its warn and drift "
-        "thresholds, and the verdict. Then the model's performance, realised from feedback and estimated "
-        "from its probabilities, against the holdout value.</p></header>"
-    )
 
 
 @dataclass(frozen=True)
@@ -169,7 +31,8 @@ class _Window:
     index: int
 
 
-def _segment(report: DriftReport, s: SegmentReport, index: int) -> str:
+def segment_section(report: DriftReport, s: SegmentReport, index: int) -> str:
+    """The section (``id="segment-<index>"``) of segment ``s`` of ``report``."""
     w = _Window(report.since, report.until, index)
     features = list(dict.fromkeys([d.feature for d in s.drift] + [d.feature for d in s.distributions]))
     model_side = [f for f in (PREDICTION, MULTIVARIATE) if f in features]
@@ -273,28 +136,15 @@ def _buckets(d: Distribution) -> list[tuple[str, float, float, int]]:
 
 def _distribution_svg(d: Distribution) -> str:
     """Reference (grey) and current (blue) share of each bucket, the current share written beside."""
-    rows = _buckets(d)
-    left, bar, row, top = 150, 330, 17, 18
-    x = Scale(0.0, max([r[1] for r in rows] + [r[2] for r in rows] + [1e-9]), left, left + bar)
-    body = [
-        f'<rect class="r" x="{left}" y="3" width="10" height="8"/><text x="{left + 14}" y="11">reference</text>'
-        f'<rect class="c" x="{left + 80}" y="3" width="10" height="8"/>'
-        f'<text x="{left + 94}" y="11">current ({sum(d.current):,} rows)</text>'
-    ]
-    for i, (label, ref, cur, n) in enumerate(rows):
-        y = top + i * row
-        short = label if len(label) <= 24 else label[:23] + "…"
-        body.append(
-            f"<g{attrs(bucket=label)}><title>reference {ref:.2%}, current {cur:.2%} ({n:,} rows)</title>"
-            f'<text x="{left - 4}" y="{y + 11}" class="e">{esc(short)}</text>'
-            f'<rect class="r" x="{left}" y="{y + 2}" width="{px(x(ref) - left)}" height="6"'
-            f"{attrs(figure='reference_share', value=repr(ref))}/>"
-            f'<rect class="c" x="{left}" y="{y + 8}" width="{px(x(cur) - left)}" height="6"'
-            f"{attrs(figure='current_count', value=n)}/>"
-            f'<text x="{left + bar + 4}" y="{y + 12}"{attrs(figure="current_share", value=repr(cur))}>{cur:.1%}</text>'
-            "</g>"
+    rows = [
+        PairedBar(
+            label, ref, cur, f"{cur:.1%}", f"reference {ref:.2%}, current {cur:.2%} ({n:,} rows)", {"bucket": label},
+            {"figure": "reference_share", "value": repr(ref)}, {"figure": "current_count", "value": n},
+            {"figure": "current_share", "value": repr(cur)},
         )
-    return svg(left + bar + 56, top + row * len(rows) + 4, body, f"distribution of {d.feature}")
+        for label, ref, cur, n in _buckets(d)
+    ]  # fmt: skip
+    return paired_bars(rows, ("reference", f"current ({sum(d.current):,} rows)"), f"distribution of {d.feature}")
 
 
 def _series_svg(w: _Window, points: Sequence[SeriesPoint], ref: FeatureDrift | None) -> str:

@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shipml.pipelines.report_html import Scale, attrs, badge, esc, figure, hline, polyline, px, svg, time_axis, utc
+from shipml.report.markup import attrs, badge, esc, figure, utc
+from shipml.report.svg import PairedBar, Scale, hline, paired_bars, polyline, px, svg, time_axis
 
 if TYPE_CHECKING:
     from shipml.core.experiments import Comparison, Guardrail, SampleRatio
     from shipml.pipelines.experiment_history import ExperimentHistory
     from shipml.pipelines.experiments import ChallengerResult, ExperimentReport, VariantSummary
 
-# verdicts and statuses drawn in the page's colours (report_html.COLOURS)
+# verdicts and statuses drawn in the page's colours (markup.COLOURS)
 VERDICT_STATES = {
     "ship": "no_drift", "rollback": "drift", "unhealthy": "drift", "continue": "warn", "no_data": "not_enough_data",
 }  # fmt: skip
@@ -227,24 +228,12 @@ def _srm_svg(srm: SampleRatio) -> str:
     total = sum(srm.observed)
     if total == 0:
         return ""
-    left, bar, row, top = 150, 330, 17, 18
-    most = max([*srm.observed, *(total * s for s in srm.expected_share)])
-    x = Scale(0.0, float(most), left, left + bar)
-    body = [
-        f'<rect class="r" x="{left}" y="3" width="10" height="8"/><text x="{left + 14}" y="11">expected</text>'
-        f'<rect class="c" x="{left + 80}" y="3" width="10" height="8"/><text x="{left + 94}" y="11">observed</text>'
-    ]
-    for i, (name, n, share) in enumerate(zip(srm.variants, srm.observed, srm.expected_share, strict=True)):
-        y = top + i * row
-        short = name if len(name) <= 24 else name[:23] + "…"
-        body.append(
-            f"<g{attrs(variant=name)}><title>expected {total * share:,.1f}, observed {n:,} units</title>"
-            f'<text x="{left - 4}" y="{y + 11}" class="e">{esc(short)}</text>'
-            f'<rect class="r" x="{left}" y="{y + 2}" width="{px(x(total * share) - left)}" height="6"/>'
-            f'<rect class="c" x="{left}" y="{y + 8}" width="{px(x(n) - left)}" height="6"/>'
-            f'<text x="{left + bar + 4}" y="{y + 12}">{n:,}</text></g>'
-        )
-    return svg(left + bar + 56, top + row * len(srm.variants) + 4, body, "units per variant, expected and observed")
+    rows = [
+        PairedBar(name, total * share, n, f"{n:,}", f"expected {total * share:,.1f}, observed {n:,} units",
+                  {"variant": name})
+        for name, n, share in zip(srm.variants, srm.observed, srm.expected_share, strict=True)
+    ]  # fmt: skip
+    return paired_bars(rows, ("expected", "observed"), "units per variant, expected and observed")
 
 
 # --- over time -------------------------------------------------------------------------------------
