@@ -148,6 +148,10 @@ class StoreFull(StoreError):
     """The prediction log's queue is full: the caller should shed load (503)."""
 
 
+class StoredReportUnreadable(StoreError):
+    """A stored report's JSON cannot be read back as its report (written by an incompatible version, or damaged)."""
+
+
 class CanaryRefused(ShipmlError):
     """A canary that cannot start or stop: another is active, the candidate is what serves already, none is active
     to abort, or it is being promoted."""

@@ -40,14 +40,14 @@ def test_ab_report_stores_the_report_it_printed(tmp_path: Path) -> None:
     printed = json.loads(done.stdout)
     store = PredictionStore(f"sqlite:///{tmp_path}/.shipml/predictions.db")
     try:
-        (row,) = store.experiments.latest("churn", limit=10)
-        assert (row["model"], row["verdict"], row["since"], row["until"]) == (
+        (stored,) = store.experiments.recent("churn", limit=10)
+        assert (stored.model, stored.verdict, stored.since, stored.until) == (
             "churn",
             "rollback",
             printed["since"],
             printed["until"],
         )
-        assert json.loads(row["report"]) == printed
+        assert json.loads(stored.to_json()) == printed
         got = scrape(ExperimentCollector(store, "churn", lambda: None))
     finally:
         store.close()

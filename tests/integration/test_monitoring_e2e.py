@@ -126,13 +126,13 @@ def test_the_service_runs_the_job_on_its_schedule_in_one_worker_at_a_time(served
     started = time.time()
     time.sleep(5 * INTERVAL_S + 0.5)
     runs = [
-        r for r in store.reports.latest("churn", limit=100)
-        if r["created_at"] >= started and r["until"] - r["since"] == 86400  # the scheduled window (24h)
+        r for r in store.reports.recent("churn", limit=100)
+        if r.created_at >= started and r.until - r.since == 86400  # the scheduled window (24h)
     ]  # fmt: skip
     store.close()
     # one runner: at most one run per interval (two workers without the lease would make about twice as many)
-    assert 1 <= len(runs) <= 6, [r["created_at"] - started for r in runs]
-    assert all(r["verdict"] == "drift" for r in runs)
+    assert 1 <= len(runs) <= 6, [r.created_at - started for r in runs]
+    assert all(r.verdict == "drift" for r in runs)
 
 
 def test_a_mistyped_window_is_one_error_line(served: tuple[Path, Server]) -> None:

@@ -25,7 +25,8 @@ from shipml.cli.app import (
 
 if TYPE_CHECKING:  # the job (numpy, scipy, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
-    from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+    from shipml.core.experiment_report import ExperimentReport
+    from shipml.pipelines.experiments import ExperimentJob
 
 ab_app = typer.Typer(
     help="A/B experiments: the variants of serve.variants (and serve.shadow) judged from the prediction store.",
@@ -69,7 +70,7 @@ def _run(
         report = job.report(name, span)
         if save:
             try:
-                store.experiments.save(report.model, report.since, report.until, report.verdict, report.to_json())
+                store.experiments.save(report)
             except StoreError as exc:  # the verdict stands; only the gauges miss this report
                 err.print(f"[yellow]warning:[/] the report is not stored: {escape(exc.message)}")
         return job, report

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from shipml.core.drift import FeatureDrift, Verdict, worst
-from shipml.core.jsonable import jsonable
+from shipml.core.jsonable import from_jsonable, jsonable
 from shipml.core.performance import PerformanceEstimate
 
 REPORT_VERSION = 1
@@ -117,32 +116,4 @@ class DriftReport:
         d = json.loads(text)
         if d.get("version") != REPORT_VERSION:
             raise ValueError(f"drift report version {d.get('version')!r}, expected {REPORT_VERSION}")
-        return cls(
-            model=d["model"],
-            since=d["since"],
-            until=d["until"],
-            created_at=d["created_at"],
-            segments=tuple(_segment(s) for s in d["segments"]),
-        )
-
-
-def _segment(s: dict[str, Any]) -> SegmentReport:
-    def entry(p: dict[str, Any]) -> PerformanceEntry:
-        return PerformanceEntry(**{**p, "estimate": PerformanceEstimate(**p["estimate"])})
-
-    return SegmentReport(
-        version=s["version"],
-        variant=s["variant"],
-        rows=s["rows"],
-        verdict=s["verdict"],
-        drift=tuple(FeatureDrift(**d) for d in s["drift"]),
-        distributions=tuple(
-            Distribution(d["feature"], d["kind"], tuple(d["labels"]), tuple(d["reference"]), tuple(d["current"]))
-            for d in s["distributions"]
-        ),
-        series=tuple(SeriesPoint(**p) for p in s["series"]),
-        performance=tuple(entry(p) for p in s["performance"]),
-        performance_series=tuple(entry(p) for p in s["performance_series"]),
-        labels=dict(s["labels"]),
-        notes=tuple(s["notes"]),
-    )
+        return from_jsonable(cls, d)

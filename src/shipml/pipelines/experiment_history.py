@@ -15,9 +15,10 @@ from pathlib import Path
 from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
-from shipml.core.jsonable import jsonable
+from shipml.core.experiment_report import ExperimentReport
+from shipml.core.jsonable import from_jsonable, jsonable
 from shipml.core.window import Window
-from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+from shipml.pipelines.experiments import ExperimentJob
 
 EXPERIMENT_CUTS = 12  # the report's experiment over time: at most this many cumulative reports
 MIN_CUT_S = 60.0  # cuts at least a minute apart: a shorter window has fewer of them
@@ -44,7 +45,7 @@ class ExperimentHistory:
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentHistory:
-        return cls(tuple(ExperimentReport.from_json(json.dumps(p)) for p in json.loads(text)["points"]))
+        return cls(tuple(from_jsonable(ExperimentReport, p) for p in json.loads(text)["points"]))
 
 
 def cuts(window: Window, points: int = EXPERIMENT_CUTS) -> list[float]:

@@ -28,15 +28,12 @@ share of the joined requests the champion answered where the shadow's answer was
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import time
-import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -45,14 +42,13 @@ from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
 from shipml.core.drift import PREDICTION, worst
 from shipml.core.drift import Verdict as DriftVerdict
+from shipml.core.experiment_report import ChallengerResult, ExperimentReport, Role, ShadowResult, VariantSummary
 from shipml.core.experiments import (
     DRIFT,
     ERROR_RATE,
     LATENCY_P99,
     LATENCY_QUANTILE,
     PERFORMANCE,
-    Comparison,
-    Decision,
     Guardrail,
     SampleRatio,
     VariantStats,
@@ -63,104 +59,17 @@ from shipml.core.experiments import (
     sample_ratio_mismatch,
     variant_stats,
 )
-from shipml.core.jsonable import jsonable
 from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.prediction import DEFAULT_VARIANT
 from shipml.core.sequential import Kind, SampleSize, sample_size
 from shipml.core.window import Window
-from shipml.errors import ConfigError, PromotionRefused, RegistryError
+from shipml.errors import ConfigError, PromotionRefused, RegistryError, StoredReportUnreadable
 from shipml.pipelines.promote import promote
 
 ACCURACY = "accuracy"
 NEGATIVE_ABSOLUTE_ERROR = "negative_absolute_error"
 # The experiment's verdict over several challengers: the first of these that any challenger reached.
 PRECEDENCE: tuple[Verdict, ...] = ("unhealthy", "ship", "rollback", "continue", "no_data")
-Role = Literal["primary", "shadow"]
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class VariantSummary:
-    """One variant over the window: what it served and its primary metric.
-
-    ``requests``: its logged rows (any status); ``errors``: those not "ok"; ``units``: distinct routing keys of its
-    answered rows plus its answered rows without a key; ``matured``/``labelled``: answered rows old enough to have
-    feedback, and those that have it (a shadow's through the primary row it is joined to); ``p99_ms``: the p99 of
-    its answered requests' latency."""
-
-    name: str
-    role: Role
-    model: str  # the configured registry reference
-    version: str | None  # what the reference resolves to now (None when the registry cannot say)
-    share: float  # the routing weight, or a shadow's fraction
-    requests: int
-    errors: int
-    units: int
-    keyed: int  # answered rows that carried a routing key
-    matured: int
-    labelled: int
-    metric: VariantStats
-    p99_ms: float = math.nan  # the p99 latency of its answered requests (NaN without any)
-
-
-@dataclass(frozen=True)
-class ChallengerResult:
-    """A challenger against the champion: the primary metric, the guardrails, the sample size still needed for
-    ``experiments.mde`` (None when it cannot be computed, see the report's notes) and the verdict."""
-
-    variant: str
-    primary: Comparison
-    guardrails: tuple[Guardrail, ...]
-    sample_size: SampleSize | None
-    decision: Decision
-
-
-@dataclass(frozen=True)
-class ShadowResult:
-    """A shadow against the champion on ground truth it never served: the comparison of the primary metric,
-    how many of its rows were joined to a primary row by routing key, and its agreement with the champion
-    (classification: share of the champion's joined requests with the same label; regression: NaN, and
-    ``mean_abs_difference`` between the two answers instead)."""
-
-    variant: str
-    comparison: Comparison
-    joined: int
-    agreement: float
-    mean_abs_difference: float
-    compared: int  # joined requests the champion answered (what agreement is computed on)
-
-
-@dataclass(frozen=True)
-class ExperimentReport:
-    """The experiment of ``model`` over [since, until): every variant, the challengers' and shadows' comparisons
-    with the champion, the sample ratio check and the verdict (``winner``: the challenger to ship, if any)."""
-
-    model: str
-    since: float
-    until: float
-    created: float
-    metric: str  # accuracy or negative_absolute_error (higher is better for both)
-    kind: Kind
-    champion: str
-    variants: tuple[VariantSummary, ...]
-    srm: SampleRatio
-    challengers: tuple[ChallengerResult, ...]
-    shadows: tuple[ShadowResult, ...]
-    verdict: Verdict
-    reasons: tuple[str, ...]
-    winner: str | None
-    notes: tuple[str, ...] = ()
-
-    def variant(self, name: str) -> VariantSummary:
-        return next(v for v in self.variants if v.name == name)
-
-    def to_json(self) -> str:
-        """JSON of the whole report (NaN as null; comparisons and guardrails also carry their verdicts)."""
-        return json.dumps(jsonable(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ExperimentReport:
-        return _from_dict(cls, json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -344,13 +253,11 @@ class ExperimentJob:
     def _monitoring(self, model: str, run: _Run) -> DriftReport | None:
         """The newest stored monitoring report of ``model`` (read once per report), if it overlaps the window."""
         if model not in run.monitoring:
-            found = self.store.reports.latest(model)
-            report = None
-            if found:
-                try:
-                    report = DriftReport.from_json(found[0]["report"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    run.notes.append(f"the newest monitoring report of {model} cannot be read: {exc}")
+            try:
+                report = self.store.reports.latest(model)
+            except StoredReportUnreadable as exc:
+                run.notes.append(f"the newest monitoring report of {model} cannot be read: {exc.message}")
+                report = None
             if report is not None and not (report.since < run.window.until and report.until > run.window.since):
                 report = None
             run.monitoring[model] = report
@@ -647,23 +554,3 @@ def _overall(
     ))  # fmt: skip
     winner = max(chosen, key=lambda c: c.primary.difference.estimate).variant if verdict == "ship" else None
     return verdict, reasons, winner
-
-
-def _from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """A dataclass back from ``jsonable``'s output (extra keys, such as a comparison's verdicts, are ignored)."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    return cls(**{name: _decoded(hints[name], data[name]) for name in names if name in data})
-
-
-def _decoded(hint: Any, value: Any) -> Any:
-    if value is None:
-        return math.nan if hint is float else None  # a plain float field held NaN
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _decoded(next(a for a in typing.get_args(hint) if a is not type(None)), value)
-    if origin is tuple:
-        return tuple(_decoded(typing.get_args(hint)[0], v) for v in value)
-    if isinstance(hint, type) and is_dataclass(hint):
-        return _from_dict(hint, value)
-    return float(value) if hint is float else value

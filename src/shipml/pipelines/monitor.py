@@ -121,12 +121,7 @@ class MonitorJob:
             for (version, variant), found in sorted(by_segment.items())
         )
         report = DriftReport(model, window.since, window.until, time.time(), segments)
-        report_id = (
-            self.store.reports.save(model, window.since, window.until, report.verdict, report.to_json())
-            if save
-            else None
-        )
-        return report, report_id
+        return report, self.store.reports.save(report) if save else None
 
     def recompute(self, model: str, window: Window) -> int:
         """Rebuild the window's histograms from the raw rows (minutes of versions without a profile are dropped);

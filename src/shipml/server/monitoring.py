@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_args
+from typing import TYPE_CHECKING, Generic, TypeVar, get_args
 
 import anyio.to_thread
 import structlog
@@ -28,13 +28,15 @@ from prometheus_client.registry import Collector
 from shipml.adapters.registry import MlflowRegistry
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
+from shipml.core.experiment_report import ExperimentReport
 from shipml.core.experiments import Verdict
 from shipml.core.monitor_report import DriftReport
+from shipml.errors import StoreError
 from shipml.pipelines.alerts import notify_change
 
 if TYPE_CHECKING:
     from shipml.core.window import Window
-    from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+    from shipml.pipelines.experiments import ExperimentJob
     from shipml.pipelines.monitor import MonitorJob
     from shipml.server.model_manager import Deployment
 
@@ -49,9 +51,8 @@ T = TypeVar("T")
 class _Newest(Generic[T]):
     """The newest stored report of a model, parsed, read from the store at most every CACHE_S."""
 
-    def __init__(self, read: Callable[[], list[dict[str, Any]]], parse: Callable[[str], T], what: str) -> None:
+    def __init__(self, read: Callable[[], T | None], what: str) -> None:
         self.read = read
-        self.parse = parse
         self.what = what  # the log event when the stored report cannot be read
         self._cached: tuple[float, T | None] = (-math.inf, None)
 
@@ -60,10 +61,9 @@ class _Newest(Generic[T]):
         if time.monotonic() - at < CACHE_S:
             return report
         try:
-            found = self.read()
-            report = self.parse(found[0]["report"]) if found else None
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer; the gauges are absent, the log says why
-            log.warning(self.what, error=f"{type(exc).__name__}: {exc}")
+            report = self.read()
+        except StoreError as exc:  # a scrape must answer; the gauges are absent, the log says why
+            log.warning(self.what, error=exc.message)
             report = None
         self._cached = (time.monotonic(), report)
         return report
@@ -76,7 +76,7 @@ class ReportCollector(Collector):
         self.store = store
         self.model = model
         self.ready = ready
-        self._newest = _Newest(lambda: store.reports.latest(model), DriftReport.from_json, "monitor_report_unreadable")
+        self._newest = _Newest(lambda: store.reports.latest(model), "monitor_report_unreadable")
 
     def report(self) -> DriftReport | None:
         return self._newest.get()
@@ -141,7 +141,7 @@ class ExperimentCollector(Collector):
         self.store = store
         self.model = model
         self.deployment = deployment
-        self._newest = _Newest(lambda: store.experiments.latest(model), _experiment, "experiment_report_unreadable")
+        self._newest = _Newest(lambda: store.experiments.latest(model), "experiment_report_unreadable")
 
     def report(self) -> ExperimentReport | None:
         return self._newest.get()
@@ -153,13 +153,6 @@ class ExperimentCollector(Collector):
         report = self.report()
         if report is not None:
             yield from experiment_gauges(report)
-
-
-def _experiment(text: str) -> ExperimentReport:
-    # the report's module (numpy, the registry) loads when a report is stored, not with the service
-    from shipml.pipelines.experiments import ExperimentReport
-
-    return ExperimentReport.from_json(text)
 
 
 def weight_gauge(deployment: Deployment) -> GaugeMetricFamily:
@@ -321,9 +314,7 @@ class ScheduledMonitor:
         """Compute and store the experiment's report over ``window``; its id (None when it failed, logged)."""
         try:
             report = self.experiments.report(self.model, window)
-            report_id = self.store.experiments.save(
-                report.model, report.since, report.until, report.verdict, report.to_json()
-            )
+            report_id = self.store.experiments.save(report)
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the report's timestamp gauge ages
             log.warning("experiment_run_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
             return None

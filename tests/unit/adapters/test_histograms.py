@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore, StoreWriter
-from shipml.core.drift import PREDICTION, ProfileBinnings, counts_of
+from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore, StoreWriter, tables
+from shipml.core.drift import PREDICTION, ProfileBinnings, Verdict, counts_of
 from shipml.core.ids import Uuid7Generator
+from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.profile import ReferenceProfile, build_profile
+from shipml.errors import StoredReportUnreadable
 from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
 from tests.unit.adapters.test_prediction_store import CHURNISH
 
@@ -132,12 +135,25 @@ def test_a_lease_has_one_holder_until_it_expires(store: PredictionStore) -> None
     assert not store.leases.acquire("monitor:churn", "worker-a", ttl_s=0.5)
 
 
-def test_reports_are_kept_and_the_newest_is_read_back(store: PredictionStore) -> None:
-    first = store.reports.save("churn", 0.0, 60.0, "no_drift", '{"a": 1}')
-    second = store.reports.save("churn", 60.0, 120.0, "drift", '{"a": 2}')
-    store.reports.save("other", 0.0, 60.0, "warn", '{"b": 1}')
+def drift_report(model: str, since: float, verdict: Verdict) -> DriftReport:
+    return DriftReport(model, since, since + 60.0, 1e9 + since, (SegmentReport("1", "main", 10, verdict, ()),))
+
+
+def test_reports_are_kept_and_the_newest_is_read_back_as_reports(store: PredictionStore) -> None:
+    first = store.reports.save(drift_report("churn", 0.0, "no_drift"))
+    second = store.reports.save(drift_report("churn", 60.0, "drift"))
+    store.reports.save(drift_report("other", 0.0, "warn"))
     assert second > first
-    (newest,) = store.reports.latest("churn")
-    assert newest["id"] == second and newest["verdict"] == "drift" and newest["report"] == '{"a": 2}'
-    assert [r["model"] for r in store.reports.latest()] == ["churn", "other"]
-    assert [r["id"] for r in store.reports.latest("churn", limit=5)] == [second, first]
+    assert store.reports.latest("churn") == drift_report("churn", 60.0, "drift")
+    assert store.reports.latest("nobody") is None
+    assert [(r.model, r.verdict) for r in store.reports.latest_per_model()] == [("churn", "drift"), ("other", "warn")]
+    assert [r.since for r in store.reports.recent("churn", limit=5)] == [60.0, 0.0]
+
+
+def test_a_stored_report_that_cannot_be_read_is_a_store_error_naming_it(store: PredictionStore) -> None:
+    with store.database.engine.begin() as conn:
+        conn.execute(sa.insert(tables.drift_reports).values(
+            model="churn", created_at=1.0, since=0.0, until=60.0, verdict="drift", report="{not json"
+        ))  # fmt: skip
+    with pytest.raises(StoredReportUnreadable, match=r"store: the monitoring report \d+ of 'churn' cannot be read"):
+        store.reports.latest("churn")

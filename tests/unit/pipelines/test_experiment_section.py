@@ -22,6 +22,7 @@ import pytest
 from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionRow, PredictionStore
 from shipml.config import Settings, settings_from_mapping
+from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport
 from shipml.core.window import Window
 from shipml.pipelines.experiment_history import (
@@ -31,7 +32,7 @@ from shipml.pipelines.experiment_history import (
     has_experiment,
     monitored_experiment,
 )
-from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+from shipml.pipelines.experiments import ExperimentJob
 from shipml.report import render_report, write_report
 from shipml.report.experiment_section import CHECKS
 from tests.unit.pipelines.test_report import _parse, synthetic_report
@@ -127,7 +128,7 @@ def make_experiment(root: Path, n: int = 400) -> Experiment:
     # performance guardrails read
     drift = DriftReport("churn", window.since, window.until, window.until, (segment("1", "champion", 0.0),
                         segment("2", "challenger", 0.0)))  # fmt: skip
-    store.reports.save("churn", window.since, window.until, drift.verdict, drift.to_json())
+    store.reports.save(drift)
     s = experiment_settings(shadow=True)
     history = experiment_history(ExperimentJob(s, store, Registry()), "churn", window)  # type: ignore[arg-type]
     return Experiment(s, store, window, history)

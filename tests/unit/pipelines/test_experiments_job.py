@@ -20,11 +20,12 @@ from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionRow, PredictionStore
 from shipml.config import Settings, settings_from_mapping
 from shipml.core.drift import PREDICTION, FeatureDrift, Verdict
+from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
 from shipml.core.performance import PerformanceEstimate
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused
-from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+from shipml.pipelines.experiments import ExperimentJob
 
 _ids = itertools.count()
 
@@ -238,7 +239,7 @@ def monitored(store: PredictionStore, *segments: SegmentReport, since: float | N
     now = time.time()
     since = now - 1800 if since is None else since
     stored = DriftReport("churn", since, since + 1800, now, segments)
-    store.reports.save("churn", stored.since, stored.until, stored.verdict, stored.to_json())
+    store.reports.save(stored)
     for variant, accuracy in (("champion", 0.7), ("challenger", 0.95)):
         log(store, variant, labelled(300, accuracy))
         log(store, variant, [("1", None)] * 1000)  # enough requests for the latency to hold

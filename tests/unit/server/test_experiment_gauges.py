@@ -4,6 +4,7 @@ the service's schedule that stores the report. The registry is the job tests' st
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Iterator
@@ -12,15 +13,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from shipml.adapters.store import PredictionStore
+from shipml.adapters.store import PredictionStore, tables
 from shipml.config import Settings
+from shipml.core.experiment_report import ExperimentReport
 from shipml.core.routing import Split
 from shipml.core.window import Window
-from shipml.pipelines.experiments import ExperimentJob, ExperimentReport
+from shipml.pipelines.experiments import ExperimentJob
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment, Variant
 from shipml.server.monitoring import ExperimentCollector, ScheduledMonitor
@@ -60,7 +63,7 @@ def experiment(store: PredictionStore, s: Settings) -> ExperimentReport:
 
 
 def save(store: PredictionStore, report: ExperimentReport) -> int:
-    return store.experiments.save(report.model, report.since, report.until, report.verdict, report.to_json())
+    return store.experiments.save(report)
 
 
 def variant(name: str, model: str = "churn", version: str = "3") -> Variant:
@@ -143,11 +146,11 @@ def test_the_newest_report_of_the_served_model_is_shown(store: PredictionStore) 
     log(store, "challenger", labelled(200, 0.9))
     first = experiment(store, settings())
     save(store, first)
-    store.experiments.save("fraud", 0.0, 1.0, "ship", first.to_json().replace('"churn"', '"fraud"'))
+    store.experiments.save(dataclasses.replace(first, model="fraud"))
     log(store, "challenger", labelled(100, 0.9))
     second = experiment(store, settings())
     save(store, second)
-    store.experiments.save("fraud", 0.0, 1.0, "ship", first.to_json().replace('"churn"', '"fraud"'))
+    store.experiments.save(dataclasses.replace(first, model="fraud"))
 
     got = scrape(ExperimentCollector(store, "churn", lambda: None))
 
@@ -161,7 +164,10 @@ def test_the_newest_report_of_the_served_model_is_shown(store: PredictionStore) 
 def test_no_stored_report_or_an_unreadable_one_leaves_the_experiment_gauges_out(store: PredictionStore) -> None:
     deployment = Deployment((variant("main"),))
     assert set(scrape(ExperimentCollector(store, "churn", lambda: deployment))) == {"shipml_variant_weight"}
-    store.experiments.save("churn", 0.0, 1.0, "ship", "{not json")
+    with store.database.engine.begin() as conn:
+        conn.execute(sa.insert(tables.experiment_reports).values(
+            model="churn", created_at=1.0, since=0.0, until=1.0, verdict="ship", report="{not json"
+        ))  # fmt: skip
     with capture_logs() as logs:
         got = scrape(ExperimentCollector(store, "churn", lambda: deployment))
     assert set(got) == {"shipml_variant_weight"}  # the scrape still answers
@@ -208,13 +214,13 @@ def test_the_lease_holder_runs_the_monitoring_job_then_stores_the_experiment_rep
         assert other.tick() is False  # the lease is held: one runner across workers and replicas
 
     assert [e["event"] for e in logs] == ["monitor_run", "experiment_run"]
-    assert len(store.reports.latest("churn", limit=10)) == 1
-    (row,) = store.experiments.latest("churn", limit=10)
-    stored = ExperimentReport.from_json(row["report"])
-    assert (row["verdict"], stored.verdict, stored.model) == ("rollback", "rollback", "churn")
-    assert row["until"] - row["since"] == pytest.approx(3600)  # monitor.window
+    assert len(store.reports.recent("churn", limit=10)) == 1
+    (stored,) = store.experiments.recent("churn", limit=10)
+    assert (stored.verdict, stored.model) == ("rollback", "churn")
+    assert stored.until - stored.since == pytest.approx(3600)  # monitor.window
     assert [(v.name, v.requests) for v in stored.variants] == [("champion", 400), ("challenger", 400)]
-    assert logs[1]["report"] == row["id"]
+    with store.database.engine.connect() as conn:
+        assert logs[1]["report"] == conn.execute(sa.select(sa.func.max(tables.experiment_reports.c.id))).scalar_one()
 
 
 def test_without_an_experiment_in_the_config_no_experiment_report_is_stored(
@@ -228,7 +234,7 @@ def test_without_an_experiment_in_the_config_no_experiment_report_is_stored(
     with capture_logs() as logs:
         scheduled(store, s).tick()
     assert "experiment_run" not in [e["event"] for e in logs]
-    assert store.experiments.latest() == []
+    assert store.experiments.latest_per_model() == []
 
 
 def test_a_failing_experiment_report_is_logged_and_the_service_goes_on(store: PredictionStore, tmp_path: Path) -> None:
@@ -237,7 +243,7 @@ def test_a_failing_experiment_report_is_logged_and_the_service_goes_on(store: Pr
         scheduled(store, s, model="fraud").tick()  # no variant of the experiment serves fraud
     (failed,) = [e for e in logs if e["event"] == "experiment_run_failed"]
     assert "fraud" in failed["error"] and failed["error"].startswith("ConfigError")
-    assert store.experiments.latest() == []
+    assert store.experiments.latest_per_model() == []
 
 
 def test_every_experiment_metric_the_rules_use_is_exported(store: PredictionStore) -> None:

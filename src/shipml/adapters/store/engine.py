@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from shipml.adapters.store.migrations import exclusive, migrate
 from shipml.config import redact_uri
@@ -81,11 +81,26 @@ class Database:
 
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
-        """Turn a database error inside the block into ``StoreError("store: <what>: <the driver's reason>")``."""
+        """Turn a database error inside the block (or a failure of the SQLite file's lock) into
+        ``StoreError("store: <what>: <the driver's reason>")``: the one translation every part's methods use."""
         try:
             yield
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"store: {what}: {reason(exc)}") from None
+        except OSError as exc:
+            raise StoreError(f"store: {what}: {exc.strerror or exc}") from None
+
+    @contextlib.contextmanager
+    def reading(self, what: str) -> Iterator[Connection]:
+        """A connection for reads, its database errors translated (``errors``)."""
+        with self.errors(what), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[Connection]:
+        """One transaction in the writers' turn (``turn``), committed at the end, its database errors translated."""
+        with self.errors(what), self.turn(), self.engine.begin() as conn:
+            yield conn
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """The SQLite file's writer lock on a descriptor of its own (migrations.exclusive); nothing on Postgres."""

@@ -6,7 +6,7 @@ and each owns its tables:
 - ``store.predictions``: the row writer's path and every read of logged rows (predictions.py);
 - ``store.feedback``: ground truth per prediction (feedback.py);
 - ``store.histograms``: the per-minute drift histograms (histogram_table.py, counted by histograms.py);
-- ``store.reports`` and ``store.experiments``: stored drift and experiment reports (reports.py);
+- ``store.reports`` and ``store.experiments``: stored drift and experiment reports, as typed values (reports.py);
 - ``store.canaries``: each model's canary state and events (canaries.py);
 - ``store.leases``: one runner of a scheduled job (leases.py).
 
@@ -24,6 +24,8 @@ from shipml.adapters.store.histogram_table import Histograms
 from shipml.adapters.store.leases import Leases
 from shipml.adapters.store.predictions import Predictions
 from shipml.adapters.store.reports import Reports
+from shipml.core.experiment_report import ExperimentReport
+from shipml.core.monitor_report import DriftReport
 
 
 class PredictionStore:
@@ -35,8 +37,10 @@ class PredictionStore:
         self.predictions = Predictions(self.database)
         self.feedback = Feedback(self.database, self.predictions)
         self.histograms = Histograms(self.database, histogram_flush_s)
-        self.reports = Reports(self.database, tables.drift_reports, "report")
-        self.experiments = Reports(self.database, tables.experiment_reports, "experiment report")
+        self.reports = Reports(self.database, tables.drift_reports, "monitoring report", DriftReport.from_json)
+        self.experiments = Reports(
+            self.database, tables.experiment_reports, "experiment report", ExperimentReport.from_json
+        )
         self.canaries = Canaries(self.database)
         self.leases = Leases(self.database)
 
