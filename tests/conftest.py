@@ -9,10 +9,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from shipml.config import Settings, settings_from_mapping
-from shipml.examples.churn import churn_config, generate_churn
+from shipml.examples.churn import generate_churn
+from tests.support.project import TrainedProject, train_project
 
-SMALL_FOREST = {"n_estimators": 20, "max_depth": 6, "n_jobs": 1}
+# fixtures defined beside their helpers, for every test module
+pytest_plugins = ["tests.support.postgres"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,27 +36,42 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def churn_settings(data_file: Path, **overrides: Any) -> Settings:
-    """The example config, pointed at ``data``, with a small forest for speed."""
-    import yaml
-
-    raw = yaml.safe_load(churn_config())
-    raw["data"]["path"] = str(data_file)
-    raw["model"]["params"] = dict(SMALL_FOREST)
-    raw["training"]["cv_folds"] = 3
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(raw.get(section), dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    return settings_from_mapping(raw, "test")
-
-
 @pytest.fixture
 def churn_csv(workdir: Path, churn_df: pd.DataFrame) -> Path:
     path = workdir / "churn.csv"
     churn_df.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
+    """churn/1 in production (2,000 rows, a small forest), trained once per session (per xdist worker), shared
+    read-only: a module takes a directory of its own with ``trained_project.workspace(...)``. Modules that add
+    versions or damage artifacts make their own with ``train_project``."""
+    return train_project(tmp_path_factory.mktemp("trained-churn"))
+
+
+# Tiers whose modules start real processes (servers, trained projects, PostgreSQL, Prometheus, Chromium).
+PROCESS_TIERS = ("integration", "reliability", "e2e")
+
+
+def _tier(item: pytest.Item) -> str:
+    parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The order is pytest-xdist's schedule in `make test` (``--dist loadscope --no-loadscope-reorder``: each
+    module runs whole on one worker, modules handed out in this order): the soak's module first (its worker is
+    busy for SHIPML_SOAK_SECONDS), then the modules that start real processes, then the unit tests, which fill
+    the workers' gaps at the end."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("soak"):
+            return 0
+        return 1 if _tier(item) in PROCESS_TIERS else 2
+
+    items.sort(key=rank)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

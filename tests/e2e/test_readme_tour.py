@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import shipml
+from tests.support.cli import shipml
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.background]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -31,10 +31,10 @@ import yaml
 from shipml.adapters.store import PredictionStore
 from shipml.core.routing import shadow_sampled, shadows_from
 from shipml.examples.churn import FEATURES, churn_config, generate_churn
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.server import start_server
+from tests.support.cli import one_error_line, shipml
+from tests.support.server import start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.background]
+pytestmark = [pytest.mark.integration]
 
 SALT = "ab-report"
 N = 1500

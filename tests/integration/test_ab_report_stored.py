@@ -10,7 +10,7 @@ import pytest
 
 from shipml.adapters.store import PredictionStore
 from shipml.server.monitoring import ExperimentCollector
-from tests.integration.cli import shipml
+from tests.support.cli import shipml
 from tests.unit.pipelines.test_experiments_job import labelled, log
 from tests.unit.server.test_experiment_gauges import scrape, series
 

@@ -24,11 +24,11 @@ import yaml
 
 from shipml.adapters.store import PredictionStore
 from shipml.examples.churn import churn_config
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.failing_models import site_dir
-from tests.integration.server import Server, records, start_server
+from tests.support.cli import one_error_line, shipml
+from tests.support.failing_models import site_dir
+from tests.support.server import Server, records, start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.background]
+pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).parents[2]
 SERVE = """

@@ -15,7 +15,7 @@ from shipml.config import RegistrySettings
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.predict import load_schema
-from tests.integration.cli import one_error_line, shipml
+from tests.support.cli import one_error_line, shipml
 
 pytestmark = pytest.mark.integration
 

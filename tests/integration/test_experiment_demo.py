@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import shipml
+from tests.support.cli import shipml
 
-pytestmark = [pytest.mark.integration, pytest.mark.background]
+pytestmark = [pytest.mark.integration]
 
 DEMO = Path(__file__).parents[2] / "examples" / "churn" / "experiment_demo.py"
 

@@ -13,10 +13,10 @@ import requests
 
 from shipml.adapters.store import PredictionStore
 from shipml.core.routing import Split
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.server import Server, records, start_server
+from tests.support.cli import one_error_line, shipml
+from tests.support.server import Server, records, start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.background]
+pytestmark = [pytest.mark.integration]
 
 EXPERIMENT = """
 serve:

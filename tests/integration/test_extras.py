@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import shipml
-from tests.integration.server import CONFIG
+from tests.support.cli import shipml
+from tests.support.project import CONFIG
 
 pytestmark = pytest.mark.integration
 

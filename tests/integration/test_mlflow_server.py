@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_FOREST
-from tests.integration.cli import shipml
+from tests.support.cli import shipml
+from tests.support.project import SMALL_FOREST
+from tests.support.server import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.background]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

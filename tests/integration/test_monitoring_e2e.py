@@ -17,15 +17,15 @@ import pytest
 import requests
 
 from shipml.adapters.store import PredictionStore
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.prometheus import prometheus_stack
-from tests.integration.server import Server, start_server
 from tests.integration.test_report_browser import BACKGROUND, SIZE
 from tests.integration.test_report_browser import _colours as colours
 from tests.integration.test_report_browser import _open as open_in_chromium
+from tests.support.cli import one_error_line, shipml
+from tests.support.prometheus import prometheus_stack
+from tests.support.server import Server, start_server
 from tests.unit.pipelines.test_report import figures
 
-pytestmark = [pytest.mark.integration, pytest.mark.background]
+pytestmark = [pytest.mark.integration]
 
 DEMO = Path(__file__).parents[2] / "examples" / "churn" / "monitor_demo.py"
 DRIFTED = {"tenure", "monthly_charges", "contract"}  # what the demo changes

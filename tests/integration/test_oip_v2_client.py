@@ -17,9 +17,10 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from shipml.examples.churn import FEATURES
-from tests.integration.cli import shipml
-from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
 from tests.integration.test_serve import auth, records
+from tests.support.cli import shipml
+from tests.support.project import CONFIG
+from tests.support.server import Keys, Server, make_keys, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MAX_BATCH = 50
@@ -32,7 +33,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
     root = tmp_path_factory.mktemp("oip")
     quick = shipml(root, "quickstart", "--rows", "2000")
     assert quick.returncode == 0, quick.stderr
-    keys, auth_section = make_keys(root)
+    keys, auth_section = make_keys()
     (root / "shipml.yaml").write_text(
         CONFIG + auth_section + f"serve:\n  max_batch: {MAX_BATCH}\n  max_body_bytes: {MAX_BODY}\n"
     )

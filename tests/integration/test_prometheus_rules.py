@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.prometheus import (
+from tests.support.prometheus import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
     RULES,
@@ -31,7 +31,7 @@ from tests.integration.prometheus import (
     prometheus_stack,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.background]
+pytestmark = [pytest.mark.integration]
 
 RUNBOOK = Path(__file__).parents[2] / "docs" / "runbook.md"
 RUNBOOK_BASE = "https://github.com/shipml/shipml/blob/main/docs/runbook.md#"

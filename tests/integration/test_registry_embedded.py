@@ -20,9 +20,9 @@ from shipml.errors import ModelLoadError, RegistryError
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.promote import compare, holder_at, promote, rollback
 from shipml.pipelines.train import train_and_register
-from tests.conftest import churn_settings
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.server import start_server
+from tests.support.cli import one_error_line, shipml
+from tests.support.project import churn_settings
+from tests.support.server import start_server
 
 pytestmark = pytest.mark.integration
 

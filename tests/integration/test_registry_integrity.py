@@ -19,7 +19,7 @@ from shipml.pipelines.bundle import load_bundle
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.promote import promote
 from shipml.pipelines.train import TrainOutcome, train_and_register
-from tests.conftest import churn_settings
+from tests.support.project import churn_settings
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from shipml.core.window import Window
 from shipml.report import write_report
 from shipml.report.experiment_section import BAND, CHECKS
 from shipml.report.markup import COLOURS
-from tests.integration.cli import shipml
+from tests.support.cli import shipml
 from tests.unit.pipelines.test_experiment_section import log, make_experiment, spread
 from tests.unit.pipelines.test_report import _parse, sample_report, synthetic_report
 

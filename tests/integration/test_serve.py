@@ -18,8 +18,9 @@ from shipml.config import RegistrySettings
 from shipml.examples.churn import FEATURES
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.predict import load_schema
-from tests.integration.cli import shipml
-from tests.integration.server import CONFIG, Keys, Server, auth, make_keys, records, start_server
+from tests.support.cli import shipml
+from tests.support.project import CONFIG
+from tests.support.server import Keys, Server, auth, make_keys, records, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,7 +30,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
     root = tmp_path_factory.mktemp("serve")
     quick = shipml(root, "quickstart", "--rows", "3000")
     assert quick.returncode == 0, quick.stderr
-    keys, auth = make_keys(root)
+    keys, auth = make_keys()
     (root / "shipml.yaml").write_text(
         CONFIG + auth + "serve:\n  reload_interval_s: 1\n  max_batch: 2000\n  max_body_bytes: 2000000\n"
     )

@@ -11,9 +11,10 @@ import pytest
 import requests
 
 from shipml.adapters.store import PredictionStore
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
 from tests.integration.test_serve import records
+from tests.support.cli import one_error_line, shipml
+from tests.support.project import CONFIG
+from tests.support.server import Keys, Server, make_keys, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_folds: 5", "cv_folds: 2")
@@ -23,7 +24,7 @@ SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_fold
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
     root = tmp_path_factory.mktemp("lifecycle")
     assert shipml(root, "quickstart", "--rows", "2000").returncode == 0
-    keys, auth = make_keys(root)
+    keys, auth = make_keys()
     (root / "shipml.yaml").write_text(SMALL + auth + "serve:\n  reload_interval_s: 0.5\n  grace_period_s: 5\n")
     return root, keys
 
@@ -54,7 +55,6 @@ def wait_for_version(server: Server, key: str, version: str, timeout: float = 60
     raise AssertionError(f"version {version} never served: {server.log.read_text()[-2000:]}")
 
 
-@pytest.mark.background
 def test_hot_reload_follows_the_alias_and_survives_a_broken_version(project: tuple[Path, Keys]) -> None:
     root, keys = project
     server = start_server(root)

@@ -17,9 +17,7 @@ import sqlalchemy as sa
 
 from shipml.adapters.store import LATEST, PredictionRow, PredictionStore, tables
 from shipml.core.schema import Feature, FeatureSchema, Target
-from tests.unit.adapters.store_dialects import DIALECTS, fresh_postgres_database, postgres_uri
-
-__all__ = ["postgres_uri"]
+from tests.support.dialects import DIALECTS, fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 

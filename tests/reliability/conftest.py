@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.cli import shipml
-from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
+from tests.support.cli import shipml
+from tests.support.project import CONFIG
+from tests.support.server import Keys, Server, make_keys, start_server
 
 # Small limits so that "limit + 1" cases are cheap to send.
 MAX_BODY_BYTES = 1_048_576
@@ -63,7 +64,7 @@ def rel_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     root = tmp_path_factory.mktemp("reliability-1-32")
     quick = shipml(root, "quickstart", "--rows", "2000")
     assert quick.returncode == 0, quick.stdout + quick.stderr
-    keys, auth = make_keys(root)
+    keys, auth = make_keys()
     admin_only, line = new_key(root, "ops-only", "admin")
     # Failed authentications are throttled per client address; every test here speaks from 127.0.0.1,
     # so the shared server allows many (case 24 checks the throttle on a server of its own).

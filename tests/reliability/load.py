@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.cli import shipml
-from tests.integration.server import CONFIG, Keys, Server, auth, make_keys, records
+from tests.support.cli import shipml
+from tests.support.project import CONFIG
+from tests.support.server import Keys, Server, auth, make_keys, records
 
 SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_folds: 5", "cv_folds: 2")
 HARD_STOP_S = 3600.0  # no load run lasts longer than this, whatever it is asked
@@ -42,7 +43,7 @@ def make_project(root: Path, serve_yaml: str = "") -> Keys:
     """`shipml quickstart` in ``root`` (churn/1 in production), two keys, and a shipml.yaml."""
     made = shipml(root, "quickstart", "--rows", "2000")
     assert made.returncode == 0, made.stderr
-    keys, auth = make_keys(root)
+    keys, auth = make_keys()
     write_config(root, auth, serve_yaml)
     (root / "auth.yaml").write_text(auth)
     return keys
@@ -425,29 +426,6 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn_server(root: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    """`shipml serve` started like tests.integration.server.start_server, without waiting for readiness
-    (a case that starts the service while the registry is down)."""
-    import subprocess
-
-    from tests.integration.server import SHIPML
-
-    port = free_port()
-    log = root / f"serve-{port}.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | (env or {})
-    proc = subprocess.Popen(
-        [SHIPML, "serve", "--port", str(port), *args], cwd=root, env=full_env,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    return Server(f"http://127.0.0.1:{port}", proc, log)
 
 
 def store_rows(root: Path, ids: list[str], uri: str | None = None) -> dict[str, dict[str, Any]]:

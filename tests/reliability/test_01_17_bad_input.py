@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.cli import shipml
-from tests.integration.server import Server, start_server
 from tests.reliability.conftest import (
     GOOD_ROW,
     MAX_BATCH,
@@ -38,6 +36,8 @@ from tests.reliability.conftest import (
     stored,
     vm_rss_kib,
 )
+from tests.support.cli import shipml
+from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ from unittest import mock
 import pytest
 import requests
 
-from tests.integration.server import CONFIG, Server, start_server
 from tests.reliability.conftest import (
     GOOD_ROW,
     Project,
@@ -29,6 +28,8 @@ from tests.reliability.conftest import (
     raw_exchange,
     still_serving,
 )
+from tests.support.project import CONFIG
+from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.cli import one_error_line, shipml
-from tests.integration.server import CONFIG, Keys, Server, make_keys, start_server
 from tests.reliability.conftest import GOOD_ROW, bearer, metric
+from tests.support.cli import one_error_line, shipml
+from tests.support.project import CONFIG
+from tests.support.server import Keys, Server, make_keys, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     root = tmp_path_factory.mktemp("artifacts")
     made = shipml(root, "quickstart", "--rows", "1500")
     assert made.returncode == 0, made.stderr
-    keys, auth = make_keys(root)
+    keys, auth = make_keys()
     (root / "shipml.yaml").write_text(SMALL + auth + "serve:\n  reload_interval_s: 0\n")
     trained = shipml(root, "train")
     assert trained.returncode in (0, 1), trained.stdout + trained.stderr

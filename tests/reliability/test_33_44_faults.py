@@ -20,9 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import SMALL_FOREST
-from tests.integration.cli import shipml
-from tests.integration.server import CONFIG, Keys, Server, auth, start_server
 from tests.reliability.load import (
     SMALL,
     FaultProxy,
@@ -30,7 +27,6 @@ from tests.reliability.load import (
     artifact_files,
     batch_body,
     figure,
-    free_port,
     get_json,
     integrity_check,
     make_project,
@@ -40,13 +36,15 @@ from tests.reliability.load import (
     predict_load,
     proc_figures,
     registry,
-    spawn_server,
     store_count,
     store_rows,
     train,
     wait_for_workers,
     worker_pids,
 )
+from tests.support.cli import shipml
+from tests.support.project import CONFIG, SMALL_FOREST
+from tests.support.server import Keys, Server, auth, free_port, spawn_server, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -137,7 +135,6 @@ def remote(tmp_path_factory: pytest.TempPathFactory, project: tuple[Path, Keys])
 FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
-@pytest.mark.background
 def test_case33_registry_down_at_startup_live_but_not_ready_until_a_model_loads(
     remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]
 ) -> None:
@@ -170,7 +167,6 @@ def test_case33_registry_down_at_startup_live_but_not_ready_until_a_model_loads(
         assert server.stop() == 0
 
 
-@pytest.mark.background
 def test_case33_retries_with_backoff(remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]) -> None:
     root, proxy = remote
     proxy.set_mode("reset")
@@ -193,7 +189,6 @@ def test_case33_retries_with_backoff(remote: tuple[Path, FaultProxy], project: t
         server.stop()
 
 
-@pytest.mark.background
 def test_case34_registry_reset_or_slow_at_a_poll_old_version_serves_on(
     remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]
 ) -> None:
@@ -228,7 +223,6 @@ def test_case34_registry_reset_or_slow_at_a_poll_old_version_serves_on(
         assert server.stop() == 0
 
 
-@pytest.mark.background
 def test_case34_model_shows_the_last_successful_check(
     remote: tuple[Path, FaultProxy], project: tuple[Path, Keys]
 ) -> None:

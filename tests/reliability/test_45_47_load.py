@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.server import Keys, Server, auth, start_server
 from tests.reliability.load import (
     Load,
     batch_body,
@@ -31,6 +30,7 @@ from tests.reliability.load import (
     train,
     wait_for_workers,
 )
+from tests.support.server import Keys, Server, auth, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

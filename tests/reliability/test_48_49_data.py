@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from shipml.core.ids import Uuid7Generator
-from tests.integration.server import Keys, Server, auth, start_server
 from tests.reliability.load import (
     Load,
     batch_body,
@@ -24,6 +23,7 @@ from tests.reliability.load import (
     store_rows,
     wait_for_workers,
 )
+from tests.support.server import Keys, Server, auth, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

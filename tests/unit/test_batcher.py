@@ -9,21 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import Outputs, PipelinePredictor
-from shipml.core.schema import FeatureSchema
-from shipml.examples.churn import generate_churn
-from shipml.pipelines.data import feature_frame
-from shipml.pipelines.fast_path import rows_from_frame
 from shipml.server.batcher import MicroBatcher
+from tests.support.fitted import example_rows, forest
 
-DF = generate_churn(300, seed=2)
-SCHEMA = FeatureSchema.infer(DF, "churn", id_columns=("customer_id",))
-PIPELINE = build_pipeline(
-    SCHEMA, make_estimator("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 5}, "binary", 0)
-)
-PIPELINE.fit(feature_frame(DF, SCHEMA), DF.churn)
-ROWS = rows_from_frame(feature_frame(DF.head(40), SCHEMA), SCHEMA)
+ROWS = 40  # rows of example data a test may use
+
+
+def rows(n: int = ROWS) -> list[dict[str, Any]]:
+    return example_rows(ROWS, 2)[:n]
 
 
 class Counting:
@@ -34,7 +28,7 @@ class Counting:
     batching_pays = True
 
     def __init__(self, fail: bool = False) -> None:
-        self.inner = PipelinePredictor(PIPELINE, SCHEMA)
+        self.inner = PipelinePredictor(*forest())
         self.sizes: list[int] = []
         self.fail = fail
 
@@ -50,14 +44,14 @@ def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
     batcher = MicroBatcher(predictor, max_batch_size=64, max_wait_ms=50)
 
     async def many() -> list[Outputs]:
-        return await asyncio.gather(*(batcher.predict(ROWS[i : i + 2]) for i in range(0, 20, 2)))
+        return await asyncio.gather(*(batcher.predict(rows()[i : i + 2]) for i in range(0, 20, 2)))
 
     answers = asyncio.run(many())
     assert predictor.sizes == [20]  # ten requests, one call
-    alone = PipelinePredictor(PIPELINE, SCHEMA)
+    alone = PipelinePredictor(*forest())
     for k, got in enumerate(answers):
         assert got.proba is not None
-        np.testing.assert_array_equal(got.proba, alone.predict(ROWS[2 * k : 2 * k + 2]).proba)
+        np.testing.assert_array_equal(got.proba, alone.predict(rows()[2 * k : 2 * k + 2]).proba)
 
 
 def test_a_full_batch_goes_at_once_and_the_rest_after_the_wait() -> None:
@@ -65,7 +59,7 @@ def test_a_full_batch_goes_at_once_and_the_rest_after_the_wait() -> None:
     batcher = MicroBatcher(predictor, max_batch_size=8, max_wait_ms=20)
 
     async def many() -> None:
-        await asyncio.gather(*(batcher.predict([r]) for r in ROWS[:11]))
+        await asyncio.gather(*(batcher.predict([r]) for r in rows(11)))
 
     asyncio.run(many())
     assert predictor.sizes == [8, 3]
@@ -75,7 +69,7 @@ def test_a_failure_reaches_every_request_of_the_batch() -> None:
     batcher = MicroBatcher(Counting(fail=True), max_batch_size=64, max_wait_ms=5)
 
     async def many() -> list[Any]:
-        return await asyncio.gather(*(batcher.predict([r]) for r in ROWS[:3]), return_exceptions=True)
+        return await asyncio.gather(*(batcher.predict([r]) for r in rows(3)), return_exceptions=True)
 
     results = asyncio.run(many())
     assert [str(r) for r in results] == ["model exploded"] * 3
@@ -85,6 +79,6 @@ def test_a_failure_reaches_every_request_of_the_batch() -> None:
 def test_a_lone_request_is_answered_after_the_wait(wait_ms: float) -> None:
     predictor = Counting()
     batcher = MicroBatcher(predictor, max_batch_size=64, max_wait_ms=wait_ms)
-    got = asyncio.run(batcher.predict(ROWS[:1]))
+    got = asyncio.run(batcher.predict(rows(1)))
     assert got.proba is not None and got.proba.shape == (1, 2)
     assert predictor.sizes == [1]

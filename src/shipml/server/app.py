@@ -1,4 +1,7 @@
-"""``create_app(settings)``: the prediction service as an ASGI app. No state outside the app."""
+"""``create_app(settings)``: the prediction service as an ASGI app. No state outside the app.
+
+The registry and the prediction store are built at startup from ``settings``, or handed in (tests serve an
+in-process app over a registry and store they made, and close the store themselves)."""
 
 from __future__ import annotations
 
@@ -42,8 +45,11 @@ from shipml.server.state import AppState, stopping_signal
 log = structlog.get_logger("shipml.server")
 
 
-def create_app(settings: Settings) -> ASGIApp:
-    """Build the service for ``settings``; the model is loaded at startup, not here."""
+def create_app(
+    settings: Settings, *, registry: MlflowRegistry | None = None, store: PredictionStore | None = None
+) -> ASGIApp:
+    """Build the service for ``settings``; the model is loaded at startup, not here. A ``registry`` or
+    ``store`` given is used instead of the one ``settings`` names; a given store is left open at shutdown."""
     if settings.auth.enabled and not settings.auth.keys:
         raise ConfigError(
             ["auth.keys: no API keys configured; add one (`shipml keys new`) or set auth.enabled: false explicitly"]
@@ -52,6 +58,7 @@ def create_app(settings: Settings) -> ASGIApp:
     metrics = ServerMetrics(settings.serve.multiproc_dir)
     recorder = RequestRecorder(metrics)  # its sink is the log's line buffer while the service runs
     home = Path(settings.home)
+    given_registry, given_store = registry, store
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,13 +71,15 @@ def create_app(settings: Settings) -> ASGIApp:
                 "auth_disabled",
                 message="AUTHENTICATION IS DISABLED: anyone who can reach this port can predict and reload",
             )
-        store = await anyio.to_thread.run_sync(
-            lambda: PredictionStore(
-                settings.store.uri,
-                sqlite_synchronous=settings.store.sqlite_synchronous,
-                histogram_flush_s=settings.store.histogram_flush_s,
+        store = given_store
+        if store is None:
+            store = await anyio.to_thread.run_sync(
+                lambda: PredictionStore(
+                    settings.store.uri,
+                    sqlite_synchronous=settings.store.sqlite_synchronous,
+                    histogram_flush_s=settings.store.histogram_flush_s,
+                )
             )
-        )
         committing = settings.store.durability == "commit"
         writer = StoreWriter(
             store,
@@ -81,7 +90,9 @@ def create_app(settings: Settings) -> ASGIApp:
             on_error=lambda exc: _store_failed(metrics, exc),
         )
         quiet_mlflow()
-        registry = await anyio.to_thread.run_sync(MlflowRegistry, settings.registry)
+        registry = given_registry
+        if registry is None:
+            registry = await anyio.to_thread.run_sync(MlflowRegistry, settings.registry)
         kernels = KernelLoader(settings.native)  # the native tree kernel, built or loaded once per process
         manager = ModelManager(
             ref, registry, settings.serve, home / "cache", metrics, store, kernels,
@@ -126,7 +137,8 @@ def create_app(settings: Settings) -> ASGIApp:
             await manager.stop()
             await service.close()  # the shadows' queued copies: scored or dropped (counted), before the log closes
             await anyio.to_thread.run_sync(writer.close)
-            store.close()
+            if given_store is None:
+                store.close()
             log.info("service_stopped", pending=writer.pending)
             recorder.sink = None
             flusher.cancel()

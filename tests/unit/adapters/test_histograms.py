@@ -18,10 +18,8 @@ from shipml.core.ids import Uuid7Generator
 from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.profile import ReferenceProfile, build_profile
 from shipml.errors import StoredReportUnreadable
-from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
+from tests.support.dialects import DIALECTS, store_uri_for
 from tests.unit.adapters.test_prediction_store import CHURNISH
-
-__all__ = ["postgres_uri"]
 
 IDS = Uuid7Generator()
 MINUTE = 29_000_000  # a fixed minute (Unix time // 60), far from now

@@ -12,10 +12,8 @@ import pytest
 
 from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore, StoreWriter
 from shipml.core.ids import Uuid7Generator
-from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
+from tests.support.dialects import DIALECTS, store_uri_for
 from tests.unit.adapters.test_prediction_store import CHURNISH, schema_of
-
-__all__ = ["postgres_uri"]
 
 IDS = Uuid7Generator()
 

@@ -25,9 +25,7 @@ from shipml.adapters.store import (
     slots_for,
 )
 from shipml.core.schema import Feature, FeatureSchema, Target
-from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
-
-__all__ = ["postgres_uri"]  # the session's PostgreSQL, for the "postgres" parameter
+from tests.support.dialects import DIALECTS, store_uri_for
 
 
 def schema_of(*features: tuple[str, str], task: str = "binary") -> FeatureSchema:

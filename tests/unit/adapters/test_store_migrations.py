@@ -18,9 +18,7 @@ from shipml.adapters.store import (
     tables,
 )
 from shipml.core.schema import Feature, FeatureSchema, Target
-from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
-
-__all__ = ["postgres_uri"]
+from tests.support.dialects import DIALECTS, store_uri_for
 
 SCHEMA = FeatureSchema(
     (Feature("tenure", "numeric"), Feature("contract", "categorical")), Target("churn", "binary", ("0", "1"))

@@ -10,19 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipml.adapters.native import load_kernel
-from shipml.config import NativeSettings
 from shipml.core.fast.compile import compile_pipeline
 from shipml.core.fast.model import unpack
 from shipml.core.fast.preprocess import Unsupported
 from shipml.core.fast.trees import TreeKernel
 from shipml.core.fast.verify import Verdict, verify
-from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor
-from shipml.core.schema import FeatureSchema
+from shipml.core.schema import Task
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
+from tests.support.fitted import Fitted, fitted, native_kernel, with_plan
 
 MODELS = [
     ("binary", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 15, "max_depth": 6}),
@@ -43,38 +41,35 @@ MODELS = [
     ("regression", "sklearn.linear_model.LinearRegression", {}),
 ]
 
-DATA = generate_churn(1_500, seed=5)
-DATA["plan"] = np.where(DATA.monthly_charges > 80, "gold", np.where(DATA.monthly_charges > 45, "silver", "bronze"))
-TARGETS = {"binary": "churn", "multiclass": "plan", "regression": "total_charges"}
-
-
-def fitted(task: str, estimator: str, params: dict[str, Any]) -> tuple[Any, FeatureSchema]:
-    target = TARGETS[task]
-    df = DATA.dropna(subset=[target])
-    drop = tuple(c for c in ("churn", "plan", "total_charges") if c != target)
-    schema = FeatureSchema.infer(df.drop(columns=list(drop)), target, task, ("customer_id",))  # type: ignore[arg-type]
-    pipeline = build_pipeline(schema, make_estimator(estimator, params, task, 0))  # type: ignore[arg-type]
-    pipeline.fit(feature_frame(df, schema), df[target])
-    return pipeline, schema
-
-
-FITTED = {(t, e): fitted(t, e, p) for t, e, p in MODELS}
-KERNEL, KERNEL_STATUS = load_kernel(NativeSettings())
 TREES = ("Forest", "Trees", "Tree", "Gradient")
+PARAMS = {(t, e): tuple(sorted(p.items())) for t, e, p in MODELS}
+
+
+def model(task: Task, estimator: str) -> Fitted:
+    """One of MODELS, fitted on first use (then cached for the session)."""
+    return fitted(task, estimator, PARAMS[(task, estimator)])
 
 
 def kernels() -> list[Any]:
     """numpy always; the native kernel when this machine could build it (else a skip that says why)."""
-    native = pytest.param(
-        KERNEL, id="native", marks=pytest.mark.skipif(KERNEL is None, reason=f"no native kernel: {KERNEL_STATUS}")
-    )
-    return [pytest.param(None, id="numpy"), native]
+    return [pytest.param("numpy", id="numpy"), pytest.param("native", id="native")]
 
 
-@pytest.mark.parametrize("kernel", kernels())
+@pytest.fixture
+def kernel(request: pytest.FixtureRequest) -> TreeKernel | None:
+    """The backend a test is parametrised with: None for numpy, the native kernel (built on first use)."""
+    if request.param == "numpy":
+        return None
+    native, status = native_kernel()
+    if native is None:
+        pytest.skip(f"no native kernel: {status}")
+    return native
+
+
+@pytest.mark.parametrize("kernel", kernels(), indirect=True)
 @pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
 def test_fast_path_is_exact_on_data_and_edge_cases(task: str, estimator: str, kernel: TreeKernel | None) -> None:
-    pipeline, schema = FITTED[(task, estimator)]
+    pipeline, schema = model(task, estimator)
     rows = rows_from_frame(feature_frame(generate_churn(400, seed=6), schema), schema)
     fast, verdict = build_and_verify(pipeline, schema, rows, kernel)
     assert fast is not None, verdict.reason
@@ -103,14 +98,14 @@ record = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.parametrize("kernel", kernels())
+@pytest.mark.parametrize("kernel", kernels(), indirect=True)
 @pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(record, min_size=1, max_size=30))
 def test_fast_equals_pipeline_on_random_records(
     task: str, estimator: str, kernel: TreeKernel | None, rows: list[dict[str, Any]]
 ) -> None:
-    pipeline, schema = FITTED[(task, estimator)]
+    pipeline, schema = model(task, estimator)
     rows = [{k: v for k, v in r.items() if k in schema.names} for r in rows]
     fast = unpack(compile_pipeline(pipeline, schema).pack(), kernel)[0]  # the packed form is what serves
     got, want = fast.predict(rows), PipelinePredictor(pipeline, schema).predict(rows)
@@ -123,25 +118,27 @@ def test_fast_equals_pipeline_on_random_records(
 
 
 def test_unsupported_models_fall_back_with_the_reason() -> None:
-    pipeline, schema = fitted("binary", "sklearn.neighbors.KNeighborsClassifier", {"n_neighbors": 5})
+    pipeline, schema = fitted("binary", "sklearn.neighbors.KNeighborsClassifier", (("n_neighbors", 5),))
     with pytest.raises(Unsupported, match="no fast path for KNeighborsClassifier"):
         compile_pipeline(pipeline, schema)
-    fast, verdict = build_and_verify(pipeline, schema, rows_from_frame(feature_frame(DATA.head(50), schema), schema))
+    fast, verdict = build_and_verify(
+        pipeline, schema, rows_from_frame(feature_frame(with_plan(1_500, 5).head(50), schema), schema)
+    )
     assert fast is None
     assert verdict.tag() == "not verified: unsupported: no fast path for KNeighborsClassifier"
 
 
 def test_a_wrong_fast_path_is_not_verified() -> None:
-    pipeline, schema = FITTED[("binary", "sklearn.linear_model.LogisticRegression")]
+    pipeline, schema = model("binary", "sklearn.linear_model.LogisticRegression")
     fast = compile_pipeline(pipeline, schema)
     fast.preprocess.blocks[0].mean = fast.preprocess.blocks[0].mean + 1e-9  # type: ignore[union-attr, operator]
-    rows = rows_from_frame(feature_frame(DATA.head(300), schema), schema)
+    rows = rows_from_frame(feature_frame(with_plan(1_500, 5).head(300), schema), schema)
     verdict = verify(fast, pipeline, schema, rows)
     assert not verdict.verified
     assert verdict.tag().startswith("not verified: max |diff|")
 
 
-@pytest.mark.parametrize("kernel", kernels())
+@pytest.mark.parametrize("kernel", kernels(), indirect=True)
 @pytest.mark.parametrize("task", ["binary", "regression"])
 def test_big_batches_give_the_same_numbers(task: str, kernel: TreeKernel | None) -> None:
     estimator = (
@@ -149,8 +146,8 @@ def test_big_batches_give_the_same_numbers(task: str, kernel: TreeKernel | None)
         if task == "regression"
         else "sklearn.ensemble.RandomForestClassifier"
     )
-    pipeline, schema = FITTED[(task, estimator)]
-    rows = rows_from_frame(feature_frame(pd.concat([DATA] * 3), schema), schema)
+    pipeline, schema = model(task, estimator)
+    rows = rows_from_frame(feature_frame(pd.concat([with_plan(1_500, 5)] * 3), schema), schema)
     got, want = (
         compile_pipeline(pipeline, schema, kernel).predict(rows),
         PipelinePredictor(pipeline, schema).predict(rows),
@@ -162,7 +159,7 @@ def test_big_batches_give_the_same_numbers(task: str, kernel: TreeKernel | None)
 
 
 def test_a_damaged_pack_is_refused_with_the_reason() -> None:
-    pipeline, schema = FITTED[("binary", "sklearn.ensemble.RandomForestClassifier")]
+    pipeline, schema = model("binary", "sklearn.ensemble.RandomForestClassifier")
     packed = compile_pipeline(pipeline, schema).pack()
     with pytest.raises(ValueError, match="not a packed fast predictor"):
         unpack(packed[: len(packed) // 2])

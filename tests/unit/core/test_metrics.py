@@ -11,7 +11,7 @@ from shipml.core.metrics import CLASSIFICATION_METRICS, evaluate, positive_class
 from shipml.core.performance import calibration_error
 from shipml.errors import ConfigError
 from shipml.pipelines.train import fit, payload_for
-from tests.conftest import churn_settings
+from tests.support.project import churn_settings
 
 Y = np.array(["churned", "stayed", "stayed", "stayed", "churned", "stayed"])
 PRED = np.array(["churned", "stayed", "churned", "stayed", "stayed", "stayed"])

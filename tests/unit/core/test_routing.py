@@ -12,7 +12,6 @@ import os
 import random
 import subprocess
 import sys
-import timeit
 
 import pytest
 from scipy.stats import chisquare
@@ -257,34 +256,3 @@ def test_bad_shadows_are_refused_with_one_line_each() -> None:
     ]
     with pytest.raises(ConfigError, match=r"^shadow 'candidate': fraction must be in \[0, 1\], got 2$"):
         Shadow("candidate", 2)
-
-
-def test_routing_cost_figure(keys: list[str]) -> None:
-    """The cost routing adds to a request, printed (never asserted: a shared machine's timing is not a result),
-    beside the two other blake2b constructions that were measured and not kept."""
-    split = Split([("champion", 0.5), ("challenger", 0.3), ("candidate", 0.2)], SALT)
-    sample = keys[:20_000]
-    prefix = SALT.encode() + b"\0"
-    keyed = hashlib.blake2b(digest_size=8, key=SALT.encode())
-
-    def fresh(key: str) -> int:
-        return int.from_bytes(hashlib.blake2b(prefix + key.encode(), digest_size=8).digest(), "little") % BUCKETS
-
-    def keyed_copy(key: str) -> int:
-        hasher = keyed.copy()
-        hasher.update(key.encode())
-        return int.from_bytes(hasher.digest(), "little") % BUCKETS
-
-    def per_call_us(fn: object) -> float:
-        best = min(timeit.repeat(lambda: [fn(k) for k in sample], number=1, repeat=5))  # type: ignore[operator]
-        return best / len(sample) * 1e6
-
-    rng = random.Random(0)
-    figures = {
-        "assign_us": per_call_us(lambda k: split.assign(k, rng)),
-        "variant_us": per_call_us(split.variant),
-        "bucket_prefix_copy_us": per_call_us(split.bucket),
-        "bucket_fresh_hasher_us": per_call_us(fresh),
-        "bucket_keyed_copy_us": per_call_us(keyed_copy),
-    }
-    print("FIGURE routing cost per call: " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()))

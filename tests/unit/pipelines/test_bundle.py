@@ -7,55 +7,44 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, LoadedModel, ModelRef, VersionInfo
+from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, ModelRef
 from shipml.core.fast.compile import compile_pipeline
 from shipml.core.fast.model import FastPredictor
 from shipml.core.fast.verify import VERDICT_ARTIFACT, Verdict
 from shipml.core.predictor import PipelinePredictor
 from shipml.pipelines import bundle as bundle_module
 from shipml.pipelines.bundle import load_bundle
-from tests.unit.core.test_fast_unpack import DAMAGED, FOREST, ROWS
+from tests.support.fitted import example_rows, forest
+from tests.support.packs import DAMAGED
+from tests.support.registry import FakeRegistry
 
-PIPELINE, SCHEMA = FOREST
 VERIFIED = Verdict(True, "exact", 80, 0.0, backends=("numpy", "native"))
 LEGACY_TAG = "verified: exact on 80 rows (max |diff| 0.0e+00); backends: numpy, native"
-
-
-class FakeRegistry:
-    """The registry's ``load``: a version's files in a directory, as after the integrity check."""
-
-    def __init__(self, local_dir: Path, tags: dict[str, str]) -> None:
-        self.local_dir = local_dir
-        self.tags = tags
-
-    def load(self, ref: ModelRef, cache_dir: Path) -> LoadedModel:
-        info = VersionInfo("churn", "3", "run", datetime(2026, 1, 1, tzinfo=UTC), (), self.tags)
-        return LoadedModel(info, self.local_dir, lambda: PIPELINE)
 
 
 def version_dir(
     tmp_path: Path, *, pack: bytes | None = None, verdict: Verdict | str | None = VERIFIED, example: Any = None
 ) -> Path:
     """A version's files: schema, input example, verdict, and the packed predictor (a good one by default)."""
-    rows = ROWS[:5] if example is None else example
+    pipeline, schema = forest()
+    rows = example_rows(20, 4)[:5] if example is None else example
     (tmp_path / "shipml").mkdir(parents=True)
     (tmp_path / "model").mkdir()
-    (tmp_path / "shipml" / "schema.json").write_text(SCHEMA.to_json())
+    (tmp_path / "shipml" / "schema.json").write_text(schema.to_json())
     (tmp_path / "shipml" / "input_example.json").write_text(json.dumps(rows))
     if verdict is not None:
         text = verdict if isinstance(verdict, str) else verdict.to_json()
         (tmp_path / VERDICT_ARTIFACT).write_text(text)
     if pack is None:
-        expected = PipelinePredictor(PIPELINE, SCHEMA).predict(rows).proba
+        expected = PipelinePredictor(pipeline, schema).predict(rows).proba
         assert expected is not None
-        pack = compile_pipeline(PIPELINE, SCHEMA).pack({"example_output": expected})
+        pack = compile_pipeline(pipeline, schema).pack({"example_output": expected})
     (tmp_path / "model" / FAST_PREDICTOR_FILE).write_bytes(pack)
     return tmp_path
 
@@ -73,10 +62,10 @@ def test_a_verified_intact_pack_serves(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["feature index 2**40", "negative child", "child pointing to itself"])
 def test_a_damaged_pack_falls_back_to_the_pipeline_with_the_reason(tmp_path: Path, case: str) -> None:
-    b = loaded(version_dir(tmp_path, pack=DAMAGED[case][0]))
+    b = loaded(version_dir(tmp_path, pack=DAMAGED[case][0]()))
     assert isinstance(b.predictor, PipelinePredictor)
     assert b.predictor_reason.startswith("packed fast predictor refused: ValueError: packed fast predictor: t.")
-    assert b.predictor.predict(ROWS[:3]).proba is not None  # and the pipeline serves
+    assert b.predictor.predict(example_rows(20, 4)[:3]).proba is not None  # and the pipeline serves
 
 
 def test_any_failure_while_checking_the_pack_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,7 +81,7 @@ def test_any_failure_while_checking_the_pack_falls_back(tmp_path: Path, monkeypa
 
 
 def test_a_pack_that_does_not_reproduce_the_example_falls_back(tmp_path: Path) -> None:
-    wrong = compile_pipeline(PIPELINE, SCHEMA).pack({"example_output": np.full((5, 2), 0.5)})
+    wrong = compile_pipeline(*forest()).pack({"example_output": np.full((5, 2), 0.5)})
     b = loaded(version_dir(tmp_path, pack=wrong))
     assert isinstance(b.predictor, PipelinePredictor)
     assert b.predictor_reason == "packed fast predictor does not reproduce the example outputs: numpy: outputs differ"
@@ -131,7 +120,7 @@ from shipml.adapters.mlflow_registry import ModelRef
 from shipml.adapters.native import KernelLoader
 from shipml.config import NativeSettings
 from shipml.pipelines.bundle import load_bundle
-from tests.unit.pipelines.test_bundle import FakeRegistry
+from tests.support.registry import FakeRegistry
 
 kernels = KernelLoader(NativeSettings())
 if kernels.kernel is None:
@@ -144,7 +133,7 @@ for path in sys.argv[1:]:
 
 
 def test_with_the_native_kernel_a_damaged_pack_falls_back_and_a_good_one_uses_it(tmp_path: Path) -> None:
-    bad = version_dir(tmp_path / "bad", pack=DAMAGED["feature index 2**40"][0])
+    bad = version_dir(tmp_path / "bad", pack=DAMAGED["feature index 2**40"][0]())
     good = version_dir(tmp_path / "good")
     done = subprocess.run(
         [sys.executable, "-c", NATIVE_SCRIPT, str(bad), str(good)],

@@ -14,7 +14,7 @@ from shipml.core.profile import numeric_profile
 from shipml.errors import ConfigError, DataLoadError, DataValidationError, TrainingError
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.train import config_artifact, fit, judge_gates, payload_for
-from tests.conftest import churn_settings
+from tests.support.project import churn_settings
 
 
 def test_same_data_config_and_seed_give_the_same_metrics_to_the_last_digit(churn_csv: Path) -> None:

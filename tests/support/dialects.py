@@ -1,5 +1,5 @@
 """The store's dialects for its conformance suite: SQLite in a temporary file, and a fresh database on the
-session's real PostgreSQL (tests.integration.postgres; skipped, with the reason, when it cannot start)."""
+session's real PostgreSQL (tests.support.postgres; skipped, with the reason, when it cannot start)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-from tests.integration.postgres import postgres_uri
-
-__all__ = ["DIALECTS", "fresh_postgres_database", "postgres_uri", "store_uri_for"]
 
 # A new dialect joins the suite by adding one parameter here.
 DIALECTS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.integration])]

@@ -37,7 +37,7 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.server import free_port
+from tests.support.server import free_port
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
 RULES = DEPLOY / "rules.yml"

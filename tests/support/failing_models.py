@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-SITECUSTOMIZE = "from tests.integration.failing_models import install\ninstall()\n"
+SITECUSTOMIZE = "from tests.support.failing_models import install\ninstall()\n"
 
 
 class FailingPredictor:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.server import free_port
+from tests.support.server import free_port
 
 
 def _bindir() -> Path | None:

@@ -14,10 +14,9 @@ from pathlib import Path
 import requests
 
 from shipml.examples.churn import FEATURES, generate_churn
-from tests.integration.cli import shipml
+from shipml.server.auth import new_key
 
 SHIPML = str(Path(sys.executable).parent / "shipml")
-CONFIG = (Path(__file__).parents[2] / "examples/churn/shipml.yaml").read_text()
 
 
 def free_port() -> int:
@@ -32,17 +31,17 @@ class Keys:
     admin: str
 
 
-def make_keys(root: Path) -> tuple[Keys, str]:
+def key_line(name: str, *roles: str) -> tuple[str, str]:
+    """A new key and its entry for ``auth.keys``, as `shipml keys new --name NAME --role ...` prints them."""
+    key, digest = new_key()
+    return key, f"    - {{name: {name}, sha256: {digest}, roles: [{', '.join(roles)}]}}\n"
+
+
+def make_keys() -> tuple[Keys, str]:
     """Two keys (predict-only, admin) and the auth section that accepts them."""
-    lines = []
-    keys = []
-    for name, roles in (("app", ("predict",)), ("ops", ("predict", "admin"))):
-        args = ["keys", "new", "--name", name] + [a for r in roles for a in ("--role", r)]
-        made = shipml(root, *args)
-        assert made.returncode == 0, made.stderr
-        keys.append(made.stdout.strip())
-        lines.append(next(line for line in made.stderr.splitlines() if "sha256" in line))
-    return Keys(*keys), "auth:\n  keys:\n" + "\n".join("  " + line for line in lines) + "\n"
+    app, app_line = key_line("app", "predict")
+    ops, ops_line = key_line("ops", "predict", "admin")
+    return Keys(app, ops), "auth:\n  keys:\n" + app_line + ops_line
 
 
 @dataclass
@@ -75,7 +74,9 @@ class Server:
         return int(self.proc.returncode)
 
 
-def start_server(root: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def spawn_server(root: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    """`shipml serve` started in ``root`` on a free port, without waiting for readiness (a case that starts the
+    service while the registry is down)."""
     port = free_port()
     log = root / f"serve-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | (env or {})
@@ -83,7 +84,12 @@ def start_server(root: Path, *args: str, env: dict[str, str] | None = None) -> S
         [SHIPML, "serve", "--port", str(port), *args], cwd=root, env=full_env,
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    return Server(f"http://127.0.0.1:{port}", proc, log)
+
+
+def start_server(root: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    """`shipml serve` in ``root``, ready."""
+    server = spawn_server(root, *args, env=env)
     server.wait_ready()
     return server
 
