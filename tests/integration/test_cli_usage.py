@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import shipml
+from tests.support.cli import shipml
 
 pytestmark = pytest.mark.integration
 

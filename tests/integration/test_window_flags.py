@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import one_error_line, shipml
+from tests.support.cli import one_error_line, shipml
 
 pytestmark = pytest.mark.integration
 
