@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shipml.cli.tables import show
 from shipml.config import DEFAULT_CONFIG, Settings, load_settings
 from shipml.errors import Findings, ShipmlError
 
@@ -89,7 +90,7 @@ def _print_report(report: Findings) -> None:
             escape(", ".join(i.examples)),
             f"[{style}]{i.severity}[/]",
         )
-    out.print(table)
+    show(table, out, wrap=("rule", "examples"))
     mark = "[green]✔ passed[/]" if report.passed else "[red]✘ failed[/]"
     out.print(f"{mark}: {len(report.errors)} error(s), {len(report.issues) - len(report.errors)} warning(s)")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from shipml.cli.app import (
@@ -25,6 +26,7 @@ from shipml.cli.app import (
     out,
     schema_app,
 )
+from shipml.cli.tables import show
 from shipml.config import DEFAULT_CONFIG, Settings, settings_from_text, starter_config
 from shipml.errors import ConfigError, DataValidationError, ShipmlError
 
@@ -200,15 +202,10 @@ def _train(settings: Settings, data: Path | None, step: str = "") -> Any:
     )
     if result.duplicates_dropped:
         out.print(f"dropped {result.duplicates_dropped} duplicate row(s) (same features and target) before the split")
-    table = Table(
-        title=f"{version.name}/{version.version}: holdout ({result.rows[1]} rows) and {settings.training.cv_folds}-fold CV"
+    title = (
+        f"{version.name}/{version.version}: holdout ({result.rows[1]} rows) and {settings.training.cv_folds}-fold CV"
     )
-    for col in ("metric", "holdout", "cv mean", "cv std"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for name, value in result.holdout.metrics.items():
-        mean, std = result.cv[name]
-        table.add_row(name, f"{value:.4f}", f"{mean:.4f}", f"{std:.4f}")
-    out.print(table)
+    show(_metrics_table(title, result.holdout.metrics, result.cv), out)
     if result.holdout.confusion:
         out.print(
             f"confusion matrix (rows true, columns predicted; labels {', '.join(result.holdout.labels)}): {[list(r) for r in result.holdout.confusion]}"
@@ -220,6 +217,17 @@ def _train(settings: Settings, data: Path | None, step: str = "") -> Any:
     else:
         err.print(f"[red]{version.name}/{version.version} registered but NOT staged: a gate failed[/]")
     return outcome
+
+
+def _metrics_table(title: str, holdout: dict[str, float], cv: dict[str, tuple[float, float]]) -> Table:
+    """Each metric on the holdout, and its mean and standard deviation over the CV folds."""
+    table = Table(title=escape(title))
+    for col in ("metric", "holdout", "cv mean", "cv std"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, value in holdout.items():
+        mean, std = cv[name]
+        table.add_row(escape(name), f"{value:.4f}", f"{mean:.4f}", f"{std:.4f}")
+    return table
 
 
 @app.command()

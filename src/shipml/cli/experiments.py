@@ -22,6 +22,7 @@ from shipml.cli.app import (
     err,
     out,
 )
+from shipml.cli.tables import show
 
 if TYPE_CHECKING:  # the job (numpy, scipy, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
@@ -167,7 +168,7 @@ def _print(report: ExperimentReport) -> None:
             f"{v.labelled}/{v.matured}",
             _interval(v.metric.mean, v.metric.lower, v.metric.upper), difference, lift, verdict,
         )  # fmt: skip
-    out.print(table)
+    show(table, out)
     _print_checks(report)
     for note in report.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")

@@ -17,6 +17,7 @@ from shipml.cli.app import (
     models_app,
     out,
 )
+from shipml.cli.tables import show
 
 if TYPE_CHECKING:  # the registry (and MLflow) is imported by the commands that use it, not at start-up
     from shipml.adapters.registry import AliasMove
@@ -28,10 +29,13 @@ if TYPE_CHECKING:  # the registry (and MLflow) is imported by the commands that 
 def models_list(config: ConfigOpt = None, registry_uri: RegistryOpt = None) -> None:
     """Registered models with their latest version and aliases."""
     rows = _registry(_settings(config, registry_uri)).list_models()
+    if not rows:
+        out.print("no registered models yet: run `shipml train`")
+        return
     table = Table("model", "latest", "production", "staging", "previous")
     for name, latest, aliases in rows:
-        table.add_row(name, latest, *(aliases.get(a, "-") for a in ("production", "staging", "previous")))
-    out.print(table if rows else "no registered models yet: run `shipml train`")
+        table.add_row(escape(name), latest, *(aliases.get(a, "-") for a in ("production", "staging", "previous")))
+    show(table, out)
 
 
 @models_app.command("show")
@@ -53,8 +57,8 @@ def models_show(
         out.print(f"  {key} = {value}")
     table = Table("metric", "value")
     for key, value in sorted(info.metrics.items()):
-        table.add_row(key, f"{value:.6g}")
-    out.print(table)
+        table.add_row(escape(key), f"{value:.6g}")
+    show(table, out)
 
 
 @models_app.command("promote")
@@ -108,8 +112,9 @@ def models_history(
     moves = _registry(_settings(config, registry_uri)).history(name)
     table = Table("time (UTC)", "user", "alias", "from", "to", "reason")
     for m in moves:
-        table.add_row(m.time, escape(m.user), m.alias, m.from_version or "-", m.to_version or "-", escape(m.reason))
-    out.print(table)
+        moved = datetime.fromisoformat(m.time).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(moved, escape(m.user), m.alias, m.from_version or "-", m.to_version or "-", escape(m.reason))
+    show(table, out, wrap=("reason",))
     if at is not None:
         when = at if at.tzinfo else at.replace(tzinfo=UTC)
         holder = holder_at(moves, "production", when)
@@ -123,14 +128,21 @@ def models_compare(
     b: str,
     config: ConfigOpt = None,
     registry_uri: RegistryOpt = None,
-    all_rows: Annotated[bool, typer.Option("--all", help="also show what is equal")] = True,
+    all_rows: Annotated[
+        bool, typer.Option("--all/--differences", help="show every key, or only those that differ")
+    ] = True,
 ) -> None:
     """Metrics and params of two versions side by side; differences marked with *."""
     from shipml.pipelines.promote import compare
 
     rows = compare(_registry(_settings(config, registry_uri)), name, a, b)
-    table = Table("", "kind", "key", f"v{a}", f"v{b}")
-    for r in rows:
-        if r.differs or all_rows:
-            table.add_row("[yellow]*[/]" if r.differs else "", r.kind, r.key, r.a, r.b)
-    out.print(table)
+    for kind, title in (("metric", "metrics"), ("param", "params")):
+        shown = [r for r in rows if r.kind == kind and (r.differs or all_rows)]
+        if not shown:
+            continue
+        table = Table("key", f"v{a}", f"v{b}", title=title)
+        for r in shown:
+            table.add_row(("[yellow]*[/] " if r.differs else "  ") + escape(r.key), escape(r.a), escape(r.b))
+        show(table, out, wrap=(f"v{a}", f"v{b}"))
+    if not all_rows and not any(r.differs for r in rows):
+        out.print(f"v{a} and v{b} have the same metrics and params")

@@ -21,11 +21,12 @@ from shipml.cli.app import (
     err,
     out,
 )
+from shipml.cli.tables import show
 from shipml.errors import ConfigError
 
 if TYPE_CHECKING:  # the job (numpy, scipy, sklearn, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
-    from shipml.core.monitor_report import DriftReport, SegmentReport
+    from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
     from shipml.pipelines.experiment_history import ExperimentHistory
 
 monitor_app = typer.Typer(help="Drift and model performance from the prediction store.", no_args_is_help=True)
@@ -112,8 +113,8 @@ def _print(report: DriftReport, report_id: int | None) -> None:
 
 
 def _print_segment(s: SegmentReport) -> None:
-    table = Table(title=f"version {s.version}, variant {s.variant}: {s.rows} rows")
-    for column in ("feature", "statistic", "value", "threshold (warn/drift)", "rows", "verdict"):
+    table = Table(title=f"version {escape(s.version)}, variant {escape(s.variant)}: {s.rows} rows")
+    for column in ("feature", "statistic", "value", "warn/drift", "rows", "verdict"):
         table.add_column(column, justify="right" if column in ("value", "rows") else "left")
     for d in s.drift:
         if not d.decisive:
@@ -124,21 +125,9 @@ def _print_segment(s: SegmentReport) -> None:
             escape(d.feature), d.statistic + extra, f"{d.value:.4f}", f"{d.threshold_warn:g}/{d.threshold_drift:g}",
             str(d.rows), f"[{style}]{d.verdict}[/]",
         )  # fmt: skip
-    out.print(table)
+    show(table, out, wrap=("statistic",))
     if s.performance:
-        perf = Table(title="performance")
-        for column in ("metric", "kind", "value", "95% interval", "count", "holdout", "judged"):
-            perf.add_column(column)
-        for p in s.performance:
-            e = p.estimate
-            value = "-" if e.value is None else f"{e.value:.4f}"
-            interval = "-" if e.lower is None or e.upper is None else f"[{e.lower:.4f}, {e.upper:.4f}]"
-            holdout = "-" if p.holdout is None else f"{p.holdout:.4f}"
-            judged = (
-                "[red]drop[/]" if p.dropped else "refused" if e.refused else "ok" if e.enough_data else "too few rows"
-            )
-            perf.add_row(e.metric, e.kind, value, interval, str(e.count), holdout, judged)
-        out.print(perf)
+        show(_performance_table(s.performance), out, wrap=("value [95% interval]", "judged"))
         for reason in dict.fromkeys(
             f"{p.estimate.kind} refused: {p.estimate.refused}" for p in s.performance if p.estimate.refused
         ):
@@ -193,3 +182,19 @@ def _experiment(settings: Settings, model: str, report: DriftReport) -> Experime
         return monitored_experiment(settings, store, _registry(settings), model, Window(report.since, report.until))
     finally:
         store.close()
+
+
+def _performance_table(entries: tuple[PerformanceEntry, ...]) -> Table:
+    """Each realised or estimated metric with its interval, judged against the version's holdout value."""
+    table = Table(title="performance")
+    for column in ("metric", "kind", "value [95% interval]", "count", "holdout", "judged"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for p in entries:
+        e = p.estimate
+        value = "-" if e.value is None else f"{e.value:.4f}"
+        if e.value is not None and e.lower is not None and e.upper is not None:
+            value += f" [{e.lower:.4f}, {e.upper:.4f}]"
+        holdout = "-" if p.holdout is None else f"{p.holdout:.4f}"
+        judged = "[red]drop[/]" if p.dropped else "refused" if e.refused else "ok" if e.enough_data else "too few rows"
+        table.add_row(escape(e.metric), e.kind, escape(value), str(e.count), holdout, judged)
+    return table
