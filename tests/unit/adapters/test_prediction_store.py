@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from shipml.adapters.store import (
     NUMERIC_SLOTS,
@@ -24,6 +27,7 @@ from shipml.adapters.store import (
     StoreWriter,
     slots_for,
 )
+from shipml.core.monitor_report import DriftReport
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, store_uri_for
 
@@ -404,3 +408,109 @@ def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(
     assert (tmp_path / "shared.db.writelock").exists()
     for s in stores:
         s.close()
+
+
+def _broken(store: PredictionStore) -> None:
+    """The store's tables gone from under it (a database restored empty, a wrong file): every read and write fails."""
+    with store.database.engine.begin() as conn:
+        meta = sa.MetaData()
+        meta.reflect(conn)
+        meta.drop_all(conn)
+
+
+# Every public method of every part, as a user of the store calls it (the row writer's ``write`` is the writer
+# thread's: StoreWriter reports its failures, see test_a_failed_commit_fails_its_waiters_and_the_writer_lives_on).
+CALLS: dict[str, Any] = {
+    "predictions.register_schema": lambda s: s.predictions.register_schema(schema_of(("plan", "numeric"))),
+    "predictions.read_window": lambda s: s.predictions.read_window("churn", 0, 2000),
+    "predictions.read_outcomes": lambda s: s.predictions.read_outcomes("churn", 0, 2000),
+    "predictions.read_latencies": lambda s: s.predictions.read_latencies("churn", 0, 2000),
+    "predictions.get": lambda s: s.predictions.get("id-0001"),
+    "predictions.count": lambda s: s.predictions.count(),
+    "feedback.add": lambda s: s.feedback.add("id-0001", "1", None),
+    "feedback.get": lambda s: s.feedback.get("id-0001"),
+    "feedback.read": lambda s: s.feedback.read(0.0),
+    "histograms.register_profile": lambda s: s.histograms.register_profile("churn", "1", _profile(), "binary", "1"),
+    "histograms.read": lambda s: s.histograms.read("churn", 0, 120),
+    "histograms.replace": lambda s: s.histograms.replace("churn", 0, 120, []),
+    "histograms.flush": lambda s: _flush_one(s),
+    "reports.save": lambda s: s.reports.save(DriftReport("churn", 0.0, 60.0, 60.0, ())),
+    "reports.latest": lambda s: s.reports.latest("churn"),
+    "reports.recent": lambda s: s.reports.recent("churn", limit=3),
+    "reports.latest_per_model": lambda s: s.reports.latest_per_model(),
+    "experiments.latest": lambda s: s.experiments.latest("churn"),
+    "canaries.save": lambda s: s.canaries.save("churn", "{}"),
+    "canaries.read": lambda s: s.canaries.read("churn"),
+    "canaries.events": lambda s: s.canaries.events("churn"),
+    "leases.acquire": lambda s: s.leases.acquire("monitor:churn", "me", 1.0),
+}
+
+
+def _profile() -> Any:
+    from shipml.core.profile import build_profile
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"tenure": rng.normal(30, 10, 200), "contract": rng.choice(["a", "b"], 200)})
+    return build_profile(frame, CHURNISH, rng.uniform(0, 1, 200))
+
+
+def _flush_one(store: PredictionStore) -> int:
+    store.histograms.register_profile("churn", "1", _profile(), "binary", "1")
+    _broken(store)
+    store.histograms.observe([row(1, tenure=3.0, contract="a")])
+    return store.histograms.flush(force=True)
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_database_failure_is_a_store_error_from_every_method(store: PredictionStore, call: str) -> None:
+    """One translation of database errors (L1): a caller catches StoreError, never a driver's exception, so the
+    service answers 503 store_unavailable and the CLI prints one line."""
+    if call != "histograms.flush":
+        _broken(store)
+    with pytest.raises(StoreError, match=r"^store: "):
+        CALLS[call](store)
+
+
+def _another_process_can_lock(lock_path: Path) -> bool:
+    """Whether a writer of another process would get the SQLite file's writer lock now (a flock on a file
+    description of its own, as another process has)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if it was taken
+    return True
+
+
+def test_a_thread_leaving_its_turn_does_not_end_another_threads_turn(tmp_path: Path) -> None:
+    """L3: the writer thread and the monitor's thread share the store; the writer's unlock must not end the
+    monitor's turn (on SQLite the lease's read and write rely on it)."""
+    store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    lock_path = store.database.lock_path
+    assert lock_path is not None
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.database.turn():
+            inside.set()
+            release.wait(30)
+
+    def pass_through() -> None:
+        with store.database.turn():
+            pass
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    assert not _another_process_can_lock(lock_path)
+    other = threading.Thread(target=pass_through)
+    other.start()
+    other.join(timeout=0.5)  # it waits for the holder's turn to end (or, before the fix, ends it)
+    assert not _another_process_can_lock(lock_path)  # the holder is still inside its turn
+    release.set()
+    holder.join()
+    other.join()
+    assert _another_process_can_lock(lock_path)
+    store.close()

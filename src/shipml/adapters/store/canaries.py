@@ -7,8 +7,7 @@ import time
 import sqlalchemy as sa
 
 from shipml.adapters.store import tables
-from shipml.adapters.store.engine import Database, reason
-from shipml.errors import StoreError
+from shipml.adapters.store.engine import Database
 
 
 class Canaries:
@@ -23,19 +22,16 @@ class Canaries:
         and nothing written (two controllers never both advance a step)."""
         c, e = tables.canaries, tables.canary_events
         now = time.time()
-        try:
-            with self._db.turn(), self._db.engine.begin() as conn:
-                found = conn.execute(sa.select(c.c.updated_at).where(c.c.model == model)).scalar_one_or_none()
-                if expect is not None and found != expect:
-                    return False
-                if found is None:
-                    conn.execute(sa.insert(c).values(model=model, updated_at=now, state=state))
-                else:
-                    conn.execute(sa.update(c).where(c.c.model == model).values(updated_at=now, state=state))
-                if event is not None:
-                    conn.execute(sa.insert(e).values(model=model, ts=now, event=event))
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot save the canary of {model!r}: {reason(exc)}") from None
+        with self._db.writing(f"cannot save the canary of {model!r}") as conn:
+            found = conn.execute(sa.select(c.c.updated_at).where(c.c.model == model)).scalar_one_or_none()
+            if expect is not None and found != expect:
+                return False
+            if found is None:
+                conn.execute(sa.insert(c).values(model=model, updated_at=now, state=state))
+            else:
+                conn.execute(sa.update(c).where(c.c.model == model).values(updated_at=now, state=state))
+            if event is not None:
+                conn.execute(sa.insert(e).values(model=model, ts=now, event=event))
         return True
 
     def read(self, model: str | None = None) -> list[tuple[str, float, str]]:
@@ -44,15 +40,12 @@ class Canaries:
         query = sa.select(c.c.model, c.c.updated_at, c.c.state).order_by(c.c.model)
         if model is not None:
             query = query.where(c.c.model == model)
-        try:
-            with self._db.engine.connect() as conn:
-                return [(str(m), float(u), str(s)) for m, u, s in conn.execute(query)]
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot read canaries: {reason(exc)}") from None
+        with self._db.reading("cannot read canaries") as conn:
+            return [(str(m), float(u), str(s)) for m, u, s in conn.execute(query)]
 
     def events(self, model: str, *, since: float = 0.0) -> list[tuple[float, str]]:
         """(ts, event JSON) of the canary log of ``model`` from ``since``, oldest first."""
         e = tables.canary_events
         query = sa.select(e.c.ts, e.c.event).where(e.c.model == model, e.c.ts >= since).order_by(e.c.id)
-        with self._db.engine.connect() as conn:
+        with self._db.reading(f"cannot read the canary events of {model!r}") as conn:
             return [(float(t), str(ev)) for t, ev in conn.execute(query)]

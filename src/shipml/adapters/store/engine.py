@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from shipml.adapters.store.migrations import exclusive, migrate
+from shipml.adapters.store.migrations import migrate
 from shipml.config import redact_uri
 from shipml.errors import StoreError
 
@@ -31,6 +32,7 @@ class Database:
         self.uri = uri
         self.lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
         self._lock_fd: int | None = None
+        self._turn_lock = threading.Lock()  # the threads of this process take turns on the one descriptor
         try:
             url = sa.engine.make_url(uri)
         except sa.exc.ArgumentError as exc:
@@ -102,30 +104,32 @@ class Database:
         with self.errors(what), self.turn(), self.engine.begin() as conn:
             yield conn
 
-    def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        """The SQLite file's writer lock on a descriptor of its own (migrations.exclusive); nothing on Postgres."""
-        return exclusive(self.lock_path)
-
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
         """Hold the file's writer lock (flock) for one transaction. The store writers of several worker
         processes then queue for SQLite's write lock, each handed it when the last commit ends, instead
-        of polling for it; whatever arrives meanwhile goes into the next commit."""
+        of polling for it; whatever arrives meanwhile goes into the next commit.
+
+        A flock belongs to the file description, not to a thread: the threads of one process (the row writer,
+        the monitor's job, a request's) share the descriptor, so they first take turns on a threading lock held
+        for the whole turn; otherwise one thread's unlock would end another's turn."""
         if self.lock_path is None:
             yield
             return
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._turn_lock:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        with self._turn_lock:  # not under a thread's turn
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
         self.engine.dispose()
         self.write_engine.dispose()
 

@@ -22,7 +22,7 @@ class Feedback:
     def add(self, prediction_id: str, label: str | None, value: float | None) -> bool:
         """Record ground truth for a prediction; False if no such prediction. Later feedback replaces earlier."""
         p, fb = tables.predictions, tables.feedback
-        with self._db.engine.begin() as conn:
+        with self._db.errors(f"cannot record feedback for {prediction_id!r}"), self._db.engine.begin() as conn:
             found = conn.execute(sa.select(p.c.id).where(p.c.id == prediction_id)).first()
             if found is None and self._predictions.find_in_batches(conn, prediction_id) is None:
                 return False
@@ -33,7 +33,7 @@ class Feedback:
     def get(self, prediction_id: str) -> dict[str, Any] | None:
         """The feedback recorded for a prediction (``ts``, ``label``, ``value``), or None."""
         fb = tables.feedback
-        with self._db.engine.connect() as conn:
+        with self._db.reading(f"cannot read the feedback of {prediction_id!r}") as conn:
             row = conn.execute(
                 sa.select(fb.c.ts, fb.c.label, fb.c.value).where(fb.c.prediction_id == prediction_id)
             ).first()
@@ -42,6 +42,6 @@ class Feedback:
     def read(self, since: float) -> dict[str, tuple[str | None, float | None]]:
         """Feedback recorded at or after ``since`` (feedback comes after its prediction): id -> (label, value)."""
         fb = tables.feedback
-        with self._db.engine.connect() as conn:
+        with self._db.reading("cannot read feedback") as conn:
             found = conn.execute(sa.select(fb.c.prediction_id, fb.c.label, fb.c.value).where(fb.c.ts >= since))
             return {pid: (label, value) for pid, label, value in found}

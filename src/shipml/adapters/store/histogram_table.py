@@ -16,10 +16,9 @@ import sqlalchemy as sa
 
 from shipml.adapters.store import tables
 from shipml.adapters.store.batches import PredictionBatch
-from shipml.adapters.store.engine import Database, reason
+from shipml.adapters.store.engine import Database
 from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout, split_described
 from shipml.core.profile import ReferenceProfile
-from shipml.errors import StoreError
 
 if TYPE_CHECKING:
     from shipml.adapters.store.predictions import PredictionRow
@@ -52,11 +51,8 @@ class Histograms:
         (histograms.py). ``positive``: a binary classifier's positive class (what the profile binned)."""
         layout = HistogramLayout.of(profile, task, positive)
         insert = self._db.insert(tables.histogram_layouts)
-        try:
-            with self._db.exclusive(), self._db.engine.begin() as conn:
-                conn.execute(insert.on_conflict_do_nothing(), [{"layout_sha": layout.sha, "layout": layout.describe()}])
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot register the profile of {model} {version}: {reason(exc)}") from None
+        with self._db.writing(f"cannot register the profile of {model} {version}") as conn:
+            conn.execute(insert.on_conflict_do_nothing(), [{"layout_sha": layout.sha, "layout": layout.describe()}])
         self.keeper.register(model, version, layout)
         return layout
 
@@ -85,8 +81,8 @@ class Histograms:
                   "counts": insert.excluded.counts},
         )  # fmt: skip
         try:
-            # the engine that waits for SQLite's lock (feedback and reports write without the writers' turn)
-            with self._db.turn(), self._db.engine.begin() as conn:
+            # the engine that waits for SQLite's lock (feedback writes without the writers' turn)
+            with self._db.writing("cannot write the histograms") as conn:
                 conn.execute(upsert, entries)
         except BaseException:
             self.keeper.unflushed(changed)  # written at the next flush instead
@@ -117,19 +113,14 @@ class Histograms:
         if variant is not None:
             where.append(h.c.variant == variant)
         query = sa.select(h.c.minute, h.c.version, h.c.variant, h.c.n_rows, h.c.counts, h.c.layout_sha).where(*where)
-        try:
-            with self._db.engine.connect() as conn:
-                found = conn.execute(query.order_by(h.c.minute)).all()
-                shas = sorted({r[5] for r in found})
-                layouts = (
-                    dict(
-                        conn.execute(sa.select(lay.c.layout_sha, lay.c.layout).where(lay.c.layout_sha.in_(shas))).all()
-                    )
-                    if shas
-                    else {}
-                )
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot read the histograms of {model!r}: {reason(exc)}") from None
+        with self._db.reading(f"cannot read the histograms of {model!r}") as conn:
+            found = conn.execute(query.order_by(h.c.minute)).all()
+            shas = sorted({r[5] for r in found})
+            layouts = (
+                dict(conn.execute(sa.select(lay.c.layout_sha, lay.c.layout).where(lay.c.layout_sha.in_(shas))).all())
+                if shas
+                else {}
+            )
         summed: dict[tuple[int, str, str], MinuteCounts] = {}
         for minute, v, var, n_rows, blob, sha in found:
             counts = split_described(layouts[sha], np.frombuffer(bytes(blob), dtype="<i8").astype(np.int64))
@@ -153,7 +144,7 @@ class Histograms:
         h, lay = tables.feature_histograms, tables.histogram_layouts
         layouts = {m[4].sha: m[4].describe() for m in minutes}
         insert = self._db.insert(lay)
-        with self._db.turn(), self._db.engine.begin() as conn:
+        with self._db.writing(f"cannot replace the histograms of {model!r}") as conn:
             conn.execute(
                 sa.delete(h).where(
                     h.c.model == model, h.c.minute >= -(-since // MINUTE_S), h.c.minute * MINUTE_S < until

@@ -21,7 +21,7 @@ class Leases:
         has it and it has not expired (one runner of a scheduled job across workers and replicas)."""
         le = tables.leases
         now = time.time()
-        with self._db.turn(), self._db.engine.begin() as conn:
+        with self._db.writing(f"cannot take the lease {name!r}") as conn:
             if self._db.is_sqlite:
                 conn.exec_driver_sql("SELECT 1")  # the flock above already serialises SQLite writers
             else:

@@ -27,7 +27,7 @@ from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
 from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
-from shipml.adapters.store.engine import Database, reason
+from shipml.adapters.store.engine import Database
 from shipml.adapters.store.window import FeatureWindow, batch_window, build_window, concat
 from shipml.core.schema import FeatureSchema
 from shipml.errors import StoreError
@@ -71,7 +71,7 @@ class Predictions:
     def __init__(self, database: Database) -> None:
         self._db = database
         # the write path's names for what the database holds (kept as the writer's code reads them)
-        self.engine, self.write_engine, self.is_sqlite = database.engine, database.write_engine, database.is_sqlite
+        self.write_engine, self.is_sqlite = database.write_engine, database.is_sqlite
         self._turn = database.turn
         self._layouts: dict[str, SchemaSlots] = {}  # schema_sha256 -> its slots, for the writer
         self._insert_sql: dict[tuple[str, ...], dict[int, str]] = {}  # slot columns -> n_rows -> INSERT
@@ -89,11 +89,8 @@ class Predictions:
             for f in slots.features
         ]  # fmt: skip
         insert = self._db.insert(tables.feature_catalog)
-        try:
-            with self._db.exclusive(), self.engine.begin() as conn:
-                conn.execute(insert.on_conflict_do_nothing(), entries)
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot register the schema {slots.schema_sha256[:12]}: {reason(exc)}") from None
+        with self._db.writing(f"cannot register the schema {slots.schema_sha256[:12]}") as conn:
+            conn.execute(insert.on_conflict_do_nothing(), entries)
         self._layouts[slots.schema_sha256] = slots
         return slots
 
@@ -225,29 +222,26 @@ class Predictions:
         wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": status}
         where = _matching(p, since, until, **wanted)
         head = [p.c.ts, p.c.id, p.c.version, p.c.variant, p.c.label, p.c.score, p.c.schema_sha256]
-        try:
-            with self.engine.connect() as conn:
-                shas = set(conn.execute(sa.select(p.c.schema_sha256).where(*where).distinct()).scalars())
-                for _ in range(3):  # a schema first written between the two reads: read again with it
-                    catalog = self._read_catalog(conn, shas)
-                    slot_columns = sorted({c for s in catalog.values() for c in s.columns}, key=_slot_order)
-                    with_json = any(s not in catalog or catalog[s].unslotted for s in shas)
-                    columns = [*head, *[p.c[c] for c in slot_columns], *([p.c.features] if with_json else [])]
-                    rows = conn.execute(sa.select(*columns).where(*where).order_by(p.c.ts, p.c.id)).all()
-                    seen = {r[6] for r in rows}
-                    if seen <= shas:
-                        break
-                    shas |= seen
-                else:
-                    raise StoreError("store: the schemas of the window kept changing while it was read")
-                b = tables.prediction_batches
-                query = sa.select(b.c.ts, b.c.version, b.c.variant, b.c.schema_sha256, b.c.payload)
-                found = [
-                    (ts, v, var, sha, batch_payload.decode(blob))
-                    for ts, v, var, sha, blob in conn.execute(query.where(*_matching(b, since, until, **wanted)))
-                ]
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot read predictions of {model!r}: {reason(exc)}") from None
+        with self._db.reading(f"cannot read predictions of {model!r}") as conn:
+            shas = set(conn.execute(sa.select(p.c.schema_sha256).where(*where).distinct()).scalars())
+            for _ in range(3):  # a schema first written between the two reads: read again with it
+                catalog = self._read_catalog(conn, shas)
+                slot_columns = sorted({c for s in catalog.values() for c in s.columns}, key=_slot_order)
+                with_json = any(s not in catalog or catalog[s].unslotted for s in shas)
+                columns = [*head, *[p.c[c] for c in slot_columns], *([p.c.features] if with_json else [])]
+                rows = conn.execute(sa.select(*columns).where(*where).order_by(p.c.ts, p.c.id)).all()
+                seen = {r[6] for r in rows}
+                if seen <= shas:
+                    break
+                shas |= seen
+            else:
+                raise StoreError("store: the schemas of the window kept changing while it was read")
+            b = tables.prediction_batches
+            query = sa.select(b.c.ts, b.c.version, b.c.variant, b.c.schema_sha256, b.c.payload)
+            found = [
+                (ts, v, var, sha, batch_payload.decode(blob))
+                for ts, v, var, sha, blob in conn.execute(query.where(*_matching(b, since, until, **wanted)))
+            ]
         window = build_window(rows, slot_columns, catalog, with_json)
         return concat([window, batch_window(found)]) if found else window
 
@@ -258,15 +252,12 @@ class Predictions:
         predictions share their batch's latency."""
         p, b = tables.predictions, tables.prediction_batches
         wanted = {"model": model, "variant": variant, "role": role, "status": "ok"}
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(sa.select(p.c.latency_ms).where(*_matching(p, since, until, **wanted))).scalars()
-                single = np.fromiter(rows, dtype=np.float64)
-                batches = conn.execute(
-                    sa.select(b.c.latency_ms, b.c.n_rows).where(*_matching(b, since, until, **wanted))
-                ).all()
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot read latencies of {model!r}: {reason(exc)}") from None
+        with self._db.reading(f"cannot read latencies of {model!r}") as conn:
+            rows = conn.execute(sa.select(p.c.latency_ms).where(*_matching(p, since, until, **wanted))).scalars()
+            single = np.fromiter(rows, dtype=np.float64)
+            batches = conn.execute(
+                sa.select(b.c.latency_ms, b.c.n_rows).where(*_matching(b, since, until, **wanted))
+            ).all()
         if not batches:
             return single
         latency = np.array([r[0] for r in batches], dtype=np.float64)
@@ -315,14 +306,9 @@ class Predictions:
         p, b = tables.predictions, tables.prediction_batches
         wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": "ok"}
         where, b_where = _matching(p, since, until, **wanted), _matching(b, since, until, **wanted)
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(p.c.id, p.c.ts, p.c.label, p.c.score, p.c.routing_key).where(*where)
-                ).all()
-                blobs = conn.execute(sa.select(b.c.ts, b.c.payload).where(*b_where)).all()
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"store: cannot read predictions of {model!r}: {reason(exc)}") from None
+        with self._db.reading(f"cannot read predictions of {model!r}") as conn:
+            rows = conn.execute(sa.select(p.c.id, p.c.ts, p.c.label, p.c.score, p.c.routing_key).where(*where)).all()
+            blobs = conn.execute(sa.select(b.c.ts, b.c.payload).where(*b_where)).all()
         ids: list[Any] = [r[0] for r in rows]
         ts: list[Any] = [np.array([r[1] for r in rows], dtype=np.float64)]
         labels: list[Any] = [np.array([r[2] for r in rows], dtype=object)]
@@ -380,7 +366,7 @@ class Predictions:
         """One logged row (any status): the base columns, ``status`` among them, with ``features`` and
         ``outputs`` decoded; None if unknown."""
         p = tables.predictions
-        with self.engine.connect() as conn:
+        with self._db.reading(f"cannot read the prediction {prediction_id!r}") as conn:
             row = conn.execute(sa.select(*[p.c[n] for n in tables.BASE_COLUMNS]).where(p.c.id == prediction_id)).first()
             if row is None:
                 return self.find_in_batches(conn, prediction_id)
@@ -404,7 +390,7 @@ class Predictions:
         ``status=None`` counts every logged row, refused records included."""
         wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": status}
         total = 0
-        with self.engine.connect() as conn:
+        with self._db.reading(f"cannot count the predictions of {model or 'every model'!r}") as conn:
             for table, how_many in (
                 (tables.predictions, sa.func.count()),
                 (tables.prediction_batches, sa.func.coalesce(sa.func.sum(tables.prediction_batches.c.n_rows), 0)),
