@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from shipml.adapters.store import PredictionStore
 from shipml.server.monitoring import ExperimentCollector
@@ -53,3 +54,22 @@ def test_ab_report_stores_the_report_it_printed(tmp_path: Path) -> None:
         store.close()
     assert series(got, "shipml_experiment_verdict", "verdict")[("rollback",)] == 1.0
     assert series(got, "shipml_experiment_units", "variant") == {("champion",): 400.0, ("challenger",): 400.0}
+
+
+def test_a_failing_store_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    """L1: a command reading a store that fails prints one line naming the store and exits 2."""
+    (tmp_path / "shipml.yaml").write_text(CONFIG)
+    (tmp_path / ".shipml").mkdir()
+    store = PredictionStore(f"sqlite:///{tmp_path}/.shipml/predictions.db")
+    try:
+        log(store, "champion", labelled(40, 0.9))
+        with store.database.engine.begin() as conn:  # the feedback table gone (a damaged or foreign database)
+            conn.execute(sa.text("ALTER TABLE feedback RENAME TO feedback_away"))
+    finally:
+        store.close()
+
+    done = shipml(tmp_path, "ab", "report", "--window", "1h")
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["error: store: cannot read feedback: no such table: feedback"]

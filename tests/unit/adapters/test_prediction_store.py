@@ -514,3 +514,26 @@ def test_a_thread_leaving_its_turn_does_not_end_another_threads_turn(tmp_path: P
     other.join()
     assert _another_process_can_lock(lock_path)
     store.close()
+
+
+def test_concurrent_feedback_for_one_prediction_is_all_recorded(store: PredictionStore) -> None:
+    """L1: a client retrying after a timeout sends the same feedback twice at once; each is recorded (the last
+    one stays), none fails on the unique prediction id."""
+    store.predictions.write([row(1, tenure=1.0)])
+    start = threading.Barrier(16)
+    outcomes: list[object] = []
+
+    def send(i: int) -> None:
+        start.wait()
+        try:
+            outcomes.append(store.feedback.add("id-0001", str(i % 2), None))
+        except Exception as exc:  # the test reports whatever escaped
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == [True] * 16
+    assert store.feedback.get("id-0001")["label"] in ("0", "1")  # type: ignore[index]
