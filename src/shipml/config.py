@@ -164,12 +164,29 @@ class BatchingSettings(_Section):
     )
 
 
+VARIANT_NAME_MAX = 50  # the prediction store's variant columns (adapters/store/tables.py) hold this many characters
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _variant_name(name: str) -> str:
+    """A name every row of the variant can be stored under, on every dialect (Postgres enforces the length and
+    refuses NUL; a refused row fails every other row of its group commit)."""
+    if len(name) > VARIANT_NAME_MAX or _CONTROL.search(name):
+        raise ValueError(
+            f"must be at most {VARIANT_NAME_MAX} characters, none of them a control character (the prediction "
+            f"store's variant column), got {name!r}"
+        )
+    return name
+
+
 class VariantSettings(_Section):
     """One variant of an experiment: a registry reference and its share of the traffic."""
 
     name: str = Field(description="the variant's name (in answers, logs, metrics and the prediction store)")
     model: str = Field(description="registry reference it serves, e.g. churn@production or churn/7")
     weight: float = Field(description="its share of the routing buckets; the weights sum to 1")
+
+    _name = field_validator("name")(_variant_name)
 
 
 class ShadowSettings(_Section):
@@ -178,6 +195,8 @@ class ShadowSettings(_Section):
     name: str = Field(description="the shadow's name (role shadow in the prediction store)")
     model: str = Field(description="registry reference it serves")
     fraction: float = Field(description="share of requests it also scores, in [0, 1]")
+
+    _name = field_validator("name")(_variant_name)
 
 
 class ServeSettings(_Section):

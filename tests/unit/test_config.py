@@ -182,3 +182,30 @@ def test_the_canary_variant_name_is_reserved_for_deploy_canary(tmp_path: Path) -
 def test_a_bad_monitor_window_is_refused_when_the_config_loads(tmp_path: Path, window: str, problem: str) -> None:
     path = write(tmp_path, f"monitor:\n  window: {window}\n")
     assert problems(path) == [f"{path}: monitor.window: {problem}"]
+
+
+def test_variant_and_shadow_names_must_fit_the_stores_variant_column(tmp_path: Path) -> None:
+    """Correctness review M4: a name of 51 characters failed every Postgres write of its group commit."""
+    long, nul = "v" * 51, "a\\u0000b"
+    path = write(
+        tmp_path,
+        f"serve:\n  variants:\n    - {{name: {long}, model: churn/1, weight: 0.5}}\n"
+        f'    - {{name: "{nul}", model: churn/2, weight: 0.5}}\n'
+        f"  shadow:\n    - {{name: {long}, model: churn/3, fraction: 0.1}}\n",
+    )
+    rule = "must be at most 50 characters, none of them a control character (the prediction store's variant column)"
+    assert problems(path) == [
+        f"{path}: serve.variants.0.name: {rule}, got '{long}'",
+        f"{path}: serve.variants.1.name: {rule}, got 'a\\x00b'",
+        f"{path}: serve.shadow.0.name: {rule}, got '{long}'",
+    ]
+    fits = write(tmp_path, f"serve:\n  variants:\n    - {{name: {'v' * 50}, model: churn/1, weight: 1}}\n")
+    assert load_settings(fits).serve.variants[0].name == "v" * 50
+
+
+def test_the_variant_name_limit_is_the_stores_column_length() -> None:
+    from shipml.adapters.store import tables
+    from shipml.config import VARIANT_NAME_MAX
+
+    columns = [tables.predictions.c.variant, tables.prediction_batches.c.variant, tables.feature_histograms.c.variant]
+    assert {c.type.length for c in columns} == {VARIANT_NAME_MAX}  # type: ignore[attr-defined]
