@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,22 +27,27 @@ deploy_app = typer.Typer(
 )
 app.add_typer(deploy_app, name="deploy")
 
-EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "running": 3, "held": 3}  # 2: bad input
-_STYLE = {"promoted": "green", "rolled_back": "red", "aborted": "red", "running": "cyan", "held": "yellow"}
+EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "running": 3, "held": 3, "promoting": 3}  # 2: bad input
+_STYLE = {
+    "promoted": "green", "promoting": "green", "rolled_back": "red", "aborted": "red", "running": "cyan",
+    "held": "yellow",
+}  # fmt: skip
 
 
-def _controller(config: Path | None, registry_uri: str | None) -> tuple[CanaryController, PredictionStore]:
+def _controller(
+    config: Path | None, registry_uri: str | None, check_every_s: float = 1.0
+) -> tuple[CanaryController, PredictionStore]:
     from shipml.adapters.store import PredictionStore
     from shipml.pipelines.canary import CanaryController
 
     settings = _settings(config, registry_uri)
     store = PredictionStore(settings.store.uri)
-    return CanaryController(settings, store, _registry(settings)), store
+    return CanaryController(settings, store, _registry(settings), check_every_s=check_every_s), store
 
 
 def _line(canary: Canary) -> str:
     style = _STYLE[canary.status]
-    where = f"step {canary.step + 1}/{len(canary.steps)}, {canary.percent:g} %" if canary.active else "0 %"
+    where = f"step {canary.step + 1}/{len(canary.steps)}, {canary.percent:g} %" if canary.serving else "0 %"
     return (
         f"{escape(canary.model)}/{canary.candidate} vs {escape(canary.champion)}: [{style}]{canary.status}[/] "
         f"({where}): {escape(canary.reason)}"
@@ -76,7 +85,8 @@ def deploy_canary(
     prediction store): one crossing its boundary rolls the canary back at once (weight 0, aliases untouched). A step
     goes on after --interval if the candidate answered --min-requests in it, else it holds. After 100 % the
     candidate is promoted through the registry (the version it replaces becomes `previous`). The state lives in the
-    store: stopping this command leaves the canary where it is; run it again to resume."""
+    store: stopping this command leaves the canary where it is; run it again to resume (at once: a stopped command
+    gives up driving it). While another `deploy canary` drives it, this one follows and says so."""
     from shipml.core.canary import parse_required, parse_steps
     from shipml.core.window import duration_s
 
@@ -84,25 +94,51 @@ def deploy_canary(
     required = parse_required(require)
     interval_s = duration_s(interval, "--interval")
     every = duration_s(check_every, "--check-every") if check_every else max(0.5, min(interval_s / 10.0, 60.0))
-    controller, store = _controller(config, registry_uri)
+    controller, store = _controller(config, registry_uri, every)
     try:
-        canary, started = controller.start(model, version, planned, interval_s, min_requests, required)
-        out.print(("started " if started else "following ") + _line(canary))
-        if detach:
-            return EXIT_CODES[canary.status]
-        while True:
-            tick = controller.tick(model)
-            now = tick.canary
-            if tick.event is not None and now is not None:
-                out.print(f"{_clock()} {_line(now)}")
-            if now is None or not now.active:
-                final = now or canary
-                if tick.event is None:
-                    out.print(f"{_clock()} {_line(final)}")
-                return EXIT_CODES[final.status]
-            time.sleep(every)
+        with _stopped_by_sigterm():
+            canary, started = controller.start(model, version, planned, interval_s, min_requests, required)
+            out.print(("started " if started else "following ") + _line(canary))
+            if detach:
+                return EXIT_CODES[canary.status]
+            return _drive(controller, model, canary, every)
     finally:
+        controller.close()  # another `deploy canary` drives at once
         store.close()
+
+
+def _drive(controller: CanaryController, model: str, canary: Canary, every: float) -> int:
+    """Tick until the canary ends, printing its state after each event and who drives it when that changes."""
+    driver = controller.holder
+    while True:
+        tick = controller.tick(model)
+        now = tick.canary
+        if tick.driver is not None and tick.driver != driver and now is not None and not now.ended:
+            who = "this command" if tick.driving else f"another `deploy canary` ({escape(tick.driver)}); following it"
+            out.print(f"{_clock()} driven by {who}")
+            driver = tick.driver
+        if tick.event is not None and now is not None:
+            out.print(f"{_clock()} {_line(now)}")
+        if now is None or now.ended:
+            final = now or canary
+            if tick.event is None:
+                out.print(f"{_clock()} {_line(final)}")
+            return EXIT_CODES[final.status]
+        time.sleep(every)
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a `kill`, a stopping container) ends the command like Ctrl-C: its lease is released on the way out."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @deploy_app.command("status")
@@ -113,20 +149,22 @@ def deploy_status(
     registry_uri: RegistryOpt = None,
 ) -> int:
     """The canary of MODEL (or of every model): its state, and with --events its log. Exit 0: found, 1: none."""
-    controller, store = _controller(config, registry_uri)
-    try:
-        from shipml.core.canary import Canary, CanaryEvent
+    from shipml.adapters.store import PredictionStore
 
-        found = controller.store.canaries.read(model)
+    store = PredictionStore(_settings(config, registry_uri).store.uri)
+    try:
+        if model is None:
+            found = store.canaries.all()
+        else:
+            one = store.canaries.read(model)
+            found = [one] if one is not None else []
         if not found:
             err.print(f"no canary{' of ' + escape(model) if model else ''}")
             return 1
-        for name, _, state in found:
-            canary = Canary.from_json(state)
+        for canary in found:
             out.print(_line(canary))
             if events:
-                for ts, text in controller.store.canaries.events(name, since=canary.started_at):
-                    e = CanaryEvent.from_json(text, ts)
+                for e in store.canaries.events(canary.model, since=canary.started_at):
                     out.print(f"  {_clock(e.ts)} {e.event}: {e.percent:g} % {escape(e.reason)}")
         return 0
     finally:

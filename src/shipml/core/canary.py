@@ -14,7 +14,11 @@ alarms) and how many requests the candidate answered during the current step. Th
 - a guardrail does not hold yet (its interval is not yet wholly within its margin): held for ``evidence``, until it
   does or is violated; so a candidate goes on only once its non-inferiority is shown, never on the absence of
   evidence;
-- otherwise the next step, or after the last (100 %) the candidate is promoted.
+- otherwise the next step, or after the last (100 %) the candidate is promoted: first the decision is written
+  (``promoting``, the candidate keeps serving its 100 %), then the registry's alias moves, then ``promoted``
+  (``promoted()``). A decision written can no longer be aborted, and an abort written first stops it: the
+  controller writes each state with a compare-and-set on the one it read, and moves the alias only after the
+  ``promoting`` write won; a ``promoting`` canary found later (the controller died in between) is finished.
 
 A hold is logged once: the same hold at the next check (``Canary.hold`` unchanged) changes nothing.
 
@@ -34,11 +38,13 @@ from typing import Any, Literal
 from shipml.core.experiments import ERROR_RATE, GUARDRAILS
 from shipml.errors import ConfigError
 
-Status = Literal["running", "held", "rolled_back", "promoted", "aborted"]
-STATUSES: tuple[Status, ...] = ("running", "held", "rolled_back", "promoted", "aborted")
-ACTIVE: tuple[Status, ...] = ("running", "held")
+Status = Literal["running", "held", "promoting", "rolled_back", "promoted", "aborted"]
+STATUSES: tuple[Status, ...] = ("running", "held", "promoting", "rolled_back", "promoted", "aborted")
+ACTIVE: tuple[Status, ...] = ("running", "held")  # checked at each tick; can be aborted
+SERVING: tuple[Status, ...] = (*ACTIVE, "promoting")  # the candidate takes its step's share of the traffic
+ENDED: tuple[Status, ...] = ("rolled_back", "promoted", "aborted")
 Hold = Literal["traffic", "evidence"]  # why a step holds: too few requests, or a required guardrail not shown yet
-Event = Literal["started", "advanced", "held", "rolled_back", "promoted", "aborted"]
+Event = Literal["started", "advanced", "held", "promoting", "rolled_back", "promoted", "aborted"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class Evidence:
 @dataclass(frozen=True)
 class Canary:
     """A canary of ``model``: ``candidate`` (a version) against the ``champion`` variant, at ``steps[step]`` percent
-    of the traffic while active."""
+    of the traffic while it serves; ``updated_at`` is when the store last wrote it (the compare-and-set token)."""
 
     model: str
     candidate: str
@@ -76,12 +82,22 @@ class Canary:
 
     @property
     def active(self) -> bool:
+        """Running or held: checked at each tick, and it can be aborted."""
         return self.status in ACTIVE
+
+    @property
+    def serving(self) -> bool:
+        """Active or promoting: the candidate serves its step's share."""
+        return self.status in SERVING
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
 
     @property
     def percent(self) -> float:
         """The current step's share of traffic in percent (0 once it ended)."""
-        return self.steps[self.step] if self.active else 0.0
+        return self.steps[self.step] if self.serving else 0.0
 
     @property
     def weight(self) -> float:
@@ -137,7 +153,8 @@ class CanaryEvent:
 @dataclass(frozen=True)
 class Change:
     """What a check did: the new state, and the event to log (None: nothing happened). ``promote``: the last step
-    is over and held; the caller moves the registry alias, then saves ``state`` (already "promoted")."""
+    is over and held, ``state`` is "promoting": the caller writes it (compare-and-set), moves the registry's alias
+    only if that write won, then writes ``promoted(state)``."""
 
     state: Canary
     event: Event | None = None
@@ -205,9 +222,9 @@ def check(state: Canary, evidence: Evidence, now: float) -> Change:
         reason = f"held at {state.percent:g} %: {why}"
         return Change(replace(state, status="held", reason=reason, hold=hold, updated_at=now), "held")
     if state.step == len(state.steps) - 1:
-        reason = f"every step held its guardrails; version {state.candidate} promoted"
-        promoted = replace(state, status="promoted", reason=reason, hold=None, updated_at=now)
-        return Change(promoted, "promoted", promote=True)
+        reason = f"every step held its guardrails; promoting version {state.candidate}"
+        promoting = replace(state, status="promoting", reason=reason, hold=None, updated_at=now)
+        return Change(promoting, "promoting", promote=True)
     reason = f"guardrails hold after {state.percent:g} % with {evidence.step_requests} request(s)"
     advanced = replace(
         state, step=state.step + 1, step_started_at=now, status="running", reason=reason, hold=None, updated_at=now
@@ -220,6 +237,14 @@ def _hold(state: Canary, evidence: Evidence) -> Hold | None:
     if evidence.step_requests < state.min_requests:
         return "traffic"
     return "evidence" if evidence.undecided else None
+
+
+def promoted(state: Canary, now: float) -> Change:
+    """A ``promoting`` canary whose registry alias has moved: promoted (anything else does not change)."""
+    if state.status != "promoting":
+        return Change(state)
+    reason = f"every step held its guardrails; version {state.candidate} promoted"
+    return Change(replace(state, status="promoted", reason=reason, updated_at=now), "promoted")
 
 
 def abort(state: Canary, now: float, reason: str) -> Change:

@@ -3,9 +3,10 @@
 The controller (`shipml deploy canary`, pipelines/canary.py) writes the canary's state to the store; each worker of
 each replica reads it on a poll (``serve.reload_interval_s``, at least every few seconds while a canary is active) and
 changes its deployment: the candidate is loaded beside the champion (the deployment changes only once it is loaded),
-then takes its weight from the split; when the canary ends (rolled back, aborted, promoted) it leaves the split. A
-promotion moves the registry's alias first, so the champion is reloaded before the canary leaves: its traffic never
-goes back to the old version. A worker that starts while a canary is active serves it from its first poll.
+then takes its weight from the split; when the canary ends (rolled back, aborted, promoted) it leaves the split. While
+a promotion is being done (``promoting``) the candidate keeps its 100 %; the registry's alias moves before the canary
+is written promoted, so the champion is reloaded before the canary leaves: its traffic never goes back to the old
+version. A worker that starts while a canary is active serves it from its first poll.
 
 The state is also exposed as gauges (``shipml_canary_state``, ``shipml_canary_weight``,
 ``shipml_canary_updated_timestamp_seconds``), the same in every worker since all read the same row.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from dataclasses import replace
 
 import anyio.to_thread
 import structlog
@@ -31,7 +31,7 @@ from shipml.server.model_manager import ModelManager
 
 log = structlog.get_logger("shipml.canary")
 
-ACTIVE_POLL_S = 2.0  # while a canary is active, its state is read at least this often (a rollback takes effect fast)
+ACTIVE_POLL_S = 2.0  # while a canary serves, its state is read at least this often (a rollback takes effect fast)
 IDLE_POLL_S = 10.0  # without one, at least this often (a new canary starts within this)
 
 
@@ -62,16 +62,15 @@ class CanaryFollower(Collector):
                 await self.follow()
             except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop following; the next poll retries
                 log.warning("canary_follow_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
-            active = self.state is not None and self.state.active
+            active = self.state is not None and self.state.serving
             poll = min(self.poll_s, ACTIVE_POLL_S if active else IDLE_POLL_S) if self.poll_s > 0 else ACTIVE_POLL_S
             await asyncio.sleep(poll)
 
     async def follow(self) -> None:
         """One poll: read the canary and make the deployment serve it (or stop serving it)."""
-        found = await anyio.to_thread.run_sync(self.store.canaries.read, self.model)
-        state = replace(Canary.from_json(found[0][2]), updated_at=found[0][1]) if found else None
+        state = await anyio.to_thread.run_sync(self.store.canaries.read, self.model)
         self.state = state
-        want = (state.candidate, state.weight) if state is not None and state.active else None
+        want = (state.candidate, state.weight) if state is not None and state.serving else None
         if want == self._applied:
             return
         if want is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from shipml.adapters.registry import MlflowRegistry
 from shipml.adapters.store import PredictionStore
+from shipml.adapters.store.leases import new_holder
 from shipml.config import Settings
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.experiments import Verdict
@@ -234,7 +234,7 @@ class ScheduledMonitor:
         self.settings = settings
         self.store = store
         self.model = model
-        self.holder = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.holder = new_holder()
         self.registry = registry
         self._job: MonitorJob | None = None
         self._experiments: ExperimentJob | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check, parse_steps
+from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check, parse_steps, promoted
 from shipml.errors import ConfigError
 
 START = 1_000.0
@@ -79,10 +79,17 @@ def test_an_undecided_guardrail_holds_the_step_until_it_holds() -> None:
     assert check(waiting.state, Evidence(step_requests=900), START + 120).event == "advanced"
 
 
-def test_after_the_last_step_it_is_promoted_and_then_serves_nothing_more_as_a_canary() -> None:
-    change = check(canary(step=2), Evidence(step_requests=100), START + 60)
-    assert change.promote and change.event == "promoted" and change.state.status == "promoted"
-    assert change.state.weight == 0.0 and not change.state.active
+def test_after_the_last_step_the_decision_comes_first_then_the_promotion_then_nothing_more_as_a_canary() -> None:
+    decided = check(canary(step=2), Evidence(step_requests=100), START + 60)
+    assert decided.promote and decided.event == "promoting" and decided.state.status == "promoting"
+    assert decided.state.weight == 1.0 and decided.state.serving  # the candidate keeps its 100 % until promoted
+    assert not decided.state.active and not decided.state.ended
+    assert check(decided.state, Evidence(("guardrail x crossed",)), START + 61).event is None  # decided: no rollback
+    assert abort(decided.state, START + 61, "too late").event is None  # nor an abort
+    done = promoted(decided.state, START + 62)
+    assert done.event == "promoted" and done.state.status == "promoted" and done.state.ended
+    assert done.state.weight == 0.0 and not done.state.serving
+    assert promoted(done.state, START + 63).event is None
 
 
 def test_abort_stops_an_active_canary_and_the_state_round_trips_through_json() -> None:
