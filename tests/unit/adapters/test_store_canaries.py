@@ -16,9 +16,7 @@ import sqlalchemy as sa
 from shipml.adapters.store import PredictionStore, StoreError
 from shipml.adapters.store import leases as lease_ids
 from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check
-from tests.unit.adapters.store_dialects import DIALECTS, postgres_uri, store_uri_for
-
-__all__ = ["postgres_uri"]  # the session's PostgreSQL, for the "postgres" parameter
+from tests.support.dialects import DIALECTS, store_uri_for
 
 START = 1_000.0
 

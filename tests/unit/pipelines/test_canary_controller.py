@@ -14,7 +14,7 @@ from shipml.config import Settings, settings_from_mapping
 from shipml.core.canary import Canary, Evidence
 from shipml.errors import CanaryRefused, RegistryError
 from shipml.pipelines.canary import CanaryController
-from tests.unit.pipelines.fake_registry import FakeRegistry
+from tests.support.registry import AliasRegistry
 
 HOLDING = Evidence(step_requests=1_000)  # every guardrail holds, plenty of traffic
 
@@ -43,7 +43,7 @@ def store(settings: Settings) -> Iterator[PredictionStore]:
 
 @pytest.fixture
 def registry() -> Any:
-    return FakeRegistry({"churn": 2}, {"churn": {"production": "1"}})
+    return AliasRegistry({"churn": 2}, {"churn": {"production": "1"}})
 
 
 def controller(settings: Settings, store_uri: str, registry: Any, evidence: Any = None) -> CanaryController:

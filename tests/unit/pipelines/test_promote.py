@@ -8,11 +8,11 @@ import pytest
 
 from shipml.errors import RegistryError
 from shipml.pipelines.promote import promote
-from tests.unit.pipelines.fake_registry import FakeRegistry
+from tests.support.registry import AliasRegistry
 
 
 def registry() -> Any:
-    return FakeRegistry({"churn": 3}, {"churn": {"production": "1"}})
+    return AliasRegistry({"churn": 3}, {"churn": {"production": "1"}})
 
 
 def test_promoting_to_production_moves_it_and_keeps_the_replaced_version_as_previous() -> None:
