@@ -1,25 +1,31 @@
 # The two commands of the README:
 #   make quickstart   set up .venv, install shipml, run the churn example end to end
 #   make test         set up .venv with the dev tools, run lint, types, layers and every test
+# and the one that moves the versions they install:
+#   make lock         the newest versions pyproject.toml allows, frozen into requirements/constraints.txt, then the tests
 SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# Every install of shipml here takes the exact versions the tests last passed with (make lock refreshes them);
+# the bench's peers (.venv-bench, .venv-bench-drift) keep pins of their own.
+LOCK   := requirements/constraints.txt
+LOCK_VENV := .venv-lock
 
-.PHONY: quickstart test soak lint unit integration bench clean system-deps
+.PHONY: quickstart test soak lint unit integration bench clean system-deps lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(DEV_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@ $(STAMP)
 
 quickstart: $(STAMP)
@@ -103,5 +109,22 @@ bench: $(DEV_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed
 	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
 
+# The lock: what pyproject.toml allows, resolved afresh in an empty environment (Python 3.11, the version the tests
+# run on) and frozen exactly; then .venv is rebuilt from it and every test runs. Commit the file when they pass.
+# The xgboost extra is not part of the test environment, so it is not pinned (its test skips without it).
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	@mkdir -p $(dir $(LOCK))
+	{ echo "# The exact versions make quickstart and make test install (pip install -c $(LOCK)): the newest that"; \
+	  echo "# pyproject.toml allowed when \`make lock\` last ran, which then ran every test with them. Do not edit by"; \
+	  echo "# hand: run make lock. Made with Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version(), "on", platform.system(), platform.machine())')."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable --exclude shipml; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV) $(VENV)
+	$(MAKE) test
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(BENCH_DRIFT_VENV) .shipml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(BENCH_DRIFT_VENV) $(LOCK_VENV) .shipml .pytest_cache .mypy_cache .ruff_cache
