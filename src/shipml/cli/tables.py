@@ -27,7 +27,7 @@ def show(table: Table, console: Console, *, wrap: Collection[str] = ()) -> None:
     ``wrap``: the headers of the columns whose values may take several lines; the others never do."""
     widths = _fitted_widths(table, console, wrap)
     if widths is None:
-        print_blocks(table, console)
+        _print_blocks(table, console)
         return
     for column, width in zip(table.columns, widths, strict=True):
         if column.header in wrap:
@@ -37,7 +37,7 @@ def show(table: Table, console: Console, *, wrap: Collection[str] = ()) -> None:
     console.print(table)
 
 
-def print_blocks(table: Table, console: Console) -> None:
+def _print_blocks(table: Table, console: Console) -> None:
     """Each row as a heading (its first column's name and value) and its other values, one per line."""
     if table.title:
         console.print(table.title, style="bold", highlight=False)
