@@ -12,7 +12,7 @@ holds (non-inferior within its margin). The guardrails:
 - ``latency_p99``: its answered requests slower than the champion's p99 (``experiments.latency_margin``, see
   ``core.experiments.latency_guardrail``); each variant's p99 is in its summary;
 - ``drift`` and ``performance``: the verdicts of the newest stored monitoring report, when it covers the window
-  and both variants (see ``monitored_guardrails`` for what is fair to count against the challenger). Without one
+  and both variants (``pipelines.guardrails`` says what is fair to count against the challenger). Without one
   they are not judged, left out of the guardrails, and said in the notes: monitoring is a separate job that may
   not run at all, and the error rate, the latency and the primary metric already judge the challenger head to head.
 
@@ -23,6 +23,10 @@ Shadows (``serve.shadow``) answered nobody, so no feedback names their rows: a s
 routing key to the primary row of the same key, the latest at or before it (the request it copied), and takes that
 row's feedback and maturity. Rows without a key cannot be joined. A shadow's agreement with the champion is the
 share of the joined requests the champion answered where the shadow's answer was the champion's.
+
+About 470 lines, one concept: the report's values live in ``core.experiment_report``, its statistics in
+``core.experiments``, the guardrails from monitoring in ``pipelines.guardrails``; what remains is reading each
+variant's rows once and scoring them (primaries and shadows share the reads, so they stay together).
 """
 
 from __future__ import annotations
@@ -40,8 +44,6 @@ import numpy as np
 from shipml.adapters.registry import AliasMove, MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
-from shipml.core.drift import PREDICTION, worst
-from shipml.core.drift import Verdict as DriftVerdict
 from shipml.core.experiment_report import ChallengerResult, ExperimentReport, Role, ShadowResult, VariantSummary
 from shipml.core.experiments import (
     DRIFT,
@@ -64,6 +66,7 @@ from shipml.core.prediction import DEFAULT_VARIANT
 from shipml.core.sequential import Kind, SampleSize, sample_size
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused, RegistryError, StoredReportUnreadable
+from shipml.pipelines.guardrails import monitored_guardrails
 from shipml.pipelines.promote import promote
 
 ACCURACY = "accuracy"
@@ -373,86 +376,6 @@ class ExperimentJob:
         mine = (rows.score if run.regression else rows.label)[served]
         agreement, difference = _agreement(mine, answered[position[served]], run.regression)
         return summary, ShadowResult(arm.name, comparison, int(joined.sum()), agreement, difference, int(served.sum()))
-
-
-def monitored_guardrails(
-    champion: str, challenger: str, champion_segment: SegmentReport, challenger_segment: SegmentReport, notes: list[str]
-) -> tuple[Guardrail, ...]:
-    """The ``drift`` and ``performance`` guardrails of ``challenger`` from the monitoring report's segments of both
-    variants; a check monitoring did not judge is left out (it does not block ship), and ``notes`` say why. Both variants get the same traffic, so what hits both (inputs drifting, the labels
-    shifting) is the world, not the challenger: only what the challenger shows and the champion does not counts.
-
-    drift: violated when the challenger's predictions drifted from its own reference (its output no longer looks
-    like what it was validated on) and the champion's did not. Input features are not counted: both variants see
-    the same inputs, and an input drifting against one variant's reference and not the other's says the two were
-    trained on different data, which the primary metric judges directly.
-    performance: violated when a metric monitoring judged (realised or estimated) dropped below the challenger's
-    own holdout value and the same metric of the champion did not drop."""
-    out = []
-    for name, (failed, why) in (
-        (DRIFT, _drift_check(champion, champion_segment, challenger_segment)),
-        (PERFORMANCE, _performance_check(champion, challenger_segment, champion_segment)),
-    ):
-        if why:
-            notes.append(f"guardrail {name} of {challenger}: {why}")
-        if failed is not None:
-            out.append(Guardrail.from_check(name, failed))
-    return tuple(out)
-
-
-def _prediction_drift(segment: SegmentReport) -> DriftVerdict:
-    return worst([d.verdict for d in segment.drift if d.feature == PREDICTION and d.decisive])
-
-
-def _drift_check(
-    champion: str, champion_segment: SegmentReport, challenger_segment: SegmentReport
-) -> tuple[bool | None, str]:
-    """(failed, or None when not judged; what the notes say, "" when nothing)."""
-    mine, theirs = _prediction_drift(challenger_segment), _prediction_drift(champion_segment)
-    if mine == "not_enough_data":
-        return None, "not judged, monitoring did not judge its predictions' drift; it does not block ship"
-    if mine != "drift":
-        return False, ""
-    if theirs == "drift":
-        return False, f"its predictions drifted, and so did {champion}'s: the traffic moved, not the challenger"
-    if theirs == "not_enough_data":
-        return None, (
-            f"not judged: its predictions drifted, and monitoring did not judge {champion}'s, so the traffic and "
-            "the challenger cannot be told apart; it does not block ship"
-        )
-    return True, f"its predictions drifted from its reference and {champion}'s did not"
-
-
-def _performance_check(
-    champion: str, challenger_segment: SegmentReport, champion_segment: SegmentReport
-) -> tuple[bool | None, str]:
-    """(failed, or None when not judged; what the notes say, "" when nothing)."""
-    mine, theirs = _judged(challenger_segment), _judged(champion_segment)
-    if not mine:
-        return None, "not judged, monitoring judged none of its metrics against its holdout; it does not block ship"
-    dropped = [m for m, flagged in mine.items() if flagged]
-    own = [m for m in dropped if theirs.get(m) is False]
-    if own:
-        return True, f"{', '.join(own)} dropped below its holdout value and {champion}'s did not"
-    unknown = [m for m in dropped if m not in theirs]
-    if unknown:
-        return None, (
-            f"not judged: {', '.join(unknown)} dropped below its holdout value, and monitoring did not judge "
-            f"{champion}'s; it does not block ship"
-        )
-    if dropped:
-        return False, f"{', '.join(dropped)} dropped, and so did {champion}'s: the world changed, not the challenger"
-    return False, ""
-
-
-def _judged(segment: SegmentReport) -> dict[str, bool]:
-    """Per metric monitoring judged over the whole window ("realised accuracy"...): whether it dropped."""
-    return {
-        f"{p.estimate.kind} {p.estimate.metric}": p.dropped
-        for p in segment.performance
-        if p.holdout is not None and p.estimate.value is not None and p.estimate.enough_data
-        and p.estimate.lower is not None and p.estimate.upper is not None
-    }  # fmt: skip
 
 
 def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
