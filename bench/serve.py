@@ -184,7 +184,7 @@ def main() -> None:
     (root / "shipml.yaml").write_text(config)
 
     sys.path.insert(0, str(REPO / "src"))
-    from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+    from shipml.adapters.registry import MlflowRegistry, ModelRef
     from shipml.config import RegistrySettings
     from shipml.examples.churn import FEATURES, generate_churn
     from shipml.pipelines.data import feature_frame

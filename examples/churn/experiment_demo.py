@@ -52,7 +52,7 @@ def train_challenger() -> str:
     trained = run("train", config=HOME / "stump.yaml")
     if trained.returncode not in (0, 1):  # 1: a gate missed, still registered
         sys.exit(f"training the challenger failed:\n{trained.stderr}")
-    from shipml.adapters.mlflow_registry import MlflowRegistry
+    from shipml.adapters.registry import MlflowRegistry
     from shipml.config import load_settings
 
     latest = {name: version for name, version, _ in MlflowRegistry(load_settings().registry).list_models()}

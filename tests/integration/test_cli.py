@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.config import RegistrySettings
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, HISTORY_PREFIX, AliasMove, MlflowRegistry, ModelRef
+from shipml.adapters.registry import FAST_PREDICTOR_FILE, HISTORY_PREFIX, AliasMove, MlflowRegistry, ModelRef
 from shipml.config import RegistrySettings
 from shipml.errors import ModelLoadError, RegistryError
 from shipml.pipelines.data import feature_frame
@@ -155,7 +155,7 @@ def test_tampered_packed_predictor_is_refused(registry: MlflowRegistry, churn_cs
 SERVE_WITHOUT_SKLEARN = """
 import sys
 from pathlib import Path
-from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, MlflowRegistry, ModelRef
+from shipml.adapters.registry import FAST_PREDICTOR_FILE, MlflowRegistry, ModelRef
 from shipml.config import RegistrySettings
 from shipml.pipelines.bundle import load_bundle
 registry = MlflowRegistry(RegistrySettings(uri=sys.argv[1], artifact_root=sys.argv[2]))

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
-from shipml.adapters.registry import MANIFEST, MANIFEST_TAG, build_manifest, manifest_digest
+from shipml.adapters.registry import MANIFEST, MANIFEST_TAG, MlflowRegistry, ModelRef, build_manifest, manifest_digest
 from shipml.config import RegistrySettings
 from shipml.errors import ModelLoadError
 from shipml.pipelines.bundle import load_bundle

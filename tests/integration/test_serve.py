@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import requests
 
-from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
+from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import RegistrySettings
 from shipml.examples.churn import FEATURES

@@ -62,7 +62,7 @@ def train(root: Path) -> str:
 
 
 def registry(root: Path) -> Any:
-    from shipml.adapters.mlflow_registry import MlflowRegistry
+    from shipml.adapters.registry import MlflowRegistry
     from shipml.config import RegistrySettings
 
     return MlflowRegistry(RegistrySettings(uri=f"sqlite:///{root}/.shipml/mlflow.db"))

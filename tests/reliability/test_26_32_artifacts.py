@@ -40,7 +40,7 @@ class Store:
 
 
 def _registry(root: Path):  # type: ignore[no-untyped-def]
-    from shipml.adapters.mlflow_registry import MlflowRegistry
+    from shipml.adapters.registry import MlflowRegistry
     from shipml.config import RegistrySettings
 
     return MlflowRegistry(RegistrySettings(uri=f"sqlite:///{root}/.shipml/mlflow.db"))

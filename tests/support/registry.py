@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shipml.adapters.mlflow_registry import AliasMove, LoadedModel, ModelRef, VersionInfo
+from shipml.adapters.registry import AliasMove, LoadedModel, ModelRef, VersionInfo
 from shipml.errors import RegistryError
 from tests.support.fitted import forest
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shipml.adapters.mlflow_registry import VersionInfo
+from shipml.adapters.registry import VersionInfo
 from shipml.adapters.store import PredictionRow, PredictionStore, StoreWriter
 from shipml.core.model import build_pipeline, make_estimator
 from shipml.core.predictor import PipelinePredictor

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 from shipml.cli.tables import show
 from shipml.config import DEFAULT_CONFIG, Settings, load_settings
 from shipml.errors import Findings, ShipmlError
+
+if TYPE_CHECKING:  # imported when a command needs it: MLflow takes a second to import
+    from shipml.adapters.registry import MlflowRegistry
 
 app = typer.Typer(
     help="shipml: from a CSV to a registered, promoted, served model.",
@@ -55,8 +58,8 @@ def _settings(config: Path | None, registry_uri: str | None = None) -> Settings:
     return load_settings(config, overrides=overrides)
 
 
-def _registry(settings: Settings) -> Any:
-    from shipml.adapters.mlflow_registry import MlflowRegistry
+def _registry(settings: Settings) -> MlflowRegistry:
+    from shipml.adapters.registry import MlflowRegistry
 
     return MlflowRegistry(settings.registry)
 

@@ -144,7 +144,7 @@ def validate(
 ) -> None:
     """Validate a data file; exit 1 when any check fails."""
     from shipml.adapters.files import write_text_atomic
-    from shipml.adapters.mlflow_registry import ModelRef
+    from shipml.adapters.registry import ModelRef
     from shipml.pipelines.validate import validate_file
 
     ref = ModelRef.parse(model) if model is not None else None  # refused before the registry is opened
@@ -240,8 +240,8 @@ def predict(
     chunk_rows: Annotated[int | None, typer.Option(min=1, help="rows per chunk")] = None,
 ) -> None:
     """Score a file with a registered version (validated against its schema first)."""
-    from shipml.adapters.mlflow_registry import ModelRef
     from shipml.adapters.native import KernelLoader
+    from shipml.adapters.registry import ModelRef
     from shipml.pipelines.predict import score_file
 
     ref = ModelRef.parse(model)  # a bad reference is refused before the registry is opened (or created)

@@ -45,7 +45,7 @@ def models_show(
     registry_uri: RegistryOpt = None,
 ) -> None:
     """One version: aliases, lineage tags, metrics."""
-    from shipml.adapters.mlflow_registry import ModelRef
+    from shipml.adapters.registry import ModelRef
 
     parsed = ModelRef.parse(ref)  # a bad reference is refused before the registry is opened (or created)
     info = _registry(_settings(config, registry_uri)).resolve(parsed)
@@ -56,8 +56,8 @@ def models_show(
     for key, value in sorted(info.tags.items()):
         out.print(f"  {key} = {value}")
     table = Table("metric", "value")
-    for key, value in sorted(info.metrics.items()):
-        table.add_row(escape(key), f"{value:.6g}")
+    for metric, number in sorted(info.metrics.items()):
+        table.add_row(escape(metric), f"{number:.6g}")
     show(table, out)
 
 

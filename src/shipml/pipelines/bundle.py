@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, LoadedModel, MlflowRegistry, ModelRef, VersionInfo
 from shipml.adapters.native import KernelLoader
+from shipml.adapters.registry import FAST_PREDICTOR_FILE, LoadedModel, MlflowRegistry, ModelRef, VersionInfo
 from shipml.core.fast.model import FastPredictor, unpack
 from shipml.core.fast.preprocess import Unsupported
 from shipml.core.fast.trees import TreeKernel

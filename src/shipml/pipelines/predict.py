@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from shipml.adapters.files import AtomicTableWriter, iter_table
-from shipml.adapters.mlflow_registry import LoadedModel, MlflowRegistry, ModelRef
 from shipml.adapters.native import KernelLoader
+from shipml.adapters.registry import LoadedModel, MlflowRegistry, ModelRef
 from shipml.core.predictor import Predictor
 from shipml.core.schema import FeatureSchema
 from shipml.core.validation import Rule, ValidationIssue, ValidationReport, validate_frame

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shipml.adapters.mlflow_registry import AliasMove, MlflowRegistry
+from shipml.adapters.registry import AliasMove, MlflowRegistry
 from shipml.errors import RegistryError
 
 PROMOTABLE = ("staging", "production")

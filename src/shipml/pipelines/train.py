@@ -17,7 +17,8 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from shipml.adapters.files import file_sha256
-from shipml.adapters.mlflow_registry import (
+from shipml.adapters.native import load_kernel
+from shipml.adapters.registry import (
     FAST_PREDICTOR_FILE,
     MlflowRegistry,
     RunPayload,
@@ -25,7 +26,6 @@ from shipml.adapters.mlflow_registry import (
     git_commit,
     tags_from,
 )
-from shipml.adapters.native import load_kernel
 from shipml.config import GateSettings, Settings, redact_uri
 from shipml.core.fast.model import FastPredictor
 from shipml.core.fast.verify import VERDICT_ARTIFACT, Verdict

@@ -21,8 +21,8 @@ from pathlib import Path
 import anyio.to_thread
 import structlog
 
-from shipml.adapters.mlflow_registry import MlflowRegistry, ModelRef
 from shipml.adapters.native import KernelLoader
+from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
 from shipml.core.prediction import DEFAULT_VARIANT

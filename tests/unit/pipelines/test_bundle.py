@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shipml.adapters.mlflow_registry import FAST_PREDICTOR_FILE, ModelRef
+from shipml.adapters.registry import FAST_PREDICTOR_FILE, ModelRef
 from shipml.core.fast.compile import compile_pipeline
 from shipml.core.fast.model import FastPredictor
 from shipml.core.fast.verify import VERDICT_ARTIFACT, Verdict
@@ -116,7 +116,7 @@ def test_versions_registered_before_the_verdict_file_use_their_tag(tmp_path: Pat
 NATIVE_SCRIPT = """
 import sys
 from pathlib import Path
-from shipml.adapters.mlflow_registry import ModelRef
+from shipml.adapters.registry import ModelRef
 from shipml.adapters.native import KernelLoader
 from shipml.config import NativeSettings
 from shipml.pipelines.bundle import load_bundle

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shipml.adapters.mlflow_registry import VersionInfo
+from shipml.adapters.registry import VersionInfo
 from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.core.fast.compile import compile_pipeline
 from shipml.core.model import build_pipeline, make_estimator
