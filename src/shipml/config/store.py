@@ -1,0 +1,60 @@
+"""The prediction store's section: where it is, how durably and how fast rows are written, the drift histograms."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from shipml.config.section import Section
+
+
+class StoreSettings(Section):
+    """The prediction store (prediction log + feedback)."""
+
+    uri: str = Field(
+        default="sqlite:///.shipml/predictions.db", description="SQLAlchemy URI: sqlite:/// or postgresql://"
+    )
+    durability: Literal["commit", "async"] = Field(
+        default="commit", description="commit: answer after the row is committed; async: queue and answer at once"
+    )
+    queue_size: int = Field(default=10_000, ge=1, description="async mode: rows waiting before the service sheds load")
+    batch_max: int = Field(default=512, ge=1, description="max rows per group commit")
+    commit_window_ms: float = Field(
+        default=0.4, ge=0.0, le=100.0, description="commit mode: how long the writer gathers rows before a commit"
+    )
+    async_window_ms: float = Field(
+        default=20.0, ge=0.0, le=1000.0, description="async mode: how long the writer gathers rows before a commit"
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"
+    )
+    histograms: bool = Field(
+        default=True,
+        description="keep per-minute histograms of what is served on each version's reference profile buckets, "
+        "as rows are written (drift over a window reads these, not every row)",
+    )
+    histogram_flush_s: float = Field(
+        default=5.0, gt=0.0, le=300.0, description="how often the writer writes the histograms' changed minutes"
+    )
+    feedback_wait_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="/feedback for a prediction made this recently waits for its row (another worker may not "
+        "have committed it yet) before answering 404",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _not_in_memory(cls, uri: str) -> str:
+        # The writer opens its own connection, and each connection to an in-memory SQLite database
+        # gets a new, empty one: every write would fail with "no such table".
+        scheme, _, rest = uri.partition("://")
+        database = rest.partition("/")[2]
+        if scheme.split("+")[0] == "sqlite" and (database in ("", ":memory:") or "mode=memory" in database):
+            raise ValueError(
+                f"an in-memory SQLite database cannot hold the prediction log (each connection gets its own, "
+                f"empty one), got {uri!r}; use a file, e.g. sqlite:///.shipml/predictions.db"
+            )
+        return uri
