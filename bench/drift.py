@@ -138,7 +138,8 @@ def peak_mb() -> float:
 
 
 def child_shipml(data: Path, rows: int, repeats: int) -> dict[str, Any]:
-    from shipml.core.drift import ProfileBinnings, counts_of, feature_drift
+    from shipml.core.binning import ProfileBinnings, counts_of
+    from shipml.core.drift import feature_drift
 
     reference, current = load_frame(data / "reference.npz"), load_frame(data / f"current-{rows}.npz")
     loaded_mb = rss_mb()
@@ -210,7 +211,8 @@ def child_evidently(data: Path, rows: int, repeats: int) -> dict[str, Any]:
 def child_window(data: Path, expected_rows: int, repeats: int) -> dict[str, Any]:
     """Open the store, then time: read 24 h of per-minute histograms, sum them, judge them."""
     from shipml.adapters.store import PredictionStore
-    from shipml.core.drift import PREDICTION, ProfileBinnings, feature_drift
+    from shipml.core.binning import PREDICTION, ProfileBinnings
+    from shipml.core.drift import feature_drift
     from shipml.core.profile import ReferenceProfile
 
     window = json.loads((data / "window.json").read_text())
@@ -270,7 +272,7 @@ def run_child(python: str, tool: str, data: Path, rows: int, repeats: int) -> di
 def load_window(data: Path, total_rows: int) -> dict[str, Any]:
     """Count 24 h of generated predictions per minute on the profile's buckets and bulk-load them into a store."""
     from shipml.adapters.store import PredictionStore
-    from shipml.core.drift import PREDICTION, counts_of
+    from shipml.core.binning import PREDICTION, counts_of
 
     profile = reference_profile(load_frame(data / "reference.npz"))
     (data / "profile.json").write_text(profile.to_json())
@@ -400,7 +402,7 @@ def statistics_part(args: argparse.Namespace, data: Path, sizes: tuple[int, ...]
 
 
 def window_part(data: Path, total_rows: int, goals: Goals) -> None:
-    from shipml.core.drift import PREDICTION
+    from shipml.core.binning import PREDICTION
 
     print(f"# bulk-loading 24 h of per-minute histograms ({total_rows:,} generated rows) ...", flush=True)
     loaded = load_window(data, total_rows)

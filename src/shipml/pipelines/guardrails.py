@@ -9,8 +9,9 @@ judge is left out (it does not block ship), and the notes say why. ``ab report``
 
 from __future__ import annotations
 
-from shipml.core.drift import PREDICTION, worst
+from shipml.core.binning import PREDICTION
 from shipml.core.drift import Verdict as DriftVerdict
+from shipml.core.drift import worst
 from shipml.core.experiments import DRIFT, PERFORMANCE, Guardrail
 from shipml.core.monitor_report import SegmentReport
 

@@ -25,18 +25,9 @@ from shipml.adapters.store import FeatureWindow, PredictionStore
 from shipml.adapters.store.histogram_table import MinuteCounts
 from shipml.adapters.store.histograms import HistogramLayout
 from shipml.config import MonitorSettings
-from shipml.core.drift import (
-    PREDICTION,
-    DriftThresholds,
-    FeatureDrift,
-    ProfileBinnings,
-    Verdict,
-    counts_of,
-    domain_classifier_drift,
-    feature_drift,
-    psi,
-    worst,
-)
+from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
+from shipml.core.domain_drift import domain_classifier_drift
+from shipml.core.drift import DriftThresholds, FeatureDrift, Verdict, feature_drift, psi, worst
 from shipml.core.metrics import LOWER_IS_BETTER
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
 from shipml.core.performance import (

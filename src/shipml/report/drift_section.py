@@ -8,7 +8,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shipml.core.drift import MULTIVARIATE, PREDICTION, FeatureDrift, worst
+from shipml.core.binning import PREDICTION
+from shipml.core.drift import MULTIVARIATE, FeatureDrift, worst
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
 from shipml.report.markup import attrs, badge, esc, figure, fmt, utc
 from shipml.report.svg import PairedBar, Scale, hline, paired_bars, polyline, px, svg, time_axis

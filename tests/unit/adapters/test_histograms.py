@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore, StoreWriter, tables
-from shipml.core.drift import PREDICTION, ProfileBinnings, Verdict, counts_of
+from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
+from shipml.core.drift import Verdict
 from shipml.core.ids import Uuid7Generator
 from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.profile import ReferenceProfile, build_profile

@@ -11,23 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from shipml.core.drift import (
-    MULTIVARIATE,
+from shipml.core.binning import (
     NULL,
     PREDICTION,
     UNSEEN,
     Binning,
-    DriftThresholds,
-    FeatureDrift,
     ProfileBinnings,
     categorical_counts,
-    chi_square_pvalue,
     counts_of,
-    domain_classifier_drift,
+    numeric_counts,
+)
+from shipml.core.domain_drift import domain_classifier_drift
+from shipml.core.drift import (
+    MULTIVARIATE,
+    DriftThresholds,
+    FeatureDrift,
+    chi_square_pvalue,
     drift_of,
     feature_drift,
     js_distance,
-    numeric_counts,
     psi,
     total_variation,
 )

@@ -19,7 +19,8 @@ import pytest
 from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionRow, PredictionStore
 from shipml.config import Settings, settings_from_mapping
-from shipml.core.drift import PREDICTION, FeatureDrift, Verdict
+from shipml.core.binning import PREDICTION
+from shipml.core.drift import FeatureDrift, Verdict
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
 from shipml.core.performance import PerformanceEstimate

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shipml.core.drift import MULTIVARIATE, PREDICTION, FeatureDrift, worst
+from shipml.core.binning import PREDICTION
+from shipml.core.drift import MULTIVARIATE, FeatureDrift, worst
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
 from shipml.core.performance import PerformanceEstimate, wilson_interval
 from shipml.errors import ConfigError, ShipmlError

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shipml.adapters.store.batches import PredictionBatch
-from shipml.core.drift import PREDICTION, Binning, ProfileBinnings, counts_of
+from shipml.core.binning import PREDICTION, Binning, ProfileBinnings, counts_of
 from shipml.core.profile import ReferenceProfile
 
 Counts = npt.NDArray[np.int64]
