@@ -1,6 +1,7 @@
-"""The webhook notifier: a JSON (Slack-compatible) message when a model's monitoring verdict changes.
+"""The webhook notifier: a JSON message when a model's monitoring verdict changes.
 
-For teams without Prometheus and Alertmanager (``monitor.webhook_url``). A message goes out only on a change
+For teams without Prometheus and Alertmanager (``monitor.webhook_url``). What the message says is the caller's
+(``compose``: pipelines/alerts.py writes Slack's shape); this module delivers it. A message goes out only on a change
 (the last verdict sent per model is kept, in a small JSON file when a path is given, so that cron runs of the
 CLI remember it), at most once per model and verdict per cooldown, and is retried with exponential back-off on
 network errors, timeouts, 429 and 5xx. A notification never breaks the monitoring job: ``notify`` returns what
@@ -23,9 +24,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -35,15 +36,8 @@ import structlog
 log = structlog.get_logger("shipml.monitor")
 
 MAX_DELAY_S = 30.0  # no single wait between attempts (back-off or Retry-After) is longer than this
-_QUIET = frozenset({"no_drift", "not_enough_data", "no_data"})  # verdicts that are not an alarm
-_QUIET_TEXT = {
-    "no_drift": "back to no_drift",
-    "not_enough_data": "not enough data to judge",
-    "no_data": "no predictions served",
-}
-_FEATURES_IN_TEXT = 5  # the one-line summary names this many drifted features, then "+N more"
+QUIET = frozenset({"no_drift", "not_enough_data", "no_data"})  # verdicts that are not an alarm
 _STATE_VERSION = 1
-_HEADER_MAX, _SECTION_MAX = 150, 3000  # Slack Block Kit limits: header plain_text, section text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +65,7 @@ class VerdictChange:
     @property
     def alarming(self) -> bool:
         """Drift (or a warning, or an unknown verdict) or a performance drop: what someone must hear about."""
-        return self.verdict not in _QUIET or bool(self.drops)
+        return self.verdict not in QUIET or bool(self.drops)
 
 
 @dataclass(frozen=True)
@@ -96,7 +90,7 @@ class _Last:
 
     @property
     def alarming(self) -> bool:
-        return self.verdict not in _QUIET or self.dropped
+        return self.verdict not in QUIET or self.dropped
 
 
 @dataclass(frozen=True)
@@ -113,14 +107,20 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+# The message of a change: (the change, the verdict sent before for its model or the caller's ``previous``, now) to
+# the JSON body posted.
+Compose = Callable[["VerdictChange", str | None, float], Mapping[str, Any]]
+
+
 class WebhookNotifier:
-    """POSTs a Slack-compatible JSON message to ``url`` when a model's verdict changes; never raises."""
+    """POSTs the message ``compose`` writes to ``url`` when a model's verdict changes; never raises."""
 
     def __init__(
         self,
         url: str,
         cooldown_s: float,
         *,
+        compose: Compose,
         timeout_s: float = 5.0,
         attempts: int = 4,
         backoff_s: float = 1.0,
@@ -129,6 +129,7 @@ class WebhookNotifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cooldown_s = cooldown_s
+        self._compose = compose
         self.timeout_s = timeout_s
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
@@ -175,7 +176,7 @@ class WebhookNotifier:
         if reason:
             return NotifyResult(sent=False, suppressed=reason)
         previous = last.verdict if last is not None else change.previous
-        body = json.dumps(_message(change, previous, now), allow_nan=False).encode()
+        body = json.dumps(self._compose(change, previous, now), allow_nan=False).encode()
         attempts, error = self._deliver(body)
         if error is not None:
             log.warning(
@@ -355,117 +356,4 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-# the message
-
-
-def _message(change: VerdictChange, previous: str | None, now: float) -> dict[str, Any]:
-    """Slack's incoming-webhook shape: ``text`` (the notification line, and what non-Block-Kit receivers show),
-    ``blocks`` (header, details as a mrkdwn section, the hint as context) and a machine-readable ``shipml``."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(_header(change), _HEADER_MAX)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(_details(change, previous), _SECTION_MAX)}},
-    ]
-    if change.hint:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(_esc(change.hint), 2000)}]})
-    return {
-        "text": _esc(summary(change, now)),
-        "blocks": blocks,
-        "shipml": {
-            "model": change.model,
-            "verdict": change.verdict,
-            "previous": previous,
-            "features": list(change.features),
-            "drops": list(change.drops),
-            "since": change.since,
-            "until": change.until,
-            "report_id": change.report_id,
-        },
-    }
-
-
-def summary(change: VerdictChange, now: float) -> str:
-    """The one-line summary, e.g. "shipml: churn drift detected in 3 features (tenure, contract,
-    monthly_charges) over the last 24h" or "shipml: churn back to no_drift over the last 24h"."""
-    parts = []
-    if change.verdict in ("drift", "warn"):
-        what = "drift detected" if change.verdict == "drift" else "drift warning"
-        parts.append(what + _features_phrase(change.features))
-    elif change.verdict in _QUIET:
-        if not change.drops or change.verdict != "no_drift":
-            parts.append(_QUIET_TEXT[change.verdict])
-    else:
-        parts.append(f"verdict {change.verdict}")
-    if change.drops:
-        more = f" (+{len(change.drops) - 1} more)" if len(change.drops) > 1 else ""
-        parts.append(f"performance dropped: {change.drops[0]}{more}")
-    return f"shipml: {change.model} {' and '.join(parts)} {_window_phrase(change.since, change.until, now)}"
-
-
-def _features_phrase(features: tuple[str, ...]) -> str:
-    if not features:
-        return ""
-    shown = list(features[:_FEATURES_IN_TEXT])
-    if len(features) > _FEATURES_IN_TEXT:
-        shown.append(f"+{len(features) - _FEATURES_IN_TEXT} more")
-    noun = "feature" if len(features) == 1 else "features"
-    return f" in {len(features)} {noun} ({', '.join(shown)})"
-
-
-def _window_phrase(since: float, until: float, now: float) -> str:
-    length = _duration(until - since)
-    if abs(now - until) <= max(300.0, 0.05 * (until - since)):
-        return f"over the last {length}"
-    return f"over {length} ending {_stamp(until)}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(max(seconds, 0.0))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0 and (unit != "d" or s >= 2 * size):  # 24h reads as the config spells it
-            return f"{s // size}{unit}"
-    if s >= 3600:
-        return f"{s / 3600:.1f}h"
-    return f"{s}s"
-
-
-def _stamp(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _header(change: VerdictChange) -> str:
-    if change.verdict == "drift":
-        what = "drift detected"
-    elif change.verdict == "warn":
-        what = "drift warning"
-    else:
-        what = change.verdict
-    return f"shipml: {change.model}: {what}" + (", performance dropped" if change.drops else "")
-
-
-def _details(change: VerdictChange, previous: str | None) -> str:
-    lines = [
-        f"*Model:* {_esc(change.model)}",
-        f"*Verdict:* {_esc(change.verdict)}" + (f" (was {_esc(previous)})" if previous else ""),
-        f"*Window:* {_stamp(change.since)} to {_stamp(change.until)} ({_duration(change.until - change.since)})",
-    ]
-    if change.features:
-        names = ", ".join(_esc(f) for f in change.features)
-        lines.append(f"*Drifted features ({len(change.features)}):* {names}")
-    if change.drops:
-        lines.append("*Performance dropped:*")
-        lines.extend(f"• {_esc(d)}" for d in change.drops)
-    if change.report_id is not None:
-        lines.append(f"*Report:* #{change.report_id}")
-    return "\n".join(lines)
-
-
-def _esc(text: str) -> str:
-    """Slack reads ``&``, ``<`` and ``>`` as markup (``<!channel>`` would ping everyone): escape them."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-__all__ = ["MAX_DELAY_S", "NotifyResult", "VerdictChange", "WebhookNotifier", "summary"]
+__all__ = ["MAX_DELAY_S", "QUIET", "Compose", "NotifyResult", "VerdictChange", "WebhookNotifier"]

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from shipml.adapters.notify import VerdictChange
 from shipml.config import Settings
 from shipml.core.drift import FeatureDrift
 from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
 from shipml.core.performance import PerformanceEstimate
-from shipml.pipelines.alerts import change_of, notify_change
+from shipml.pipelines.alerts import change_of, message, notify_change
 
 
 def report(drifted: bool) -> DriftReport:
@@ -66,3 +67,79 @@ def test_a_verdict_is_sent_once_and_state_is_kept_in_home(
     assert len(bodies) == 1 and bodies[0]["shipml"]["features"] == ["tenure"]
     assert (tmp_path / "webhook_state.json").is_file()
     assert notify_change(Settings(home=str(tmp_path)), report(False), 3) is None  # no URL: nothing to do
+
+
+# the message
+
+DAY = 86_400.0
+NOW = 1_767_323_045.0  # 2026-01-02 03:04:05 UTC
+
+
+def change(verdict: str = "drift", **kw: Any) -> VerdictChange:
+    values: dict[str, Any] = {
+        "model": "churn",
+        "previous": "no_drift",
+        "verdict": verdict,
+        "features": ("tenure", "contract", "monthly_charges") if verdict == "drift" else (),
+        "since": NOW - DAY,
+        "until": NOW,
+        "report_id": 42,
+        "hint": "shipml monitor report --window 24h -o report.html",
+    }
+    values.update(kw)
+    return VerdictChange(**values)
+
+
+def test_message_is_slack_shaped_with_a_summary_details_and_a_machine_readable_object() -> None:
+    body = message(change(), "no_drift", NOW)
+    assert body["text"] == (
+        "shipml: churn drift detected in 3 features (tenure, contract, monthly_charges) over the last 24h"
+    )
+    header, section, context = body["blocks"]
+    assert header["type"] == "header" and header["text"]["type"] == "plain_text"
+    assert "churn" in header["text"]["text"] and len(header["text"]["text"]) <= 150
+    assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
+    details = section["text"]["text"]
+    for expected in ("tenure", "contract", "monthly_charges", "(was no_drift)", "#42", "2026-01-01 03:04 UTC"):
+        assert expected in details
+    assert context == {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": "shipml monitor report --window 24h -o report.html"}],
+    }
+    assert body["shipml"] == {
+        "model": "churn",
+        "verdict": "drift",
+        "previous": "no_drift",
+        "features": ["tenure", "contract", "monthly_charges"],
+        "drops": [],
+        "since": NOW - DAY,
+        "until": NOW,
+        "report_id": 42,
+    }
+
+
+def test_recovery_says_back_to_no_drift_and_a_drop_is_named() -> None:
+    first = message(change("drift", drops=("accuracy 0.71 vs holdout 0.80 (v3, a)",)), "no_drift", NOW)
+    second = message(change("no_drift", previous="drift"), "drift", NOW)
+    assert "performance dropped: accuracy 0.71 vs holdout 0.80 (v3, a)" in first["text"]
+    assert first["shipml"]["drops"] == ["accuracy 0.71 vs holdout 0.80 (v3, a)"]
+    assert "accuracy 0.71" in first["blocks"][1]["text"]["text"]
+    assert second["text"] == "shipml: churn back to no_drift over the last 24h"
+    assert second["shipml"]["previous"] == "drift"
+
+
+def test_a_past_window_is_named_by_its_end_and_many_features_are_shortened() -> None:
+    features = tuple(f"f{i}" for i in range(8))
+    body = message(change(features=features, since=NOW - 3600.0), "no_drift", NOW + 3 * DAY)
+    assert body["text"] == (
+        "shipml: churn drift detected in 8 features (f0, f1, f2, f3, f4, +3 more) over 1h ending 2026-01-02 03:04 UTC"
+    )
+    assert body["shipml"]["features"] == list(features)
+
+
+def test_slack_markup_in_names_is_escaped_so_nobody_gets_pinged() -> None:
+    body = message(change(features=("<!channel>", "a&b")), "no_drift", NOW)
+    for text in (body["text"], body["blocks"][1]["text"]["text"]):
+        assert "<!channel>" not in text
+        assert "&lt;!channel&gt;" in text and "a&amp;b" in text
+    assert body["shipml"]["features"] == ["<!channel>", "a&b"]  # the machine-readable part is raw
