@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from shipml.cli.app import ConfigOpt, RegistryOpt, _registry, _settings, app, err, out
+from shipml.cli.app import ConfigOpt, RegistryOpt, _settings, app, err, out
 
 if TYPE_CHECKING:
-    from shipml.adapters.store import PredictionStore
     from shipml.core.canary import Canary
     from shipml.pipelines.canary import CanaryController
+    from shipml.pipelines.workspace import Workspace
 
 deploy_app = typer.Typer(
     help="Canary deployments: a candidate version's traffic raised step by step while its guardrails hold.",
@@ -36,13 +36,13 @@ _STYLE = {
 
 def _controller(
     config: Path | None, registry_uri: str | None, check_every_s: float = 1.0
-) -> tuple[CanaryController, PredictionStore]:
-    from shipml.adapters.store import PredictionStore
+) -> tuple[CanaryController, Workspace]:
+    """The controller over the config's workspace (its store opened as the service opens it); close the workspace."""
     from shipml.pipelines.canary import CanaryController
+    from shipml.pipelines.workspace import Workspace
 
-    settings = _settings(config, registry_uri)
-    store = PredictionStore(settings.store.uri)
-    return CanaryController(settings, store, _registry(settings), check_every_s=check_every_s), store
+    ws = Workspace.open(_settings(config, registry_uri))
+    return CanaryController(ws.settings, ws.store, ws.registry, check_every_s=check_every_s), ws
 
 
 def _line(canary: Canary) -> str:
@@ -94,7 +94,7 @@ def deploy_canary(
     required = parse_required(require)
     interval_s = duration_s(interval, "--interval")
     every = duration_s(check_every, "--check-every") if check_every else max(0.5, min(interval_s / 10.0, 60.0))
-    controller, store = _controller(config, registry_uri, every)
+    controller, ws = _controller(config, registry_uri, every)
     try:
         with _stopped_by_sigterm():
             canary, started = controller.start(model, version, planned, interval_s, min_requests, required)
@@ -104,7 +104,7 @@ def deploy_canary(
             return _drive(controller, model, canary, every)
     finally:
         controller.close()  # another `deploy canary` drives at once
-        store.close()
+        ws.close()
 
 
 def _drive(controller: CanaryController, model: str, canary: Canary, every: float) -> int:
@@ -149,10 +149,10 @@ def deploy_status(
     registry_uri: RegistryOpt = None,
 ) -> int:
     """The canary of MODEL (or of every model): its state, and with --events its log. Exit 0: found, 1: none."""
-    from shipml.adapters.store import PredictionStore
+    from shipml.pipelines.workspace import Workspace
 
-    store = PredictionStore(_settings(config, registry_uri).store.uri)
-    try:
+    with Workspace.open(_settings(config, registry_uri)) as ws:
+        store = ws.store
         if model is None:
             found = store.canaries.all()
         else:
@@ -167,8 +167,6 @@ def deploy_status(
                 for e in store.canaries.events(canary.model, since=canary.started_at):
                     out.print(f"  {_clock(e.ts)} {e.event}: {e.percent:g} % {escape(e.reason)}")
         return 0
-    finally:
-        store.close()
 
 
 @deploy_app.command("abort")
@@ -179,11 +177,11 @@ def deploy_abort(
     registry_uri: RegistryOpt = None,
 ) -> None:
     """Stop the active canary of MODEL: its weight goes to 0 on every replica; the registry's aliases are untouched."""
-    controller, store = _controller(config, registry_uri)
+    controller, ws = _controller(config, registry_uri)
     try:
         out.print(_line(controller.abort(model, reason)))
     finally:
-        store.close()
+        ws.close()
 
 
 def _clock(ts: float | None = None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,7 +15,6 @@ from shipml.cli.app import (
     SinceOpt,
     UntilOpt,
     WindowOpt,
-    _registry,
     _settings,
     app,
     err,
@@ -58,25 +56,15 @@ def _run(
 ) -> tuple[ExperimentJob, ExperimentReport]:
     """Parse the window, then build the report (the job is returned for ``promote``); with ``save``, keep it
     in the store, where the service's experiment gauges read it."""
-    from shipml.adapters.store import PredictionStore
     from shipml.core.window import parse_window
-    from shipml.errors import StoreError
     from shipml.pipelines.experiments import ExperimentJob
+    from shipml.pipelines.workspace import Workspace
 
     span = parse_window(window if window or since else settings.monitor.window, since, until)
     name = _model_name(settings, model)
-    store = PredictionStore(settings.store.uri)
-    try:
-        job = ExperimentJob(settings, store, _registry(settings), Path(settings.home) / "cache")
-        report = job.report(name, span)
-        if save:
-            try:
-                store.experiments.save(report)
-            except StoreError as exc:  # the verdict stands; only the gauges miss this report
-                err.print(f"[yellow]warning:[/] the report is not stored: {escape(exc.message)}")
-        return job, report
-    finally:
-        store.close()
+    with Workspace.open(settings) as ws:
+        job = ExperimentJob.of(ws)
+        return job, job.report(name, span, save=save)
 
 
 @ab_app.command("report")

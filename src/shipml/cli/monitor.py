@@ -27,7 +27,9 @@ from shipml.errors import ConfigError
 if TYPE_CHECKING:  # the job (numpy, scipy, sklearn, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
     from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
+    from shipml.core.window import Window
     from shipml.pipelines.experiment_history import ExperimentHistory
+    from shipml.pipelines.workspace import Workspace
 
 monitor_app = typer.Typer(help="Drift and model performance from the prediction store.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
@@ -51,21 +53,10 @@ def _model_name(settings: Settings, model: str | None) -> str:
     raise ConfigError([f"--model: required (the config names no model, serve.model is not set, and {which})"])
 
 
-def run_job(
-    settings: Settings, model: str, window: str | None, since: str | None, until: str | None, recompute: bool
-) -> tuple[DriftReport, int | None]:
-    """Parse the window, run the job, store the report; the report and its id."""
-    from shipml.adapters.store import PredictionStore
+def _window(settings: Settings, window: str | None, since: str | None, until: str | None) -> Window:
     from shipml.core.window import parse_window
-    from shipml.pipelines.monitor import MonitorJob
 
-    span = parse_window(window if window or since else settings.monitor.window, since, until)
-    store = PredictionStore(settings.store.uri)
-    try:
-        job = MonitorJob(settings.monitor, store, _registry(settings), Path(settings.home) / "cache")
-        return job.run(model, span, recompute=recompute)
-    finally:
-        store.close()
+    return parse_window(window if window or since else settings.monitor.window, since, until)
 
 
 @monitor_app.command("drift")
@@ -83,16 +74,18 @@ def monitor_drift(
 ) -> int:
     """Judge drift and performance over a window; store the report. Exit 0: no drift, 1: drift or a
     performance drop, 2: bad input."""
+    from shipml.pipelines.monitor import run_monitoring
+    from shipml.pipelines.workspace import Workspace
+
     settings = _settings(config, registry_uri)
     name = _model_name(settings, model)
-    report, report_id = run_job(settings, name, window, since, until, recompute)
+    span = _window(settings, window, since, until)
+    with Workspace.open(settings) as ws:  # the report is stored, and monitor.webhook_url told of a new verdict
+        report, report_id = run_monitoring(ws, name, span, recompute=recompute)
     if as_json:
         out.print_json(report.to_json())
     else:
         _print(report, report_id)
-    from shipml.pipelines.alerts import notify_change
-
-    notify_change(settings, report, report_id)  # monitor.webhook_url, when set; never fails the job
     return 1 if report.alarm else 0
 
 
@@ -151,37 +144,35 @@ def monitor_report(
 ) -> None:
     """Run the job over the window and write its report as one self-contained HTML page; when the config runs an
     experiment (serve.variants with a challenger), the page also shows it over the same window."""
+    from shipml.pipelines.monitor import MonitorJob
+    from shipml.pipelines.workspace import Workspace
     from shipml.report import write_report
 
     if not output.parent.resolve().is_dir():  # before the job runs, not after
         raise ConfigError([f"--output: {output}: directory {output.parent} does not exist"])
     settings = _settings(config, registry_uri)
     name = _model_name(settings, model)
-    report, report_id = run_job(settings, name, window or ("7d" if not since else None), since, until, False)
-    experiment = _experiment(settings, name, report)
+    span = _window(settings, window or ("7d" if not since else None), since, until)
+    with Workspace.open(settings) as ws:
+        report, report_id = MonitorJob.of(ws).run(name, span)
+        experiment = _experiment(ws, name, span)
     write_report(report, output, report_id=report_id, experiment=experiment)
     shown = f", experiment {experiment.report.verdict}" if experiment is not None else ""
     out.print(f"wrote {output} (report {report_id}, verdict {report.verdict}{shown})")
 
 
-def _experiment(settings: Settings, model: str, report: DriftReport) -> ExperimentHistory | None:
+def _experiment(ws: Workspace, model: str, window: Window) -> ExperimentHistory | None:
     """The config's experiment over the report's window, at cumulative cuts; None without one."""
-    from shipml.adapters.store import PredictionStore
-    from shipml.core.window import Window
     from shipml.pipelines.experiment_history import experiment_models, has_experiment, monitored_experiment
 
-    if not has_experiment(settings):
+    if not has_experiment(ws.settings):
         return None
-    if model not in experiment_models(settings):
-        served = ", ".join(experiment_models(settings))
+    if model not in experiment_models(ws.settings):
+        served = ", ".join(experiment_models(ws.settings))
         err.print(f"[yellow]note:[/] no experiment section: the experiment's variants serve {escape(served)}, not "
                   f"{escape(model)}")  # fmt: skip
         return None
-    store = PredictionStore(settings.store.uri)
-    try:
-        return monitored_experiment(settings, store, _registry(settings), model, Window(report.since, report.until))
-    finally:
-        store.close()
+    return monitored_experiment(ws, model, window)
 
 
 def _performance_table(entries: tuple[PerformanceEntry, ...]) -> Table:

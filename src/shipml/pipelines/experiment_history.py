@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from shipml.adapters.registry import MlflowRegistry, ModelRef
-from shipml.adapters.store import PredictionStore
+from shipml.adapters.registry import ModelRef
 from shipml.config import Settings
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.jsonable import from_jsonable, jsonable
 from shipml.core.window import Window
 from shipml.pipelines.experiments import ExperimentJob
+from shipml.pipelines.workspace import Workspace
 
 EXPERIMENT_CUTS = 12  # the report's experiment over time: at most this many cumulative reports
 MIN_CUT_S = 60.0  # cuts at least a minute apart: a shorter window has fewer of them
@@ -75,16 +74,10 @@ def experiment_models(settings: Settings) -> list[str]:
 
 
 def monitored_experiment(
-    settings: Settings,
-    store: PredictionStore,
-    registry: MlflowRegistry,
-    model: str,
-    window: Window,
-    points: int = EXPERIMENT_CUTS,
+    ws: Workspace, model: str, window: Window, points: int = EXPERIMENT_CUTS
 ) -> ExperimentHistory | None:
     """The history of the config's experiment over ``window`` for the monitoring report of ``model``; None when the
     config has no experiment or none of its variants serves ``model``."""
-    if not has_experiment(settings) or model not in experiment_models(settings):
+    if not has_experiment(ws.settings) or model not in experiment_models(ws.settings):
         return None
-    job = ExperimentJob(settings, store, registry, Path(settings.home) / "cache")
-    return experiment_history(job, model, window, points)
+    return experiment_history(ExperimentJob.of(ws), model, window, points)

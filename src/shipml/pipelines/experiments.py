@@ -68,6 +68,7 @@ from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused, RegistryError, StoredReportUnreadable
 from shipml.pipelines.guardrails import monitored_guardrails
 from shipml.pipelines.promote import promote
+from shipml.pipelines.workspace import Workspace
 
 ACCURACY = "accuracy"
 NEGATIVE_ABSOLUTE_ERROR = "negative_absolute_error"
@@ -162,9 +163,15 @@ class ExperimentJob:
         else:
             self.primaries, self.shadows = [_Arm(n, "primary", m, w) for n, m, w in variants], []
 
-    def report(self, model: str, window: Window) -> ExperimentReport:
-        """The experiment's report over ``window``; ``model`` names it (a registered model one of its variants
-        serves: each variant's rows are read under its own reference's model)."""
+    @classmethod
+    def of(cls, ws: Workspace, *, variants: Sequence[tuple[str, str, float]] | None = None) -> ExperimentJob:
+        """The job over ``ws``'s store and registry (``variants`` as in the constructor)."""
+        return cls(ws.settings, ws.store, ws.registry, ws.cache_dir, variants=variants)
+
+    def report(self, model: str, window: Window, *, save: bool = False) -> ExperimentReport:
+        """The experiment's report over ``window`` (stored when ``save``, where the service's experiment gauges read
+        it); ``model`` names it (a registered model one of its variants serves: each variant's rows are read under
+        its own reference's model)."""
         now = time.time()
         self._check_model(model)
         rows = {a.name: self._read(a, window) for a in self.primaries}
@@ -192,11 +199,14 @@ class ExperimentJob:
         )
         shadows = [self._shadow(arm, rows, champion, run) for arm in self.shadows]
         verdict, reasons, winner = _overall(champion, challengers)
-        return ExperimentReport(
+        report = ExperimentReport(
             model, window.since, window.until, now, run.metric, run.kind, champion.name,
             (*summaries, *(summary for summary, _ in shadows)), srm, challengers, tuple(r for _, r in shadows),
             verdict, reasons, winner, tuple(run.notes),
         )  # fmt: skip
+        if save:
+            self.store.experiments.save(report)
+        return report
 
     def promote(
         self, report: ExperimentReport, variant: str | None = None, *, force: bool = False, reason: str = ""

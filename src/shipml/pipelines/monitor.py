@@ -38,7 +38,9 @@ from shipml.core.performance import (
     realised_performance,
 )
 from shipml.core.window import Window
+from shipml.pipelines.alerts import notify_change
 from shipml.pipelines.bundle import REFERENCE_SAMPLE_ARTIFACT, ModelBundle, load_bundle
+from shipml.pipelines.workspace import Workspace
 
 SERIES_SLICES = 24  # the report's "over time": the window cut in at most this many slices
 PERFORMANCE_SLICES = 12
@@ -82,6 +84,11 @@ class MonitorJob:
         self.cache_dir = cache_dir
         self.thresholds = thresholds_of(settings)
         self._versions: dict[tuple[str, str], Version] = {}
+
+    @classmethod
+    def of(cls, ws: Workspace) -> MonitorJob:
+        """The job over ``ws``'s store and registry, with its monitor settings."""
+        return cls(ws.settings.monitor, ws.store, ws.registry, ws.cache_dir)
 
     def version(self, model: str, version: str) -> Version:
         key = (model, version)
@@ -290,6 +297,17 @@ class MonitorJob:
             judged = performance_drop(e, float(reference), s.performance_tolerance, e.metric in LOWER_IS_BETTER)
             out.append(PerformanceEntry(e, float(reference), judged.flagged, judged.reason))
         return tuple(out)
+
+
+def run_monitoring(
+    ws: Workspace, model: str, window: Window, *, recompute: bool = False, job: MonitorJob | None = None
+) -> tuple[DriftReport, int | None]:
+    """One run of the monitoring job, composed once for the CLI and the service's schedule: the report of ``model``
+    over ``window``, stored, then its verdict sent to ``monitor.webhook_url`` when it changed (never raises for
+    the webhook); the report and its id. ``job``: a job kept between runs (its loaded versions)."""
+    report, report_id = (job or MonitorJob.of(ws)).run(model, window, recompute=recompute)
+    notify_change(ws.settings, report, report_id)
+    return report, report_id
 
 
 def _summed(minutes: Sequence[MinuteCounts], binnings: ProfileBinnings) -> dict[str, np.ndarray]:

@@ -73,13 +73,7 @@ def create_app(
             )
         store = given_store
         if store is None:
-            store = await anyio.to_thread.run_sync(
-                lambda: PredictionStore(
-                    settings.store.uri,
-                    sqlite_synchronous=settings.store.sqlite_synchronous,
-                    histogram_flush_s=settings.store.histogram_flush_s,
-                )
-            )
+            store = await anyio.to_thread.run_sync(PredictionStore.open, settings.store)
         committing = settings.store.durability == "commit"
         writer = StoreWriter(
             store,

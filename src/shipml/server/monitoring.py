@@ -16,7 +16,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar, get_args
 
 import anyio.to_thread
@@ -32,7 +31,7 @@ from shipml.core.experiment_report import ExperimentReport
 from shipml.core.experiments import Verdict
 from shipml.core.monitor_report import DriftReport
 from shipml.errors import StoreError
-from shipml.pipelines.alerts import notify_change
+from shipml.pipelines.workspace import Workspace
 
 if TYPE_CHECKING:
     from shipml.core.window import Window
@@ -233,9 +232,9 @@ class ScheduledMonitor:
     def __init__(self, settings: Settings, store: PredictionStore, registry: MlflowRegistry, model: str) -> None:
         self.settings = settings
         self.store = store
+        self.workspace = Workspace(settings, store, registry)  # the service's store and registry, for the jobs
         self.model = model
         self.holder = new_holder()
-        self.registry = registry
         self._job: MonitorJob | None = None
         self._experiments: ExperimentJob | None = None
         self._task: asyncio.Task[None] | None = None
@@ -246,7 +245,7 @@ class ScheduledMonitor:
         from shipml.pipelines.monitor import MonitorJob
 
         if self._job is None:
-            self._job = MonitorJob(self.settings.monitor, self.store, self.registry, Path(self.settings.home) / "cache")
+            self._job = MonitorJob.of(self.workspace)
         return self._job
 
     @property
@@ -259,8 +258,7 @@ class ScheduledMonitor:
         from shipml.pipelines.experiments import ExperimentJob
 
         if self._experiments is None:
-            cache = Path(self.settings.home) / "cache"
-            self._experiments = ExperimentJob(self.settings, self.store, self.registry, cache)
+            self._experiments = ExperimentJob.of(self.workspace)
         return self._experiments
 
     def start(self) -> None:
@@ -299,27 +297,28 @@ class ScheduledMonitor:
         return ran
 
     def _monitor(self, window: Window) -> bool:
+        from shipml.pipelines.monitor import run_monitoring
+
         try:
-            report, report_id = self.job.run(self.model, window)
+            report, report_id = run_monitoring(self.workspace, self.model, window, job=self.job)
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the stale gauge raises the alarm
             log.warning("monitor_run_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
             return False
         log.info(
             "monitor_run", model=self.model, verdict=report.verdict, report=report_id, drop=report.performance_drop
         )
-        notify_change(self.settings, report, report_id)  # monitor.webhook_url, when set
         return True
 
-    def _experiment(self, window: Window) -> int | None:
-        """Compute and store the experiment's report over ``window``; its id (None when it failed, logged)."""
+    def _experiment(self, window: Window) -> ExperimentReport | None:
+        """Compute and store the experiment's report over ``window`` (None when it failed, logged)."""
         try:
-            report = self.experiments.report(self.model, window)
-            report_id = self.store.experiments.save(report)
+            report = self.experiments.report(self.model, window, save=True)
         except Exception as exc:  # noqa: BLE001 - the service keeps serving; the report's timestamp gauge ages
             log.warning("experiment_run_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
             return None
-        log.info("experiment_run", model=self.model, verdict=report.verdict, report=report_id, winner=report.winner)
-        return report_id
+        log.info("experiment_run", model=self.model, verdict=report.verdict, created=report.created,
+                 winner=report.winner)  # fmt: skip
+        return report
 
 
 __all__ = [

@@ -33,6 +33,7 @@ from shipml.pipelines.experiment_history import (
     monitored_experiment,
 )
 from shipml.pipelines.experiments import ExperimentJob
+from shipml.pipelines.workspace import Workspace
 from shipml.report import render_report, write_report
 from shipml.report.experiment_section import CHECKS
 from tests.unit.pipelines.test_report import _parse, synthetic_report
@@ -338,9 +339,9 @@ def test_without_an_experiment_the_page_is_as_before(store: PredictionStore) -> 
     window = Window(now - HOUR, now)
     single = settings_from_mapping({"serve": {"model": "churn@production"}})
     assert not has_experiment(single)
-    assert monitored_experiment(single, store, Registry(), "churn", window) is None  # type: ignore[arg-type]
+    assert monitored_experiment(Workspace(single, store, Registry()), "churn", window) is None  # type: ignore[arg-type]
     # an experiment of other models: nothing to show in churn's report
-    assert monitored_experiment(experiment_settings(), store, Registry(), "fraud", window) is None  # type: ignore[arg-type]
+    assert monitored_experiment(Workspace(experiment_settings(), store, Registry()), "fraud", window) is None  # type: ignore[arg-type]
     report = synthetic_report()
     page = render_report(report, report_id=3, experiment=None)
     assert page == render_report(report, report_id=3)
@@ -350,7 +351,8 @@ def test_without_an_experiment_the_page_is_as_before(store: PredictionStore) -> 
 
 def test_the_section_comes_with_the_drift_report_of_the_same_window(experiment: Experiment, tmp_path: Path) -> None:
     """The page keeps every drift figure and adds the section, linked from the header."""
-    found = monitored_experiment(experiment.settings, experiment.store, Registry(), "churn", experiment.window)  # type: ignore[arg-type]
+    ws = Workspace(experiment.settings, experiment.store, Registry())  # type: ignore[arg-type]
+    found = monitored_experiment(ws, "churn", experiment.window)
     assert found is not None and found.report.verdict == experiment.history.report.verdict
     report = synthetic_report()
     page = render_report(report, experiment=experiment.history)

@@ -24,6 +24,7 @@ from shipml.adapters.store.histogram_table import Histograms
 from shipml.adapters.store.leases import Leases
 from shipml.adapters.store.predictions import Predictions
 from shipml.adapters.store.reports import Reports
+from shipml.config import StoreSettings
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport
 
@@ -43,6 +44,13 @@ class PredictionStore:
         )
         self.canaries = Canaries(self.database)
         self.leases = Leases(self.database)
+
+    @classmethod
+    def open(cls, settings: StoreSettings) -> PredictionStore:
+        """The store of ``settings`` (``store:`` of the config), as the service and every command open it."""
+        return cls(
+            settings.uri, sqlite_synchronous=settings.sqlite_synchronous, histogram_flush_s=settings.histogram_flush_s
+        )
 
     def close(self) -> None:
         self.database.close()
