@@ -27,6 +27,7 @@ from shipml.adapters.store import (
     StoreWriter,
     slots_for,
 )
+from shipml.core.canary import Canary
 from shipml.core.monitor_report import DriftReport
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, store_uri_for
@@ -439,10 +440,15 @@ CALLS: dict[str, Any] = {
     "reports.recent": lambda s: s.reports.recent("churn", limit=3),
     "reports.latest_per_model": lambda s: s.reports.latest_per_model(),
     "experiments.latest": lambda s: s.experiments.latest("churn"),
-    "canaries.save": lambda s: s.canaries.save("churn", "{}"),
+    "canaries.save": lambda s: s.canaries.save(
+        Canary("churn", "2", "main", (50.0, 100.0), 60.0, 10, 1.0, 1.0), expect=None
+    ),
     "canaries.read": lambda s: s.canaries.read("churn"),
+    "canaries.all": lambda s: s.canaries.all(),
     "canaries.events": lambda s: s.canaries.events("churn"),
     "leases.acquire": lambda s: s.leases.acquire("monitor:churn", "me", 1.0),
+    "leases.release": lambda s: s.leases.release("monitor:churn", "me"),
+    "leases.holder": lambda s: s.leases.holder("monitor:churn"),
 }
 
 
