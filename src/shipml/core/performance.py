@@ -7,6 +7,9 @@ for calibrated probabilities, so it is refused when the version's holdout calibr
 Intervals: Wilson score for accuracy (a proportion); a percentile bootstrap of the rows for f1, roc_auc, rmse
 and mae (f1 has no closed form); for estimates, the spread of the realised metric when labels are drawn from
 the probabilities (normal approximation of the Poisson-binomial for accuracy, simulated for f1 and roc_auc).
+
+About 400 lines and one concept: realised and estimated performance share their metrics, intervals and bootstrap,
+and each half alone would be read with the other open beside it.
 """
 
 from __future__ import annotations
