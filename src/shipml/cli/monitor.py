@@ -26,9 +26,9 @@ from shipml.errors import ConfigError
 
 if TYPE_CHECKING:  # the job (numpy, scipy, sklearn, MLflow) is imported by the commands, not at start-up
     from shipml.config import Settings
+    from shipml.core.experiment_history import ExperimentHistory
     from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
     from shipml.core.window import Window
-    from shipml.pipelines.experiment_history import ExperimentHistory
     from shipml.pipelines.workspace import Workspace
 
 monitor_app = typer.Typer(help="Drift and model performance from the prediction store.", no_args_is_help=True)

@@ -8,43 +8,15 @@ through the points is the sequential boundary, the decision being taken at the f
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 from shipml.adapters.registry import ModelRef
 from shipml.config import Settings
-from shipml.core.experiment_report import ExperimentReport
-from shipml.core.jsonable import from_jsonable, jsonable
+from shipml.core.experiment_history import ExperimentHistory
 from shipml.core.window import Window
 from shipml.pipelines.experiments import ExperimentJob
 from shipml.pipelines.workspace import Workspace
 
 EXPERIMENT_CUTS = 12  # the report's experiment over time: at most this many cumulative reports
 MIN_CUT_S = 60.0  # cuts at least a minute apart: a shorter window has fewer of them
-
-
-@dataclass(frozen=True)
-class ExperimentHistory:
-    """The experiment's reports over [since, cut) for increasing cuts; the last cut is the window's end, so the
-    last point is the report of the whole window."""
-
-    points: tuple[ExperimentReport, ...]
-
-    def __post_init__(self) -> None:
-        if not self.points:
-            raise ValueError("an experiment history needs at least one report")
-
-    @property
-    def report(self) -> ExperimentReport:
-        """The report of the whole window."""
-        return self.points[-1]
-
-    def to_json(self) -> str:
-        return json.dumps({"points": [jsonable(p) for p in self.points]})
-
-    @classmethod
-    def from_json(cls, text: str) -> ExperimentHistory:
-        return cls(tuple(from_jsonable(ExperimentReport, p) for p in json.loads(text)["points"]))
 
 
 def cuts(window: Window, points: int = EXPERIMENT_CUTS) -> list[float]:

@@ -3,7 +3,8 @@ when the config runs one, its experiment over the same window.
 
 ``page`` builds the page and writes it; ``drift_section`` draws a segment's drift and performance,
 ``experiment_section`` the experiment; ``markup`` and ``svg`` are their shared text and chart pieces. Rendering
-only: the values come from core and the jobs of ``pipelines``, nothing here reads the store or the registry.
+only: the values are core's (``DriftReport``, ``ExperimentHistory``, made by the jobs of ``pipelines``); nothing here
+reads the store or the registry.
 """
 
 from shipml.report.page import render_report, write_report

@@ -18,9 +18,9 @@ from shipml.report.markup import attrs, badge, esc, figure, utc
 from shipml.report.svg import PairedBar, Scale, hline, paired_bars, polyline, px, svg, time_axis
 
 if TYPE_CHECKING:
+    from shipml.core.experiment_history import ExperimentHistory
     from shipml.core.experiment_report import ChallengerResult, ExperimentReport, VariantSummary
     from shipml.core.experiments import Comparison, Guardrail, SampleRatio
-    from shipml.pipelines.experiment_history import ExperimentHistory
 
 # verdicts and statuses drawn in the page's colours (markup.COLOURS)
 VERDICT_STATES = {

@@ -26,7 +26,7 @@ from shipml.report.experiment_section import VERDICT_STATES, experiment_section
 from shipml.report.markup import COLOURS, badge, esc, figure, json_for_script, utc
 
 if TYPE_CHECKING:
-    from shipml.pipelines.experiment_history import ExperimentHistory
+    from shipml.core.experiment_history import ExperimentHistory
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"  # nothing may be fetched, no script may run
 CSS = """

@@ -22,11 +22,11 @@ import pytest
 from shipml.adapters.registry import ModelRef
 from shipml.adapters.store import PredictionRow, PredictionStore
 from shipml.config import Settings, settings_from_mapping
+from shipml.core.experiment_history import ExperimentHistory
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport
 from shipml.core.window import Window
 from shipml.pipelines.experiment_history import (
-    ExperimentHistory,
     cuts,
     experiment_history,
     has_experiment,
