@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.markdown import github_anchor
 from tests.support.prometheus import (
     ALERTMANAGER_CONFIG,
     PROMETHEUS_CONFIG,
@@ -59,11 +60,6 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 def alert_rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
-
-
-def github_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to dashes."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 # ---------------------------------------------------------------- (a) promtool on the rules

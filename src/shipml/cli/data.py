@@ -102,7 +102,7 @@ def _next_steps(name: str, data: Path) -> list[str]:
         f"shipml predict {data} -m {name}@production -o scores.parquet",
         f"shipml serve    # {name}@production on http://127.0.0.1:8000 (POST /predict)",
         "shipml ui       # MLflow's UI on http://127.0.0.1:5000",
-        "# then the README's monitoring tour: serve, send traffic, ask what drifted:",
+        "# then the monitoring tour (docs/monitoring.md), to see what drifted:",
         "shipml monitor drift --window 1h",
     ]
 
