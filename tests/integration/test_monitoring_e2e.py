@@ -22,8 +22,8 @@ from tests.integration.test_report_browser import _colours as colours
 from tests.integration.test_report_browser import _open as open_in_chromium
 from tests.support.cli import one_error_line, shipml
 from tests.support.prometheus import prometheus_stack
+from tests.support.report import figures
 from tests.support.server import Server, start_server
-from tests.unit.pipelines.test_report import figures
 
 pytestmark = [pytest.mark.integration]
 

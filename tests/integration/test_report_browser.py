@@ -20,8 +20,7 @@ from shipml.report import write_report
 from shipml.report.experiment_section import BAND, CHECKS
 from shipml.report.markup import COLOURS
 from tests.support.cli import shipml
-from tests.unit.pipelines.test_experiment_section import log, make_experiment, spread
-from tests.unit.pipelines.test_report import _parse, sample_report, synthetic_report
+from tests.support.report import log, make_experiment, parse, sample_report, spread, synthetic_report
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +154,7 @@ def test_monitor_report_draws_the_experiment_that_ab_report_judges(tmp_path: Pat
     assert f"experiment {expected['verdict']}" in done.stdout
 
     page = (root / "page.html").read_text()
-    elements = _parse(page)
+    elements = parse(page)
     (verdict,) = elements.marked("experiment_verdict")
     assert verdict["verdict"] == expected["verdict"]
     last = elements.marked("difference_interval")[-1]

@@ -26,9 +26,9 @@ from shipml.adapters.store import PredictionStore
 from shipml.cli import data, experiments, models, monitor
 from shipml.cli.tables import FOLD_MIN, show
 from shipml.core.validation import ValidationIssue, ValidationReport
+from tests.support.report import sample_report, synthetic_report
 from tests.unit.pipelines.test_experiments_job import labelled, log, report
 from tests.unit.pipelines.test_experiments_job import settings as experiment_settings
-from tests.unit.pipelines.test_report import sample_report, synthetic_report
 
 WIDTH = 80
 app = importlib.import_module("shipml.cli.app")  # the module (``shipml.cli.app`` names the typer app)

@@ -5,23 +5,18 @@ without an experiment makes the page of today (the registry is a stand-in that o
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
 
-from shipml.adapters.registry import ModelRef
-from shipml.adapters.store import PredictionRow, PredictionStore
-from shipml.config import Settings, settings_from_mapping
+from shipml.adapters.store import PredictionStore
+from shipml.config import settings_from_mapping
 from shipml.core.experiment_history import ExperimentHistory
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport
@@ -36,103 +31,17 @@ from shipml.pipelines.experiments import ExperimentJob
 from shipml.pipelines.workspace import Workspace
 from shipml.report import render_report, write_report
 from shipml.report.experiment_section import CHECKS
-from tests.unit.pipelines.test_report import _parse, synthetic_report
-from tests.unit.pipelines.test_report import _segment as segment
-
-HOUR = 3600.0
-_ids = itertools.count()
-
-
-class Registry:
-    """Resolves ``churn/N`` to version N: all the experiment report asks of the registry."""
-
-    def resolve(self, ref: ModelRef) -> Any:
-        return SimpleNamespace(name=ref.name, version=ref.version or "7")
-
-
-def experiment_settings(weights: tuple[float, float] = (0.5, 0.5), shadow: bool = False) -> Settings:
-    serve: dict[str, Any] = {
-        "variants": [
-            {"name": "champion", "model": "churn/1", "weight": weights[0]},
-            {"name": "challenger", "model": "churn/2", "weight": weights[1]},
-        ]
-    }
-    if shadow:
-        serve["shadow"] = [{"name": "candidate", "model": "churn/3", "fraction": 0.25}]
-    return settings_from_mapping({"serve": serve})
-
-
-def log(
-    store: PredictionStore,
-    variant: str,
-    times: Sequence[float],
-    correct: Sequence[bool | None],
-    *,
-    keys: Sequence[str | None] | None = None,
-    role: str = "primary",
-    status: str = "ok",
-) -> list[str]:
-    """A row of ``variant`` at each of ``times`` predicting "1"; feedback "1" (right) or "0" (wrong), none for None."""
-    ids = [f"x{next(_ids):07d}" for _ in times]
-    rows = [
-        PredictionRow(
-            pid, ts, "churn", "1", variant, {}, {"predicted_class": "1", "probabilities": {"0": 0.4, "1": 0.6}},
-            1.0, role, keys[i] if keys is not None else None, status=status,
-        )
-        for i, (pid, ts) in enumerate(zip(ids, times, strict=True))
-    ]  # fmt: skip
-    store.predictions.write(rows)
-    for pid, right in zip(ids, correct, strict=True):
-        if right is not None:
-            store.feedback.add(pid, "1" if right else "0", None)
-    return ids
-
-
-def spread(window: Window, n: int, rng: np.random.Generator) -> list[float]:
-    """``n`` sorted times drawn uniformly inside ``window``."""
-    return sorted(rng.uniform(window.since, window.until, n).tolist())
-
-
-@dataclass
-class Experiment:
-    settings: Settings
-    store: PredictionStore
-    window: Window
-    history: ExperimentHistory
-
-    def job(self) -> ExperimentJob:
-        return ExperimentJob(self.settings, self.store, Registry())  # type: ignore[arg-type]
-
-    def page(self) -> str:
-        drift = DriftReport("churn", self.window.since, self.window.until, self.window.until, ())
-        return render_report(drift, report_id=1, experiment=self.history)
-
-
-def make_experiment(root: Path, n: int = 400) -> Experiment:
-    """Twelve hours of a 50/50 experiment ending an hour ago: the champion right 65 % of the time, the challenger
-    95 %, every request with its own routing key; the champion also refused 10 records (its error rate is the
-    guardrail's), and a shadow copied a quarter of the champion's keyed requests."""
-    rng = np.random.default_rng(11)
-    now = time.time()
-    window = Window(now - 13 * HOUR, now - HOUR)
-    store = PredictionStore(f"sqlite:///{root}/predictions.db")
-    champion_times = spread(window, n, rng)
-    champion_keys = [f"c{i}" for i in range(n)]
-    log(store, "champion", champion_times, (rng.random(n) < 0.65).tolist(), keys=champion_keys)
-    log(store, "champion", spread(window, 10, rng), [None] * 10, status="invalid")
-    log(store, "challenger", spread(window, n, rng), (rng.random(n) < 0.95).tolist(),
-        keys=[f"t{i}" for i in range(n)])  # fmt: skip
-    copied = list(range(0, n, 4))
-    log(store, "candidate", [champion_times[i] + 0.001 for i in copied], [None] * len(copied),
-        keys=[champion_keys[i] for i in copied], role="shadow")  # fmt: skip
-    # monitoring's report of both variants over the window (no drift in either's predictions), which the drift and
-    # performance guardrails read
-    drift = DriftReport("churn", window.since, window.until, window.until, (segment("1", "champion", 0.0),
-                        segment("2", "challenger", 0.0)))  # fmt: skip
-    store.reports.save(drift)
-    s = experiment_settings(shadow=True)
-    history = experiment_history(ExperimentJob(s, store, Registry()), "churn", window)  # type: ignore[arg-type]
-    return Experiment(s, store, window, history)
+from tests.support.report import (
+    HOUR,
+    Experiment,
+    Registry,
+    experiment_settings,
+    log,
+    make_experiment,
+    parse,
+    spread,
+    synthetic_report,
+)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +89,7 @@ def test_the_history_has_a_report_per_cut_and_the_last_is_the_windows(experiment
 
 def test_the_sections_figures_are_the_reports_numbers(experiment: Experiment) -> None:
     r = experiment.history.report
-    elements = _parse(experiment.page())
+    elements = parse(experiment.page())
     (verdict,) = elements.marked("experiment_verdict")
     assert verdict["verdict"] == r.verdict == "ship"
     assert int(_one(elements.figures, figure="experiment_cuts")["value"]) == 12
@@ -227,7 +136,7 @@ def test_the_band_at_the_last_cut_is_the_windows_interval(experiment: Experiment
     """The marks are the history's intervals cut by cut, and the last is the interval `ab report` gives for the
     whole window."""
     whole = experiment.job().report("churn", experiment.window).challengers[0]
-    elements = _parse(experiment.page())
+    elements = parse(experiment.page())
     band = [f for f in elements.marked("difference_interval") if f["variant"] == "challenger"]
     drawn = [(p.until, p.challengers[0].primary.difference) for p in experiment.history.points]
     assert [float(f["until"]) for f in band] == [t for t, d in drawn if math.isfinite(d.estimate)]
@@ -255,7 +164,7 @@ def _charts(page: str) -> list[str]:
 def test_the_band_is_drawn_on_the_side_of_zero_it_is_on(experiment: Experiment) -> None:
     """In pixels: the zero line crosses a cut's bar exactly when its interval holds 0, and the points narrow
     towards the end (the sequential boundary tightens as labels come in)."""
-    charts = [_parse(c) for c in _charts(experiment.page())]
+    charts = [parse(c) for c in _charts(experiment.page())]
     intervals = [g for g in experiment.history.report.challengers[0].guardrails if g.name not in CHECKS]
     assert len(charts) == 1 + len(intervals) + 1  # the difference, each guardrail's, the sample ratio bars
     crossed = []
@@ -269,7 +178,7 @@ def test_the_band_is_drawn_on_the_side_of_zero_it_is_on(experiment: Experiment) 
                 assert float(a["y1"]) >= float(a["y2"])  # the lower bound is drawn below the upper
                 crossed.append(holds_zero)
     assert True in crossed and False in crossed  # both cases were checked
-    widths = [float(f["upper"]) - float(f["lower"]) for f in _parse(experiment.page()).marked("difference_interval")]
+    widths = [float(f["upper"]) - float(f["lower"]) for f in parse(experiment.page()).marked("difference_interval")]
     assert widths[-1] < widths[0] / 2
 
 
@@ -279,7 +188,7 @@ def test_the_decision_is_marked_where_the_verdict_first_became_ship(experiment: 
     assert verdicts[0] == "continue" and verdicts[-1] == "ship"
     first = next(p for p in points if p.challengers[0].decision.verdict == "ship")
     assert first.challengers[0].primary.difference.lower > 0  # the band had left 0
-    elements = _parse(experiment.page())
+    elements = parse(experiment.page())
     assert float(_one(elements.marked("decided_at"))["value"]) == first.until
     series = elements.marked("difference_series")
     assert [float(f["value"]) for f in series] == [p.challengers[0].primary.difference.estimate for p in points]
@@ -287,7 +196,7 @@ def test_the_decision_is_marked_where_the_verdict_first_became_ship(experiment: 
 
 def test_the_history_is_embedded_as_json(experiment: Experiment) -> None:
     page = experiment.page()
-    elements = _parse(page)
+    elements = parse(page)
     scripts = [a for t, a in elements.tags if t == "script"]
     assert [(a["type"], a["id"]) for a in scripts] == [
         ("application/json", "shipml-report"), ("application/json", "shipml-experiment"),
@@ -310,7 +219,7 @@ def test_a_sample_ratio_mismatch_is_flagged(store: PredictionStore) -> None:
     r = history.report
     assert r.srm.mismatch and r.verdict == "unhealthy"
     page = render_report(DriftReport("churn", window.since, window.until, now, ()), experiment=history)
-    elements = _parse(page)
+    elements = parse(page)
     flag = _one(elements.marked("srm_mismatch"))
     assert (flag["mismatch"], flag["value"]) == ("true", "1")
     assert _one(elements.marked("experiment_verdict"))["verdict"] == "unhealthy"
@@ -326,7 +235,7 @@ def test_an_experiment_without_data_still_makes_a_page(store: PredictionStore, t
     assert history.report.verdict == "no_data" and len(history.points) == 12
     drift = DriftReport("churn", window.since, window.until, now, ())
     page = write_report(drift, tmp_path / "report.html", experiment=history).read_text()
-    elements = _parse(page)
+    elements = parse(page)
     assert _one(elements.marked("experiment_verdict"))["verdict"] == "no_data"
     assert elements.marked("experiment_empty") and "No predictions of the experiment" in page
     assert "No interval at any cut yet" in page
@@ -346,7 +255,7 @@ def test_without_an_experiment_the_page_is_as_before(store: PredictionStore) -> 
     page = render_report(report, report_id=3, experiment=None)
     assert page == render_report(report, report_id=3)
     assert 'id="experiment"' not in page and "shipml-experiment" not in page
-    assert not _parse(page).marked("experiment_verdict")
+    assert not parse(page).marked("experiment_verdict")
 
 
 def test_the_section_comes_with_the_drift_report_of_the_same_window(experiment: Experiment, tmp_path: Path) -> None:
@@ -356,8 +265,8 @@ def test_the_section_comes_with_the_drift_report_of_the_same_window(experiment: 
     assert found is not None and found.report.verdict == experiment.history.report.verdict
     report = synthetic_report()
     page = render_report(report, experiment=experiment.history)
-    plain = _parse(render_report(report))
-    elements = _parse(page)
+    plain = parse(render_report(report))
+    elements = parse(page)
     assert [f for f in elements.figures if f["figure"] == "drift_statistic"] == plain.marked("drift_statistic")
     assert page.index('id="experiment"') < page.index('id="segment-0"')
     assert '<a href="#experiment">' in page
