@@ -4,12 +4,17 @@ README still shows the two commands a new user starts with."""
 
 from __future__ import annotations
 
+import json
 import re
+import typing
 from functools import cache
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
+from shipml.config import Settings
 from tests.support.markdown import github_anchor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,3 +139,82 @@ def test_the_checks_catch_a_broken_link_and_a_missing_path(tmp_path: Path) -> No
     assert names_a_repository_path("src/shipml/core/window.py") and names_a_repository_path("core/window.py")
     assert names_a_repository_path("adapters/store/") and names_a_repository_path("deploy/prometheus/rules.yml")
     assert not names_a_repository_path("core/no_such_module.py") and not names_a_repository_path("shipml/profile.json")
+
+
+# Names in backticks that look like a setting but are not one: the answer's field `model.variant`.
+NOT_SETTINGS = {"model.variant"}
+
+
+def default_text(value: object) -> str:
+    """A default as the reference's table writes it (without its backticks)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(getattr(value, "value", value))  # an enum by its value
+
+
+def setting_defaults(
+    model: type[BaseModel] = Settings, prefix: str = "", given: object = None
+) -> dict[str, str | None]:
+    """Every key of the configuration as the reference writes it (``serve.variants[].weight`` for an entry of a
+    list, ``training.gates.<metric>.min`` for a value of a mapping) with its default: ``required``, the value, or
+    None for a section (``given`` is the section's own default, e.g. ``auth.failure_limit``'s 5 a second)."""
+    found: dict[str, str | None] = {}
+    for name, field in model.model_fields.items():
+        key = prefix + name
+        if isinstance(given, BaseModel):
+            default: object = getattr(given, name)
+        elif field.is_required():
+            default = PydanticUndefined
+        else:
+            default = field.get_default(call_default_factory=True)
+        found[key] = "required" if default is PydanticUndefined else default_text(default)
+        inner, marker = [field.annotation], ""
+        while inner:
+            kind = inner.pop()
+            origin = typing.get_origin(kind)
+            marker = "[]" if origin in (list, tuple) else ".<metric>" if origin is dict else marker
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found[key] = found[key + marker] = None
+                found |= setting_defaults(kind, key + marker + ".", default)
+                break
+            inner.extend(typing.get_args(kind))
+    return found
+
+
+def setting_keys() -> set[str]:
+    return set(setting_defaults())
+
+
+def settings_named(page: Path) -> set[str]:
+    """The words of a page's code spans that name a configuration key (``monitor.drift.*``, ``auth.keys[].burst:``)."""
+    sections = tuple(f"{name}." for name in Settings.model_fields) + tuple(
+        f"{name}[]" for name in Settings.model_fields
+    )
+    words = {w.rstrip(":,") for span in CODE_SPAN.findall(prose(page.read_text())) for w in span.split()}
+    files = re.compile(r"\.(csv|parquet|json|ya?ml|py|md|db|html)$")  # data.csv, validation.json: file names
+    return {w.removesuffix(".*") for w in words if w.startswith(sections) and not files.search(w)} - NOT_SETTINGS
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
+def test_every_setting_a_page_names_exists(page: Path) -> None:
+    unknown = sorted(settings_named(page) - setting_keys())
+    assert not unknown, f"{page.relative_to(REPO)} names settings that shipml.config does not have: {unknown}"
+
+
+def test_every_setting_is_in_the_configuration_reference() -> None:
+    """docs/configuration.md has a row for every key, with its default: a setting added to shipml.config, or a
+    default changed, changes its row there."""
+    reference = REPO / "docs" / "configuration.md"
+    table = dict(re.findall(r"^\| `([^`]+)` \| ([^|]*) \|", reference.read_text(), flags=re.MULTILINE))
+    rows, keys = set(table), setting_keys()
+    leaves = {k for k in keys if not any(other.startswith((k + ".", k + "[]")) for other in keys)}
+    missing = sorted(leaves - rows)
+    assert not missing, f"docs/configuration.md: add a row (key, default, what) for {missing}"
+    assert rows <= keys, f"docs/configuration.md: rows for settings that do not exist: {sorted(rows - keys)}"
+    defaults = setting_defaults()
+    stale = {k: (v, defaults[k]) for k, v in table.items() if (v.strip().strip("`") or None) != defaults[k]}
+    assert not stale, f"docs/configuration.md: defaults (written, actual) that differ from shipml.config: {stale}"
