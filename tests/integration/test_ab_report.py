@@ -32,6 +32,7 @@ from shipml.adapters.store import PredictionStore
 from shipml.core.routing import shadow_sampled, shadows_from
 from shipml.examples.churn import FEATURES, churn_config, generate_churn
 from tests.support.cli import one_error_line, shipml
+from tests.support.project import train_project
 from tests.support.server import start_server
 
 pytestmark = [pytest.mark.integration]
@@ -76,7 +77,8 @@ def stump_config() -> str:
 def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     root = tmp_path_factory.mktemp("ab")
     (root / "stump.yaml").write_text(stump_config())
-    for argv in (["quickstart", "--rows", "2000"], ["train", "-c", "stump.yaml"], ["models", "promote", "churn", "2"]):
+    train_project(root)
+    for argv in (["train", "-c", "stump.yaml"], ["models", "promote", "churn", "2"]):
         done = shipml(root, *argv)
         assert done.returncode == 0, (argv, done.stdout, done.stderr)
     (root / "shipml.yaml").write_text(experiment(0.5, 0.5))

@@ -26,6 +26,7 @@ from shipml.adapters.store import PredictionStore
 from shipml.examples.churn import churn_config
 from tests.support.cli import one_error_line, shipml
 from tests.support.failing_models import site_dir
+from tests.support.project import train_project
 from tests.support.server import Server, records, start_server
 
 pytestmark = [pytest.mark.integration]
@@ -41,8 +42,7 @@ serve:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Version 1 in production (the quickstart), version 2 trained beside it with another seed."""
     root = tmp_path_factory.mktemp("canary")
-    made = shipml(root, "quickstart", "--rows", "2000")
-    assert made.returncode == 0, made.stderr
+    train_project(root)
     config = yaml.safe_load(churn_config())
     config["training"] = {**config.get("training", {}), "seed": 7}
     (root / "candidate.yaml").write_text(yaml.safe_dump(config))

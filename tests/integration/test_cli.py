@@ -216,3 +216,17 @@ def test_registry_uri_flag_beats_the_environment(project: Path, tmp_path: Path) 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_keys_new_prints_the_key_and_the_auth_line_that_accepts_it(tmp_path: Path) -> None:
+    """The tests make their keys in-process; this is the command a user runs."""
+    from shipml.server.auth import hash_key
+
+    made = shipml(tmp_path, "keys", "new", "--name", "ops", "--role", "predict", "--role", "admin")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    line = next(line for line in made.stderr.splitlines() if "sha256" in line)
+    assert line.strip() == f"- {{name: ops, sha256: {hash_key(key)}, roles: [predict, admin]}}"
+    assert "Traceback" not in made.stderr and not list(tmp_path.iterdir())  # nothing written
+    refused = shipml(tmp_path, "keys", "new", "--name", "x", "--role", "root")
+    assert "--role: must be predict or admin, got 'root'" in one_error_line(refused)

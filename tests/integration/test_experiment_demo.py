@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import shipml
+from tests.support.project import train_project
 
 pytestmark = [pytest.mark.integration]
 
@@ -18,8 +18,7 @@ DEMO = Path(__file__).parents[2] / "examples" / "churn" / "experiment_demo.py"
 
 
 def test_the_experiment_demo_reaches_the_right_verdict(tmp_path: Path) -> None:
-    made = shipml(tmp_path, "quickstart", "--rows", "2000")
-    assert made.returncode == 0, made.stderr
+    train_project(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | {"COLUMNS": "200"}
     done = subprocess.run(
         [sys.executable, str(DEMO), "--customers", "1200"], cwd=tmp_path, env=env,

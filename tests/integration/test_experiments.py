@@ -14,6 +14,7 @@ import requests
 from shipml.adapters.store import PredictionStore
 from shipml.core.routing import Split
 from tests.support.cli import one_error_line, shipml
+from tests.support.project import train_project
 from tests.support.server import Server, records, start_server
 
 pytestmark = [pytest.mark.integration]
@@ -34,8 +35,7 @@ SPLIT = Split([("champion", 0.8), ("challenger", 0.2)], "experiment-1")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("experiments")
-    made = shipml(root, "quickstart", "--rows", "2000")
-    assert made.returncode == 0, made.stderr
+    train_project(root)
     (root / "shipml.yaml").write_text(EXPERIMENT)
     return root
 

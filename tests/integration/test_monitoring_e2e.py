@@ -21,6 +21,7 @@ from tests.integration.test_report_browser import BACKGROUND, SIZE
 from tests.integration.test_report_browser import _colours as colours
 from tests.integration.test_report_browser import _open as open_in_chromium
 from tests.support.cli import one_error_line, shipml
+from tests.support.project import train_project
 from tests.support.prometheus import prometheus_stack
 from tests.support.report import figures
 from tests.support.server import Server, start_server
@@ -36,8 +37,7 @@ UNTOUCHED = {"age", "data_gb", "support_calls", "payment", "internet", "gender"}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
     root = tmp_path_factory.mktemp("monitoring")
-    made = shipml(root, "quickstart", "--rows", "4000")
-    assert made.returncode == 0, made.stderr
+    train_project(root, rows=4_000)
     env = {"SHIPML_STORE__HISTOGRAM_FLUSH_S": "0.5", "SHIPML_MONITOR__INTERVAL_S": str(INTERVAL_S)}
     server = start_server(root, "--workers", "2", env=env)
     try:

@@ -17,10 +17,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from shipml.examples.churn import FEATURES
-from tests.integration.test_serve import auth, records
-from tests.support.cli import shipml
-from tests.support.project import CONFIG
-from tests.support.server import Keys, Server, make_keys, start_server
+from tests.support.project import TrainedProject
+from tests.support.server import Keys, Server, auth, make_keys, records, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MAX_BATCH = 50
@@ -29,15 +27,10 @@ INTEGER = ("tenure", "age", "support_calls")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
-    root = tmp_path_factory.mktemp("oip")
-    quick = shipml(root, "quickstart", "--rows", "2000")
-    assert quick.returncode == 0, quick.stderr
+def project(tmp_path_factory: pytest.TempPathFactory, trained_project: TrainedProject) -> tuple[Path, Keys]:
     keys, auth_section = make_keys()
-    (root / "shipml.yaml").write_text(
-        CONFIG + auth_section + f"serve:\n  max_batch: {MAX_BATCH}\n  max_body_bytes: {MAX_BODY}\n"
-    )
-    return root, keys
+    serve = f"serve:\n  max_batch: {MAX_BATCH}\n  max_body_bytes: {MAX_BODY}\n"
+    return trained_project.workspace(tmp_path_factory.mktemp("oip"), auth_section + serve), keys
 
 
 @pytest.fixture(scope="module")

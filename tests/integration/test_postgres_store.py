@@ -12,11 +12,9 @@ import requests
 from shipml.adapters.store import PredictionRow, PredictionStore, StoreWriter
 from shipml.core.schema import FeatureSchema
 from shipml.examples.churn import generate_churn
-from tests.integration.test_serve import records
-from tests.support.cli import shipml
 from tests.support.dialects import fresh_postgres_database
-from tests.support.project import CONFIG
-from tests.support.server import make_keys, start_server
+from tests.support.project import CONFIG, train_project
+from tests.support.server import make_keys, records, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,7 +58,7 @@ def test_store_on_postgres(postgres_uri: str) -> None:
 
 
 def test_service_logs_to_postgres_and_survives_sigkill(postgres_uri: str, tmp_path: Path) -> None:
-    assert shipml(tmp_path, "quickstart", "--rows", "1500").returncode == 0
+    train_project(tmp_path, rows=1_500)
     keys, auth = make_keys()
     (tmp_path / "shipml.yaml").write_text(CONFIG + auth + f"store:\n  uri: {postgres_uri}\n")
     server = start_server(tmp_path)

@@ -20,6 +20,7 @@ from shipml.report import write_report
 from shipml.report.experiment_section import BAND, CHECKS
 from shipml.report.markup import COLOURS
 from tests.support.cli import shipml
+from tests.support.project import train_project
 from tests.support.report import log, make_experiment, parse, sample_report, spread, synthetic_report
 
 pytestmark = pytest.mark.integration
@@ -132,8 +133,7 @@ def test_monitor_report_draws_the_experiment_that_ab_report_judges(tmp_path: Pat
     note), and the page opens in Chromium without a console line."""
     root = tmp_path / "project"
     root.mkdir()
-    made = shipml(root, "quickstart", "--rows", "2000")
-    assert made.returncode == 0, made.stderr
+    train_project(root)
     (root / "shipml.yaml").write_text(EXPERIMENT)
     until = time.time() - 3600
     window = Window(until - 12 * 3600, until)

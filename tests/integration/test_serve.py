@@ -14,27 +14,21 @@ import requests
 
 from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
-from shipml.config import RegistrySettings
+from shipml.config import load_settings
 from shipml.examples.churn import FEATURES
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.predict import load_schema
-from tests.support.cli import shipml
-from tests.support.project import CONFIG
+from tests.support.project import TrainedProject
 from tests.support.server import Keys, Server, auth, make_keys, records, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
-    root = tmp_path_factory.mktemp("serve")
-    quick = shipml(root, "quickstart", "--rows", "3000")
-    assert quick.returncode == 0, quick.stderr
+def project(tmp_path_factory: pytest.TempPathFactory, trained_project: TrainedProject) -> tuple[Path, Keys]:
     keys, auth = make_keys()
-    (root / "shipml.yaml").write_text(
-        CONFIG + auth + "serve:\n  reload_interval_s: 1\n  max_batch: 2000\n  max_body_bytes: 2000000\n"
-    )
-    return root, keys
+    serve = "serve:\n  reload_interval_s: 1\n  max_batch: 2000\n  max_body_bytes: 2000000\n"
+    return trained_project.workspace(tmp_path_factory.mktemp("serve"), auth + serve), keys
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,8 @@ def keys(project: tuple[Path, Keys]) -> Keys:
 
 
 def pipeline_proba(project: Path, rows: list[dict[str, object]]) -> np.ndarray:
-    registry = MlflowRegistry(RegistrySettings(uri=f"sqlite:///{project}/.shipml/mlflow.db"))
+    """churn/1's own pipeline on ``rows``, loaded from the registry ``project``'s shipml.yaml names."""
+    registry = MlflowRegistry(load_settings(project / "shipml.yaml").registry)
     loaded = registry.load(ModelRef.parse("churn/1"), project / ".shipml" / "test-cache")
     frame = feature_frame(pd.DataFrame(rows), load_schema(loaded))
     return np.asarray(loaded.pipeline.predict_proba(frame))

@@ -11,10 +11,9 @@ import pytest
 import requests
 
 from shipml.adapters.store import PredictionStore
-from tests.integration.test_serve import records
 from tests.support.cli import one_error_line, shipml
-from tests.support.project import CONFIG
-from tests.support.server import Keys, Server, make_keys, start_server
+from tests.support.project import CONFIG, train_project
+from tests.support.server import Keys, Server, make_keys, records, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_folds: 5", "cv_folds: 2")
@@ -23,7 +22,7 @@ SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_fold
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
     root = tmp_path_factory.mktemp("lifecycle")
-    assert shipml(root, "quickstart", "--rows", "2000").returncode == 0
+    train_project(root)
     keys, auth = make_keys()
     (root / "shipml.yaml").write_text(SMALL + auth + "serve:\n  reload_interval_s: 0.5\n  grace_period_s: 5\n")
     return root, keys

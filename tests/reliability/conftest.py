@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.cli import shipml
-from tests.support.project import CONFIG
-from tests.support.server import Keys, Server, make_keys, start_server
+from tests.support.project import TrainedProject
+from tests.support.server import Keys, Server, key_line, make_keys, start_server
 
 # Small limits so that "limit + 1" cases are cheap to send.
 MAX_BODY_BYTES = 1_048_576
@@ -43,38 +42,29 @@ GOOD_ROW: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Project:
-    """A project directory with churn/1 in production, and its keys."""
+    """A project directory with churn/1 in production (the session's trained project, read through this
+    directory's shipml.yaml; its own prediction store), and its keys."""
 
     root: Path
+    data: Path  # the training data of churn/1
     keys: Keys
     admin_only: str  # a key with the admin role and without predict
     auth_yaml: str
 
 
-def new_key(root: Path, name: str, *roles: str) -> tuple[str, str]:
-    """A key made by `shipml keys new` and its line for ``auth.keys``."""
-    made = shipml(root, "keys", "new", "--name", name, *[a for r in roles for a in ("--role", r)])
-    assert made.returncode == 0, made.stderr
-    line = next(line for line in made.stderr.splitlines() if "sha256" in line)
-    return made.stdout.strip(), line
-
-
 @pytest.fixture(scope="session")
-def rel_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    root = tmp_path_factory.mktemp("reliability-1-32")
-    quick = shipml(root, "quickstart", "--rows", "2000")
-    assert quick.returncode == 0, quick.stdout + quick.stderr
+def rel_project(tmp_path_factory: pytest.TempPathFactory, trained_project: TrainedProject) -> Project:
     keys, auth = make_keys()
-    admin_only, line = new_key(root, "ops-only", "admin")
+    admin_only, line = key_line("ops-only", "admin")
     # Failed authentications are throttled per client address; every test here speaks from 127.0.0.1,
     # so the shared server allows many (case 24 checks the throttle on a server of its own).
-    auth += f"    {line.strip()}\n  failure_limit: {{requests_per_s: 100, burst: 1000}}\n"
+    auth += f"{line}  failure_limit: {{requests_per_s: 100, burst: 1000}}\n"
     serve = (
         "serve:\n  reload_interval_s: 0\n  grace_period_s: 5\n"
         f"  max_batch: {MAX_BATCH}\n  max_body_bytes: {MAX_BODY_BYTES}\n"
     )
-    (root / "shipml.yaml").write_text(CONFIG + auth + serve)
-    return Project(root, keys, admin_only, auth)
+    root = trained_project.workspace(tmp_path_factory.mktemp("reliability-1-32"), auth + serve)
+    return Project(root, trained_project.data, keys, admin_only, auth)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.cli import shipml
-from tests.support.project import CONFIG
+from tests.support.project import CONFIG, train_project
 from tests.support.server import Keys, Server, auth, make_keys, records
 
 SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_folds: 5", "cv_folds: 2")
@@ -41,8 +41,7 @@ def figure(case: int, **values: object) -> str:
 
 def make_project(root: Path, serve_yaml: str = "") -> Keys:
     """`shipml quickstart` in ``root`` (churn/1 in production), two keys, and a shipml.yaml."""
-    made = shipml(root, "quickstart", "--rows", "2000")
-    assert made.returncode == 0, made.stderr
+    train_project(root)
     keys, auth = make_keys()
     write_config(root, auth, serve_yaml)
     (root / "auth.yaml").write_text(auth)

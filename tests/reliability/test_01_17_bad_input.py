@@ -7,6 +7,7 @@ not JSON, ``validation_error`` with one detail per record/feature/rule, ``body_t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -18,6 +19,10 @@ from typing import Any
 import pytest
 import requests
 
+from shipml.adapters.registry import MlflowRegistry
+from shipml.config import load_settings
+from shipml.pipelines.promote import promote
+from shipml.pipelines.train import train_and_register
 from tests.reliability.conftest import (
     GOOD_ROW,
     MAX_BATCH,
@@ -200,14 +205,13 @@ def overflowing_model(tmp_path_factory: pytest.TempPathFactory, rel_project: Pro
     """A Poisson regression of tenure on total charges: exp() of a huge (in-range) total overflows to inf."""
     root = tmp_path_factory.mktemp("model-emits-inf")
     (root / ".shipml" / "data").mkdir(parents=True)
-    (root / ".shipml" / "data" / "churn.csv").write_bytes(
-        (rel_project.root / ".shipml" / "data" / "churn.csv").read_bytes()
-    )
+    (root / ".shipml" / "data" / "churn.csv").write_bytes(rel_project.data.read_bytes())
     (root / "shipml.yaml").write_text(REGRESSION_CONFIG + rel_project.auth_yaml)
-    trained = shipml(root, "train")
-    assert trained.returncode == 0, trained.stdout + trained.stderr
-    promoted = shipml(root, "models", "promote", "tenure", "1", "--to", "production", "--reason", "case 5")
-    assert promoted.returncode == 0, promoted.stderr
+    with contextlib.chdir(root):  # trained and promoted as `shipml train` and `models promote` would, in-process
+        settings = load_settings("shipml.yaml")
+        registry = MlflowRegistry(settings.registry)
+        assert train_and_register(settings, registry).version.version == "1"
+        promote(registry, "tenure", "1", "production", "case 5")
     server = start_server(root)
     yield server
     assert server.stop() == 0
@@ -327,7 +331,7 @@ def test_case_10_out_of_range_follows_the_policy_and_training_applies_the_same_b
     assert r.status_code == 200, r.text
     assert metric(rel_lenient, TOLERATED, feature="tenure", rule="max") == before + 1
     # training-side validation (`shipml validate` against the served model's schema): the same bound
-    source = (rel_project.root / ".shipml" / "data" / "churn.csv").read_text().splitlines()
+    source = rel_project.data.read_text().splitlines()
     header = source[0].split(",")
     at = header.index('"tenure"')
     rows = [line.split(",") for line in source[1:21]]

@@ -24,12 +24,11 @@ from tests.reliability.conftest import (
     error_of,
     host_port,
     http_request,
-    new_key,
     raw_exchange,
     still_serving,
 )
-from tests.support.project import CONFIG
-from tests.support.server import Server, start_server
+from tests.support.project import TrainedProject
+from tests.support.server import Server, key_line, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -210,14 +209,16 @@ def test_case_22_keys_never_appear_in_logs_store_errors_or_metrics(rel_server: S
 
 
 @pytest.fixture(scope="module")
-def limited(rel_project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, str]]:
+def limited(
+    rel_project: Project, trained_project: TrainedProject, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, str, str]]:
     """The shared model served with a rate-limited key, an unlimited key and a tight failure throttle."""
     root = rel_project.root
-    limited_key, limited_line = new_key(root, "limited", "predict")
-    free_key, free_line = new_key(root, "free", "predict")
+    limited_key, limited_line = key_line("limited", "predict")
+    free_key, free_line = key_line("free", "predict")
     config = tmp_path_factory.mktemp("case24") / "shipml.yaml"
     config.write_text(
-        CONFIG
+        trained_project.config()
         + "auth:\n  keys:\n"
         + f"    {limited_line.strip().removesuffix('}')}, rate_limit: {{requests_per_s: 0.05, burst: 3}}}}\n"
         + f"    {free_line.strip()}\n"

@@ -23,7 +23,7 @@ import requests
 
 from tests.reliability.conftest import GOOD_ROW, bearer, metric
 from tests.support.cli import one_error_line, shipml
-from tests.support.project import CONFIG
+from tests.support.project import CONFIG, train_project
 from tests.support.server import Keys, Server, make_keys, start_server
 
 pytestmark = pytest.mark.integration
@@ -50,8 +50,7 @@ def _registry(root: Path):  # type: ignore[no-untyped-def]
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """churn/1 in production (served), churn/2 registered and healthy; reloads only when asked."""
     root = tmp_path_factory.mktemp("artifacts")
-    made = shipml(root, "quickstart", "--rows", "1500")
-    assert made.returncode == 0, made.stderr
+    train_project(root, rows=1_500)
     keys, auth = make_keys()
     (root / "shipml.yaml").write_text(SMALL + auth + "serve:\n  reload_interval_s: 0\n")
     trained = shipml(root, "train")

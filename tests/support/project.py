@@ -83,9 +83,13 @@ class TrainedProject:
         this project's registry and data: the way to share one trained project between modules that only
         read it. ``extra_yaml`` is appended to the example's config (auth, serve, store sections)."""
         path.mkdir(parents=True, exist_ok=True)
-        text = CONFIG.replace("path: .shipml/data/churn.csv", f"path: {self.data}")
-        (path / "shipml.yaml").write_text(text + f"registry:\n  uri: {self.registry_uri}\n" + extra_yaml)
+        (path / "shipml.yaml").write_text(self.config() + extra_yaml)
         return path
+
+    def config(self) -> str:
+        """The example's shipml.yaml pointed at this project's data and registry (from any directory)."""
+        text = CONFIG.replace("path: .shipml/data/churn.csv", f"path: {self.data}")
+        return text + f"registry:\n  uri: {self.registry_uri}\n"
 
 
 def train_project(root: Path, rows: int = 2_000, seed: int = 42) -> TrainedProject:

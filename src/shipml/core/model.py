@@ -33,7 +33,7 @@ def import_estimator(path: str, where: str = "model.estimator") -> type[BaseEsti
     cls = getattr(module, class_name, None)
     if not inspect.isclass(cls) or not hasattr(cls, "fit"):
         raise TrainingError(f"{where}: {module_name!r} has no estimator class {class_name!r}")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def make_estimator(path: str, params: dict[str, Any], task: Task, seed: int) -> BaseEstimator:
@@ -54,7 +54,7 @@ def make_estimator(path: str, params: dict[str, Any], task: Task, seed: int) -> 
         raise TrainingError(f"model.estimator: {path} is not a regressor, but model.task is regression")
     if task != "regression" and not is_classifier(estimator):
         raise TrainingError(f"model.estimator: {path} is not a classifier, but model.task is {task}")
-    return estimator  # type: ignore[no-any-return]
+    return estimator
 
 
 def build_pipeline(schema: FeatureSchema, estimator: BaseEstimator) -> Pipeline:
