@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from shipml.config.section import Section
 
@@ -44,6 +44,32 @@ class StoreSettings(Section):
         description="/feedback for a prediction made this recently waits for its row (another worker may not "
         "have committed it yet) before answering 404",
     )
+    feedback_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description="/feedback still waiting on the store after this (the wait for a recent id included) answers "
+        "503 store_unavailable",
+    )
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0.0, le=600.0, description="Postgres: give up opening a connection after this long"
+    )
+    statement_timeout_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Postgres: cancel a statement still running after this long (0: never), so a hung database "
+        "fails a call instead of holding it",
+    )
+
+    @model_validator(mode="after")
+    def _feedback_waits_within_its_timeout(self) -> StoreSettings:
+        if self.feedback_wait_s >= self.feedback_timeout_s:
+            raise ValueError(
+                f"feedback_wait_s ({self.feedback_wait_s:g}) must be less than feedback_timeout_s "
+                f"({self.feedback_timeout_s:g}): the wait for a recent id is part of the request's time"
+            )
+        return self
 
     @field_validator("uri")
     @classmethod

@@ -244,7 +244,7 @@ class MonitorJob:
             model, window.since, window.until, version=version, variant=variant
         )
         feedback = self.store.feedback.read(window.since)
-        has = np.array([i in feedback for i in ids.tolist()], dtype=bool)
+        has = np.array([_is_truth(feedback.get(i), v.task) for i in ids.tolist()], dtype=bool)
         matured = ts <= time.time() - self.settings.label_delay_s
         labelled = matured & has
         labels = {"pending": int((~has).sum()), "matured": int(matured.sum()), "labelled": int(labelled.sum())}
@@ -308,6 +308,17 @@ def run_monitoring(
     report, report_id = (job or MonitorJob.of(ws)).run(model, window, recompute=recompute)
     notify_change(ws.settings, report, report_id)
     return report, report_id
+
+
+def _is_truth(found: tuple[str | None, float | None] | None, task: str) -> bool:
+    """Whether a prediction's feedback is ground truth for ``task``: a label for a classifier, a finite value for a
+    regressor (NaN or an infinity, stored before /feedback refused them, is no truth; as experiments._scored)."""
+    if found is None:
+        return False
+    label, value = found
+    if task == "regression":
+        return value is not None and math.isfinite(value)
+    return label is not None
 
 
 def _summed(minutes: Sequence[MinuteCounts], binnings: ProfileBinnings) -> dict[str, np.ndarray]:

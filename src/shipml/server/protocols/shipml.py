@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,9 +104,13 @@ def feedback_request(body: Any) -> FeedbackRequest:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ApiError(422, "validation_error", "`value` must be a number")
+        if not math.isfinite(value):  # NaN or an infinity as truth would turn the window's rmse and mae into NaN
+            raise ApiError(422, "validation_error", f"`value` must be a finite number, got {value}")
         return FeedbackRequest(pid, None, float(value))
     if not isinstance(label, str | int | float | bool):
         raise ApiError(422, "validation_error", "`label` must be a string, a number or a boolean")
+    if isinstance(label, float) and not math.isfinite(label):
+        raise ApiError(422, "validation_error", f"`label` must be a finite number when a number, got {label}")
     text = str(label)
     if len(text) > MAX_LABEL_CHARS:
         raise ApiError(

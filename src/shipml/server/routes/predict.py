@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import anyio
@@ -10,15 +11,24 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.core.ids import uuid7_seconds
 from shipml.errors import StoreError
 from shipml.server.auth import key_from_headers
 from shipml.server.errors import ApiError, json_response
 from shipml.server.http import authorize, read_json
-from shipml.server.protocols.shipml import batch_records_and_keys, feedback_request, model_of, predict_one, routing_key
+from shipml.server.protocols.shipml import (
+    FeedbackRequest,
+    batch_records_and_keys,
+    feedback_request,
+    model_of,
+    predict_one,
+    routing_key,
+)
 from shipml.server.routes.common import state
 
 router = APIRouter()
+FEEDBACK_POLL_S = 0.02  # how often /feedback looks again for a recent prediction's row
 
 
 @router.post("/predict", tags=["predict"], summary="Predict one record")
@@ -60,16 +70,27 @@ async def feedback(request: Request) -> Response:
     st = state(request)
     if st.store is None:
         raise StoreError("the prediction store is not configured")
-    if st.writer is not None:
-        await anyio.to_thread.run_sync(st.writer.flush)
-    found = await anyio.to_thread.run_sync(st.store.feedback.add, fb.prediction_id, fb.label, fb.value)
-    # A prediction made a moment ago by another worker may still sit in that worker's queue (async
-    # durability commits every store.async_window_ms): wait for it, for recent ids only, before a 404.
-    made_at = uuid7_seconds(fb.prediction_id)
-    patience = st.settings.store.feedback_wait_s
-    while not found and made_at is not None and time.time() - made_at < patience:
-        await anyio.sleep(0.02)
-        found = await anyio.to_thread.run_sync(st.store.feedback.add, fb.prediction_id, fb.label, fb.value)
+    timeout = st.settings.store.feedback_timeout_s
+    with anyio.move_on_after(timeout) as scope:
+        found = await _record(st.store, st.writer, st.settings.store.feedback_wait_s, fb)
+    if scope.cancelled_caught:
+        raise StoreError(f"the prediction store did not answer within store.feedback_timeout_s ({timeout:g} s)")
     if not found:
         raise ApiError(404, "unknown_prediction", f"no prediction with id {fb.prediction_id!r}")
     return json_response({"prediction_id": fb.prediction_id, "recorded": True})
+
+
+async def _record(store: PredictionStore, writer: StoreWriter | None, patience: float, fb: FeedbackRequest) -> bool:
+    """Record ``fb``; False when its prediction is unknown. A prediction made a moment ago by another worker may
+    still sit in that worker's queue (async durability commits every store.async_window_ms): for an id made in the
+    last ``patience`` seconds (and not in the future: another system's id, a typo), wait for its row first."""
+    add = functools.partial(store.feedback.add, fb.prediction_id, fb.label, fb.value)
+    if writer is not None:
+        await anyio.to_thread.run_sync(writer.flush, abandon_on_cancel=True)
+    found = await anyio.to_thread.run_sync(add, abandon_on_cancel=True)
+    made_at = uuid7_seconds(fb.prediction_id)
+    until = time.monotonic() + patience  # a wall clock stepping back cannot stretch the wait
+    while not found and made_at is not None and 0.0 <= time.time() - made_at < patience and time.monotonic() < until:
+        await anyio.sleep(FEEDBACK_POLL_S)
+        found = await anyio.to_thread.run_sync(add, abandon_on_cancel=True)
+    return found
