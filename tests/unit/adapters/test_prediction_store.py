@@ -543,3 +543,33 @@ def test_concurrent_feedback_for_one_prediction_is_all_recorded(store: Predictio
         t.join()
     assert outcomes == [True] * 16
     assert store.feedback.get("id-0001")["label"] in ("0", "1")  # type: ignore[index]
+
+
+@pytest.mark.integration
+def test_a_postgres_statement_held_up_past_its_timeout_fails_as_a_store_error(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """H2: a database that stops answering (here a lock another session holds) fails the call after
+    store.statement_timeout_s instead of holding its thread for good."""
+    uri = store_uri_for(request, "postgres", tmp_path)
+    store = PredictionStore(uri, statement_timeout_s=1.0)
+    blocker = sa.create_engine(uri).connect()
+    blocker.exec_driver_sql("BEGIN")
+    blocker.exec_driver_sql("LOCK TABLE feedback IN ACCESS EXCLUSIVE MODE")
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(store.feedback.get("id-0001"))
+        except StoreError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)  # a generous bound: without a timeout the read waits for the lock for good
+    blocker.exec_driver_sql("ROLLBACK")
+    blocker.close()
+    reader.join()
+    store.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreError), outcome
+    assert "statement timeout" in outcome[0].message

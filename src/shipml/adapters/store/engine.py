@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -28,7 +29,16 @@ from shipml.errors import StoreError
 class Database:
     """One database behind the store's parts: its engines, its dialect and the SQLite file's writer lock."""
 
-    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 60.0,
+    ) -> None:
+        """``connect_timeout_s`` and ``statement_timeout_s`` bound Postgres (a hung database fails a call instead of
+        holding its thread; 0: no statement timeout); SQLite waits at most 30 s for another process's lock."""
         self.uri = uri
         self.lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
         self._lock_fd: int | None = None
@@ -61,7 +71,9 @@ class Database:
                 engines.append(self.write_engine)
                 sa.event.listen(self.write_engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=0))
             else:
-                self.engine = sa.create_engine(uri, pool_pre_ping=True)
+                self.engine = sa.create_engine(
+                    uri, pool_pre_ping=True, connect_args=_pg_timeouts(url, connect_timeout_s, statement_timeout_s)
+                )
                 engines.append(self.engine)
                 self.write_engine = self.engine
             migrate(self.engine, self.lock_path)
@@ -138,6 +150,17 @@ def reason(exc: sa.exc.SQLAlchemyError) -> str:
     """The driver's own message, on one line (SQLAlchemy's adds the statement and a link)."""
     orig = getattr(exc, "orig", None)
     return " ".join(str(orig if orig is not None else exc).split())
+
+
+def _pg_timeouts(url: sa.engine.URL, connect_timeout_s: float, statement_timeout_s: float) -> dict[str, Any]:
+    """libpq's connect_timeout (whole seconds, at least 2) and the session's statement_timeout; a value the URI
+    gives itself (``?connect_timeout=3``, ``?options=...``) is left as given."""
+    out: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        out["connect_timeout"] = max(2, math.ceil(connect_timeout_s))
+    if "options" not in url.query:
+        out["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+    return out
 
 
 def _sqlite_pragmas(synchronous: str, busy_ms: int) -> Any:

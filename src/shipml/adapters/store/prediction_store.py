@@ -32,9 +32,22 @@ from shipml.core.monitor_report import DriftReport
 class PredictionStore:
     """The store's parts over one database (see the module docstring); ``close`` once when done."""
 
-    def __init__(self, uri: str, *, sqlite_synchronous: str = "FULL", histogram_flush_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        histogram_flush_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 60.0,
+    ) -> None:
         self.uri = uri
-        self.database = Database(uri, sqlite_synchronous=sqlite_synchronous)
+        self.database = Database(
+            uri,
+            sqlite_synchronous=sqlite_synchronous,
+            connect_timeout_s=connect_timeout_s,
+            statement_timeout_s=statement_timeout_s,
+        )
         self.predictions = Predictions(self.database)
         self.feedback = Feedback(self.database, self.predictions)
         self.histograms = Histograms(self.database, histogram_flush_s)
@@ -49,7 +62,11 @@ class PredictionStore:
     def open(cls, settings: StoreSettings) -> PredictionStore:
         """The store of ``settings`` (``store:`` of the config), as the service and every command open it."""
         return cls(
-            settings.uri, sqlite_synchronous=settings.sqlite_synchronous, histogram_flush_s=settings.histogram_flush_s
+            settings.uri,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            histogram_flush_s=settings.histogram_flush_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            statement_timeout_s=settings.statement_timeout_s,
         )
 
     def close(self) -> None:
