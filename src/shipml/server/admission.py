@@ -9,17 +9,25 @@ the load drops. Health probes and metrics are always admitted: an overloaded wor
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shipml.server.errors import ApiError, Protocol, error_body, error_headers, protocol_of
+
 ALWAYS_ADMITTED = ("/health/", "/v2/health/", "/metrics")
-_BODY = orjson.dumps({"error": {"code": "overloaded", "message": "the service is at capacity; retry later"}})
-_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(_BODY)).encode()),
-    (b"retry-after", b"1"),
-]
+_REFUSAL = ApiError(503, "overloaded", "the service is at capacity; retry later", headers={"Retry-After": "1"})
+
+
+def _answer(protocol: Protocol) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The refusal's headers and body in ``protocol``'s error shape, built once: refusing must stay cheap."""
+    body = orjson.dumps(error_body(_REFUSAL, protocol))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return headers + [(k.lower().encode(), v.encode()) for k, v in error_headers(_REFUSAL).items()], body
+
+
+_ANSWERS = {protocol: _answer(protocol) for protocol in get_args(Protocol)}
 
 
 class Admission:
@@ -38,8 +46,9 @@ class Admission:
         if self.in_flight >= self.limit:
             if self.on_refused is not None:
                 self.on_refused()
-            await send({"type": "http.response.start", "status": 503, "headers": _HEADERS})
-            await send({"type": "http.response.body", "body": _BODY})
+            headers, body = _ANSWERS[protocol_of(scope["path"])]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         self.in_flight += 1
         try:

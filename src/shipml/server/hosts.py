@@ -8,6 +8,8 @@ import ipaddress
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shipml.server.errors import ApiError, error_body, protocol_of
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PROTECTED_PREFIXES = ("/admin/", "/feedback")
 
@@ -49,7 +51,7 @@ class HostGuard:
             refusal = self._refusal(scope)
             if refusal is not None:
                 status, code, message = refusal
-                body = orjson.dumps({"error": {"code": code, "message": message}})
+                body = orjson.dumps(error_body(ApiError(status, code, message), protocol_of(scope["path"])))
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+
 from shipml.server.admission import Admission
 
 
@@ -44,3 +46,38 @@ def test_requests_past_the_limit_are_refused_at_once_and_health_always_passes() 
     assert over == 503 and refused == [1]
     assert health == 200 and after == 200
     assert admission.in_flight == 0
+
+
+def test_a_refusal_has_retry_after_and_the_shape_of_the_protocol_the_path_speaks() -> None:
+    release = asyncio.Event()
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+
+    admission = Admission(slow_app, limit=1)
+
+    async def refusal(path: str) -> tuple[int, dict[bytes, bytes], Any]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await admission({"type": "http", "path": path, "method": "POST", "headers": []}, None, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), orjson.loads(sent[1]["body"])
+
+    async def scenario() -> list[tuple[int, dict[bytes, bytes], Any]]:
+        busy = asyncio.create_task(admission({"type": "http", "path": "/predict", "headers": []}, None, None))
+        await asyncio.sleep(0.01)
+        answers = [await refusal(p) for p in ("/predict", "/v2/models/churn/infer", "/invocations")]
+        release.set()
+        await busy
+        return answers
+
+    message = "the service is at capacity; retry later"
+    shipml_answer, v2_answer, mlflow_answer = asyncio.run(scenario())
+    for status, headers, _ in (shipml_answer, v2_answer, mlflow_answer):
+        assert status == 503 and headers[b"retry-after"] == b"1"
+        assert headers[b"content-type"] == b"application/json"
+    assert shipml_answer[2] == {"error": {"code": "overloaded", "message": message}}
+    assert v2_answer[2] == {"error": message}
+    assert mlflow_answer[2]["error_code"] == "SERVICE_UNAVAILABLE" and mlflow_answer[2]["message"] == message

@@ -62,3 +62,16 @@ def test_the_guard_refuses_foreign_hosts_and_admin_preflights() -> None:
     status, body = call(guard, "OPTIONS", "/admin/reload", b"127.0.0.1:8000")
     assert status == 403 and body["error"]["code"] == "forbidden"
     assert call(guard, "OPTIONS", "/feedback", b"127.0.0.1")[0] == 403
+
+
+def test_a_foreign_host_is_refused_in_the_shape_of_the_protocol_the_path_speaks() -> None:
+    guard = HostGuard(ok_app, allowed_hosts("127.0.0.1", None))
+    message = "the Host header names a site this service does not answer for (serve.allowed_hosts)"
+    assert call(guard, "POST", "/v2/models/churn/infer", b"evil.example") == (400, {"error": message})
+    status, body = call(guard, "POST", "/invocations", b"evil.example")
+    assert status == 400
+    assert body == {
+        "error": {"code": "invalid_host", "message": message},
+        "error_code": "BAD_REQUEST",
+        "message": message,
+    }
