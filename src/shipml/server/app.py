@@ -36,7 +36,7 @@ from shipml.server.hosts import HostGuard, allowed_hosts
 from shipml.server.logs import LineBuffer, configure_logging, flush_every
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import ModelManager
-from shipml.server.monitoring import ExperimentCollector, ReportCollector, ScheduledMonitor
+from shipml.server.monitoring import ExperimentCollector, ReportCollector, ReportRefresher, ScheduledMonitor
 from shipml.server.openapi import model_openapi
 from shipml.server.predictions import PredictionService
 from shipml.server.routes import mlflow_protocol, ops, predict, v2
@@ -108,10 +108,13 @@ def create_app(
         )
         await manager.start()
         shipml_state = app.state.shipml
-        metrics.collectors = [
+        stored_gauges = (
             ReportCollector(store, ref.name, lambda: shipml_state.ready),
             ExperimentCollector(store, ref.name, lambda: manager.current),  # the deployment serving at scrape time
-        ]
+        )
+        metrics.collectors = list(stored_gauges)
+        refresher = ReportRefresher(*stored_gauges)  # reads the store off the event loop; a scrape never does
+        refresher.start()
         monitor = ScheduledMonitor(settings, store, registry, ref.name)
         monitor.start()
         canary = CanaryFollower(store, ref.name, manager, settings.serve.reload_interval_s)
@@ -126,6 +129,7 @@ def create_app(
         try:
             yield
         finally:
+            refresher.stop()
             await monitor.stop()
             await canary.stop()
             await manager.stop()

@@ -1,9 +1,11 @@
 """Monitoring inside the service: the stored reports as gauges at scrape time, and the jobs on a schedule.
 
-The gauges are read from the store's newest report when Prometheus scrapes (cached for a few seconds), so
-every worker and every replica shows the same numbers, and they are exactly the numbers of the stored
-report that ``shipml monitor report`` draws (the drift report) or ``shipml ab report`` prints (the
-experiment report). The routing weights are read from the deployment serving at scrape time. The scheduled
+The gauges show the store's newest reports, so every worker and every replica shows the same numbers, and they
+are exactly the numbers of the stored report that ``shipml monitor report`` draws (the drift report) or ``shipml
+ab report`` prints (the experiment report). A scrape never reads the store: ``ReportRefresher`` reads the newest
+reports every ``REFRESH_S`` on a thread of its own, and a scrape serves what it last found, so a database that
+stops answering leaves the last gauges served and the worker answering (predictions, health) instead of holding
+its event loop. The routing weights are read from the deployment serving at scrape time. The scheduled
 jobs (``monitor.interval_s`` > 0: the monitoring job, and the experiment report when the config has
 ``serve.variants`` or ``serve.shadow``) run in one process at a time across workers and replicas: each
 worker tries to take the store's lease at each tick, and only its holder runs.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar, get_args
 
@@ -41,31 +43,55 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("shipml.monitor")
 
-CACHE_S = 1.0  # a scrape reads the store at most this often per worker (one indexed row)
+REFRESH_S = 1.0  # each worker reads the newest stored reports this often, off the event loop (one indexed row)
 LEASE = "monitor:{model}"
 VERDICTS: tuple[str, ...] = get_args(Verdict)  # each has its shipml_experiment_verdict series, 1 or 0
 T = TypeVar("T")
 
 
 class _Newest(Generic[T]):
-    """The newest stored report of a model, parsed, read from the store at most every CACHE_S."""
+    """The newest stored report of a model as last read: ``refresh`` reads the store (blocking, so never on the
+    event loop), ``get`` serves what it found."""
 
     def __init__(self, read: Callable[[], T | None], what: str) -> None:
         self.read = read
         self.what = what  # the log event when the stored report cannot be read
-        self._cached: tuple[float, T | None] = (-math.inf, None)
+        self._report: T | None = None
 
-    def get(self) -> T | None:
-        at, report = self._cached
-        if time.monotonic() - at < CACHE_S:
-            return report
+    def refresh(self) -> None:
         try:
             report = self.read()
-        except StoreError as exc:  # a scrape must answer; the gauges are absent, the log says why
+        except StoreError as exc:  # the gauges are absent until a read succeeds; the log says why
             log.warning(self.what, error=exc.message)
             report = None
-        self._cached = (time.monotonic(), report)
-        return report
+        self._report = report
+
+    def get(self) -> T | None:
+        return self._report
+
+
+class ReportRefresher:
+    """Keeps the collectors' stored reports fresh: ``refresh`` each every ``interval_s`` on a daemon thread of its
+    own (a read hung on the database holds that thread only, never the event loop or the shutdown)."""
+
+    def __init__(self, *collectors: ReportCollector | ExperimentCollector, interval_s: float = REFRESH_S) -> None:
+        self.collectors = collectors
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shipml-report-refresh", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ends the refreshes; not waited for (a read may hang on the database)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for collector in self.collectors:
+                collector.refresh()
+            self._stop.wait(self.interval_s)
 
 
 class ReportCollector(Collector):
@@ -76,6 +102,10 @@ class ReportCollector(Collector):
         self.model = model
         self.ready = ready
         self._newest = _Newest(lambda: store.reports.latest(model), "monitor_report_unreadable")
+
+    def refresh(self) -> None:
+        """Read the newest stored report (blocking: the refresher's thread calls this)."""
+        self._newest.refresh()
 
     def report(self) -> DriftReport | None:
         return self._newest.get()
@@ -141,6 +171,10 @@ class ExperimentCollector(Collector):
         self.model = model
         self.deployment = deployment
         self._newest = _Newest(lambda: store.experiments.latest(model), "experiment_report_unreadable")
+
+    def refresh(self) -> None:
+        """Read the newest stored report (blocking: the refresher's thread calls this)."""
+        self._newest.refresh()
 
     def report(self) -> ExperimentReport | None:
         return self._newest.get()
@@ -324,6 +358,7 @@ class ScheduledMonitor:
 __all__ = [
     "ExperimentCollector",
     "ReportCollector",
+    "ReportRefresher",
     "ScheduledMonitor",
     "experiment_gauges",
     "report_gauges",

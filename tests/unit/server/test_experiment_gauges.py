@@ -41,7 +41,9 @@ def store(tmp_path: Path) -> Iterator[PredictionStore]:
 
 
 def scrape(collector: ExperimentCollector) -> Samples:
-    """What /metrics says of the experiment, parsed back: per metric name, each series' labels and value."""
+    """What /metrics says of the experiment after the refresher's next read of the store, parsed back: per metric
+    name, each series' labels and value."""
+    collector.refresh()
     metrics = ServerMetrics()
     metrics.collectors = [collector]
     found: Samples = {}
