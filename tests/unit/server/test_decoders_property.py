@@ -1,15 +1,13 @@
 """Every protocol decoder, fed any JSON value (and the v2 binary extension any bytes and header length), returns
 a well-formed request or raises an ``ApiError`` with a 4xx: never another exception, which would be a 500.
 
-Each body is drawn as a valid one and then mutated (a value anywhere in it replaced by any JSON value, or a key
-or element dropped), so that the draws get past a decoder's first check and into the fields behind it; any
-JSON value at all is drawn too.
+The bodies (tests/support/bodies.py) are drawn valid and then mutated, so that the draws get past a decoder's
+first check and into the fields behind it, and as any JSON value at all.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +21,7 @@ from shipml.server.errors import ApiError
 from shipml.server.http import parse_json
 from shipml.server.protocols import mlflow, oip_v2
 from shipml.server.protocols import shipml as shipml_protocol
+from tests.support import bodies
 
 SCHEMA = FeatureSchema.from_dict(
     {
@@ -40,62 +39,6 @@ NAMES = list(SCHEMA.names)
 OUTPUTS = [t.name for t in SIGNATURE.outputs]
 LIMIT = 3  # small, so that bodies over the row limit (413) are drawn too
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# What parse_json can hand a decoder: orjson's values, plus NaN, +-inf and out-of-range numbers as floats
-# (the standard library's second reading), never a lone surrogate.
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats()
-    | st.text(max_size=12)
-)
-JSON = st.recursive(
-    SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
-
-
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in ``value`` (the root too), as a path of keys and indexes."""
-    found = [path]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += _paths(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += _paths(v, (*path, i))
-    return found
-
-
-def _replaced(value: Any, path: tuple[Any, ...], new: Any, drop: bool) -> Any:
-    """A copy of ``value`` with the place at ``path`` set to ``new`` (or removed, when ``drop``)."""
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    copy: Any = dict(value) if isinstance(value, dict) else list(value)
-    if drop and not rest:
-        del copy[head]
-    else:
-        copy[head] = _replaced(value[head], rest, new, drop)
-    return copy
-
-
-@st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Any]) -> Any:
-    """A valid value with up to three places replaced by any JSON value or dropped (or none, or any JSON)."""
-    value = draw(valid)
-    for _ in range(draw(st.integers(0, 3))):
-        path = draw(st.sampled_from(_paths(value)))
-        drop = bool(path) and draw(st.booleans())
-        value = _replaced(value, path, None if drop else draw(JSON), drop)
-    return value
-
-
-def near(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Mostly a mutated valid value, sometimes any JSON value."""
-    return st.one_of(mutated(valid), mutated(valid), mutated(valid), JSON)
 
 
 def decoded_or_4xx(call: Callable[[], Any]) -> Any:
@@ -142,7 +85,7 @@ def test_parse_json_returns_a_value_or_a_4xx(body: bytes) -> None:
 
 
 @PROPERTY
-@given(JSON)
+@given(bodies.JSON)
 def test_parse_json_reads_back_any_json_value(value: Any) -> None:
     text = orjson.dumps(value)  # NaN and infinities are written as null
     assert orjson.dumps(parse_json(text)) == text
@@ -150,13 +93,9 @@ def test_parse_json_reads_back_any_json_value(value: Any) -> None:
 
 # --- shipml's own API: /predict, /predict/batch, /feedback ------------------------------------------------
 
-FEATURES = st.fixed_dictionaries({n: SCALARS for n in NAMES})
-KEY = st.text(min_size=1, max_size=8) | st.integers(0, 10**6)
-WRAPPED = st.fixed_dictionaries({"features": FEATURES}, optional={"id": KEY})
-
 
 @PROPERTY
-@given(near(WRAPPED))
+@given(bodies.predict_bodies(SCHEMA))
 def test_predict_body_decodes_to_features_or_a_4xx(body: Any) -> None:
     features = decoded_or_4xx(lambda: shipml_protocol.one_record(body))
     if features is not None:
@@ -165,9 +104,7 @@ def test_predict_body_decodes_to_features_or_a_4xx(body: Any) -> None:
 
 
 @PROPERTY
-@given(
-    near(st.lists(WRAPPED | FEATURES, max_size=LIMIT + 1).flatmap(lambda rs: st.sampled_from([rs, {"records": rs}])))
-)
+@given(bodies.batch_bodies(SCHEMA, LIMIT))
 def test_batch_body_decodes_to_records_and_keys_or_a_4xx(body: Any) -> None:
     decoded = decoded_or_4xx(lambda: shipml_protocol.batch_records_and_keys(body, LIMIT))
     if decoded is not None:
@@ -177,52 +114,28 @@ def test_batch_body_decodes_to_records_and_keys_or_a_4xx(body: Any) -> None:
 
 
 @PROPERTY
-@given(JSON)
+@given(bodies.JSON)
 def test_a_routing_key_is_text_of_1_to_256_characters_or_none(value: Any) -> None:
     key = shipml_protocol.routing_key(value)
     assert key is None or (isinstance(key, str) and 0 < len(key) <= 256)
 
 
-PREDICTION_ID = st.text(min_size=1, max_size=64)
-FEEDBACK = st.fixed_dictionaries({"prediction_id": PREDICTION_ID, "label": st.text() | st.integers() | st.booleans()})
-FEEDBACK |= st.fixed_dictionaries({"prediction_id": PREDICTION_ID, "value": st.floats() | st.integers()})
-
-
 @PROPERTY
-@given(near(FEEDBACK))
+@given(bodies.feedback_bodies())
 def test_feedback_body_decodes_or_is_a_4xx(body: Any) -> None:
     fb = decoded_or_4xx(lambda: shipml_protocol.feedback_request(body))
     if fb is not None:
         assert isinstance(fb.prediction_id, str) and 0 < len(fb.prediction_id) <= 64
         assert (fb.label is None) != (fb.value is None)
-        assert fb.value is None or isinstance(fb.value, float)
+        assert fb.value is None or (isinstance(fb.value, float) and math.isfinite(fb.value))
         assert fb.label is None or len(fb.label) <= shipml_protocol.MAX_LABEL_CHARS
 
 
 # --- MLflow's /invocations: dataframe_split, dataframe_records, instances, inputs ---------------------------
 
 
-def _mlflow_shapes(rows: list[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
-    columns = {n: [r[n] for r in rows] for n in NAMES}
-    split = {"columns": NAMES, "data": [[r[n] for n in NAMES] for r in rows]}
-    return st.sampled_from(
-        [
-            {"dataframe_split": split},
-            {"dataframe_split": {**split, "index": list(range(len(rows)))}},
-            {"dataframe_records": rows},
-            {"instances": rows},
-            {"instances": columns},
-            {"inputs": rows},
-            {"inputs": columns},
-        ]
-    )
-
-
-MLFLOW_BODY = st.lists(FEATURES, min_size=1, max_size=LIMIT + 1).flatmap(_mlflow_shapes)
-
-
 @PROPERTY
-@given(near(MLFLOW_BODY) | st.dictionaries(st.sampled_from(mlflow.FORMATS), JSON, min_size=2))
+@given(bodies.invocations_bodies(SCHEMA, LIMIT, mlflow.FORMATS))
 def test_invocations_body_decodes_to_records_or_a_4xx(body: Any) -> None:
     records = decoded_or_4xx(lambda: mlflow.decode_invocations(body, LIMIT))
     if records is not None:
@@ -230,44 +143,6 @@ def test_invocations_body_decodes_to_records_or_a_4xx(body: Any) -> None:
 
 
 # --- Open Inference Protocol v2: /v2/models/{name}/infer -------------------------------------------------
-
-_VALUES = {
-    "FP64": st.floats(allow_nan=False, allow_infinity=False),
-    "BOOL": st.booleans(),
-    "BYTES": st.text(max_size=8),
-}
-
-
-@st.composite
-def json_tensors(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid JSON infer request: one tensor per feature (some optional ones left out), ``rows`` values each."""
-    rows = draw(st.integers(0, LIMIT + 1))
-    inputs = []
-    for spec in SIGNATURE.inputs:
-        if spec.name not in SIGNATURE.required and draw(st.booleans()):
-            continue
-        data = draw(st.lists(_VALUES[spec.datatype], min_size=rows, max_size=rows))
-        nested = draw(st.booleans())
-        shape = [rows, 1] if nested else [rows]
-        inputs.append(
-            {
-                "name": spec.name,
-                "datatype": spec.datatype,
-                "shape": shape,
-                "data": [[v] for v in data] if nested else data,
-            }
-        )
-    body: dict[str, Any] = {"inputs": draw(st.permutations(inputs))}
-    if draw(st.booleans()):
-        body["outputs"] = [
-            {"name": n, "parameters": {"binary_data": draw(st.booleans())}}
-            for n in draw(st.lists(st.sampled_from(OUTPUTS), unique=True))
-        ]
-    if draw(st.booleans()):
-        body["parameters"] = {"binary_data_output": draw(st.booleans())}
-    if draw(st.booleans()):
-        body["id"] = draw(st.text(max_size=8))
-    return body
 
 
 def check_infer_request(request: oip_v2.InferRequest) -> None:
@@ -283,7 +158,7 @@ def check_infer_request(request: oip_v2.InferRequest) -> None:
 
 
 @PROPERTY
-@given(near(json_tensors()))
+@given(bodies.infer_bodies(SIGNATURE, LIMIT))
 @example({"inputs": [{"name": "tenure", "datatype": {}, "shape": [0], "data": []}]})
 @example({"inputs": [{"name": "tenure", "datatype": ["FP64"], "shape": [1], "data": [1]}]})
 def test_infer_body_decodes_or_is_a_4xx(body: Any) -> None:
@@ -292,63 +167,8 @@ def test_infer_body_decodes_or_is_a_4xx(body: Any) -> None:
         check_infer_request(request)
 
 
-_PACK = {"FP64": "<d", "FP32": "<f", "INT64": "<q", "INT32": "<i", "UINT8": "<B", "BOOL": "<?"}
-
-
-@st.composite
-def binary_request(draw: st.DrawFn) -> tuple[dict[str, Any], bytes]:
-    """A valid binary infer request (every tensor binary, in a datatype that fits its feature): header, blobs."""
-    rows = draw(st.integers(0, LIMIT + 1))
-    inputs, blobs = [], b""
-    for spec in SIGNATURE.inputs:
-        if spec.datatype == "BYTES":
-            texts = [draw(st.text(max_size=6)).encode() for _ in range(rows)]
-            blob, datatype = b"".join(struct.pack("<I", len(t)) + t for t in texts), "BYTES"
-        else:
-            datatype = draw(
-                st.sampled_from(["BOOL"] if spec.datatype == "BOOL" else ["FP64", "FP32", "INT64", "INT32"])
-            )
-            fmt = _PACK[datatype]
-            values = [draw(st.booleans()) if datatype == "BOOL" else draw(st.integers(0, 100)) for _ in range(rows)]
-            blob = b"".join(struct.pack(fmt, v) for v in values)
-        inputs.append(
-            {"name": spec.name, "datatype": datatype, "shape": [rows], "parameters": {"binary_data_size": len(blob)}}
-        )
-        blobs += blob
-    return {"inputs": inputs}, blobs
-
-
-@st.composite
-def binary_body(draw: st.DrawFn) -> tuple[bytes, str | None]:
-    """A binary infer body and its Inference-Header-Content-Length, each perhaps damaged."""
-    header, blobs = draw(binary_request())
-    header = draw(st.one_of(st.just(header), mutated(st.just(header))))
-    head = orjson.dumps(header)
-    blobs = draw(
-        st.sampled_from(
-            [
-                blobs,
-                blobs[:-1],
-                blobs + b"\0",
-                bytes(b ^ 0xFF for b in blobs),  # BOOL bytes past 1, lengths of BYTES elements past the end
-            ]
-        )
-        | st.binary(max_size=48)
-    )
-    exact = str(len(head))
-    length = draw(
-        st.just(exact)
-        | st.just(exact)
-        | st.sampled_from([str(len(head) - 1), str(len(head) + 1), None, "0", "", " 1 ", "-1"])
-        | st.integers(-2, 400).map(str)
-        | st.text(max_size=6)
-        | st.sampled_from(["\xb2", "\u0663"])  # "digits" to str.isdigit: a superscript two, an Arabic-Indic three
-    )
-    return head + blobs, length
-
-
 @PROPERTY
-@given(binary_body())
+@given(bodies.binary_infer_bodies(SIGNATURE, LIMIT))
 @example((b'{"inputs": []}', "\xb2"))
 def test_binary_infer_body_with_any_bytes_and_header_length_decodes_or_is_a_4xx(body: tuple[bytes, str | None]) -> None:
     raw, length = body
