@@ -82,6 +82,7 @@ def create_app(
             # nobody waits for an async commit: fewer, bigger ones
             window_ms=settings.store.commit_window_ms if committing else settings.store.async_window_ms,
             on_error=lambda exc: _store_failed(metrics, exc),
+            on_dropped=metrics.store_rows_dropped.inc,
         )
         quiet_mlflow()
         registry = given_registry

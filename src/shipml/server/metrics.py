@@ -70,7 +70,14 @@ class ServerMetrics:
             ["model", "variant"],
             registry=r,
         )
-        self.store_errors = Counter("shipml_store_errors", "prediction log write failures", registry=r)
+        self.store_errors = Counter(
+            "shipml_store_errors", "prediction log commits that failed (after one retry)", registry=r
+        )
+        self.store_rows_dropped = Counter(
+            "shipml_store_rows_dropped",
+            "rows of the prediction log lost to a failed commit that nobody waited for (async durability, shadows)",
+            registry=r,
+        )
         self.overloaded = Counter(
             "shipml_overloaded", "requests refused because the worker had serve.max_in_flight in flight", registry=r
         )

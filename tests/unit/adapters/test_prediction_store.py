@@ -360,6 +360,43 @@ def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> Non
     writer.close()
 
 
+def test_a_commit_failing_once_is_retried_and_nothing_is_lost(store: PredictionStore) -> None:
+    """L6: a transient failure (a connection reset, a failover) costs one retry, not the commit's rows."""
+    real, failures = store.predictions.write, [RuntimeError("connection reset")]
+
+    def flaky(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+        if failures:
+            raise failures.pop()
+        real(rows, batches)
+
+    store.predictions.write = flaky  # type: ignore[method-assign]
+    dropped: list[int] = []
+    writer = StoreWriter(store, queue_size=10, batch_max=10, on_dropped=dropped.append)
+    writer.enqueue([row(1), row(2)])
+    writer.submit(row(3)).result(timeout=10)
+    writer.close()
+    assert store.predictions.count() == 3 and dropped == []
+
+
+def test_rows_nobody_waits_for_are_counted_in_rows_when_their_commit_fails(store: PredictionStore) -> None:
+    """L6: with async durability a failed commit loses its rows; what is counted is how many (the callers who
+    wait, commit durability, are answered with the error instead)."""
+
+    def broken(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+        raise RuntimeError("disk gone")
+
+    store.predictions.write = broken  # type: ignore[method-assign]
+    dropped: list[int] = []
+    errors: list[BaseException] = []
+    writer = StoreWriter(store, queue_size=100, batch_max=100, on_error=errors.append, on_dropped=dropped.append)
+    writer.enqueue([row(i) for i in range(7)])
+    waited = writer.submit(row(99))
+    with pytest.raises(StoreError):
+        waited.result(timeout=10)
+    writer.close()
+    assert sum(dropped) == 7 and errors
+
+
 # SQLite only: its file, its journal, its connections.
 
 
@@ -420,7 +457,7 @@ def _broken(store: PredictionStore) -> None:
 
 
 # Every public method of every part, as a user of the store calls it (the row writer's ``write`` is the writer
-# thread's: StoreWriter reports its failures, see test_a_failed_commit_fails_its_waiters_and_the_writer_lives_on).
+# thread's: StoreWriter reports its failures, see test_write_failure_reaches_the_waiting_caller).
 CALLS: dict[str, Any] = {
     "predictions.register_schema": lambda s: s.predictions.register_schema(schema_of(("plan", "numeric"))),
     "predictions.read_window": lambda s: s.predictions.read_window("churn", 0, 2000),

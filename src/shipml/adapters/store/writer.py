@@ -34,13 +34,23 @@ class StoreWriter:
     """
 
     def __init__(
-        self, store: PredictionStore, *, queue_size: int, batch_max: int, window_ms: float = 0.0, on_error: Any = None
+        self,
+        store: PredictionStore,
+        *,
+        queue_size: int,
+        batch_max: int,
+        window_ms: float = 0.0,
+        on_error: Any = None,
+        on_dropped: Any = None,
     ) -> None:
+        """``on_error(exc)``: a commit failed (after its retry); ``on_dropped(n)``: the ``n`` rows of a failed
+        commit that nobody waited for (async durability, shadows), lost."""
         self.store = store
         self.queue_size = queue_size
         self.batch_max = batch_max
         self.window_s = window_ms / 1000.0
         self.on_error = on_error
+        self.on_dropped = on_dropped
         self._items: collections.deque[Any] = collections.deque()
         self._queued_rows = 0
         self._count_lock = threading.Lock()
@@ -152,12 +162,19 @@ class StoreWriter:
             else:
                 rows.extend(item)
         error: StoreError | None = None
-        try:
-            self.store.predictions.write(rows, chunks)
-        except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
-            if self.on_error is not None:
-                self.on_error(exc)
-            error = StoreError(f"prediction log write failed: {type(exc).__name__}")
+        for attempt in range(2):  # one retry: a connection reset or a failover costs a retry, not the rows
+            try:
+                self.store.predictions.write(rows, chunks)
+                error = None
+                break
+            except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
+                error = StoreError(f"prediction log write failed: {type(exc).__name__}")
+                if attempt == 1 and self.on_error is not None:
+                    self.on_error(exc)
+        if error is not None and self.on_dropped is not None:
+            lost = sum(len(item) for item, waiter in batch if waiter is None)
+            if lost:
+                self.on_dropped(lost)
         _notify(batch, error)
         if error is None:
             self.store.histograms.observe(rows, chunks)  # after the waiters are woken: off their latency
