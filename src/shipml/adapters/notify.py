@@ -2,11 +2,11 @@
 
 For teams without Prometheus and Alertmanager (``monitor.webhook_url``). What the message says is the caller's
 (``compose``: pipelines/alerts.py writes Slack's shape); this module delivers it. A message goes out only on a change
-(the last verdict sent per model is kept, in a small JSON file when a path is given, so that cron runs of the
-CLI remember it), at most once per model and verdict per cooldown, and is retried with exponential back-off on
+(the last verdict sent per model is kept by ``state``: the prediction store's ``notifications``, shared by every
+worker, replica and cron run of the CLI that may run the monitoring job; in memory when none is given), at most once per model and verdict per cooldown, and is retried with exponential back-off on
 network errors, timeouts, 429 and 5xx. A notification never breaks the monitoring job: ``notify`` returns what
-happened and never raises. The URL is a secret (a Slack webhook URL is its own credential): logs, errors and
-the state file name only its scheme and host.
+happened and never raises. The URL is a secret (a Slack webhook URL is its own credential): logs and errors name
+only its scheme and host, and the state holds none of it.
 
 HTTP goes through the standard library (``urllib``): ``requests`` is not a runtime dependency of shipml.
 """
@@ -18,26 +18,25 @@ import email.utils
 import http.client
 import json
 import math
-import os
 import random
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import structlog
+
+from shipml.core.notification import SentVerdict
+from shipml.errors import StoreError
 
 log = structlog.get_logger("shipml.monitor")
 
 MAX_DELAY_S = 30.0  # no single wait between attempts (back-off or Retry-After) is longer than this
 QUIET = frozenset({"no_drift", "not_enough_data", "no_data"})  # verdicts that are not an alarm
-_STATE_VERSION = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,17 +79,11 @@ class NotifyResult:
     suppressed: str | None = None
 
 
-@dataclass
-class _Last:
-    """The last message sent for a model, and when each (verdict, drop) condition was last sent."""
+class NotifierState(Protocol):
+    """Where the notifier keeps what it sent (``store.notifications``)."""
 
-    verdict: str
-    dropped: bool
-    sent_at: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def alarming(self) -> bool:
-        return self.verdict not in QUIET or self.dropped
+    def last(self, model: str) -> SentVerdict | None: ...
+    def record(self, sent: SentVerdict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +117,7 @@ class WebhookNotifier:
         timeout_s: float = 5.0,
         attempts: int = 4,
         backoff_s: float = 1.0,
-        state_path: Path | None = None,
+        state: NotifierState | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -133,10 +126,10 @@ class WebhookNotifier:
         self.timeout_s = timeout_s
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
-        self.state_path = state_path
+        self.state = state
         self._sleep = sleep
         self._clock = clock
-        self._state: dict[str, _Last] = {}
+        self._memory: dict[str, SentVerdict] = {}  # what this notifier sent, when the state cannot be read
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._rng = random.Random()  # noqa: S311 - jitter spreads retries, it guards nothing
         try:
@@ -170,8 +163,7 @@ class WebhookNotifier:
             log.warning("webhook_failed", model=change.model, verdict=change.verdict, target=self.target, error=problem)
             return NotifyResult(sent=False, error=problem)
         now = self._clock()
-        state = self._load()
-        last = state.get(change.model)
+        last = self._last(change.model)
         reason = self._suppressed(change, last, now)
         if reason:
             return NotifyResult(sent=False, suppressed=reason)
@@ -190,8 +182,7 @@ class WebhookNotifier:
             return NotifyResult(sent=False, attempts=attempts, error=error)
         sent_at = dict(last.sent_at) if last is not None else {}
         sent_at[_condition(change)] = now
-        state[change.model] = _Last(change.verdict, bool(change.drops), sent_at)
-        self._save(state)
+        self._record(SentVerdict(change.model, change.verdict, bool(change.drops), sent_at))
         log.info("webhook_sent", model=change.model, verdict=change.verdict, target=self.target, attempts=attempts)
         return NotifyResult(sent=True, attempts=attempts)
 
@@ -205,10 +196,10 @@ class WebhookNotifier:
             return "monitor.webhook_url: the port is not a number from 0 to 65535"
         return None
 
-    def _suppressed(self, change: VerdictChange, last: _Last | None, now: float) -> str | None:
+    def _suppressed(self, change: VerdictChange, last: SentVerdict | None, now: float) -> str | None:
         if last is not None and (last.verdict, last.dropped) == (change.verdict, bool(change.drops)):
             return "unchanged"
-        if not change.alarming and (last is None or not last.alarming):
+        if not change.alarming and (last is None or not _alarming(last)):
             return "quiet"  # nobody was told of an alarm, and this is none: nothing to say
         sent = last.sent_at.get(_condition(change)) if last is not None else None
         if sent is not None and 0.0 <= now - sent < self.cooldown_s:
@@ -271,43 +262,23 @@ class WebhookNotifier:
 
     # state
 
-    def _load(self) -> dict[str, _Last]:
-        """The file's state when there is a readable one (another process may have sent since), else memory."""
-        if self.state_path is None:
-            return self._state
-        try:
-            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
-            self._state = {
-                str(model): _Last(
-                    str(v["verdict"]), bool(v["dropped"]), {str(k): float(t) for k, t in v["sent_at"].items()}
-                )
-                for model, v in raw["models"].items()
-            }
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("webhook_state_unreadable", path=str(self.state_path), error=f"{type(exc).__name__}: {exc}")
-        return self._state
+    def _last(self, model: str) -> SentVerdict | None:
+        """What was last sent for ``model``: the state's (another process may have sent since), else memory's."""
+        if self.state is not None:
+            try:
+                return self.state.last(model)
+            except StoreError as exc:
+                log.warning("webhook_state_unreadable", model=model, error=exc.message)
+        return self._memory.get(model)
 
-    def _save(self, state: dict[str, _Last]) -> None:
-        self._state = state
-        if self.state_path is None:
+    def _record(self, sent: SentVerdict) -> None:
+        self._memory[sent.model] = sent
+        if self.state is None:
             return
-        text = json.dumps(
-            {
-                "version": _STATE_VERSION,
-                "target": self.target,
-                "models": {
-                    m: {"verdict": s.verdict, "dropped": s.dropped, "sent_at": s.sent_at} for m, s in state.items()
-                },
-            },
-            indent=1,
-            sort_keys=True,
-        )
         try:
-            _write_atomic(self.state_path, text)
-        except OSError as exc:
-            log.warning("webhook_state_unwritable", path=str(self.state_path), error=f"{type(exc).__name__}: {exc}")
+            self.state.record(sent)
+        except StoreError as exc:
+            log.warning("webhook_state_unwritable", model=sent.model, error=exc.message)
 
 
 def _port(url: str) -> int | None:
@@ -315,6 +286,10 @@ def _port(url: str) -> int | None:
         return urlsplit(url).port
     except ValueError:
         return None
+
+
+def _alarming(last: SentVerdict) -> bool:
+    return last.verdict not in QUIET or last.dropped
 
 
 def _condition(change: VerdictChange) -> str:
@@ -340,20 +315,4 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader (or a crash) never sees half a file.
-    (Not ``adapters.files``: that module imports pandas and pyarrow, too heavy for a cron run's notifier.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(name).replace(path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-__all__ = ["MAX_DELAY_S", "QUIET", "Compose", "NotifyResult", "VerdictChange", "WebhookNotifier"]
+__all__ = ["MAX_DELAY_S", "QUIET", "Compose", "NotifierState", "NotifyResult", "VerdictChange", "WebhookNotifier"]

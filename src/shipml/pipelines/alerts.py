@@ -8,11 +8,11 @@ delivers it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from shipml.adapters.notify import QUIET, NotifyResult, VerdictChange, WebhookNotifier
-from shipml.config import Settings
+from shipml.adapters.store import PredictionStore
+from shipml.config import MonitorSettings
 from shipml.core.monitor_report import DriftReport
 
 _QUIET_TEXT = {
@@ -43,14 +43,15 @@ def change_of(report: DriftReport, report_id: int | None) -> VerdictChange:
     )
 
 
-def notify_change(settings: Settings, report: DriftReport, report_id: int | None) -> NotifyResult | None:
-    """Send the report's verdict if it changed (the notifier keeps what it sent under ``home``); never raises."""
-    url = settings.monitor.webhook_url
+def notify_change(
+    settings: MonitorSettings, store: PredictionStore, report: DriftReport, report_id: int | None
+) -> NotifyResult | None:
+    """Send the report's verdict to ``monitor.webhook_url`` if it changed; what was sent is kept in the store
+    (``store.notifications``), so whichever worker or replica runs the job next knows it. Never raises."""
+    url = settings.webhook_url
     if not url:
         return None
-    notifier = WebhookNotifier(
-        url, settings.monitor.webhook_cooldown_s, compose=message, state_path=Path(settings.home) / "webhook_state.json"
-    )
+    notifier = WebhookNotifier(url, settings.webhook_cooldown_s, compose=message, state=store.notifications)
     return notifier.notify(change_of(report, report_id))
 
 

@@ -306,7 +306,7 @@ def run_monitoring(
     over ``window``, stored, then its verdict sent to ``monitor.webhook_url`` when it changed (never raises for
     the webhook); the report and its id. ``job``: a job kept between runs (its loaded versions)."""
     report, report_id = (job or MonitorJob.of(ws)).run(model, window, recompute=recompute)
-    notify_change(ws.settings, report, report_id)
+    notify_change(ws.settings.monitor, ws.store, report, report_id)
     return report, report_id
 
 

@@ -20,6 +20,9 @@ from structlog.testing import capture_logs
 
 from shipml.adapters import notify as notify_module
 from shipml.adapters.notify import MAX_DELAY_S, VerdictChange, WebhookNotifier
+from shipml.adapters.store import PredictionStore
+from shipml.core.notification import SentVerdict
+from shipml.errors import StoreError
 from shipml.pipelines.alerts import message
 
 SECRET_PATH = "/services/T0SHIPML/B0SECRET/xoxTOKENsecret42"
@@ -192,32 +195,43 @@ def test_a_failed_send_is_not_remembered_so_the_next_run_tries_again(hook: Hook)
     assert len(hook.received) == 2
 
 
-def test_state_survives_a_restart_through_the_state_file(hook: Hook, tmp_path: Path) -> None:
-    path = tmp_path / "state" / "webhook.json"
+def test_state_survives_a_restart_through_the_store(hook: Hook, tmp_path: Path) -> None:
+    store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
     clock = Clock()
-    assert notifier(hook.url, clock=clock, state_path=path).notify(change("drift")).sent
+    assert notifier(hook.url, clock=clock, state=store.notifications).notify(change("drift")).sent
 
-    restarted = notifier(hook.url, clock=clock, state_path=path)
+    restarted = notifier(hook.url, clock=clock, state=store.notifications)
     assert restarted.notify(change("drift")).suppressed == "unchanged"
     clock.t += 60
     assert restarted.notify(change("no_drift")).sent
     clock.t += 60
-    assert notifier(hook.url, clock=clock, state_path=path).notify(change("drift")).suppressed == "cooldown"
+    assert notifier(hook.url, clock=clock, state=store.notifications).notify(change("drift")).suppressed == "cooldown"
 
     assert len(hook.received) == 2
-    saved = path.read_text()
-    assert json.loads(saved)["models"]["churn"]["verdict"] == "no_drift"
+    kept = store.notifications.last("churn")
+    assert kept is not None and kept.verdict == "no_drift" and set(kept.sent_at) == {"drift", "no_drift"}
+    with store.database.engine.connect() as conn:  # the webhook's URL, a secret, is not kept
+        saved = " ".join(str(r) for r in conn.exec_driver_sql("SELECT * FROM webhook_notifications"))
     assert SECRET_PATH not in saved and "xoxTOKEN" not in saved
-    assert [p.name for p in path.parent.iterdir()] == ["webhook.json"]  # no temporary file left behind
+    store.close()
 
 
-def test_an_unreadable_state_file_is_a_warning_not_a_failure(hook: Hook, tmp_path: Path, logs: list[Any]) -> None:
-    path = tmp_path / "webhook.json"
-    path.write_text("{not json")
+class _Failing:
+    """A state the store cannot read or write (the database is down)."""
 
-    assert notifier(hook.url, state_path=path).notify(change("drift")).sent
-    assert any(e["event"] == "webhook_state_unreadable" for e in logs)
-    assert json.loads(path.read_text())["models"]["churn"]["verdict"] == "drift"  # rewritten whole
+    def last(self, model: str) -> SentVerdict | None:
+        raise StoreError("store: cannot read the notifications of 'churn': connection refused")
+
+    def record(self, sent: SentVerdict) -> None:
+        raise StoreError("store: cannot record the notification of 'churn': connection refused")
+
+
+def test_a_failing_state_is_a_warning_not_a_failure(hook: Hook, logs: list[Any]) -> None:
+    n = notifier(hook.url, state=_Failing())
+
+    assert n.notify(change("drift")).sent
+    assert n.notify(change("drift")).suppressed == "unchanged"  # remembered in memory meanwhile
+    assert {"webhook_state_unreadable", "webhook_state_unwritable"} <= {e["event"] for e in logs}
 
 
 # retries and back-off

@@ -29,6 +29,7 @@ from shipml.adapters.store import (
 )
 from shipml.core.canary import Canary
 from shipml.core.monitor_report import DriftReport
+from shipml.core.notification import SentVerdict
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, store_uri_for
 
@@ -486,6 +487,8 @@ CALLS: dict[str, Any] = {
     "leases.acquire": lambda s: s.leases.acquire("monitor:churn", "me", 1.0),
     "leases.release": lambda s: s.leases.release("monitor:churn", "me"),
     "leases.holder": lambda s: s.leases.holder("monitor:churn"),
+    "notifications.last": lambda s: s.notifications.last("churn"),
+    "notifications.record": lambda s: s.notifications.record(SentVerdict("churn", "drift", False, {"drift": 1.0})),
 }
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from shipml.adapters.notify import VerdictChange
-from shipml.config import Settings
+from shipml.adapters.store import PredictionStore
+from shipml.config import MonitorSettings
 from shipml.core.drift import FeatureDrift
 from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
 from shipml.core.performance import PerformanceEstimate
@@ -57,16 +58,38 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     server.shutdown()
 
 
-def test_a_verdict_is_sent_once_and_state_is_kept_in_home(
+def test_a_verdict_is_sent_once_and_what_was_sent_is_kept_in_the_store(
     tmp_path: Path, receiver: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, bodies = receiver
-    settings = Settings(home=str(tmp_path), monitor={"webhook_url": url})
-    assert notify_change(settings, report(True), 1) is not None
-    notify_change(settings, report(True), 2)  # the same verdict again: not sent
+    store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    settings = MonitorSettings(webhook_url=url)
+    assert notify_change(settings, store, report(True), 1) is not None
+    notify_change(settings, store, report(True), 2)  # the same verdict again: not sent
     assert len(bodies) == 1 and bodies[0]["shipml"]["features"] == ["tenure"]
-    assert (tmp_path / "webhook_state.json").is_file()
-    assert notify_change(Settings(home=str(tmp_path)), report(False), 3) is None  # no URL: nothing to do
+    assert store.notifications.last("churn") is not None
+    assert notify_change(MonitorSettings(), store, report(False), 3) is None  # no URL: nothing to do
+    assert not list(tmp_path.glob("*.json"))  # no state file of its own
+    store.close()
+
+
+def test_the_memory_of_what_was_sent_moves_with_the_monitoring_lease(
+    tmp_path: Path, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """L5: the job runs in whichever worker or replica holds the lease; each has its own home, but they share the
+    store. Replica B, taking over from A, sends the recovery A's alarm calls for, and no second alarm."""
+    url, bodies = receiver
+    settings = MonitorSettings(webhook_url=url, webhook_cooldown_s=3600.0)
+    replica_a = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    replica_b = PredictionStore(f"sqlite:///{tmp_path}/p.db")  # another process's store on the same database
+
+    assert notify_change(settings, replica_a, report(True), 1).sent  # type: ignore[union-attr]
+    assert notify_change(settings, replica_b, report(False), 2).sent  # type: ignore[union-attr]
+    assert notify_change(settings, replica_b, report(True), 3).suppressed == "cooldown"  # type: ignore[union-attr]
+
+    assert [b["shipml"]["verdict"] for b in bodies] == ["drift", "no_drift"]
+    replica_a.close()
+    replica_b.close()
 
 
 # the message

@@ -230,6 +230,21 @@ def _experiments_and_canaries(conn: Connection) -> None:
     conn.execute(CreateIndex(sa.Index("ix_canary_events_model_ts", events.c.model, events.c.ts), if_not_exists=True))
 
 
+def _webhook_notifications(conn: Connection) -> None:
+    # Issue 16 (L5): what the webhook notifier sent, in the store rather than in each host's home.
+    meta = sa.MetaData()
+    notifications = sa.Table(
+        "webhook_notifications",
+        meta,
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("verdict", sa.String(30), nullable=False),
+        sa.Column("dropped", sa.Boolean, nullable=False),
+        sa.Column("sent_at", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    conn.execute(CreateTable(notifications, if_not_exists=True))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
@@ -239,6 +254,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "feature histograms", _feature_histograms),
     Migration(7, "drift reports and leases", _reports_and_leases),
     Migration(8, "experiment reports and canaries", _experiments_and_canaries),
+    Migration(9, "webhook notifications", _webhook_notifications),
 )
 LATEST = MIGRATIONS[-1].version
 

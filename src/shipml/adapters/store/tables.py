@@ -154,6 +154,18 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+# Added by migration 9: the last webhook message sent per model (the notifier's memory, shared by every worker
+# and replica that may run the monitoring job).
+webhook_notifications = sa.Table(
+    "webhook_notifications",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("verdict", sa.String(30), nullable=False),
+    sa.Column("dropped", sa.Boolean, nullable=False),
+    sa.Column("sent_at", sa.Text, nullable=False),  # JSON: condition -> Unix time it was last sent
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 # Added by migration 8: `shipml ab report`'s reports (an ExperimentReport as JSON).
 experiment_reports = _reports("experiment_reports")
 
