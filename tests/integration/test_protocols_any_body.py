@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shipml.config import load_settings
@@ -41,6 +41,7 @@ class Served:
     ids: list[str]  # of predictions made: feedback for them reaches the store
     schema: FeatureSchema
     signature: ModelSignature
+    shown: dict[str, Any]  # /openapi.json's example request of each path: always sent, answered 200
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,15 @@ def service(trained_project: TrainedProject, tmp_path_factory: pytest.TempPathFa
         ]
         model = app.get("/model", headers=auth(keys.predict)).json()
         schema = FeatureSchema.from_dict(model["schema"])
-        yield Served(app, keys, ids, schema, ModelSignature.of("churn", model["version"], schema, model["classes"]))
+        signature = ModelSignature.of("churn", model["version"], schema, model["classes"])
+        shown = {
+            path: operations["post"]["requestBody"]["content"]["application/json"]["example"]
+            for path, operations in app.get("/openapi.json").json()["paths"].items()
+            if "example"
+            in operations.get("post", {}).get("requestBody", {}).get("content", {}).get("application/json", {})
+        }
+        shown["/feedback"] = {"prediction_id": ids[0], "label": "1"}
+        yield Served(app, keys, ids, schema, signature, shown)
 
 
 def answered(response: httpx.Response, protocol: str, seen: set[int]) -> Any:
@@ -90,13 +99,16 @@ def test_any_body_to_predict_is_answered_2xx_or_4xx(service: Served) -> None:
 
     @THROUGH_APP
     @given(bodies.predict_bodies(schema) | st.binary(max_size=64))
+    @example(service.shown["/predict"])
+    @example({})
     def check(body: Any) -> None:
         answer = answered(post(app, keys.predict, "/predict", body), "shipml", seen)
+        assert body != service.shown["/predict"] or "prediction_id" in answer, answer
         if isinstance(answer, dict) and "prediction_id" in answer:
             assert answer["model"]["name"] == "churn" and set(answer["probabilities"]) == set(signature.classes)
 
     check()
-    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the draws reached the model, and were refused
+    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the example answered, {} refused
 
 
 def test_any_body_to_predict_batch_is_answered_2xx_or_4xx_with_an_answer_per_record(service: Served) -> None:
@@ -105,16 +117,19 @@ def test_any_body_to_predict_batch_is_answered_2xx_or_4xx_with_an_answer_per_rec
 
     @THROUGH_APP
     @given(bodies.batch_bodies(schema, LIMIT))
+    @example(service.shown["/predict/batch"])
+    @example({})
     def check(body: Any) -> None:
         response = post(app, keys.predict, "/predict/batch", body)
         answer = answered(response, "shipml", seen)
+        assert body != service.shown["/predict/batch"] or answer["failed"] == 0, answer
         if response.status_code == 200:
             sent = body["records"] if isinstance(body, dict) else body
             assert [p["index"] for p in answer["predictions"]] == list(range(len(sent)))
             assert answer["failed"] == sum(1 for p in answer["predictions"] if "error" in p)
 
     check()
-    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the draws reached the model, and were refused
+    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the example answered, {} refused
 
 
 def test_any_body_to_feedback_is_answered_2xx_or_4xx(service: Served) -> None:
@@ -123,14 +138,17 @@ def test_any_body_to_feedback_is_answered_2xx_or_4xx(service: Served) -> None:
 
     @THROUGH_APP
     @given(bodies.feedback_bodies(st.sampled_from(ids)))
+    @example(service.shown["/feedback"])
+    @example({})
     def check(body: Any) -> None:
         response = post(app, keys.admin, "/feedback", body)
         answered(response, "shipml", seen)
+        assert body != service.shown["/feedback"] or response.status_code == 200, response.text
         if response.status_code == 200:
             assert body["prediction_id"] in ids
 
     check()
-    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the draws reached the model, and were refused
+    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the example answered, {} refused
 
 
 def test_any_body_to_invocations_is_answered_2xx_or_4xx(service: Served) -> None:
@@ -139,13 +157,16 @@ def test_any_body_to_invocations_is_answered_2xx_or_4xx(service: Served) -> None
 
     @THROUGH_APP
     @given(bodies.invocations_bodies(schema, LIMIT, mlflow.FORMATS))
+    @example(service.shown["/invocations"])
+    @example({})
     def check(body: Any) -> None:
         answer = answered(post(app, keys.predict, "/invocations", body), "mlflow", seen)
+        assert body != service.shown["/invocations"] or "predictions" in answer, answer
         if isinstance(answer, dict) and "predictions" in answer:
             assert len(answer["predictions"]) <= LIMIT
 
     check()
-    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the draws reached the model, and were refused
+    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the example answered, {} refused
 
 
 def test_any_json_or_binary_body_to_v2_infer_is_answered_2xx_or_4xx(service: Served) -> None:
@@ -154,6 +175,8 @@ def test_any_json_or_binary_body_to_v2_infer_is_answered_2xx_or_4xx(service: Ser
 
     @THROUGH_APP
     @given(bodies.infer_bodies(signature, LIMIT) | bodies.binary_infer_bodies(signature, LIMIT))
+    @example(service.shown["/v2/models/{name}/infer"])
+    @example({})
     def check(body: Any) -> None:
         if isinstance(body, tuple):  # the binary extension: any bytes, any header length
             raw, length = body
@@ -164,8 +187,9 @@ def test_any_json_or_binary_body_to_v2_infer_is_answered_2xx_or_4xx(service: Ser
         else:
             response = post(app, keys.predict, "/v2/models/churn/versions/1/infer", body)
         answer = answered(response, "v2", seen)
+        assert body != service.shown["/v2/models/{name}/infer"] or response.status_code == 200, response.text
         if response.status_code == 200 and answer is not None:
             assert answer["model_name"] == "churn" and answer["outputs"]
 
     check()
-    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the draws reached the model, and were refused
+    assert 200 in seen and any(400 <= s < 500 for s in seen), seen  # the example answered, {} refused
