@@ -59,10 +59,13 @@ def parse_json(body: bytes) -> Any:
     orjson refuses ``NaN``, ``Infinity`` and numbers beyond a double (``1e999``, a 5,000-digit integer). Those
     are values, not syntax: they are read as floats (NaN, +-inf) so that the record validator names the
     record and the feature (a NaN is a missing value; an infinity is refused). Only then, and never for
-    nesting past orjson's limit, is the body read a second time, by the standard library.
+    nesting past orjson's limit, is the body read a second time, by the standard library. JSON between
+    systems is UTF-8 (RFC 8259): a leading byte order mark is ignored, UTF-16 and UTF-32 are refused.
     """
     if not body:
         raise ApiError(422, "validation_error", "request body is empty; expected a JSON object")
+    if body.startswith(_UTF8_BOM):  # orjson refuses it; RFC 8259 lets a parser ignore it
+        body = body[len(_UTF8_BOM) :]
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -75,13 +78,15 @@ def parse_json(body: bytes) -> Any:
 
 
 _NOT_JSON = object()
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _with_special_numbers(body: bytes) -> Any:
     """``body`` read by the standard library with NaN/Infinity and out-of-range numbers as floats; _NOT_JSON if
     it is not JSON for other reasons (or holds text orjson cannot write back, such as a lone surrogate)."""
     try:
-        value = json.loads(body, parse_int=_int_or_float)
+        # decoded here, strictly: given bytes, the standard library would also read UTF-16 and UTF-32
+        value = json.loads(body.decode("utf-8"), parse_int=_int_or_float)
         orjson.dumps(value)  # refuses lone surrogates, which the standard library lets through
     except (ValueError, RecursionError, TypeError, orjson.JSONEncodeError):
         return _NOT_JSON

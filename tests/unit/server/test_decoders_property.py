@@ -78,10 +78,12 @@ def json_text() -> st.SearchStrategy[str]:
 @example(b'{"a":')
 @example(b"[" * 100_000)
 @example(b'"\\ud800"')
+@example('{"a": NaN}'.encode("utf-16"))
 def test_parse_json_returns_a_value_or_a_4xx(body: bytes) -> None:
     value = decoded_or_4xx(lambda: parse_json(body))
     if value is not None:
         orjson.dumps(value)  # what it returns can be written back (no lone surrogate, no unknown type)
+        body.decode("utf-8")  # and it was UTF-8, as JSON between systems must be (RFC 8259)
 
 
 @PROPERTY
@@ -223,3 +225,17 @@ def test_v2_a_header_length_of_non_ascii_digits_is_400(length: str) -> None:
         oip_v2.split_body(b'{"inputs": []}', length)
     assert caught.value.status == 400
     assert caught.value.message.startswith("Inference-Header-Content-Length must be a byte count")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+@pytest.mark.parametrize("text", ['{"a": 1}', '{"a": NaN}'])
+def test_a_body_in_utf16_or_utf32_is_400_not_read(text: str, encoding: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_json(text.encode(encoding))
+    assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize("text", ['{"a": 1}', '{"a": NaN}', '{"a": "\u00e9t\u00e9"}'])
+def test_a_utf8_byte_order_mark_is_ignored(text: str) -> None:
+    read = parse_json(b"\xef\xbb\xbf" + text.encode())
+    assert orjson.dumps(read) == orjson.dumps(parse_json(text.encode()))
