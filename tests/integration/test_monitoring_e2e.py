@@ -17,9 +17,7 @@ import pytest
 import requests
 
 from shipml.adapters.store import PredictionStore
-from tests.integration.test_report_browser import BACKGROUND, SIZE
-from tests.integration.test_report_browser import _colours as colours
-from tests.integration.test_report_browser import _open as open_in_chromium
+from tests.support.browser import BACKGROUND, SIZE, colours, open_page
 from tests.support.cli import one_error_line, shipml
 from tests.support.project import train_project
 from tests.support.prometheus import prometheus_stack
@@ -162,7 +160,7 @@ def test_the_report_page_shows_the_numbers_of_metrics(served: tuple[Path, Server
     for key, value in on_page.items():
         assert value == pytest.approx(on_metrics[key], rel=1e-9), key
     # and the page a person opens: headless Chromium renders it, with no console message, and not blank
-    dom, console, png = open_in_chromium(root / "page.html", root)
+    dom, console, png = open_page(root / "page.html", root)
     assert console == [] and "monthly_charges" in dom
     drawn = sum(n for c, n in colours(png).items() if c not in BACKGROUND)
     assert drawn > 0.05 * SIZE[0] * SIZE[1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 from shipml.adapters.registry import MANIFEST, MANIFEST_TAG, MlflowRegistry, ModelRef, build_manifest, manifest_digest
 from shipml.config import RegistrySettings
 from shipml.errors import ModelLoadError
+from shipml.examples.churn import generate_churn
 from shipml.pipelines.bundle import load_bundle
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.promote import promote
@@ -23,23 +26,47 @@ from tests.support.project import churn_settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def registry(workdir: Path) -> MlflowRegistry:
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's registry and data (the tests' caches are their own)."""
+    return tmp_path_factory.mktemp("integrity")
+
+
+@pytest.fixture(scope="module")
+def registry(home: Path) -> MlflowRegistry:
     return MlflowRegistry(
-        RegistrySettings(uri=f"sqlite:///{workdir}/reg/mlflow.db", artifact_root=str(workdir / "reg" / "art"))
+        RegistrySettings(uri=f"sqlite:///{home}/reg/mlflow.db", artifact_root=str(home / "reg" / "art"))
     )
 
 
-@pytest.fixture
-def trained(registry: MlflowRegistry, churn_csv: Path) -> TrainOutcome:
-    outcome = train_and_register(churn_settings(churn_csv), registry)
+@pytest.fixture(scope="module")
+def trained_once(registry: MlflowRegistry, home: Path) -> TrainOutcome:
+    data = home / "churn.csv"
+    generate_churn(2_000, seed=7).to_csv(data, index=False)
+    outcome = train_and_register(churn_settings(data), registry)
     promote(registry, "churn", "1", "production", "test")
     return outcome
 
 
-def stored(workdir: Path) -> Path:
+@pytest.fixture
+def trained(registry: MlflowRegistry, trained_once: TrainOutcome, home: Path) -> Iterator[TrainOutcome]:
+    """churn/1 in production, trained once for the module: what a test changes in its stored files or its
+    manifest tag is put back exactly after it."""
+    root = stored(home)
+    backup = home / "stored.orig"
+    shutil.copytree(root, backup, symlinks=True)
+    tag = registry.client.get_model_version("churn", "1").tags[MANIFEST_TAG]
+    try:
+        yield trained_once
+    finally:
+        shutil.rmtree(root)
+        backup.rename(root)
+        registry.client.set_model_version_tag("churn", "1", MANIFEST_TAG, tag)
+
+
+def stored(home: Path) -> Path:
     """The run's artifact root in the embedded store (holds model/ and shipml/)."""
-    return next((workdir / "reg" / "art").rglob("MLmodel")).parent.parent
+    return next((home / "reg" / "art").rglob("MLmodel")).parent.parent
 
 
 def flip_byte(path: Path) -> bytes:
@@ -68,26 +95,26 @@ def cached_versions(cache: Path) -> list[str]:
     "rel", ["shipml/schema.json", "shipml/input_example.json", "shipml/profile.json", "shipml/fast_path.json"]
 )
 def test_a_changed_shipml_file_is_refused_naming_the_file(
-    registry: MlflowRegistry, trained: TrainOutcome, workdir: Path, rel: str
+    registry: MlflowRegistry, trained: TrainOutcome, home: Path, workdir: Path, rel: str
 ) -> None:
-    flip_byte(stored(workdir) / rel)
+    flip_byte(stored(home) / rel)
     with pytest.raises(ModelLoadError, match=rf"^churn/1: {rel} sha256 mismatch: registered [0-9a-f]{{64}}, got "):
         registry.load(ModelRef.parse("churn@production"), workdir / "cache")
 
 
 def test_an_unknown_file_beside_the_shipml_files_is_refused(
-    registry: MlflowRegistry, trained: TrainOutcome, workdir: Path
+    registry: MlflowRegistry, trained: TrainOutcome, home: Path, workdir: Path
 ) -> None:
-    (stored(workdir) / "shipml" / "schema_override.json").write_text("{}")
+    (stored(home) / "shipml" / "schema_override.json").write_text("{}")
     with pytest.raises(ModelLoadError, match=r"^churn/1: unregistered file\(s\).*: shipml/schema_override.json$"):
         registry.load(ModelRef.parse("churn/1"), workdir / "cache")
 
 
 @pytest.mark.parametrize("fmt", ["pickle", "cloudpickle"])
 def test_a_model_that_is_not_skops_is_refused_before_it_is_deserialized(
-    registry: MlflowRegistry, trained: TrainOutcome, workdir: Path, fmt: str
+    registry: MlflowRegistry, trained: TrainOutcome, home: Path, workdir: Path, fmt: str
 ) -> None:
-    root = stored(workdir)
+    root = stored(home)
     mlmodel = root / "model" / "MLmodel"
     mlmodel.write_text(mlmodel.read_text().replace("serialization_format: skops", f"serialization_format: {fmt}"))
     reregister_manifest(registry, root)  # as if it had been registered so: the manifest matches
@@ -99,9 +126,9 @@ def test_a_model_that_is_not_skops_is_refused_before_it_is_deserialized(
 
 
 def test_a_version_registered_before_the_manifest_covered_shipml_files_still_loads(
-    registry: MlflowRegistry, trained: TrainOutcome, workdir: Path
+    registry: MlflowRegistry, trained: TrainOutcome, home: Path, workdir: Path
 ) -> None:
-    root = stored(workdir)
+    root = stored(home)
     files = build_manifest(root)["files"]
     assert isinstance(files, dict)
     reregister_manifest(registry, root, {k: v for k, v in files.items() if k.startswith("model/")})  # format 1
@@ -116,11 +143,11 @@ def test_a_version_registered_before_the_manifest_covered_shipml_files_still_loa
 
 
 def test_a_version_loaded_by_mlflow_pyfunc_keeps_loading_in_shipml(
-    registry: MlflowRegistry, trained: TrainOutcome, workdir: Path
+    registry: MlflowRegistry, trained: TrainOutcome, home: Path, workdir: Path
 ) -> None:
     import mlflow.pyfunc
 
-    root = stored(workdir)
+    root = stored(home)
     mlflow.set_tracking_uri(registry.uri)
     try:
         mlflow.pyfunc.load_model("models:/churn@production")
@@ -172,10 +199,10 @@ def test_a_byte_flipped_in_the_cached_copy_is_detected_and_the_version_fetched_a
 
 
 def test_a_cached_copy_changed_after_load_is_checked_again_before_the_model_is_deserialized(
-    registry: MlflowRegistry, trained: TrainOutcome, workdir: Path
+    registry: MlflowRegistry, trained: TrainOutcome, home: Path, workdir: Path
 ) -> None:
     loaded = registry.load(ModelRef.parse("churn/1"), workdir / "cache")
-    flip_byte(stored(workdir) / "model" / "model.skops")  # the store is bad now: no good copy to fetch
+    flip_byte(stored(home) / "model" / "model.skops")  # the store is bad now: no good copy to fetch
     flip_byte(loaded.local_dir / "model" / "model.skops")
     with pytest.raises(ModelLoadError, match=r"churn/1: model/model.skops sha256 mismatch"):
         _ = loaded.pipeline

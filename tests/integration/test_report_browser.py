@@ -6,8 +6,6 @@ could not hide it. With an experiment too: the page `shipml monitor report` writ
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,46 +17,12 @@ from shipml.core.window import Window
 from shipml.report import write_report
 from shipml.report.experiment_section import BAND, CHECKS
 from shipml.report.markup import COLOURS
+from tests.support.browser import BACKGROUND, SIZE, colours, open_page
 from tests.support.cli import shipml
 from tests.support.project import train_project
 from tests.support.report import log, make_experiment, parse, sample_report, spread, synthetic_report
 
 pytestmark = pytest.mark.integration
-
-SIZE = (1280, 2000)
-BACKGROUND = {(0xF6, 0xF7, 0xF9), (0xFF, 0xFF, 0xFF)}  # the page and the cards
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        reason = "chromium is not installed (Debian: apt-get install chromium); the report's browser test needs it"
-        print(reason)
-        pytest.skip(reason)
-    return found
-
-
-def _open(page: Path, tmp: Path) -> tuple[str, list[str], Path]:
-    """The page's DOM after loading, the browser's console lines, and a screenshot."""
-    png = tmp / "screenshot.png"
-    command = [
-        _chromium(), "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
-        f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
-        "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={SIZE[0]},{SIZE[1]}",
-        f"--screenshot={png}", "--dump-dom", page.resolve().as_uri(),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-    return done.stdout, console, png
-
-
-def _colours(png: Path) -> dict[tuple[int, int, int], int]:
-    image_module = pytest.importorskip("PIL.Image", reason="Pillow (installed with matplotlib) decodes the screenshot")
-    with image_module.open(png) as image:
-        assert image.size == SIZE
-        rgb = image.convert("RGB")
-        return {colour: n for n, colour in rgb.getcolors(SIZE[0] * SIZE[1])}
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -68,27 +32,27 @@ def _rgb(hex_colour: str) -> tuple[int, int, int]:
 def test_the_report_renders_in_chromium_without_console_messages(tmp_path: Path) -> None:
     report = synthetic_report()
     page = write_report(report, tmp_path / "report.html", report_id=1)
-    dom, console, png = _open(page, tmp_path)
+    dom, console, png = open_page(page, tmp_path)
     assert console == []
     charts = sum(len(s.distributions) + len({p.feature for p in s.series}) + 1 for s in report.segments)
     assert dom.count("<svg") == charts  # every distribution, every series, one accuracy chart per segment
     assert 'id="shipml-report"' in dom and "Monitoring report:" in dom
     assert "<script>alert(1)</script>" not in dom  # the XSS-shaped category stayed text in the live DOM
 
-    colours = _colours(png)
-    drawn = sum(n for c, n in colours.items() if c not in BACKGROUND)
+    drawn_colours = colours(png)
+    drawn = sum(n for c, n in drawn_colours.items() if c not in BACKGROUND)
     assert drawn > 0.05 * SIZE[0] * SIZE[1], "the screenshot is (almost) blank"
-    assert len(colours) > 50  # text, bars, lines: not a flat page
-    assert colours.get(_rgb(COLOURS["drift"]), 0) > 200  # the drift badges are drawn in their colour
-    assert colours.get(_rgb("#1565c0"), 0) > 200  # the current share's bars
+    assert len(drawn_colours) > 50  # text, bars, lines: not a flat page
+    assert drawn_colours.get(_rgb(COLOURS["drift"]), 0) > 200  # the drift badges are drawn in their colour
+    assert drawn_colours.get(_rgb("#1565c0"), 0) > 200  # the current share's bars
 
 
 def test_the_stored_sample_report_renders_too(tmp_path: Path) -> None:
     page = write_report(sample_report(), tmp_path / "report.html")
-    dom, console, png = _open(page, tmp_path)
+    dom, console, png = open_page(page, tmp_path)
     assert console == []
     assert dom.count("<svg") > 10
-    drawn = sum(n for c, n in _colours(png).items() if c not in BACKGROUND)
+    drawn = sum(n for c, n in colours(png).items() if c not in BACKGROUND)
     assert drawn > 0.05 * SIZE[0] * SIZE[1], "the screenshot is (almost) blank"
 
 
@@ -101,7 +65,7 @@ def test_the_report_with_an_experiment_renders_in_chromium(tmp_path: Path) -> No
         page = write_report(synthetic_report(), tmp_path / "report.html", report_id=1, experiment=history)
     finally:
         experiment.store.close()
-    dom, console, png = _open(page, tmp_path)
+    dom, console, png = open_page(page, tmp_path)
     assert console == []
     assert 'id="experiment"' in dom and "Experiment: churn" in dom and 'id="shipml-experiment"' in dom
     report = synthetic_report()
@@ -110,12 +74,12 @@ def test_the_report_with_an_experiment_renders_in_chromium(tmp_path: Path) -> No
     intervals = [g for g in challenger.guardrails if g.name not in CHECKS]
     assert dom.count("<svg") == drift_charts + 1 + len(intervals) + 1  # the difference, the guardrails, the split
 
-    colours = _colours(png)
-    drawn = sum(n for c, n in colours.items() if c not in BACKGROUND)
+    drawn_colours = colours(png)
+    drawn = sum(n for c, n in drawn_colours.items() if c not in BACKGROUND)
     assert drawn > 0.05 * SIZE[0] * SIZE[1], "the screenshot is (almost) blank"
-    assert colours.get(_rgb(COLOURS["no_drift"]), 0) > 200  # the ship badges and the points where it shipped
+    assert drawn_colours.get(_rgb(COLOURS["no_drift"]), 0) > 200  # the ship badges and the points where it shipped
     band = tuple(round(255 - 0.13 * (255 - c)) for c in _rgb(BAND))  # the band's fill over the white card
-    near = sum(n for c, n in colours.items() if max(abs(a - b) for a, b in zip(c, band, strict=True)) <= 3)
+    near = sum(n for c, n in drawn_colours.items() if max(abs(a - b) for a, b in zip(c, band, strict=True)) <= 3)
     assert near > 2000, "the interval band is not drawn"
 
 
@@ -170,10 +134,10 @@ def test_monitor_report_draws_the_experiment_that_ab_report_judges(tmp_path: Pat
     assert "no experiment section" in other.stderr
     assert 'id="experiment"' not in (root / "other.html").read_text()
 
-    dom, console, png = _open(root / "page.html", tmp_path)
+    dom, console, png = open_page(root / "page.html", tmp_path)
     assert console == []
     assert "Experiment: churn" in dom
-    drawn = sum(n for c, n in _colours(png).items() if c not in BACKGROUND)
+    drawn = sum(n for c, n in colours(png).items() if c not in BACKGROUND)
     assert drawn > 0.05 * SIZE[0] * SIZE[1], "the screenshot is (almost) blank"
 
 
@@ -184,6 +148,6 @@ def test_the_console_check_sees_errors_and_blocked_requests(tmp_path: Path) -> N
         '<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="img-src \'none\'">'
         '<p>x</p><img src="https://example.com/x.png"><script>throw new Error("boom")</script>'
     )
-    _, console, _ = _open(page, tmp_path)
+    _, console, _ = open_page(page, tmp_path)
     assert any("example.com" in line for line in console), console
     assert any("Uncaught Error: boom" in line for line in console), console

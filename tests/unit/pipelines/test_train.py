@@ -12,14 +12,25 @@ from sklearn import metrics as skm
 from shipml.config import GateSettings
 from shipml.core.profile import numeric_profile
 from shipml.errors import ConfigError, DataLoadError, DataValidationError, TrainingError
+from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame
-from shipml.pipelines.train import config_artifact, fit, judge_gates, payload_for
+from shipml.pipelines.train import TrainResult, config_artifact, fit, judge_gates, payload_for
 from tests.support.project import churn_settings
 
 
-def test_same_data_config_and_seed_give_the_same_metrics_to_the_last_digit(churn_csv: Path) -> None:
+@pytest.fixture(scope="module")
+def default_fit(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """One fit of the default settings on the ``churn_csv`` data, shared by the tests that only read it."""
+    data = tmp_path_factory.mktemp("train") / "churn.csv"
+    generate_churn(2_000, seed=7).to_csv(data, index=False)
+    return fit(churn_settings(data))
+
+
+def test_same_data_config_and_seed_give_the_same_metrics_to_the_last_digit(
+    churn_csv: Path, default_fit: TrainResult
+) -> None:
     settings = churn_settings(churn_csv)
-    a, b = fit(settings), fit(settings)
+    a, b = default_fit, fit(settings)  # the module's fit and one in this test: the same numbers
     assert a.holdout.metrics == b.holdout.metrics
     assert a.cv == b.cv
     assert a.lineage["shipml.data_sha256"] == b.lineage["shipml.data_sha256"]
@@ -27,8 +38,8 @@ def test_same_data_config_and_seed_give_the_same_metrics_to_the_last_digit(churn
     assert other_seed.holdout.metrics != a.holdout.metrics
 
 
-def test_binary_metrics_confusion_matrix_and_holdout_size(churn_csv: Path) -> None:
-    result = fit(churn_settings(churn_csv))
+def test_binary_metrics_confusion_matrix_and_holdout_size(default_fit: TrainResult) -> None:
+    result = default_fit
     m = result.holdout.metrics
     assert set(m) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
     assert m["roc_auc"] > 0.75  # the example has a real signal
@@ -37,9 +48,11 @@ def test_binary_metrics_confusion_matrix_and_holdout_size(churn_csv: Path) -> No
     assert result.holdout.labels == ("0", "1")
 
 
-def test_holdout_metrics_are_the_pipelines_own_on_the_holdout_rows(churn_csv: Path, churn_df: pd.DataFrame) -> None:
+def test_holdout_metrics_are_the_pipelines_own_on_the_holdout_rows(
+    default_fit: TrainResult, churn_df: pd.DataFrame
+) -> None:
     """What is gated is what the registered pipeline does on rows it never saw, recomputed here independently."""
-    result = fit(churn_settings(churn_csv))
+    result = default_fit
     holdout = churn_df.loc[list(result.holdout_index)]
     assert len(holdout) == result.rows[1] == 400
     proba = result.pipeline.predict_proba(feature_frame(holdout, result.schema))
@@ -58,9 +71,9 @@ def test_holdout_metrics_are_the_pipelines_own_on_the_holdout_rows(churn_csv: Pa
     assert result.holdout.confusion == tuple(tuple(int(v) for v in r) for r in skm.confusion_matrix(y, predicted))
 
 
-def test_prediction_profile_is_of_holdout_predictions(churn_csv: Path, churn_df: pd.DataFrame) -> None:
+def test_prediction_profile_is_of_holdout_predictions(default_fit: TrainResult, churn_df: pd.DataFrame) -> None:
     """In-sample probabilities of a forest are over-confident: drift would be measured against the wrong reference."""
-    result = fit(churn_settings(churn_csv))
+    result = default_fit
     holdout = churn_df.loc[list(result.holdout_index)]
     proba = result.pipeline.predict_proba(feature_frame(holdout, result.schema))[:, 1]
     assert result.profile.prediction == numeric_profile(proba)
@@ -113,14 +126,14 @@ def test_unknown_positive_class_is_a_config_error(workdir: Path, churn_df: pd.Da
         fit(churn_settings(_labelled(workdir, churn_df), training={"positive_class": "left"}))
 
 
-def test_published_config_has_no_credentials(churn_csv: Path) -> None:
+def test_published_config_has_no_credentials(churn_csv: Path, default_fit: TrainResult) -> None:
     settings = churn_settings(
         churn_csv,
         registry={"uri": "https://user:t0ken-secret@mlflow.example/"},
         store={"uri": "postgresql+psycopg://u:S3cret@db/x"},
         auth={"keys": [{"name": "app", "sha256": "a" * 64}]},
     )
-    text = payload_for(settings, fit(settings)).files["shipml/config.yaml"]
+    text = payload_for(settings, default_fit).files["shipml/config.yaml"]
     assert text == config_artifact(settings)
     assert "S3cret" not in text and "t0ken-secret" not in text
     published = yaml.safe_load(text)
