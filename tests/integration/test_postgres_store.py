@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from shipml.adapters.store import PredictionRow, PredictionStore, StoreWriter
+from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.core.schema import FeatureSchema
 from shipml.examples.churn import generate_churn
 from tests.support.dialects import fresh_postgres_database
+from tests.support.logged import logged
 from tests.support.project import CONFIG, train_project
 from tests.support.server import make_keys, records, start_server
 
@@ -29,7 +30,7 @@ def test_store_on_postgres(postgres_uri: str) -> None:
     started = time.perf_counter()
     futures = [
         writer.submit(
-            PredictionRow(
+            logged(
                 f"pg-{i}",
                 float(i),
                 "churn",

@@ -250,12 +250,13 @@ def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Key
         ).json()
         got = store.predictions.get(r["prediction_id"])  # committed before the answer (durability: commit)
         assert got is not None and store.predictions.count() == before + 1
-        assert (got["model"], got["version"], got["variant"], got["role"]) == ("churn", "1", "main", "primary")
-        assert got["features"]["contract"] == records(1)[0]["contract"]
-        assert got["outputs"]["probabilities"] == r["probabilities"]
-        assert got["label"] == str(r["predicted_class"])
+        s = got.served
+        assert (s.model, s.version, s.variant, s.role) == ("churn", "1", "main", "primary")
+        assert got.features["contract"] == records(1)[0]["contract"]
+        assert got.probabilities == r["probabilities"]
+        assert got.label == r["predicted_class"]
         # typed, through the store's catalog of the model's schema
-        window = store.predictions.read_window("churn", got["ts"] - 1, got["ts"] + 1)
+        window = store.predictions.read_window("churn", got.ts - 1, got.ts + 1)
         at = list(window.ids).index(r["prediction_id"])
         assert window.features["contract"][at] == records(1)[0]["contract"]
         assert window.features["tenure"][at] == records(1)[0]["tenure"]

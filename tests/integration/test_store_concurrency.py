@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shipml.adapters.store import LATEST, PredictionRow, PredictionStore, tables
+from shipml.adapters.store import LATEST, PredictionStore, tables
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, fresh_postgres_database
+from tests.support.logged import logged
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +42,11 @@ def open_at_once(worker: int, uris: list[str], barrier: threading.Barrier, resul
         try:
             store = PredictionStore(uri)
             store.predictions.register_schema(SCHEMA)
-            row = PredictionRow(
+            row = logged(
                 f"r{round_}-w{worker}", time.time(), "churn", "1", "main", {"Age": 40.0, "age": 4.0, "plan": "gold"},
                 {"value": 1.0}, 1.0, schema_sha256=SCHEMA.sha256(),
             )  # fmt: skip
-            store.predictions.write([row])
+            store.predictions.write([[row]])
             store.close()
             results.put((round_, worker, "ok"))
         except Exception as exc:  # the figure the test prints: what failed, by type

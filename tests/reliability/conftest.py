@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import requests
 
+from shipml.adapters.store import PredictionStore
+from shipml.core.prediction import Prediction
 from tests.support.project import TrainedProject
 from tests.support.server import Keys, Server, key_line, make_keys, start_server
 
@@ -201,10 +203,8 @@ def vm_rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def stored(root: Path, prediction_id: str, uri: str | None = None) -> dict[str, Any] | None:
-    """The prediction store's row of ``prediction_id``, read through the store's own API."""
-    from shipml.adapters.store import PredictionStore
-
+def stored(root: Path, prediction_id: str, uri: str | None = None) -> Prediction | None:
+    """The prediction ``prediction_id`` as the store logged it, read through the store's own API."""
     store = PredictionStore(uri or f"sqlite:///{root}/.shipml/predictions.db")
     try:
         return store.predictions.get(prediction_id)

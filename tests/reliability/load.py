@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shipml.core.prediction import Prediction
 from tests.support.cli import shipml
 from tests.support.project import CONFIG, train_project
 from tests.support.server import Keys, Server, auth, make_keys, records
@@ -427,8 +428,8 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.close()
 
 
-def store_rows(root: Path, ids: list[str], uri: str | None = None) -> dict[str, dict[str, Any]]:
-    """The stored rows of ``ids`` (through the store's own API), by id."""
+def store_rows(root: Path, ids: list[str], uri: str | None = None) -> dict[str, Prediction]:
+    """The stored predictions of ``ids`` (through the store's own API), by id."""
     from shipml.adapters.store import PredictionStore
 
     store = PredictionStore(uri or f"sqlite:///{root}/.shipml/predictions.db")

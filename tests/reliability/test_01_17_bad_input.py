@@ -158,7 +158,7 @@ def test_case_04_non_finite_numbers_are_422_naming_the_feature_and_nan_is_missin
             if token == b"NaN" and nullable:
                 assert r.status_code == 200, (feature, token, r.status_code, r.text)
                 logged = stored(rel_project.root, r.json()["prediction_id"])
-                assert logged is not None and logged["features"][feature] is None, logged
+                assert logged is not None and logged.features[feature] is None, logged
                 continue
             assert r.status_code == 422, (feature, token, r.status_code, r.text)
             rule = "not_nullable" if token == b"NaN" else "finite"
@@ -275,7 +275,8 @@ def test_case_08_mass_assignment_fields_change_nothing(rel_server: Server, rel_p
     assert body["prediction_id"] != MASS["prediction_id"]
     logged = stored(rel_project.root, body["prediction_id"])
     assert logged is not None
-    assert (logged["model"], logged["version"], logged["variant"], logged["role"]) == ("churn", "1", "main", "primary")
+    s = logged.served
+    assert (s.model, s.version, s.variant, s.role) == ("churn", "1", "main", "primary")
     assert stored(rel_project.root, "chosen-by-client") is None
     r = requests.post(
         f"{rel_server.url}/predict/batch", json={"records": [GOOD_ROW], **MASS}, headers=bearer(key), timeout=10
@@ -540,7 +541,7 @@ def test_case_16_duplicate_keys_last_one_wins_for_validator_and_log(rel_server: 
     r = post_raw(rel_server, "/predict", last_good, key)
     assert r.status_code == 200, r.text
     logged = stored(rel_project.root, r.json()["prediction_id"])
-    assert logged is not None and logged["features"]["tenure"] == 12
+    assert logged is not None and logged.features["tenure"] == 12
     last_bad = b'{"features": {' + inner.encode() + b', "tenure": 500}}'
     r = post_raw(rel_server, "/predict", last_bad, key)
     assert r.status_code == 422 and details_of(error_of(r)) == [(0, "tenure", "max")], r.text
@@ -555,7 +556,7 @@ def test_case_16_the_prediction_log_stores_odd_text_round_trip(rel_lenient: Serv
         assert r.status_code == 200, (text, r.text)
         logged = stored(rel_project.root, r.json()["prediction_id"], f"sqlite:///{rel_project.root}/lenient.db")
         assert logged is not None
-        assert (logged["features"]["gender"], logged["features"]["contract"]) == (text, text)
+        assert (logged.features["gender"], logged.features["contract"]) == (text, text)
 
 
 # -- 17 ---------------------------------------------------------------------------------------------
@@ -595,6 +596,6 @@ def test_case_17_all_100_rows_are_logged_with_their_status(rel_server: Server, r
         assert store.predictions.count(status=None) == before + MAX_BATCH  # every record answered has its row
         assert store.predictions.count() == before_ok + MAX_BATCH - 1  # monitoring reads the predictions only
         ids = [p["prediction_id"] for p in r.json()["predictions"] if "prediction_id" in p]
-        assert len(ids) == MAX_BATCH - 1 and all(store.predictions.get(i)["status"] == "ok" for i in ids[:5])
+        assert len(ids) == MAX_BATCH - 1 and all(store.predictions.get(i).status == "ok" for i in ids[:5])  # type: ignore[union-attr]
     finally:
         store.close()

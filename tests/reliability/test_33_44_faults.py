@@ -386,7 +386,7 @@ def test_case37_alias_flips_under_load_one_version_per_answer_and_logged(project
     assert result.failed == [], server.log.read_text()[-3000:]
     ok = [a for a in result.answers if a.status == 200]
     stored = store_rows(root, [a.prediction_ids[0] for a in ok], f"sqlite:///{root}/case37.db")
-    mismatched = [a for a in ok if stored.get(a.prediction_ids[0], {}).get("version") != a.version]
+    mismatched = [a for a in ok if (p := stored.get(a.prediction_ids[0])) is None or p.served.version != a.version]
     versions = sorted({a.version for a in ok if a.version})
     figure(
         37, sent=result.sent, failed=len(result.failed), rate=round(result.rate, 1), p99_ms=result.p(0.99),

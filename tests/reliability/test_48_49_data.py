@@ -133,7 +133,7 @@ def test_case49_feedback_rules(project: tuple[Path, Keys]) -> None:
     assert set(joined) == set(ids)  # every labelled prediction has its feedback, the unknown id none
     assert wrong == set()
     rows = store_rows(root, ids, f"sqlite:///{db}")
-    assert {r["variant"] for r in rows.values()} == {"main"}
+    assert {p.served.variant for p in rows.values()} == {"main"}
 
 
 def test_case49_ids_unique_across_workers_and_restarts(project: tuple[Path, Keys]) -> None:

@@ -1,5 +1,10 @@
-"""The vocabulary of a prediction, shared by every layer: who answered (variant and role), how it ended
-(status) and how durably it is logged.
+"""The vocabulary of a prediction, shared by every layer: the record a protocol decoded, who answered it
+(``Served``: model, version, variant, role), how it ended (``Status``) and what the model said.
+
+The predictor's output becomes a ``Prediction`` once, in the prediction service; everything else derives from
+it by one rule each, written here: the HTTP answer (``answer``), the stored outputs (``outputs``), the log's
+score (``score_of``), a binary classifier's positive-class probability (``positive_probability``, and
+``positive_from_score`` for the stored score) and what the drift histograms bin (``binned``).
 
 The names of the champion's variant and of a canary's candidate are defined here once: the router, the
 experiments and the canary controller all speak of them.
@@ -7,7 +12,14 @@ experiments and the canary controller all speak of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from shipml.core.records import FieldError
 
 DEFAULT_VARIANT = "main"  # the champion's variant name when `serve.variants` does not name it
 CANARY_VARIANT = "canary"  # reserved: the candidate of a canary (never a `serve.variants` or `serve.shadow` name)
@@ -34,3 +46,149 @@ class Durability(StrEnum):
 
     COMMIT = "commit"
     ASYNC = "async"
+
+
+class Routed(StrEnum):
+    """How a record found its variant in an experiment: by its routing key (sticky), or by a random draw."""
+
+    KEY = "key"
+    RANDOM = "random"
+
+
+class Record(NamedTuple):
+    """One record as a protocol decoded it: its features (a mapping of feature values when well-formed; the
+    validator names what is wrong otherwise) and its routing key (the record's ``id`` or ``X-Routing-Key``)."""
+
+    features: Any
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """Who answers: a model version serving as a variant in a role. ``schema_sha256``: the schema its answered
+    rows are logged under (the store's typed slots; "" for none); ``classes``: a classifier's classes as text,
+    in the order of its probabilities."""
+
+    model: str
+    version: str
+    variant: str = DEFAULT_VARIANT
+    role: Role = Role.PRIMARY
+    schema_sha256: str = ""
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Prediction:
+    """One record's outcome, whatever its status: the one value the answer, the log row, the metrics and the
+    drift histograms are derived from.
+
+    ``index``: the record's position in its request. ``features``: the values the validator accepted (the
+    record as received when it was refused). ``label`` and ``proba`` (in ``served.classes`` order) for a
+    classifier, ``value`` for a regressor, when ``status`` is ok. ``errors``: why the record was refused
+    (invalid, output_invalid); ``failure``: "timeout" or "model_error" (status error). ``routed``: how the
+    record was routed in an experiment (None without one).
+
+    Not frozen: a frozen dataclass's ``__init__`` costs three times as much, and a 10,000-row batch makes
+    10,000 of these; nothing changes one after it is made.
+    """
+
+    id: str
+    ts: float
+    served: Served
+    index: int
+    features: Any
+    key: str | None
+    latency_ms: float
+    status: Status = Status.OK
+    label: Any = None
+    proba: Sequence[float] | None = None
+    value: float | None = None
+    errors: tuple[FieldError, ...] = ()
+    failure: str | None = None
+    routed: Routed | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def probabilities(self) -> dict[str, float] | None:
+        """The class probabilities by class name (None for a regressor or a record without an answer)."""
+        if self.proba is None:
+            return None
+        return dict(zip(self.served.classes, self.proba, strict=True))
+
+    @property
+    def score(self) -> float | None:
+        """The log's ``score`` (``score_of``)."""
+        if self.value is not None:
+            return self.value
+        return None if self.proba is None else score_of(self.proba)
+
+    def positive_probability(self, positive: str | None) -> float | None:
+        """A binary classifier's probability of its ``positive`` class."""
+        if self.proba is None:
+            return None
+        return self.proba[positive_column(self.served.classes, positive)]
+
+    def binned(self, prediction: str, positive: str | None) -> Any:
+        """What the drift histograms count of this prediction: its ``value`` (a regressor), its label as text
+        (``prediction`` "label", a multiclass classifier) or its positive class's probability ("positive")."""
+        if prediction == "value":
+            return self.value
+        if prediction == "label":
+            return None if self.label is None else str(self.label)
+        return self.positive_probability(positive)
+
+    def answer(self, *, single: bool = False) -> dict[str, Any]:
+        """The record's answer in shipml's protocol: an entry of a batch's ``predictions`` (its ``index``, and
+        who answered when an experiment routed it), or with ``single`` the whole answer of ``/predict`` (with
+        the ``model`` that answered). A refused record's entry is its error."""
+        if self.status is not Status.OK:
+            code = "model_output_invalid" if self.status is Status.OUTPUT_INVALID else "validation_error"
+            return {"index": self.index, "error": {"code": code, "details": [e.to_dict() for e in self.errors]}}
+        out: dict[str, Any] = {"prediction_id": self.id} if single else {"index": self.index, "prediction_id": self.id}
+        if self.proba is not None:
+            out["predicted_class"] = self.label
+            out["probabilities"] = self.probabilities
+        else:
+            out["value"] = self.value
+        s = self.served
+        if single:
+            out["model"] = {"name": s.model, "version": s.version, "variant": s.variant}
+            if self.routed is not None:
+                out["routed_by"] = str(self.routed)
+        elif self.routed is not None:
+            out.update(variant=s.variant, version=s.version, routed_by=str(self.routed))
+        return out
+
+    def outputs(self) -> dict[str, Any]:
+        """What the log keeps of the outcome (the ``outputs`` JSON of its row)."""
+        if self.status is Status.OK:
+            if self.proba is not None:
+                return {"predicted_class": self.label, "probabilities": self.probabilities}
+            return {"value": self.value}
+        if self.status is Status.ERROR:
+            return {"error": self.failure}
+        return {"errors": [e.to_dict() for e in self.errors]}
+
+
+def score_of(proba: Sequence[float]) -> float:
+    """The log's ``score`` of a classifier's probabilities: the second class's probability for a binary one
+    (scikit-learn's positive class), the highest for a multiclass one. A regressor's score is its value."""
+    return proba[1] if len(proba) == 2 else max(proba)
+
+
+def positive_column(classes: Sequence[str], positive: str | None) -> int:
+    """The column of a binary classifier's probabilities that belongs to ``positive``: its position among
+    ``classes`` when it is one of them, else the second (scikit-learn's positive class)."""
+    if positive is not None:
+        for i, c in enumerate(classes):
+            if c == positive:
+                return i
+    return 1
+
+
+def positive_from_score(score: np.ndarray, classes: Sequence[str], positive: str | None) -> np.ndarray:
+    """The positive class's probability from stored binary scores (``score_of``: the second class's)."""
+    return 1.0 - score if positive_column(classes, positive) == 0 else score

@@ -19,8 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 from shipml.server.access import RequestRecorder
 from shipml.server.auth import key_from_headers
-from shipml.server.errors import ApiError, render
-from shipml.server.http import check_declared_size, check_json_type, parse_json
+from shipml.server.errors import render
+from shipml.server.http import check_json_type, parse_json, receive_body
 from shipml.server.protocols.shipml import predict_one, routing_key
 
 if TYPE_CHECKING:
@@ -51,19 +51,19 @@ class PredictLane:
         headers = [_JSON, (b"x-request-id", request_id.encode())]
         extra: dict[str, Any] = {"version": None, "key": None}
         try:
-            auth_header, api_key, content_length, content_type = _headers(scope)
+            auth_header, api_key, content_length, content_type, encoding, routing = _headers(scope)
             check_json_type(content_type)
-            body = await _read_body(receive, content_length, state.settings.serve.max_body_bytes)
+            body = await receive_body(receive, encoding, content_length, state.settings.serve.max_body_bytes)
             parsed = parse_json(body)
             client = scope.get("client")
             key = key_from_headers(auth_header, api_key)
-            answer, dep, principal = await predict_one(
-                state, key, client[0] if client else None, parsed, routing_key(_header(scope, b"x-routing-key"))
+            answer, served, principal = await predict_one(
+                state, key, client[0] if client else None, parsed, routing_key(routing)
             )
-            extra = {"version": dep.version, "key": principal}
+            extra = {"version": served.version, "key": principal}
             if self.log_features:
                 extra["features"] = parsed.get("features")
-            headers.append((b"x-model-version", dep.version.encode()))
+            headers.append((b"x-model-version", served.version.encode()))
             status, payload = 200, orjson.dumps(answer)
         except Exception as exc:  # every exception becomes its answer in server/errors.py
             status, payload, more = render(exc, "/predict")
@@ -76,40 +76,14 @@ class PredictLane:
         self.recorder.record(request_id, "/predict", scope, status, started, extra)
 
 
-def _header(scope: Scope, wanted: bytes) -> str | None:
+def _headers(scope: Scope) -> tuple[str | None, ...]:
+    """Authorization, X-API-Key, Content-Length, Content-Type, Content-Encoding and X-Routing-Key of the request
+    (None when absent), in one pass over the headers."""
+    found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name == wanted:
-            return str(value.decode("latin-1"))
-    return None
+        if name in _WANTED:
+            found[name] = value.decode("latin-1")
+    return tuple(found.get(name) for name in _WANTED)
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None, str | None, str | None]:
-    """Authorization, X-API-Key, Content-Length and Content-Type of the request (None when absent)."""
-    auth_header = api_key = content_length = content_type = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            auth_header = value.decode("latin-1")
-        elif name == b"x-api-key":
-            api_key = value.decode("latin-1")
-        elif name == b"content-length":
-            content_length = value.decode("latin-1")
-        elif name == b"content-type":
-            content_type = value.decode("latin-1")
-    return auth_header, api_key, content_length, content_type
-
-
-async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    check_declared_size(declared, limit)
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "client_disconnected", "the client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+_WANTED = (b"authorization", b"x-api-key", b"content-length", b"content-type", b"content-encoding", b"x-routing-key")

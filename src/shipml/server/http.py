@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive
 
 from shipml.config import Role
 from shipml.server.auth import Authenticator, Principal, allows, key_from_headers
@@ -29,23 +30,35 @@ def check_json_type(content_type: str | None) -> None:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw body, bounded by serve.max_body_bytes (413 from the declared size, before reading, or as
-    soon as a chunked body passes it); 415 for a compressed body."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    """The raw body of a framework request (see ``receive_body``)."""
+    headers = request.headers
+    limit: int = request.app.state.shipml.settings.serve.max_body_bytes
+    return await receive_body(request.receive, headers.get("content-encoding"), headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, content_encoding: str | None, content_length: str | None, limit: int) -> bytes:
+    """The raw body from the ASGI ``receive`` channel, the one reader of every route (the fast lane's too):
+    415 for a compressed body, 413 past ``limit`` bytes (from the declared size before reading, or as soon as
+    a chunked body passes it), 400 when the client goes away before the body is whole."""
+    encoding = (content_encoding or "identity").strip().lower()
     if encoding != "identity":
         raise ApiError(
             415, "unsupported_media_type", f"Content-Encoding {encoding[:32]!r} is not supported; send the body as is"
         )
-    limit: int = request.app.state.shipml.settings.serve.max_body_bytes
-    check_declared_size(request.headers.get("content-length"), limit)
+    check_declared_size(content_length, limit)
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "client_disconnected", "the client went away")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def check_declared_size(declared: str | None, limit: int) -> None:

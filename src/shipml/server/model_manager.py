@@ -25,7 +25,7 @@ from shipml.adapters.native import KernelLoader
 from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
-from shipml.core.prediction import DEFAULT_VARIANT
+from shipml.core.prediction import DEFAULT_VARIANT, Role, Served
 from shipml.core.records import RecordValidator
 from shipml.core.routing import Assignment, Shadow, Split, shadows_from
 from shipml.core.schema import FeatureSchema
@@ -57,6 +57,12 @@ class Variant:
     @property
     def version(self) -> str:
         return self.bundle.info.version
+
+    @cached_property
+    def served(self) -> Served:
+        """Who its predictions say answered them (built once per loaded variant)."""
+        classes = tuple(str(c) for c in self.bundle.classes)
+        return Served(self.name, self.version, self.variant, Role(self.role), self.schema_sha256, classes)
 
 
 @dataclass(frozen=True)

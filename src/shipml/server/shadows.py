@@ -4,8 +4,8 @@ A request only samples its records for each shadow and appends the copies to tha
 (microseconds, never awaited). One background task per shadow waits ``gather_s`` for copies to accumulate,
 then scores up to ``batch_rows`` records of one loaded version at a time: one model call and a few log
 writes of columns per batch instead of a call, a log row and a task per request. The scorer works in steps
-of a fraction of a millisecond ``PACE_S`` apart (``PredictionService._score_shadow``), so a request in
-flight meanwhile waits for one short step at most, never for a whole batch.
+of a fraction of a millisecond ``PACE_S`` apart (``ShadowScorer``), so a request in flight meanwhile waits
+for one short step at most, never for a whole batch.
 
 A full queue drops the new copies and counts them (``shipml_shadow_dropped_total``) rather than grow; so
 does ``close`` for what is still queued when its time is up, so stopping the service never waits on a
@@ -18,8 +18,18 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
+import structlog
+
+from shipml.core.prediction import Durability, Prediction, Record
+from shipml.errors import StoreFull
 from shipml.server.model_manager import Variant
+
+if TYPE_CHECKING:
+    from shipml.server.predictions import PredictionService
+
+log = structlog.get_logger("shipml.server")
 
 # Copies a shadow may hold before new ones are dropped (per shadow and worker): seconds of traffic at a few
 # thousand requests per second, and a few MB of records.
@@ -28,7 +38,7 @@ QUEUE_ROWS = 4096
 # (adapters/native.GIL_HELD_MAX_ROWS) and that the batch's rows share the trees' upper levels in the CPU's
 # caches (a shadow's model is cold: the requests between two batches evict it).
 BATCH_ROWS = 256
-# Records validated, and logged as one PredictionBatch, per step of a batch.
+# Records validated, and logged as one unit (one row of columns in the store), per step of a batch.
 SLICE_ROWS = 64
 # The pause between two steps of a batch (and between two batches): a request meets one step, not a run of
 # them. A batch then takes about ten paces, which bounds a worker's shadow to some 10,000 records a second;
@@ -39,8 +49,8 @@ GATHER_S = 0.1
 # After cancelling a batch that outlived close's time: how long to wait for it to unwind.
 CANCEL_WAIT_S = 1.0
 
-Copies = tuple[Variant, list[object], list[str | None]]
-Score = Callable[[Variant, list[object], list[str | None]], Awaitable[None]]
+Copies = tuple[Variant, list[Record]]
+Score = Callable[[Variant, list[Record]], Awaitable[None]]
 Drop = Callable[[Variant, int], None]
 
 
@@ -92,8 +102,8 @@ class ShadowQueue:
         """Copies waiting, not counting the batch being scored."""
         return self._rows
 
-    def put(self, variant: Variant, records: list[object], keys: list[str | None]) -> None:
-        """Queue copies of ``records`` (with their routing keys) for ``variant``, or drop and count them when
+    def put(self, variant: Variant, records: list[Record]) -> None:
+        """Queue copies of ``records`` for ``variant``, or drop and count them when
         the queue has no room (copies bigger than the whole queue fit an empty one) or it is closed."""
         n = len(records)
         if not n:
@@ -101,7 +111,7 @@ class ShadowQueue:
         if self._closing or (self._rows and self._rows + n > self.max_rows):
             self.drop(variant, n)
             return
-        self._items.append((variant, records, keys))
+        self._items.append((variant, records))
         self._rows += n
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
@@ -123,7 +133,7 @@ class ShadowQueue:
                 if self._in_flight is not None:
                     self.drop(*self._in_flight)
                     self._in_flight = None
-        for variant, records, _ in self._items:
+        for variant, records in self._items:
             self.drop(variant, len(records))
         self._items.clear()
         self._rows = 0
@@ -136,9 +146,9 @@ class ShadowQueue:
                 continue
             if self._rows < self.batch_rows and not self._closing:
                 await asyncio.sleep(self.gather_s)  # the copies of the requests meanwhile join this batch
-            variant, records, keys = self._take(self.batch_rows)
+            variant, records = self._take(self.batch_rows)
             self._in_flight = (variant, len(records))
-            await self.score(variant, records, keys)
+            await self.score(variant, records)
             self._in_flight = None
             await asyncio.sleep(PACE_S)  # the loop serves requests between two batches
 
@@ -146,18 +156,72 @@ class ShadowQueue:
         """Up to ``limit`` queued records of one loaded version (a reload starts another batch), oldest first; a
         request's copies are split where the limit falls."""
         variant = self._items[0][0]
-        records: list[object] = []
-        keys: list[str | None] = []
+        records: list[Record] = []
         while self._items and self._items[0][0] is variant and len(records) < limit:
-            _, more, more_keys = self._items.popleft()
+            _, more = self._items.popleft()
             room = limit - len(records)
             if len(more) > room:
-                self._items.appendleft((variant, more[room:], more_keys[room:]))
-                more, more_keys = more[:room], more_keys[:room]
+                self._items.appendleft((variant, more[room:]))
+                more = more[:room]
             records += more
-            keys += more_keys
         self._rows -= len(records)
-        return variant, records, keys
+        return variant, records
+
+
+class ShadowScorer:
+    """Scores a batch of a shadow's copies as the service answers a request (validated against the shadow's
+    schema, predicted, logged as predictions with role shadow and the records' routing keys; refused records,
+    NaN outputs and a failed or timed-out call logged and counted with their status), never answering anyone,
+    with three differences. The work goes in steps ``PACE_S`` apart, so a request in flight meanwhile waits for
+    one step at most; the predictions' latency is the batch's work, without those pauses. The model call is
+    abandoned after ``serve.shadow_timeout_s``. The rows are logged in ``async`` durability whatever the
+    service's: nobody waits for a shadow's commit. A log without room for the whole batch drops it (counted)
+    rather than take the room of clients' predictions; any other failure is counted and logged."""
+
+    def __init__(self, service: PredictionService, timeout_s: float) -> None:
+        self.service = service
+        self.timeout_s = timeout_s
+
+    async def __call__(self, variant: Variant, records: list[Record]) -> None:
+        s = self.service
+        try:
+            await self._score(variant, records)
+        except StoreFull:
+            s.metrics.child(s.metrics.shadow_dropped, variant.name, variant.variant).inc(len(records))
+        except Exception as exc:  # noqa: BLE001 - a shadow must never fail a request, whatever goes wrong
+            s.metrics.child(s.metrics.shadow_failures, variant.name, variant.version, variant.variant).inc()
+            log.warning("shadow_failed", variant=variant.variant, records=len(records), error=type(exc).__name__)
+
+    async def _score(self, variant: Variant, records: list[Record]) -> None:
+        s, steps = self.service, Steps()
+        made: list[Prediction] = []
+        room = s.room(len(records))
+        try:
+            accepted = []
+            for lo in range(0, len(records), SLICE_ROWS):
+                hi = min(lo + SLICE_ROWS, len(records))
+                checked, refused = s.validate(variant, records[lo:hi], range(lo, hi))
+                accepted += checked
+                made += refused
+                await steps.pause()
+            s.log(room, made, durability=Durability.ASYNC)
+            if accepted:
+                try:
+                    outputs = await s.predict(variant, [a[2] for a in accepted], self.timeout_s)
+                except Exception as exc:
+                    s.log(room, s.failed(variant, accepted, steps.busy_s() * 1000.0, exc), durability=Durability.ASYNC)
+                    raise
+                await steps.pause()
+                answered = s.predictions(variant, accepted, outputs, steps.busy_s() * 1000.0)
+                for lo in range(0, len(answered), SLICE_ROWS):
+                    if lo:
+                        await steps.pause()
+                    s.log(room, answered[lo : lo + SLICE_ROWS], durability=Durability.ASYNC)
+                made += answered
+        finally:
+            room.release()
+        s.count(variant, made)
+        s.metrics.child(s.metrics.variant_latency, variant.name, variant.variant).observe(steps.busy_s())
 
 
 class Shadows:
@@ -170,7 +234,7 @@ class Shadows:
         self.queues: dict[str, ShadowQueue] = {}
         self._closed = False
 
-    def put(self, variant: Variant, records: list[object], keys: list[str | None]) -> None:
+    def put(self, variant: Variant, records: list[Record]) -> None:
         if self._closed:
             self.drop(variant, len(records))
             return
@@ -179,7 +243,7 @@ class Shadows:
             queue = self.queues[variant.variant] = ShadowQueue(
                 variant.variant, self.score, self.drop, max_rows=self.max_rows
             )
-        queue.put(variant, records, keys)
+        queue.put(variant, records)
 
     async def close(self, timeout_s: float) -> None:
         """Close every queue at once, within ``timeout_s`` in all (see ``ShadowQueue.close``)."""

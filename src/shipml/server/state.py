@@ -16,7 +16,7 @@ from shipml.config import Settings
 from shipml.server.auth import Authenticator
 from shipml.server.errors import ApiError
 from shipml.server.metrics import ServerMetrics
-from shipml.server.model_manager import Deployment, ModelManager, Variant
+from shipml.server.model_manager import Deployment, ModelManager
 from shipml.server.predictions import PredictionService
 
 
@@ -44,11 +44,6 @@ class AppState:
         if current is None:
             raise ApiError(503, "not_ready", "no model is loaded yet")
         return current
-
-    def variant(self, key: str | None) -> Variant:
-        """The variant that answers a whole request with routing ``key`` (None: a random draw; the only
-        variant without an experiment)."""
-        return self.deployment().route(key, self.service.rng)[0]
 
 
 def state(request: Request) -> AppState:

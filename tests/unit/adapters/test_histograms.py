@@ -12,14 +12,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore, StoreWriter, tables
+from shipml.adapters.store import PredictionStore, StoreWriter, tables
 from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
 from shipml.core.drift import Verdict
 from shipml.core.ids import Uuid7Generator
 from shipml.core.monitor_report import DriftReport, SegmentReport
+from shipml.core.prediction import Prediction
 from shipml.core.profile import ReferenceProfile, build_profile
 from shipml.errors import StoredReportUnreadable
 from tests.support.dialects import DIALECTS, store_uri_for
+from tests.support.logged import batch_of, logged
 from tests.unit.adapters.test_prediction_store import CHURNISH
 
 IDS = Uuid7Generator()
@@ -48,9 +50,9 @@ def features(i: int) -> dict[str, Any]:
     return {"tenure": None if i % 11 == 0 else float(i % 60), "contract": contract}
 
 
-def rows(n: int, ts: float, version: str = "1") -> list[PredictionRow]:
+def rows(n: int, ts: float, version: str = "1") -> list[Prediction]:
     return [
-        PredictionRow(
+        logged(
             prediction_id, ts, "churn", version, "main", features(i),
             {"predicted_class": "1", "probabilities": {"0": 1 - i / n, "1": i / n}}, 1.0,
             schema_sha256=CHURNISH.sha256(),
@@ -59,9 +61,9 @@ def rows(n: int, ts: float, version: str = "1") -> list[PredictionRow]:
     ]  # fmt: skip
 
 
-def batch(n: int, ts: float) -> PredictionBatch:
+def batch(n: int, ts: float) -> list[Prediction]:
     probas = [[1 - i / n, i / n] for i in range(n)]
-    return PredictionBatch(
+    return batch_of(
         IDS.strings(n), ts, "churn", "1", "main", CHURNISH.sha256(), [features(i) for i in range(n)], 1.0,
         labels=["1"] * n, classes=["0", "1"], proba=probas,
     )  # fmt: skip

@@ -19,8 +19,6 @@ import sqlalchemy as sa
 
 from shipml.adapters.store import (
     NUMERIC_SLOTS,
-    PredictionBatch,
-    PredictionRow,
     PredictionStore,
     StoreError,
     StoreFull,
@@ -30,8 +28,10 @@ from shipml.adapters.store import (
 from shipml.core.canary import Canary
 from shipml.core.monitor_report import DriftReport
 from shipml.core.notification import SentVerdict
+from shipml.core.prediction import Prediction
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, store_uri_for
+from tests.support.logged import logged
 
 
 def schema_of(*features: tuple[str, str], task: str = "binary") -> FeatureSchema:
@@ -44,8 +44,8 @@ def schema_of(*features: tuple[str, str], task: str = "binary") -> FeatureSchema
 CHURNISH = schema_of(("tenure", "numeric"), ("contract", "categorical"))
 
 
-def row(i: int, schema: FeatureSchema | None = CHURNISH, version: str = "1", **features: Any) -> PredictionRow:
-    return PredictionRow(
+def row(i: int, schema: FeatureSchema | None = CHURNISH, version: str = "1", **features: Any) -> Prediction:
+    return logged(
         f"id-{i:04d}", 1000.0 + i, "churn", version, "main", dict(features), {"p": 0.5}, 1.0,
         schema_sha256=schema.sha256() if schema is not None else "",
     )  # fmt: skip
@@ -70,13 +70,12 @@ def store(store_uri: str) -> Iterator[PredictionStore]:
 
 
 def test_rows_land_with_their_typed_features_and_outputs(store: PredictionStore) -> None:
-    store.predictions.write([row(1, tenure=3.0, contract="one-year"), row(2, tenure=None, contract=None)])
+    store.predictions.write([[row(1, tenure=3.0, contract="one-year"), row(2, tenure=None, contract=None)]])
     got = store.predictions.get("id-0001")
     assert got is not None
-    assert got["features"] == {"tenure": 3.0, "contract": "one-year"}
-    assert (got["model"], got["version"], got["variant"], got["role"], got["routing_key"]) == (
-        "churn", "1", "main", "primary", None,
-    )  # fmt: skip
+    assert got.features == {"tenure": 3.0, "contract": "one-year"}
+    s = got.served
+    assert (s.model, s.version, s.variant, s.role, got.key) == ("churn", "1", "main", "primary", None)
     window = store.predictions.read_window("churn", 0, 2000)
     assert window.ids.tolist() == ["id-0001", "id-0002"]
     assert window.features["tenure"][0] == 3.0 and math.isnan(window.features["tenure"][1])
@@ -89,20 +88,19 @@ def test_a_refused_record_is_logged_with_its_status_and_left_out_of_monitoring_r
     # Reliability case 17: a record refused by validation is logged too, with its features as sent (which
     # need not fit the schema: no schema_sha256, so JSON only), and monitoring reads skip it by default.
     sha = CHURNISH.sha256()
-    store.predictions.write([
+    store.predictions.write([[
         row(1, tenure=1.0, contract="monthly"),
-        PredictionRow("id-0002", 1002.0, "churn", "1", "main", {"tenure": "x", "contract": 5}, {}, 1.0,
+        logged("id-0002", 1002.0, "churn", "1", "main", {"tenure": "x", "contract": 5}, {}, 1.0,
                       status="invalid"),
-        PredictionRow("id-0003", 1003.0, "churn", "1", "main", {"tenure": 2.0, "contract": "monthly"}, {}, 1.0,
+        logged("id-0003", 1003.0, "churn", "1", "main", {"tenure": 2.0, "contract": "monthly"}, {}, 1.0,
                       schema_sha256=sha, status="output_invalid"),
         row(4, tenure=3.0, contract="two-year"),
-    ])  # fmt: skip
+    ]])  # fmt: skip
     refused = store.predictions.get("id-0002")
     assert refused is not None
-    assert (refused["status"], refused["schema_sha256"]) == ("invalid", "")
-    assert refused["features"] == {"tenure": "x", "contract": 5}
-    assert store.predictions.get("id-0003")["status"] == "output_invalid"  # type: ignore[index]
-    assert store.predictions.get("id-0001")["status"] == "ok"  # type: ignore[index]
+    assert (refused.status, refused.served.schema_sha256) == ("invalid", "")
+    assert refused.features == {"tenure": "x", "contract": 5}
+    assert [store.predictions.get(i).status for i in ("id-0003", "id-0001")] == ["output_invalid", "ok"]  # type: ignore[union-attr]
     assert store.predictions.count() == 2 and store.predictions.count("churn") == 2
     assert store.predictions.count(status=None) == 4 and store.predictions.count(status="invalid") == 1
     window = store.predictions.read_window("churn", 0, 2000)
@@ -117,7 +115,7 @@ def test_a_refused_record_is_logged_with_its_status_and_left_out_of_monitoring_r
 def test_a_batch_with_one_refused_record_logs_every_row_with_its_status(store: PredictionStore) -> None:
     # Reliability case 17: 1 bad row among 99 good: 99 predictions and one refused record, all 100 logged.
     rows = [row(i, tenure=float(i)) for i in range(100)]
-    rows[37] = PredictionRow("id-0037", 1037.0, "churn", "1", "main", {"tenure": "seven"}, {}, 0.0, status="invalid")
+    rows[37] = logged("id-0037", 1037.0, "churn", "1", "main", {"tenure": "seven"}, {}, 0.0, status="invalid")
     writer = StoreWriter(store, queue_size=1000, batch_max=512)
     writer.submit_many(rows).result(timeout=10)
     writer.close()
@@ -135,27 +133,28 @@ def test_label_and_score_are_filled_from_the_outputs(store: PredictionStore) -> 
     base = row(0, tenure=1.0)
     binary = {"predicted_class": "yes", "probabilities": {"no": 0.25, "yes": 0.75}}
     multi = {"predicted_class": 2, "probabilities": {"0": 0.1, "1": 0.3, "2": 0.6}}
-    store.predictions.write([
-        PredictionRow("b", 1.0, "churn", "1", "main", base.features, binary, 1.0, schema_sha256=base.schema_sha256),
-        PredictionRow("m", 2.0, "churn", "1", "main", base.features, multi, 1.0, schema_sha256=base.schema_sha256),
-        PredictionRow("r", 3.0, "churn", "1", "main", base.features, {"value": -4.5}, 1.0),
-    ])  # fmt: skip
+    sha = base.served.schema_sha256
+    store.predictions.write([[
+        logged("b", 1.0, "churn", "1", "main", base.features, binary, 1.0, schema_sha256=sha),
+        logged("m", 2.0, "churn", "1", "main", base.features, multi, 1.0, schema_sha256=sha),
+        logged("r", 3.0, "churn", "1", "main", base.features, {"value": -4.5}, 1.0),
+    ]])  # fmt: skip
     window = store.predictions.read_window("churn", 0, 10)
     assert window.label.tolist() == ["yes", "2", None]
     assert window.score.tolist() == [0.75, 0.6, -4.5]  # second class; the largest; the value
-    assert store.predictions.get("b")["outputs"] == binary  # type: ignore[index]
+    assert store.predictions.get("b").outputs() == binary  # type: ignore[union-attr]
 
 
 def test_read_window_filters_by_time_version_variant_and_role(store: PredictionStore) -> None:
     sha = CHURNISH.sha256()
-    store.predictions.write([
-        PredictionRow("a", 10.0, "churn", "1", "main", {"tenure": 1.0}, {}, 1.0, schema_sha256=sha),
-        PredictionRow("b", 11.0, "churn", "2", "main", {"tenure": 2.0}, {}, 1.0, schema_sha256=sha),
-        PredictionRow("c", 12.0, "churn", "2", "b", {"tenure": 3.0}, {}, 1.0, routing_key="k1", schema_sha256=sha),
-        PredictionRow("d", 13.0, "churn", "2", "b", {"tenure": 4.0}, {}, 1.0, role="shadow", schema_sha256=sha),
-        PredictionRow("e", 14.0, "other", "1", "main", {"tenure": 5.0}, {}, 1.0, schema_sha256=sha),
-        PredictionRow("f", 20.0, "churn", "1", "main", {"tenure": 6.0}, {}, 1.0, schema_sha256=sha),
-    ])  # fmt: skip
+    store.predictions.write([[
+        logged("a", 10.0, "churn", "1", "main", {"tenure": 1.0}, {}, 1.0, schema_sha256=sha),
+        logged("b", 11.0, "churn", "2", "main", {"tenure": 2.0}, {}, 1.0, schema_sha256=sha),
+        logged("c", 12.0, "churn", "2", "b", {"tenure": 3.0}, {}, 1.0, routing_key="k1", schema_sha256=sha),
+        logged("d", 13.0, "churn", "2", "b", {"tenure": 4.0}, {}, 1.0, role="shadow", schema_sha256=sha),
+        logged("e", 14.0, "other", "1", "main", {"tenure": 5.0}, {}, 1.0, schema_sha256=sha),
+        logged("f", 20.0, "churn", "1", "main", {"tenure": 6.0}, {}, 1.0, schema_sha256=sha),
+    ]])  # fmt: skip
     assert store.predictions.read_window("churn", 10, 20).ids.tolist() == [
         "a",
         "b",
@@ -168,7 +167,7 @@ def test_read_window_filters_by_time_version_variant_and_role(store: PredictionS
     assert len(store.predictions.read_window("churn", 30, 40)) == 0
     assert store.predictions.count("churn") == 5 and store.predictions.count("churn", role="shadow") == 1
     assert store.predictions.count("churn", since=11, until=13) == 2 and store.predictions.count(version="1") == 3
-    assert store.predictions.get("c")["routing_key"] == "k1"  # type: ignore[index]
+    assert store.predictions.get("c").key == "k1"  # type: ignore[union-attr]
 
 
 def test_names_that_collide_once_lowercased_or_cut_keep_their_own_values(store: PredictionStore) -> None:
@@ -183,7 +182,7 @@ def test_names_that_collide_once_lowercased_or_cut_keep_their_own_values(store: 
         {"Age": 41.0, "age": 7.5, prefix + "a": 1e-300, prefix + "b": -0.1, "a-b": "x", "a_b": "Y"},
         {"Age": None, "age": 0.1 + 0.2, prefix + "a": 2.0**60, prefix + "b": None, "a-b": "é ✓", "a_b": None},
     ]
-    store.predictions.write([row(i, schema, **v) for i, v in enumerate(values)])
+    store.predictions.write([[row(i, schema, **v) for i, v in enumerate(values)]])
     window = store.predictions.read_window("churn", 0, 2000)
     for name in values[0]:
         got = window.features[name].tolist()
@@ -198,7 +197,7 @@ def test_a_feature_that_changes_kind_between_schemas_keeps_each_kind(store: Pred
     store.predictions.register_schema(numeric)
     store.predictions.register_schema(categorical)
     store.predictions.write(
-        [row(1, numeric, "1", plan=2.5, tenure=1.0), row(2, categorical, "2", plan="gold", tenure=3.0)]
+        [[row(1, numeric, "1", plan=2.5, tenure=1.0), row(2, categorical, "2", plan="gold", tenure=3.0)]]
     )
     v1, v2 = (store.predictions.read_window("churn", 0, 2000, version=v) for v in ("1", "2"))
     assert v1.features["plan"].dtype == np.float64 and v1.features["plan"].tolist() == [2.5]
@@ -213,13 +212,13 @@ def test_features_beyond_the_slots_are_read_back_from_the_record(store: Predicti
     slots = store.predictions.register_schema(wide)
     assert slots.unslotted == tuple(f"x{i}" for i in range(NUMERIC_SLOTS, NUMERIC_SLOTS + 6))
     record: dict[str, Any] = {f"x{i}": float(i) / 3 for i in range(NUMERIC_SLOTS + 6)} | {"city": "Lyon"}
-    store.predictions.write([row(1, wide, **record)])
+    store.predictions.write([[row(1, wide, **record)]])
     window = store.predictions.read_window("churn", 0, 2000)
     assert {name: values.tolist()[0] for name, values in window.features.items()} == record
 
 
 def test_rows_of_an_unregistered_schema_keep_their_features_in_the_record(store: PredictionStore) -> None:
-    store.predictions.write([row(1, None, tenure=2.0, plan="gold")])
+    store.predictions.write([[row(1, None, tenure=2.0, plan="gold")]])
     window = store.predictions.read_window("churn", 0, 2000)
     assert window.features["tenure"].tolist() == [2.0] and window.features["plan"].tolist() == ["gold"]
 
@@ -233,7 +232,7 @@ def test_slots_are_a_pure_function_of_the_schema_and_registering_is_idempotent(s
 
 
 def test_feedback_joins_by_id_and_unknown_id_is_refused(store: PredictionStore) -> None:
-    store.predictions.write([row(1, tenure=1.0)])
+    store.predictions.write([[row(1, tenure=1.0)]])
     assert store.feedback.add("id-0001", "1", None)
     long_label = "churned because " * 40  # correctness review M3: over 200 characters failed on Postgres
     assert store.feedback.add("id-0001", long_label, None)  # later feedback replaces earlier
@@ -255,7 +254,7 @@ def test_writer_commits_in_batches_and_flushes_on_close(store: PredictionStore) 
 
 @pytest.mark.parametrize("n", [1, 13, 1000, 2600])
 def test_a_batch_of_any_size_lands_whole_with_its_values(store: PredictionStore, n: int) -> None:
-    store.predictions.write([row(i, tenure=float(i), contract="one-year" if i % 2 else None) for i in range(n)])
+    store.predictions.write([[row(i, tenure=float(i), contract="one-year" if i % 2 else None) for i in range(n)]])
     assert store.predictions.count() == n
     window = store.predictions.read_window("churn", 0, 10_000)
     assert window.features["tenure"].tolist() == [float(i) for i in range(n)]
@@ -266,7 +265,7 @@ def test_one_write_with_rows_of_several_schemas_lands_each_in_its_slots(store: P
     other = schema_of(("contract", "categorical"), ("tenure", "numeric"), ("age", "numeric"))
     store.predictions.register_schema(other)
     rows = [row(i, other if i % 3 == 0 else CHURNISH, tenure=float(i), contract=str(i), age=1.0) for i in range(40)]
-    store.predictions.write(rows)
+    store.predictions.write([rows])
     window = store.predictions.read_window("churn", 0, 2000)
     assert window.features["tenure"].tolist() == [float(i) for i in range(40)]
     assert window.features["contract"].tolist() == [str(i) for i in range(40)]
@@ -292,9 +291,9 @@ def _held_writer(store: PredictionStore, queue_size: int) -> tuple[StoreWriter, 
     release = threading.Event()
     original = store.predictions.write
 
-    def slow(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+    def slow(units: Sequence[Sequence[Prediction]]) -> None:
         release.wait(10)
-        original(rows, batches)
+        original(units)
 
     store.predictions.write = slow  # type: ignore[method-assign]
     writer = StoreWriter(store, queue_size=queue_size, batch_max=1)
@@ -349,7 +348,7 @@ def test_a_reservation_over_the_room_left_raises_and_takes_nothing(store: Predic
 def test_write_failure_reaches_the_waiting_caller(store: PredictionStore) -> None:
     errors: list[BaseException] = []
 
-    def broken(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+    def broken(units: Sequence[Sequence[Prediction]]) -> None:
         raise RuntimeError("disk gone")
 
     store.predictions.write = broken  # type: ignore[method-assign]
@@ -436,7 +435,9 @@ def test_two_stores_on_one_sqlite_file_take_turns_as_worker_processes_do(
 
     def write_many(s: PredictionStore, offset: int) -> None:
         for i in range(100):
-            s.predictions.write([row(offset + 2 * i, schema, tenure=1.0), row(offset + 2 * i + 1, schema, tenure=2.0)])
+            s.predictions.write(
+                [[row(offset + 2 * i, schema, tenure=1.0), row(offset + 2 * i + 1, schema, tenure=2.0)]]
+            )
 
     threads = [threading.Thread(target=write_many, args=(s, k * 1000)) for k, s in enumerate(stores)]
     for t in threads:
@@ -503,7 +504,7 @@ def _profile() -> Any:
 def _flush_one(store: PredictionStore) -> int:
     store.histograms.register_profile("churn", "1", _profile(), "binary", "1")
     _broken(store)
-    store.histograms.observe([row(1, tenure=3.0, contract="a")])
+    store.histograms.observe([[row(1, tenure=3.0, contract="a")]])
     return store.histograms.flush(force=True)
 
 
@@ -565,7 +566,7 @@ def test_a_thread_leaving_its_turn_does_not_end_another_threads_turn(tmp_path: P
 def test_concurrent_feedback_for_one_prediction_is_all_recorded(store: PredictionStore) -> None:
     """L1: a client retrying after a timeout sends the same feedback twice at once; each is recorded (the last
     one stays), none fails on the unique prediction id."""
-    store.predictions.write([row(1, tenure=1.0)])
+    store.predictions.write([[row(1, tenure=1.0)]])
     start = threading.Barrier(16)
     outcomes: list[object] = []
 

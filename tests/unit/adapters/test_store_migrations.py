@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from shipml.adapters.store import (
     LATEST,
     MIGRATIONS,
-    PredictionRow,
     PredictionStore,
     StoreError,
     migrate,
@@ -19,6 +19,7 @@ from shipml.adapters.store import (
 )
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, store_uri_for
+from tests.support.logged import logged
 
 SCHEMA = FeatureSchema(
     (Feature("tenure", "numeric"), Feature("contract", "categorical")), Target("churn", "binary", ("0", "1"))
@@ -89,13 +90,15 @@ def test_a_store_made_by_the_first_version_opens_and_keeps_its_rows_readable(sto
     store = PredictionStore(store_uri)
     assert [v for v, _ in versions(store.database.engine)] == list(range(1, LATEST + 1))
     old = store.predictions.get("old-1")
-    assert old is not None and old["features"] == {"tenure": 12.0, "contract": "two-year"}
-    assert (old["role"], old["schema_sha256"], old["label"], old["score"]) == ("primary", "", None, None)
-    assert old["status"] == "ok"
+    assert old is not None and old.features == {"tenure": 12.0, "contract": "two-year"}
+    assert (old.served.role, old.served.schema_sha256, old.status, old.label) == ("primary", "", "ok", "1")
+    # the columns added since (label, score) are empty for the old row; its outputs hold the answer
+    first = store.predictions.read_window("churn", 0, 10)
+    assert (first.label.tolist(), np.isnan(first.score).tolist()) == ([None], [True])
     store.predictions.register_schema(SCHEMA)
     sha = SCHEMA.sha256()
-    store.predictions.write([PredictionRow("new-1", 6.0, "churn", "2", "main", {"tenure": 3.0, "contract": "monthly"}, {}, 1.0,
-                               schema_sha256=sha)])  # fmt: skip
+    store.predictions.write([[logged("new-1", 6.0, "churn", "2", "main", {"tenure": 3.0, "contract": "monthly"}, {}, 1.0,
+                               schema_sha256=sha)]])  # fmt: skip
     window = store.predictions.read_window("churn", 0, 10)
     assert window.ids.tolist() == ["old-1", "new-1"]
     assert window.features["tenure"].tolist() == [12.0, 3.0]
@@ -135,13 +138,11 @@ def test_a_store_at_migration_3_gets_the_row_status_and_its_rows_read_as_predict
     columns = [c["name"] for c in sa.inspect(store.database.engine).get_columns("predictions")]
     assert columns == [c.name for c in tables.predictions.columns]  # status last, as tables.py says
     old = store.predictions.get("old-1")
-    assert old is not None and (old["status"], old["features"]) == ("ok", {"tenure": 12.0, "contract": "two-year"})
-    store.predictions.write(
-        [PredictionRow("bad-1", 6.0, "churn", "1", "main", {"tenure": "x"}, {}, 1.0, status="invalid")]
-    )
+    assert old is not None and (old.status, old.features) == ("ok", {"tenure": 12.0, "contract": "two-year"})
+    store.predictions.write([[logged("bad-1", 6.0, "churn", "1", "main", {"tenure": "x"}, {}, 1.0, status="invalid")]])
     assert (store.predictions.count(), store.predictions.count(status=None)) == (1, 2)
     assert store.predictions.read_window("churn", 0, 10).ids.tolist() == ["old-1"]
-    assert store.predictions.get("bad-1")["status"] == "invalid"  # type: ignore[index]
+    assert store.predictions.get("bad-1").status == "invalid"  # type: ignore[union-attr]
     store.close()
 
 

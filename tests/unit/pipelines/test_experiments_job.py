@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from shipml.adapters.registry import ModelRef
-from shipml.adapters.store import PredictionRow, PredictionStore
+from shipml.adapters.store import PredictionStore
 from shipml.config import Settings, settings_from_mapping
 from shipml.core.binning import PREDICTION
 from shipml.core.drift import FeatureDrift, Verdict
@@ -27,6 +27,7 @@ from shipml.core.performance import PerformanceEstimate
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused
 from shipml.pipelines.experiments import ExperimentJob
+from tests.support.logged import logged
 
 _ids = itertools.count()
 
@@ -81,11 +82,9 @@ def log(
         key = keys[i] if keys is not None else None
         latency = float(latency_ms) if isinstance(latency_ms, float | int) else float(latency_ms[i])
         rows.append(
-            PredictionRow(
-                pid, now - age_s + i * 1e-3, "churn", "1", variant, {}, outputs, latency, role, key, status=status
-            )
+            logged(pid, now - age_s + i * 1e-3, "churn", "1", variant, {}, outputs, latency, role, key, status=status)
         )
-    store.predictions.write(rows)
+    store.predictions.write([rows])
     for pid, (_, truth) in zip(ids, pairs, strict=True):
         if truth is not None:
             store.feedback.add(

@@ -108,11 +108,10 @@ def test_predict_body_decodes_to_features_or_a_4xx(body: Any) -> None:
 @PROPERTY
 @given(bodies.batch_bodies(SCHEMA, LIMIT))
 def test_batch_body_decodes_to_records_and_keys_or_a_4xx(body: Any) -> None:
-    decoded = decoded_or_4xx(lambda: shipml_protocol.batch_records_and_keys(body, LIMIT))
-    if decoded is not None:
-        records, keys = decoded
-        assert len(records) == len(keys) <= LIMIT
-        assert all(k is None or (isinstance(k, str) and 0 < len(k) <= 256) for k in keys)
+    records = decoded_or_4xx(lambda: shipml_protocol.batch_records(body, LIMIT))
+    if records is not None:
+        assert len(records) <= LIMIT
+        assert all(r.key is None or (isinstance(r.key, str) and 0 < len(r.key) <= 256) for r in records)
 
 
 @PROPERTY

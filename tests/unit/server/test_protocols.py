@@ -12,10 +12,10 @@ import tritonclient.http as triton
 from tritonclient.http import InferResult
 from tritonclient.http._utils import _get_inference_request
 
+from shipml.core.prediction import Prediction, Served, Status
 from shipml.core.records import FieldError
 from shipml.core.schema import FeatureSchema
 from shipml.server.errors import ApiError
-from shipml.server.predictions import RecordResult
 from shipml.server.protocols import mlflow, oip_v2
 
 SCHEMA = FeatureSchema.from_dict(
@@ -296,10 +296,13 @@ def test_v2_a_binary_tensor_over_max_batch_is_413() -> None:
     assert (err.status, err.message) == (413, "inputs[0] 'tenure': 11 rows; the limit is 10")
 
 
-def results() -> list[RecordResult]:
+SERVED = Served("churn", "3", classes=("no", "yes"))
+
+
+def results() -> list[Prediction]:
     return [
-        RecordResult(0, "id-0", "yes", {"no": 0.25, "yes": 0.75}),
-        RecordResult(1, "id-1", "no", {"no": 0.5, "yes": 0.5}),
+        Prediction("id-0", 0.0, SERVED, 0, {}, None, 1.0, label="yes", proba=[0.25, 0.75]),
+        Prediction("id-1", 0.0, SERVED, 1, {}, None, 1.0, label="no", proba=[0.5, 0.5]),
     ]
 
 
@@ -337,7 +340,8 @@ def test_v2_json_outputs_keep_only_what_was_asked_for() -> None:
 
 
 def test_v2_refused_records_are_named_in_the_one_error_string() -> None:
-    refusal = RecordResult(1, errors=(FieldError(1, "contract", "type", "expected a string, got 1.0"),))
+    error = FieldError(1, "contract", "type", "expected a string, got 1.0")
+    refusal = Prediction("id-2", 0.0, SERVED, 1, {}, None, 0.0, Status.INVALID, errors=(error,))
     err = oip_v2.invalid_records_error([results()[0], refusal])
     assert err is not None and err.status == 422
     assert err.message == "1 record(s) failed validation: record 1, 'contract' (type): expected a string, got 1.0"

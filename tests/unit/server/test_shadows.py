@@ -17,6 +17,7 @@ from shipml.adapters.registry import VersionInfo
 from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.core.fast.compile import compile_pipeline
 from shipml.core.model import build_pipeline, make_estimator
+from shipml.core.prediction import Record
 from shipml.core.records import RecordValidator
 from shipml.core.routing import Shadow
 from shipml.core.schema import FeatureSchema
@@ -100,9 +101,9 @@ def test_answers_come_first_and_the_copies_are_scored_in_one_batch_logged_with_t
 
     async def traffic() -> None:
         for i, key in enumerate(keys):  # back to back: nothing here waits, so the drainer has not run yet
-            answer = await service.run_routed(setup.deployment(), [setup.rows[i]], [key])
-            assert answer[0].ok and answer[0].variant is None  # the champion answered, never the shadow
-        refused = await service.run_routed(setup.deployment(), [{"tenure": "x"}], ["bad"])
+            answer = await service.run(setup.deployment(), [Record(setup.rows[i], key)])
+            assert answer[0].ok and answer[0].served.variant == "main"  # the champion answered, never the shadow
+        refused = await service.run(setup.deployment(), [Record({"tenure": "x"}, "bad")])
         assert not refused[0].ok
         assert service.shadows.queues[SHADOW].queued == 101  # every answer given before its copy was scored
         await until(
@@ -138,10 +139,12 @@ def test_a_batch_past_the_shadow_timeout_is_counted_and_never_reaches_a_client(s
 
     async def traffic() -> None:
         # answered (and committed) while the shadow's call hangs
-        answered = await service.run_routed(setup.deployment(stuck), setup.rows[:3], ["a", "b", "c"])
+        records = [Record(row, key) for row, key in zip(setup.rows[:3], "abc", strict=True)]
+        answered = await service.run(setup.deployment(stuck), records)
         assert [r.ok for r in answered] == [True, True, True]
         await until(lambda: counted(metrics, "shipml_shadow_failures_total", variant=SHADOW, version="1") == 1)
-        again = await service.run_routed(setup.deployment(), setup.rows[:2], ["d", "e"])  # the next batch is scored
+        # the next batch is scored
+        again = await service.run(setup.deployment(), [Record(setup.rows[0], "d"), Record(setup.rows[1], "e")])
         assert [r.ok for r in again] == [True, True]
         await service.close()
 
@@ -164,7 +167,7 @@ def test_a_full_queue_drops_new_copies_and_counts_them(setup: Setup) -> None:
     async def traffic() -> None:
         # one after the other, without the loop running the drainer in between (nothing here waits)
         for i in range(8):
-            await service.run_routed(setup.deployment(), [setup.rows[i]], [f"user-{i}"])
+            await service.run(setup.deployment(), [Record(setup.rows[i], f"user-{i}")])
         assert counted(metrics, "shipml_shadow_dropped_total", variant=SHADOW) == 3
         await service.close()
 
@@ -182,7 +185,7 @@ def test_closing_drops_what_it_cannot_score_in_time_and_every_copy_after(setup: 
     dropped: list[int] = []
     never = asyncio.Event()
 
-    async def score(variant: Variant, records: list[object], keys: list[str | None]) -> None:
+    async def score(variant: Variant, records: list[Record]) -> None:
         scored.append(len(records))
         if len(scored) == 2:
             await never.wait()  # a batch stuck past close's time
@@ -191,9 +194,9 @@ def test_closing_drops_what_it_cannot_score_in_time_and_every_copy_after(setup: 
 
     async def traffic() -> None:
         for i in range(11):  # three batches of 4, 4 and 3 copies
-            queue.put(setup.shadow, [setup.rows[i]], [str(i)])
+            queue.put(setup.shadow, [Record(setup.rows[i], str(i))])
         await asyncio.wait_for(queue.close(0.3), 30)  # it comes back (a bound against a hang)
-        queue.put(setup.shadow, [setup.rows[0]], ["late"])
+        queue.put(setup.shadow, [Record(setup.rows[0], "late")])
 
     asyncio.run(traffic())
     assert scored == [4, 4]

@@ -6,11 +6,9 @@ service can shed load. Features are stored as JSON and in typed slot columns nam
 schema, and read back as numpy columns through ``read_window``.
 """
 
-from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.migrations import LATEST, MIGRATIONS, Migration, migrate
 from shipml.adapters.store.prediction_store import PredictionStore
-from shipml.adapters.store.predictions import PredictionRow
 from shipml.adapters.store.tables import CATEGORICAL_SLOTS, NUMERIC_SLOTS, STATUSES
 from shipml.adapters.store.window import FeatureWindow
 from shipml.adapters.store.writer import StoreWriter
@@ -25,8 +23,6 @@ __all__ = [
     "FeatureSlot",
     "FeatureWindow",
     "Migration",
-    "PredictionBatch",
-    "PredictionRow",
     "PredictionStore",
     "SchemaSlots",
     "StoreError",

@@ -1,8 +1,8 @@
-"""PredictionBatch: the predictions of one chunk of a batch request, logged as one row of ``prediction_batches``.
+"""The storage encoding of many answered predictions of one variant: one row of ``prediction_batches``.
 
 A 10,000-row ``/predict/batch`` logged as 10,000 rows of ``predictions`` cost the writer more than the
-prediction itself (a tuple of ~110 values per row, bound and stepped by the driver). The chunk is kept
-instead as one row holding its columns: the ids, one array per feature, the labels and scores, and the
+prediction itself (a tuple of ~110 values per row, bound and stepped by the driver). A unit of at least
+``predictions.BATCH_MIN_ROWS`` answered predictions is kept instead as one row holding its columns: the ids, one array per feature, the labels and scores, and the
 full outputs, in a versioned JSON payload. Readers see the same predictions either way: ``read_window``,
 ``get``, ``count`` and the feedback join look in both tables.
 
@@ -22,70 +22,37 @@ import numpy as np
 import orjson
 
 from shipml.adapters.store.catalog import SchemaSlots
+from shipml.core.prediction import Prediction, Served, Status, score_of
 
 PAYLOAD_VERSION = 1
 ID_SPAN_MS = 10 * 60 * 1000  # how far back from an id its batch's first id can be (generous, see above)
 
 
-@dataclass(frozen=True)
-class PredictionBatch:
-    """Accepted records of one chunk and their answers, all "ok", of one schema (registered with the store).
-
-    ``features``: the validated values per record (as ``PredictionRow.features``); ``classes`` and ``proba``
-    (one row of probabilities per record, in ``classes`` order) for a classifier, ``values`` for a regressor;
-    ``labels``: the predicted class per record (classification)."""
-
-    ids: Sequence[str]
-    ts: float
-    model: str
-    version: str
-    variant: str
-    schema_sha256: str
-    features: Sequence[dict[str, Any]]
-    latency_ms: float
-    labels: Sequence[Any] | None = None
-    classes: Sequence[str] | None = None
-    proba: Sequence[Sequence[float]] | None = None
-    values: Sequence[float] | None = None
-    role: str = "primary"
-    routing_keys: Sequence[str | None] | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def encode(batch: PredictionBatch, layout: SchemaSlots) -> bytes:
-    """The payload: one list per column, features by their exact names (numeric as floats, categorical as text)."""
-    records = batch.features
+def encode(predictions: Sequence[Prediction], layout: SchemaSlots) -> bytes:
+    """The payload of answered predictions of one variant: one list per column, features by their exact names
+    (numeric as floats, categorical as text)."""
+    records = [p.features for p in predictions]
     numeric: dict[str, list[Any]] = {}
     categorical: dict[str, list[Any]] = {}
     for f in layout.features:
         name = f.name
         target = categorical if f.slot_kind == "categorical" else numeric
         target[name] = [r.get(name) for r in records]
+    keys = [p.key for p in predictions]
     payload: dict[str, Any] = {
         "v": PAYLOAD_VERSION,
-        "ids": batch.ids,
-        "keys": batch.routing_keys,
+        "ids": [p.id for p in predictions],
+        "keys": keys if any(k is not None for k in keys) else None,
         "numeric": numeric,
         "categorical": categorical,
     }
-    if batch.proba is not None:
-        payload["classes"] = batch.classes
-        payload["proba"] = batch.proba
-        payload["labels"] = [None if x is None else str(x) for x in batch.labels or ()]
+    if predictions[0].proba is not None:
+        payload["classes"] = predictions[0].served.classes
+        payload["proba"] = [p.proba for p in predictions]
+        payload["labels"] = [None if p.label is None else str(p.label) for p in predictions]
     else:
-        payload["values"] = batch.values
+        payload["values"] = [p.value for p in predictions]
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def scores(batch: PredictionBatch) -> list[float] | None:
-    """``predictions.score`` per record (see tables.predictions.score)."""
-    if batch.values is not None:
-        return list(batch.values)
-    if batch.proba is None:
-        return None
-    return [p[1] if len(p) == 2 else max(p) for p in batch.proba]
 
 
 @dataclass(frozen=True)
@@ -102,18 +69,18 @@ class DecodedBatch:
     proba: list[list[float]] | None
     values: list[float] | None
 
-    def record(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The features and the outputs of record ``i``, as a ``predictions`` row holds them."""
+    def prediction(self, i: int, served: Served, ts: float, latency_ms: float) -> Prediction:
+        """Record ``i`` as the prediction it was (answered: a batch holds only those) by ``served``. Its position
+        in its request is not kept: ``index`` 0, as a row's."""
         features: dict[str, Any] = {name: _finite_or_none(col[i]) for name, col in self.numeric.items()}
         features.update({name: col[i] for name, col in self.categorical.items()})
         if self.proba is not None:
-            outputs: dict[str, Any] = {
-                "predicted_class": self.labels[i],
-                "probabilities": dict(zip(self.classes or (), self.proba[i], strict=True)),
-            }
-        else:
-            outputs = {"value": (self.values or [])[i]}
-        return features, outputs
+            return Prediction(self.ids[i], ts, served, 0, features, self.routing_keys[i], latency_ms, Status.OK,
+                              self.labels[i], self.proba[i])  # fmt: skip
+        value = (self.values or [])[i]
+        return Prediction(
+            self.ids[i], ts, served, 0, features, self.routing_keys[i], latency_ms, Status.OK, value=value
+        )
 
 
 def decode(blob: bytes | memoryview) -> DecodedBatch:
@@ -126,7 +93,7 @@ def decode(blob: bytes | memoryview) -> DecodedBatch:
         score = np.array(values, dtype=np.float64)
         labels = np.full(n, None, dtype=object)
     else:
-        score = np.array([p[1] if len(p) == 2 else max(p) for p in proba], dtype=np.float64)
+        score = np.array([score_of(p) for p in proba], dtype=np.float64)
         labels = np.array(payload["labels"], dtype=object)
     return DecodedBatch(
         ids=payload["ids"],

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
 
 from shipml.adapters.store import tables
-from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout, split_described
+from shipml.core.prediction import Prediction
 from shipml.core.profile import ReferenceProfile
-
-if TYPE_CHECKING:
-    from shipml.adapters.store.predictions import PredictionRow
 
 MINUTE_S = 60
 
@@ -56,9 +52,9 @@ class Histograms:
         self.keeper.register(model, version, layout)
         return layout
 
-    def observe(self, rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+    def observe(self, units: Sequence[Sequence[Prediction]]) -> None:
         """Committed predictions, for the histograms (the writer calls this after each commit)."""
-        self.keeper.observe(rows, batches)
+        self.keeper.observe(units)
 
     def flush(self, *, force: bool = False) -> int:
         """Write the minutes whose counts changed (every ``histogram_flush_s``, or now with ``force``); how many."""

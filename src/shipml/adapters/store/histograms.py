@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shipml.adapters.store.batches import PredictionBatch
 from shipml.core.binning import PREDICTION, Binning, ProfileBinnings, counts_of
+from shipml.core.prediction import Prediction, Role, Served, Status
 from shipml.core.profile import ReferenceProfile
 
 Counts = npt.NDArray[np.int64]
@@ -105,7 +105,7 @@ class _Pending:
         self.layout = layout
         self.ts: list[float] = []
         self.rows: list[dict[str, Any]] = []
-        self.outs: list[Any] = []  # outputs dicts (rows), or what the layout bins (batches)
+        self.outs: list[Any] = []  # what the layout bins of each (Prediction.binned)
 
 
 class HistogramKeeper:
@@ -132,35 +132,33 @@ class HistogramKeeper:
     def layout(self, model: str, version: str) -> HistogramLayout | None:
         return self._layouts.get((model, version))
 
-    def observe(self, rows: Sequence[Any], batches: Sequence[PredictionBatch]) -> None:
-        """Keep committed rows (``PredictionRow``) and batches of versions with a registered layout; count
-        a key's pending predictions once there are ``COUNT_EVERY`` of them. Only answered (role primary)
-        predictions are counted: the monitor reads those; a shadow's copies would only cost time."""
+    def observe(self, units: Sequence[Sequence[Prediction]]) -> None:
+        """Keep committed predictions of versions with a registered layout; count a key's pending predictions
+        once there are ``COUNT_EVERY`` of them. Only answered (role primary) predictions are counted: the monitor
+        reads those; a shadow's copies would only cost time."""
         if not self._layouts:
             return
         pending, layouts = self._pending, self._layouts
         with self._lock:
-            for r in rows:
-                if r.status != "ok" or r.role != "primary":
-                    continue
-                slot = pending.get((r.model, r.version, r.variant, r.role))
-                if slot is None:
-                    layout = layouts.get((r.model, r.version))
-                    if layout is None:
+            for unit in units:
+                served: Served | None = None
+                slot: _Pending | None = None
+                for p in unit:
+                    if p.status is not Status.OK:
                         continue
-                    slot = pending[(r.model, r.version, r.variant, r.role)] = _Pending(layout)
-                slot.ts.append(r.ts)
-                slot.rows.append(r.features)
-                slot.outs.append(r.outputs)
-            for b in batches:
-                layout = layouts.get((b.model, b.version))
-                if layout is None or not len(b) or b.role != "primary":
-                    continue
-                key = (b.model, b.version, b.variant, b.role)
-                slot = pending.get(key) or pending.setdefault(key, _Pending(layout))
-                slot.ts.extend([b.ts] * len(b))
-                slot.rows.extend(b.features)
-                slot.outs.extend(_batch_outputs(b, layout))
+                    if p.served is not served:  # a unit is one variant's: a lookup per unit, not per row
+                        served = p.served
+                        slot = None
+                        if served.role is Role.PRIMARY:
+                            key: Key = (served.model, served.version, served.variant, served.role)
+                            slot = pending.get(key)
+                            layout = layouts.get((served.model, served.version))
+                            if slot is None and layout is not None:
+                                slot = pending[key] = _Pending(layout)
+                    if slot is not None:
+                        slot.ts.append(p.ts)
+                        slot.rows.append(p.features)
+                        slot.outs.append(p.binned(slot.layout.prediction, slot.layout.positive))
             full = [key for key, slot in pending.items() if len(slot.ts) >= self.COUNT_EVERY]
         for key in full:
             self._count_pending(key)
@@ -218,31 +216,6 @@ class HistogramKeeper:
             state.dirty = True
 
 
-def _batch_outputs(batch: PredictionBatch, layout: HistogramLayout) -> list[Any]:
-    """What the layout bins of each prediction of a batch."""
-    if layout.prediction == "value":
-        return list(batch.values or ())
-    if layout.prediction == "label":
-        return [None if x is None else str(x) for x in batch.labels or ()]
-    classes = list(batch.classes or ())
-    column = classes.index(layout.positive) if layout.positive is not None and layout.positive in classes else 1
-    return [p[column] for p in batch.proba or ()]
-
-
-def prediction_of(layout: HistogramLayout, outputs: dict[str, Any]) -> Any:
-    """What the layout bins of one row's ``outputs``."""
-    if layout.prediction == "value":
-        return outputs.get("value")
-    if layout.prediction == "label":
-        label = outputs.get("predicted_class")
-        return None if label is None else str(label)
-    proba = outputs.get("probabilities") or {}
-    if layout.positive in proba:
-        return proba[layout.positive]
-    values = list(proba.values())
-    return values[1] if len(values) == 2 else None
-
-
 def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[Any]) -> Counts:
     parts = []
     for b in layout.binnings[:-1]:
@@ -250,11 +223,10 @@ def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[
         column = [f.get(name) for f in feats]
         values: Any = np.array(column, dtype=np.float64) if b.kind == "numeric" else column  # None -> NaN
         parts.append(counts_of(b, values))
-    predictions = [o if not isinstance(o, dict) else prediction_of(layout, o) for o in outs]
     pb = layout.binnings[-1]
-    values = np.array(predictions, dtype=np.float64) if pb.kind == "numeric" else predictions
+    values = np.array(outs, dtype=np.float64) if pb.kind == "numeric" else outs
     parts.append(counts_of(pb, values))
     return np.concatenate(parts)
 
 
-__all__ = ["PREDICTION", "HistogramKeeper", "HistogramLayout", "prediction_of", "split_described"]
+__all__ = ["PREDICTION", "HistogramKeeper", "HistogramLayout", "split_described"]

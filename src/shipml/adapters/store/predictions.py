@@ -1,12 +1,14 @@
 """The predictions part of the store: the row writer's path (``write``) and every read of logged rows.
 
-Rows are written by ``StoreWriter`` (writer.py) through ``write``: multi-row INSERTs into ``predictions``
-and one row of ``prediction_batches`` per batch chunk. Reads (``read_window``, ``read_outcomes``,
-``read_latencies``, ``get``, ``count``) see both tables alike. ``register_schema`` records a schema's slot
-layout in the catalog (rows, no DDL), so its features go to typed columns.
+Predictions (``core.prediction.Prediction``) are written by ``StoreWriter`` (writer.py) through ``write``, in
+units (one request's chunk of one variant each), and the store chooses their encoding: a unit of at least
+``BATCH_MIN_ROWS`` answered predictions of a registered schema is one row of ``prediction_batches``
+(batches.py), anything else rows of ``predictions`` (multi-row INSERTs). Reads (``read_window``,
+``read_outcomes``, ``read_latencies``, ``get``, ``count``) see both tables alike. ``register_schema`` records a
+schema's slot layout in the catalog (rows, no DDL), so its features go to typed columns.
 
-Past ~400 lines because the write path (``write``, ``_row_pieces``, ``_as_rows``) still builds rows from the
-answer's dict; it becomes the storage encoding of a typed ``Prediction`` next, and shorter.
+Past ~400 lines: the write path and the reads of one table pair belong together (each read is a filter
+over both encodings).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import itertools
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -25,44 +26,22 @@ from sqlalchemy.engine import Connection
 
 from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
-from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.window import FeatureWindow, batch_window, build_window, concat
+from shipml.core.prediction import Prediction, Role, Served, Status
+from shipml.core.records import FieldError
 from shipml.core.schema import FeatureSchema
 from shipml.errors import StoreError
 
 LOCK_WAIT_S = 30.0  # give up on a locked SQLite file after this long
 LOCK_RETRY_S = 0.0005
 MAX_ROWS_PER_STATEMENT = 512
+# A unit with at least this many answered predictions is logged as one row of columns (batches.py): at 10,000
+# rows the per-row log cost more than the prediction.
+BATCH_MIN_ROWS = 64
 
 _NO_SLOTS: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PredictionRow:
-    """One logged prediction. ``features`` are the record's values as the validator accepted them
-    (float for numeric kinds, str for categoricals); ``outputs`` is the answer
-    (``{"predicted_class", "probabilities"}`` or ``{"value"}``), from which the store fills ``label``
-    and ``score``. ``schema_sha256`` names a schema given to ``register_schema``: its features go to
-    their typed slots; a row of an unregistered schema keeps its features in the JSON column only.
-    ``status`` is "ok" for a prediction, "invalid" for a record refused by validation and
-    "output_invalid" for one the model answered with NaN or inf (tables.predictions.status); a row
-    that is not "ok" may hold features that do not fit its schema, so it is logged with
-    ``schema_sha256=""`` (JSON only)."""
-
-    id: str
-    ts: float
-    model: str
-    version: str
-    variant: str
-    features: dict[str, Any]
-    outputs: dict[str, Any]
-    latency_ms: float
-    role: str = "primary"
-    routing_key: str | None = None
-    schema_sha256: str = ""
-    status: str = "ok"
 
 
 class Predictions:
@@ -94,25 +73,23 @@ class Predictions:
         self._layouts[slots.schema_sha256] = slots
         return slots
 
-    def write(self, rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
-        """Insert ``rows`` and ``batches`` in one transaction (see ``_row_pieces``; a batch is one row of
-        ``prediction_batches``; a batch of a schema not registered here is written as rows)."""
-        pieces = []
-        if batches:
-            encoded = []
-            rows = list(rows)
-            for b in batches:
-                layout = self._layouts.get(b.schema_sha256)
-                if layout is None or not len(b):
-                    rows.extend(_as_rows(b))
-                    continue
-                encoded.append(
-                    (b.ids[0], b.ids[-1], b.ts, b.model, b.version, b.variant, b.role, b.schema_sha256, "ok", len(b),
-                     b.latency_ms, batch_payload.encode(b, layout))
-                )  # fmt: skip
-            if encoded:
-                pieces.append((self._batch_insert(), encoded))
-        pieces[:0] = self._row_pieces(rows)
+    def write(self, units: Sequence[Sequence[Prediction]]) -> None:
+        """Insert ``units`` of predictions in one transaction: each unit's answered predictions as one row of
+        ``prediction_batches`` when there are at least ``BATCH_MIN_ROWS`` of one registered schema, every
+        other prediction as a row of ``predictions`` (see ``_row_pieces``)."""
+        rows: list[Prediction] = []
+        encoded = []
+        for unit in units:
+            batch = self._as_batch(unit) if len(unit) >= BATCH_MIN_ROWS else None
+            if batch is None:
+                rows.extend(unit)
+                continue
+            encoded.append(batch)
+            if batch[9] < len(unit):  # the unit's refused records, as rows
+                rows.extend(p for p in unit if p.status is not Status.OK)
+        pieces = self._row_pieces(rows)
+        if encoded:
+            pieces.append((self._batch_insert(), encoded))
         if not pieces:
             return
         deadline = time.monotonic() + LOCK_WAIT_S
@@ -127,13 +104,26 @@ class Predictions:
                     raise
                 time.sleep(LOCK_RETRY_S)
 
+    def _as_batch(self, unit: Sequence[Prediction]) -> tuple[Any, ...] | None:
+        """The row of ``prediction_batches`` holding ``unit``'s answered predictions, if they are enough and of one
+        variant of a registered schema (else None: rows)."""
+        ok = [p for p in unit if p.status is Status.OK]
+        if len(ok) < BATCH_MIN_ROWS:
+            return None
+        s = ok[0].served
+        layout = self._layouts.get(s.schema_sha256)
+        if layout is None or any(p.served is not s for p in ok):
+            return None
+        return (ok[0].id, ok[-1].id, ok[0].ts, s.model, s.version, s.variant, s.role, s.schema_sha256, Status.OK,
+                len(ok), ok[0].latency_ms, batch_payload.encode(ok, layout))  # fmt: skip
+
     def _batch_insert(self) -> str:
         marker = "?" if self.is_sqlite else "%s"
         names = ", ".join(f'"{n}"' for n in tables.BATCH_COLUMNS)
         values = ", ".join([marker] * len(tables.BATCH_COLUMNS))
         return f"INSERT INTO prediction_batches ({names}) VALUES ({values})"  # noqa: S608 - names are ours
 
-    def _row_pieces(self, rows: Sequence[PredictionRow]) -> list[tuple[str, Any]]:  # noqa: C901 - the writer's per-row loop, kept inline (measured)
+    def _row_pieces(self, rows: Sequence[Prediction]) -> list[tuple[str, Any]]:
         """``rows`` as few multi-row INSERT statements.
 
         One statement per power-of-two piece of the batch (13 rows: 8 + 4 + 1), not one execution per
@@ -141,39 +131,32 @@ class Predictions:
         waits for the serving thread to hand it back (the GIL's switch interval), so a row per step made
         the writer the bottleneck. The statement texts are few (per slot layout and piece size), so the
         driver's statement cache keeps them. Rows are grouped by schema, each group binding only the slot
-        columns its schema uses.
+        columns its schema uses. A refused record's values may not fit its schema: its row keeps them as
+        JSON only (schema "").
         """
         if not rows:
             return []
         dumps = orjson.dumps
         layouts = self._layouts
         groups: dict[str, tuple[tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]] = {}
-        for r in rows:
-            group = groups.get(r.schema_sha256)
+        for p in rows:
+            s = p.served
+            sha = s.schema_sha256 if p.status is not Status.INVALID else ""
+            group = groups.get(sha)
             if group is None:
-                layout = layouts.get(r.schema_sha256)
+                layout = layouts.get(sha)
                 if layout is None:
-                    group = groups[r.schema_sha256] = (_NO_SLOTS, _NO_SLOTS, [])
+                    group = groups[sha] = (_NO_SLOTS, _NO_SLOTS, [])
                 else:
-                    group = groups[r.schema_sha256] = (layout.columns, layout.names, [])
-            f, o = r.features, r.outputs
-            # label and score (see tables.predictions.score), inline: this loop is the writer's per-row cost
-            if "value" in o:
-                label, score = None, o["value"]
-            else:
-                proba, label = o.get("probabilities"), o.get("predicted_class")
-                if label is not None and label.__class__ is not str:
-                    label = str(label)
-                if not proba:
-                    score = None
-                elif len(proba) == 2:
-                    _, score = proba.values()
-                else:
-                    score = max(proba.values())
+                    group = groups[sha] = (layout.columns, layout.names, [])
+            f, label = p.features, p.label
+            if label is not None and label.__class__ is not str:
+                label = str(label)
             group[2].append(
                 (
-                    r.id, r.ts, r.model, r.version, r.variant, r.role, r.routing_key, r.schema_sha256, label, score,
-                    dumps(f).decode(), dumps(o).decode(), r.latency_ms, r.status, *[f.get(name) for name in group[1]],
+                    p.id, p.ts, s.model, s.version, s.variant, s.role, p.key, sha, label, p.score,
+                    dumps(f).decode(), dumps(p.outputs()).decode(), p.latency_ms, p.status,
+                    *[f.get(name) for name in group[1]],
                 )
             )  # fmt: skip
         pieces: list[tuple[str, Any]] = []
@@ -324,31 +307,25 @@ class Predictions:
         found = (np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores))
         return (*found, np.array(routing_keys, dtype=object)) if keys else found
 
-    def find_in_batches(self, conn: Connection, prediction_id: str) -> dict[str, Any] | None:
-        """The row of ``prediction_id`` if a batch holds it (see batches.py for the id range scan)."""
+    def find_in_batches(self, conn: Connection, prediction_id: str) -> Prediction | None:
+        """The prediction ``prediction_id`` if a batch holds it (see batches.py for the id range scan)."""
         b = tables.prediction_batches
-        columns = [b.c[n] for n in ("ts", "model", "version", "variant", "role", "schema_sha256", "status",
-                                    "latency_ms", "payload")]  # fmt: skip
+        columns = [b.c[n] for n in ("ts", "model", "version", "variant", "role", "schema_sha256", "latency_ms",
+                                    "payload")]  # fmt: skip
         query = (
             sa.select(*columns)
             .where(b.c.first_id <= prediction_id, b.c.first_id >= batch_payload.id_floor(prediction_id))
             .where(b.c.last_id >= prediction_id)
             .order_by(b.c.first_id.desc())
         )
-        for ts, model, version, variant, role, sha, status, latency_ms, blob in conn.execute(query):
+        for ts, model, version, variant, role, sha, latency_ms, blob in conn.execute(query):
             decoded = batch_payload.decode(blob)
             try:
                 i = decoded.ids.index(prediction_id)
             except ValueError:
                 continue
-            features, outputs = decoded.record(i)
-            label, score = decoded.labels[i], decoded.score[i]
-            return {
-                "id": prediction_id, "ts": ts, "model": model, "version": version, "variant": variant, "role": role,
-                "routing_key": decoded.routing_keys[i], "schema_sha256": sha, "label": label,
-                "score": None if score != score else float(score), "features": features, "outputs": outputs,
-                "latency_ms": latency_ms, "status": status,
-            }  # fmt: skip
+            served = Served(model, version, variant, Role(role), sha, tuple(decoded.classes or ()))
+            return decoded.prediction(i, served, ts, latency_ms)
         return None
 
     def _read_catalog(self, conn: Connection, shas: set[str]) -> dict[str, SchemaSlots]:
@@ -362,18 +339,14 @@ class Predictions:
             found.setdefault(sha, []).append(FeatureSlot(position, name, kind, slot))
         return {sha: SchemaSlots(sha, tuple(sorted(fs, key=lambda f: f.position))) for sha, fs in found.items()}
 
-    def get(self, prediction_id: str) -> dict[str, Any] | None:
-        """One logged row (any status): the base columns, ``status`` among them, with ``features`` and
-        ``outputs`` decoded; None if unknown."""
+    def get(self, prediction_id: str) -> Prediction | None:
+        """One logged prediction (any status), as it was logged; None if unknown."""
         p = tables.predictions
-        with self._db.reading(f"cannot read the prediction {prediction_id!r}") as conn:
+        with self._db.reading(f"cannot read the prediction {prediction_id[:64]!r}") as conn:
             row = conn.execute(sa.select(*[p.c[n] for n in tables.BASE_COLUMNS]).where(p.c.id == prediction_id)).first()
             if row is None:
                 return self.find_in_batches(conn, prediction_id)
-        out = dict(zip(tables.BASE_COLUMNS, row, strict=True))
-        out["features"] = orjson.loads(out["features"])
-        out["outputs"] = orjson.loads(out["outputs"])
-        return out
+        return _logged(dict(zip(tables.BASE_COLUMNS, row, strict=True)))
 
     def count(
         self,
@@ -400,23 +373,19 @@ class Predictions:
         return total
 
 
-def _as_rows(batch: PredictionBatch) -> list[PredictionRow]:
-    """A batch as rows of ``predictions`` (its schema is not registered with this store)."""
-    out = []
-    for i, prediction_id in enumerate(batch.ids):
-        if batch.proba is not None:
-            outputs: dict[str, Any] = {
-                "predicted_class": (batch.labels or [])[i],
-                "probabilities": dict(zip(batch.classes or (), batch.proba[i], strict=True)),
-            }
-        else:
-            outputs = {"value": (batch.values or [])[i]}
-        key = batch.routing_keys[i] if batch.routing_keys is not None else None
-        out.append(
-            PredictionRow(prediction_id, batch.ts, batch.model, batch.version, batch.variant, dict(batch.features[i]),
-                          outputs, batch.latency_ms, batch.role, key, batch.schema_sha256)
-        )  # fmt: skip
-    return out
+def _logged(row: dict[str, Any]) -> Prediction:
+    """A row of ``predictions`` as the prediction it logged."""
+    outputs: dict[str, Any] = orjson.loads(row["outputs"])
+    probabilities: dict[str, float] | None = outputs.get("probabilities")
+    classes = tuple(probabilities) if probabilities is not None else ()
+    served = Served(row["model"], row["version"], row["variant"], Role(row["role"]), row["schema_sha256"], classes)
+    errors = tuple(FieldError(**e) for e in outputs.get("errors", ()))
+    return Prediction(
+        row["id"], row["ts"], served, 0, orjson.loads(row["features"]), row["routing_key"], row["latency_ms"],
+        Status(row["status"]), outputs.get("predicted_class"),
+        list(probabilities.values()) if probabilities is not None else None, outputs.get("value"), errors,
+        outputs.get("error"),
+    )  # fmt: skip
 
 
 def _matching(table: sa.Table, since: float | None, until: float | None, **wanted: str | None) -> list[Any]:

@@ -11,16 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from shipml.adapters.store.batches import PredictionBatch
 from shipml.adapters.store.prediction_store import PredictionStore
-from shipml.adapters.store.predictions import PredictionRow
+from shipml.core.prediction import Prediction
 from shipml.errors import StoreError, StoreFull
 
 _STOP = object()
 
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | concurrent.futures.Future[None]
-# What one put queues: rows, or a batch request's chunk as one PredictionBatch (one row of prediction_batches).
-Unit = Sequence[PredictionRow] | PredictionBatch
+# What one put queues: the predictions of one request's chunk of one variant (the store chooses their encoding).
+Unit = list[Prediction]
 
 
 class StoreWriter:
@@ -80,18 +79,18 @@ class StoreWriter:
             with self._count_lock:
                 self._queued_rows -= n_rows
 
-    def _put(self, rows: list[PredictionRow] | PredictionBatch, waiter: Any, reserved: bool) -> None:
+    def _put(self, rows: Unit, waiter: Any, reserved: bool) -> None:
         if not reserved:
             self.reserve(len(rows))
         self._items.append((rows, waiter))
         if not self._wake.is_set():
             self._wake.set()
 
-    def submit(self, row: PredictionRow) -> concurrent.futures.Future[None]:
+    def submit(self, row: Prediction) -> concurrent.futures.Future[None]:
         """Queue ``row``; the future completes when it is committed. Raises StoreFull at once if full."""
         return self.submit_many([row])
 
-    def submit_many(self, rows: Sequence[PredictionRow], *, reserved: bool = False) -> concurrent.futures.Future[None]:
+    def submit_many(self, rows: Sequence[Prediction], *, reserved: bool = False) -> concurrent.futures.Future[None]:
         """Queue several rows as one unit (all committed in one batch). ``reserved``: their room was taken
         by ``reserve``, so they are neither checked nor counted again."""
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -103,12 +102,12 @@ class StoreWriter:
         resolved together with the rest of the commit's futures of the same loop (one wake-up)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._put(_unit(rows), (loop, fut), reserved)
+        self._put(list(rows), (loop, fut), reserved)
         return fut
 
     def enqueue(self, rows: Unit, *, reserved: bool = False) -> None:
         """Queue rows nobody waits for (``async`` durability)."""
-        self._put(_unit(rows), None, reserved)
+        self._put(list(rows), None, reserved)
 
     @property
     def pending(self) -> int:
@@ -133,9 +132,9 @@ class StoreWriter:
             if self._items:
                 self._wake.set()
 
-    def _take(self) -> tuple[list[tuple[list[PredictionRow] | PredictionBatch, Any]], bool]:
+    def _take(self) -> tuple[list[tuple[Unit, Any]], bool]:
         """What the next commit holds (up to ``batch_max`` rows, whole units), and whether to stop after it."""
-        batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]] = []
+        batch: list[tuple[Unit, Any]] = []
         n_rows = 0
         stop = False
         while self._items:
@@ -153,18 +152,12 @@ class StoreWriter:
                 self._queued_rows -= n_rows
         return batch, stop
 
-    def _commit(self, batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]]) -> None:
-        rows: list[PredictionRow] = []
-        chunks: list[PredictionBatch] = []
-        for item, _ in batch:
-            if isinstance(item, PredictionBatch):
-                chunks.append(item)
-            else:
-                rows.extend(item)
+    def _commit(self, batch: list[tuple[Unit, Any]]) -> None:
+        units = [item for item, _ in batch]
         error: StoreError | None = None
         for attempt in range(2):  # one retry: a connection reset or a failover costs a retry, not the rows
             try:
-                self.store.predictions.write(rows, chunks)
+                self.store.predictions.write(units)
                 error = None
                 break
             except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
@@ -177,7 +170,7 @@ class StoreWriter:
                 self.on_dropped(lost)
         _notify(batch, error)
         if error is None:
-            self.store.histograms.observe(rows, chunks)  # after the waiters are woken: off their latency
+            self.store.histograms.observe(units)  # after the waiters are woken: off their latency
 
     def _flush_histograms(self, *, force: bool = False) -> None:
         """The histograms' changed minutes to the store; a failure is reported, never fatal (they can be
@@ -200,7 +193,7 @@ class StoreWriter:
         self._thread.join(timeout=timeout)
 
 
-def _notify(batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]], error: StoreError | None) -> None:
+def _notify(batch: list[tuple[Unit, Any]], error: StoreError | None) -> None:
     """Complete the waiters of a commit: thread futures at once, each event loop's futures in one wake-up."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for _, waiter in batch:
@@ -216,10 +209,6 @@ def _notify(batch: list[tuple[list[PredictionRow] | PredictionBatch, Any]], erro
     for loop, futures in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
             loop.call_soon_threadsafe(_resolve, futures, error)
-
-
-def _unit(rows: Unit) -> list[PredictionRow] | PredictionBatch:
-    return rows if isinstance(rows, PredictionBatch) else list(rows)
 
 
 def _resolve(futures: list[asyncio.Future[None]], error: StoreError | None) -> None:

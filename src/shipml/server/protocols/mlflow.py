@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shipml.core.prediction import Prediction
 from shipml.server.errors import ApiError
-from shipml.server.predictions import RecordResult
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -76,8 +76,8 @@ def _columns(key: str, data: dict[str, Any], limit: int) -> list[dict[str, Any]]
     return [dict(zip(names, row, strict=True)) for row in zip(*data.values(), strict=True)]
 
 
-def encode_predictions(results: Sequence[RecordResult], regression: bool) -> dict[str, Any]:
+def encode_predictions(predictions: Sequence[Prediction], regression: bool) -> dict[str, Any]:
     """``{"predictions": [...]}``: the value of each record, or its predicted class."""
     if regression:
-        return {"predictions": [r.value for r in results]}
-    return {"predictions": [r.label for r in results]}
+        return {"predictions": [p.value for p in predictions]}
+    return {"predictions": [p.label for p in predictions]}

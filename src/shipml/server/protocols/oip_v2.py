@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from shipml.core.prediction import Prediction, Status
 from shipml.core.schema import FeatureSchema
 from shipml.server.errors import ApiError
-from shipml.server.predictions import RecordResult
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 EXTENSIONS = ("binary_tensor_data",)  # what GET /v2 announces: only what is implemented here
@@ -347,12 +347,12 @@ def _requested_outputs(wanted: Any, signature: ModelSignature, binary: bool) -> 
     return tuple(chosen) or signature.every_output[binary]
 
 
-def invalid_records_error(results: Sequence[RecordResult]) -> ApiError | None:
+def invalid_records_error(predictions: Sequence[Prediction]) -> ApiError | None:
     """422 for refused records; the message itself names them, since the protocol's error is one string."""
-    details = [e for r in results for e in r.errors]
+    details = [e for p in predictions for e in p.errors]
     if not details:
         return None
-    broken = sum(1 for r in results if r.code == "model_output_invalid" and r.errors)
+    broken = sum(1 for p in predictions if p.status is Status.OUTPUT_INVALID)
     if broken:
         return ApiError(
             502,
@@ -362,7 +362,7 @@ def invalid_records_error(results: Sequence[RecordResult]) -> ApiError | None:
         )
     shown = "; ".join(f"record {e.record}, {e.feature!r} ({e.rule}): {e.message}" for e in details[:3])
     more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
-    failed = sum(1 for r in results if r.errors)
+    failed = sum(1 for p in predictions if p.status is Status.INVALID)
     return ApiError(
         422,
         "validation_error",
@@ -379,13 +379,15 @@ class EncodedResponse:
     header_length: int | None
 
 
-def encode_infer(signature: ModelSignature, request: InferRequest, results: Sequence[RecordResult]) -> EncodedResponse:
+def encode_infer(
+    signature: ModelSignature, request: InferRequest, predictions: Sequence[Prediction]
+) -> EncodedResponse:
     """The inference response: each requested output as JSON data or, when asked, as binary data."""
-    n = len(results)
+    n = len(predictions)
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for wanted in request.outputs:
-        datatype, shape, values = _output(wanted.name, signature, results, n)
+        datatype, shape, values = _output(wanted.name, signature, predictions, n)
         out: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": shape}
         if wanted.binary:
             blob = _serialize_bytes(values) if datatype == "BYTES" else np.asarray(values, dtype="<f8").tobytes()
@@ -404,17 +406,17 @@ def encode_infer(signature: ModelSignature, request: InferRequest, results: Sequ
 
 
 def _output(
-    name: str, signature: ModelSignature, results: Sequence[RecordResult], n: int
+    name: str, signature: ModelSignature, predictions: Sequence[Prediction], n: int
 ) -> tuple[str, list[int], list[Any]]:
     if name == "probabilities":
         classes = signature.classes
-        flat = [p[c] for r in results if (p := r.probabilities) is not None for c in classes]
+        flat = [q[c] for p in predictions if (q := p.probabilities) is not None for c in classes]
         return "FP64", [n, len(classes)], flat
     if name == "predicted_class":
-        return "BYTES", [n], [str(r.label) for r in results]
+        return "BYTES", [n], [str(p.label) for p in predictions]
     if name == "value":
-        return "FP64", [n], [r.value for r in results]
-    return "BYTES", [n], [r.prediction_id for r in results]
+        return "FP64", [n], [p.value for p in predictions]
+    return "BYTES", [n], [p.id for p in predictions]
 
 
 def _serialize_bytes(values: Sequence[Any]) -> bytes:

@@ -6,33 +6,41 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shipml.core.prediction import Prediction, Record, Served, Status
 from shipml.server.errors import ApiError
 from shipml.server.http import authorize_key
-from shipml.server.model_manager import Variant
-from shipml.server.predictions import RecordResult
 from shipml.server.state import AppState
 
 MAX_LABEL_CHARS = 1000  # a class name, not a document: longer labels are refused, never cut
 
 
-def model_of(dep: Variant) -> dict[str, str]:
-    return {"name": dep.name, "version": dep.version, "variant": dep.variant}
+def model_of(served: Served) -> dict[str, str]:
+    return {"name": served.model, "version": served.version, "variant": served.variant}
 
 
-def raise_for_invalid(results: list[RecordResult]) -> None:
+def raise_for_invalid(predictions: list[Prediction]) -> None:
     """422 naming every record, feature and rule, when any record was refused; 502 when the model answered
     a record with NaN or an infinity (the model's fault, not the client's, and never a silent null)."""
-    details = [e.to_dict() for r in results for e in r.errors]
+    details = [e.to_dict() for p in predictions for e in p.errors]
     if not details:
         return
-    broken = sum(1 for r in results if r.code == "model_output_invalid" and r.errors)
+    broken = sum(1 for p in predictions if p.status is Status.OUTPUT_INVALID)
     if broken:
         raise ApiError(
             502, "model_output_invalid", f"the model's output is not a finite number for {broken} record(s)", details
         )
-    raise ApiError(
-        422, "validation_error", f"{sum(1 for r in results if r.errors)} record(s) failed validation", details
-    )
+    refused = sum(1 for p in predictions if p.status is Status.INVALID)
+    raise ApiError(422, "validation_error", f"{refused} record(s) failed validation", details)
+
+
+def batch_answer(predictions: list[Prediction], served: Served) -> dict[str, Any]:
+    """The /predict/batch answer: the deployment's primary (``served``), each record's answer in order, and how
+    many were refused."""
+    return {
+        "model": model_of(served),
+        "predictions": [p.answer() for p in predictions],
+        "failed": sum(1 for p in predictions if not p.ok),
+    }
 
 
 def one_record(body: Any) -> dict[str, Any]:
@@ -55,25 +63,22 @@ def one_record(body: Any) -> dict[str, Any]:
     return features
 
 
-def batch_records(body: Any, limit: int) -> list[Any]:
-    """The records of a /predict/batch body, checked against ``limit`` before anything else is built."""
-    return batch_records_and_keys(body, limit)[0]
-
-
-def batch_records_and_keys(body: Any, limit: int) -> tuple[list[Any], list[str | None]]:
-    """The records of a /predict/batch body and their routing keys (a record ``{"features": {...}, "id": "k"}``
-    has the key "k"; a bare record of features has none), checked against ``limit`` first."""
+def batch_records(body: Any, limit: int, header_key: str | None = None) -> list[Record]:
+    """The records of a /predict/batch body, checked against ``limit`` before anything else is built, each with
+    its routing key: a record ``{"features": {...}, "id": "k"}`` has the key "k"; a bare record of features, or
+    one without an ``id``, has ``header_key`` (the request's ``X-Routing-Key``)."""
     records = body.get("records") if isinstance(body, dict) else body
     if not isinstance(records, list):
         raise ApiError(422, "validation_error", 'expected {"records": [{...}, ...]} or a JSON array of records')
     if len(records) > limit:
         raise ApiError(413, "batch_too_large", f"{len(records)} records; the limit is {limit}")
-    out, keys = [], []
+    out = []
     for r in records:
-        wrapped = isinstance(r, dict) and isinstance(r.get("features"), dict)
-        out.append(r["features"] if wrapped else r)
-        keys.append(routing_key(r.get("id")) if wrapped else None)
-    return out, keys
+        if isinstance(r, dict) and isinstance(r.get("features"), dict):
+            out.append(Record(r["features"], routing_key(r.get("id")) or header_key))
+        else:
+            out.append(Record(r, header_key))
+    return out
 
 
 def routing_key(value: Any) -> str | None:
@@ -121,20 +126,11 @@ def feedback_request(body: Any) -> FeedbackRequest:
 
 async def predict_one(
     st: AppState, key: str | None, client: str | None, body: Any, header_key: str | None = None
-) -> tuple[dict[str, Any], Variant, str]:
-    """One record through auth, routing (its ``id``, else ``X-Routing-Key``), validation, the model and the
-    log: (answer, the variant that answered, key name)."""
+) -> tuple[dict[str, Any], Served, str]:
+    """One record through auth, then the service (routed by its ``id``, else ``X-Routing-Key``; validated,
+    predicted, logged, shadowed): (answer, who answered, key name)."""
     principal = authorize_key(st.auth, key, "predict", client)
     features = one_record(body)
-    deployment = st.deployment()
-    routed = routing_key(body.get("id")) or header_key
-    [result] = await st.service.run_routed(deployment, [features], [routed])
-    raise_for_invalid([result])
-    answer = result.body()
-    answer.pop("index")
-    dep = deployment.primary
-    if result.variant is not None:
-        dep = next(v for v in deployment.variants if v.variant == result.variant)
-        answer.pop("variant"), answer.pop("version")
-    answer["model"] = model_of(dep)
-    return answer, dep, principal.name
+    [prediction] = await st.service.run(st.deployment(), [Record(features, routing_key(body.get("id")) or header_key)])
+    raise_for_invalid([prediction])
+    return prediction.answer(single=True), prediction.served, principal.name

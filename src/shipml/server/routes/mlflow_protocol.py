@@ -6,10 +6,11 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shipml.core.prediction import Record
 from shipml.server.errors import json_response
 from shipml.server.http import authorize, read_json
 from shipml.server.protocols.mlflow import decode_invocations, encode_predictions
-from shipml.server.routes.common import deployment, raise_for_invalid, state
+from shipml.server.routes.common import raise_for_invalid, routed, state
 
 router = APIRouter()
 
@@ -19,9 +20,10 @@ async def invocations(request: Request) -> Response:
     # Errors here are answered in MLflow's shape too (`error_code`, `message`) by server/errors.py.
     authorize(request, "predict")
     st = state(request)
-    records = decode_invocations(await read_json(request), st.settings.serve.max_batch)
-    dep = deployment(request)
-    results = await st.service.run(dep, records)
-    raise_for_invalid(results)
-    body = encode_predictions(results, dep.bundle.schema.target.task == "regression")
-    return json_response(body, headers={"X-Model-Version": dep.version})
+    decoded = decode_invocations(await read_json(request), st.settings.serve.max_batch)
+    deployment = st.deployment()
+    variant, key = routed(request, deployment)
+    predictions = await st.service.run(deployment, [Record(r, key) for r in decoded], variant=variant)
+    raise_for_invalid(predictions)
+    body = encode_predictions(predictions, variant.bundle.schema.target.task == "regression")
+    return json_response(body)  # X-Model-Version: the access log adds it from the request state

@@ -19,9 +19,9 @@ from shipml.server.errors import ApiError, json_response
 from shipml.server.http import authorize, read_json
 from shipml.server.protocols.shipml import (
     FeedbackRequest,
-    batch_records_and_keys,
+    batch_answer,
+    batch_records,
     feedback_request,
-    model_of,
     predict_one,
     routing_key,
 )
@@ -38,8 +38,8 @@ async def predict(request: Request) -> Response:
     key = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
     client = request.client.host if request.client else None
     header_key = routing_key(request.headers.get("x-routing-key"))
-    answer, dep, principal = await predict_one(st, key, client, await read_json(request), header_key)
-    request.scope.setdefault("state", {}).update(principal=principal, model_version=dep.version)
+    answer, served, principal = await predict_one(st, key, client, await read_json(request), header_key)
+    request.scope.setdefault("state", {}).update(principal=principal, model_version=served.version)
     return json_response(answer)
 
 
@@ -47,20 +47,11 @@ async def predict(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     authorize(request, "predict")
     st = state(request)
-    records, keys = batch_records_and_keys(await read_json(request), st.settings.serve.max_batch)
-    header_key = routing_key(request.headers.get("x-routing-key"))
-    if header_key is not None:  # the header routes the records that have no id of their own
-        keys = [k if k is not None else header_key for k in keys]
+    header_key = routing_key(request.headers.get("x-routing-key"))  # for the records without an id of their own
+    records = batch_records(await read_json(request), st.settings.serve.max_batch, header_key)
     dep = st.deployment()
     request.scope.setdefault("state", {})["model_version"] = dep.primary.version
-    results = await st.service.run_routed(dep, records, keys)
-    return json_response(
-        {
-            "model": model_of(dep.primary),
-            "predictions": [r.body() for r in results],
-            "failed": sum(1 for r in results if not r.ok),
-        }
-    )
+    return json_response(batch_answer(await st.service.run(dep, records), dep.primary.served))
 
 
 @router.post("/feedback", tags=["feedback"], summary="Ground truth for a prediction id")
