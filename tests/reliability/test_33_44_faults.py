@@ -449,11 +449,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def _fill(mount: Path) -> Path:
     """Fill the filesystem to the last block."""
     filler = mount / "filler"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: closing it has nothing left to write on a full disk
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler

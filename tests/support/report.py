@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shipml.adapters.registry import ModelRef
-from shipml.adapters.store import PredictionRow, PredictionStore
+from shipml.adapters.store import PredictionStore
 from shipml.config import Settings, settings_from_mapping
 from shipml.core.binning import PREDICTION
 from shipml.core.drift import MULTIVARIATE, FeatureDrift
@@ -26,6 +26,7 @@ from shipml.core.window import Window
 from shipml.pipelines.experiment_history import experiment_history
 from shipml.pipelines.experiments import ExperimentJob
 from shipml.report import render_report
+from tests.support.logged import logged
 
 SAMPLE = Path(__file__).parent / "data" / "sample_report.json"  # a stored report, as the job writes it
 XSS = "<script>alert(1)</script>"
@@ -212,13 +213,13 @@ def log(
     """A row of ``variant`` at each of ``times`` predicting "1"; feedback "1" (right) or "0" (wrong), none for None."""
     ids = [f"x{next(_ids):07d}" for _ in times]
     rows = [
-        PredictionRow(
+        logged(
             pid, ts, "churn", "1", variant, {}, {"predicted_class": "1", "probabilities": {"0": 0.4, "1": 0.6}},
             1.0, role, keys[i] if keys is not None else None, status=status,
         )
         for i, (pid, ts) in enumerate(zip(ids, times, strict=True))
     ]  # fmt: skip
-    store.predictions.write(rows)
+    store.predictions.write([rows])
     for pid, right in zip(ids, correct, strict=True):
         if right is not None:
             store.feedback.add(pid, "1" if right else "0", None)
