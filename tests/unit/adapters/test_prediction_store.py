@@ -364,10 +364,10 @@ def test_a_commit_failing_once_is_retried_and_nothing_is_lost(store: PredictionS
     """L6: a transient failure (a connection reset, a failover) costs one retry, not the commit's rows."""
     real, failures = store.predictions.write, [RuntimeError("connection reset")]
 
-    def flaky(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+    def flaky(units: Sequence[Sequence[Prediction]]) -> None:
         if failures:
             raise failures.pop()
-        real(rows, batches)
+        real(units)
 
     store.predictions.write = flaky  # type: ignore[method-assign]
     dropped: list[int] = []
@@ -382,7 +382,7 @@ def test_rows_nobody_waits_for_are_counted_in_rows_when_their_commit_fails(store
     """L6: with async durability a failed commit loses its rows; what is counted is how many (the callers who
     wait, commit durability, are answered with the error instead)."""
 
-    def broken(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+    def broken(units: Sequence[Sequence[Prediction]]) -> None:
         raise RuntimeError("disk gone")
 
     store.predictions.write = broken  # type: ignore[method-assign]

@@ -10,11 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from shipml.adapters.store import PredictionRow, PredictionStore
+from shipml.adapters.store import PredictionStore
 from shipml.config import MonitorSettings
 from shipml.core.window import Window
 from shipml.pipelines.monitor import MonitorJob, Version
 from tests.support.dialects import DIALECTS, store_uri_for
+from tests.support.logged import logged
 
 T0 = 1_000_000.0  # long matured
 
@@ -39,8 +40,8 @@ def regressor() -> Version:
 def test_non_finite_regression_truth_is_left_out_of_realised_performance(store: PredictionStore) -> None:
     """One NaN or infinite feedback value (a json.dumps of a missing target, an overflowing number logged before
     /feedback refused them) must not turn the window's rmse and mae into NaN or inf: the drop alarm would be off."""
-    rows = [PredictionRow(f"r-{i:04d}", T0 + i, "rent", "1", "main", {}, {"value": 10.0}, 1.0) for i in range(200)]
-    store.predictions.write(rows)
+    rows = [logged(f"r-{i:04d}", T0 + i, "rent", "1", "main", {}, {"value": 10.0}, 1.0) for i in range(200)]
+    store.predictions.write([rows])
     for i in range(200):
         assert store.feedback.add(f"r-{i:04d}", None, 10.5)
     for pid, bad in (("r-0000", math.nan), ("r-0001", math.inf), ("r-0002", -math.inf)):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from shipml.adapters.store import PredictionBatch, PredictionRow, PredictionStore
+from shipml.adapters.store import PredictionStore
+from shipml.core.prediction import Prediction
 from shipml.server.app import create_app
 from tests.support.project import TrainedProject
 from tests.unit.server.test_feedback import RECORD, service_settings
@@ -21,7 +22,7 @@ def test_async_durability_counts_the_rows_a_failed_commit_lost(trained_project: 
     app = create_app(settings, registry=trained_project.registry(), store=store)
     with TestClient(app, base_url="http://127.0.0.1") as client:
 
-        def broken(rows: Sequence[PredictionRow], batches: Sequence[PredictionBatch] = ()) -> None:
+        def broken(units: Sequence[Sequence[Prediction]]) -> None:
             raise RuntimeError("disk gone")
 
         store.predictions.write = broken  # type: ignore[method-assign]
