@@ -140,7 +140,7 @@ def test_the_example_requests_fit_the_document_and_are_accepted() -> None:
     signature = oip_v2.ModelSignature.of("churn", "3", SCHEMA, ["no", "yes"])
     records = [
         shipml_protocol.one_record(examples["/predict"]),
-        *shipml_protocol.batch_records(examples["/predict/batch"], 100),
+        *(r.features for r in shipml_protocol.batch_records(examples["/predict/batch"], 100)),
         *mlflow.decode_invocations(examples["/invocations"], 100),
         *oip_v2.decode_infer(examples["/v2/models/{name}/infer"], memoryview(b""), signature, 100).records(),
     ]
