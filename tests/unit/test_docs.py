@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import typing
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from shipml.adapters.store import PredictionStore
 from shipml.config import Settings
 from tests.support.markdown import github_anchor
 
@@ -141,8 +143,24 @@ def test_the_checks_catch_a_broken_link_and_a_missing_path(tmp_path: Path) -> No
     assert not names_a_repository_path("core/no_such_module.py") and not names_a_repository_path("shipml/profile.json")
 
 
-# Names in backticks that look like a setting but are not one: the answer's field `model.variant`.
+# Names in backticks that look like a setting but are not one: the answer's field `model.variant`, and the parts of
+# the prediction store as code names them (`store.leases`, `store.predictions.read_window`).
 NOT_SETTINGS = {"model.variant"}
+
+
+@cache
+def store_parts() -> frozenset[str]:
+    """The parts of the prediction store's facade (``predictions``, ``leases``, ...), as a store opened has them."""
+    with tempfile.TemporaryDirectory() as home:
+        store = PredictionStore(f"sqlite:///{home}/predictions.db")
+        try:
+            return frozenset(name for name in vars(store) if name not in ("uri", "database"))
+        finally:
+            store.close()
+
+
+def a_store_part(word: str) -> bool:
+    return any(word == f"store.{part}" or word.startswith(f"store.{part}.") for part in store_parts())
 
 
 def default_text(value: object) -> str:
@@ -196,7 +214,8 @@ def settings_named(page: Path) -> set[str]:
     )
     words = {w.rstrip(":,") for span in CODE_SPAN.findall(prose(page.read_text())) for w in span.split()}
     files = re.compile(r"\.(csv|parquet|json|ya?ml|py|md|db|html)$")  # data.csv, validation.json: file names
-    return {w.removesuffix(".*") for w in words if w.startswith(sections) and not files.search(w)} - NOT_SETTINGS
+    named = {w.removesuffix(".*") for w in words if w.startswith(sections) and not files.search(w)} - NOT_SETTINGS
+    return {w for w in named if w in setting_keys() or not a_store_part(w)}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
