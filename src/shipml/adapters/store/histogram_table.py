@@ -30,7 +30,7 @@ class MinuteCounts:
     version: str
     variant: str
     rows: int
-    counts: dict[str, np.ndarray]  # per feature, the prediction under core.drift.PREDICTION
+    counts: dict[str, np.ndarray]  # per feature, the prediction under core.binning.PREDICTION
 
 
 class Histograms:

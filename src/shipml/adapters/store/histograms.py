@@ -4,7 +4,7 @@ window is a sum of small arrays instead of a read of every row.
 For each model version with a reference profile (``Histograms.register_profile`` in histogram_table.py), the
 store writer hands every committed "ok" prediction to a ``HistogramKeeper``. It buffers them and, every
 ``flush_s`` seconds (and when the writer stops), counts them on the profile's buckets
-(``core.drift.counts_of``: one vectorised call per feature) into the open minute of each
+(``core.binning.counts_of``: one vectorised call per feature) into the open minute of each
 (model, version, variant, role), then upserts that minute's row of ``feature_histograms``.
 
 Each worker process writes its own row per minute (``writer``, random per keeper) holding its cumulative
@@ -67,7 +67,7 @@ class HistogramLayout:
         return json.dumps({"parts": parts, "prediction": self.prediction, "positive": self.positive})
 
     def split(self, flat: Counts) -> dict[str, Counts]:
-        """A row's concatenated counts, per feature (the prediction under ``core.drift.PREDICTION``)."""
+        """A row's concatenated counts, per feature (the prediction under ``core.binning.PREDICTION``)."""
         out, start = {}, 0
         for b in self.binnings:
             out[b.feature] = flat[start : start + b.buckets]
