@@ -1,9 +1,11 @@
 """The project's own documentation (README.md and docs/*.md) as a reader follows it: every relative link and
-``#anchor`` lands on a file and a heading that exist, every path named in backticks is in the repository, and the
-README still shows the two commands a new user starts with."""
+``#anchor`` lands on a file and a heading that exist; every path, class, member, alert and setting a page names in
+its code exists; the configuration reference lists every setting with its true default; and the README still shows
+the two commands a new user starts with."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import tempfile
@@ -12,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -101,13 +104,68 @@ def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
     assert not broken, f"{page.relative_to(REPO)}: broken links:\n" + "\n".join(broken)
 
 
+def code_words(page: Path) -> set[str]:
+    """The words of a page's code: its code spans and its code blocks (the diagrams), without the punctuation
+    around them (``(server/hosts.py)``, ``core/drift.py,``)."""
+    text = page.read_text()
+    code = CODE_SPAN.findall(prose(text)) + [m.group(0) for m in FENCE.finditer(text)]
+    return {word.strip("()[],:;") for chunk in code for word in chunk.split()}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
-def test_every_path_in_backticks_exists(page: Path) -> None:
-    tokens = {
-        word for span in CODE_SPAN.findall(prose(page.read_text())) for word in span.split() if names_a_path(word)
-    }
-    missing = sorted(t for t in tokens if not names_a_repository_path(t))
+def test_every_path_a_page_names_exists(page: Path) -> None:
+    missing = sorted(w for w in code_words(page) if names_a_path(w) and not names_a_repository_path(w))
     assert not missing, f"{page.relative_to(REPO)} names paths the repository does not have: {missing}"
+
+
+# Capitalised words in code that are not shipml's classes: an example feature name, JSON's non-finite numbers,
+# the web framework.
+NOT_CLASSES = {"Age", "NaN", "Infinity", "FastAPI"}
+
+
+@cache
+def defined_names() -> frozenset[str]:
+    """Every class and module-level name defined in the package (what a page may call ``PredictionStore``)."""
+    source = "\n".join(p.read_text() for p in (REPO / "src" / "shipml").rglob("*.py"))
+    classes = re.findall(r"^\s*class (\w+)", source, flags=re.MULTILINE)
+    assigned = re.findall(r"^(\w+)\s*[:=]", source, flags=re.MULTILINE)
+    return frozenset(classes + assigned + dir(builtins))
+
+
+@cache
+def defined_members() -> frozenset[str]:
+    """Every method and attribute defined in the package (what ``ModelManager.set_canary`` may name)."""
+    source = "\n".join(p.read_text() for p in (REPO / "src" / "shipml").rglob("*.py"))
+    methods = re.findall(r"^\s+(?:async )?def (\w+)", source, flags=re.MULTILINE)
+    fields = re.findall(r"^\s+(\w+)\s*[:=]", source, flags=re.MULTILINE) + re.findall(r"self\.(\w+)\s*=", source)
+    return frozenset(methods + fields)
+
+
+def member_names(page: Path) -> set[str]:
+    """The attributes a page names on a class, as in ``PredictionService.run``."""
+    spans = CODE_SPAN.findall(prose(page.read_text()))
+    return {m.group(1) for s in spans if (m := re.fullmatch(r"[A-Z]\w*[a-z]\w*\.(\w+)(?:\(.*\))?", s))}
+
+
+def class_names(page: Path) -> set[str]:
+    """The names of classes a page mentions: a code span that is one (``ModelManager``, ``Canary``, with an
+    attribute or a call: ``ModelManager.set_canary``), or a CamelCase word in a code block's diagram."""
+    text = page.read_text()
+    spans = CODE_SPAN.findall(prose(text))
+    named = {m.group(1) for s in spans if (m := re.fullmatch(r"([A-Z]\w*[a-z]\w*)(?:\.\w+)?(?:\(.*\))?", s))}
+    for block in FENCE.finditer(text):
+        named |= set(re.findall(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+\b", block.group(0)))
+    return named - NOT_CLASSES
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
+def test_every_class_and_alert_a_page_names_exists(page: Path) -> None:
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    missing = sorted(class_names(page) - defined_names() - alerts) + sorted(member_names(page) - defined_members())
+    assert not missing, (
+        f"{page.relative_to(REPO)} names classes or members src/shipml does not define, or alerts rules.yml lacks: {missing}"
+    )
 
 
 def test_the_readme_shows_the_two_commands() -> None:
@@ -138,6 +196,14 @@ def test_the_checks_catch_a_broken_link_and_a_missing_path(tmp_path: Path) -> No
         "nowhere.md: no such file",
         "#not-a-heading: no heading with the anchor #not-a-heading in page.md",
     ]
+    page.write_text(
+        page.read_text()
+        + "\n`ModelManager.set_canary` `NoSuchClass` `ShipmlNoSuchAlert`\n```\nA ──► HostGuard (server/hosts.py)\n```\n"
+    )
+    assert class_names(page) == {"ModelManager", "NoSuchClass", "ShipmlNoSuchAlert", "HostGuard"}
+    assert "server/hosts.py" in code_words(page)
+    assert "NoSuchClass" not in defined_names() and "ModelManager" in defined_names()
+    assert member_names(page) == {"set_canary"} and "set_canary" in defined_members()
     assert names_a_repository_path("src/shipml/core/window.py") and names_a_repository_path("core/window.py")
     assert names_a_repository_path("adapters/store/") and names_a_repository_path("deploy/prometheus/rules.yml")
     assert not names_a_repository_path("core/no_such_module.py") and not names_a_repository_path("shipml/profile.json")
