@@ -109,7 +109,7 @@ def test_invocations_and_v2_infer_are_routed_by_key_logged_with_it_and_shadowed(
             assert time.monotonic() < deadline, "the shadow never scored the copies"
             time.sleep(0.2)
         for role in ("primary", "shadow"):
-            _, _, _, _, logged = store.predictions.read_outcomes("churn", since, time.time() + 1, role=role, keys=True)
+            logged = store.predictions.read_outcomes("churn", since, time.time() + 1, role=role).keys
             # 2 records x 2 protocols per key (the shadow may still be scoring the unkeyed copies of the test before)
             assert Counter(k for k in logged.tolist() if k is not None) == dict.fromkeys(keys, 4), role
         window = store.predictions.read_window("churn", since, time.time() + 1)

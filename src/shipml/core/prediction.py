@@ -12,6 +12,7 @@ experiments and the canary controller all speak of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -171,6 +172,21 @@ class Prediction:
         if self.status is Status.ERROR:
             return {"error": self.failure}
         return {"errors": [e.to_dict() for e in self.errors]}
+
+
+class Truth(NamedTuple):
+    """The ground truth recorded for a prediction (``/feedback``): a label for a classifier, a value for a
+    regressor."""
+
+    label: str | None
+    value: float | None
+
+    def holds(self, regression: bool) -> bool:
+        """Whether this is ground truth for the task: a label for a classifier, a finite value for a regressor (a
+        NaN or an infinity stored before /feedback refused them is no truth)."""
+        if regression:
+            return self.value is not None and math.isfinite(self.value)
+        return self.label is not None
 
 
 def score_of(proba: Sequence[float]) -> float:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from shipml.adapters.registry import AliasMove, MlflowRegistry, ModelRef
-from shipml.adapters.store import PredictionStore
+from shipml.adapters.store import Outcomes, PredictionStore
 from shipml.config import Settings
 from shipml.core.experiment_report import ChallengerResult, ExperimentReport, Role, ShadowResult, VariantSummary
 from shipml.core.experiments import (
@@ -62,7 +62,7 @@ from shipml.core.experiments import (
     variant_stats,
 )
 from shipml.core.monitor_report import DriftReport, SegmentReport
-from shipml.core.prediction import DEFAULT_VARIANT
+from shipml.core.prediction import DEFAULT_VARIANT, Truth
 from shipml.core.sequential import Kind, SampleSize, sample_size
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused, RegistryError, StoredReportUnreadable
@@ -103,28 +103,11 @@ class _Arm:
 
 
 @dataclass(frozen=True)
-class _Rows:
-    """A variant's answered rows in the window (ids, ts, predicted label, score, routing key)."""
-
-    ids: np.ndarray
-    ts: np.ndarray
-    label: np.ndarray
-    score: np.ndarray
-    keys: np.ndarray
-
-    def units(self) -> tuple[int, int]:
-        """(units, rows with a key): distinct keys plus rows without one."""
-        keyed = np.array([k is not None for k in self.keys.tolist()], dtype=bool)
-        distinct = len(set(self.keys[keyed].tolist()))
-        return distinct + int((~keyed).sum()), int(keyed.sum())
-
-
-@dataclass(frozen=True)
 class _Run:
     """What one report reads once and every variant shares."""
 
     window: Window
-    feedback: Mapping[str, tuple[str | None, float | None]]
+    feedback: Mapping[str, Truth]
     matured_before: float  # rows at or before this are old enough to have feedback (monitor.label_delay_s)
     regression: bool
     metric: str
@@ -245,11 +228,10 @@ class ExperimentJob:
                 [f"--model: no variant of the experiment serves {model!r} (it serves {', '.join(sorted(names))})"]
             )
 
-    def _read(self, arm: _Arm, window: Window) -> _Rows:
-        ids, ts, label, score, keys = self.store.predictions.read_outcomes(
-            arm.registered, window.since, window.until, variant=arm.name, role=arm.role, keys=True
+    def _read(self, arm: _Arm, window: Window) -> Outcomes:
+        return self.store.predictions.read_outcomes(
+            arm.registered, window.since, window.until, variant=arm.name, role=arm.role
         )
-        return _Rows(ids, ts, label, score, keys)
 
     def _count(self, arm: _Arm, window: Window, status: str | None) -> int:
         """``arm``'s logged rows in the window with ``status`` (None: any)."""
@@ -299,7 +281,7 @@ class ExperimentJob:
             return None
 
     def _summary(
-        self, arm: _Arm, rows: _Rows, scored: _Scored, requests: int, errors: int, latencies: np.ndarray, run: _Run
+        self, arm: _Arm, rows: Outcomes, scored: _Scored, requests: int, errors: int, latencies: np.ndarray, run: _Run
     ) -> VariantSummary:
         units, keyed = rows.units()
         p99 = float(np.quantile(latencies, LATENCY_QUANTILE)) if len(latencies) else math.nan
@@ -364,7 +346,7 @@ class ExperimentJob:
             return None
 
     def _shadow(
-        self, arm: _Arm, primaries: Mapping[str, _Rows], champion: VariantSummary, run: _Run
+        self, arm: _Arm, primaries: Mapping[str, Outcomes], champion: VariantSummary, run: _Run
     ) -> tuple[VariantSummary, ShadowResult]:
         rows = self._read(arm, run.window)
         variant, position = _join(rows, primaries)
@@ -373,7 +355,7 @@ class ExperimentJob:
         pairs = list(zip(variant.tolist(), position.tolist(), strict=True))
         primary_ids = np.array([primaries[v].ids[i] if i >= 0 else None for v, i in pairs], dtype=object)
         primary_ts = np.array([primaries[v].ts[i] if i >= 0 else np.inf for v, i in pairs], dtype=np.float64)
-        scored = _scored(primary_ids, _Rows(rows.ids, primary_ts, rows.label, rows.score, rows.keys), run)
+        scored = _scored(primary_ids, Outcomes(rows.ids, primary_ts, rows.label, rows.score, rows.keys), run)
         requests = self._count(arm, run.window, status=None)
         failed = max(0, requests - len(rows.ids))
         summary = self._summary(arm, rows, scored, requests, failed, self._latencies(arm, run.window), run)
@@ -416,7 +398,7 @@ def _model_of(reference: str) -> str:
     return ModelRef.parse(reference).name
 
 
-def _is_regression(rows: typing.Iterable[_Rows], settings: Settings) -> bool:
+def _is_regression(rows: typing.Iterable[Outcomes], settings: Settings) -> bool:
     """A regressor's rows carry no predicted label; without rows, the config's task says (classification if none)."""
     labels = [r.label for r in rows if len(r.label)]
     if labels:
@@ -424,23 +406,23 @@ def _is_regression(rows: typing.Iterable[_Rows], settings: Settings) -> bool:
     return settings.model is not None and settings.model.task == "regression"
 
 
-def _scored(ids: np.ndarray, rows: _Rows, run: _Run) -> _Scored:
+def _scored(ids: np.ndarray, rows: Outcomes, run: _Run) -> _Scored:
     """The primary metric's outcome of each labelled row: feedback is looked up by ``ids`` (None: no feedback) and
     only rows with ``ts`` at or before ``run.matured_before`` count."""
     matured = rows.ts <= run.matured_before
     found = [run.feedback.get(i) if i is not None else None for i in ids.tolist()]
     if run.regression:
-        truth = np.array([np.nan if f is None or f[1] is None else f[1] for f in found], dtype=np.float64)
+        truth = np.array([np.nan if f is None or f.value is None else f.value for f in found], dtype=np.float64)
         labelled = matured & np.isfinite(truth)
         outcomes = -np.abs(rows.score[labelled] - truth[labelled])
     else:
-        text = np.array([None if f is None else f[0] for f in found], dtype=object)
+        text = np.array([None if f is None else f.label for f in found], dtype=object)
         labelled = matured & np.array([t is not None for t in text.tolist()], dtype=bool)
         outcomes = (rows.label[labelled].astype(str) == text[labelled].astype(str)).astype(np.float64)
     return _Scored(outcomes, int(matured.sum()), int(labelled.sum()))
 
 
-def _join(shadow: _Rows, primaries: Mapping[str, _Rows]) -> tuple[np.ndarray, np.ndarray]:
+def _join(shadow: Outcomes, primaries: Mapping[str, Outcomes]) -> tuple[np.ndarray, np.ndarray]:
     """For each shadow row, the primary row of the same routing key it copied (the latest at or before it, else
     the first after): that row's variant and position in its variant's rows (-1 and None when there is none)."""
     by_key: dict[str, list[tuple[float, str, int]]] = {}

@@ -22,7 +22,7 @@ import pandas as pd
 
 from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import FeatureWindow, PredictionStore
-from shipml.adapters.store.histogram_table import MinuteCounts
+from shipml.adapters.store.histogram_table import MinuteCounts, Recount
 from shipml.adapters.store.histograms import HistogramLayout
 from shipml.config import MonitorSettings
 from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
@@ -37,6 +37,7 @@ from shipml.core.performance import (
     performance_drop,
     realised_performance,
 )
+from shipml.core.prediction import Truth
 from shipml.core.window import Window
 from shipml.pipelines.alerts import notify_change
 from shipml.pipelines.bundle import REFERENCE_SAMPLE_ARTIFACT, ModelBundle, load_bundle
@@ -138,9 +139,9 @@ class MonitorJob:
                     flat = np.concatenate([
                         counts_of(b, self._values_of(v, rows, b.feature, mask)) for b in v.layout.binnings
                     ])  # fmt: skip
-                    entries.append((minute, version, variant, "primary", v.layout, int(mask.sum()), flat))
+                    entries.append(Recount(minute, version, variant, "primary", v.layout, int(mask.sum()), flat))
         self.store.histograms.replace(model, window.since, window.until, entries)
-        return sum(e[5] for e in entries)
+        return sum(e.rows for e in entries)
 
     @staticmethod
     def _values_of(v: Version, rows: FeatureWindow, feature: str, mask: np.ndarray) -> np.ndarray:
@@ -240,11 +241,13 @@ class MonitorJob:
     def _performance(
         self, model: str, version: str, variant: str, v: Version, window: Window, notes: list[str]
     ) -> tuple[tuple[PerformanceEntry, ...], tuple[PerformanceEntry, ...], dict[str, int]]:
-        ids, ts, label, score = self.store.predictions.read_outcomes(
+        found = self.store.predictions.read_outcomes(
             model, window.since, window.until, version=version, variant=variant
         )
+        ids, ts, label, score = found.ids, found.ts, found.label, found.score
         feedback = self.store.feedback.read(window.since)
-        has = np.array([_is_truth(feedback.get(i), v.task) for i in ids.tolist()], dtype=bool)
+        regression = v.task == "regression"
+        has = np.array([(t := feedback.get(i)) is not None and t.holds(regression) for i in ids.tolist()], dtype=bool)
         matured = ts <= time.time() - self.settings.label_delay_s
         labelled = matured & has
         labels = {"pending": int((~has).sum()), "matured": int(matured.sum()), "labelled": int(labelled.sum())}
@@ -267,7 +270,7 @@ class MonitorJob:
         ids: np.ndarray,
         label: np.ndarray,
         score: np.ndarray,
-        feedback: dict[str, tuple[str | None, float | None]],
+        feedback: dict[str, Truth],
         labelled: np.ndarray,
         rows: np.ndarray,
         holdout: dict[str, Any],
@@ -278,10 +281,10 @@ class MonitorJob:
         estimates: list[PerformanceEstimate] = []
         picked = ids[labelled].tolist()
         if task == "regression":
-            truth = np.array([feedback[i][1] for i in picked], dtype=np.float64)
+            truth = np.array([feedback[i].value for i in picked], dtype=np.float64)
             estimates += realised_performance("regression", truth, score[labelled], options=opts)
         else:
-            truth = np.array([feedback[i][0] for i in picked], dtype=object).astype(str)
+            truth = np.array([feedback[i].label for i in picked], dtype=object).astype(str)
             predicted = label[labelled].astype(str)
             positive_score = v.positive_scores(score[labelled]) if task == "binary" else None
             estimates += realised_performance(task, truth, predicted, positive_score, v.positive, opts)  # type: ignore[arg-type]
@@ -308,17 +311,6 @@ def run_monitoring(
     report, report_id = (job or MonitorJob.of(ws)).run(model, window, recompute=recompute)
     notify_change(ws.settings.monitor, ws.store, report, report_id)
     return report, report_id
-
-
-def _is_truth(found: tuple[str | None, float | None] | None, task: str) -> bool:
-    """Whether a prediction's feedback is ground truth for ``task``: a label for a classifier, a finite value for a
-    regressor (NaN or an infinity, stored before /feedback refused them, is no truth; as experiments._scored)."""
-    if found is None:
-        return False
-    label, value = found
-    if task == "regression":
-        return value is not None and math.isfinite(value)
-    return label is not None
 
 
 def _summed(minutes: Sequence[MinuteCounts], binnings: ProfileBinnings) -> dict[str, np.ndarray]:

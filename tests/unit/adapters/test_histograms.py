@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from shipml.adapters.store import PredictionStore, StoreWriter, tables
+from shipml.adapters.store.histogram_table import Recount
 from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
 from shipml.core.drift import Verdict
 from shipml.core.ids import Uuid7Generator
@@ -121,7 +122,7 @@ def test_recompute_replaces_the_window(store: PredictionStore) -> None:
     layout = store.histograms.keeper.layout("churn", "1")
     assert layout is not None
     flat = np.concatenate([c for c in expected(store, t0, t0 + 60).values()])
-    store.histograms.replace("churn", t0, t0 + 60, [(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
+    store.histograms.replace("churn", t0, t0 + 60, [Recount(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
     (minute,) = store.histograms.read("churn", t0, t0 + 60)
     assert minute.rows == 100 and minute.counts["tenure"].sum() == 200
 

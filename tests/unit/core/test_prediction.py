@@ -10,6 +10,7 @@ from shipml.core.prediction import (
     Routed,
     Served,
     Status,
+    Truth,
     positive_column,
     positive_from_score,
     score_of,
@@ -81,3 +82,9 @@ def test_the_logged_outputs_of_an_answer() -> None:
         "probabilities": {"no": 0.1, "yes": 0.9},
     }
     assert answered(REGRESSOR, value=3.0).outputs() == {"value": 3.0}
+
+
+def test_truth_is_a_label_for_a_classifier_and_a_finite_value_for_a_regressor() -> None:
+    assert Truth("1", None).holds(regression=False) and not Truth(None, 2.0).holds(regression=False)
+    assert Truth(None, 2.0).holds(regression=True)
+    assert not any(Truth(None, v).holds(regression=True) for v in (None, float("nan"), float("inf")))

@@ -115,12 +115,11 @@ def test_answers_come_first_and_the_copies_are_scored_in_one_batch_logged_with_t
         asyncio.run(traffic())
     finally:
         writer.close()
-    ids, _, labels, _, logged_keys = setup.store.predictions.read_outcomes(
-        "churn", 0, time.time() + 1, role="shadow", keys=True
-    )
-    assert sorted(logged_keys.tolist()) == sorted(keys) and len(set(ids.tolist())) == 100
-    assert set(labels.tolist()) <= {"0", "1"}  # the shadow's outputs, kept to compare with the champion's
-    primary_ids = setup.store.predictions.read_outcomes("churn", 0, time.time() + 1)[0]
+    copies = setup.store.predictions.read_outcomes("churn", 0, time.time() + 1, role="shadow")
+    ids = copies.ids
+    assert sorted(copies.keys.tolist()) == sorted(keys) and len(set(ids.tolist())) == 100
+    assert set(copies.label.tolist()) <= {"0", "1"}  # the shadow's outputs, kept to compare with the champion's
+    primary_ids = setup.store.predictions.read_outcomes("churn", 0, time.time() + 1).ids
     assert len(primary_ids) == 100 and not set(ids.tolist()) & set(primary_ids.tolist())
     assert (
         setup.store.predictions.count("churn", role="shadow", status="invalid") == 1

@@ -10,7 +10,7 @@ from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.migrations import LATEST, MIGRATIONS, Migration, migrate
 from shipml.adapters.store.prediction_store import PredictionStore
 from shipml.adapters.store.tables import CATEGORICAL_SLOTS, NUMERIC_SLOTS, STATUSES
-from shipml.adapters.store.window import FeatureWindow
+from shipml.adapters.store.window import FeatureWindow, Outcomes
 from shipml.adapters.store.writer import StoreWriter
 from shipml.errors import StoreError, StoreFull
 
@@ -23,6 +23,7 @@ __all__ = [
     "FeatureSlot",
     "FeatureWindow",
     "Migration",
+    "Outcomes",
     "PredictionStore",
     "SchemaSlots",
     "StoreError",

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from shipml.adapters.store import tables
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.predictions import Predictions
+from shipml.core.prediction import Truth
 
 
 class Feedback:
@@ -44,9 +45,9 @@ class Feedback:
             ).first()
         return None if row is None else {"ts": row[0], "label": row[1], "value": row[2]}
 
-    def read(self, since: float) -> dict[str, tuple[str | None, float | None]]:
-        """Feedback recorded at or after ``since`` (feedback comes after its prediction): id -> (label, value)."""
+    def read(self, since: float) -> dict[str, Truth]:
+        """Feedback recorded at or after ``since`` (feedback comes after its prediction), by prediction id."""
         fb = tables.feedback
         with self._db.reading("cannot read feedback") as conn:
             found = conn.execute(sa.select(fb.c.prediction_id, fb.c.label, fb.c.value).where(fb.c.ts >= since))
-            return {pid: (label, value) for pid, label, value in found}
+            return {pid: Truth(label, value) for pid, label, value in found}

@@ -33,6 +33,20 @@ class MinuteCounts:
     counts: dict[str, np.ndarray]  # per feature, the prediction under core.binning.PREDICTION
 
 
+@dataclass(frozen=True)
+class Recount:
+    """One minute of one (version, variant, role)'s histograms counted again from the stored rows
+    (``shipml monitor drift --recompute``): ``rows`` predictions, ``counts`` on ``layout``'s buckets, concatenated."""
+
+    minute: int  # Unix time // 60
+    version: str
+    variant: str
+    role: str
+    layout: HistogramLayout
+    rows: int
+    counts: np.ndarray
+
+
 class Histograms:
     """Tables ``feature_histograms`` and ``histogram_layouts``; ``keeper`` counts this process's predictions."""
 
@@ -133,12 +147,12 @@ class Histograms:
         model: str,
         since: float,
         until: float,
-        minutes: Sequence[tuple[int, str, str, str, HistogramLayout, int, np.ndarray]],
+        minutes: Sequence[Recount],
     ) -> None:
-        """Replace every histogram of ``model`` for the minutes starting in ``[since, until)`` with ``minutes``
-        (minute, version, variant, role, layout, rows, concatenated counts), written as ``writer`` "recompute"."""
+        """Replace every histogram of ``model`` for the minutes starting in ``[since, until)`` with ``minutes``,
+        written as ``writer`` "recompute"."""
         h, lay = tables.feature_histograms, tables.histogram_layouts
-        layouts = {m[4].sha: m[4].describe() for m in minutes}
+        layouts = {m.layout.sha: m.layout.describe() for m in minutes}
         insert = self._db.insert(lay)
         with self._db.writing(f"cannot replace the histograms of {model!r}") as conn:
             conn.execute(
@@ -153,7 +167,8 @@ class Histograms:
             if minutes:
                 conn.execute(
                     sa.insert(h),
-                    [{"model": model, "minute": m, "version": v, "variant": var, "role": role, "writer": "recompute",
-                      "layout_sha": layout.sha, "n_rows": n, "counts": np.asarray(c).astype("<i8").tobytes()}
-                     for m, v, var, role, layout, n, c in minutes],
+                    [{"model": model, "minute": m.minute, "version": m.version, "variant": m.variant, "role": m.role,
+                      "writer": "recompute", "layout_sha": m.layout.sha, "n_rows": m.rows,
+                      "counts": np.asarray(m.counts).astype("<i8").tobytes()}
+                     for m in minutes],
                 )  # fmt: skip

@@ -17,7 +17,7 @@ import itertools
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import Any
 
 import numpy as np
 import orjson
@@ -28,7 +28,7 @@ from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.engine import Database
-from shipml.adapters.store.window import FeatureWindow, batch_window, build_window, concat
+from shipml.adapters.store.window import FeatureWindow, Outcomes, batch_window, build_window, concat
 from shipml.core.prediction import Prediction, Role, Served, Status
 from shipml.core.records import FieldError
 from shipml.core.schema import FeatureSchema
@@ -246,7 +246,6 @@ class Predictions:
         latency = np.array([r[0] for r in batches], dtype=np.float64)
         return np.concatenate([single, np.repeat(latency, np.array([r[1] for r in batches], dtype=np.int64))])
 
-    @overload
     def read_outcomes(
         self,
         model: str,
@@ -256,36 +255,9 @@ class Predictions:
         version: str | None = None,
         variant: str | None = None,
         role: str = "primary",
-        keys: Literal[False] = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
-
-    @overload
-    def read_outcomes(
-        self,
-        model: str,
-        since: float,
-        until: float,
-        *,
-        version: str | None = None,
-        variant: str | None = None,
-        role: str = "primary",
-        keys: Literal[True],
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def read_outcomes(
-        self,
-        model: str,
-        since: float,
-        until: float,
-        *,
-        version: str | None = None,
-        variant: str | None = None,
-        role: str = "primary",
-        keys: bool = False,
-    ) -> tuple[np.ndarray, ...]:
+    ) -> Outcomes:
         """The predictions (status ok) of ``model`` in ``[since, until)`` by ``role`` ("primary" or "shadow")
-        without their features: ids, ts, label, score (what the feedback join needs, cheaper than
-        ``read_window``), and with ``keys`` each row's routing key too (None where the request had none)."""
+        without their features (what the feedback join needs, cheaper than ``read_window``)."""
         p, b = tables.predictions, tables.prediction_batches
         wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": "ok"}
         where, b_where = _matching(p, since, until, **wanted), _matching(b, since, until, **wanted)
@@ -304,8 +276,10 @@ class Predictions:
             labels.append(decoded.labels)
             scores.append(decoded.score)
             routing_keys.extend(decoded.routing_keys)
-        found = (np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores))
-        return (*found, np.array(routing_keys, dtype=object)) if keys else found
+        return Outcomes(
+            np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores),
+            np.array(routing_keys, dtype=object),
+        )  # fmt: skip
 
     def find_in_batches(self, conn: Connection, prediction_id: str) -> Prediction | None:
         """The prediction ``prediction_id`` if a batch holds it (see batches.py for the id range scan)."""

@@ -216,3 +216,25 @@ def concat(parts: Sequence[FeatureWindow]) -> FeatureWindow:
         kinds=kinds,
         schemas=schemas,
     )
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Answered predictions without their features (``Predictions.read_outcomes``): what a join with the feedback
+    needs, one entry per prediction: its id, time, predicted label (text; None for a regressor), score
+    (``core.prediction.score_of``) and routing key (None where the request had none)."""
+
+    ids: np.ndarray
+    ts: np.ndarray
+    label: np.ndarray
+    score: np.ndarray
+    keys: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def units(self) -> tuple[int, int]:
+        """(units, rows with a key): the distinct routing keys plus the rows without one (each its own unit)."""
+        keyed = np.array([k is not None for k in self.keys.tolist()], dtype=bool)
+        distinct = len(set(self.keys[keyed].tolist()))
+        return distinct + int((~keyed).sum()), int(keyed.sum())

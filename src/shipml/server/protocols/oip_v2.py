@@ -6,6 +6,9 @@ input tensor is one feature, one value per row. Everything that can be
 refused is refused here, before a record is built or a prediction made: the
 row count against ``serve.max_batch``, tensor names, types, shapes, blob
 sizes, and the names of the requested outputs.
+
+Past ~400 lines on purpose: one protocol's codec, whose decoder and encoder share the model's signature, the
+tensor datatypes and the binary layout; split, each half would import the other's private types.
 """
 
 from __future__ import annotations
