@@ -13,7 +13,7 @@ from shipml.core.prediction import CANARY_VARIANT
 from shipml.core.records import Policy
 from shipml.errors import ConfigError
 
-Role = Literal["predict", "admin"]
+KeyRole = Literal["predict", "admin"]  # what an API key may do
 
 
 class RateLimitSettings(Section):
@@ -28,7 +28,7 @@ class ApiKeySettings(Section):
 
     name: str = Field(min_length=1, description="who holds the key; appears in logs instead of the key")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the key")
-    roles: list[Role] = Field(default_factory=lambda: list[Role](["predict"]), min_length=1)
+    roles: list[KeyRole] = Field(default_factory=lambda: list[KeyRole](["predict"]), min_length=1)
     rate_limit: RateLimitSettings | None = Field(
         default=None, description="requests of this key past the limit get 429 with Retry-After; none: unlimited"
     )

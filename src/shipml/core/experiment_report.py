@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from shipml.core.experiments import Comparison, Decision, Guardrail, SampleRatio, VariantStats, Verdict
 from shipml.core.jsonable import from_jsonable, jsonable
+from shipml.core.prediction import Role
 from shipml.core.sequential import Kind, SampleSize
-
-Role = Literal["primary", "shadow"]
 
 
 @dataclass(frozen=True)

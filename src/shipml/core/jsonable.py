@@ -8,6 +8,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -48,4 +49,6 @@ def _decoded(hint: Any, value: Any) -> Any:
         return tuple(_decoded(typing.get_args(hint)[0], v) for v in value)
     if isinstance(hint, type) and is_dataclass(hint):
         return from_jsonable(hint, value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
     return float(value) if hint is float else value

@@ -44,7 +44,7 @@ import numpy as np
 from shipml.adapters.registry import AliasMove, MlflowRegistry, ModelRef
 from shipml.adapters.store import Outcomes, PredictionStore
 from shipml.config import Settings
-from shipml.core.experiment_report import ChallengerResult, ExperimentReport, Role, ShadowResult, VariantSummary
+from shipml.core.experiment_report import ChallengerResult, ExperimentReport, ShadowResult, VariantSummary
 from shipml.core.experiments import (
     DRIFT,
     ERROR_RATE,
@@ -62,7 +62,7 @@ from shipml.core.experiments import (
     variant_stats,
 )
 from shipml.core.monitor_report import DriftReport, SegmentReport
-from shipml.core.prediction import DEFAULT_VARIANT, Truth
+from shipml.core.prediction import DEFAULT_VARIANT, Role, Truth
 from shipml.core.sequential import Kind, SampleSize, sample_size
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused, RegistryError, StoredReportUnreadable
@@ -144,7 +144,7 @@ class ExperimentJob:
         if variants is None:
             self.primaries, self.shadows = _arms(settings)
         else:
-            self.primaries, self.shadows = [_Arm(n, "primary", m, w) for n, m, w in variants], []
+            self.primaries, self.shadows = [_Arm(n, Role.PRIMARY, m, w) for n, m, w in variants], []
 
     @classmethod
     def of(cls, ws: Workspace, *, variants: Sequence[tuple[str, str, float]] | None = None) -> ExperimentJob:
@@ -379,10 +379,10 @@ def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
             "(add serve.variants, or serve.shadow)"
         ])  # fmt: skip
     if serve.variants:
-        primaries = [_Arm(v.name, "primary", v.model, v.weight) for v in serve.variants]
+        primaries = [_Arm(v.name, Role.PRIMARY, v.model, v.weight) for v in serve.variants]
     else:
-        primaries = [_Arm(DEFAULT_VARIANT, "primary", settings.serve_ref(), 1.0)]
-    return primaries, [_Arm(s.name, "shadow", s.model, s.fraction) for s in serve.shadow]
+        primaries = [_Arm(DEFAULT_VARIANT, Role.PRIMARY, settings.serve_ref(), 1.0)]
+    return primaries, [_Arm(s.name, Role.SHADOW, s.model, s.fraction) for s in serve.shadow]
 
 
 def _error_rate(name: str, failed: int, requests: int) -> VariantStats:

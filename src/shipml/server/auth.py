@@ -7,7 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from shipml.config import AuthSettings, Role
+from shipml.config import AuthSettings, KeyRole
 from shipml.server.ratelimit import BucketTable, TokenBucket
 
 KEY_PREFIX = "sk_shipml_"
@@ -79,5 +79,5 @@ def key_from_headers(authorization: str | None, api_key: str | None) -> str | No
     return None
 
 
-def allows(principal: Principal, role: Role) -> bool:
+def allows(principal: Principal, role: KeyRole) -> bool:
     return role in principal.roles

@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive
 
-from shipml.config import Role
+from shipml.config import KeyRole
 from shipml.server.auth import Authenticator, Principal, allows, key_from_headers
 from shipml.server.errors import ApiError
 from shipml.server.ratelimit import retry_after
@@ -112,7 +112,7 @@ def _int_or_float(text: str) -> int | float:
     return int(text) if len(text) <= 18 else float(text)
 
 
-def authorize(request: Request, role: Role) -> Principal:
+def authorize(request: Request, role: KeyRole) -> Principal:
     """The caller's principal if it has ``role``: 401 without a valid key, 403 without the role."""
     presented = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
     client = request.client.host if request.client else None
@@ -121,7 +121,7 @@ def authorize(request: Request, role: Role) -> Principal:
     return principal
 
 
-def authorize_key(auth: Authenticator, presented: str | None, role: Role, client: str | None) -> Principal:
+def authorize_key(auth: Authenticator, presented: str | None, role: KeyRole, client: str | None) -> Principal:
     """The principal of ``presented`` if it has ``role``: 401 without a valid key (429 once ``client`` failed
     too often), 403 without the role, 429 with Retry-After past the key's rate limit."""
     principal = auth.identify(presented)
