@@ -37,7 +37,7 @@ from shipml.core.performance import (
     performance_drop,
     realised_performance,
 )
-from shipml.core.prediction import Truth
+from shipml.core.prediction import Truth, positive_from_score
 from shipml.core.window import Window
 from shipml.pipelines.alerts import notify_change
 from shipml.pipelines.bundle import REFERENCE_SAMPLE_ARTIFACT, ModelBundle, load_bundle
@@ -66,11 +66,11 @@ class Version:
         return self.bundle.schema.target.task
 
     def positive_scores(self, score: np.ndarray) -> np.ndarray:
-        """The store's ``score`` (second class's probability) as the positive class's, what the profile binned."""
-        classes = [str(c) for c in self.bundle.classes]
-        if self.task == "binary" and self.positive is not None and classes and classes[0] == self.positive:
-            return 1.0 - score
-        return score
+        """The store's ``score`` as the positive class's probability, what the profile binned (a binary
+        classifier's; any other's scores as they are)."""
+        if self.task != "binary":
+            return score
+        return positive_from_score(score, [str(c) for c in self.bundle.classes], self.positive)
 
 
 class MonitorJob:
