@@ -272,6 +272,7 @@ def run_child(python: str, tool: str, data: Path, rows: int, repeats: int) -> di
 def load_window(data: Path, total_rows: int) -> dict[str, Any]:
     """Count 24 h of generated predictions per minute on the profile's buckets and bulk-load them into a store."""
     from shipml.adapters.store import PredictionStore
+    from shipml.adapters.store.histogram_table import Recount
     from shipml.core.binning import PREDICTION, counts_of
 
     profile = reference_profile(load_frame(data / "reference.npz"))
@@ -291,7 +292,7 @@ def load_window(data: Path, total_rows: int) -> dict[str, Any]:
         values |= {name: categorical_values(name, cols[name]) for name in CATEGORICAL}
         values[PREDICTION] = scores(cols["monthly_charges"], cols["tenure_months"], cols["contract"] == 0)
         flat = np.concatenate([counts_of(b, values[b.feature]) for b in layout.binnings])
-        entries.append((since // 60 + i, VERSION, VARIANT, "primary", layout, n, flat))
+        entries.append(Recount(since // 60 + i, VERSION, VARIANT, "primary", layout, n, flat))
     counted_s = time.perf_counter() - started
     started = time.perf_counter()
     store.histograms.replace(MODEL, since, until, entries)
