@@ -275,7 +275,7 @@ def test_every_prediction_is_logged_and_feedback_joins(server: Server, keys: Key
         )
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_prediction"
         feedback = store.feedback.get(r["prediction_id"])
-        assert feedback is not None and feedback["label"] == "1"
+        assert feedback is not None and feedback.label == "1"
     finally:
         store.close()
 

@@ -455,7 +455,7 @@ def feedback_labels(ids: list[str], uri: str) -> dict[str, str | None]:
 
     store = PredictionStore(uri)
     try:
-        return {pid: fb["label"] for pid in ids if (fb := store.feedback.get(pid)) is not None}
+        return {pid: fb.label for pid in ids if (fb := store.feedback.get(pid)) is not None}
     finally:
         store.close()
 

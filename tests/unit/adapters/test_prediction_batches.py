@@ -3,7 +3,6 @@ predictions logged as rows."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.core.ids import Uuid7Generator
-from shipml.core.prediction import Prediction
+from shipml.core.prediction import Prediction, Truth
 from tests.support.dialects import DIALECTS, store_uri_for
 from tests.support.logged import batch_of
 from tests.unit.adapters.test_prediction_store import CHURNISH, schema_of
@@ -87,7 +86,7 @@ def test_feedback_joins_a_batched_prediction_and_unknown_ids_stay_unknown(store:
     batch = classifier_batch(200)
     store.predictions.write([batch])
     assert store.feedback.add(batch[123].id, "1", None)
-    assert store.feedback.get(batch[123].id) == {"ts": pytest.approx(time.time(), abs=60), "label": "1", "value": None}
+    assert store.feedback.get(batch[123].id) == Truth("1", None)
     # an id inside the batch's range but not one of its ids, and one from another time
     inside = batch[10].id[:-1] + ("0" if batch[10].id[-1] != "0" else "1")
     assert store.predictions.get(inside) is None and not store.feedback.add(inside, "1", None)

@@ -28,7 +28,7 @@ from shipml.adapters.store import (
 from shipml.core.canary import Canary
 from shipml.core.monitor_report import DriftReport
 from shipml.core.notification import SentVerdict
-from shipml.core.prediction import Prediction
+from shipml.core.prediction import Prediction, Truth
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, store_uri_for
 from tests.support.logged import logged
@@ -238,7 +238,7 @@ def test_feedback_joins_by_id_and_unknown_id_is_refused(store: PredictionStore) 
     assert store.feedback.add("id-0001", long_label, None)  # later feedback replaces earlier
     assert not store.feedback.add("nope", "1", None)
     got = store.feedback.get("id-0001")
-    assert got is not None and (got["label"], got["value"]) == (long_label, None)
+    assert got is not None and got == Truth(long_label, None)
     assert store.feedback.get("nope") is None
 
 
@@ -583,7 +583,7 @@ def test_concurrent_feedback_for_one_prediction_is_all_recorded(store: Predictio
     for t in threads:
         t.join()
     assert outcomes == [True] * 16
-    assert store.feedback.get("id-0001")["label"] in ("0", "1")  # type: ignore[index]
+    assert store.feedback.get("id-0001") in (Truth("0", None), Truth("1", None))
 
 
 @pytest.mark.integration

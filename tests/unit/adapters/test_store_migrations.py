@@ -105,7 +105,7 @@ def test_a_store_made_by_the_first_version_opens_and_keeps_its_rows_readable(sto
     assert window.features["contract"].tolist() == ["two-year", "monthly"]
     assert store.feedback.add("old-1", "x" * 300, None)  # the label column was widened (review M3)
     got = store.feedback.get("old-1")
-    assert got is not None and got["label"] == "x" * 300
+    assert got is not None and got.label == "x" * 300
     assert {c["name"] for c in sa.inspect(store.database.engine).get_columns("predictions")} >= {
         "f_tenure",
         "f_contract",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -36,14 +35,12 @@ class Feedback:
             conn.execute(upsert)
         return True
 
-    def get(self, prediction_id: str) -> dict[str, Any] | None:
-        """The feedback recorded for a prediction (``ts``, ``label``, ``value``), or None."""
+    def get(self, prediction_id: str) -> Truth | None:
+        """The ground truth recorded for a prediction, or None."""
         fb = tables.feedback
         with self._db.reading(f"cannot read the feedback of {prediction_id!r}") as conn:
-            row = conn.execute(
-                sa.select(fb.c.ts, fb.c.label, fb.c.value).where(fb.c.prediction_id == prediction_id)
-            ).first()
-        return None if row is None else {"ts": row[0], "label": row[1], "value": row[2]}
+            row = conn.execute(sa.select(fb.c.label, fb.c.value).where(fb.c.prediction_id == prediction_id)).first()
+        return None if row is None else Truth(row[0], row[1])
 
     def read(self, since: float) -> dict[str, Truth]:
         """Feedback recorded at or after ``since`` (feedback comes after its prediction), by prediction id."""
