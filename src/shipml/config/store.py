@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from shipml.config.section import Section
+from shipml.core.prediction import Durability
 
 
 class StoreSettings(Section):
@@ -15,8 +16,9 @@ class StoreSettings(Section):
     uri: str = Field(
         default="sqlite:///.shipml/predictions.db", description="SQLAlchemy URI: sqlite:/// or postgresql://"
     )
-    durability: Literal["commit", "async"] = Field(
-        default="commit", description="commit: answer after the row is committed; async: queue and answer at once"
+    durability: Durability = Field(
+        default=Durability.COMMIT,
+        description="commit: answer after the row is committed; async: queue and answer at once",
     )
     queue_size: int = Field(default=10_000, ge=1, description="async mode: rows waiting before the service sheds load")
     batch_max: int = Field(default=512, ge=1, description="max rows per group commit")

@@ -25,6 +25,7 @@ from shipml.adapters.native import KernelLoader
 from shipml.adapters.registry import MlflowRegistry, ModelRef, quiet_mlflow
 from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.config import Settings, settings_for_worker
+from shipml.core.prediction import Durability
 from shipml.errors import ConfigError, ShipmlError
 from shipml.server.access import AccessLog, RequestRecorder
 from shipml.server.admission import Admission
@@ -74,7 +75,7 @@ def create_app(
         store = given_store
         if store is None:
             store = await anyio.to_thread.run_sync(PredictionStore.open, settings.store)
-        committing = settings.store.durability == "commit"
+        committing = settings.store.durability is Durability.COMMIT
         writer = StoreWriter(
             store,
             queue_size=settings.store.queue_size,

@@ -48,7 +48,7 @@ class Variant:
     loaded_at: float = field(default_factory=time.time)
     batcher: MicroBatcher | None = None  # groups concurrent requests (models without a fast path, by default)
 
-    role: str = "primary"  # primary (answers its share of requests) or shadow (scores copies, answers nobody)
+    role: Role = Role.PRIMARY  # primary (answers its share of requests) or shadow (scores copies, answers nobody)
 
     @property
     def name(self) -> str:
@@ -125,7 +125,7 @@ class VariantManager:
         *,
         store_histograms: bool = True,
         variant: str = DEFAULT_VARIANT,
-        role: str = "primary",
+        role: Role = Role.PRIMARY,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.ref = ref
@@ -275,19 +275,19 @@ class ModelManager:
         self.settings = settings
         self.current: Deployment | None = None
 
-        def member(ref: ModelRef, variant: str, role: str) -> VariantManager:
+        def member(ref: ModelRef, variant: str, role: Role) -> VariantManager:
             return VariantManager(
                 ref, registry, settings, cache_dir, metrics, store, kernels,
                 store_histograms=store_histograms, variant=variant, role=role, on_change=self._rebuild,
             )  # fmt: skip
 
         if settings.variants:
-            self.members = [member(ModelRef.parse(v.model), v.name, "primary") for v in settings.variants]
+            self.members = [member(ModelRef.parse(v.model), v.name, Role.PRIMARY) for v in settings.variants]
             self.split: Split | None = Split([(v.name, v.weight) for v in settings.variants], settings.salt)
         else:
-            self.members = [member(ref, DEFAULT_VARIANT, "primary")]
+            self.members = [member(ref, DEFAULT_VARIANT, Role.PRIMARY)]
             self.split = None
-        self.shadow_members = [member(ModelRef.parse(sh.model), sh.name, "shadow") for sh in settings.shadow]
+        self.shadow_members = [member(ModelRef.parse(sh.model), sh.name, Role.SHADOW) for sh in settings.shadow]
         self.shadows = shadows_from([(sh.name, sh.fraction) for sh in settings.shadow])
         self._member = member
         # a canary (server/canary.py follows the store's): its member, and its weight while it serves
@@ -348,7 +348,7 @@ class ModelManager:
         if self.canary is not None and self.canary.ref != ref:
             await self.set_canary(None, 0.0, variant)
         if self.canary is None:
-            self.canary = self._member(ref, variant, "primary")
+            self.canary = self._member(ref, variant, Role.PRIMARY)
             self.canary_weight = min(weight, 1.0)
             await self.canary.start()  # a version that fails to load leaves the deployment as it was
         elif weight != self.canary_weight:

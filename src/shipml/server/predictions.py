@@ -72,7 +72,7 @@ class PredictionService:
     def __init__(
         self,
         writer: StoreWriter | None,
-        durability: Durability | str,
+        durability: Durability,
         metrics: ServerMetrics,
         timeout_s: float = 30.0,
         shadow_timeout_s: float = 2.0,
