@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_the_console_script_turns_a_typo_into_usage_and_exit_2(
     tmp_path: Path, args: tuple[str, ...], error: str
 ) -> None:
-    result = shipml(tmp_path, *args)
+    result = shipml(tmp_path, *args, fresh=True)  # the script itself, in a new interpreter
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -1,23 +1,34 @@
-"""Run the installed `shipml` command as a user would, in a given directory."""
+"""Run the `shipml` command as a user would, in a given directory: a real process each time, forked from a warm
+interpreter (tests/support/launcher.py) unless asked ``fresh``."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
-SHIPML = str(Path(sys.executable).parent / "shipml")
+from tests.support.launcher import SHIPML, start
 
 
 def shipml(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300, fresh: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """`shipml ARGS` in ``cwd``, its output captured, as ``subprocess.run`` returns it (and raises
+    ``subprocess.TimeoutExpired`` past ``timeout``, the process killed). ``fresh``: the installed script in a new
+    interpreter."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")}
     full_env.update({"COLUMNS": "200", "NO_COLOR": "1"}, **(env or {}))
-    return subprocess.run(
-        [SHIPML, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="shipml-cli-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        process = start(args, cwd, full_env, out, err, fresh=fresh)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        return subprocess.CompletedProcess([SHIPML, *args], code, out.read_text(), err.read_text())
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -1,4 +1,5 @@
-"""Start `shipml serve` as a real process on 127.0.0.1 and talk to it over HTTP."""
+"""Start `shipml serve` as a real process on 127.0.0.1 (forked from a warm interpreter: tests/support/launcher.py)
+and talk to it over HTTP."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +15,7 @@ import requests
 
 from shipml.examples.churn import FEATURES, generate_churn
 from shipml.server.auth import new_key
-
-SHIPML = str(Path(sys.executable).parent / "shipml")
+from tests.support.launcher import Forked, start
 
 
 def free_port() -> int:
@@ -47,7 +46,7 @@ def make_keys() -> tuple[Keys, str]:
 @dataclass
 class Server:
     url: str
-    proc: subprocess.Popen[bytes]
+    proc: Forked | subprocess.Popen[bytes]
     log: Path
 
     def wait_ready(self, timeout: float = 90) -> None:
@@ -74,22 +73,19 @@ class Server:
         return int(self.proc.returncode)
 
 
-def spawn_server(root: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def spawn_server(root: Path, *args: str, env: dict[str, str] | None = None, fresh: bool = False) -> Server:
     """`shipml serve` started in ``root`` on a free port, without waiting for readiness (a case that starts the
-    service while the registry is down)."""
+    service while the registry is down). ``fresh``: the installed script in a new interpreter."""
     port = free_port()
     log = root / f"serve-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | (env or {})
-    proc = subprocess.Popen(
-        [SHIPML, "serve", "--port", str(port), *args], cwd=root, env=full_env,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    proc = start(["serve", "--port", str(port), *args], root, full_env, log, fresh=fresh)
     return Server(f"http://127.0.0.1:{port}", proc, log)
 
 
-def start_server(root: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def start_server(root: Path, *args: str, env: dict[str, str] | None = None, fresh: bool = False) -> Server:
     """`shipml serve` in ``root``, ready."""
-    server = spawn_server(root, *args, env=env)
+    server = spawn_server(root, *args, env=env, fresh=fresh)
     server.wait_ready()
     return server
 
