@@ -175,7 +175,7 @@ def _print_checks(report: ExperimentReport) -> None:
         for v, n, s in zip(srm.variants, srm.observed, srm.expected_share, strict=True)
     )
     health = "[red]mismatch[/]" if srm.mismatch else "[green]healthy[/]"
-    out.print(f"sample ratio: {split}; chi-square p = {srm.p_value:.3g}: {health}")
+    out.print(f"sample ratio: {split}; {srm.test} p = {srm.p_value:.3g}: {health}")
     for c in report.challengers:
         for g in c.guardrails:
             style = {"holds": "green", "violated": "red"}.get(g.status, "yellow")

@@ -30,7 +30,13 @@ from numpy.typing import ArrayLike
 
 from shipml.core.jsonable import jsonable
 from shipml.core.performance import wilson_interval
-from shipml.core.sequential import Kind, fixed_halfwidth, mixture_rho, sequential_halfwidth
+from shipml.core.sequential import (
+    Kind,
+    fixed_halfwidth,
+    mixture_rho,
+    multinomial_log_evidence,
+    sequential_halfwidth,
+)
 
 Verdict = Literal["ship", "rollback", "continue", "unhealthy", "no_data"]
 GuardrailStatus = Literal["holds", "violated", "undecided"]
@@ -43,7 +49,8 @@ DRIFT = "drift"
 PERFORMANCE = "performance"
 GUARDRAILS = (ERROR_RATE, LATENCY_P99, DRIFT, PERFORMANCE)
 
-SRM_THRESHOLD = 0.001  # chi-square p-value under which the split is a sample ratio mismatch
+SRM_THRESHOLD = 0.001  # anytime-valid p-value under which the split is a sample ratio mismatch
+SRM_TEST = "sequential"  # SampleRatio.test of the Dirichlet-multinomial mixture
 LATENCY_QUANTILE = 0.99  # the latency guardrail judges the treatment's requests slower than the control's p99
 _CHUNK_CELLS = 1 << 21  # bootstrap index matrices are built in chunks of at most this many cells
 # Above this many units a mean's interval is the normal one: the bootstrap of a mean equals it there to a tiny
@@ -157,8 +164,10 @@ class Guardrail:
 
 @dataclass(frozen=True)
 class SampleRatio:
-    """Chi-square goodness of fit of the units each variant received against the configured weights. A mismatch
-    (p < threshold) means assignment or logging is broken, so no metric of the experiment can be trusted."""
+    """The units each variant received against the configured weights. A mismatch (p < threshold) means assignment
+    or logging is broken, so no metric of the experiment can be trusted. ``test``: how ``statistic`` and
+    ``p_value`` were computed, "sequential" (``statistic`` is the log of the anytime-valid evidence, see
+    ``sample_ratio_mismatch``), or "chi-square" (the fixed-horizon test of reports stored before it)."""
 
     variants: tuple[str, ...]
     observed: tuple[int, ...]
@@ -167,6 +176,7 @@ class SampleRatio:
     p_value: float
     threshold: float
     mismatch: bool
+    test: str = "chi-square"
 
     def to_dict(self) -> dict[str, Any]:
         return _json(self)
@@ -313,9 +323,13 @@ def latency_guardrail(
 def sample_ratio_mismatch(
     observed: Mapping[str, int], weights: Mapping[str, float], threshold: float = SRM_THRESHOLD
 ) -> SampleRatio:
-    """Chi-square test of the units per variant against the configured weights (normalised to shares). Count units
-    (distinct routing keys), not requests, when routing is sticky. A variant of weight 0 that received units is a
-    mismatch outright; with no units at all there is nothing to test (p = 1)."""
+    """Sequential test of the units per variant against the configured weights (normalised to shares): the
+    Dirichlet-multinomial mixture of Lindon & Malek 2022 (``core.sequential.multinomial_log_evidence``), whose
+    p-value is valid however often it is looked at, so ``ab report`` may re-run it on the growing experiment every
+    hour (and a canary within each step) and a correct split is flagged with probability <= ``threshold`` over all
+    the looks together. Count units (distinct routing keys, each request without a key as one), not requests, when
+    routing is sticky: the test assumes each unit was assigned independently with the weights. A variant of weight
+    0 that received units is a mismatch outright; with no units at all there is nothing to test (p = 1)."""
     if set(observed) != set(weights):
         raise ValueError(f"variants with counts {sorted(observed)} differ from variants with weights {sorted(weights)}")
     names = tuple(weights)
@@ -332,14 +346,11 @@ def sample_ratio_mismatch(
     elif counts.sum() == 0 or live.sum() < 2:
         statistic, p_value = 0.0, 1.0
     else:
-        from scipy.special import chdtrc  # lazily: 0.2 s to import
-
-        expected = counts.sum() * shares[live]
-        statistic = float(np.sum((counts[live] - expected) ** 2 / expected))
-        p_value = float(chdtrc(int(live.sum()) - 1, statistic))
+        statistic = float(multinomial_log_evidence(counts[live], shares[live]))
+        p_value = min(1.0, math.exp(-statistic)) if statistic > 0 else 1.0
     return SampleRatio(
         names, tuple(int(c) for c in counts), tuple(float(s) for s in shares), statistic, p_value, threshold,
-        p_value < threshold,
+        p_value < threshold, SRM_TEST,
     )  # fmt: skip
 
 
@@ -359,7 +370,7 @@ def decide(
             for v, c, s in zip(srm.variants, srm.observed, srm.expected_share, strict=True)
         )
         return Decision("unhealthy", (
-            f"sample ratio mismatch (chi-square p = {srm.p_value:.2g} < {srm.threshold:g}): {shown}; "
+            f"sample ratio mismatch ({srm.test} p = {srm.p_value:.2g} < {srm.threshold:g}): {shown}; "
             "fix assignment or logging before reading any metric",
         ))  # fmt: skip
     empty = [v.name for v in (primary.control, primary.treatment) if v.n == 0]

@@ -198,6 +198,13 @@ def _shadows(r: ExperimentReport) -> str:
     return "<h3>Shadows against the champion (never shipped)</h3>" + _table(head, rows)
 
 
+_SRM_TESTS = {
+    "sequential": "a sequential test (valid however often it is read)",
+    "chi-square": "a chi-square test (fixed-horizon)",
+}
+_SRM_STATISTICS = {"sequential": "log evidence", "chi-square": "chi-square"}
+
+
 def _sample_ratio(srm: SampleRatio) -> str:
     total = sum(srm.observed)
     rows = []
@@ -215,8 +222,10 @@ def _sample_ratio(srm: SampleRatio) -> str:
     return (
         "<h3>Sample ratio</h3>"
         '<p class="muted">Units per variant (distinct routing keys, plus requests without one) against the configured '
-        "weights, by a chi-square test: a mismatch means assignment or logging is broken.</p>"
-        f"<p>chi-square {_num('span', 'srm_statistic', srm.statistic, '.3f', cls='')}, "
+        f"weights, by {_SRM_TESTS.get(srm.test, esc(srm.test))}: a mismatch means assignment or logging is "
+        "broken.</p>"
+        f"<p>{esc(_SRM_STATISTICS.get(srm.test, 'statistic'))} "
+        f"{_num('span', 'srm_statistic', srm.statistic, '.3f', cls='')}, "
         f"p = {figure('span', 'srm_p_value', srm.p_value, p, cls='')} "
         f"(mismatch under {figure('span', 'srm_threshold', srm.threshold, f'{srm.threshold:g}', cls='')}): "
         f"{verdict}</p>{_table(head, rows)}{_srm_svg(srm)}"

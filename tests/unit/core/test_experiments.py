@@ -16,6 +16,7 @@ from scipy.stats import binomtest, chisquare, norm
 from shipml.core.experiments import (
     Comparison,
     Guardrail,
+    SampleRatio,
     VariantStats,
     compare,
     decide,
@@ -23,7 +24,9 @@ from shipml.core.experiments import (
     sample_ratio_mismatch,
     variant_stats,
 )
+from shipml.core.jsonable import from_jsonable
 from shipml.core.sequential import (
+    SRM_CONCENTRATIONS,
     fixed_halfwidth,
     mixture_rho,
     sample_size,
@@ -280,18 +283,43 @@ def test_peeking_at_the_latency_guardrail_keeps_its_promise_in_an_a_a_test_and_a
 # --- sample ratio mismatch ------------------------------------------------------------------------------------
 
 
-def test_srm_is_scipys_chi_square_against_the_configured_weights() -> None:
+def _log_evidence_by_hand(counts: list[int], shares: list[float], c: float) -> float:
+    """ln of the Dirichlet(c shares)-multinomial Bayes factor against ``shares``, term by term."""
+    a = [c * s for s in shares]
+    mixture = sum(math.lgamma(ai + x) - math.lgamma(ai) for ai, x in zip(a, counts, strict=True))
+    mixture += math.lgamma(c) - math.lgamma(c + sum(counts))
+    return mixture - sum(x * math.log(s) for x, s in zip(counts, shares, strict=True))
+
+
+def test_srm_is_the_dirichlet_multinomial_mixture_against_the_configured_weights() -> None:
     observed = {"champion": 8_890, "challenger": 1_050, "shadowless": 60}
     weights = {"champion": 0.89, "challenger": 0.105, "shadowless": 0.005}
     got = sample_ratio_mismatch(observed, weights)
-    expected = chisquare([8_890, 1_050, 60], [8_900, 1_050, 50])
-    assert got.statistic == pytest.approx(expected.statistic, rel=1e-12)
-    assert got.p_value == pytest.approx(expected.pvalue, rel=1e-9)
-    assert not got.mismatch and got.expected_share == (0.89, 0.105, 0.005)
-    skewed = sample_ratio_mismatch({"champion": 9_100, "challenger": 900}, {"champion": 0.9, "challenger": 0.1})
-    assert skewed.p_value == pytest.approx(chisquare([9_100, 900], [9_000, 1_000]).pvalue, rel=1e-9)
+    by_hand = [_log_evidence_by_hand([8_890, 1_050, 60], [0.89, 0.105, 0.005], c) for c in SRM_CONCENTRATIONS]
+    log_e = math.log(sum(math.exp(v) for v in by_hand) / len(by_hand))
+    assert got.statistic == pytest.approx(log_e, rel=1e-9)
+    assert got.p_value == pytest.approx(min(1.0, math.exp(-log_e)), rel=1e-9)
+    assert got.test == "sequential" and not got.mismatch and got.expected_share == (0.89, 0.105, 0.005)
+    skewed = sample_ratio_mismatch({"champion": 9_250, "challenger": 750}, {"champion": 0.9, "challenger": 0.1})
     assert skewed.mismatch and skewed.p_value < 0.001
     json.dumps(skewed.to_dict(), allow_nan=False)
+
+
+def test_srm_pays_for_being_valid_at_every_look() -> None:
+    """A split the fixed chi-square calls a mismatch once (p = 0.0006) is not yet one for the sequential test, whose
+    p-value holds over every look; a gross loss (a variant served nothing) is caught after a few dozen units."""
+    split = {"champion": 5_170, "challenger": 4_830}
+    weights = {"champion": 0.5, "challenger": 0.5}
+    assert chisquare([5_170, 4_830]).pvalue < 0.001
+    assert not sample_ratio_mismatch(split, weights).mismatch
+    assert sample_ratio_mismatch({"champion": 50, "challenger": 0}, weights).mismatch
+    assert not sample_ratio_mismatch({"champion": 10, "challenger": 0}, weights).mismatch
+
+
+def test_a_stored_chi_square_srm_reads_back_as_one() -> None:
+    old = {"variants": ["a", "b"], "observed": [10, 12], "expected_share": [0.5, 0.5], "statistic": 0.18,
+           "p_value": 0.67, "threshold": 0.001, "mismatch": False}  # fmt: skip
+    assert from_jsonable(SampleRatio, old).test == "chi-square"
 
 
 def test_srm_edge_cases() -> None:
@@ -418,7 +446,7 @@ def test_srm_is_unhealthy_and_never_ships(scenario: tuple[tuple[int, int], tuple
     srm = sample_ratio_mismatch({"champion": 5_000, "challenger": 4_500}, {"champion": 0.5, "challenger": 0.5})
     decision = decide(_primary(*scenario), [ERRORS_HOLD, LATENCY_HOLDS], srm)
     assert decision.verdict == "unhealthy"
-    assert decision.reasons[0].startswith("sample ratio mismatch (chi-square p = ")
+    assert decision.reasons[0].startswith("sample ratio mismatch (sequential p = ")
     assert "champion 5000 (50.0% expected)" in decision.reasons[0]
 
 
