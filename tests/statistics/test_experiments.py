@@ -2,6 +2,8 @@
 functions, each printing its figure and asserting it within its Monte-Carlo error (``mc_margin``).
 
 - the sample-ratio test under a correct split, read at 1,000 looks: P(ever flagged) <= its level;
+- the latency guardrail in an A/A test where some requests are batches: one latency per request (what
+  ``read_latencies`` returns, tests/unit/pipelines/test_experiments_job.py) keeps its false "violated" <= alpha;
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import chdtrc
 
-from shipml.core.experiments import SRM_THRESHOLD, sample_ratio_mismatch
+from shipml.core.experiments import SRM_THRESHOLD, latency_guardrail, sample_ratio_mismatch
 from shipml.core.sequential import multinomial_log_evidence
 from tests.statistics.conftest import figure, mc_margin, replicates
 
@@ -68,3 +70,42 @@ def test_srm_catches_a_lost_share_of_units(rng: np.random.Generator) -> None:
     figure("srm power 5% loss", runs=runs, flagged_by_10k_units=by_10k, flagged_by_100k_units=by_100k,
            chi_square_once_at_10k=once, empty_variant_p_after_50_units=empty.p_value)  # fmt: skip
     assert by_100k >= 0.9 and empty.mismatch
+
+
+def _arm_requests(rng: np.random.Generator, rows: int, batch_rows: int, batch_share: float) -> list[np.ndarray]:
+    """One arm's requests in arrival order: (latency, rows) each; ``batch_share`` of the rows in batches of
+    ``batch_rows`` rows, slower (one model call for all of them) than single requests."""
+    singles = rng.lognormal(np.log(20.0), 0.4, size=rows)
+    batches = rng.poisson(rows * batch_share / batch_rows)
+    where = rng.integers(0, rows, size=batches)
+    latency = np.r_[singles, rng.lognormal(np.log(80.0), 0.3, size=batches)]
+    size = np.r_[np.ones(rows, dtype=np.int64), np.full(batches, batch_rows, dtype=np.int64)]
+    order = np.argsort(np.r_[np.arange(rows), where], kind="stable")
+    return [latency[order], size[order]]
+
+
+def test_latency_guardrail_counts_a_batch_once_in_an_a_a_test(rng: np.random.Generator) -> None:
+    """S7: A/A, 10 % of the rows in batches of 200 (each one slow request): counted once per row, one batch over
+    the champion's p99 is 200 slow "requests", and identical variants are rolled back; counted once per request
+    (the store's read), P(ever violated) stays <= alpha over 30 looks."""
+    runs, looks, per_look, alpha = replicates(100), 30, 1_000, 0.05
+    violated = {"per_request": 0, "per_row": 0}
+    for _ in range(runs):
+        arms = [_arm_requests(rng, looks * per_look, 200, 0.1) for _ in range(2)]
+        ever = {"per_request": False, "per_row": False}
+        for look in range(1, looks + 1):
+            seen = []
+            for latency, size in arms:
+                rows_so_far = np.cumsum(size)
+                upto = int(np.searchsorted(rows_so_far, look * per_look, side="right"))
+                seen.append((latency[:upto], size[:upto]))
+            (lc, sc), (lt, st) = seen
+            for how, (c, t) in (("per_request", (lc, lt)), ("per_row", (np.repeat(lc, sc), np.repeat(lt, st)))):
+                if not ever[how]:
+                    ever[how] = latency_guardrail(c, t, 0.01, alpha=alpha).status == "violated"
+        for how, flagged in ever.items():
+            violated[how] += flagged
+    per_request, per_row = violated["per_request"] / runs, violated["per_row"] / runs
+    figure("latency A/A with 200-row batches", runs=runs, looks=looks, ever_violated=per_request,
+           ever_violated_before_per_row=per_row)  # fmt: skip
+    assert per_request <= alpha + mc_margin(alpha, runs)

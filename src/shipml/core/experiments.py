@@ -300,8 +300,8 @@ def latency_guardrail(
     at q) only make it conservative. The price: it is wider than a plug-in interval; with a few hundred requests
     a variant it is undecided unless the treatment is far slower (or the latencies tie). Each beta prior has the
     mean 1 % and the spread of the normal mixture tuned for ``expected_n`` (see ``core.sequential``): any value
-    keeps the guarantee. The requests must be independent: a batch's rows share its one latency, so traffic of
-    large batches counted row by row makes the interval too narrow."""
+    keeps the guarantee. The unit is the request, and requests must be independent: a batch's rows share its one
+    latency, so pass one value per request (``Predictions.read_latencies`` does), never one per row."""
     control = _latencies(control_ms, "control")
     treatment = _latencies(treatment_ms, "treatment")
     if not 0.0 < quantile < 1.0:

@@ -22,12 +22,14 @@ from shipml.config import Settings, settings_from_mapping
 from shipml.core.binning import PREDICTION
 from shipml.core.drift import FeatureDrift, Verdict
 from shipml.core.experiment_report import ExperimentReport
+from shipml.core.ids import Uuid7Generator
 from shipml.core.monitor_report import DriftReport, PerformanceEntry, SegmentReport
 from shipml.core.performance import PerformanceEstimate
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused
 from shipml.pipelines.experiments import ExperimentJob
-from tests.support.logged import logged
+from tests.support.logged import batch_of, logged
+from tests.unit.adapters.test_prediction_store import CHURNISH
 
 _ids = itertools.count()
 
@@ -394,3 +396,21 @@ def test_the_error_rate_is_shown_within_its_margin_only_once_requests_accrue(sto
     assert status(0, 20) == "undecided"
     assert status(0, 5_000) == "holds"
     assert status(250, 5_000) == "violated"
+
+
+def test_a_request_is_one_latency_however_many_rows_it_answered(tmp_path: Path) -> None:
+    """S7: a request's chunk shares one latency (logged as rows, or as one row of columns): the latency guardrail
+    counts it once, not once per row (200 rows of one slow batch are one slow request, not 200)."""
+    store = PredictionStore(f"sqlite:///{tmp_path}/b.db")
+    store.predictions.register_schema(CHURNISH)
+    ids = Uuid7Generator()
+    now = time.time() - 60
+    singles = [logged(pid, now + i, "churn", "1", "champion", {}, {"value": 1.0}, 5.0 + i)
+               for i, pid in enumerate(ids.strings(3))]  # fmt: skip
+    small = [logged(i, now + 10, "churn", "1", "champion", {}, {"value": 1.0}, 40.0) for i in ids.strings(20)]
+    big = batch_of(ids.strings(200), now + 20, "churn", "1", "champion", CHURNISH.sha256(),
+                   [{"tenure": 1.0, "contract": "monthly"}] * 200, 90.0, values=[1.0] * 200)  # fmt: skip
+    store.predictions.write([[p] for p in singles] + [small, big])
+    got = store.predictions.read_latencies("churn", now - 1, now + 60, variant="champion")
+    assert sorted(got.tolist()) == [5.0, 6.0, 7.0, 40.0, 90.0]
+    store.close()

@@ -231,20 +231,18 @@ class Predictions:
     def read_latencies(
         self, model: str, since: float, until: float, *, variant: str | None = None, role: str = "primary"
     ) -> np.ndarray:
-        """Latency (ms) of each answered (status ok) prediction of ``model`` in ``[since, until)``; a batch's
-        predictions share their batch's latency."""
+        """Latency (ms) of each answered request of ``model`` in ``[since, until)``: one value per request's chunk
+        (its predictions share one time and one latency, whether logged as rows or as one row of columns), not one
+        per prediction, so a batch is one request for the latency guardrail (its rows are not independent)."""
         p, b = tables.predictions, tables.prediction_batches
         wanted = {"model": model, "variant": variant, "role": role, "status": "ok"}
         with self._db.reading(f"cannot read latencies of {model!r}") as conn:
-            rows = conn.execute(sa.select(p.c.latency_ms).where(*_matching(p, since, until, **wanted))).scalars()
+            query = sa.select(p.c.latency_ms).where(*_matching(p, since, until, **wanted))
+            rows = conn.execute(query.group_by(p.c.ts, p.c.latency_ms)).scalars()
             single = np.fromiter(rows, dtype=np.float64)
-            batches = conn.execute(
-                sa.select(b.c.latency_ms, b.c.n_rows).where(*_matching(b, since, until, **wanted))
-            ).all()
-        if not batches:
-            return single
-        latency = np.array([r[0] for r in batches], dtype=np.float64)
-        return np.concatenate([single, np.repeat(latency, np.array([r[1] for r in batches], dtype=np.int64))])
+            batches = conn.execute(sa.select(b.c.latency_ms).where(*_matching(b, since, until, **wanted))).scalars()
+            batched = np.fromiter(batches, dtype=np.float64)
+        return np.concatenate([single, batched]) if len(batched) else single
 
     def read_outcomes(
         self,
