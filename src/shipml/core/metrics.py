@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shipml.core.performance import calibration_error
+from shipml.core.performance import PerformanceEstimate, calibration_error, realised_performance
 from shipml.core.schema import Task
 from shipml.errors import ConfigError
 
@@ -36,6 +36,10 @@ class Evaluation:
     # classification: see core.performance.calibration_error; kept out of ``metrics`` so that the metric
     # names gates accept (metric_names) stay as they are, and recorded with them (``recorded``)
     calibration_error: float | None = None
+    # the holdout's own interval of each metric the monitor judges (core.performance, 95 %), and its rows: a
+    # window is compared with the holdout as with another estimate, not an exact value (performance_drop)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    rows: int = 0
 
     def recorded(self) -> dict[str, float]:
         """What a training run logs as its holdout metrics: ``metrics`` plus the calibration error."""
@@ -87,7 +91,9 @@ def evaluate(
                 "rmse": float(np.sqrt(skm.mean_squared_error(yt, yp))),
                 "mae": float(skm.mean_absolute_error(yt, yp)),
                 "r2": float(skm.r2_score(yt, yp)),
-            }
+            },
+            intervals=_intervals(realised_performance(task, yt, yp)),
+            rows=len(yt),
         )
     assert proba is not None and classes is not None  # noqa: S101 - classifiers always give both
     labels = np.asarray(classes)
@@ -108,13 +114,20 @@ def evaluate(
     else:
         out["roc_auc"] = float(skm.roc_auc_score(yt, proba, multi_class="ovr", average="macro", labels=labels))
     cm = skm.confusion_matrix(yt, yp, labels=labels)
+    score = proba[:, column] if task == "binary" else None
     return Evaluation(
         {k: out[k] for k in CLASSIFICATION_METRICS},
         tuple(str(c) for c in labels),
         tuple(tuple(int(v) for v in row) for row in cm),
         str(positive) if task == "binary" else None,
         _calibration(task, yt, yp, proba, labels, positive),
+        _intervals(realised_performance(task, yt, yp, score, positive)),
+        len(yt),
     )
+
+
+def _intervals(estimates: tuple[PerformanceEstimate, ...]) -> dict[str, tuple[float, float]]:
+    return {e.metric: (e.lower, e.upper) for e in estimates if e.lower is not None and e.upper is not None}
 
 
 def _calibration(

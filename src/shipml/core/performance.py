@@ -4,9 +4,11 @@ Realised performance compares predictions with the labels that arrived; estimate
 as NannyML's CBPE) reads it from the model's own probabilities before any label arrives, which is only valid
 for calibrated probabilities, so it is refused when the version's holdout calibration error is too high.
 
-Intervals: Wilson score for accuracy (a proportion); a percentile bootstrap of the rows for f1, roc_auc, rmse
-and mae (f1 has no closed form); for estimates, the spread of the realised metric when labels are drawn from
-the probabilities (normal approximation of the Poisson-binomial for accuracy, simulated for f1 and roc_auc).
+Intervals (core/intervals.py says what each assumes): Wilson score for accuracy (a proportion), Wilson of the
+Jaccard index for a binary f1, DeLong for roc_auc, a percentile bootstrap of the rows for macro f1, rmse and mae;
+for estimates, the spread of the realised metric when labels are drawn from the probabilities (normal
+approximation of the Poisson-binomial for accuracy, simulated for f1 and roc_auc). A drop is judged on the
+interval of the difference between the window and the holdout, each with its own uncertainty.
 
 About 400 lines and one concept: realised and estimated performance share their metrics, intervals and bootstrap,
 and each half alone would be read with the other open beside it.
@@ -22,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import ArrayLike
 
+from shipml.core.intervals import auc_interval, difference_upper, f1_interval, z_of
+from shipml.core.intervals import wilson_interval as wilson_interval  # its home before core.intervals
 from shipml.core.schema import Task
 
 Kind = Literal["realised", "estimated"]
@@ -65,19 +69,6 @@ class PerformanceDrop:
 
     flagged: bool
     reason: str
-
-
-def wilson_interval(successes: int, count: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion (no continuity correction): never outside [0, 1], and honest at
-    small counts and extreme rates where the normal approximation is not."""
-    if count <= 0:
-        return 0.0, 1.0
-    z = _z(confidence)
-    p = successes / count
-    denominator = 1.0 + z * z / count
-    center = (p + z * z / (2 * count)) / denominator
-    half = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denominator
-    return max(0.0, float(center - half)), min(1.0, float(center + half))
 
 
 def expected_calibration_error(outcome: ArrayLike, confidence: ArrayLike, bins: int = 10) -> float:
@@ -170,25 +161,46 @@ def estimated_performance(
 
 
 def performance_drop(
-    estimate: PerformanceEstimate, holdout_value: float, tolerance: float, lower_is_better: bool
+    estimate: PerformanceEstimate,
+    holdout_value: float,
+    tolerance: float,
+    lower_is_better: bool,
+    holdout_interval: tuple[float, float] | None = None,
 ) -> PerformanceDrop:
-    """Flag a drop only when the whole interval is worse than the holdout value by more than ``tolerance``
-    (absolute, in the metric's units): the interval bound nearest the holdout is compared, so a window that
-    is merely noisy (a wide interval reaching back to the holdout) is not flagged. Windows under the minimum
-    count and refused estimates are not judged."""
+    """Flag a drop only when the window is worse than the holdout by more than ``tolerance`` (absolute, in the
+    metric's units) at the bound of their difference nearest no drop, so that neither a noisy window nor a lucky
+    holdout raises one.
+
+    The difference's interval is MOVER's (core.intervals.difference_upper) from the window's interval and the
+    holdout's own (``holdout_interval``, recorded at training at the same confidence): both are estimates of
+    the model's performance, each from its own rows. A version trained before shipml recorded the holdout's
+    interval is judged as before, with its holdout value taken as exact (the reason says so). Windows under
+    the minimum count and refused estimates are not judged."""
     if estimate.value is None or estimate.lower is None or estimate.upper is None:
         return PerformanceDrop(False, f"not judged: {estimate.refused or 'no interval (no resample had a value)'}")
     if not estimate.enough_data:
         return PerformanceDrop(False, f"not judged: {estimate.count} rows, under the minimum")
     shown = f"{estimate.kind} {estimate.metric} {estimate.value:.4f} [{estimate.lower:.4f}, {estimate.upper:.4f}]"
-    if lower_is_better:
-        limit = holdout_value + tolerance
-        flagged, side, bound = estimate.lower > limit, "above", "lower"
+    window = (estimate.value, estimate.lower, estimate.upper)
+    exact = holdout_interval is None
+    low, high = (holdout_value, holdout_value) if holdout_interval is None else holdout_interval
+    holdout = (holdout_value, min(low, holdout_value), max(high, holdout_value))
+    if lower_is_better:  # worse: the window's value above the holdout's; judged at the difference's lower bound
+        bound = -difference_upper(holdout, window)
+        flagged, side, which = bound > tolerance, "above", "lower"
     else:
-        limit = holdout_value - tolerance
-        flagged, side, bound = estimate.upper < limit, "below", "upper"
+        bound = difference_upper(window, holdout)
+        flagged, side, which = bound < -tolerance, "below", "upper"
     verdict = "is" if flagged else "is not"
-    text = f"{shown} {verdict} {side} holdout {holdout_value:.4f} by more than {tolerance:g} at its {bound} bound"
+    against = (
+        f"holdout {holdout_value:.4f} (taken as exact: the version has no recorded holdout interval)"
+        if exact
+        else f"holdout {holdout_value:.4f} [{holdout[1]:.4f}, {holdout[2]:.4f}]"
+    )
+    text = (
+        f"{shown} {verdict} {side} {against} by more than {tolerance:g}: "
+        f"the {which} bound of the difference is {bound:+.4f}"
+    )
     return PerformanceDrop(bool(flagged), text)
 
 
@@ -207,13 +219,14 @@ def _accuracy(correct: npt.NDArray[np.bool_], opts: PerformanceOptions) -> Perfo
 def _binary_f1(
     actual: npt.NDArray[np.bool_], predicted: npt.NDArray[np.bool_], opts: PerformanceOptions
 ) -> PerformanceEstimate:
-    cells = np.column_stack([actual & predicted, ~actual & predicted, actual & ~predicted]).astype(np.float64)
-
-    def f1(weights: Floats) -> Floats:
-        tp, fp, fn = (weights @ cells).T
-        return _f1(tp, fp, fn)
-
-    return _bootstrapped("f1", f1, len(actual), opts)
+    """f1 of the positive class, its interval from the Jaccard index's Wilson interval (core.intervals)."""
+    n = len(actual)
+    if n == 0:
+        return _refused("f1", 0, "realised", "no labelled rows in the window")
+    tp, fp, fn = int(np.sum(actual & predicted)), int(np.sum(~actual & predicted)), int(np.sum(actual & ~predicted))
+    value = float(_f1(np.array([tp]), np.array([fp]), np.array([fn]))[0])
+    lower, upper = f1_interval(tp, fp, fn, opts.confidence)
+    return PerformanceEstimate("f1", value, lower, upper, n, "realised", n >= opts.min_count, method="wilson-jaccard")
 
 
 def _macro_f1(yt: np.ndarray, yp: np.ndarray, opts: PerformanceOptions) -> PerformanceEstimate:
@@ -242,12 +255,9 @@ def _roc_auc(actual: npt.NDArray[np.bool_], score: Floats, opts: PerformanceOpti
         return _refused("roc_auc", n, "realised", reason)
     order = np.argsort(score, kind="stable")
     sorted_score, positive = score[order], actual[order].astype(np.float64)
-
-    def auc(weights: Floats) -> Floats:
-        w = weights[:, order]
-        return _grouped_auc(sorted_score, w * positive, w * (1.0 - positive))
-
-    return _bootstrapped("roc_auc", auc, n, opts)
+    value = float(_grouped_auc(sorted_score, positive[None, :], 1.0 - positive[None, :])[0])
+    lower, upper = auc_interval(score[actual], score[~actual], opts.confidence)
+    return PerformanceEstimate("roc_auc", value, lower, upper, n, "realised", n >= opts.min_count, method="delong")
 
 
 def _rmse(errors: Floats, opts: PerformanceOptions) -> PerformanceEstimate:
@@ -305,7 +315,7 @@ def _expected_accuracy(p_correct: Floats, opts: PerformanceOptions) -> Performan
     normal approximation, clipped to [0, 1]."""
     n = len(p_correct)
     value = float(p_correct.mean())
-    half = _z(opts.confidence) * float(np.sqrt(np.sum(p_correct * (1.0 - p_correct)))) / n
+    half = z_of(opts.confidence) * float(np.sqrt(np.sum(p_correct * (1.0 - p_correct)))) / n
     return PerformanceEstimate(
         "accuracy", value, max(0.0, value - half), min(1.0, value + half), n, "estimated", n >= opts.min_count,
         method="normal",
@@ -401,11 +411,3 @@ def _percentile_interval(values: Floats, confidence: float) -> tuple[float | Non
 
 def _refused(metric: str, count: int, kind: Kind, reason: str) -> PerformanceEstimate:
     return PerformanceEstimate(metric, None, None, None, count, kind, enough_data=False, refused=reason)
-
-
-def _z(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    from statistics import NormalDist  # the standard library's: scipy.stats costs 0.4 s to import
-
-    return NormalDist().inv_cdf(0.5 + confidence / 2)

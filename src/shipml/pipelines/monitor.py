@@ -297,7 +297,15 @@ class MonitorJob:
             if reference is None:
                 out.append(PerformanceEntry(e, None, False, "no holdout value for this metric"))
                 continue
-            judged = performance_drop(e, float(reference), s.performance_tolerance, e.metric in LOWER_IS_BETTER)
+            # absent for a version trained before the holdout's intervals were recorded: judged as exact
+            interval = v.bundle.evaluation.get("holdout_intervals", {}).get(e.metric)
+            judged = performance_drop(
+                e,
+                float(reference),
+                s.performance_tolerance,
+                e.metric in LOWER_IS_BETTER,
+                None if interval is None else (float(interval[0]), float(interval[1])),
+            )
             out.append(PerformanceEntry(e, float(reference), judged.flagged, judged.reason))
         return tuple(out)
 

@@ -226,6 +226,9 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "labels": list(result.holdout.labels),
         "positive_class": result.holdout.positive,
         "confusion_matrix": [list(r) for r in result.holdout.confusion],
+        # the holdout's own uncertainty, which a monitored window is compared with (core.performance.performance_drop)
+        "holdout_rows": result.holdout.rows,
+        "holdout_intervals": {k: list(v) for k, v in result.holdout.intervals.items()},
     }
     files = {
         "shipml/schema.json": result.schema.to_json(),

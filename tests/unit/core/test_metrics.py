@@ -101,3 +101,8 @@ def test_training_logs_the_calibration_error_with_the_holdout_metrics(churn_csv:
     evaluation = json.loads(payload.files["shipml/evaluation.json"])
     assert evaluation["holdout"]["calibration_error"] == result.holdout.calibration_error
     assert "cv_calibration_error_mean" not in payload.metrics  # only the holdout's is recorded
+    # the holdout's own intervals, which a monitored window is compared with
+    assert evaluation["holdout_rows"] == result.rows[1]
+    assert set(evaluation["holdout_intervals"]) == {"accuracy", "f1", "roc_auc"}
+    for metric, (lower, upper) in evaluation["holdout_intervals"].items():
+        assert lower <= evaluation["holdout"][metric] <= upper, metric

@@ -46,7 +46,7 @@ def test_binary_values_equal_sklearns_with_string_labels_and_tied_scores() -> No
     assert got["f1"].value == pytest.approx(skm.f1_score(y, pred), abs=1e-12)
     assert got["roc_auc"].value == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
     assert all(e.kind == "realised" and e.count == 400 and e.enough_data for e in got.values())
-    assert [got[m].method for m in ("accuracy", "f1", "roc_auc")] == ["wilson", "bootstrap", "bootstrap"]
+    assert [got[m].method for m in ("accuracy", "f1", "roc_auc")] == ["wilson", "wilson-jaccard", "delong"]
     for e in got.values():
         assert e.lower is not None and e.upper is not None and e.value is not None
         assert e.lower <= e.value <= e.upper
@@ -246,15 +246,38 @@ def test_a_real_drop_is_flagged_and_noise_is_not() -> None:
     assert flagged / RUNS <= 0.05
     assert by_point / RUNS > 0.15  # comparing the point value alone would cry wolf
     worse = rng.random(2000) < 0.78
+    worse_accuracy = _by_metric(realised_performance("multiclass", worse, np.ones(2000, dtype=bool)))["accuracy"]
+    assert worse_accuracy.value is not None and worse_accuracy.upper is not None
+    drop_bound = worse_accuracy.upper - holdout
     drop = performance_drop(
-        _by_metric(realised_performance("multiclass", worse, np.ones(2000, dtype=bool)))["accuracy"],
+        worse_accuracy,
         holdout,
         tolerance,
         lower_is_better=False,
     )
     assert drop.flagged
     assert drop.reason.startswith("realised accuracy 0.7")
-    assert drop.reason.endswith("is below holdout 0.8500 by more than 0.02 at its upper bound")
+    assert " is below holdout 0.8500 (taken as exact: the version has no recorded holdout interval) by more " in (
+        drop.reason
+    )
+    assert drop.reason.endswith(f"than 0.02: the upper bound of the difference is {drop_bound:+.4f}")
+
+
+def test_the_holdouts_own_interval_enters_the_comparison() -> None:
+    """A window 0.07 under the holdout value is a drop when the holdout is exact, not when the holdout's own
+    interval (a 400-row holdout's f1) reaches down to the window: MOVER's bound of the difference."""
+    window = PerformanceEstimate("f1", 0.60, 0.585, 0.615, 5000, "realised")
+    assert performance_drop(window, 0.67, 0.05, lower_is_better=False).flagged
+    lucky = performance_drop(window, 0.67, 0.05, lower_is_better=False, holdout_interval=(0.60, 0.73))
+    assert not lucky.flagged
+    # upper bound of window - holdout: -0.07 + sqrt(0.015^2 + 0.07^2)
+    assert lucky.reason.endswith(
+        f"[0.6000, 0.7300] by more than 0.05: the upper bound of the difference is {-0.07 + (0.015**2 + 0.07**2) ** 0.5:+.4f}"
+    )
+    assert performance_drop(window, 0.67, 0.05, False, holdout_interval=(0.665, 0.675)).flagged  # a tight holdout
+    rmse = PerformanceEstimate("rmse", 2.0, 1.9, 2.1, 500, "realised")
+    assert performance_drop(rmse, 1.75, 0.1, lower_is_better=True).flagged
+    assert not performance_drop(rmse, 1.75, 0.1, lower_is_better=True, holdout_interval=(1.55, 1.95)).flagged
 
 
 def test_a_drop_in_a_lower_is_better_metric_uses_the_lower_bound() -> None:
