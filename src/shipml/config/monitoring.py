@@ -10,24 +10,38 @@ from shipml.core.window import duration_problem
 
 
 class DriftSettings(Section):
-    """Thresholds of the drift statistics (core/drift.py says what each measures and which decide)."""
+    """The drift verdict's test level, floors and sample size (core/drift.py says what each measures and which
+    decide; docs/statistics.md what the defaults cost and buy)."""
 
     psi_warn: float = Field(default=0.1, ge=0.0, description="population stability index: warn at or above")
     psi_drift: float = Field(default=0.2, ge=0.0, description="population stability index: drift at or above")
     js_warn: float = Field(default=0.13, ge=0.0, le=1.0, description="Jensen-Shannon distance (reported): warn")
     js_drift: float = Field(default=0.19, ge=0.0, le=1.0, description="Jensen-Shannon distance (reported): drift")
     chi2_alpha: float = Field(
-        default=0.01, gt=0.0, lt=1.0, description="categoricals: chi-square p-value under which the TVD is judged"
+        default=0.005,
+        gt=0.0,
+        lt=1.0,
+        description="level of the two-sample chi-square test (window against training): no statistic warns or "
+        "drifts unless its p-value is under this",
     )
     tvd_warn: float = Field(default=0.05, ge=0.0, le=1.0, description="categoricals: total variation distance: warn")
     tvd_drift: float = Field(default=0.1, ge=0.0, le=1.0, description="categoricals: total variation distance: drift")
+    wasserstein_warn: float = Field(
+        default=0.05, ge=0.0, description="numeric: Wasserstein distance in training standard deviations: warn"
+    )
+    wasserstein_drift: float = Field(
+        default=0.1, ge=0.0, description="numeric: Wasserstein distance in training standard deviations: drift"
+    )
     domain_alpha: float = Field(
         default=0.05, gt=0.0, lt=1.0, description="domain classifier: permutation p-value under which AUC is judged"
     )
     domain_auc_warn: float = Field(default=0.53, ge=0.5, le=1.0, description="domain classifier AUC: warn")
     domain_auc_drift: float = Field(default=0.55, ge=0.5, le=1.0, description="domain classifier AUC: drift")
     min_rows: int = Field(
-        default=200, ge=1, description="fewer rows than this in a window: the verdict is not_enough_data"
+        default=200,
+        ge=1,
+        description="fewer rows than this in a window: the verdict is not_enough_data (the test merges sparse "
+        "buckets itself, so this bounds power, not validity)",
     )
 
 

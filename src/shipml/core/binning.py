@@ -9,6 +9,21 @@ counts with the reference shares. A feature's buckets, built once per profile:
 - categorical: one bucket per reference category, then an unseen-category bucket, then a null bucket. Unseen
   categories and nulls are therefore drift like any other shift.
 
+What the reference says of each bucket (``Binning.reference``, shares summing to 1) and how sure it is of it
+(``Binning.rows``, the training rows the shares were counted on: the drift test compares the window's counts with
+``reference x rows`` as the other sample, so the reference's own noise is weighed too):
+
+- a categorical's unseen bucket expects the Good-Turing share of new categories: the share of training rows whose
+  category was seen exactly once (the count of a category is its share x the present rows). A long tail profiled
+  on few rows thus expects the rare categories it missed, instead of calling them drift for ever; the seen
+  categories give up that share in proportion. A category that is really new still stands out as a large share.
+  The drift test compares counts with counts, so it reads the shares as training counted them (``counted``: the
+  unseen bucket at 0) and merges the unseen bucket with the categories rare in both samples (``core.drift``).
+- a numeric feature's bins sit at ``centres`` (the mean of the reference values in each bin) on the number line,
+  in units of ``scale`` (the reference's standard deviation), for a Wasserstein distance from counts. A profile
+  made before the centres were recorded puts each inner bin at its midpoint and each open outer bin half its
+  neighbour's width beyond its edge (with a single edge: one standard deviation beyond it).
+
 The model's output is binned like a feature, under the name ``PREDICTION``.
 """
 
@@ -43,11 +58,19 @@ class Binning:
     edges: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     categories: tuple[str, ...] = ()
     _index: dict[str, int] = field(default_factory=dict, repr=False)
+    rows: int | None = None  # training rows behind ``reference``; None: unknown, the shares are taken as exact
+    centres: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))  # numeric: each bin's place
+    scale: float | None = None  # numeric: the reference's standard deviation; None when it has no spread
+    counted: Shares | None = None  # categorical: the shares as training counted them (unseen: 0); None: reference
 
     @classmethod
-    def of(cls, feature: str, profile: NumericProfile | CategoricalProfile) -> Binning:
-        """The buckets of ``feature`` from its profile: expected shares are frequency x (1 - null_rate), then nulls."""
+    def of(cls, feature: str, profile: NumericProfile | CategoricalProfile, rows: int | None = None) -> Binning:
+        """The buckets of ``feature`` from its profile: expected shares are frequency x (1 - null_rate), then nulls.
+
+        ``rows``: the training rows, when the feature's profile does not record them (profiles made before it did).
+        """
         present = 1.0 - profile.null_rate
+        rows = profile.rows if profile.rows is not None else rows
         if isinstance(profile, NumericProfile):
             edges = np.asarray(profile.edges, dtype=np.float64)
             freqs = np.asarray(profile.frequencies, dtype=np.float64)
@@ -57,12 +80,41 @@ class Binning:
                     f"frequencies, got {len(freqs)}"
                 )
             reference = np.append(freqs * present, profile.null_rate)
-            return cls(feature, "numeric", _read_only(reference), edges=_read_only(edges))
+            scale = profile.std if np.isfinite(profile.std) and profile.std > 0 else None
+            return cls(
+                feature,
+                "numeric",
+                _read_only(reference),
+                edges=_read_only(edges),
+                rows=rows,
+                centres=_read_only(_centres(profile, edges, scale)),
+                scale=scale,
+            )
         categories = tuple(profile.frequencies)
         shares = np.array([profile.frequencies[c] for c in categories], dtype=np.float64)
-        reference = np.concatenate([shares * present, [0.0, profile.null_rate]])
+        unseen = unseen_share(shares, None if rows is None else rows * present)
+        reference = np.concatenate([shares * (1.0 - unseen) * present, [unseen * present, profile.null_rate]])
+        counted = np.concatenate([shares * present, [0.0, profile.null_rate]])
         index = {c: i for i, c in enumerate(categories)}
-        return cls(feature, "categorical", _read_only(reference), categories=categories, _index=index)
+        return cls(
+            feature,
+            "categorical",
+            _read_only(reference),
+            categories=categories,
+            _index=index,
+            rows=rows,
+            counted=_read_only(counted),
+        )
+
+    @property
+    def training_shares(self) -> Shares:
+        """The shares as training counted them (a categorical's unseen bucket at 0), what the drift test reads."""
+        return self.reference if self.counted is None else self.counted
+
+    @property
+    def unseen(self) -> int | None:
+        """The index of the unseen-category bucket (categoricals), else None."""
+        return self.buckets - 2 if self.kind == "categorical" else None
 
     @property
     def buckets(self) -> int:
@@ -90,14 +142,39 @@ class ProfileBinnings:
         if PREDICTION in profiles:
             raise SchemaError(f"profile: a feature may not be called {PREDICTION!r} (the name of the prediction)")
         return cls(
-            features={name: Binning.of(name, p) for name, p in profiles.items()},
-            prediction=Binning.of(PREDICTION, profile.prediction),
+            features={name: Binning.of(name, p, profile.rows) for name, p in profiles.items()},
+            prediction=Binning.of(PREDICTION, profile.prediction, profile.rows),
         )
 
     @property
     def all(self) -> dict[str, Binning]:
         """The features' binnings and the prediction's, under ``PREDICTION``."""
         return {**self.features, PREDICTION: self.prediction}
+
+
+def unseen_share(shares: Shares, present_rows: float | None) -> float:
+    """Good-Turing's estimate of the share of future rows whose category training never saw: the share of training
+    rows whose category was seen exactly once (a category's count is its share x the present rows; 0 when the row
+    count is unknown)."""
+    if present_rows is None or present_rows <= 0 or not len(shares):
+        return 0.0
+    counts = np.rint(shares * present_rows)
+    return float(min(1.0, np.count_nonzero(counts == 1) / present_rows))
+
+
+def _centres(profile: NumericProfile, edges: npt.NDArray[np.float64], scale: float | None) -> npt.NDArray[np.float64]:
+    """Where each bin sits on the number line: the recorded means, or (older profiles) the stated rule."""
+    if profile.centres is not None and len(profile.centres) == len(edges) + 1:
+        return np.asarray(profile.centres, dtype=np.float64)
+    if len(edges) == 0:
+        return np.zeros(1)
+    if len(edges) == 1:
+        spread = scale or 1.0
+        return np.array([edges[0] - spread, edges[0] + spread])
+    inner = (edges[:-1] + edges[1:]) / 2
+    low = edges[0] - (edges[1] - edges[0]) / 2
+    high = edges[-1] + (edges[-1] - edges[-2]) / 2
+    return np.concatenate([[low], inner, [high]])
 
 
 def _read_only(a: npt.NDArray[Any]) -> npt.NDArray[Any]:

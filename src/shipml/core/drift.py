@@ -3,39 +3,58 @@
 Everything works on COUNTS per bucket of a feature's ``Binning`` (``core.binning``), so that
 a verdict over any window is a sum of small per-minute arrays.
 
-Smoothing, the one rule used everywhere: both distributions are normalised to shares and
-``SMOOTHING`` (1e-4, one row in ten thousand) is added to every bucket of both, then they are
-renormalised. An empty bucket thus never yields infinity or NaN: a bucket holding a share ``s``
-on one side and nothing on the other adds at most ``s * ln(s / 1e-4)`` to PSI (30 % unseen
-rows: 2.4), and a bucket empty on both sides adds exactly 0. With no rows at all, every
-statistic is 0 (and the verdict is "not_enough_data").
+A verdict per feature, in two steps (the shape of Evidently's size-dependent defaults, made one rule):
 
-Statistics and which one decides (``FeatureDrift.decisive``):
+1. Is the window a different distribution at all? A chi-square test of homogeneity of two samples: the window's
+   counts against the reference's (its shares as training counted them x the training rows, ``Binning.rows``), so
+   the reference's own noise counts as much as the window's. Buckets are merged, rarest first by their pooled
+   share (the table's margins, which the test conditions on), until each group expects at least ``MIN_EXPECTED``
+   (5) rows in the smaller sample (Cochran's rule), so the chi-square approximation holds for 100 categories in
+   200 rows; a categorical's unseen bucket is compared together with the categories rare in both samples.
+   Assumptions: each row is an independent draw (of the training population for the reference, of the serving
+   population for the window); rows of one customer repeated in a window are not independent and make the test
+   reject more often. Every statistic of the feature carries this ``p_value``, and none of them warns or drifts
+   unless it is under ``DriftThresholds.chi2_alpha`` (0.005: Pearson's approximation rejects clean windows
+   1-1.5 % of the time at a nominal 1 %, so half of it keeps false drift under 1 %).
+2. Is the difference large enough to matter? An effect size against a floor (the statistics marked ``decisive``):
 
-- ``psi``: population stability index, sum (q - p) ln(q / p). Decides for every feature and
-  for the prediction. Defaults 0.1 warn / 0.2 drift (the industry convention).
-- ``js``: Jensen-Shannon distance, base 2, in [0, 1]. Reported with its own verdict, never
-  deciding (it says the same as PSI: PSI ~ 8 ln2 JS^2 for small shifts, so the defaults
-  0.13 / 0.19 are PSI's 0.1 / 0.2 on that scale).
-- ``tvd`` (categorical only): total variation distance, the share of rows that sit in another
-  bucket than the reference says, judged only when a chi-square goodness-of-fit test rejects
-  (``p_value`` < 0.01). Decides together with PSI (the worse of the two wins). The p-value keeps
-  a small sample's noise from flagging; the effect floor keeps a million rows from flagging a
-  significant but negligible difference. TVD rather than Cramér's V because V explodes on a
-  bucket whose expected count is near zero (two unseen rows in a thousand would "drift"),
-  while TVD counts rows. A main category moving 20 points is a TVD of 0.2: drift, where PSI
-  alone may only warn (about 0.17 for 0.6/0.25/0.15 -> 0.4/0.35/0.25).
-- ``domain_auc`` (``core.domain_drift``): a multivariate check for what no per-feature
-  statistic sees, such as a change in the correlation between two features.
+- ``wasserstein`` (numeric): how far the values moved, in reference standard deviations: the first Wasserstein
+  distance between the two distributions of present values, each bin's mass placed at its reference mean
+  (``Binning.centres``). A mean shift of d sd measures about 0.9 d (the bins' means span the central 90 % of the
+  mass). Defaults 0.05 warn / 0.1 drift, Evidently's threshold for its normed Wasserstein distance. Omitted for a
+  reference without spread (a constant), where PSI on the buckets decides.
+- ``tvd`` (categorical): total variation distance on the raw shares, the share of rows that sit in another bucket
+  than the reference says. 0.05 warn / 0.1 drift: a main category moving 10 points is exactly on the drift floor.
+  Rather than Cramér's V, which explodes on a bucket whose expected count is near zero, TVD counts rows.
+- ``psi`` (every kind): population stability index, sum (q - p) ln(q / p) on smoothed shares, graded on the
+  industry's 0.1 warn / 0.2 drift. It catches relative changes of rare buckets (nulls appearing: 30 % of rows
+  where training had none is a PSI of 2.4).
 
-Under ``DriftThresholds.min_rows`` rows the verdict is "not_enough_data", never "no_drift".
+The feature's verdict is the most severe of its decisive statistics: "drift" when the test rejects and an effect
+passes its drift floor; "warn" when the test rejects and the largest effect is between its warn and drift floors
+(a real change, smaller than one that matters); "no_drift" otherwise, however large a small window's noise makes
+the effects. The price of the test is power at small windows: a +0.2 sd shift needs about 1,000 rows to be
+significant, and nothing is judged under ``DriftThresholds.min_rows`` (200; the verdict is "not_enough_data").
+The floors keep a million rows from flagging a significant but negligible difference; the test keeps a small
+window's noise, or a reference with few rows per bucket, from flagging at all. With few training rows per bucket
+the effect sizes carry the reference's noise too (about (k-1)/N_ref for PSI): the test still holds the
+false-alarm rate there, but a small real change may then be graded higher than its size.
+
+- ``js``: Jensen-Shannon distance, base 2, in [0, 1]. Reported with its own (gated) verdict, never deciding.
+- ``domain_auc`` (``core.domain_drift``): a multivariate check for what no per-feature statistic sees, such as a
+  change in the correlation between two features.
+
+Smoothing (PSI and JS only): both distributions are normalised to shares and ``SMOOTHING`` (1e-4) is added to
+every bucket of both, then they are renormalised, so an empty bucket never yields infinity or NaN: a bucket holding
+a share ``s`` on one side and nothing on the other adds at most ``s * ln(s / 1e-4)`` to PSI. With no rows at all,
+every statistic is 0 (and the verdict is "not_enough_data"). TVD, Wasserstein and the test use the raw counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -48,23 +67,27 @@ Verdict = Literal["no_drift", "warn", "drift", "not_enough_data"]
 Kind = Literal["numeric", "categorical", "multivariate"]
 
 SMOOTHING = 1e-4
+MIN_EXPECTED = 5.0  # the test merges buckets until each group expects this many rows (Cochran's rule)
 MULTIVARIATE = "__multivariate__"  # the feature name of the domain classifier's result
 # Most severe first: a feature's (or a report's) verdict is the most severe of its parts, so a
 # feature without enough data keeps a report from saying "no_drift".
 _SEVERITY: tuple[Verdict, ...] = ("drift", "warn", "not_enough_data", "no_drift")
+_SLACK = 1e-12  # a value computed to sit exactly on a threshold (10 points of 100 %) is on it, not 1e-17 under
 
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Warn and drift thresholds per statistic, and the sample size a verdict needs."""
+    """The test's level, the warn and drift floors per statistic, and the sample size a verdict needs."""
 
     psi_warn: float = 0.1
     psi_drift: float = 0.2
     js_warn: float = 0.13
     js_drift: float = 0.19
-    chi2_alpha: float = 0.01  # the chi-square p-value under which TVD is judged
+    chi2_alpha: float = 0.005  # the two-sample test's level: no statistic warns or drifts unless p is under it
     tvd_warn: float = 0.05
     tvd_drift: float = 0.1
+    wasserstein_warn: float = 0.05  # in reference standard deviations
+    wasserstein_drift: float = 0.1
     # The domain AUC is judged when its permutation p-value is under domain_alpha (with the default 20
     # permutations the smallest p is 1/21 = 0.048: the observed AUC beat every shuffled one); the AUC floor
     # keeps a large sample's detectable but harmless difference from flagging (0.5 is chance).
@@ -76,7 +99,7 @@ class DriftThresholds:
     def __post_init__(self) -> None:
         problems = [
             f"{name}_warn: must be <= {name}_drift ({getattr(self, name + '_drift')}), got {getattr(self, name + '_warn')}"
-            for name in ("psi", "js", "tvd", "domain_auc")
+            for name in ("psi", "js", "tvd", "wasserstein", "domain_auc")
             if not 0 <= getattr(self, name + "_warn") <= getattr(self, name + "_drift")
         ]
         problems += [
@@ -94,9 +117,9 @@ class DriftThresholds:
 class FeatureDrift:
     """One statistic of one feature over one window, with the row count it rests on.
 
-    ``value`` grows with drift for every statistic; ``p_value`` is set for the tests that gate a
-    verdict (chi-square for ``tvd``, the permutation test for ``domain_auc``); ``decisive`` says
-    whether this statistic counts towards the feature's verdict (see the module docstring).
+    ``value`` grows with drift for every statistic; ``p_value`` is the test that gates its verdict (the
+    two-sample chi-square test of the feature's buckets, or the permutation test for ``domain_auc``);
+    ``decisive`` says whether this statistic counts towards the feature's verdict (see the module docstring).
     """
 
     feature: str
@@ -183,54 +206,146 @@ def js_distance(reference: npt.ArrayLike, counts: npt.ArrayLike) -> float:
 
 
 def total_variation(reference: npt.ArrayLike, counts: npt.ArrayLike) -> float:
-    """Share of rows that sit in another bucket than the reference shares say (in [0, 1])."""
-    p, q, n = _pair(reference, counts)
-    return float(0.5 * np.sum(np.abs(q - p))) if n > 0 else 0.0
+    """Share of rows that sit in another bucket than the reference shares say (in [0, 1]), on the raw shares."""
+    ref = np.asarray(reference, dtype=np.float64)
+    n = _pair(ref, counts)[2]
+    if n == 0 or ref.sum() <= 0:
+        return 0.0
+    return float(0.5 * np.sum(np.abs(np.asarray(counts, dtype=np.float64) / n - ref / ref.sum())))
 
 
-def chi_square_pvalue(reference: npt.ArrayLike, counts: npt.ArrayLike) -> float:
-    """Goodness-of-fit p-value of ``counts`` against the (smoothed) reference shares scaled to their total.
+def wasserstein(binning: Binning, counts: npt.ArrayLike) -> float | None:
+    """How far the window's present values moved from the reference's, in reference standard deviations.
 
-    Buckets empty on both sides are left out: they carry no evidence, only degrees of freedom.
+    The first Wasserstein distance (the area between the two distribution functions) with each bin's mass at its
+    reference mean (``Binning.centres``): sum over neighbouring bins of |F_ref - F_window| x the distance between
+    their centres. None for a categorical or a reference without spread; 0 when either side has no present value.
     """
+    if binning.kind != "numeric" or binning.scale is None:
+        return None
+    present = np.asarray(counts, dtype=np.float64)[:-1]  # the last bucket holds the nulls
+    reference = np.asarray(binning.reference, dtype=np.float64)[:-1]
+    if present.sum() <= 0 or reference.sum() <= 0 or len(present) < 2:
+        return 0.0
+    gap = np.cumsum(present / present.sum())[:-1] - np.cumsum(reference / reference.sum())[:-1]
+    return float(np.sum(np.abs(gap) * np.diff(binning.centres)) / binning.scale)
+
+
+@dataclass(frozen=True)
+class Homogeneity:
+    """The two-sample chi-square test of a window against the reference: statistic, degrees of freedom, p-value."""
+
+    statistic: float
+    df: int
+    p_value: float
+
+
+def groups_of(pooled: Shares, rows: float) -> npt.NDArray[np.intp]:
+    """The test's group of each bucket: buckets merged in order of their pooled share (window and reference
+    together), rarest first, until a group expects ``MIN_EXPECTED`` rows in a sample of ``rows``; a short last
+    group joins the one before. When that leaves one group, the largest bucket is tested against the rest.
+
+    The pooled shares are the table's column totals, which the test conditions on: grouping by them cannot bias
+    it, where grouping by the reference's own shares would select on the reference's noise (a long tail's
+    categories seen once in training are, as a group, rarer in training than they are)."""
+    order = np.argsort(pooled, kind="stable")
+    group = np.zeros(len(pooled), dtype=np.intp)
+    current, expected = 0, 0.0
+    for i in order.tolist():
+        group[i] = current
+        expected += float(pooled[i]) * rows
+        if expected >= MIN_EXPECTED:
+            current, expected = current + 1, 0.0
+    if current > 0 and expected < MIN_EXPECTED:
+        group[group == current] = current - 1  # the short last group (or an empty one) joins the one before
+    if group.max(initial=0) == 0 and np.count_nonzero(pooled) >= 2:
+        group = (np.arange(len(pooled)) == np.argmax(pooled)).astype(np.intp)
+    return group
+
+
+def homogeneity(
+    reference: npt.ArrayLike, counts: npt.ArrayLike, reference_rows: float | None, unseen: int | None = None
+) -> Homogeneity:
+    """Whether ``counts`` and a reference of ``reference_rows`` rows in the ``reference`` shares can be samples of
+    one distribution: Pearson's chi-square test of homogeneity on the groups of ``groups_of``. With
+    ``reference_rows`` None the reference shares are taken as exact (a goodness-of-fit test).
+
+    ``unseen``: a categorical's unseen bucket, the window's rows of every category training missed. Those
+    categories are the rare ones, so the bucket is compared together with the categories rare in both samples
+    (a pooled share under ``MIN_EXPECTED`` rows in the smaller sample): as a whole, the tail the window has and
+    the tail training saw. Alone, it would hold the window's 5 % of a long tail against training's 0 rows."""
     from scipy import stats  # here, not at import: a command that only reads reports starts faster
 
-    p, _, n = _pair(reference, counts)
+    n = _pair(reference, counts)[2]  # checks the shapes and the counts
+    ref = np.asarray(reference, dtype=np.float64)
+    ref = ref / ref.sum() if ref.sum() > 0 else ref
     observed = np.asarray(counts, dtype=np.float64)
-    keep = (np.asarray(reference) > 0) | (observed > 0)
-    if n == 0 or np.count_nonzero(keep) < 2:
-        return 1.0
-    expected = p[keep] / p[keep].sum() * n
-    return float(stats.chisquare(observed[keep], expected).pvalue)
+    if unseen is not None and reference_rows and n > 0:
+        n_ref = float(reference_rows)
+        rare = (observed + ref * n_ref) / (n + n_ref) * min(n, n_ref) < MIN_EXPECTED
+        rare[unseen] = True
+        ref = np.append(ref[~rare], ref[rare].sum())
+        observed = np.append(observed[~rare], observed[rare].sum())
+    exact = reference_rows is None or reference_rows <= 0
+    n_ref = 0.0 if exact else float(reference_rows or 0)
+    if n == 0:
+        return Homogeneity(0.0, 0, 1.0)
+    if exact:
+        if np.any((ref == 0) & (observed > 0)):
+            return Homogeneity(float("inf"), len(ref) - 1, 0.0)  # rows where an exact reference has none
+        group = groups_of(ref, n)
+        window = np.bincount(group, weights=observed)
+        expected = np.bincount(group, weights=ref) * n
+        keep = expected > 0
+        statistic = float(np.sum((window[keep] - expected[keep]) ** 2 / expected[keep]))
+    else:
+        group = groups_of((observed + ref * n_ref) / (n + n_ref), min(n, n_ref))
+        window = np.bincount(group, weights=observed)
+        share = np.bincount(group, weights=ref)
+        pooled = (window + share * n_ref) / (n + n_ref)
+        keep = pooled > 0
+        statistic = float(np.sum((window[keep] / n - share[keep]) ** 2 / (pooled[keep] * (1.0 / n + 1.0 / n_ref))))
+    df = int(np.count_nonzero(keep)) - 1
+    if df < 1:
+        return Homogeneity(statistic, 0, 1.0)
+    return Homogeneity(statistic, df, float(stats.chi2.sf(statistic, df)))
+
+
+def chi_square_pvalue(reference: npt.ArrayLike, counts: npt.ArrayLike, reference_rows: float | None = None) -> float:
+    """The p-value of ``homogeneity`` (with ``reference_rows`` None: of the reference shares taken as exact)."""
+    return homogeneity(reference, counts, reference_rows).p_value
 
 
 def grade(value: float, warn: float, drift: float) -> Verdict:
-    """The verdict of a statistic that grows with drift."""
-    return "drift" if value >= drift else "warn" if value >= warn else "no_drift"
+    """The verdict of a statistic that grows with drift (a value on a threshold reaches it)."""
+    return "drift" if value >= drift - _SLACK else "warn" if value >= warn - _SLACK else "no_drift"
 
 
 def drift_of(binning: Binning, counts: npt.ArrayLike, thresholds: DriftThresholds | None = None) -> list[FeatureDrift]:
-    """PSI and JS (and, for categoricals, chi-square-gated TVD) of one feature's counts over a window."""
+    """Every statistic of one feature's counts over a window, each gated by the feature's two-sample test: the
+    kind's effect size (Wasserstein for a numeric feature, TVD for a categorical) and PSI, which decide, then JS."""
     t = thresholds or DriftThresholds()
     c = _checked_counts(binning, counts)
     rows = int(c.sum())
     enough = rows >= t.min_rows
+    test = homogeneity(binning.training_shares, c, binning.rows, binning.unseen)
+    significant = test.p_value < t.chi2_alpha
 
-    def result(
-        statistic: str, value: float, warn: float, drift: float, gate: bool = True, **extra: Any
-    ) -> FeatureDrift:
-        verdict = "not_enough_data" if not enough else grade(value, warn, drift) if gate else "no_drift"
-        return FeatureDrift(binning.feature, binning.kind, statistic, value, warn, drift, rows, verdict, **extra)
+    def result(statistic: str, value: float, warn: float, drift: float, decisive: bool = True) -> FeatureDrift:
+        verdict: Verdict = "not_enough_data" if not enough else grade(value, warn, drift) if significant else "no_drift"
+        return FeatureDrift(
+            binning.feature, binning.kind, statistic, value, warn, drift, rows, verdict, test.p_value, decisive
+        )
 
-    out = [
-        result("psi", psi(binning.reference, c), t.psi_warn, t.psi_drift),
-        result("js", js_distance(binning.reference, c), t.js_warn, t.js_drift, decisive=False),
-    ]
+    out = []  # the kind's effect size first: the report draws the first statistic over time
     if binning.kind == "categorical":
-        # TVD is judged only when the chi-square test rejects: below the p-value gate it cannot warn or drift.
-        p_value = chi_square_pvalue(binning.reference, c)
-        tvd = total_variation(binning.reference, c)
-        out.append(result("tvd", tvd, t.tvd_warn, t.tvd_drift, gate=p_value < t.chi2_alpha, p_value=p_value))
+        out.append(result("tvd", total_variation(binning.reference, c), t.tvd_warn, t.tvd_drift))
+    else:
+        moved = wasserstein(binning, c)
+        if moved is not None:
+            out.append(result("wasserstein", moved, t.wasserstein_warn, t.wasserstein_drift))
+    out.append(result("psi", psi(binning.reference, c), t.psi_warn, t.psi_drift))
+    out.append(result("js", js_distance(binning.reference, c), t.js_warn, t.js_drift, decisive=False))
     return out
 
 

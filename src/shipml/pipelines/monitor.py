@@ -27,7 +27,7 @@ from shipml.adapters.store.histograms import HistogramLayout
 from shipml.config import MonitorSettings
 from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
 from shipml.core.domain_drift import domain_classifier_drift
-from shipml.core.drift import DriftThresholds, FeatureDrift, Verdict, feature_drift, psi, worst
+from shipml.core.drift import DriftThresholds, FeatureDrift, drift_of, feature_drift, worst
 from shipml.core.metrics import LOWER_IS_BETTER
 from shipml.core.monitor_report import Distribution, DriftReport, PerformanceEntry, SegmentReport, SeriesPoint
 from shipml.core.performance import (
@@ -193,21 +193,16 @@ class MonitorJob:
     def _series(
         self, minutes: list[MinuteCounts], binnings: ProfileBinnings, window: Window
     ) -> tuple[SeriesPoint, ...]:
+        """Per slice of the window, each feature's first statistic (its effect size) with its verdict, judged as the
+        whole window is (gated by the slice's own two-sample test)."""
         n = max(1, min(SERIES_SLICES, math.ceil((window.until - window.since) / 60)))
         points = []
         for start, end in window.slices(n):
             inside = [m for m in minutes if start <= m.minute * 60 < end]
             counts = _summed(inside, binnings)
             for name, b in binnings.all.items():
-                c = counts[name]
-                rows = int(c.sum())
-                value = psi(b.reference, c)
-                verdict: Verdict = (
-                    "not_enough_data" if rows < self.thresholds.min_rows
-                    else "drift" if value >= self.thresholds.psi_drift
-                    else "warn" if value >= self.thresholds.psi_warn else "no_drift"
-                )  # fmt: skip
-                points.append(SeriesPoint(start, end, name, "psi", value, rows, verdict))
+                first = drift_of(b, counts[name], self.thresholds)[0]
+                points.append(SeriesPoint(start, end, name, first.statistic, first.value, first.rows, first.verdict))
         return tuple(points)
 
     def _multivariate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -468,3 +469,117 @@ def test_the_domain_classifier_needs_rows_and_matching_columns() -> None:
         domain_classifier_drift({"a": np.zeros(300)}, {"b": np.zeros(300)})
     with pytest.raises(SchemaError, match="different lengths"):
         domain_classifier_drift({"a": np.zeros(300), "b": np.zeros(299)}, {"a": np.zeros(300), "b": np.zeros(300)})
+
+
+# --- sample-size-aware verdicts (issue 17: S4, S5, S13, the TVD nit) --------------------------------
+
+
+def test_the_test_weighs_the_reference_by_its_rows() -> None:
+    """S13: the same window against the same shares is significant against an exact reference and not against
+    one counted on 500 rows, whose own noise is that large."""
+    shares = np.array([0.4, 0.3, 0.2, 0.1])
+    window = np.array([4_200, 2_900, 1_900, 1_000])  # 2 points off on 10,000 rows
+    assert chi_square_pvalue(shares, window) < 0.005
+    assert chi_square_pvalue(shares, window, reference_rows=500) > 0.5
+    exact_again = chi_square_pvalue(shares, window, reference_rows=10_000_000)
+    assert exact_again == pytest.approx(chi_square_pvalue(shares, window), rel=0.05)
+
+
+def test_sparse_buckets_are_merged_until_each_group_expects_five_rows() -> None:
+    """100 equal categories in a window of 200 rows (2 expected rows each): groups of 3 (the last of 4); a table
+    left with one group tests its largest bucket against the rest."""
+    from shipml.core.drift import groups_of
+
+    pooled = np.full(100, 0.01)
+    groups = groups_of(pooled, 200)
+    sizes = np.bincount(groups, weights=pooled) * 200
+    assert sizes.min() >= 5 and len(sizes) == 33
+    assert set(groups_of(np.array([0.999, 0.001]), 200).tolist()) == {0, 1}  # one group left: largest vs rest
+
+
+def test_a_shift_is_measured_in_reference_standard_deviations() -> None:
+    """The numeric effect size: a +0.5 sd mean shift of a normal feature measures about 0.45 (the bins' means span
+    the central 90 % of the mass); the same values measure 0; a constant reference has no such statistic."""
+    rng = np.random.default_rng(31)
+    binning = Binning.of("x", numeric_profile(rng.normal(0.0, 2.0, 50_000)))
+    moved = {r.statistic: r for r in drift_of(binning, numeric_counts(binning, rng.normal(1.0, 2.0, 50_000)))}
+    assert moved["wasserstein"].value == pytest.approx(0.45, abs=0.03)
+    assert moved["wasserstein"].verdict == "drift" and moved["wasserstein"].decisive
+    same = {r.statistic: r for r in drift_of(binning, numeric_counts(binning, rng.normal(0.0, 2.0, 50_000)))}
+    assert same["wasserstein"].value < 0.02 and same["wasserstein"].verdict == "no_drift"
+    constant = Binning.of("c", numeric_profile(np.full(1_000, 3.0)))
+    assert constant.scale is None
+    assert "wasserstein" not in {r.statistic for r in drift_of(constant, numeric_counts(constant, np.full(500, 3.0)))}
+
+
+def test_ten_points_moved_is_exactly_on_the_drift_floor() -> None:
+    """The nit: TVD compares the raw shares, so a category moving from 30 % to exactly 40 % is drift (smoothed shares
+    made it 0.0999 and a coin flip between warn and drift)."""
+    binning = Binning.of("c", CategoricalProfile({"a": 0.3, "b": 0.7}, 0.0, rows=10_000))
+    results = {r.statistic: r for r in drift_of(binning, np.array([4_000, 6_000, 0, 0]))}
+    assert results["tvd"].value == pytest.approx(0.1, abs=1e-12)
+    assert results["tvd"].verdict == "drift"
+
+
+def test_a_long_tail_expects_the_categories_training_missed() -> None:
+    """S5: the unseen bucket expects Good-Turing's share (training rows whose category was seen once); a long tail
+    profiled on 500 rows judged on a million clean rows is not drift, and a new category taking 30 % still is."""
+    rng = np.random.default_rng(41)
+    categories = np.array([f"c{i}" for i in range(100)], dtype=object)
+    shares = _zipf(100)
+    training = rng.choice(categories, 500, p=shares)
+    binning = Binning.of("tail", categorical_profile(pd.Series(training)))
+    _, seen_counts = np.unique(training, return_counts=True)
+    assert binning.reference[-2] == pytest.approx(np.count_nonzero(seen_counts == 1) / 500)
+    assert binning.reference.sum() == pytest.approx(1.0)
+    clean = categorical_counts(binning, rng.choice(categories, 1_000_000, p=shares))
+    assert decisive(drift_of(binning, clean)) == "no_drift"
+    new = categorical_counts(
+        binning, np.where(rng.random(1_000_000) < 0.3, "new", rng.choice(categories, 1_000_000, p=shares))
+    )
+    assert decisive(drift_of(binning, new)) == "drift"
+
+
+def test_a_profile_registered_before_the_new_fields_keeps_loading() -> None:
+    """A profile without a feature's rows or bin centres: the profile's rows hold for every feature, and each inner
+    bin sits at its midpoint, each open outer bin half its neighbour's width beyond its edge."""
+    old = {
+        "rows": 1_000,
+        "numeric": {
+            "x": {"edges": [1.0, 2.0, 4.0], "frequencies": [0.25, 0.25, 0.25, 0.25], "null_rate": 0.0,
+                  "mean": 2.5, "std": 1.5},
+        },
+        "categorical": {"c": {"frequencies": {"a": 0.999, "b": 0.001}, "null_rate": 0.0}},
+        "prediction": {"edges": [0.5], "frequencies": [0.5, 0.5], "null_rate": 0.0, "mean": 0.5, "std": 0.3},
+    }  # fmt: skip
+    profile = ReferenceProfile.from_dict(old)
+    assert profile.numeric["x"].rows == 1_000 and profile.numeric["x"].centres is None
+    binnings = ProfileBinnings.of(profile)
+    x = binnings.features["x"]
+    assert x.rows == 1_000 and x.scale == 1.5
+    np.testing.assert_allclose(x.centres, [0.5, 1.5, 3.0, 5.0])
+    np.testing.assert_allclose(binnings.prediction.centres, [0.2, 0.8])  # one edge: one sd beyond it
+    c = binnings.features["c"]
+    assert c.rows == 1_000 and c.reference[-2] == pytest.approx(0.001)  # "b" was seen once
+    assert ReferenceProfile.from_dict(json.loads(profile.to_json())) == profile
+
+
+def test_new_profiles_record_rows_and_bin_means() -> None:
+    values = np.r_[np.arange(100.0), [np.nan] * 10]
+    p = numeric_profile(values)
+    assert p.rows == 110 and p.centres is not None and len(p.centres) == len(p.edges) + 1
+    assert p.centres[0] == pytest.approx(np.arange(100.0)[:10].mean())
+    assert categorical_profile(pd.Series(["a", "b", None])).rows == 3
+
+
+def test_the_report_series_is_gated_like_the_verdict(binnings: ProfileBinnings) -> None:
+    """S4 in the report's slices: a 200-row slice of clean data is never drift because of the noise of 12
+    categories, and the series draws the feature's effect size."""
+    rng = np.random.default_rng(51)
+    plan = binnings.features["plan"]
+    flagged = 0
+    for _ in range(100):
+        first = drift_of(plan, counts_of(plan, draw(200, rng)["plan"]))[0]
+        assert first.statistic == "tvd"
+        flagged += first.verdict == "drift"
+    assert flagged <= 3
