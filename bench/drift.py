@@ -280,7 +280,7 @@ def load_window(data: Path, total_rows: int) -> dict[str, Any]:
     uri = f"sqlite:///{data}/predictions.db"
     store = PredictionStore(uri)
     layout = store.histograms.register_profile(MODEL, VERSION, profile, "binary", "1")
-    until = int(time.time()) // 60 * 60
+    until = int(time.time()) // 60 * 60 - 600  # a day that ended 10 minutes ago: every minute settled (replace)
     since = until - DAY_MINUTES * 60
     per_minute, extra = divmod(total_rows, DAY_MINUTES)
     started = time.perf_counter()

@@ -1,7 +1,8 @@
 """The monitoring job: drift and performance of a model over a window, from the store, as a stored DriftReport.
 
 Drift reads the per-minute histograms the store writer keeps (a verdict over any window is a sum of small
-arrays); ``recompute`` first rebuilds them from the raw rows. Realised performance joins the feedback to
+arrays), and counts the window's newest minutes, which the writers may not have written yet, from the raw rows;
+``recompute`` first rebuilds the settled minutes from the raw rows. Realised performance joins the feedback to
 the predictions that are old enough to have it (``monitor.label_delay_s``); estimated performance comes
 from the probabilities, when the version's holdout calibration error allows. The multivariate check (a
 domain classifier) reads a sample of the window's newest raw rows and the version's registered reference
@@ -108,10 +109,18 @@ class MonitorJob:
     def run(
         self, model: str, window: Window, *, recompute: bool = False, save: bool = True
     ) -> tuple[DriftReport, int | None]:
-        """The report of ``model`` over ``window`` (stored unless ``save`` is False) and its id in the store."""
+        """The report of ``model`` over ``window`` (stored unless ``save`` is False) and its id in the store.
+
+        Drift reads the settled minutes from the histograms and counts the rest of the window from the raw rows
+        (the minutes live keepers may not have written yet), so that drift and performance judge the same rows."""
+        now = time.time()
         if recompute:
-            self.recompute(model, window)
-        minutes = self.store.histograms.read(model, window.since, window.until)
+            self.recompute(model, window, now=now)
+        settled = self.store.histograms.settled_before(now)
+        minutes = self.store.histograms.read(model, window.since, min(window.until, settled))
+        if window.until > settled:
+            tail = self._recount(model, max(window.since, settled), window.until)
+            minutes += [MinuteCounts(r.minute, r.version, r.variant, r.rows, r.layout.split(r.counts)) for r in tail]
         by_segment: dict[tuple[str, str], list[MinuteCounts]] = {}
         for m in minutes:
             by_segment.setdefault((m.version, m.variant), []).append(m)
@@ -122,10 +131,23 @@ class MonitorJob:
         report = DriftReport(model, window.since, window.until, time.time(), segments)
         return report, self.store.reports.save(report) if save else None
 
-    def recompute(self, model: str, window: Window) -> int:
-        """Rebuild the window's histograms from the raw rows (minutes of versions without a profile are dropped);
-        how many rows were counted."""
-        rows = self.store.predictions.read_window(model, window.since, window.until)
+    def recompute(self, model: str, window: Window, *, now: float | None = None) -> int:
+        """Rebuild the window's settled histograms from the raw rows (minutes of versions without a profile are
+        dropped; the minutes live keepers still hold are left to them, and a report counts those from the rows
+        anyway); how many rows were counted."""
+        at = time.time() if now is None else now
+        since = math.ceil(window.since / 60) * 60.0  # whole minutes: a part of one would replace all of it
+        until = min(window.until, self.store.histograms.settled_before(at))
+        if until <= since:
+            return 0
+        entries = self._recount(model, since, until)
+        self.store.histograms.replace(model, since, until, entries, now=at)
+        return sum(e.rows for e in entries)
+
+    def _recount(self, model: str, since: float, until: float) -> list[Recount]:
+        """The per-minute histograms of the raw rows with ``since <= ts < until``, counted as the keepers count
+        them (versions without a profile have none)."""
+        rows = self.store.predictions.read_window(model, since, until)
         entries = []
         minute_of = (rows.ts // 60).astype(np.int64)
         for version in sorted(set(rows.version.tolist())):
@@ -140,8 +162,7 @@ class MonitorJob:
                         counts_of(b, self._values_of(v, rows, b.feature, mask)) for b in v.layout.binnings
                     ])  # fmt: skip
                     entries.append(Recount(minute, version, variant, "primary", v.layout, int(mask.sum()), flat))
-        self.store.histograms.replace(model, window.since, window.until, entries)
-        return sum(e.rows for e in entries)
+        return entries
 
     @staticmethod
     def _values_of(v: Version, rows: FeatureWindow, feature: str, mask: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,13 +15,17 @@ import sqlalchemy as sa
 
 from shipml.adapters.store import PredictionStore, StoreWriter, tables
 from shipml.adapters.store.histogram_table import Recount
+from shipml.adapters.store.histograms import HistogramLayout
+from shipml.config import MonitorSettings
 from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
 from shipml.core.drift import Verdict
 from shipml.core.ids import Uuid7Generator
 from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.prediction import Prediction
 from shipml.core.profile import ReferenceProfile, build_profile
+from shipml.core.window import Window
 from shipml.errors import StoredReportUnreadable
+from shipml.pipelines.monitor import MonitorJob, Version
 from tests.support.dialects import DIALECTS, store_uri_for
 from tests.support.logged import batch_of, logged
 from tests.unit.adapters.test_prediction_store import CHURNISH
@@ -46,15 +51,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Prediction
     s.close()
 
 
-def features(i: int) -> dict[str, Any]:
+def features(i: int, shift: float = 0.0) -> dict[str, Any]:
     contract = ["monthly", "one-year", "two-year", "lifetime", None][i % 5]  # "lifetime" was never seen
-    return {"tenure": None if i % 11 == 0 else float(i % 60), "contract": contract}
+    return {"tenure": None if i % 11 == 0 else float(i % 60) + shift, "contract": contract}
 
 
-def rows(n: int, ts: float, version: str = "1") -> list[Prediction]:
+def rows(n: int, ts: float, version: str = "1", shift: float = 0.0) -> list[Prediction]:
     return [
         logged(
-            prediction_id, ts, "churn", version, "main", features(i),
+            prediction_id, ts, "churn", version, "main", features(i, shift),
             {"predicted_class": "1", "probabilities": {"0": 1 - i / n, "1": i / n}}, 1.0,
             schema_sha256=CHURNISH.sha256(),
         )
@@ -125,6 +130,100 @@ def test_recompute_replaces_the_window(store: PredictionStore) -> None:
     store.histograms.replace("churn", t0, t0 + 60, [Recount(MINUTE, "1", "main", "primary", layout, 100, flat * 2)])
     (minute,) = store.histograms.read("churn", t0, t0 + 60)
     assert minute.rows == 100 and minute.counts["tenure"].sum() == 200
+
+
+def test_a_row_committed_after_its_minute_was_forgotten_adds_to_it(store: PredictionStore) -> None:
+    """S14: a minute is kept in memory 2 minutes after it closes; a row of it committed later (a stalled writer)
+    is counted in a row of its own that adds to the stored counts, instead of replacing them."""
+    t0 = MINUTE * 60.0
+    keeper = store.histograms.keeper
+    keeper.clock = lambda: t0 + 30  # the minute is the current one
+    writer = StoreWriter(store, queue_size=10_000, batch_max=512)
+    writer.enqueue(rows(1000, t0 + 5))
+    writer.flush()
+    store.histograms.flush(force=True)
+    keeper.clock = lambda: t0 + 5 * 60  # 4 minutes after it closed: the next flush forgets it
+    store.histograms.flush(force=True)
+    for late in (3, 2):  # two late arrivals, each its own flush
+        writer.enqueue(rows(late, t0 + 50))
+        writer.flush()
+        store.histograms.flush(force=True)
+    writer.close()
+    (minute,) = store.histograms.read("churn", t0, t0 + 60)
+    assert minute.rows == 1005  # before: 5, the late rows replaced the 1,000
+    for name, counts in expected(store, t0, t0 + 60).items():
+        np.testing.assert_array_equal(minute.counts[name], counts, err_msg=name)
+
+
+def test_a_recompute_during_traffic_counts_nothing_twice(store: PredictionStore) -> None:
+    """S15: a recount of the minute live keepers still hold is not written (their next flush would write over
+    it with counts it already holds); once the minute is settled, the recount replaces it and later rows add."""
+    t0 = MINUTE * 60.0
+    keeper = store.histograms.keeper
+    keeper.clock = lambda: t0 + 30
+    layout = keeper.layout("churn", "1")
+    assert layout is not None
+    writer = StoreWriter(store, queue_size=10_000, batch_max=512)
+
+    def recompute() -> float:
+        want = expected(store, t0, t0 + 60)
+        total = int(want["tenure"].sum())
+        flat = np.concatenate(list(want.values()))
+        return store.histograms.replace(
+            "churn", t0, t0 + 60, [Recount(MINUTE, "1", "main", "primary", layout, total, flat)]
+        )
+
+    writer.enqueue(rows(1000, t0 + 5))
+    writer.flush()
+    store.histograms.flush(force=True)
+    assert recompute() == t0  # nothing settled yet: nothing replaced
+    writer.enqueue(rows(10, t0 + 40))
+    writer.flush()
+    store.histograms.flush(force=True)
+    assert store.histograms.read("churn", t0, t0 + 60)[0].rows == 1010  # before: 2,010
+    keeper.clock = lambda: t0 + 3 * 3600  # past two flush periods (an hour each here) and the minutes kept
+    store.histograms.flush(force=True)  # the keeper forgets the closed minute
+    assert store.histograms.settled_before() > t0
+    assert recompute() == t0 + 60  # settled: rebuilt from the rows
+    writer.enqueue(rows(1, t0 + 59))  # later still: adds to the recount
+    writer.close()
+    (minute,) = store.histograms.read("churn", t0, t0 + 60)
+    assert minute.rows == 1011
+    for name, counts in expected(store, t0, t0 + 60).items():
+        np.testing.assert_array_equal(minute.counts[name], counts, err_msg=name)
+
+
+def test_a_report_right_after_traffic_judges_every_committed_row(store: PredictionStore) -> None:
+    """The lag: 3,000 clean rows written to the histograms, then 3,000 shifted rows committed but not yet flushed
+    by the writer. The drift section of a report run now counts all 6,000, as its performance section does."""
+    now = time.time()
+    profiled = profile()
+    bundle = SimpleNamespace(
+        schema=SimpleNamespace(target=SimpleNamespace(task="binary")), classes=("0", "1"), evaluation={}
+    )
+    version = Version(
+        bundle,  # type: ignore[arg-type]
+        ProfileBinnings.of(profiled),
+        HistogramLayout.of(profiled, "binary", "1"),
+        "1",
+    )
+    job = MonitorJob(MonitorSettings(multivariate=False), store, None, Path("unused"))  # type: ignore[arg-type]
+    job._versions[("churn", "1")] = version
+    writer = StoreWriter(store, queue_size=10_000, batch_max=512)
+    writer.enqueue(rows(3000, now - 20))
+    writer.flush()
+    store.histograms.flush(force=True)
+    writer.enqueue(rows(3000, now - 10, shift=100.0))
+    writer.flush()  # committed; the histograms' next flush is an hour away
+
+    report, _ = job.run("churn", Window(now - 600, now + 1), save=False)
+
+    (segment,) = report.segments
+    assert segment.rows == 6000  # before: 3,000
+    tenure = next(d for d in segment.distributions if d.feature == "tenure")
+    assert sum(tenure.current) == 6000
+    assert any(d.feature == "tenure" and d.verdict == "drift" for d in segment.drift)
+    writer.close()
 
 
 def test_a_lease_has_one_holder_until_it_expires(store: PredictionStore) -> None:

@@ -2,7 +2,8 @@
 
 ``register_profile`` names the buckets a model version's predictions are counted in; the writer hands every
 commit to ``observe`` and calls ``flush`` every ``histogram_flush_s``; the monitor reads minutes back summed
-over the processes that wrote them (``read``) and rebuilds them from the rows (``replace``).
+over the processes that wrote them (``read``), up to the minutes live keepers may still hold (``settled_before``:
+it counts those from the rows), and rebuilds settled minutes from the rows (``replace``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 
 from shipml.adapters.store import tables
 from shipml.adapters.store.engine import Database
-from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout, split_described
+from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout, settled_before, split_described
 from shipml.core.prediction import Prediction
 from shipml.core.profile import ReferenceProfile
 
@@ -80,7 +81,7 @@ class Histograms:
         h = tables.feature_histograms
         entries = [
             {"model": key[0], "version": key[1], "variant": key[2], "role": key[3], "minute": minute,
-             "writer": self.keeper.writer, "layout_sha": sha, "n_rows": state.rows,
+             "writer": state.segment, "layout_sha": sha, "n_rows": state.rows,
              "counts": state.counts.astype("<i8").tobytes()}
             for key, minute, state, sha in changed
         ]  # fmt: skip
@@ -98,6 +99,12 @@ class Histograms:
             self.keeper.unflushed(changed)  # written at the next flush instead
             raise
         return len(entries)
+
+    def settled_before(self, now: float | None = None) -> float:
+        """The start (Unix time, a whole minute) of the first minute a live keeper may still hold at ``now``
+        (histograms.settled_before): the stored rows of every earlier minute are complete."""
+        at = self.keeper.clock() if now is None else now
+        return float(settled_before(at, self.keeper.flush_s) * MINUTE_S)
 
     def read(
         self,
@@ -143,32 +150,30 @@ class Histograms:
         return list(summed.values())
 
     def replace(
-        self,
-        model: str,
-        since: float,
-        until: float,
-        minutes: Sequence[Recount],
-    ) -> None:
-        """Replace every histogram of ``model`` for the minutes starting in ``[since, until)`` with ``minutes``,
-        written as ``writer`` "recompute"."""
+        self, model: str, since: float, until: float, minutes: Sequence[Recount], *, now: float | None = None
+    ) -> float:
+        """Replace every histogram of ``model`` for the settled minutes starting in ``[since, until)`` with
+        ``minutes`` (written as ``writer`` "recompute"); the end of what was replaced, ``until`` or the start of
+        the first unsettled minute (``settled_before``), whichever is earlier. Unsettled minutes are left to the
+        keepers that still hold them: a recount of them would be written over by their next flush, counted twice."""
         h, lay = tables.feature_histograms, tables.histogram_layouts
-        layouts = {m.layout.sha: m.layout.describe() for m in minutes}
+        end = min(until, self.settled_before(now))
+        first, stop = -(-since // MINUTE_S), -(-end // MINUTE_S)  # minutes starting in [since, end)
+        kept = [m for m in minutes if first <= m.minute < stop]
+        layouts = {m.layout.sha: m.layout.describe() for m in kept}
         insert = self._db.insert(lay)
         with self._db.writing(f"cannot replace the histograms of {model!r}") as conn:
-            conn.execute(
-                sa.delete(h).where(
-                    h.c.model == model, h.c.minute >= -(-since // MINUTE_S), h.c.minute * MINUTE_S < until
-                )
-            )
+            conn.execute(sa.delete(h).where(h.c.model == model, h.c.minute >= first, h.c.minute < stop))
             if layouts:
                 conn.execute(
                     insert.on_conflict_do_nothing(), [{"layout_sha": k, "layout": v} for k, v in layouts.items()]
                 )
-            if minutes:
+            if kept:
                 conn.execute(
                     sa.insert(h),
                     [{"model": model, "minute": m.minute, "version": m.version, "variant": m.variant, "role": m.role,
                       "writer": "recompute", "layout_sha": m.layout.sha, "n_rows": m.rows,
                       "counts": np.asarray(m.counts).astype("<i8").tobytes()}
-                     for m in minutes],
+                     for m in kept],
                 )  # fmt: skip
+        return max(since, end)

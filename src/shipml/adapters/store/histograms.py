@@ -7,10 +7,18 @@ store writer hands every committed "ok" prediction to a ``HistogramKeeper``. It 
 (``core.binning.counts_of``: one vectorised call per feature) into the open minute of each
 (model, version, variant, role), then upserts that minute's row of ``feature_histograms``.
 
-Each worker process writes its own row per minute (``writer``, random per keeper) holding its cumulative
-counts, replaced at each flush: no read-modify-write, no lost update between workers, and a reader sums
-the rows of a window. A crash loses at most the counts since the last flush (the raw rows are committed;
-``shipml monitor drift --recompute`` rebuilds the histograms from them, ``writer`` "recompute").
+Each worker process writes its own row per minute (``writer``: the keeper's random id and a segment number)
+holding its cumulative counts, replaced at each flush: no read-modify-write, no lost update between workers,
+and a reader sums the rows of a window. A minute stays in memory ``KEEP_CLOSED_MINUTES`` after it closes; a row
+committed later than that (a stalled writer, a backed-up queue) opens a new segment of its minute, a row of its
+own that adds to the stored ones instead of replacing them, and is forgotten as soon as it is written.
+
+A minute is *settled* once every live keeper has written and forgotten it (``settled_before``): its stored
+rows are final, up to rows committed later still. The monitor reads settled minutes from the histograms and
+counts the newer ones from the raw rows, so that a report run right after traffic sees every committed row;
+``shipml monitor drift --recompute`` rebuilds settled minutes only (``writer`` "recompute"), so a live keeper
+never writes over a recount with counts the recount already holds. A crash loses at most the counts since the
+last flush (the raw rows are committed; a recompute rebuilds them).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +42,13 @@ from shipml.core.profile import ReferenceProfile
 Counts = npt.NDArray[np.int64]
 MINUTE_S = 60
 KEEP_CLOSED_MINUTES = 2  # a closed minute stays in memory this long after its last flush (late rows)
+
+
+def settled_before(now: float, flush_s: float) -> int:
+    """The first minute (Unix time // 60) that a live keeper may still hold at ``now``: every earlier one has been
+    written and forgotten by keepers flushing every ``flush_s`` (a keeper forgets a clean minute at its first
+    flush ``KEEP_CLOSED_MINUTES`` after the minute closed; two flush periods allow for one flush's own time)."""
+    return int((now - 2.0 * flush_s) // MINUTE_S) - KEEP_CLOSED_MINUTES - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,11 +101,14 @@ def split_described(described: str, flat: Counts) -> dict[str, Counts]:
 
 @dataclass
 class _Open:
-    """One (model, version, variant, role, minute)'s cumulative counts in this process."""
+    """One (model, version, variant, role, minute)'s cumulative counts in this process, stored as the row of
+    ``segment`` (the keeper's id, and a number when the minute was reopened by a late row)."""
 
     counts: Counts
+    segment: str
     rows: int = 0
     dirty: bool = True
+    late: bool = False  # opened after the minute was settled: forgotten as soon as it is written
 
 
 Key = tuple[str, str, str, str]  # model, version, variant, role
@@ -117,9 +135,11 @@ class HistogramKeeper:
 
     COUNT_EVERY = 1024
 
-    def __init__(self, flush_s: float = 5.0) -> None:
+    def __init__(self, flush_s: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         self.flush_s = flush_s
+        self.clock = clock  # what "now" is for closing minutes (tests move it)
         self.writer = os.urandom(8).hex()
+        self._segments = 0  # minutes reopened by late rows: each gets a row of its own
         self._layouts: dict[tuple[str, str], HistogramLayout] = {}
         self._pending: dict[Key, _Pending] = {}
         self._lock = threading.Lock()
@@ -184,7 +204,13 @@ class HistogramKeeper:
     def _add(self, key: Key, minute: int, layout: HistogramLayout, rows: list[dict[str, Any]], outs: list[Any]) -> None:
         state = self._open.get((key, minute))
         if state is None:
-            state = self._open[(key, minute)] = _Open(np.zeros(sum(b.buckets for b in layout.binnings), np.int64))
+            late = minute < int(self.clock() // MINUTE_S) - KEEP_CLOSED_MINUTES
+            segment = self.writer
+            if late:
+                self._segments += 1
+                segment = f"{self.writer}.{self._segments}"
+            width = sum(b.buckets for b in layout.binnings)
+            state = self._open[(key, minute)] = _Open(np.zeros(width, np.int64), segment, late=late)
         state.counts += _count(layout, rows, outs)
         state.rows += len(rows)
         state.dirty = True
@@ -194,26 +220,37 @@ class HistogramKeeper:
 
     def collect(self) -> list[tuple[Key, int, _Open, str]]:
         """Count what is pending into the open minutes; the minutes that changed since the last call, to upsert
-        (key, minute, cumulative state, layout sha). Minutes closed for a while are forgotten."""
+        (key, minute, cumulative state, layout sha). Minutes closed for a while are forgotten, and a late minute's
+        segment as soon as it is returned (a later late row opens another)."""
         self._last_flush = time.monotonic()
         with self._lock:
             keys = list(self._pending)
         for key in keys:
             self._count_pending(key)
-        now_minute = int(time.time() // MINUTE_S)
+        now_minute = int(self.clock() // MINUTE_S)
         out = []
         for (key, minute), state in list(self._open.items()):
             if state.dirty:
                 out.append((key, minute, state, self._layouts[(key[0], key[1])].sha))
                 state.dirty = False
+                if state.late:
+                    del self._open[(key, minute)]
             elif minute < now_minute - KEEP_CLOSED_MINUTES:
                 del self._open[(key, minute)]
         return out
 
     def unflushed(self, changed: list[tuple[Key, int, _Open, str]]) -> None:
         """Minutes ``collect`` returned that could not be written: written at the next flush."""
-        for _, _, state, _ in changed:
+        for key, minute, state, _ in changed:
             state.dirty = True
+            if not state.late:
+                continue
+            known = self._open.get((key, minute))  # a forgotten late segment comes back, to be written once
+            if known is None:
+                self._open[(key, minute)] = state
+            elif known is not state:  # another late segment opened meanwhile, not written yet: it takes these too
+                known.counts += state.counts
+                known.rows += state.rows
 
 
 def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[Any]) -> Counts:
@@ -229,4 +266,4 @@ def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[
     return np.concatenate(parts)
 
 
-__all__ = ["PREDICTION", "HistogramKeeper", "HistogramLayout", "split_described"]
+__all__ = ["PREDICTION", "HistogramKeeper", "HistogramLayout", "settled_before", "split_described"]
