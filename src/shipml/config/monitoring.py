@@ -89,7 +89,16 @@ class ExperimentSettings(Section):
     """How `shipml ab report` judges an experiment (core/experiments.py says what each number does)."""
 
     min_count: int = Field(
-        default=100, ge=1, description="labelled predictions each variant needs before a verdict other than continue"
+        default=100,
+        ge=1,
+        description="units (routing keys with labelled predictions) each variant needs before a verdict other than "
+        "continue",
+    )
+    min_events: int = Field(
+        default=10,
+        ge=0,
+        description="a 0/1 primary metric decides only once each variant expects this many of its rarer outcome "
+        "at the pooled rate",
     )
     error_rate_margin: float = Field(
         default=0.01,
@@ -107,8 +116,8 @@ class ExperimentSettings(Section):
     expected_n: int = Field(
         default=10_000,
         ge=1,
-        description="labelled predictions (all variants) the experiment plans for: the anytime-valid intervals "
-        "are tightest there, and valid at every size",
+        description="units (routing keys with labelled predictions, all variants) the experiment plans for: the "
+        "anytime-valid intervals are tightest there, and valid at every size",
     )
     mde: float = Field(
         default=0.02,

@@ -8,7 +8,8 @@ champion (``core.experiments``: difference and lift with anytime-valid intervals
 ratio mismatch, and ``decide`` gives the verdict: ship only when the primary metric is better and every guardrail
 holds (non-inferior within its margin). The guardrails:
 
-- ``error_rate``: its logged rows that are not "ok", against the champion's (``experiments.error_rate_margin``);
+- ``error_rate``: its logged rows that are not "ok", against the champion's (``experiments.error_rate_margin``,
+  see ``core.experiments.rate_guardrail``);
 - ``latency_p99``: its answered requests slower than the champion's p99 (``experiments.latency_margin``, see
   ``core.experiments.latency_guardrail``); each variant's p99 is in its summary;
 - ``drift`` and ``performance``: the verdicts of the newest stored monitoring report, when it covers the window
@@ -16,8 +17,10 @@ holds (non-inferior within its margin). The guardrails:
   they are not judged, left out of the guardrails, and said in the notes: monitoring is a separate job that may
   not run at all, and the error rate, the latency and the primary metric already judge the challenger head to head.
 
-Units of the split: distinct routing keys (routing is sticky, so a key is one unit however many requests it sends),
-plus each request without a key (assigned at random, so each is a unit of its own).
+Units: distinct routing keys (routing is sticky, so a key is one unit however many requests it sends), plus each
+request without a key (assigned at random, so each is a unit of its own), for the split and for the primary metric
+alike: each key's labelled outcomes are summed and the metric is a ratio over keys (``core.units``). The error rate
+and the latency count requests (a batch's chunk is one), with exact per-variant bounds.
 
 Shadows (``serve.shadow``) answered nobody, so no feedback names their rows: a shadow row is joined through its
 routing key to the primary row of the same key, the latest at or before it (the request it copied), and takes that
@@ -36,7 +39,7 @@ import math
 import time
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,6 @@ from shipml.config import Settings
 from shipml.core.experiment_report import ChallengerResult, ExperimentReport, ShadowResult, VariantSummary
 from shipml.core.experiments import (
     DRIFT,
-    ERROR_RATE,
     LATENCY_P99,
     LATENCY_QUANTILE,
     PERFORMANCE,
@@ -58,12 +60,14 @@ from shipml.core.experiments import (
     compare,
     decide,
     latency_guardrail,
+    rate_guardrail,
     sample_ratio_mismatch,
-    variant_stats,
+    unit_stats,
 )
 from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.prediction import DEFAULT_VARIANT, Role, Truth
 from shipml.core.sequential import Kind, SampleSize, sample_size
+from shipml.core.units import per_unit
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused, RegistryError, StoredReportUnreadable
 from shipml.pipelines.guardrails import monitored_guardrails
@@ -119,6 +123,7 @@ class _Run:
 @dataclass(frozen=True)
 class _Scored:
     outcomes: np.ndarray
+    keys: np.ndarray  # each outcome's routing key (None: its request had none)
     matured: int
     labelled: int
 
@@ -164,13 +169,13 @@ class ExperimentJob:
             NEGATIVE_ABSOLUTE_ERROR if regression else ACCURACY, "mean" if regression else "proportion", [],
         )  # fmt: skip
         summaries: list[VariantSummary] = []
-        errors: dict[str, VariantStats] = {}
+        errors: dict[str, tuple[int, int]] = {}
         latencies: dict[str, np.ndarray] = {}
         for arm in self.primaries:
             scored = _scored(rows[arm.name].ids, rows[arm.name], run)
             requests = self._count(arm, window, status=None)
             failed = max(0, requests - self._count(arm, window, status="ok"))
-            errors[arm.name] = _error_rate(arm.name, failed, requests)
+            errors[arm.name] = (failed, requests)
             latencies[arm.name] = self._latencies(arm, window)
             summaries.append(self._summary(arm, rows[arm.name], scored, requests, failed, latencies[arm.name], run))
         srm = sample_ratio_mismatch({s.name: s.units for s in summaries}, {a.name: a.share for a in self.primaries})
@@ -287,14 +292,14 @@ class ExperimentJob:
         p99 = float(np.quantile(latencies, LATENCY_QUANTILE)) if len(latencies) else math.nan
         return VariantSummary(
             arm.name, arm.role, arm.model, self._version(arm, run.notes), arm.share, requests, errors, units, keyed,
-            scored.matured, scored.labelled, variant_stats(arm.name, scored.outcomes, run.kind), p99,
+            scored.matured, scored.labelled, unit_stats(arm.name, per_unit(scored.outcomes, scored.keys), run.kind), p99,
         )  # fmt: skip
 
     def _challenger(
         self,
         champion: VariantSummary,
         challenger: VariantSummary,
-        errors: Mapping[str, VariantStats],
+        errors: Mapping[str, tuple[int, int]],
         latencies: Mapping[str, np.ndarray],
         srm: SampleRatio,
         run: _Run,
@@ -302,10 +307,7 @@ class ExperimentJob:
     ) -> ChallengerResult:
         s = self.settings.experiments
         primary = compare(champion.metric, challenger.metric, metric=run.metric, alpha=s.alpha, expected_n=s.expected_n)
-        error_rate = compare(
-            errors[champion.name], errors[challenger.name], metric=ERROR_RATE, alpha=s.alpha,
-            expected_n=s.expected_n, higher_is_better=False,
-        )  # fmt: skip
+        error_rate = rate_guardrail(errors[champion.name], errors[challenger.name], s.error_rate_margin, alpha=s.alpha)
         latency = latency_guardrail(
             latencies[champion.name], latencies[challenger.name], s.latency_margin, alpha=s.alpha,
             expected_n=s.expected_n, name=LATENCY_P99,
@@ -322,11 +324,15 @@ class ExperimentJob:
             )
         else:
             monitored = monitored_guardrails(champion.name, challenger.name, theirs, mine, run.notes)
-        guardrails = (Guardrail.from_comparison(error_rate, s.error_rate_margin), latency, *monitored)
+        guardrails = (error_rate, latency, *monitored)
         share = challenger.share / (champion.share + challenger.share)
         size = self._sample_size(champion.metric, challenger.metric, share, run)
         return ChallengerResult(
-            challenger.name, primary, guardrails, size, decide(primary, guardrails, srm, min_count=s.min_count)
+            challenger.name,
+            primary,
+            guardrails,
+            size,
+            decide(primary, guardrails, srm, min_count=s.min_count, min_events=s.min_events),
         )
 
     def _sample_size(
@@ -385,15 +391,6 @@ def _arms(settings: Settings) -> tuple[list[_Arm], list[_Arm]]:
     return primaries, [_Arm(s.name, Role.SHADOW, s.model, s.fraction) for s in serve.shadow]
 
 
-def _error_rate(name: str, failed: int, requests: int) -> VariantStats:
-    """A variant's error rate, its per-unit variance taken at (failed + 1) / (requests + 2) (Agresti-Caffo): with no
-    error yet the plain p(1 - p) is 0, which would make "no error in the first 20 requests" prove the error rate
-    non-inferior; with one success and one failure added, an interval narrows only as requests accrue."""
-    stats = variant_stats(name, np.r_[np.ones(failed), np.zeros(requests - failed)], "proportion")
-    adjusted = (failed + 1.0) / (requests + 2.0)
-    return replace(stats, variance=adjusted * (1.0 - adjusted))
-
-
 def _model_of(reference: str) -> str:
     return ModelRef.parse(reference).name
 
@@ -419,7 +416,7 @@ def _scored(ids: np.ndarray, rows: Outcomes, run: _Run) -> _Scored:
         text = np.array([None if f is None else f.label for f in found], dtype=object)
         labelled = matured & np.array([t is not None for t in text.tolist()], dtype=bool)
         outcomes = (rows.label[labelled].astype(str) == text[labelled].astype(str)).astype(np.float64)
-    return _Scored(outcomes, int(matured.sum()), int(labelled.sum()))
+    return _Scored(outcomes, rows.keys[labelled], int(matured.sum()), int(labelled.sum()))
 
 
 def _join(shadow: Outcomes, primaries: Mapping[str, Outcomes]) -> tuple[np.ndarray, np.ndarray]:

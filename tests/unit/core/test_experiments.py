@@ -21,7 +21,10 @@ from shipml.core.experiments import (
     compare,
     decide,
     latency_guardrail,
+    rate_guardrail,
     sample_ratio_mismatch,
+    too_few,
+    unit_stats,
     variant_stats,
 )
 from shipml.core.jsonable import from_jsonable
@@ -33,6 +36,7 @@ from shipml.core.sequential import (
     sequential_halfwidth,
     sequential_z,
 )
+from shipml.core.units import UnitSums, per_unit
 
 Z95 = norm.ppf(0.975)
 
@@ -59,7 +63,10 @@ def test_a_proportions_interval_is_scipys_wilson(k: int, n: int) -> None:
     assert (stats.n, stats.mean, stats.kind, stats.method) == (n, k / n, "proportion", "wilson")
     assert stats.lower == pytest.approx(expected.low, abs=1e-9)
     assert stats.upper == pytest.approx(expected.high, abs=1e-9)
-    assert stats.variance == pytest.approx(k / n * (1 - k / n), abs=1e-15)
+    # p(1 - p), except with no success or no failure yet (S3): then Agresti-Caffo's, never 0
+    adjusted = (k + 1) / (n + 2)
+    expected_variance = k / n * (1 - k / n) if 0 < k < n else adjusted * (1 - adjusted)
+    assert stats.variance == pytest.approx(expected_variance, abs=1e-15) and stats.variance > 0
 
 
 def test_a_means_interval_is_a_seeded_bootstrap_close_to_the_normal_one() -> None:
@@ -428,7 +435,7 @@ def test_continue_while_undecided() -> None:
     unjudged = decide(_primary(*BETTER), [Guardrail.from_check("drift", None)], BALANCED)
     assert unjudged.verdict == "continue"
     few = decide(_primary((5, 50), (49, 50)), [], None)  # "significant" on 50 units each: too few to trust
-    assert few.verdict == "continue" and few.reasons == ("variant champion has 50 observations, under the minimum 100",)
+    assert few.verdict == "continue" and few.reasons == ("variant champion has 50 units, under the minimum 100",)
     assert decide(_primary((5, 50), (49, 50)), [], None, min_count=20).verdict == "ship"
     worse_few = decide(_primary((49, 50), (5, 50)), [], None)  # neither way: a rollback too waits for the minimum
     assert worse_few.verdict == "continue"
@@ -489,3 +496,63 @@ def test_results_serialise_to_plain_json() -> None:
     assert back["primary"]["control"]["name"] == "champion"
     assert (back["primary"]["better"], back["primary"]["worse"]) == (True, False)
     assert back["guardrails"][0]["status"] == "holds"
+
+
+# --- units: routing keys, the delta method ----------------------------------------------------------------------
+
+
+def test_a_key_is_one_unit_and_a_keyless_request_is_one_too() -> None:
+    sums = per_unit([1, 1, 0, 1, 0, 1], ["a", "a", "b", None, None, "a"])
+    assert (sums.units, sums.observations, sums.total) == (4, 6.0, 4.0)  # a: 3 of 3, b: 0 of 1, two keyless
+    assert (sums.total_sq, sums.observations_sq, sums.cross) == (9.0 + 0 + 1 + 0, 9.0 + 1 + 1 + 1, 9.0 + 0 + 1 + 0)
+
+
+def test_the_delta_method_is_the_ratio_estimators_textbook_variance() -> None:
+    """K Var(R) = Var(S - R N) / mean(N)^2 (the linearised ratio), and with one observation a unit it is the plain
+    sample variance (so a mean's analysis is unchanged)."""
+    rng = np.random.default_rng(3)
+    counts = 1 + rng.poisson(4, size=500)
+    sums = rng.normal(2.0, 1.0, size=500) * counts
+    got = UnitSums.of(sums, counts)
+    r = sums.sum() / counts.sum()
+    assert got.mean == pytest.approx(r)
+    assert got.unit_variance("mean") == pytest.approx(np.var(sums - r * counts, ddof=1) / counts.mean() ** 2)
+    values = rng.normal(size=300)
+    assert UnitSums.of(values, np.ones(300)).unit_variance("mean") == pytest.approx(np.var(values, ddof=1))
+
+
+def test_a_proportions_variance_is_never_0_and_a_cluster_counts_once() -> None:
+    """S3: an arm with no failure yet keeps the binomial variance at Agresti-Caffo's rate; S2: a key re-scored 10
+    times, always right, is one unit: its ten 1s carry the weight of one key, not ten independent units."""
+    perfect = unit_stats("challenger", per_unit(np.ones(200), [str(i) for i in range(200)]), "proportion")
+    assert perfect.variance == pytest.approx(201 / 202 * (1 / 202)) and perfect.variance > 0
+    keys = [str(i // 10) for i in range(1000)]  # 100 keys x 10 requests, the whole key right or wrong
+    outcomes = np.repeat(np.random.default_rng(4).random(100) < 0.8, 10).astype(float)
+    clustered = unit_stats("champion", per_unit(outcomes, keys), "proportion")
+    independent = variant_stats("champion", outcomes, "proportion")
+    assert (clustered.n, clustered.rows, clustered.method) == (100, 1000, "delta")
+    assert clustered.variance / clustered.n == pytest.approx(10 * independent.variance / 1000 * 1000 / 999, rel=0.02)
+
+
+def test_a_0_1_metric_decides_only_once_each_arm_expects_enough_rare_outcomes() -> None:
+    """S3: at accuracy 0.995 a 1 % arm of 300 units expects 1.5 failures: no verdict, however the interval looks;
+    a challenger that is always wrong is judged at once (the rare outcome is taken at the pooled rate)."""
+    small = compare(_rate("champion", 29_850, 30_000), _rate("challenger", 300, 300))
+    waiting = too_few(small)
+    assert waiting is not None and waiting.startswith("variant challenger expects 1.5 failures at the pooled rate")
+    assert decide(small, [], None).verdict == "continue"
+    broken = compare(_rate("champion", 170, 200), _rate("challenger", 0, 200))
+    assert too_few(broken) is None and decide(broken, [], None).verdict == "rollback"
+    assert too_few(small, min_events=0) is None
+
+
+def test_the_error_rate_guardrail_is_exact_per_arm() -> None:
+    """S6: [L_t - U_c, U_t - L_c] from each arm's exact sequence at alpha / 2: a 1 % arm with no error in 300
+    requests proves nothing; bounds contain each arm's rate."""
+    g = rate_guardrail((150, 30_000), (0, 300), 0.01)
+    assert g.status == "undecided" and g.lower < -0.004 and g.upper > 0.01
+    assert rate_guardrail((150, 30_000), (0, 3_000), 0.01).status == "holds"
+    assert rate_guardrail((150, 30_000), (60, 1_000), 0.01).status == "violated"
+    assert math.isnan(rate_guardrail((0, 0), (1, 10), 0.01).lower)
+    with pytest.raises(ValueError, match="between 0 and the trials"):
+        rate_guardrail((5, 3), (0, 10), 0.01)

@@ -120,7 +120,7 @@ def test_too_few_labels_continue(store: PredictionStore) -> None:
     log(store, "champion", labelled(50, 0.9))
     log(store, "challenger", labelled(50, 0.5))
     r = report(store)
-    assert (r.verdict, r.reasons) == ("continue", ("variant champion has 50 observations, under the minimum 100",))
+    assert (r.verdict, r.reasons) == ("continue", ("variant champion has 50 units, under the minimum 100",))
 
 
 def test_without_feedback_there_is_no_data(store: PredictionStore) -> None:
@@ -385,13 +385,10 @@ def test_what_the_job_refuses(store: PredictionStore) -> None:
 def test_the_error_rate_is_shown_within_its_margin_only_once_requests_accrue(store: PredictionStore) -> None:
     """No error in a few requests proves nothing (the plain p(1 - p) variance would be 0 and the interval [0, 0]);
     with no error in thousands the error rate holds; a challenger failing 5 % is a violation."""
-    from shipml.core.experiments import Guardrail, compare
-    from shipml.pipelines.experiments import _error_rate
+    from shipml.core.experiments import rate_guardrail
 
     def status(failed: int, requests: int) -> str:
-        champion, challenger = _error_rate("champion", 0, requests), _error_rate("challenger", failed, requests)
-        rates = compare(champion, challenger, metric="error_rate", higher_is_better=False)
-        return Guardrail.from_comparison(rates, 0.01).status
+        return rate_guardrail((0, requests), (failed, requests), 0.01).status
 
     assert status(0, 20) == "undecided"
     assert status(0, 5_000) == "holds"
@@ -414,3 +411,25 @@ def test_a_request_is_one_latency_however_many_rows_it_answered(tmp_path: Path) 
     got = store.predictions.read_latencies("churn", now - 1, now + 60, variant="champion")
     assert sorted(got.tolist()) == [5.0, 6.0, 7.0, 40.0, 90.0]
     store.close()
+
+
+def test_a_key_scored_many_times_is_one_unit_of_the_primary_metric(store: PredictionStore) -> None:
+    """S2: a challenger whose 300 extra right answers all come from one customer re-scored is not "better": that
+    customer is one unit of 101, and the report says continue; counted per prediction it was significantly better."""
+    from shipml.core.experiments import compare, variant_stats
+
+    log(store, "champion", labelled(400, 0.8), keys=[f"c{i}" for i in range(400)])
+    log(store, "challenger", labelled(100, 0.8), keys=[f"t{i}" for i in range(99)] + ["loyal"])
+    log(store, "challenger", labelled(300, 1.0), keys=["loyal"] * 300)
+    r = report(store, settings((("champion", 0.8), ("challenger", 0.2))))
+    challenger = r.variant("challenger")
+    assert (challenger.units, challenger.labelled, challenger.metric.n, challenger.metric.rows) == (100, 400, 100, 400)
+    assert challenger.metric.mean == pytest.approx(0.95) and challenger.metric.method == "delta"
+    assert (r.verdict, r.srm.mismatch, r.challengers[0].primary.better) == ("continue", False, False)
+    per_prediction = compare(variant_stats("c", labelled_outcomes(400, 0.8), "proportion"),
+                             variant_stats("t", np.r_[labelled_outcomes(100, 0.8), np.ones(300)], "proportion"))  # fmt: skip
+    assert per_prediction.better
+
+
+def labelled_outcomes(n: int, accuracy: float) -> np.ndarray:
+    return np.array([float(p == t) for p, t in labelled(n, accuracy)])
