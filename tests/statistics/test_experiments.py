@@ -3,7 +3,8 @@ functions, each printing its figure and asserting it within its Monte-Carlo erro
 
 - the sample-ratio test under a correct split, read at 1,000 looks: P(ever flagged) <= its level;
 - the latency guardrail in an A/A test where some requests are batches: one latency per request (what
-  ``read_latencies`` returns, tests/unit/pipelines/test_experiments_job.py) keeps its false "violated" <= alpha;
+  ``read_latencies`` returns, tests/unit/pipelines/test_experiments_job.py) keeps its false "violated" <= alpha,
+  and so it does when a key's requests are all slower than others';
 - the primary metric in A/A tests read at every look: per routing key (5 requests a key, within-key correlation
   0.1 and 0.3), and at the edges (50/50, 10 % and 1 % shares at rates 0.5, 0.98, 0.995, 0.02, 0.005);
 - the error-rate guardrail at its margin at 1-50 % shares (false "holds", what a canary step needs), and in an A/A
@@ -130,6 +131,28 @@ def test_latency_guardrail_counts_a_batch_once_in_an_a_a_test(rng: np.random.Gen
     figure("latency A/A with 200-row batches", runs=runs, looks=looks, ever_violated=per_request,
            ever_violated_before_per_row=per_row)  # fmt: skip
     assert per_request <= alpha + mc_margin(alpha, runs)
+
+
+def test_latency_guardrail_with_latencies_clustered_by_key(rng: np.random.Generator) -> None:
+    """The latency's unit is the request. Keys whose requests are all slower (5 requests a key, each key's latency
+    scaled by its own lognormal factor, sd 0.5 on the log scale: a customer with heavy records), A/A at 50/50
+    and 10 %, read every 1,000 requests to 30,000: P(ever violated) stays <= alpha."""
+    runs, looks, alpha = replicates(100), np.arange(1_000, 30_001, 1_000), 0.05
+    rows = {}
+    for share in (0.5, 0.1):
+        violated = 0
+        for _ in range(runs):
+            keys = looks[-1] // 5
+            arm = np.repeat(rng.random(keys) < share, 5)
+            latency = np.repeat(rng.lognormal(0.0, 0.5, size=keys), 5) * rng.lognormal(np.log(20.0), 0.4, keys * 5)
+            for look in looks:
+                a, lat = arm[:look], latency[:look]
+                if latency_guardrail(lat[~a], lat[a], 0.01, alpha=alpha).status == "violated":
+                    violated += 1
+                    break
+        rows[f"share{share:g}"] = violated / runs
+    figure("latency A/A clustered by key", runs=runs, looks=len(looks), **rows)
+    assert max(rows.values()) <= alpha + mc_margin(alpha, runs)
 
 
 # --- the primary metric: units and the edges ----------------------------------------------------------------------

@@ -155,7 +155,8 @@ def sample_size(
 ) -> SampleSize:
     """Units needed to detect a change of ``mde`` from ``baseline`` (the control's mean), two-sided at ``alpha``, with ``power``, a share ``treatment_share`` of the units in
     the treatment. Proportion: the variances are p(1 - p) at the baseline and at the changed rate (the unpooled
-    textbook formula); mean: both ``variance``. Total N = (z_crit + z_power)^2 (v_c / (1 - s) + v_t / s) / effect^2,
+    textbook formula), or, given the measured per-unit ``variance`` (units of several predictions, see
+    ``core.units``), that one at the baseline, scaled by the same ratio at the changed rate; mean: both ``variance``. Total N = (z_crit + z_power)^2 (v_c / (1 - s) + v_t / s) / effect^2,
     z_crit = z_(1 - alpha/2), or the confidence sequence's critical value unless ``fixed_horizon`` (see
     ``required_units``).
 
@@ -173,6 +174,8 @@ def sample_size(
         if not (0.0 < baseline < 1.0 and 0.0 < changed < 1.0):
             raise ValueError(f"a proportion's baseline {baseline} and changed rate {changed} must be inside (0, 1)")
         vc, vt = baseline * (1.0 - baseline), changed * (1.0 - changed)
+        if variance is not None and variance > 0:  # measured per unit (a key of several predictions)
+            vc, vt = variance, vt * variance / vc
     elif variance is None or not variance > 0:
         raise ValueError(f"a mean's sample size needs its per-unit variance > 0, got {variance}")
     else:

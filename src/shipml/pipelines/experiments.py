@@ -344,7 +344,8 @@ class ExperimentJob:
             return None
         try:
             return sample_size(
-                champion.mean, s.mde, kind=run.kind, variance=champion.variance if run.kind == "mean" else None,
+                champion.mean, s.mde, kind=run.kind,
+                variance=champion.variance if math.isfinite(champion.variance) else None,
                 alpha=s.alpha, treatment_share=share, observed=champion.n + challenger.n,
             )  # fmt: skip
         except ValueError as exc:

@@ -364,6 +364,14 @@ def test_fixed_horizon_sample_size_is_the_textbook_formula() -> None:
     assert sample_size(0.10, 0.02, relative=False, fixed_horizon=True, observed=10**6).remaining == 0
 
 
+def test_a_proportions_sample_size_takes_the_measured_per_unit_variance() -> None:
+    """Units of several predictions (keys): the units needed scale with the per-unit variance measured, here
+    2.4 times the binomial one (5 predictions a key, within-key correlation 0.3)."""
+    plain = sample_size(0.10, 0.02, relative=False, fixed_horizon=True)
+    keyed = sample_size(0.10, 0.02, relative=False, fixed_horizon=True, variance=2.4 * 0.09)
+    assert keyed.exact_total == pytest.approx(2.4 * plain.exact_total, rel=1e-12)
+
+
 def test_anytime_valid_sample_size_gives_the_power_at_its_own_horizon() -> None:
     got = sample_size(0.10, 0.02, relative=False)
     fixed = sample_size(0.10, 0.02, relative=False, fixed_horizon=True)
