@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+
+# One OpenMP (and OpenBLAS) thread per process, set before numpy and scikit-learn load and inherited by every
+# process a test starts: the suite runs more processes than the machine has cores, and an idle OpenMP thread spins
+# for work, so each HistGradientBoosting fit (the fast path's tests, the monitor's domain classifier) burnt CPU the
+# other processes needed (a third more CPU, and more wall time, for three concurrent runs of the fast path's tests).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 from typing import Any
 
