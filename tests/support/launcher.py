@@ -29,6 +29,7 @@ SHIPML = str(Path(sys.executable).parent / "shipml")
 # What the commands and the service import: loaded once in the fork server.
 PRELOAD = [
     "shipml.cli",
+    "shipml.examples.churn",
     "shipml.adapters.registry",
     "shipml.adapters.store",
     "shipml.pipelines.train",
@@ -36,6 +37,15 @@ PRELOAD = [
     "shipml.server.app",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    "alembic.command",  # MLflow's migrations, run when a process opens a registry database
+    "alembic.config",
+    "skops.io",  # every model load
+    "pandera",
+    "pyarrow.parquet",
+    "scipy.stats",
+    "sklearn.ensemble",
     "uvicorn",
 ]
 # Read by libraries when they are imported (rich's consoles: the width, colours), so never fixed in the server:
