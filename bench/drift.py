@@ -387,7 +387,7 @@ def statistics_part(args: argparse.Namespace, data: Path, sizes: tuple[int, ...]
                 f"{n:>10,} {name:<10} {r['seconds']:>8.3f} {r['peak_mb']:>12,.0f} {r['peak_mb'] - r['loaded_mb']:>14,.0f}  {flagged:<48} {ratio:>17}"
             )
         if ship["warned"]:
-            print(f"{'':>10} shipml warns (PSI between 0.1 and 0.2, not flagged): {', '.join(ship['warned'])}")
+            print(f"{'':>10} shipml warns (significant, under the drift floors): {', '.join(ship['warned'])}")
     big = max(sizes)
     ship, ev = results[(big, "shipml")], results.get((big, "evidently"))
     goals.add(f"{big:,} rows: Evidently time / shipml time", ev["seconds"] / ship["seconds"] if ev else None, 20, True)
