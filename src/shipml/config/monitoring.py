@@ -67,7 +67,8 @@ class MonitorSettings(Section):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="estimated performance is refused above this holdout calibration error",
+        description="estimated performance is refused above this holdout calibration error (of the scores "
+        "recalibrated at training, for versions that recorded a recalibration)",
     )
     webhook_url: str | None = Field(
         default=None, description="POST a JSON (Slack-compatible) message here when a verdict changes"

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shipml.core.performance import PerformanceEstimate, calibration_error, realised_performance
+from shipml.core.calibration import Recalibration, calibration_error, fit_recalibration
+from shipml.core.performance import PerformanceEstimate, realised_performance
 from shipml.core.schema import Task
 from shipml.errors import ConfigError
 
@@ -40,6 +41,9 @@ class Evaluation:
     # window is compared with the holdout as with another estimate, not an exact value (performance_drop)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     rows: int = 0
+    # classification: the logistic map of the scores fitted on the holdout, which estimated performance applies
+    # before reading metrics from them (core.calibration); None when the holdout has too few of an outcome
+    recalibration: Recalibration | None = None
 
     def recorded(self) -> dict[str, float]:
         """What a training run logs as its holdout metrics: ``metrics`` plus the calibration error."""
@@ -115,14 +119,16 @@ def evaluate(
         out["roc_auc"] = float(skm.roc_auc_score(yt, proba, multi_class="ovr", average="macro", labels=labels))
     cm = skm.confusion_matrix(yt, yp, labels=labels)
     score = proba[:, column] if task == "binary" else None
+    outcome, confidence = _calibrated_pair(task, yt, yp, proba, labels, positive)
     return Evaluation(
         {k: out[k] for k in CLASSIFICATION_METRICS},
         tuple(str(c) for c in labels),
         tuple(tuple(int(v) for v in row) for row in cm),
         str(positive) if task == "binary" else None,
-        _calibration(task, yt, yp, proba, labels, positive),
+        calibration_error(outcome, confidence),
         _intervals(realised_performance(task, yt, yp, score, positive)),
         len(yt),
+        fit_recalibration(outcome, confidence),
     )
 
 
@@ -130,14 +136,14 @@ def _intervals(estimates: tuple[PerformanceEstimate, ...]) -> dict[str, tuple[fl
     return {e.metric: (e.lower, e.upper) for e in estimates if e.lower is not None and e.upper is not None}
 
 
-def _calibration(
+def _calibrated_pair(
     task: Task, yt: np.ndarray, yp: np.ndarray, proba: np.ndarray, labels: np.ndarray, positive: Any
-) -> float:
-    """Binary: of the positive-class probability (what estimated performance reads); multiclass: of the
-    predicted class's probability against whether the prediction was right."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """What calibration is judged on (outcome, confidence). Binary: whether the row was positive, and the
+    positive-class probability (what estimated performance reads); multiclass: whether the prediction was right,
+    and the predicted class's probability."""
     if task == "binary":
-        return calibration_error(yt == positive, proba[:, int(np.flatnonzero(labels == positive)[0])])
+        return yt == positive, proba[:, int(np.flatnonzero(labels == positive)[0])]
     sorter = np.argsort(labels)
     columns = sorter[np.searchsorted(labels, yp, sorter=sorter)]  # each prediction's column in ``proba``
-    confidence = proba[np.arange(len(yp)), columns]
-    return calibration_error(yt == yp, confidence)
+    return yt == yp, proba[np.arange(len(yp)), columns]

@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import ArrayLike
 
+from shipml.core.calibration import calibration_error as calibration_error  # its home before core.calibration
+from shipml.core.calibration import expected_calibration_error as expected_calibration_error
 from shipml.core.intervals import auc_interval, difference_upper, f1_interval, z_of
 from shipml.core.intervals import wilson_interval as wilson_interval  # its home before core.intervals
 from shipml.core.schema import Task
@@ -69,35 +71,6 @@ class PerformanceDrop:
 
     flagged: bool
     reason: str
-
-
-def expected_calibration_error(outcome: ArrayLike, confidence: ArrayLike, bins: int = 10) -> float:
-    """ECE: the row-weighted mean over ``bins`` equal-mass bins of |observed rate - mean confidence|.
-
-    ``outcome``: whether the row was positive (binary, with ``confidence`` the positive-class probability)
-    or correctly predicted (multiclass, with the predicted class's probability). Equal-mass bins because
-    scores pile up (most churn probabilities are small): equal-width bins would leave most bins empty and
-    judge the crowded one from a single mean. Ties are never split across bins, so the result does not
-    depend on the order of the rows.
-    """
-    y, c, starts = _binned(outcome, confidence, bins)
-    return float(np.sum(np.abs(np.add.reduceat(y, starts) - np.add.reduceat(c, starts))) / len(c))
-
-
-def calibration_error(outcome: ArrayLike, confidence: ArrayLike, bins: int = 10) -> float:
-    """The ECE in excess of what label noise alone gives a perfectly calibrated model on the same rows:
-    sqrt(max(0, ECE^2 - E0^2)), with E0 the ECE expected under calibration (per bin, the mean absolute
-    deviation of a sum of Bernoulli(confidence): sqrt(2 var / pi), normal approximation).
-
-    Why: on a 400-row holdout a perfectly calibrated model has an ECE of about 0.05 from noise alone, so a
-    0.05 threshold on the raw ECE would refuse a third of good models; this stays near 0 for them and
-    converges to the ECE as the holdout grows. This is the ``calibration_error`` recorded at training time.
-    """
-    y, c, starts = _binned(outcome, confidence, bins)
-    n = len(c)
-    ece = np.sum(np.abs(np.add.reduceat(y, starts) - np.add.reduceat(c, starts))) / n
-    noise = np.sum(np.sqrt(2.0 / np.pi * np.add.reduceat(c * (1.0 - c), starts))) / n
-    return float(np.sqrt(max(0.0, ece * ece - noise * noise)))
 
 
 def realised_performance(
@@ -375,22 +348,6 @@ def _f1(tp: Floats, fp: Floats, fn: Floats, absent: float = 0.0) -> Floats:
     denominator = 2.0 * tp + fp + fn
     safe = np.where(denominator > 0, denominator, 1.0)
     return np.asarray(np.where(denominator > 0, 2.0 * tp / safe, absent), dtype=np.float64)
-
-
-def _binned(outcome: ArrayLike, confidence: ArrayLike, bins: int) -> tuple[Floats, Floats, npt.NDArray[np.intp]]:
-    """Outcomes and confidences sorted by confidence, and the start of each equal-mass bin (ties kept whole)."""
-    c = np.asarray(confidence, dtype=np.float64)
-    y = np.asarray(outcome, dtype=np.float64)
-    if c.ndim != 1 or c.shape != y.shape or len(c) == 0:
-        raise ValueError(f"outcome and confidence must be 1-D of one non-zero length, got {y.shape} and {c.shape}")
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    order = np.argsort(c, kind="stable")
-    c, y = c[order], y[order]
-    n = len(c)
-    cuts = np.arange(1, bins) * n // bins
-    cuts = np.searchsorted(c, c[cuts[cuts > 0] - 1], side="right")  # move each cut past its ties
-    return y, c, np.unique(np.r_[0, cuts[cuts < n]])
 
 
 def _chunk_sizes(total: int, n: int) -> Iterator[int]:

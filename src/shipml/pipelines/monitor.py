@@ -4,9 +4,9 @@ Drift reads the per-minute histograms the store writer keeps (a verdict over any
 arrays), and counts the window's newest minutes, which the writers may not have written yet, from the raw rows;
 ``recompute`` first rebuilds the settled minutes from the raw rows. Realised performance joins the feedback to
 the predictions that are old enough to have it (``monitor.label_delay_s``); estimated performance comes
-from the probabilities, when the version's holdout calibration error allows. The multivariate check (a
-domain classifier) reads a sample of the window's newest raw rows and the version's registered reference
-sample.
+from the probabilities, recalibrated by the map recorded at training, when the holdout's calibration error
+after that map allows. The multivariate check (a domain classifier) reads a sample of the window's newest raw
+rows and the version's registered reference sample.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from shipml.adapters.store.histogram_table import MinuteCounts, Recount
 from shipml.adapters.store.histograms import HistogramLayout
 from shipml.config import MonitorSettings
 from shipml.core.binning import PREDICTION, ProfileBinnings, counts_of
+from shipml.core.calibration import Recalibration
 from shipml.core.domain_drift import domain_classifier_drift
 from shipml.core.drift import DriftThresholds, FeatureDrift, drift_of, feature_drift, worst
 from shipml.core.metrics import LOWER_IS_BETTER
@@ -278,6 +279,12 @@ class MonitorJob:
                         series.append(PerformanceEntry(e.estimate, e.holdout, e.dropped, e.reason, start, end))
         if v.task != "regression" and holdout.get("calibration_error") is None:
             notes.append("estimated performance refused: the version has no recorded holdout calibration error")
+        elif v.task != "regression" and Recalibration.from_dict(v.bundle.evaluation.get("recalibration")) is None:
+            notes.append(
+                "estimated performance reads the raw probabilities, gated by their holdout calibration error: the "
+                "version was trained before shipml recorded a recalibration of its scores (or its holdout had too "
+                "few rows of an outcome to fit one)"
+            )
         return whole, tuple(series), labels
 
     def _estimates(
@@ -306,7 +313,11 @@ class MonitorJob:
             estimates += realised_performance(task, truth, predicted, positive_score, v.positive, opts)  # type: ignore[arg-type]
             served = v.positive_scores(score[rows]) if task == "binary" else score[rows]
             predicted_positive = (label[rows].astype(str) == v.positive) if task == "binary" else None
-            estimates += estimated_performance(task, served, holdout.get("calibration_error"), predicted_positive, opts)  # type: ignore[arg-type]
+            error = holdout.get("calibration_error")
+            recalibration = Recalibration.from_dict(v.bundle.evaluation.get("recalibration"))
+            if recalibration is not None:  # the scores mapped as the holdout showed, and judged after the map
+                served, error = recalibration.apply(served), recalibration.calibration_error
+            estimates += estimated_performance(task, served, error, predicted_positive, opts)  # type: ignore[arg-type]
         out = []
         for e in estimates:
             reference = holdout.get(e.metric)

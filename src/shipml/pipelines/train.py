@@ -230,6 +230,8 @@ def payload_for(settings: Settings, result: TrainResult) -> RunPayload:
         "holdout_rows": result.holdout.rows,
         "holdout_intervals": {k: list(v) for k, v in result.holdout.intervals.items()},
     }
+    if result.holdout.recalibration is not None:  # what estimated performance maps the scores with
+        evaluation["recalibration"] = result.holdout.recalibration.to_dict()
     files = {
         "shipml/schema.json": result.schema.to_json(),
         "shipml/profile.json": result.profile.to_json(),

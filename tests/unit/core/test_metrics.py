@@ -106,3 +106,6 @@ def test_training_logs_the_calibration_error_with_the_holdout_metrics(churn_csv:
     assert set(evaluation["holdout_intervals"]) == {"accuracy", "f1", "roc_auc"}
     for metric, (lower, upper) in evaluation["holdout_intervals"].items():
         assert lower <= evaluation["holdout"][metric] <= upper, metric
+    # the map estimated performance applies to the scores, fitted on the holdout
+    assert result.holdout.recalibration is not None
+    assert evaluation["recalibration"] == result.holdout.recalibration.to_dict()
