@@ -1,8 +1,8 @@
 """Experiment statistics: each variant's primary metric, treatment vs control, sample ratio mismatch and the verdict
 (the sample size still needed lives in ``core.sequential``, beside the boundary it depends on).
 
-Outcomes are one value per unit (a labelled prediction): binary, kind "proportion" (correct, converted: 0/1), or
-continuous, kind "mean". A variant's own interval is Wilson (proportion) or a percentile bootstrap (mean); it is
+Outcomes are binary, kind "proportion" (correct, converted: 0/1), or continuous, kind "mean"; ``variant_stats`` takes
+one per independent unit, ``unit_stats`` a ratio over routing keys of several each. A variant's own interval is Wilson (proportion) or a percentile bootstrap (mean); it is
 descriptive. Decisions rest on the difference treatment - control, whose interval is, by default, the anytime-valid
 confidence sequence of ``core.sequential`` (valid however often it is looked at), or with ``fixed_horizon=True`` the
 classic normal interval, valid at one sample size fixed in advance.
@@ -11,10 +11,14 @@ classic normal interval, valid at one sample size fixed in advance.
 p99, with an exact (beta-binomial) confidence sequence that stays valid although that p99 is estimated from the
 same data (its docstring says why).
 
+``rate_guardrail`` judges the error rate with an exact confidence sequence of each variant's rate
+(``core.binomial_sequences``, the beta-binomial mixtures both guardrails share). The primary metric's unit is the
+routing key (``core.units``: ``unit_stats`` takes its per-key sums).
+
 Pure numpy; scipy is imported inside the one function that needs it, so commands that only read reports start fast.
 
-About 500 lines and one concept, the statistics of an A/B comparison (the structure review let it stay whole): the
-variant's interval, the difference, the guardrails and the decision rest on one another's values.
+One concept, the statistics of an A/B comparison (the structure review let it stay whole): the variant's interval,
+the difference, the guardrails and the decision rest on one another's values.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import ArrayLike
 
+from shipml.core.binomial_sequences import beta_prior, centred_rate_bounds, count_band, rate_bounds
 from shipml.core.jsonable import jsonable
 from shipml.core.performance import wilson_interval
 from shipml.core.sequential import (
@@ -51,21 +56,14 @@ PERFORMANCE = "performance"
 GUARDRAILS = (ERROR_RATE, LATENCY_P99, DRIFT, PERFORMANCE)
 
 SRM_THRESHOLD = 0.001  # anytime-valid p-value under which the split is a sample ratio mismatch
-SRM_TEST = "sequential"
+SRM_TEST = "sequential"  # SampleRatio.test of the Dirichlet-multinomial mixture
 # The rarer outcome of a 0/1 metric each variant must expect (at the pooled rate) before it decides anything.
-MIN_EVENTS = 10  # SampleRatio.test of the Dirichlet-multinomial mixture
+MIN_EVENTS = 10
 LATENCY_QUANTILE = 0.99  # the latency guardrail judges the treatment's requests slower than the control's p99
 _CHUNK_CELLS = 1 << 21  # bootstrap index matrices are built in chunks of at most this many cells
 # Above this many units a mean's interval is the normal one: the bootstrap of a mean equals it there to a tiny
 # fraction of its width, and 1,000 resamples of a million rows would take seconds.
 _BOOTSTRAP_MAX_UNITS = 200_000
-_BISECTIONS = 60  # halvings of a rate's bound: 1e-18 of its search interval
-_RATE_BISECTIONS = 40  # the error rate's: 1e-12, far below any margin
-# The error rate's exact sequences take a prior worth this many trials, centred on each rate they test: small, so a
-# few hundred requests without an error bound a rate (460 show 0 errors within 1 point, against 560 with 100 trials
-# and 1,150 with the latency guardrail's prior tuned for 10,000 units), and within 3 % of the tightest at 1,000 and
-# 10,000 requests; any value keeps the guarantee.
-RATE_PRIOR_TRIALS = 30.0
 _NAN = float("nan")
 
 
@@ -344,14 +342,14 @@ def latency_guardrail(
     if len(control) == 0 or len(treatment) == 0:
         return Guardrail(name, _NAN, _NAN, margin)
     share, half = 1.0 - quantile, alpha / 2.0
-    prior = _beta_prior(share, expected_n, half)
+    prior = beta_prior(share, expected_n, half)
     control.sort()
     n = len(control)
-    k_lo, k_hi = _count_band(n, share, prior, half)
+    k_lo, k_hi = count_band(n, share, prior, half)
     low = control[n - k_hi - 1] if k_hi < n else -math.inf
     high = control[n - k_lo] if k_lo > 0 else math.inf
-    lower, _ = _rate_bounds(int((treatment > high).sum()), len(treatment), prior, half)
-    _, upper = _rate_bounds(int((treatment > low).sum()), len(treatment), prior, half)
+    lower, _ = rate_bounds(int((treatment > high).sum()), len(treatment), prior, half)
+    _, upper = rate_bounds(int((treatment > low).sum()), len(treatment), prior, half)
     return Guardrail(name, lower - share, upper - share, margin)
 
 
@@ -367,7 +365,7 @@ def rate_guardrail(
     are (events, trials) each. The difference's interval is [L_t - U_c, U_t - L_c] from an exact confidence sequence
     of each arm's rate at alpha / 2 (the union bound: both hold at every look at once with probability >= 1 -
     alpha), each the beta-binomial mixture of ``latency_guardrail`` centred on the rate it tests (a prior worth
-    ``RATE_PRIOR_TRIALS`` trials). Exact at any
+    ``core.binomial_sequences.RATE_PRIOR_TRIALS`` trials). Exact at any
     count, so a small arm with no error yet proves nothing until its trials alone bound its rate (no normal
     approximation resting on a handful of events: review S6). The unit is the trial (a request), assumed
     independent of the others; the price is a wider interval than the plug-in one."""
@@ -378,8 +376,8 @@ def rate_guardrail(
     if nc == 0 or nt == 0:
         return Guardrail(name, _NAN, _NAN, margin)
     half = alpha / 2.0
-    lc, uc = _centred_rate_bounds(kc, nc, half)
-    lt, ut = _centred_rate_bounds(kt, nt, half)
+    lc, uc = centred_rate_bounds(kc, nc, half)
+    lt, ut = centred_rate_bounds(kt, nt, half)
     return Guardrail(name, lt - uc, ut - lc, margin)
 
 
@@ -502,103 +500,6 @@ def _latencies(values: ArrayLike, what: str) -> Floats:
     if bad:
         raise ValueError(f"latencies of the {what}: {bad} are NaN or infinite")
     return array
-
-
-def _beta_prior(rate: float, expected_n: float, alpha: float) -> tuple[float, float]:
-    """Beta(a, b) with mean ``rate`` and the normal mixture's spread: the prior variance of the rate,
-    rate (1 - rate) / (a + b + 1), is the mixture's per-unit variance times rho^2."""
-    rho = mixture_rho(expected_n, alpha)
-    size = max(1.0 / (rho * rho) - 1.0, 1.0)
-    return size * rate, size * (1.0 - rate)
-
-
-def _log_mixture(rate: float, k: int, n: int, prior: tuple[float, float]) -> float:
-    """log of the beta-binomial mixture martingale against ``rate`` after k successes in n: the data's
-    probability averaged over the prior, divided by its probability at ``rate`` (Ville: >= 1/alpha with
-    probability <= alpha at any n, when ``rate`` is the true one)."""
-    a, b = prior
-    mixture = _log_beta(a + k, b + n - k) - _log_beta(a, b)
-    at_rate = (k * math.log(rate) if k else 0.0) + ((n - k) * math.log1p(-rate) if n > k else 0.0)
-    return mixture - at_rate
-
-
-def _log_beta(a: float, b: float) -> float:
-    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-
-
-def _count_band(n: int, rate: float, prior: tuple[float, float], alpha: float) -> tuple[int, int]:
-    """The counts k of n the mixture against ``rate`` does not reject at ``alpha``: an interval [lo, hi] (the log
-    mixture is convex in k, lowest near rate (n - 1)); (0, n), no information, if it rejected every count."""
-    limit = math.log(1.0 / alpha)
-
-    def accepted(k: int) -> bool:
-        return _log_mixture(rate, k, n, prior) < limit
-
-    centre = min(n, max(0, math.ceil(rate * (n - 1))))
-    if not accepted(centre):
-        return 0, n
-    lo, hi = 0, centre  # the first accepted count is in (lo, hi], or 0
-    if accepted(0):
-        hi = 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if accepted(mid) else (mid, hi)
-    first = hi
-    lo, hi = centre, n  # the last accepted count is in [lo, hi), or n
-    if accepted(n):
-        lo = n
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if accepted(mid) else (lo, mid)
-    return first, lo
-
-
-def _rate_bounds(k: int, n: int, prior: tuple[float, float], alpha: float) -> tuple[float, float]:
-    """The beta-binomial confidence sequence of a rate after k successes in n: the rates the mixture does not
-    reject at ``alpha``, an interval around k / n (the log mixture is convex in the rate, lowest there)."""
-    limit = math.log(1.0 / alpha)
-    estimate = k / n
-    lower, upper = 0.0, 1.0
-    if k > 0:
-        out, inside = 0.0, estimate
-        for _ in range(_BISECTIONS):
-            mid = (out + inside) / 2.0
-            out, inside = (mid, inside) if _log_mixture(mid, k, n, prior) >= limit else (out, mid)
-        lower = out
-    if k < n:
-        inside, out = estimate, 1.0
-        for _ in range(_BISECTIONS):
-            mid = (inside + out) / 2.0
-            inside, out = (inside, mid) if _log_mixture(mid, k, n, prior) >= limit else (mid, out)
-        upper = out
-    return lower, upper
-
-
-def _centred_rate_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """The rates r the beta-binomial mixture does not reject at ``alpha`` after k events in n, the mixture against
-    each r taking the prior Beta(s r, s (1 - r)), s = ``RATE_PRIOR_TRIALS`` (fixed for each r before any data, so
-    Ville's inequality holds for the true one): bisections from k / n outwards."""
-    limit = math.log(1.0 / alpha)
-
-    def rejected(rate: float) -> bool:
-        prior = (RATE_PRIOR_TRIALS * rate, RATE_PRIOR_TRIALS * (1.0 - rate))
-        return _log_mixture(rate, k, n, prior) >= limit
-
-    estimate = k / n
-    lower, upper = 0.0, 1.0
-    if k > 0:
-        out, inside = 0.0, estimate
-        for _ in range(_RATE_BISECTIONS):
-            mid = (out + inside) / 2.0
-            out, inside = (mid, inside) if rejected(mid) else (out, mid)
-        lower = out
-    if k < n:
-        inside, out = estimate, 1.0
-        for _ in range(_RATE_BISECTIONS):
-            mid = (inside + out) / 2.0
-            inside, out = (inside, mid) if rejected(mid) else (mid, out)
-        upper = out
-    return lower, upper
 
 
 def _bootstrap_mean(values: Floats, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
