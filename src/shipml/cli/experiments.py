@@ -186,7 +186,7 @@ def _print_checks(report: ExperimentReport) -> None:
         size = c.sample_size
         if size is not None:
             out.print(
-                f"sample size {escape(c.variant)}: {size.remaining} more labelled predictions "
+                f"sample size {escape(c.variant)}: {size.remaining} more units (keys with labelled predictions) "
                 f"({size.required_total} in all) to detect a {size.mde:g} relative change at power {size.power:g}"
             )
 

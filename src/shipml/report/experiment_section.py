@@ -90,7 +90,7 @@ def _summary(history: ExperimentHistory) -> str:
     rows = [
         ("window", f"{esc(utc(r.since))} to {esc(utc(r.until))}"),
         ("verdict", verdict_badge(r.verdict) + winner),
-        ("metric", f"{esc(r.metric)} (higher is better; {esc(r.kind)} of each labelled prediction)"),
+        ("metric", f"{esc(r.metric)} (higher is better; {esc(r.kind)} of the labelled predictions, per routing key)"),
         ("champion", esc(r.champion)),
         ("over time", f"{figure('span', 'experiment_cuts', len(history.points), cls='')} cumulative reports"),
     ]
@@ -145,9 +145,9 @@ def _challenger(history: ExperimentHistory, c: ChallengerResult, index: int) -> 
     reasons = "".join(f"<li>{esc(x)}</li>" for x in c.decision.reasons)
     size = c.sample_size
     needed = (
-        f"<p>Sample size: {figure('span', 'sample_size_remaining', size.remaining, cls='')} more labelled "
-        f"predictions ({figure('span', 'sample_size_required', size.required_total, cls='')} in all) to detect a "
-        f"{size.mde:g} {'relative' if size.relative else 'absolute'} change at power {size.power:g}.</p>"
+        f"<p>Sample size: {figure('span', 'sample_size_remaining', size.remaining, cls='')} more units (keys "
+        f"with labelled predictions; {figure('span', 'sample_size_required', size.required_total, cls='')} in all) "
+        f"to detect a {size.mde:g} {'relative' if size.relative else 'absolute'} change at power {size.power:g}.</p>"
         if size is not None else ""
     )  # fmt: skip
     charts = _primary_chart(history, c.variant) + "".join(
@@ -275,7 +275,7 @@ def _primary_chart(history: ExperimentHistory, variant: str) -> str:
         if c is None:
             continue
         d, verdict = c.primary.difference, c.decision.verdict
-        n = f"{c.primary.control.n:,} + {c.primary.treatment.n:,} labelled"
+        n = f"{c.primary.control.n:,} + {c.primary.treatment.n:,} units"
         tip = (
             f"until {utc(point.until)}: {_signed(d.estimate)} [{_signed(d.lower)}, {_signed(d.upper)}], {n}, {verdict}"
         )
