@@ -140,6 +140,9 @@ class HistogramKeeper:
         self.clock = clock  # what "now" is for closing minutes (tests move it)
         self.writer = os.urandom(8).hex()
         self._segments = 0  # minutes reopened by late rows: each gets a row of its own
+        # every minute before this one has been forgotten (if it was held): never lowered, so that a wall clock
+        # stepping back cannot reopen a forgotten minute as the row it already wrote, which would replace it
+        self._forgotten_below = -(2**62)
         self._layouts: dict[tuple[str, str], HistogramLayout] = {}
         self._pending: dict[Key, _Pending] = {}
         self._lock = threading.Lock()
@@ -204,7 +207,7 @@ class HistogramKeeper:
     def _add(self, key: Key, minute: int, layout: HistogramLayout, rows: list[dict[str, Any]], outs: list[Any]) -> None:
         state = self._open.get((key, minute))
         if state is None:
-            late = minute < int(self.clock() // MINUTE_S) - KEEP_CLOSED_MINUTES
+            late = minute < self._forgotten_below
             segment = self.writer
             if late:
                 self._segments += 1
@@ -227,7 +230,7 @@ class HistogramKeeper:
             keys = list(self._pending)
         for key in keys:
             self._count_pending(key)
-        now_minute = int(self.clock() // MINUTE_S)
+        self._forgotten_below = max(self._forgotten_below, int(self.clock() // MINUTE_S) - KEEP_CLOSED_MINUTES)
         out = []
         for (key, minute), state in list(self._open.items()):
             if state.dirty:
@@ -235,7 +238,7 @@ class HistogramKeeper:
                 state.dirty = False
                 if state.late:
                     del self._open[(key, minute)]
-            elif minute < now_minute - KEEP_CLOSED_MINUTES:
+            elif minute < self._forgotten_below:
                 del self._open[(key, minute)]
         return out
 
