@@ -166,9 +166,11 @@ def test_two_workers_writing_out_of_order_across_minutes_with_late_rows_sum_exac
     writers = [StoreWriter(s, queue_size=10_000, batch_max=512) for s in (store, other)]
     rng = np.random.default_rng(11)
     for step in range(60):
-        now = t0 + 6 * step  # the clock crosses the 6 minutes and 4 more, rows landing behind it
+        # the clock crosses the 6 minutes and 4 more, rows landing behind it; every third step it runs 4 minutes
+        # ahead, then steps back
+        now = t0 + 6 * step + 4 * 60 * (step % 3 == 2)
         for s in (store, other):
-            s.histograms.keeper.clock = lambda now=now: now + 4 * 60 * (step % 3 == 2)
+            s.histograms.keeper.clock = lambda now=now: now
         w = int(rng.integers(2))
         writers[w].enqueue(rows(100, t0 + float(rng.uniform(0, 360))))
         writers[w].flush()
