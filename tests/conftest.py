@@ -25,9 +25,10 @@ pytest_plugins = ["tests.support.postgres"]
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No SHIPML_* from the machine leaks into a test."""
+    """No SHIPML_* from the machine leaks into a test (SHIPML_STATS_SCALE sizes the statistics suite's run, and
+    is not shipml's setting: `make stats` sets it)."""
     for key in list(os.environ):
-        if key.startswith("SHIPML_"):
+        if key.startswith("SHIPML_") and key != "SHIPML_STATS_SCALE":
             monkeypatch.delenv(key)
 
 
