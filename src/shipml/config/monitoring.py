@@ -43,6 +43,12 @@ class DriftSettings(Section):
         description="fewer rows than this in a window: the verdict is not_enough_data (the test merges sparse "
         "buckets itself, so this bounds power, not validity)",
     )
+    rows_per_unit: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="rows per independent unit in a window (each customer scored m times a window: m); the "
+        "drift test counts rows divided by this",
+    )
 
 
 class MonitorSettings(Section):

@@ -7,13 +7,15 @@ A verdict per feature, in two steps (the shape of Evidently's size-dependent def
 
 1. Is the window a different distribution at all? A chi-square test of homogeneity of two samples: the window's
    counts against the reference's (its shares as training counted them x the training rows, ``Binning.rows``), so
-   the reference's own noise counts as much as the window's. Buckets are merged, rarest first by their pooled
-   share (the table's margins, which the test conditions on), until each group expects at least ``MIN_EXPECTED``
-   (5) rows in the smaller sample (Cochran's rule), so the chi-square approximation holds for 100 categories in
-   200 rows; a categorical's unseen bucket is compared together with the categories rare in both samples.
+   the reference's own noise counts as much as the window's. Buckets are merged (a numeric feature's bins with
+   their neighbours, a categorical's categories rarest first by their pooled share, the table's margins) until
+   each group expects at least ``MIN_EXPECTED`` (5) rows in the smaller sample (Cochran's rule), so the
+   chi-square approximation holds for 100 categories in 200 rows; a categorical's unseen bucket is compared
+   together with the categories rare in both samples.
    Assumptions: each row is an independent draw (of the training population for the reference, of the serving
-   population for the window); rows of one customer repeated in a window are not independent and make the test
-   reject more often. Every statistic of the feature carries this ``p_value``, and none of them warns or drifts
+   population for the window). Rows of one customer repeated in a window are not independent draws: scored 5
+   times each, clean windows of 200 rows drift 50-82 % of the time; ``DriftThresholds.rows_per_unit`` (how many
+   rows a unit has in a window) divides the window's counts for the test, which restores the level. Every statistic of the feature carries this ``p_value``, and none of them warns or drifts
    unless it is under ``DriftThresholds.chi2_alpha`` (0.005: Pearson's approximation rejects clean windows
    1-1.5 % of the time at a nominal 1 %, so half of it keeps false drift under 1 %).
 2. Is the difference large enough to matter? An effect size against a floor (the statistics marked ``decisive``):
@@ -95,6 +97,9 @@ class DriftThresholds:
     domain_auc_warn: float = 0.53
     domain_auc_drift: float = 0.55
     min_rows: int = 200  # fewer rows than this in a window: "not_enough_data"
+    # Rows per independent unit (Kish's design effect): a customer scored m times in a window is m rows but one
+    # draw; the test counts rows / this. 1: every row is a draw of its own.
+    rows_per_unit: float = 1.0
 
     def __post_init__(self) -> None:
         problems = [
@@ -109,6 +114,8 @@ class DriftThresholds:
         ]
         if self.min_rows < 1:
             problems.append(f"min_rows: must be >= 1, got {self.min_rows}")
+        if not self.rows_per_unit >= 1:
+            problems.append(f"rows_per_unit: must be >= 1, got {self.rows_per_unit}")
         if problems:
             raise ConfigError(problems, "drift thresholds")
 
@@ -240,31 +247,38 @@ class Homogeneity:
     p_value: float
 
 
-def groups_of(pooled: Shares, rows: float) -> npt.NDArray[np.intp]:
-    """The test's group of each bucket: buckets merged in order of their pooled share (window and reference
-    together), rarest first, until a group expects ``MIN_EXPECTED`` rows in a sample of ``rows``; a short last
-    group joins the one before. When that leaves one group, the largest bucket is tested against the rest.
+def groups_of(shares: Shares, rows: float, ordered: bool = False) -> npt.NDArray[np.intp]:
+    """The test's group of each bucket: buckets merged, rarest share first (``ordered``: neighbours, in bucket
+    order), until a group expects ``MIN_EXPECTED`` rows in a sample of ``rows``; a short last group joins the one
+    before. When that leaves one group, the largest bucket is tested against the rest.
 
-    The pooled shares are the table's column totals, which the test conditions on: grouping by them cannot bias
-    it, where grouping by the reference's own shares would select on the reference's noise (a long tail's
-    categories seen once in training are, as a group, rarer in training than they are)."""
-    order = np.argsort(pooled, kind="stable")
-    group = np.zeros(len(pooled), dtype=np.intp)
+    Which shares order the merging matters: it must not select on either sample's noise. A categorical's are the
+    pooled shares (window and training together): the table's column totals, which the test conditions on, where
+    the training shares alone would select on training's noise (a long tail's categories seen once in training
+    are, as a group, rarer in training than in the population). A numeric feature's quantile bins hold equal
+    training shares, so the pooled ones would sort them by the window's own counts: its neighbouring bins are
+    merged instead, by the training shares."""
+    order = np.arange(len(shares)) if ordered else np.argsort(shares, kind="stable")
+    group = np.zeros(len(shares), dtype=np.intp)
     current, expected = 0, 0.0
     for i in order.tolist():
         group[i] = current
-        expected += float(pooled[i]) * rows
+        expected += float(shares[i]) * rows
         if expected >= MIN_EXPECTED:
             current, expected = current + 1, 0.0
     if current > 0 and expected < MIN_EXPECTED:
         group[group == current] = current - 1  # the short last group (or an empty one) joins the one before
-    if group.max(initial=0) == 0 and np.count_nonzero(pooled) >= 2:
-        group = (np.arange(len(pooled)) == np.argmax(pooled)).astype(np.intp)
+    if group.max(initial=0) == 0 and np.count_nonzero(shares) >= 2:
+        group = (np.arange(len(shares)) == np.argmax(shares)).astype(np.intp)
     return group
 
 
 def homogeneity(
-    reference: npt.ArrayLike, counts: npt.ArrayLike, reference_rows: float | None, unseen: int | None = None
+    reference: npt.ArrayLike,
+    counts: npt.ArrayLike,
+    reference_rows: float | None,
+    unseen: int | None = None,
+    ordered: bool = False,
 ) -> Homogeneity:
     """Whether ``counts`` and a reference of ``reference_rows`` rows in the ``reference`` shares can be samples of
     one distribution: Pearson's chi-square test of homogeneity on the groups of ``groups_of``. With
@@ -294,13 +308,14 @@ def homogeneity(
     if exact:
         if np.any((ref == 0) & (observed > 0)):
             return Homogeneity(float("inf"), len(ref) - 1, 0.0)  # rows where an exact reference has none
-        group = groups_of(ref, n)
+        group = groups_of(ref, n, ordered)
         window = np.bincount(group, weights=observed)
         expected = np.bincount(group, weights=ref) * n
         keep = expected > 0
         statistic = float(np.sum((window[keep] - expected[keep]) ** 2 / expected[keep]))
     else:
-        group = groups_of((observed + ref * n_ref) / (n + n_ref), min(n, n_ref))
+        by = ref if ordered else (observed + ref * n_ref) / (n + n_ref)
+        group = groups_of(by, min(n, n_ref), ordered)
         window = np.bincount(group, weights=observed)
         share = np.bincount(group, weights=ref)
         pooled = (window + share * n_ref) / (n + n_ref)
@@ -329,7 +344,9 @@ def drift_of(binning: Binning, counts: npt.ArrayLike, thresholds: DriftThreshold
     c = _checked_counts(binning, counts)
     rows = int(c.sum())
     enough = rows >= t.min_rows
-    test = homogeneity(binning.training_shares, c, binning.rows, binning.unseen)
+    test = homogeneity(
+        binning.training_shares, c / t.rows_per_unit, binning.rows, binning.unseen, ordered=binning.kind == "numeric"
+    )
     significant = test.p_value < t.chi2_alpha
 
     def result(statistic: str, value: float, warn: float, drift: float, decisive: bool = True) -> FeatureDrift:

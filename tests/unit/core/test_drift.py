@@ -411,6 +411,8 @@ def test_thresholds_are_checked() -> None:
         DriftThresholds(min_rows=0)
     with pytest.raises(ConfigError, match="chi2_alpha: must be between 0 and 1"):
         DriftThresholds(chi2_alpha=1.5)
+    with pytest.raises(ConfigError, match="rows_per_unit: must be >= 1"):
+        DriftThresholds(rows_per_unit=0.5)
 
 
 def test_a_profile_feature_may_not_take_the_prediction_name() -> None:
@@ -495,6 +497,8 @@ def test_sparse_buckets_are_merged_until_each_group_expects_five_rows() -> None:
     sizes = np.bincount(groups, weights=pooled) * 200
     assert sizes.min() >= 5 and len(sizes) == 33
     assert set(groups_of(np.array([0.999, 0.001]), 200).tolist()) == {0, 1}  # one group left: largest vs rest
+    bins = groups_of(np.full(10, 0.1), 40, ordered=True)  # a numeric feature's bins: neighbours, never by counts
+    assert bins.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_a_shift_is_measured_in_reference_standard_deviations() -> None:
