@@ -70,6 +70,31 @@ def test_f1_and_roc_auc_intervals_cover_95_percent_at_the_monitors_minimum_count
             assert rate <= 0.99, (n, metric, rate)  # not trivially wide
 
 
+# Three classes: priors 0.5 / 0.3 / 0.2 and a confusion matrix (rows: true class, columns: predicted).
+PRIORS = np.array([0.5, 0.3, 0.2])
+CONFUSION = np.array([[0.8, 0.15, 0.05], [0.2, 0.7, 0.1], [0.15, 0.15, 0.7]])
+MACRO_RUNS = replicates(1500)
+
+
+def test_macro_f1_intervals_cover_95_percent_at_the_monitors_minimum_counts(rng: np.random.Generator) -> None:
+    """The multiclass f1 (macro, over the classes present) keeps a percentile bootstrap of the rows: its
+    coverage is checked at the monitor's minimum counts too."""
+    joint = PRIORS[:, None] * CONFUSION
+    tp = np.diag(joint)
+    truth = float(np.mean(2 * tp / (joint.sum(axis=0) + joint.sum(axis=1))))
+    k = len(PRIORS)
+    for n in (100, 300):
+        covered = 0
+        for _ in range(MACRO_RUNS):
+            cells = rng.choice(k * k, size=n, p=joint.ravel())
+            e = _by_metric(realised_performance("multiclass", cells // k, cells % k))["f1"]
+            covered += int(e.lower is not None and e.upper is not None and e.lower <= truth <= e.upper)
+        rate = covered / MACRO_RUNS
+        figure(f"performance macro f1 coverage n={n}", f1=rate, goal=0.95, runs=MACRO_RUNS)
+        assert rate >= 0.95 - mc_margin(0.95, MACRO_RUNS), (n, rate)
+        assert rate <= 0.99, (n, rate)
+
+
 # --- S8: unchanged windows against small holdouts ------------------------------------------------------------
 
 # A calibrated model: x ~ N(0, 1), P(y = 1 | x) = sigmoid(A + B x) is the model's score; predicted positive above 0.5.

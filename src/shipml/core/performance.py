@@ -5,9 +5,9 @@ as NannyML's CBPE) reads it from the model's own probabilities before any label 
 for calibrated probabilities, so it is refused when the version's holdout calibration error is too high.
 
 Intervals (core/intervals.py says what each assumes): Wilson score for accuracy (a proportion), Wilson of the
-Jaccard index for a binary f1, DeLong for roc_auc, a percentile bootstrap of the rows for macro f1, rmse and mae;
-for estimates, the spread of the realised metric when labels are drawn from the probabilities (normal
-approximation of the Poisson-binomial for accuracy, simulated for f1 and roc_auc). A drop is judged on the
+Jaccard index for a binary f1, DeLong for roc_auc, a normal bootstrap of the rows for macro f1, a percentile one
+for rmse and mae; for estimates, the spread of the realised metric when labels are drawn from the probabilities
+(normal approximation of the Poisson-binomial for accuracy, simulated for f1 and roc_auc). A drop is judged on the
 interval of the difference between the window and the holdout, each with its own uncertainty.
 
 About 400 lines and one concept: realised and estimated performance share their metrics, intervals and bootstrap,
@@ -214,7 +214,7 @@ def _macro_f1(yt: np.ndarray, yp: np.ndarray, opts: PerformanceOptions) -> Perfo
         with np.errstate(invalid="ignore"):  # a resample may lose a class: it is left out, as sklearn would
             return np.asarray(np.nanmean(per_class, axis=1), dtype=np.float64)
 
-    return _bootstrapped("f1", f1, len(yt), opts)
+    return _bootstrapped("f1", f1, len(yt), opts, normal=True)
 
 
 def _roc_auc(actual: npt.NDArray[np.bool_], score: Floats, opts: PerformanceOptions) -> PerformanceEstimate:
@@ -243,16 +243,30 @@ def _mae(errors: Floats, opts: PerformanceOptions) -> PerformanceEstimate:
     return _bootstrapped("mae", lambda w: w @ absolute / len(absolute), len(absolute), opts)
 
 
-def _bootstrapped(metric: str, statistic: Statistic, n: int, opts: PerformanceOptions) -> PerformanceEstimate:
-    """The statistic on the window (every row weight 1) and its percentile bootstrap interval (row weights:
-    how often each row was drawn, n draws with replacement)."""
+def _bootstrapped(
+    metric: str, statistic: Statistic, n: int, opts: PerformanceOptions, *, normal: bool = False
+) -> PerformanceEstimate:
+    """The statistic on the window (every row weight 1) and its bootstrap interval (row weights: how often each
+    row was drawn, n draws with replacement): the percentile interval, or with ``normal`` the value +- z times
+    the resamples' standard deviation, clipped to [0, 1] (macro f1: with 200 resamples the quantiles' own noise
+    costs the percentile interval 1 to 2 points of coverage at 100 to 300 rows; the standard deviation is
+    steadier)."""
     if n == 0:
         return _refused(metric, 0, "realised", "no labelled rows in the window")
     value = float(statistic(np.ones((1, n)))[0])
     rng = np.random.default_rng(opts.seed)
-    draws = [statistic(_resample_counts(rng, size, n)) for size in _chunk_sizes(opts.resamples, n)]
-    lower, upper = _percentile_interval(np.concatenate(draws), opts.confidence)
-    return PerformanceEstimate(metric, value, lower, upper, n, "realised", n >= opts.min_count, method="bootstrap")
+    draws = np.concatenate([statistic(_resample_counts(rng, size, n)) for size in _chunk_sizes(opts.resamples, n)])
+    if not normal:
+        lower, upper = _percentile_interval(draws, opts.confidence)
+        return PerformanceEstimate(metric, value, lower, upper, n, "realised", n >= opts.min_count, method="bootstrap")
+    finite = draws[np.isfinite(draws)]
+    if len(finite) < 2:
+        return PerformanceEstimate(metric, value, None, None, n, "realised", n >= opts.min_count, method="bootstrap")
+    half = z_of(opts.confidence) * float(np.std(finite, ddof=1))
+    lower, upper = max(0.0, value - half), min(1.0, value + half)
+    return PerformanceEstimate(
+        metric, value, lower, upper, n, "realised", n >= opts.min_count, method="bootstrap-normal"
+    )
 
 
 def _resample_counts(rng: np.random.Generator, resamples: int, n: int) -> Floats:
