@@ -66,7 +66,7 @@ def monitor_drift(
     since: SinceOpt = None,
     until: UntilOpt = None,
     recompute: Annotated[
-        bool, typer.Option("--recompute", help="rebuild the window's histograms from the stored rows first")
+        bool, typer.Option("--recompute", help="rebuild the window's settled histograms from the stored rows first")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON instead of tables")] = False,
     config: ConfigOpt = None,
