@@ -36,7 +36,7 @@ def _by_metric(estimates: tuple[PerformanceEstimate, ...]) -> dict[str, Performa
 # has a closed form: roc_auc = Phi(D / sqrt 2), tpr = 1 - Phi(THRESHOLD - D), fpr = 1 - Phi(THRESHOLD).
 D, THRESHOLD, PREVALENCE = 1.5, 1.0, 0.3
 
-# Read at import: the suite's autouse fixture clears SHIPML_* from the environment before each test runs.
+# Replicates per simulation (SHIPML_STATS_SCALE times these under make stats).
 COVERAGE_RUNS = replicates(6000)
 DROP_RUNS = replicates(150)
 
