@@ -164,10 +164,26 @@ class ServeSettings(Section):
     shadow: list[ShadowSettings] = Field(
         default_factory=list, description="shadow variants, scoring a fraction of requests off the response path"
     )
-    salt: str = Field(default="shipml", description="salt of the routing hash: change it to reshuffle every key")
+    salt: str | None = Field(
+        default=None,
+        description="salt of the routing hash (change it to reshuffle every key); default: derived from the "
+        "variants' names and models, so each experiment has its own",
+    )
     shadow_timeout_s: float = Field(
         default=2.0, gt=0.0, le=60.0, description="a shadow's call still running after this is abandoned"
     )
+
+    @property
+    def routing_salt(self) -> str:
+        """The experiment's salt: ``salt`` when given, else a digest of the variants' names and models (of the
+        served model without variants), the same in every worker and replica."""
+        if self.salt is not None:
+            return self.salt
+        from shipml.core.routing import derived_salt
+
+        if self.variants:
+            return derived_salt("variants", *(f"{v.name}={v.model}" for v in self.variants))
+        return derived_salt("serve", self.model or "")
 
     @model_validator(mode="after")
     def _variants(self) -> ServeSettings:
@@ -180,7 +196,7 @@ class ServeSettings(Section):
             problems.append("serve.model and serve.variants: give one of them (variants name their own models)")
         if self.variants:
             try:
-                Split([(v.name, v.weight) for v in self.variants], self.salt)
+                Split([(v.name, v.weight) for v in self.variants], self.routing_salt)
             except ConfigError as exc:
                 problems += exc.lines()
         try:

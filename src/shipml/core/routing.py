@@ -21,6 +21,13 @@ the served split is exactly the configured one. The modulo bias of a 64-bit hash
 
 Shadow sampling hashes the key in its own domain (``salt + "\\0shadow:" + name + "\\0" + key``), so whether a key
 is shadowed is independent of the variant it is routed to, and of the other shadows.
+
+A canary (``Split.with_canary``) takes its share from the champion (the first variant) only: a key the split gives
+the champion goes to the canary when its bucket in the canary's own hash domain (the canary's salt) is below the
+share, so a canary beside an A/B test moves no key between A and B, and as the share rises the canary only gains
+keys. Each experiment and each canary has its own salt (``derived_salt``: a digest of what identifies it, the same
+in every process), so whether a customer is in one test says nothing about whether it is in the next: with one salt
+for all, the same top buckets would get every new model.
 """
 
 from __future__ import annotations
@@ -65,6 +72,28 @@ class Assignment:
     keyed: bool
 
 
+def derived_salt(*parts: str) -> str:
+    """A salt derived from what identifies an experiment or a canary (``"canary", model, version``): 16 hex
+    digits of blake2b over the parts, so every worker and replica derives the same one, with no randomness, and
+    two experiments get independent assignments."""
+    hasher = hashlib.blake2b(b"shipml-salt", digest_size=_DIGEST_SIZE)
+    for part in parts:
+        hasher.update(b"\0" + _utf8(part))
+    return hasher.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Canary:
+    """A canary's layer over a split: ``name`` takes the keys of ``champion`` whose bucket in the canary's own
+    hash domain (``prefix``, fed with its salt) is below ``below``."""
+
+    name: str
+    champion: str
+    below: int
+    salt: str
+    prefix: hashlib.blake2b
+
+
 class Split:
     """Variants and their weights over ``BUCKETS`` contiguous bucket ranges, with the salt that seeds the hash.
 
@@ -73,7 +102,7 @@ class Split:
     or this prefix-fed copy, which gives the same digest as the fresh hasher).
     """
 
-    __slots__ = ("_prefix", "bounds", "names", "salt", "weights")
+    __slots__ = ("_canary", "_owners", "_prefix", "bounds", "names", "salt", "weights")
 
     def __init__(self, variants: Sequence[tuple[str, float]], salt: str, *, where: str = "serve.variants") -> None:
         """``variants`` as ``(name, weight)`` in the order of their bucket ranges; ``where`` is the config key path
@@ -97,6 +126,34 @@ class Split:
                 ]
             )
         self._prefix = hashlib.blake2b(_utf8(salt) + b"\0", digest_size=_DIGEST_SIZE)
+        self._owners = self.names  # the variant owning each bucket range (``names`` also lists a canary)
+        self._canary: _Canary | None = None
+
+    def with_canary(self, name: str, share: float, salt: str) -> Split:
+        """This split with a canary ``name`` served ``share`` (in (0, 1]) of the champion's (the first variant's)
+        traffic; its ``names`` and ``weights`` list the canary last and the champion with what it keeps (left out
+        at a share of 1). The other variants keep their keys and weights, and a key in the canary at one share is
+        in it at every higher one (with the same ``salt``)."""
+        problem = _fraction_problem(share)
+        if problem is not None or share == 0.0:
+            raise ConfigError([f"canary {name!r}: share {problem or 'must be > 0, got 0'}"])
+        if name in self.names:
+            raise ConfigError([f"canary {name!r}: the split has a variant of that name already"])
+        if "\0" in salt:
+            raise ConfigError([f"canary {name!r}: the salt must not contain the NUL character"])
+        below = math.floor(share * BUCKETS + _BOUNDARY_SLACK)
+        if below == 0:
+            raise ConfigError([f"canary {name!r}: share {_num(share)} gets no bucket (one is {_num(1 / BUCKETS)})"])
+        champion, rest = self.weights[0], below / BUCKETS
+        served = [(self.names[0], champion * (1.0 - rest))] if below < BUCKETS else []
+        served += [*zip(self.names[1:], self.weights[1:], strict=True), (name, champion * rest)]
+        split = Split.__new__(Split)
+        split.names = tuple(n for n, _ in served)
+        split.weights = tuple(w for _, w in served)
+        split.salt, split.bounds, split._prefix, split._owners = self.salt, self.bounds, self._prefix, self._owners
+        prefix = hashlib.blake2b(_utf8(salt) + b"\0canary\0", digest_size=_DIGEST_SIZE)
+        split._canary = _Canary(name, self.names[0], below, salt, prefix)
+        return split
 
     def bucket(self, key: str) -> int:
         """The key's bucket in ``[0, BUCKETS)``: the same in every process, for the same salt."""
@@ -104,38 +161,64 @@ class Split:
         hasher.update(_utf8(key))
         return int.from_bytes(hasher.digest(), "little") % BUCKETS
 
+    def canary_bucket(self, key: str) -> int | None:
+        """The key's bucket in the canary's hash domain (None without a canary)."""
+        if self._canary is None:
+            return None
+        hasher = self._canary.prefix.copy()
+        hasher.update(_utf8(key))
+        return int.from_bytes(hasher.digest(), "little") % BUCKETS
+
     def variant_of_bucket(self, bucket: int) -> str:
-        """The variant that owns a bucket."""
-        return self.names[bisect.bisect_right(self.bounds, bucket)]
+        """The variant that owns a bucket (before a canary takes its share of the champion's)."""
+        return self._owners[bisect.bisect_right(self.bounds, bucket)]
 
     def variant(self, key: str) -> str:
         """The variant a routing key is served by."""
-        return self.names[bisect.bisect_right(self.bounds, self.bucket(key))]
+        owner = self._owners[bisect.bisect_right(self.bounds, self.bucket(key))]
+        canary = self._canary
+        if canary is not None and owner == canary.champion and (self.canary_bucket(key) or 0) < canary.below:
+            return canary.name
+        return owner
 
     def assign(self, key: str | None, rng: random.Random) -> Assignment:
-        """Route one request: by its key when it has one (sticky), else by a uniform random bucket from ``rng``.
+        """Route one request: by its key when it has one (sticky), else by a uniform random bucket from ``rng``
+        (and, in the champion's range beside a canary, a second draw for the canary's domain).
 
         An empty string is a key like any other; only ``None`` means "no key"."""
+        canary = self._canary
         if key is None:
             bucket = rng.randrange(BUCKETS)
-            return Assignment(self.names[bisect.bisect_right(self.bounds, bucket)], bucket, False)
+            owner = self._owners[bisect.bisect_right(self.bounds, bucket)]
+            if canary is not None and owner == canary.champion and rng.randrange(BUCKETS) < canary.below:
+                owner = canary.name
+            return Assignment(owner, bucket, False)
         bucket = self.bucket(key)
-        return Assignment(self.names[bisect.bisect_right(self.bounds, bucket)], bucket, True)
+        owner = self._owners[bisect.bisect_right(self.bounds, bucket)]
+        if canary is not None and owner == canary.champion and (self.canary_bucket(key) or 0) < canary.below:
+            owner = canary.name
+        return Assignment(owner, bucket, True)
 
     def range_of(self, name: str) -> range:
-        """The buckets a variant owns (a ``KeyError`` for a name not in the split)."""
-        if name not in self.names:
+        """The buckets a variant owns before a canary takes its share (a ``KeyError`` for a name not owning a
+        range: not in the split, or the canary)."""
+        if name not in self._owners:
             raise KeyError(name)
-        i = self.names.index(name)
+        i = self._owners.index(name)
         return range(self.bounds[i - 1] if i else 0, self.bounds[i])
+
+    def _identity(self) -> tuple[object, ...]:
+        canary = self._canary
+        layer = None if canary is None else (canary.name, canary.below, canary.salt)
+        return (self._owners, self.bounds, self.salt, layer)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Split):
             return NotImplemented
-        return (self.names, self.bounds, self.salt) == (other.names, other.bounds, other.salt)
+        return self._identity() == other._identity()
 
     def __hash__(self) -> int:
-        return hash((self.names, self.bounds, self.salt))
+        return hash(self._identity())
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}={_num(w)}" for n, w in zip(self.names, self.weights, strict=True))

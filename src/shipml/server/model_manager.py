@@ -283,7 +283,7 @@ class ModelManager:
 
         if settings.variants:
             self.members = [member(ModelRef.parse(v.model), v.name, Role.PRIMARY) for v in settings.variants]
-            self.split: Split | None = Split([(v.name, v.weight) for v in settings.variants], settings.salt)
+            self.split: Split | None = Split([(v.name, v.weight) for v in settings.variants], settings.routing_salt)
         else:
             self.members = [member(ref, DEFAULT_VARIANT, Role.PRIMARY)]
             self.split = None
@@ -292,7 +292,8 @@ class ModelManager:
         self._member = member
         # a canary (server/canary.py follows the store's): its member, and its weight while it serves
         self.canary: VariantManager | None = None
-        self.canary_weight = 0.0
+        self.canary_weight = 0.0  # its share of the champion's traffic
+        self.canary_salt = ""  # its own hash domain
 
     @property
     def ref(self) -> ModelRef:
@@ -317,8 +318,8 @@ class ModelManager:
 
     def _rebuild(self) -> None:
         """A member swapped its version, or the canary changed: the new Deployment, once every primary variant has
-        one. A loaded canary takes its weight from the split, the other variants keep their shares of the rest (a
-        variant whose share is 0 stays in the deployment, out of the split)."""
+        one. A loaded canary takes its weight of the champion's traffic (``Split.with_canary``): the other variants
+        keep their keys and shares, and a champion left with no share stays in the deployment, out of the split."""
         primaries = [m.current for m in self.members]
         if any(v is None for v in primaries):
             return
@@ -328,17 +329,17 @@ class ModelManager:
         )
         split = self.split
         canary = self.canary.current if self.canary is not None else None
+        salt = self.settings.routing_salt
         if canary is not None and self.canary_weight > 0:
-            base = self.split.weights if self.split is not None else (1.0,)
-            rest = 1.0 - self.canary_weight
-            shares = [(v.variant, w * rest) for v, w in zip(variants, base, strict=True) if w * rest > 0]
-            split = Split([*shares, (canary.variant, self.canary_weight)], self.settings.salt, where="canary")
+            base = self.split if self.split is not None else Split([(variants[0].variant, 1.0)], salt)
+            split = base.with_canary(canary.variant, self.canary_weight, self.canary_salt)
             variants = (*variants, canary)
-        self.current = Deployment(variants, split, shadows, self.settings.salt)
+        self.current = Deployment(variants, split, shadows, salt)
 
-    async def set_canary(self, ref: ModelRef | None, weight: float, variant: str) -> None:
-        """Serve ``ref`` as ``variant`` with ``weight`` of the traffic (loading it first; the deployment changes only
-        once it is loaded), or stop serving the canary (``ref`` None, or weight 0)."""
+    async def set_canary(self, ref: ModelRef | None, weight: float, variant: str, salt: str = "") -> None:
+        """Serve ``ref`` as ``variant`` with ``weight`` of the champion's traffic, its keys chosen in the hash domain
+        of ``salt`` (loading it first; the deployment changes only once it is loaded), or stop serving the canary
+        (``ref`` None, or weight 0)."""
         if ref is None or weight <= 0:
             if self.canary is not None:
                 stopped, self.canary, self.canary_weight = self.canary, None, 0.0
@@ -347,6 +348,7 @@ class ModelManager:
             return
         if self.canary is not None and self.canary.ref != ref:
             await self.set_canary(None, 0.0, variant)
+        self.canary_salt = salt
         if self.canary is None:
             self.canary = self._member(ref, variant, Role.PRIMARY)
             self.canary_weight = min(weight, 1.0)

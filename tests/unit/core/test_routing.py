@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
 import pytest
 from scipy.stats import chisquare
 
-from shipml.core.routing import BUCKETS, Assignment, Shadow, Split, shadow_sampled, shadows_from
+from shipml.core.routing import BUCKETS, Assignment, Shadow, Split, derived_salt, shadow_sampled, shadows_from
 from shipml.errors import ConfigError
 
 SALT = "churn-exp-1"
@@ -256,3 +257,51 @@ def test_bad_shadows_are_refused_with_one_line_each() -> None:
     ]
     with pytest.raises(ConfigError, match=r"^shadow 'candidate': fraction must be in \[0, 1\], got 2$"):
         Shadow("candidate", 2)
+
+
+def test_a_canary_takes_its_share_from_the_champion_only_and_never_moves_a_key_between_other_variants(
+    keys: list[str],
+) -> None:
+    """S12: beside a 50/50 A/B the canary's steps moved 4-33 % of A's keys to B; now no key of B ever moves, a key
+    of A goes only to the canary, and a key in the canary at one step is in it at every later one."""
+    ab = Split([("a", 0.5), ("b", 0.5)], SALT)
+    before = {k: ab.variant(k) for k in keys}
+    canary_keys: set[str] = set()
+    for share in (0.01, 0.05, 0.1, 0.25, 0.5, 1.0):
+        split = ab.with_canary("canary", share, "canary-salt")
+        now = {k: split.variant(k) for k in keys}
+        assert all(now[k] == "b" for k in keys if before[k] == "b")
+        assert all(now[k] in ("a", "canary") for k in keys if before[k] == "a")
+        in_canary = {k for k in keys if now[k] == "canary"}
+        assert canary_keys <= in_canary  # monotone as the share rises
+        canary_keys = in_canary
+        assert len(in_canary) / len(keys) == pytest.approx(0.5 * share, abs=0.006)
+        weights = dict(zip(split.names, split.weights, strict=True))
+        assert weights["b"] == 0.5 and weights["canary"] == pytest.approx(0.5 * share)
+        assert ("a" in weights) == (share < 1.0)
+        assert split == ab.with_canary("canary", share, "canary-salt") and split != ab
+
+
+def test_a_canary_beside_one_model_gets_its_share_and_keyless_requests_follow_it() -> None:
+    split = Split([("main", 1.0)], SALT).with_canary("canary", 0.2, "s")
+    rng = random.Random(5)
+    drawn = [split.assign(None, rng) for _ in range(20_000)]
+    assert sum(a.variant == "canary" for a in drawn) / len(drawn) == pytest.approx(0.2, abs=0.015)
+    assert not any(a.keyed for a in drawn)
+    assert split.assign("customer-1", rng) == split.assign("customer-1", random.Random(9))
+
+
+@pytest.mark.parametrize(("share", "salt", "message"), [(0.0, "s", "must be > 0"), (1.5, "s", "in [0, 1]"),
+                                                         (0.00001, "s", "gets no bucket"), (0.1, "a\0b", "NUL")])  # fmt: skip
+def test_bad_canaries_are_refused(share: float, salt: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Split([("main", 1.0)], SALT).with_canary("canary", share, salt)
+
+
+def test_derived_salts_are_stable_and_differ_per_experiment() -> None:
+    """S9: one salt for every experiment put the same customers in each; a salt derived from what identifies the
+    experiment is the same in every process and another for another experiment."""
+    assert derived_salt("canary", "churn", "7") == derived_salt("canary", "churn", "7")
+    assert derived_salt("canary", "churn", "7") == "cccc252d0c682c11"  # pinned: a change reshuffles canaries
+    assert derived_salt("canary", "churn", "7") != derived_salt("canary", "churn", "8")
+    assert derived_salt("a", "bc") != derived_salt("ab", "c")
