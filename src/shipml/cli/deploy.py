@@ -61,8 +61,13 @@ def deploy_canary(
     steps: Annotated[str, typer.Option(help="percentages of traffic, increasing, ending at 100")] = "1,5,10,25,50,100",
     interval: Annotated[str, typer.Option(help="how long each step lasts at least: 90s, 10m, 1h")] = "10m",
     min_requests: Annotated[
-        int, typer.Option(min=1, help="requests the candidate must answer in a step before it goes on")
-    ] = 100,
+        int,
+        typer.Option(
+            min=1,
+            help="requests the candidate must answer in a step before it goes on (the default is about what the "
+            "latency guardrail needs to decide at a 1-5 % step)",
+        ),
+    ] = 3_000,
     check_every: Annotated[
         str | None, typer.Option(help="how often the guardrails are checked (default: a tenth of the interval)")
     ] = None,
@@ -73,6 +78,10 @@ def deploy_canary(
             "latency_p99, drift, performance; the others roll back only once violated); 'none': none"
         ),
     ] = "error_rate",
+    salt: Annotated[
+        str | None,
+        typer.Option(help="the canary's routing salt (default: derived from MODEL and VERSION, its own customers)"),
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="start it and return; run again to follow it")] = False,
     config: ConfigOpt = None,
     registry_uri: RegistryOpt = None,
@@ -80,11 +89,13 @@ def deploy_canary(
     """Start a canary of MODEL version VERSION (or follow the active one of that version) and drive it to its end.
     Exit 0: promoted, 1: rolled back or aborted, 2: bad input, 3: still running (--detach).
 
-    Every replica of the service serves the candidate as the variant `canary` with the step's share of traffic. At
-    each check the candidate's guardrails are compared with the champion's (anytime-valid intervals, from the
-    prediction store): one crossing its boundary rolls the canary back at once (weight 0, aliases untouched). A step
-    goes on after --interval if the candidate answered --min-requests in it, else it holds. After 100 % the
-    candidate is promoted through the registry (the version it replaces becomes `previous`). The state lives in the
+    Every replica of the service serves the candidate as the variant `canary` with the step's share of the
+    champion's traffic. At each check the candidate's guardrails are compared with the champion's over the current
+    step only (anytime-valid intervals, from the prediction store): one crossing its boundary, or a sample ratio
+    mismatch in the step, rolls the canary back at once (weight 0, aliases untouched). A step goes on after
+    --interval if the candidate answered --min-requests in it, else it holds. The 100 % step is not judged (the
+    champion serves nobody there): once the step before it holds, the candidate is promoted through the registry
+    (the version it replaces becomes `previous`). The state lives in the
     store: stopping this command leaves the canary where it is; run it again to resume (at once: a stopped command
     gives up driving it). While another `deploy canary` drives it, this one follows and says so."""
     from shipml.core.canary import parse_required, parse_steps
@@ -97,7 +108,7 @@ def deploy_canary(
     controller, ws = _controller(config, registry_uri, every)
     try:
         with _stopped_by_sigterm():
-            canary, started = controller.start(model, version, planned, interval_s, min_requests, required)
+            canary, started = controller.start(model, version, planned, interval_s, min_requests, required, salt)
             out.print(("started " if started else "following ") + _line(canary))
             if detach:
                 return EXIT_CODES[canary.status]

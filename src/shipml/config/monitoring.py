@@ -133,3 +133,10 @@ class ExperimentSettings(Section):
         "size still needed",
     )
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0, description="1 - the confidence of every interval and test")
+    canary_settle_s: float = Field(
+        default=15.0,
+        ge=0.0,
+        le=3600.0,
+        description="a canary step's first seconds (at most half its interval) are not judged: the service's "
+        "workers take up to a poll and a load to serve the step's weight",
+    )

@@ -1,12 +1,20 @@
 """The canary's state machine: a candidate version's share of traffic raised step by step, or rolled back.
 
-A canary of a registered model serves its candidate version beside the champion (the service's first variant) with
-the weight of its current step. At each check the controller brings the evidence of the canary so far: the
-candidate's guardrails against the champion (anytime-valid intervals, so checking often does not inflate false
-alarms) and how many requests the candidate answered during the current step. Then:
+A canary of a registered model serves its candidate version beside the champion (the service's first variant),
+taking the current step's percentage of the champion's traffic (and its own salt, so it meets other customers than
+earlier canaries and experiments). Each step is judged on its own window, while the weights are constant and the
+champion serves beside the candidate: at each check the controller brings the evidence of the current step only
+(``step_window``), so something that changes over time and hits both versions alike (an error spike, slower
+responses) is not blamed on the candidate, as it would be when its rows pile up in the late, high-weight steps and
+the champion's in the early ones. Every step is a test of its own at ``alpha / judged steps`` (``step_alpha``), so the
+whole canary rolls back an identical candidate with probability at most alpha. The last step (100 %) is never
+judged: the champion serves nobody there, so there is nothing to compare with; promotion follows the last judged
+step. Then:
 
-- a guardrail crossed its boundary (violated), or the primary metric is significantly worse: rolled back at once,
-  whatever the step's age (weight 0; the registry's aliases are not touched);
+- a guardrail crossed its boundary (violated), the primary metric is significantly worse, or the step's sample
+  ratio is off (its units do not follow the step's weight: assignment or logging is broken, or the candidate's
+  failures lose its units): rolled back at once, whatever the step's age (weight 0; the registry's aliases are not
+  touched);
 - the step is younger than its interval: nothing changes;
 - the candidate answered fewer than ``min_requests`` during the step: held for ``traffic`` (the step's interval is
   over, but there is not enough evidence to go further); it never advances without traffic, and goes on once traffic
@@ -14,11 +22,12 @@ alarms) and how many requests the candidate answered during the current step. Th
 - a guardrail does not hold yet (its interval is not yet wholly within its margin): held for ``evidence``, until it
   does or is violated; so a candidate goes on only once its non-inferiority is shown, never on the absence of
   evidence;
-- otherwise the next step, or after the last (100 %) the candidate is promoted: first the decision is written
-  (``promoting``, the candidate keeps serving its 100 %), then the registry's alias moves, then ``promoted``
-  (``promoted()``). A decision written can no longer be aborted, and an abort written first stops it: the
-  controller writes each state with a compare-and-set on the one it read, and moves the alias only after the
-  ``promoting`` write won; a ``promoting`` canary found later (the controller died in between) is finished.
+- otherwise the next step, or after the last judged step (the one before 100 %) the candidate is promoted: first
+  the decision is written (``promoting``, the candidate serves 100 % meanwhile), then the registry's alias moves,
+  then ``promoted`` (``promoted()``). A decision written can no longer be aborted, and an abort written first stops
+  it: the controller writes each state with a compare-and-set on the one it read, and moves the alias only after
+  the ``promoting`` write won; a ``promoting`` canary found later (the controller died in between) is finished.
+  A canary stored at 100 % by an earlier version (which judged that step) is promoted at its next check.
 
 A hold is logged once: the same hold at the next check (``Canary.hold`` unchanged) changes nothing.
 
@@ -35,7 +44,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from shipml.core.experiment_report import ChallengerResult
 from shipml.core.experiments import ERROR_RATE, GUARDRAILS
+from shipml.core.routing import derived_salt
+from shipml.core.window import Window
 from shipml.errors import ConfigError
 
 Status = Literal["running", "held", "promoting", "rolled_back", "promoted", "aborted"]
@@ -45,6 +57,10 @@ SERVING: tuple[Status, ...] = (*ACTIVE, "promoting")  # the candidate takes its 
 ENDED: tuple[Status, ...] = ("rolled_back", "promoted", "aborted")
 Hold = Literal["traffic", "evidence"]  # why a step holds: too few requests, or a required guardrail not shown yet
 Event = Literal["started", "advanced", "held", "promoting", "rolled_back", "promoted", "aborted"]
+FULL = 100.0  # the last step: the candidate serves all of the champion's traffic, so that step is never judged
+MIN_REQUESTS = 3_000
+"""Requests the candidate answers in a step before it goes on, by default: about what the latency guardrail needs to
+show an unchanged latency holds at a 1 % or 5 % step (docs/statistics.md, "Canaries"); fewer can never decide it."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class Canary:
     # only roll the canary back, once violated
     require: tuple[str, ...] = (ERROR_RATE,)
     hold: Hold | None = None  # while held: why (a check that finds the same hold changes nothing)
+    salt: str = ""  # the canary's own routing salt ("": derived from the model and the candidate, routing_salt)
 
     @property
     def active(self) -> bool:
@@ -107,6 +124,17 @@ class Canary:
     @property
     def reference(self) -> str:
         return f"{self.model}/{self.candidate}"
+
+    @property
+    def routing_salt(self) -> str:
+        """The salt of the canary's hash domain: its own, else derived from the model and the candidate version
+        (the same in every worker and replica: all read this state)."""
+        return self.salt or derived_salt("canary", self.model, self.candidate)
+
+    @property
+    def judged(self) -> int:
+        """How many steps are judged: those below 100 %."""
+        return sum(1 for s in self.steps if s < FULL)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -194,15 +222,56 @@ def check_steps(steps: Sequence[float]) -> None:
         raise ConfigError([f"--steps: every step must be a percentage in (0, 100], got {list(steps)}"])
     if any(b <= a for a, b in itertools.pairwise(steps)):
         raise ConfigError([f"--steps: steps must increase, got {list(steps)}"])
-    if steps[-1] != 100.0:
+    if steps[-1] != FULL:
         raise ConfigError([f"--steps: the last step must be 100 (the candidate serves everyone before it is promoted), "
                            f"got {steps[-1]:g}"])  # fmt: skip
+    if len(steps) < 2:
+        raise ConfigError(["--steps: at least one step must be below 100 (a step is judged against the champion "
+                           "serving beside it, and at 100 % it serves nobody)"])  # fmt: skip
+
+
+def step_alpha(state: Canary, alpha: float) -> float:
+    """The level of each step's tests: ``alpha`` shared by the judged steps (Bonferroni), so that over the whole
+    canary an identical candidate is rolled back with probability at most ``alpha``."""
+    return alpha / max(1, state.judged)
+
+
+def step_window(state: Canary, now: float, settle_s: float, served_since: float | None) -> Window:
+    """The current step's window, to ``now`` inclusive: from its first request to the candidate (``served_since``;
+    None: none yet, an empty window), and at least ``settle_s`` after the step started (at most half its interval):
+    the workers take up to a poll, and the first step a load, to serve the new weight, and rows routed at the old
+    one would bias the step's sample ratio."""
+    since = state.step_started_at + min(settle_s, state.interval_s / 2.0)
+    since = max(since, now if served_since is None else served_since)
+    return Window(since, max(since, now) + 1e-6)
+
+
+def evidence_of(challenger: ChallengerResult, step_requests: int, require: Sequence[str], min_count: int) -> Evidence:
+    """A check's evidence from the step's comparison of the candidate with the champion: what rolls it back (a
+    guardrail violated, the primary metric significantly worse once both have ``min_count`` units, a sample ratio
+    mismatch) and which of the ``require``d guardrails do not hold yet."""
+    violations = [f"guardrail {g.name} crossed its boundary: candidate - champion in [{g.lower:+.4g}, "
+                  f"{g.upper:+.4g}], margin {g.margin:g}" for g in challenger.guardrails if g.status == "violated"]  # fmt: skip
+    primary = challenger.primary
+    if primary.worse and min(primary.control.n, primary.treatment.n) >= min_count:
+        d = primary.difference
+        violations.insert(0, f"{primary.metric} is significantly worse: [{d.lower:+.4g}, {d.upper:+.4g}]")
+    if challenger.decision.verdict == "unhealthy":
+        violations.insert(0, "in this step: " + "; ".join(challenger.decision.reasons))
+    undecided = [
+        f"guardrail {g.name} in [{g.lower:+.4g}, {g.upper:+.4g}], not yet within margin {g.margin:g}"
+        for g in challenger.guardrails
+        if g.status == "undecided" and g.name in require
+    ]
+    return Evidence(tuple(violations), step_requests, tuple(undecided))
 
 
 def check(state: Canary, evidence: Evidence, now: float) -> Change:
     """One check of an active canary (see the module's docstring); an ended one does not change."""
     if not state.active:
         return Change(state)
+    if state.percent >= FULL:  # stored at 100 % by an earlier version: its last judged step held
+        return _promoting(state, now)
     if evidence.violations:
         reason = "; ".join(evidence.violations)
         return Change(replace(state, status="rolled_back", reason=reason, hold=None, updated_at=now), "rolled_back")
@@ -221,15 +290,21 @@ def check(state: Canary, evidence: Evidence, now: float) -> Change:
             why = "waiting for evidence: " + "; ".join(evidence.undecided)
         reason = f"held at {state.percent:g} %: {why}"
         return Change(replace(state, status="held", reason=reason, hold=hold, updated_at=now), "held")
-    if state.step == len(state.steps) - 1:
-        reason = f"every step held its guardrails; promoting version {state.candidate}"
-        promoting = replace(state, status="promoting", reason=reason, hold=None, updated_at=now)
-        return Change(promoting, "promoting", promote=True)
+    if state.steps[state.step + 1] >= FULL:
+        return _promoting(state, now)
     reason = f"guardrails hold after {state.percent:g} % with {evidence.step_requests} request(s)"
     advanced = replace(
         state, step=state.step + 1, step_started_at=now, status="running", reason=reason, hold=None, updated_at=now
     )
     return Change(advanced, "advanced")
+
+
+def _promoting(state: Canary, now: float) -> Change:
+    """The last judged step held: the decision to promote, the candidate at 100 % while the alias moves."""
+    reason = f"every step held its guardrails; promoting version {state.candidate}"
+    last = len(state.steps) - 1
+    promoting = replace(state, step=last, status="promoting", reason=reason, hold=None, updated_at=now)
+    return Change(promoting, "promoting", promote=True)
 
 
 def _hold(state: Canary, evidence: Evidence) -> Hold | None:

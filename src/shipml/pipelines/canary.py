@@ -16,12 +16,14 @@ Safe to run from several processes, and against an operator's ``deploy abort``:
   (``LEASE_CHECKS`` x ``check_every_s``), renews it at every tick and releases it on ``close``, so a restarted
   controller drives at once; the others only follow and say who drives (``Tick.driver``).
 
-Evidence at each check (``ExperimentJob`` with the champion and the candidate as its two variants, over the canary's
-whole life, since the anytime-valid intervals stay valid however often they are looked at): the candidate's
-guardrails against the champion (error rate, and whatever else ``ab report`` judges) and its primary metric when
-feedback has matured. A guardrail whose interval lies wholly beyond its margin, or a primary metric significantly
-worse, rolls the canary back. The sample ratio check of ``ab report`` is not used: the weights change at each step,
-so the units of the whole canary are not expected to follow any one of them.
+Evidence at each check (``ExperimentJob`` with the champion and the candidate as its two variants, weighted as the
+step weights them, over the current step's window only, ``core.canary.step_window``): the candidate's guardrails
+against the champion (error rate, and whatever else ``ab report`` judges), its primary metric when feedback has
+matured, and the step's sample ratio (the units of each version against the step's weight). Each step's tests run
+at ``alpha / judged steps`` (``core.canary.step_alpha``). A guardrail whose interval lies wholly beyond its margin,
+a primary metric significantly worse, or a sample ratio mismatch rolls the canary back. Evidence is never pooled
+across steps: the weights differ, so rows of the early steps are mostly the champion's and of the late ones mostly
+the candidate's, and anything that changes over time would be blamed on the candidate.
 """
 
 from __future__ import annotations
@@ -35,10 +37,22 @@ from shipml.adapters.registry import MlflowRegistry, ModelRef
 from shipml.adapters.store import PredictionStore
 from shipml.adapters.store.leases import new_holder
 from shipml.config import Settings
-from shipml.core.canary import Canary, CanaryEvent, Event, Evidence, abort, check, promoted
+from shipml.core.canary import (
+    MIN_REQUESTS,
+    Canary,
+    CanaryEvent,
+    Event,
+    Evidence,
+    abort,
+    check,
+    evidence_of,
+    promoted,
+    step_alpha,
+    step_window,
+)
 from shipml.core.experiments import ERROR_RATE
 from shipml.core.prediction import CANARY_VARIANT, DEFAULT_VARIANT
-from shipml.core.window import Window
+from shipml.core.routing import derived_salt
 from shipml.errors import CanaryRefused, ConfigError, RegistryError
 from shipml.pipelines.experiments import ExperimentJob
 from shipml.pipelines.promote import promote
@@ -48,6 +62,7 @@ LEASE = "canary:{model}"
 LEASE_CHECKS = 3  # the lease lasts this many checks: a controller that died stops blocking the others soon
 LEASE_MIN_S = 5.0  # and at least this long, so that computing the evidence does not outlast it
 ABORT_TRIES = 5  # an abort re-reads and tries again when a tick wrote the canary meanwhile
+SERVED_RESOLUTION_S = 0.05  # how precisely a step's first request to the candidate is found
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class CanaryController:
         self.holder = new_holder()
         self.lease_s = max(LEASE_MIN_S, LEASE_CHECKS * check_every_s)
         self._leases: set[str] = set()
+        self._served: dict[tuple[str, str, float], float] = {}  # (model, candidate, step start): first request
 
     def close(self) -> None:
         """Release the leases this controller holds: another controller drives at once."""
@@ -103,11 +119,15 @@ class CanaryController:
         version: str,
         steps: tuple[float, ...],
         interval_s: float,
-        min_requests: int,
+        min_requests: int = MIN_REQUESTS,
         require: tuple[str, ...] = (ERROR_RATE,),
+        salt: str | None = None,
     ) -> tuple[Canary, bool]:
         """Begin a canary of ``model`` version ``version`` (or resume the one of that same version that has not
-        ended); the canary and whether it was started now."""
+        ended); the canary and whether it was started now. ``salt``: its routing salt (default: derived from the
+        model and the version, its own)."""
+        if salt is not None and "\0" in salt:
+            raise ConfigError(["--salt: must not contain the NUL character (it separates the salt from the key)"])
         name, reference = self.champion()
         champion_model = ModelRef.parse(reference).name
         if champion_model != model:
@@ -128,8 +148,9 @@ class CanaryController:
         if serving == info.version:
             raise CanaryRefused(f"deploy canary: {model}/{info.version} is what {reference} serves already")
         now = time.time()
+        own = derived_salt("canary", model, info.version) if salt is None else salt
         canary = Canary(model, info.version, name, steps, interval_s, min_requests, now, now, updated_at=now,
-                        reason=f"started at {steps[0]:g} %", require=require)  # fmt: skip
+                        reason=f"started at {steps[0]:g} %", require=require, salt=own)  # fmt: skip
         saved = self.store.canaries.save(
             canary, CanaryEvent.of("started", canary), expect=None if existing is None else existing.updated_at
         )
@@ -199,29 +220,43 @@ class CanaryController:
                  reason=event.reason)  # fmt: skip
 
     def evidence(self, state: Canary, now: float) -> Evidence:
-        """The candidate's guardrails and primary metric against the champion over the canary's life, and its
-        requests in the current step."""
+        """The candidate's guardrails, primary metric and sample ratio against the champion over the current step's
+        window, and its requests there."""
         _, reference = self.champion()
         weight = state.weight
         variants = [(state.champion, reference, max(1.0 - weight, 1e-9)), (CANARY_VARIANT, state.reference, weight)]
-        job = ExperimentJob(self.settings, self.store, self.registry, variants=variants)
-        report = job.report(state.model, Window(state.started_at, now + 1e-6))
-        challenger = report.challengers[0]
-        violations = [f"guardrail {g.name} crossed its boundary: candidate - champion in [{g.lower:+.4g}, "
-                      f"{g.upper:+.4g}], margin {g.margin:g}" for g in challenger.guardrails if g.status == "violated"]  # fmt: skip
-        undecided = [
-            f"guardrail {g.name} in [{g.lower:+.4g}, {g.upper:+.4g}], not yet within margin {g.margin:g}"
-            for g in challenger.guardrails
-            if g.status == "undecided" and g.name in state.require
-        ]
-        primary = challenger.primary
-        if primary.worse and min(primary.control.n, primary.treatment.n) >= self.settings.experiments.min_count:
-            d = primary.difference
-            violations.insert(0, f"{primary.metric} is significantly worse: [{d.lower:+.4g}, {d.upper:+.4g}]")
+        experiments = self.settings.experiments
+        judged = experiments.model_copy(update={"alpha": step_alpha(state, experiments.alpha)})
+        settings = self.settings.model_copy(update={"experiments": judged})
+        window = step_window(state, now, experiments.canary_settle_s, self._served_since(state, now))
+        job = ExperimentJob(settings, self.store, self.registry, variants=variants)
+        report = job.report(state.model, window)
         step_requests = self.store.predictions.count(
-            state.model, variant=CANARY_VARIANT, since=state.step_started_at, until=now + 1e-6, status=None
+            state.model, variant=CANARY_VARIANT, since=window.since, until=window.until, status=None
         )
-        return Evidence(tuple(violations), step_requests, tuple(undecided))
+        return evidence_of(report.challengers[0], step_requests, state.require, experiments.min_count)
+
+    def _served_since(self, state: Canary, now: float) -> float | None:
+        """When the candidate answered its first request (any status) in the current step, to ``SERVED_RESOLUTION_S``
+        (None: not yet), found by halving the step's time with counts and kept once found."""
+        key = (state.model, state.candidate, state.step_started_at)
+        if key in self._served:
+            return self._served[key]
+
+        def any_in(since: float, until: float) -> bool:
+            counted = self.store.predictions.count(
+                state.model, variant=CANARY_VARIANT, since=since, until=until, status=None
+            )
+            return counted > 0
+
+        low, high = state.step_started_at, now + 1e-6
+        if not any_in(low, high):
+            return None
+        while high - low > SERVED_RESOLUTION_S:
+            middle = (low + high) / 2.0
+            low, high = (low, middle) if any_in(low, middle) else (middle, high)
+        self._served = {key: low}  # only the current step's is ever needed again
+        return low
 
 
 def _not_abortable(model: str, state: Canary | None) -> str:

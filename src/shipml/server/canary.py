@@ -3,7 +3,7 @@
 The controller (`shipml deploy canary`, pipelines/canary.py) writes the canary's state to the store; each worker of
 each replica reads it on a poll (``serve.reload_interval_s``, at least every few seconds while a canary is active) and
 changes its deployment: the candidate is loaded beside the champion (the deployment changes only once it is loaded),
-then takes its weight from the split; when the canary ends (rolled back, aborted, promoted) it leaves the split. While
+then takes its weight of the champion's traffic, with its own salt (the state's, the same in every worker); when the canary ends (rolled back, aborted, promoted) it leaves the split. While
 a promotion is being done (``promoting``) the candidate keeps its 100 %; the registry's alias moves before the canary
 is written promoted, so the champion is reloaded before the canary leaves: its traffic never goes back to the old
 version. A worker that starts while a canary is active serves it from its first poll.
@@ -44,7 +44,7 @@ class CanaryFollower(Collector):
         self.manager = manager
         self.poll_s = poll_s
         self.state: Canary | None = None
-        self._applied: tuple[str, float] | None = None  # (candidate, weight) the deployment serves
+        self._applied: tuple[str, float, str] | None = None  # (candidate, weight, salt) the deployment serves
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -70,7 +70,7 @@ class CanaryFollower(Collector):
         """One poll: read the canary and make the deployment serve it (or stop serving it)."""
         state = await anyio.to_thread.run_sync(self.store.canaries.read, self.model)
         self.state = state
-        want = (state.candidate, state.weight) if state is not None and state.serving else None
+        want = (state.candidate, state.weight, state.routing_salt) if state is not None and state.serving else None
         if want == self._applied:
             return
         if want is None:
@@ -79,8 +79,8 @@ class CanaryFollower(Collector):
             await self.manager.set_canary(None, 0.0, CANARY_VARIANT)
             log.info("canary_left", model=self.model, status=state.status if state else None)
         else:
-            candidate, weight = want
-            await self.manager.set_canary(ModelRef(self.model, candidate), weight, CANARY_VARIANT)
+            candidate, weight, salt = want
+            await self.manager.set_canary(ModelRef(self.model, candidate), weight, CANARY_VARIANT, salt)
             loaded = self.manager.canary is not None and self.manager.canary.current is not None
             if not loaded:
                 return  # not loaded (yet): no traffic, so the controller holds; the next poll tries again
@@ -98,7 +98,7 @@ class CanaryFollower(Collector):
         for s in STATUSES:
             status.add_metric([*labels, s], 1.0 if s == state.status else 0.0)
         weight = GaugeMetricFamily(
-            "shipml_canary_weight", "the candidate's share of requests (0 once the canary ended)",
+            "shipml_canary_weight", "the candidate's share of the champion's requests (0 once the canary ended)",
             labels=["model", "candidate"],
         )  # fmt: skip
         weight.add_metric(labels, state.weight)

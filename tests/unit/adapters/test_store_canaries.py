@@ -34,7 +34,7 @@ def store(store_uri: str) -> Iterator[PredictionStore]:
 
 
 def started(store: PredictionStore) -> Canary:
-    canary = Canary("churn", "2", "main", (50.0, 100.0), 60.0, 10, START, START, reason="started at 50 %")
+    canary = Canary("churn", "2", "main", (50.0, 75.0, 100.0), 60.0, 10, START, START, reason="started at 50 %")
     saved = store.canaries.save(canary, CanaryEvent.of("started", canary), expect=None)
     assert saved is not None
     return saved

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from shipml.core.canary import Canary, CanaryEvent, Evidence, abort, check, parse_steps, promoted
+from shipml.core.canary import (
+    Canary,
+    CanaryEvent,
+    Evidence,
+    abort,
+    check,
+    parse_steps,
+    promoted,
+    step_alpha,
+    step_window,
+)
 from shipml.errors import ConfigError
 
 START = 1_000.0
@@ -68,8 +78,8 @@ def test_each_change_logs_one_typed_event_that_round_trips_through_json() -> Non
     assert CanaryEvent.from_json(event.to_json()) == event
     assert CanaryEvent.from_json(event.to_json(), ts=START + 61).ts == START + 61  # the store's time wins
     assert check(canary(), Evidence(step_requests=500), START + 1).logged() is None
-    rolled = check(canary(step=2), Evidence(("guardrail x crossed",)), START + 1).logged()
-    assert rolled is not None and (rolled.event, rolled.percent, rolled.status) == ("rolled_back", 100.0, "rolled_back")
+    rolled = check(canary(step=1), Evidence(("guardrail x crossed",)), START + 1).logged()
+    assert rolled is not None and (rolled.event, rolled.percent, rolled.status) == ("rolled_back", 50.0, "rolled_back")
 
 
 def test_an_undecided_guardrail_holds_the_step_until_it_holds() -> None:
@@ -79,9 +89,10 @@ def test_an_undecided_guardrail_holds_the_step_until_it_holds() -> None:
     assert check(waiting.state, Evidence(step_requests=900), START + 120).event == "advanced"
 
 
-def test_after_the_last_step_the_decision_comes_first_then_the_promotion_then_nothing_more_as_a_canary() -> None:
-    decided = check(canary(step=2), Evidence(step_requests=100), START + 60)
+def test_after_the_last_judged_step_the_decision_comes_first_then_the_promotion_then_nothing_more() -> None:
+    decided = check(canary(step=1), Evidence(step_requests=100), START + 60)
     assert decided.promote and decided.event == "promoting" and decided.state.status == "promoting"
+    assert decided.state.step == 2 and decided.state.step_started_at == START  # 100 % is never a judged step
     assert decided.state.weight == 1.0 and decided.state.serving  # the candidate keeps its 100 % until promoted
     assert not decided.state.active and not decided.state.ended
     assert check(decided.state, Evidence(("guardrail x crossed",)), START + 61).event is None  # decided: no rollback
@@ -128,3 +139,36 @@ def test_required_guardrails_parse_and_a_name_that_is_not_one_is_refused() -> No
     assert parse_required("none") == ()
     with pytest.raises(ConfigError, match="--require: errors is not a guardrail"):
         parse_required("errors")
+
+
+def test_no_verdict_is_taken_at_100_percent_a_canary_stored_there_is_promoted() -> None:
+    """S1: at 100 % the champion serves nobody, so nothing there can be compared; a state an earlier version left
+    at 100 % (its step before held) is promoted, whatever the evidence says."""
+    change = check(canary(step=2), Evidence(("guardrail x crossed",), 0), START + 1)
+    assert change.event == "promoting" and change.promote and change.state.percent == 100.0
+
+
+def test_a_single_100_percent_step_is_refused_since_nothing_would_be_judged() -> None:
+    with pytest.raises(ConfigError, match="below 100"):
+        parse_steps("100")
+    assert canary().judged == 2 and step_alpha(canary(), 0.05) == pytest.approx(0.025)
+
+
+def test_each_step_is_judged_on_its_own_window_once_the_candidate_serves_and_the_workers_settled() -> None:
+    c = canary(step=1, step_started_at=START + 600)
+    window = step_window(c, START + 700, 15.0, START + 600.5)
+    assert window.since == START + 615 and window.until > START + 700
+    assert step_window(c, START + 700, 15.0, START + 640).since == START + 640  # the candidate served late
+    empty = step_window(c, START + 700, 15.0, None)  # not served yet: nothing to judge
+    assert empty.since == START + 700 and empty.until - empty.since < 1e-3
+    short = canary(interval_s=4.0)
+    assert step_window(short, START + 10, 15.0, START).since == START + 2.0  # at most half the interval
+    assert step_window(c, START + 601, 15.0, START + 600).until >= START + 615  # never an inverted window
+
+
+def test_each_canary_has_its_own_salt_derived_alike_everywhere() -> None:
+    a, b = canary(), canary(candidate="8")
+    assert a.routing_salt == canary().routing_salt and a.routing_salt != b.routing_salt
+    assert canary(salt="pinned").routing_salt == "pinned"
+    old = canary().to_json().replace(', "salt": ""', "")
+    assert '"salt"' not in old and Canary.from_json(old).routing_salt == a.routing_salt

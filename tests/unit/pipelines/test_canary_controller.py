@@ -54,11 +54,11 @@ def controller(settings: Settings, store_uri: str, registry: Any, evidence: Any 
 
 
 def at_last_step(c: CanaryController) -> Canary:
-    """A canary of churn/2 at its last step (100 %), its interval over."""
-    _, started = c.start("churn", "2", (50.0, 100.0), interval_s=0.0, min_requests=1)
+    """A canary of churn/2 at its last judged step (50 %, the one before 100 %), its interval over."""
+    _, started = c.start("churn", "2", (25.0, 50.0, 100.0), interval_s=0.0, min_requests=1)
     assert started
     moved = c.tick("churn")
-    assert moved.event == "advanced" and moved.canary is not None and moved.canary.percent == 100.0
+    assert moved.event == "advanced" and moved.canary is not None and moved.canary.percent == 50.0
     return moved.canary
 
 
@@ -186,7 +186,8 @@ def test_deploy_canary_says_who_drives_and_gives_the_lease_up_when_it_ends(
         return c, store
 
     monkeypatch.setattr(deploy, "_controller", ours)
-    args = ["deploy", "canary", "churn", "2", "--steps", "100", "--interval", "1s", "--check-every", "0.1s"]
+    args = ["deploy", "canary", "churn", "2", "--steps", "50,100", "--interval", "1s", "--check-every", "0.1s",
+            "--min-requests", "1"]  # fmt: skip
     assert app(args, standalone_mode=False) == 0
     printed = capsys.readouterr().out
     assert printed.count("driven by another `deploy canary` (controller-on-another-host); following it") == 1
