@@ -159,15 +159,20 @@ def test_a_shared_spike_does_not_roll_back_an_identical_candidate(rate_per_min: 
     latency 40 % / 100 %. Goal: at most 5 % over the whole canary, every spike."""
     runs = replicates(10 if rate_per_min == 3_000 else 12)
     rolled: dict[_Spike, int] = {}
+    promoted = 0
     for spike in SPIKES:
-        rolled[spike] = sum(_canary(rate_per_min, spike, rng)[0] for _ in range(runs))
+        ends = [_canary(rate_per_min, spike, rng) for _ in range(runs)]
+        rolled[spike] = sum(back for back, _ in ends)
+        promoted += sum(not back and at == 100.0 for back, at in ends)
     total = runs * len(SPIKES)
     rate = sum(rolled.values()) / total
     figure(
         f"canary_shared_spike_{rate_per_min}_per_min", runs=runs,
-        **{f"{s.kind}_at_{s.step:g}": rolled[s] / runs for s in SPIKES}, rolled_back=rate, goal=GOAL,
+        **{f"{s.kind}_at_{s.step:g}": rolled[s] / runs for s in SPIKES}, rolled_back=rate,
+        promoted=promoted / total, goal=GOAL,
     )  # fmt: skip
     assert rate <= GOAL + mc_margin(GOAL, total)
+    assert promoted + sum(rolled.values()) == total  # every canary went through the spike's step to its end
 
 
 def test_a_canary_beside_an_ab_test_moves_no_key_between_a_and_b(rng: np.random.Generator) -> None:
