@@ -121,8 +121,9 @@ class _Spike:
     step: float  # the step (percent) it hits, one minute after the step began
 
 
-def _canary(rate_per_min: float, spike: _Spike, rng: np.random.Generator) -> tuple[bool, float]:
-    """One A/A canary with the default steps and interval: (rolled back, the step it ended at)."""
+def _canary(rate_per_min: float, spike: _Spike, rng: np.random.Generator, lost: float = 0.0) -> tuple[bool, float]:
+    """One A/A canary with the default steps and interval: (rolled back, the step it ended at). ``lost``: the
+    share of the candidate's requests its logging loses (the split is then off in every step)."""
     settings = settings_from_mapping({"serve": {"model": "churn@production"}})
     store = _Store()
     controller = CanaryController(settings, store, _Registry())  # type: ignore[arg-type]
@@ -139,15 +140,16 @@ def _canary(rate_per_min: float, spike: _Spike, rng: np.random.Generator) -> tup
         ok = rng.random(n) >= errors
         latency = rng.lognormal(3.0, 0.5, n) * np.where(hit & (spike.kind == "latency"), 1.5, 1.0)
         to_canary = rng.random(n) < state.weight
-        store.predictions.add(CANARY_VARIANT, ts[to_canary], ok[to_canary], latency[to_canary])
+        logged = to_canary & (rng.random(n) >= lost)
+        store.predictions.add(CANARY_VARIANT, ts[logged], ok[logged], latency[logged])
         store.predictions.add("main", ts[~to_canary], ok[~to_canary], latency[~to_canary])
         now += CHECK_S
         state = check(state, controller.evidence(state, now), now).state
         if state.status in ("rolled_back", "promoting"):
             break
     if state.status == "rolled_back":
-        print(f"rolled back at {state.percent:g} % after {now / 60:g} min: {state.reason}")
-    return state.status == "rolled_back", state.steps[state.step]
+        print(f"rolled back at {state.percent:g} % after {now / 60:g} min: {state.reason[:160]}")
+    return state.status == "rolled_back" and (not lost or "sample ratio" in state.reason), state.steps[state.step]
 
 
 SPIKES = (_Spike("errors", 50.0), _Spike("latency", 50.0), _Spike("errors", 100.0), _Spike("latency", 100.0))
@@ -173,6 +175,18 @@ def test_a_shared_spike_does_not_roll_back_an_identical_candidate(rate_per_min: 
     )  # fmt: skip
     assert rate <= GOAL + mc_margin(GOAL, total)
     assert promoted + sum(rolled.values()) == total  # every canary went through the spike's step to its end
+
+
+def test_a_step_whose_sample_ratio_is_off_rolls_the_canary_back(rng: np.random.Generator) -> None:
+    """S11 within a step: the canary had no sample-ratio check (its weights change). Now each step's units are
+    tested against that step's weight with the sequential test, so a candidate whose logging loses 20 % of its
+    requests is rolled back for a sample ratio mismatch. Goal: in at least 90 % of canaries at 3,000/min."""
+    runs = replicates(6)
+    ends = [_canary(3_000, _Spike("errors", 0.0), rng, lost=0.2) for _ in range(runs)]
+    caught = sum(back for back, _ in ends) / runs
+    figure("canary_step_sample_ratio_20pct_lost", runs=runs, rolled_back=caught,
+           at_step=sorted({at for back, at in ends if back}), goal=0.9)  # fmt: skip
+    assert caught >= 0.9 - mc_margin(0.9, runs)
 
 
 def test_a_canary_beside_an_ab_test_moves_no_key_between_a_and_b(rng: np.random.Generator) -> None:
