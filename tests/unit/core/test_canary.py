@@ -10,11 +10,14 @@ from shipml.core.canary import (
     Evidence,
     abort,
     check,
+    evidence_of,
     parse_steps,
     promoted,
     step_alpha,
     step_window,
 )
+from shipml.core.experiment_report import ChallengerResult
+from shipml.core.experiments import Decision, Guardrail, compare, variant_stats
 from shipml.errors import ConfigError
 
 START = 1_000.0
@@ -172,3 +175,28 @@ def test_each_canary_has_its_own_salt_derived_alike_everywhere() -> None:
     assert canary(salt="pinned").routing_salt == "pinned"
     old = canary().to_json().replace(', "salt": ""', "")
     assert '"salt"' not in old and Canary.from_json(old).routing_salt == a.routing_salt
+
+
+def _challenger(guardrails: tuple[Guardrail, ...], worse: bool = False, verdict: str = "continue") -> ChallengerResult:
+    control = variant_stats("main", [1.0] * 180 + [0.0] * 20, "proportion")
+    treatment = variant_stats("canary", ([1.0] * 100 + [0.0] * 100) if worse else [1.0] * 180 + [0.0] * 20,
+                              "proportion")  # fmt: skip
+    reasons = ("sample ratio mismatch (sequential p = 1e-06 < 0.001): main 900, canary 10",)
+    return ChallengerResult("canary", compare(control, treatment), guardrails, None, Decision(verdict, reasons))  # type: ignore[arg-type]
+
+
+def test_the_evidence_of_a_step_rolls_back_on_a_violation_a_worse_metric_or_a_sample_ratio_mismatch() -> None:
+    holds = Guardrail("error_rate", -0.01, 0.005, 0.01)
+    violated = Guardrail("latency_p99", 0.02, 0.05, 0.01)
+    undecided = Guardrail("latency_p99", -0.01, 0.03, 0.01)
+    assert evidence_of(_challenger((holds,)), 500, ("error_rate",), 100) == Evidence((), 500, ())
+    rolled = evidence_of(_challenger((holds, violated)), 500, ("error_rate",), 100)
+    assert len(rolled.violations) == 1 and "latency_p99 crossed its boundary" in rolled.violations[0]
+    worse = evidence_of(_challenger((holds,), worse=True), 500, (), 100)
+    assert "significantly worse" in worse.violations[0]
+    assert evidence_of(_challenger((holds,), worse=True), 500, (), 1_000).violations == ()  # under min_count
+    srm = evidence_of(_challenger((holds,), verdict="unhealthy"), 500, (), 100)
+    assert srm.violations[0].startswith("in this step: sample ratio mismatch")
+    waiting = evidence_of(_challenger((holds, undecided)), 500, ("error_rate", "latency_p99"), 100)
+    assert waiting.violations == () and "latency_p99" in waiting.undecided[0]
+    assert evidence_of(_challenger((holds, undecided)), 500, ("error_rate",), 100).undecided == ()
