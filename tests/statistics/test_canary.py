@@ -147,7 +147,7 @@ def _canary(rate_per_min: float, spike: _Spike, rng: np.random.Generator, lost: 
         state = check(state, controller.evidence(state, now), now).state
         if state.status in ("rolled_back", "promoting"):
             break
-    if state.status == "rolled_back":
+    if state.status == "rolled_back" and not lost:  # an identical candidate rolled back: say why
         print(f"rolled back at {state.percent:g} % after {now / 60:g} min: {state.reason[:160]}")
     return state.status == "rolled_back" and (not lost or "sample ratio" in state.reason), state.steps[state.step]
 
