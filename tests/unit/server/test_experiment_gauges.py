@@ -204,19 +204,29 @@ def scheduled(store: PredictionStore, s: Settings, model: str = "churn") -> Sche
 
 
 def test_the_lease_holder_runs_the_monitoring_job_then_stores_the_experiment_report(
-    store: PredictionStore, tmp_path: Path
+    store: PredictionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log(store, "champion", labelled(400, 0.9))
     log(store, "challenger", labelled(400, 0.6))
     s = settings(monitor={"interval_s": 60, "window": "1h"}, home=str(tmp_path))
     holder, other = scheduled(store, s), scheduled(store, s)
+    # the monitoring job itself needs a registered model's profile (tests/integration/test_monitoring_e2e.py runs
+    # it on the service's schedule); here it only has to be called, once, by the lease holder
+    monitored: list[tuple[str, float]] = []
+
+    def run_monitoring(workspace: object, model: str, window: Window, job: object) -> tuple[object, int]:
+        monitored.append((model, window.until - window.since))
+        return SimpleNamespace(verdict="ok", performance_drop=False), len(monitored)
+
+    monkeypatch.setattr("shipml.pipelines.monitor.run_monitoring", run_monitoring)
+    monkeypatch.setattr(ScheduledMonitor, "job", None)
 
     with capture_logs() as logs:
         assert holder.tick() is True
         assert other.tick() is False  # the lease is held: one runner across workers and replicas
 
     assert [e["event"] for e in logs] == ["monitor_run", "experiment_run"]
-    assert len(store.reports.recent("churn", limit=10)) == 1
+    assert monitored == [("churn", 3600.0)]  # monitor.window
     (stored,) = store.experiments.recent("churn", limit=10)
     assert (stored.verdict, stored.model) == ("rollback", "churn")
     assert stored.until - stored.since == pytest.approx(3600)  # monitor.window
