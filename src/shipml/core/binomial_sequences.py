@@ -10,6 +10,7 @@ rest on them: the latency's (counts over a quantile) and the error rate's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from shipml.core.sequential import mixture_rho
 
@@ -75,21 +76,7 @@ def rate_bounds(k: int, n: int, prior: tuple[float, float], alpha: float) -> tup
     """The beta-binomial confidence sequence of a rate after k successes in n: the rates the mixture does not
     reject at ``alpha``, an interval around k / n (the log mixture is convex in the rate, lowest there)."""
     limit = math.log(1.0 / alpha)
-    estimate = k / n
-    lower, upper = 0.0, 1.0
-    if k > 0:
-        out, inside = 0.0, estimate
-        for _ in range(_BISECTIONS):
-            mid = (out + inside) / 2.0
-            out, inside = (mid, inside) if log_mixture(mid, k, n, prior) >= limit else (out, mid)
-        lower = out
-    if k < n:
-        inside, out = estimate, 1.0
-        for _ in range(_BISECTIONS):
-            mid = (inside + out) / 2.0
-            inside, out = (inside, mid) if log_mixture(mid, k, n, prior) >= limit else (mid, out)
-        upper = out
-    return lower, upper
+    return _unrejected(k, n, lambda rate: log_mixture(rate, k, n, prior) >= limit, _BISECTIONS)
 
 
 def centred_rate_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
@@ -102,17 +89,23 @@ def centred_rate_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
         prior = (RATE_PRIOR_TRIALS * rate, RATE_PRIOR_TRIALS * (1.0 - rate))
         return log_mixture(rate, k, n, prior) >= limit
 
+    return _unrejected(k, n, rejected, _RATE_BISECTIONS)
+
+
+def _unrejected(k: int, n: int, rejected: Callable[[float], bool], bisections: int) -> tuple[float, float]:
+    """The interval of rates ``rejected`` spares around k / n, each end found by ``bisections`` halvings between
+    the estimate (never rejected) and 0 or 1 (an end stays 0 with no successes, 1 with no failures)."""
     estimate = k / n
     lower, upper = 0.0, 1.0
     if k > 0:
         out, inside = 0.0, estimate
-        for _ in range(_RATE_BISECTIONS):
+        for _ in range(bisections):
             mid = (out + inside) / 2.0
             out, inside = (mid, inside) if rejected(mid) else (out, mid)
         lower = out
     if k < n:
         inside, out = estimate, 1.0
-        for _ in range(_RATE_BISECTIONS):
+        for _ in range(bisections):
             mid = (inside + out) / 2.0
             inside, out = (inside, mid) if rejected(mid) else (mid, out)
         upper = out
