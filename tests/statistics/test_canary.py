@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import pytest
 
 from shipml.adapters.store.window import Outcomes
 from shipml.config import settings_from_mapping
-from shipml.core.canary import MIN_REQUESTS, Canary, check, step_alpha
+from shipml.core.canary import Canary, check, requests_needed, step_alpha
 from shipml.core.experiments import latency_guardrail
 from shipml.core.prediction import CANARY_VARIANT
 from shipml.core.routing import Split, derived_salt
@@ -243,12 +243,17 @@ def _requests_to_hold(share: float, alpha: float) -> int:
 
 def test_the_latency_guardrail_requests_to_decide_per_step_and_the_default_min_requests() -> None:
     """S17: how many requests a step needs before its latency guardrail can show an unchanged latency holds (at
-    each step's level, alpha / 5), and the default --min-requests covers the small steps where it was too few
-    (100: the guardrail could never decide there)."""
-    state = Canary("churn", "2", "main", STEPS, INTERVAL_S, MIN_REQUESTS, 0.0, 0.0)
+    each step's level, alpha / 5), and each step's default (``Canary.needed`` without --min-requests) is at least
+    that and within 10 % of it, at the default steps, at 75 %, and with ten judged steps (a lower level each)."""
+    state = Canary("churn", "2", "main", STEPS, INTERVAL_S, None, 0.0, 0.0)
     alpha = step_alpha(state, 0.05)
     needed = {p: _requests_to_hold(p / 100.0, alpha) for p in STEPS[:-1]}
+    defaults = {p: replace(state, step=i).needed(0.05) for i, p in enumerate(STEPS[:-1])}
     figure("canary_latency_requests_to_decide", **{f"at_{p:g}": n for p, n in needed.items()},
-           alpha=alpha, min_requests=MIN_REQUESTS)  # fmt: skip
-    assert needed[1.0] <= MIN_REQUESTS
+           alpha=alpha, defaults="/".join(str(n) for n in defaults.values()))  # fmt: skip
     assert all(a <= b for a, b in itertools.pairwise(needed.values()))  # larger steps need more of the candidate
+    for p, n in needed.items():
+        assert n <= defaults[p] <= 1.1 * n, (p, n, defaults[p])
+    for percent, level in ((75.0, alpha), (10.0, 0.05 / 10)):
+        n = _requests_to_hold(percent / 100.0, level)
+        assert n <= requests_needed(percent, level) <= 1.1 * n, (percent, level, n)

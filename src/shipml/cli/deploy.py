@@ -61,13 +61,13 @@ def deploy_canary(
     steps: Annotated[str, typer.Option(help="percentages of traffic, increasing, ending at 100")] = "1,5,10,25,50,100",
     interval: Annotated[str, typer.Option(help="how long each step lasts at least: 90s, 10m, 1h")] = "10m",
     min_requests: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="requests the candidate must answer in a step before it goes on (the default is about what the "
-            "latency guardrail needs to decide at a 1-5 % step)",
+            help="requests the candidate must answer in a step before it goes on (default: per step, what the "
+            "latency guardrail needs to decide at its share: 2,330 at 1 %, 3,540 at 10 %, 8,300 at 50 %)",
         ),
-    ] = 3_000,
+    ] = None,
     check_every: Annotated[
         str | None, typer.Option(help="how often the guardrails are checked (default: a tenth of the interval)")
     ] = None,

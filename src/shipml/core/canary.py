@@ -16,7 +16,9 @@ step. Then:
   failures lose its units): rolled back at once, whatever the step's age (weight 0; the registry's aliases are not
   touched);
 - the step is younger than its interval: nothing changes;
-- the candidate answered fewer than ``min_requests`` during the step: held for ``traffic`` (the step's interval is
+- the candidate answered fewer requests than the step needs (``Canary.needed``: ``min_requests`` when given, else
+  what the latency guardrail needs to decide at the step's share, ``requests_needed``) during the step: held for
+  ``traffic`` (the step's interval is
   over, but there is not enough evidence to go further); it never advances without traffic, and goes on once traffic
   returns;
 - a guardrail does not hold yet (its interval is not yet wholly within its margin): held for ``evidence``, until it
@@ -58,9 +60,38 @@ ENDED: tuple[Status, ...] = ("rolled_back", "promoted", "aborted")
 Hold = Literal["traffic", "evidence"]  # why a step holds: too few requests, or a required guardrail not shown yet
 Event = Literal["started", "advanced", "held", "promoting", "rolled_back", "promoted", "aborted"]
 FULL = 100.0  # the last step: the candidate serves all of the champion's traffic, so that step is never judged
-MIN_REQUESTS = 3_000
-"""Requests the candidate answers in a step before it goes on, by default: about what the latency guardrail needs to
-show an unchanged latency holds at a 1 % or 5 % step (docs/statistics.md, "Canaries"); fewer can never decide it."""
+# The candidate's requests a step needs before its latency guardrail can show that an unchanged latency holds (the
+# treatment's share over the champion's p99 within its 1-point margin), by the step's percentage, at the level of
+# one of five judged steps (0.05 / 5): measured with the guardrail itself, and checked against it, by
+# tests/statistics/test_canary.py. The larger the step, the fewer requests the champion serves beside it, so the
+# more the candidate must answer.
+LATENCY_REQUESTS: tuple[tuple[float, int], ...] = (
+    (1.0, 2_330), (5.0, 3_030), (10.0, 3_540), (25.0, 5_170), (50.0, 8_300), (75.0, 15_760), (90.0, 33_810),
+)  # fmt: skip
+_TABLE_ALPHA = 0.01
+# above the table's last step, what the champion must answer beside the candidate (its 10 % share at 90 %)
+_CHAMPION_REQUESTS = 3_760
+
+
+def requests_needed(percent: float, alpha: float) -> int:
+    """Requests the candidate answers in a step of ``percent`` before the latency guardrail, at level ``alpha``,
+    can decide: ``LATENCY_REQUESTS`` interpolated linearly between its steps (the need is convex in the share, so
+    the chord errs on the side of enough), the first figure below 1 %, and above 90 % what keeps 3,760 of the
+    champion's beside it; scaled by log(1/alpha) / log(100) when the level is below the table's (more judged
+    steps), never scaled down (fewer need less; the figure then has some room)."""
+    table = LATENCY_REQUESTS
+    needed = float(table[-1][1])
+    if percent <= table[0][0]:
+        needed = float(table[0][1])
+    elif percent > table[-1][0]:
+        needed = _CHAMPION_REQUESTS * percent / max(FULL - percent, 1e-9)
+    else:
+        for (p0, n0), (p1, n1) in itertools.pairwise(table):
+            if p0 < percent <= p1:
+                needed = n0 + (n1 - n0) * (percent - p0) / (p1 - p0)
+                break
+    scale = max(1.0, math.log(1.0 / alpha) / math.log(1.0 / _TABLE_ALPHA))
+    return math.ceil(needed * scale)
 
 
 @dataclass(frozen=True)
@@ -84,7 +115,7 @@ class Canary:
     champion: str
     steps: tuple[float, ...]
     interval_s: float
-    min_requests: int
+    min_requests: int | None  # requests the candidate answers in a step before it goes on (None: ``needed``)
     started_at: float
     step_started_at: float
     step: int = 0
@@ -130,6 +161,13 @@ class Canary:
         """The salt of the canary's hash domain: its own, else derived from the model and the candidate version
         (the same in every worker and replica: all read this state)."""
         return self.salt or derived_salt("canary", self.model, self.candidate)
+
+    def needed(self, alpha: float) -> int:
+        """Requests the candidate must answer in the current step before it goes on: ``min_requests`` when given,
+        else what the latency guardrail needs to decide at this step's share and level (``requests_needed``)."""
+        if self.min_requests is not None:
+            return self.min_requests
+        return requests_needed(self.percent, step_alpha(self, alpha))
 
     @property
     def judged(self) -> int:
@@ -266,8 +304,9 @@ def evidence_of(challenger: ChallengerResult, step_requests: int, require: Seque
     return Evidence(tuple(violations), step_requests, tuple(undecided))
 
 
-def check(state: Canary, evidence: Evidence, now: float) -> Change:
-    """One check of an active canary (see the module's docstring); an ended one does not change."""
+def check(state: Canary, evidence: Evidence, now: float, alpha: float = 0.05) -> Change:
+    """One check of an active canary (see the module's docstring); an ended one does not change. ``alpha``: the
+    whole canary's level (``experiments.alpha``), for the requests a step needs when ``min_requests`` is None."""
     if not state.active:
         return Change(state)
     if state.percent >= FULL:  # stored at 100 % by an earlier version: its last judged step held
@@ -277,14 +316,14 @@ def check(state: Canary, evidence: Evidence, now: float) -> Change:
         return Change(replace(state, status="rolled_back", reason=reason, hold=None, updated_at=now), "rolled_back")
     if now - state.step_started_at < state.interval_s:
         return Change(state)
-    hold = _hold(state, evidence)
+    hold = _hold(state, evidence, alpha)
     if hold is not None:
         if state.status == "held" and state.hold == hold:
             return Change(state)  # the same hold as at the last check: nothing new to log
         if hold == "traffic":
             why = (
                 f"not enough traffic: the candidate answered {evidence.step_requests} request(s) in this step, "
-                f"under the {state.min_requests} needed to go on"
+                f"under the {state.needed(alpha)} needed to go on"
             )
         else:
             why = "waiting for evidence: " + "; ".join(evidence.undecided)
@@ -307,9 +346,9 @@ def _promoting(state: Canary, now: float) -> Change:
     return Change(promoting, "promoting", promote=True)
 
 
-def _hold(state: Canary, evidence: Evidence) -> Hold | None:
+def _hold(state: Canary, evidence: Evidence, alpha: float) -> Hold | None:
     """Why the step cannot go on yet (None: it can)."""
-    if evidence.step_requests < state.min_requests:
+    if evidence.step_requests < state.needed(alpha):
         return "traffic"
     return "evidence" if evidence.undecided else None
 

@@ -38,7 +38,6 @@ from shipml.adapters.store import PredictionStore
 from shipml.adapters.store.leases import new_holder
 from shipml.config import Settings
 from shipml.core.canary import (
-    MIN_REQUESTS,
     Canary,
     CanaryEvent,
     Event,
@@ -119,12 +118,13 @@ class CanaryController:
         version: str,
         steps: tuple[float, ...],
         interval_s: float,
-        min_requests: int = MIN_REQUESTS,
+        min_requests: int | None = None,
         require: tuple[str, ...] = (ERROR_RATE,),
         salt: str | None = None,
     ) -> tuple[Canary, bool]:
         """Begin a canary of ``model`` version ``version`` (or resume the one of that same version that has not
-        ended); the canary and whether it was started now. ``salt``: its routing salt (default: derived from the
+        ended); the canary and whether it was started now. ``min_requests``: what the candidate answers in a step
+        before it goes on (None: per step, what the latency guardrail needs to decide, ``Canary.needed``). ``salt``: its routing salt (default: derived from the
         model and the version, its own)."""
         if salt is not None and "\0" in salt:
             raise ConfigError(["--salt: must not contain the NUL character (it separates the salt from the key)"])
@@ -171,7 +171,7 @@ class CanaryController:
         if state.status == "promoting":  # decided by a controller that died before it was done
             return self._promote(state, ())
         now = time.time() if now is None else now
-        change = check(state, self.evidence(state, now), now)
+        change = check(state, self.evidence(state, now), now, self.settings.experiments.alpha)
         logged = change.logged()
         if logged is None:
             return Tick(state, (), True, self.holder)

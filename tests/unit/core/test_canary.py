@@ -13,6 +13,7 @@ from shipml.core.canary import (
     evidence_of,
     parse_steps,
     promoted,
+    requests_needed,
     step_alpha,
     step_window,
 )
@@ -53,6 +54,30 @@ def test_without_traffic_it_holds_and_never_advances_then_goes_on_when_traffic_r
         assert again.event is None and again.state.step == 0
     resumed = check(held.state, Evidence(step_requests=100), START + 400)
     assert resumed.event == "advanced" and resumed.state.status == "running" and resumed.state.step == 1
+
+
+def test_without_min_requests_each_step_waits_for_what_the_latency_guardrail_needs_at_its_share() -> None:
+    c = canary(min_requests=None)  # steps 10, 50, 100: two judged, each at alpha / 2
+    at_10, at_50 = c.needed(0.05), canary(min_requests=None, step=1).needed(0.05)
+    assert at_10 == requests_needed(10.0, 0.025) == 3_540  # a level above the table's: not scaled down
+    assert at_50 == requests_needed(50.0, 0.025) == 8_300
+    held = check(c, Evidence(step_requests=at_10 - 1), START + 60)
+    assert held.event == "held" and held.state.hold == "traffic" and f"under the {at_10} needed" in held.state.reason
+    advanced = check(held.state, Evidence(step_requests=at_10), START + 90)
+    assert advanced.event == "advanced" and advanced.state.needed(0.05) == at_50
+    # given, --min-requests is every step's figure; a state stored with one (every earlier version) keeps it
+    assert canary(step=1).needed(0.05) == 100
+    assert Canary.from_json(c.to_json()).min_requests is None
+
+
+def test_the_requests_a_step_needs_grow_with_its_share_and_with_more_judged_steps() -> None:
+    shares = [0.5, 1.0, 3.0, 5.0, 10.0, 25.0, 50.0, 60.0, 75.0, 90.0, 95.0, 99.0]
+    needs = [requests_needed(p, 0.01) for p in shares]
+    assert needs == sorted(needs) and needs[1] == 2_330 and needs[6] == 8_300
+    assert 3_030 < requests_needed(7.5, 0.01) < 3_540  # between the table's steps
+    assert requests_needed(95.0, 0.01) == 3_760 * 19  # above 90 %: 3,760 of the champion's beside it
+    assert requests_needed(50.0, 0.001) == 12_450  # ten times lower a level: log(1000) / log(100) = 1.5 times
+    assert requests_needed(50.0, 0.05) == 8_300  # a higher level needs fewer: the table's figure, not less
 
 
 def test_a_hold_is_a_state_logged_once_per_kind_and_left_when_the_step_goes_on() -> None:
