@@ -104,8 +104,15 @@ def test_invocations_and_v2_infer_are_routed_by_key_logged_with_it_and_shadowed(
         assert v2.json()["model_version"] == VERSION[SPLIT.variant(key)]
     store = stored(root)
     try:
-        deadline = time.monotonic() + 30  # the shadow scores its copies off the response path
-        while store.predictions.count("churn", role="shadow", since=since) < 4 * len(keys):
+
+        def keyed_shadows() -> int:
+            logged = store.predictions.read_outcomes("churn", since, time.time() + 1, role="shadow").keys
+            return sum(1 for k in logged.tolist() if k is not None)
+
+        # the shadow scores its copies off the response path (and may still be scoring the unkeyed copies of the
+        # test before, which count as rows since `since` too: so wait for the keyed ones)
+        deadline = time.monotonic() + 30
+        while keyed_shadows() < 4 * len(keys):
             assert time.monotonic() < deadline, "the shadow never scored the copies"
             time.sleep(0.2)
         for role in ("primary", "shadow"):
