@@ -138,14 +138,18 @@ def test_the_service_runs_the_job_on_its_schedule_in_one_worker_at_a_time(served
         first = scheduled_since(started)
         assert first, "no scheduled run within 60 s of the service starting"
         counting = max(first)
+        # the runs after the first, over at least five intervals (a run takes longer on a busy machine)
+        deadline = time.monotonic() + 60
         time.sleep(5 * INTERVAL_S + 0.5)
-        runs = [t for t in scheduled_since(started) if t > counting]
+        while len(runs := [t for t in scheduled_since(started) if t > counting]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        span = time.time() - counting
         verdicts = {r.verdict for r in store.reports.recent("churn", limit=100) if r.created_at >= started}
     finally:
         assert server.stop() == 0
         store.close()
     # one runner: at most one run per interval (two workers without the lease would make about twice as many)
-    assert 1 <= len(runs) <= 6, [t - counting for t in runs]
+    assert 3 <= len(runs) <= span / INTERVAL_S + 1, ([t - counting for t in runs], span)
     assert verdicts == {"drift"}
 
 
