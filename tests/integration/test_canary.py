@@ -110,7 +110,10 @@ def gauge(server: Server, name: str, **labels: str) -> float | None:
     return None
 
 
-def wait_for(what: str, condition: object, timeout: float = 20) -> None:
+def wait_for(what: str, condition: object, timeout: float = 60) -> None:
+    """Poll ``condition`` until it holds. The deadline is generous: a worker polls the canary every 2 s, but on a
+    machine whose cores the rest of the suite shares, loading the candidate in each worker, or a poll behind a
+    busy SQLite store, can take tens of seconds (how fast the controller decides is asserted by its exit code)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():  # type: ignore[operator]
