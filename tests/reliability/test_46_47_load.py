@@ -107,6 +107,14 @@ def test_case47_four_workers_metrics_equal_the_requests_sent(project: tuple[Path
         sent = predict_load(
             server, keys.predict, threads=4, max_requests=n, duration_s=60, new_connection_each=True
         ).run()
+        # a worker records a request's latency just after it sent the answer: wait until the last one is in (at
+        # most a few seconds; a count that never arrives fails the assertions below), then read every figure
+        settle = time.monotonic() + 10
+        while (
+            metric(server, "shipml_request_latency_seconds_count", endpoint="/predict") < before["latency_count"] + n
+            and time.monotonic() < settle
+        ):
+            time.sleep(0.1)
         text = requests.get(f"{server.url}/metrics", timeout=10).text
         after = {
             "predictions": metric(server, "shipml_predictions_total", status="ok"),
