@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,8 +104,10 @@ def main() -> None:
     from shipml.adapters.registry import quiet_mlflow
 
     quiet_mlflow()  # MLflow's and alembic's INFO lines and warnings are not the user's business
+    command = typer.main.get_command(app)
+    _unwrap_help(command)
     try:
-        rc = app(standalone_mode=False)
+        rc = command(standalone_mode=False)
     except ShipmlError as exc:
         for line in exc.lines():
             err.print(f"[red]error:[/] {escape(line)}", highlight=False)
@@ -115,6 +118,21 @@ def main() -> None:
     except typer.TyperException as exc:  # typer's own copy of click's errors: an unknown command, a bad option...
         sys.exit(_usage_error(exc))
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _unwrap_help(command: Any) -> None:
+    """Join the source's line breaks inside each paragraph of every command's help, so the terminal wraps it at
+    its own width (typer keeps them in the paragraphs after the first: a docstring wrapped at 120 columns came out
+    ragged at 80). A paragraph of list items or indented lines keeps its breaks."""
+    if command.help:  # typer's command classes (its own copy of click's): duck-typed
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(p if _kept_as_written(p) else " ".join(p.split("\n")) for p in paragraphs)
+    for sub in getattr(command, "commands", {}).values():
+        _unwrap_help(sub)
+
+
+def _kept_as_written(paragraph: str) -> bool:
+    return any(line.startswith((" ", "- ", "* ", "\b")) for line in paragraph.split("\n"))
 
 
 class _CommandContext(Protocol):
