@@ -70,15 +70,12 @@ def _tier(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The order is pytest-xdist's schedule in `make test` (``--dist loadscope --no-loadscope-reorder``: each
-    module runs whole on one worker, modules handed out in this order): the soak's module first (its worker is
-    busy for SHIPML_SOAK_SECONDS), then the modules that start real processes and the statistics simulations
-    (CPU-bound, they fill the cores while the process tiers wait on their servers), then the unit tests, which
-    fill the workers' gaps at the end."""
+    module runs whole on one worker, modules handed out in this order): the modules that start real processes
+    and the statistics simulations (CPU-bound, they fill the cores while the process tiers wait on their
+    servers), then the unit tests, which fill the workers' gaps at the end."""
 
     def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("soak"):
-            return 0
-        return 1 if _tier(item) in (*PROCESS_TIERS, "statistics") else 2
+        return 1 if _tier(item) in (*PROCESS_TIERS, "statistics", "scale") else 2
 
     items.sort(key=rank)
 

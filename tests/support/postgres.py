@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.components import missing
 from tests.support.server import free_port
 
 
@@ -28,7 +29,7 @@ def _as_postgres(argv: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return argv
     if shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        missing("running as root without runuser: cannot start PostgreSQL as another user")
     return ["runuser", "-u", "postgres", "--", *argv]
 
 
@@ -36,7 +37,7 @@ def _as_postgres(argv: list[str]) -> list[str]:
 def postgres_uri() -> Iterator[str]:
     bindir = _bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` does it as root)")
+        missing("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` does it as root)")
     data = Path(tempfile.mkdtemp(prefix="shipml-pg-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
@@ -46,14 +47,14 @@ def postgres_uri() -> Iterator[str]:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if init.returncode != 0:
-        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
+        missing(f"initdb failed: {init.stderr.strip()[-300:]}")
     opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=on"
     start = subprocess.run(
         _as_postgres([str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", opts, "-l", str(data / "log"), "-w", "start"]),
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if start.returncode != 0:
-        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
+        missing(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
     try:
         yield f"postgresql+psycopg://shipml@127.0.0.1:{port}/postgres"
     finally:

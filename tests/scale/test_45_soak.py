@@ -1,6 +1,6 @@
 """Reliability catalogue, load (case 45): the soak, with an alias flip every 20 s. Cases 46 and 47 (overload, 4
-workers) are in test_46_47_load.py, so that the soak's lane (`make test` gives it a worker of its own) holds the
-soak alone.
+workers) are in tests/reliability/test_46_47_load.py. The soak takes minutes, so it runs in the scale lane
+(`make test-scale`, 5 minutes) and alone (`make soak`, 30 minutes), never beside the other tests.
 
 The catalogue's soak is 200 req/s single rows plus 20 batches/s of 100 for 30 min (5 in CI). On a 2-core
 machine shared with the load generator that rate is not reachable while other work runs, so the rates
