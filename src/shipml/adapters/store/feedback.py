@@ -22,14 +22,14 @@ class Feedback:
     def add(self, prediction_id: str, label: str | None, value: float | None) -> bool:
         """Record ground truth for a prediction; False if no such prediction. Later feedback replaces earlier:
         one upsert, so feedback for one id sent twice at once (a client's retry) is recorded, never a conflict."""
-        p, fb = tables.predictions, tables.feedback
+        fb = tables.feedback
         insert = self._db.insert(fb).values(prediction_id=prediction_id, ts=time.time(), label=label, value=value)
         upsert = insert.on_conflict_do_update(
             index_elements=[fb.c.prediction_id],
             set_={"ts": insert.excluded.ts, "label": insert.excluded.label, "value": insert.excluded.value},
         )
         with self._db.errors(f"cannot record feedback for {prediction_id!r}"), self._db.engine.begin() as conn:
-            found = conn.execute(sa.select(p.c.id).where(p.c.id == prediction_id)).first()
+            found = self._predictions.find_row(conn, prediction_id)
             if found is None and self._predictions.find_in_batches(conn, prediction_id) is None:
                 return False
             conn.execute(upsert)

@@ -8,6 +8,11 @@ either all of a migration or none of it. DDL also says ``IF NOT EXISTS``: a data
 ``schema_version`` existed (the first store, with a ``predictions`` table and ``f_*`` columns) goes
 through the same steps and keeps its rows.
 
+A migration may also have a ``prepare`` step, run before that transaction on Postgres (autocommit, under a
+session advisory lock): work that must not hold the tables' locks, such as ``CREATE INDEX CONCURRENTLY`` or a
+``VALIDATE CONSTRAINT``, while the previous release keeps writing. It is idempotent: run again at each open
+until its migration is applied.
+
 A migration is append-only: never edit one that has shipped; add the next number.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from shipml.adapters.store import tables
+from shipml.adapters.store.partitions import DAY_S, TABLES, attach_day, day_start, is_partitioned, to_regclass
 
 # pg_advisory_xact_lock key of the store's migrations: "shipml" in ASCII, one constant for every process.
 PG_MIGRATION_LOCK = 0x73_68_69_70_6D_6C
@@ -38,6 +45,7 @@ class Migration:
     version: int
     name: str
     apply: Callable[[Connection], None]
+    prepare: Callable[[Connection], None] | None = None  # Postgres, autocommit, before the transaction
 
 
 def _base_tables(conn: Connection) -> None:
@@ -245,6 +253,102 @@ def _webhook_notifications(conn: Connection) -> None:
     conn.execute(CreateTable(notifications, if_not_exists=True))
 
 
+def _legacy_check(table: str) -> str:
+    return f"{table}_legacy_until"
+
+
+def _legacy_cutover(conn: Connection, table: str) -> tuple[float, bool] | None:
+    """The cut-over time of ``table``'s CHECK (ts < cut-over) made by the prepare step, and whether it is valid."""
+    found = conn.execute(
+        sa.text(
+            "SELECT pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+            "WHERE conname = :n AND conrelid = to_regclass(:t)"
+        ),
+        {"n": _legacy_check(table), "t": table},
+    ).first()
+    if found is None:
+        return None
+    number = re.search(r"<\s*\(?'?([0-9.e+]+)", str(found[0]))
+    return (float(number.group(1)), bool(found[1])) if number else None
+
+
+def _prepare_daily_partitions(conn: Connection) -> None:
+    """Before migration 10, while the previous release writes on: a unique index on (id, ts) built concurrently,
+    and a validated CHECK (ts < cut-over), with the cut-over the UTC midnight two days ahead. With both,
+    attaching the old table as a partition (migration 10) neither builds an index nor scans a row."""
+    conn.exec_driver_sql("SET statement_timeout = 0")  # on a big table the build takes its time, off the writers'
+    try:
+        for table, key in TABLES.items():
+            if not to_regclass(conn, table) or is_partitioned(conn, table):
+                continue
+            index = f"{table}_{key}_ts_key"
+            valid = conn.execute(
+                sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:i)"), {"i": index}
+            ).scalar()
+            if valid is False:  # a build that was interrupted leaves an invalid index: made again
+                conn.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"')
+            conn.exec_driver_sql(f'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "{index}" ON "{table}" ("{key}", ts)')
+            check = _legacy_check(table)
+            found = _legacy_cutover(conn, table)
+            if found is not None and found[0] < time.time() + 3600:  # an old attempt's cut-over is too close
+                conn.exec_driver_sql(f'ALTER TABLE "{table}" DROP CONSTRAINT "{check}"')
+                found = None
+            if found is None:
+                cutover = day_start(time.time()) + 2 * DAY_S
+                conn.exec_driver_sql(
+                    f'ALTER TABLE "{table}" ADD CONSTRAINT "{check}" CHECK (ts < {cutover!r}) NOT VALID'
+                )
+            conn.exec_driver_sql(f'ALTER TABLE "{table}" VALIDATE CONSTRAINT "{check}"')  # a scan; writes go on
+    finally:
+        conn.exec_driver_sql("RESET statement_timeout")
+
+
+def _daily_partitions(conn: Connection) -> None:
+    # Issue 18: predictions and their batches partitioned by UTC day on Postgres (partitions.py), so retention
+    # drops whole days. The old table becomes the partition ``<table>_legacy`` of every time before the
+    # cut-over (no row rewritten: the prepare step made its index and CHECK), or is dropped when empty; a
+    # DEFAULT partition takes the rows of a day without its partition. SQLite keeps its tables.
+    if conn.dialect.name != "postgresql":
+        return
+    for table, key in TABLES.items():
+        if is_partitioned(conn, table):
+            continue
+        legacy = f"{table}_legacy"
+        conn.exec_driver_sql(f'ALTER TABLE "{table}" RENAME TO "{legacy}"')
+        indexes = conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = :t"), {"t": legacy})
+        for (index,) in indexes.all():
+            conn.exec_driver_sql(f'ALTER INDEX "{index}" RENAME TO "{index.replace(table, legacy, 1)}"')
+        conn.exec_driver_sql(f'CREATE TABLE "{table}" (LIKE "{legacy}" INCLUDING DEFAULTS) PARTITION BY RANGE (ts)')
+        conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_pkey" PRIMARY KEY ("{key}", ts)')
+        conn.exec_driver_sql(f'CREATE INDEX "ix_{table}_model_variant_ts" ON "{table}" (model, variant, ts)')
+        first_day = day_start(time.time())
+        if conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{legacy}")').scalar():  # noqa: S608 - our name
+            found = _legacy_cutover(conn, table)
+            if found is None:  # not prepared (cannot happen through migrate): the attach then scans, still no rewrite
+                latest = conn.exec_driver_sql(f'SELECT max(ts) FROM "{legacy}"').scalar_one()  # noqa: S608
+                cutover = max(day_start(float(latest)) + DAY_S, first_day + 2 * DAY_S)
+            else:
+                cutover = found[0]
+            # Its key becomes (id, ts), the parent's, on the index the prepare step built: no index built here.
+            index = f"{legacy}_{key}_ts_key"
+            if not to_regclass(conn, index):
+                conn.exec_driver_sql(f'CREATE UNIQUE INDEX "{index}" ON "{legacy}" ("{key}", ts)')
+            conn.exec_driver_sql(
+                f'ALTER TABLE "{legacy}" DROP CONSTRAINT IF EXISTS "{legacy}_pkey", '
+                f'ADD CONSTRAINT "{legacy}_pkey" PRIMARY KEY USING INDEX "{index}"'
+            )
+            conn.exec_driver_sql(
+                f'ALTER TABLE "{table}" ATTACH PARTITION "{legacy}" FOR VALUES FROM (MINVALUE) TO ({cutover!r})'
+            )
+            first_day = cutover
+        else:
+            conn.exec_driver_sql(f'DROP TABLE "{legacy}"')
+        conn.exec_driver_sql(f'CREATE TABLE "{table}_default" PARTITION OF "{table}" DEFAULT')
+        for i in range(2):  # the first days; the maintenance job and `shipml store prune` make the days ahead
+            attach_day(conn, table, first_day + i * DAY_S)
+        conn.exec_driver_sql("SET LOCAL lock_timeout = 0")  # attach_day's bound is for the service's runs
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
@@ -255,6 +359,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "drift reports and leases", _reports_and_leases),
     Migration(8, "experiment reports and canaries", _experiments_and_canaries),
     Migration(9, "webhook notifications", _webhook_notifications),
+    Migration(10, "daily partitions on Postgres", _daily_partitions, _prepare_daily_partitions),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -264,6 +369,7 @@ def migrate(engine: Engine, lock_path: Path | None) -> list[int]:
 
     ``lock_path`` is the SQLite database's writer lock file (None for Postgres)."""
     if engine.dialect.name == "postgresql":
+        _prepare_missing(engine)
         with engine.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
             return _apply_missing(conn)
@@ -278,6 +384,25 @@ def migrate(engine: Engine, lock_path: Path | None) -> list[int]:
             raise
         conn.exec_driver_sql("COMMIT")
         return applied
+
+
+def _prepare_missing(engine: Engine) -> None:
+    """Run the prepare steps of the migrations not yet applied (Postgres), one process at a time."""
+    with engine.connect() as raw:
+        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+        done: set[int] = set()
+        if to_regclass(conn, "schema_version"):
+            done = set(conn.execute(sa.select(tables.schema_version.c.version)).scalars())
+        pending = [m for m in MIGRATIONS if m.prepare is not None and m.version not in done]
+        if not pending:
+            return
+        conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+        try:
+            for m in pending:
+                assert m.prepare is not None  # noqa: S101 - filtered above
+                m.prepare(conn)
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": PG_MIGRATION_LOCK})
 
 
 def _apply_missing(conn: Connection) -> list[int]:

@@ -9,7 +9,8 @@ and each owns its tables:
 - ``store.reports`` and ``store.experiments``: stored drift and experiment reports, as typed values (reports.py);
 - ``store.canaries``: each model's canary state and events (canaries.py);
 - ``store.leases``: one runner of a scheduled job (leases.py);
-- ``store.notifications``: the last webhook message sent per model (notifications.py).
+- ``store.notifications``: the last webhook message sent per model (notifications.py);
+- ``store.partitions``: Postgres's daily partitions of the predictions (partitions.py).
 
 Nothing outside this package reads the tables with SQL. Opening a store applies the missing migrations
 (``migrations.py``); loading a model only registers its schema's slot layout (rows, no DDL).
@@ -24,6 +25,7 @@ from shipml.adapters.store.feedback import Feedback
 from shipml.adapters.store.histogram_table import Histograms
 from shipml.adapters.store.leases import Leases
 from shipml.adapters.store.notifications import Notifications
+from shipml.adapters.store.partitions import Partitions
 from shipml.adapters.store.predictions import Predictions
 from shipml.adapters.store.reports import Reports
 from shipml.config import StoreSettings
@@ -60,6 +62,7 @@ class PredictionStore:
         self.canaries = Canaries(self.database)
         self.leases = Leases(self.database)
         self.notifications = Notifications(self.database)
+        self.partitions = Partitions(self.database)
 
     @classmethod
     def open(cls, settings: StoreSettings) -> PredictionStore:

@@ -29,6 +29,7 @@ from shipml.adapters.store import tables
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.window import FeatureWindow, Outcomes, batch_window, build_window, concat
+from shipml.core.ids import uuid7_seconds
 from shipml.core.prediction import Prediction, Role, Served, Status
 from shipml.core.records import FieldError
 from shipml.core.schema import FeatureSchema
@@ -42,6 +43,9 @@ MAX_ROWS_PER_STATEMENT = 512
 BATCH_MIN_ROWS = 64
 
 _NO_SLOTS: tuple[str, ...] = ()
+# A row's ts and its id's time are read from one clock at once; an id may run ahead when a millisecond's 4,096
+# ids run out (it borrows the next). A minute covers both, and keeps a lookup in one day's partition.
+ID_TIME_SLACK_S = 60.0
 
 
 class Predictions:
@@ -280,7 +284,8 @@ class Predictions:
         )  # fmt: skip
 
     def find_in_batches(self, conn: Connection, prediction_id: str) -> Prediction | None:
-        """The prediction ``prediction_id`` if a batch holds it (see batches.py for the id range scan)."""
+        """The prediction ``prediction_id`` if a batch holds it (see batches.py for the id range scan). On Postgres
+        the id's day bounds ``ts`` too, so the lookup reads one daily partition (two near midnight)."""
         b = tables.prediction_batches
         columns = [b.c[n] for n in ("ts", "model", "version", "variant", "role", "schema_sha256", "latency_ms",
                                     "payload")]  # fmt: skip
@@ -290,15 +295,29 @@ class Predictions:
             .where(b.c.last_id >= prediction_id)
             .order_by(b.c.first_id.desc())
         )
-        for ts, model, version, variant, role, sha, latency_ms, blob in conn.execute(query):
-            decoded = batch_payload.decode(blob)
-            try:
-                i = decoded.ids.index(prediction_id)
-            except ValueError:
-                continue
-            served = Served(model, version, variant, Role(role), sha, tuple(decoded.classes or ()))
-            return decoded.prediction(i, served, ts, latency_ms)
+        bounded = None if self.is_sqlite else _by_id_time(query, b, prediction_id, batch_payload.ID_SPAN_MS / 1000)
+        for attempt in (bounded, query) if bounded is not None else (query,):
+            for ts, model, version, variant, role, sha, latency_ms, blob in conn.execute(attempt):
+                decoded = batch_payload.decode(blob)
+                try:
+                    i = decoded.ids.index(prediction_id)
+                except ValueError:
+                    continue
+                served = Served(model, version, variant, Role(role), sha, tuple(decoded.classes or ()))
+                return decoded.prediction(i, served, ts, latency_ms)
         return None
+
+    def find_row(self, conn: Connection, prediction_id: str, columns: Sequence[str] = ("id",)) -> Any:
+        """The row of ``predictions`` with this id (``columns`` of it), or None; on Postgres by the id's day first
+        (one index lookup in one partition), then, for an id whose row has another time, in every partition."""
+        p = tables.predictions
+        query = sa.select(*[p.c[n] for n in columns]).where(p.c.id == prediction_id)
+        bounded = None if self.is_sqlite else _by_id_time(query, p, prediction_id)
+        if bounded is not None:
+            row = conn.execute(bounded).first()
+            if row is not None:
+                return row
+        return conn.execute(query).first()
 
     def _read_catalog(self, conn: Connection, shas: set[str]) -> dict[str, SchemaSlots]:
         """The slot layouts of ``shas`` as stored (another process may have registered them)."""
@@ -313,9 +332,8 @@ class Predictions:
 
     def get(self, prediction_id: str) -> Prediction | None:
         """One logged prediction (any status), as it was logged; None if unknown."""
-        p = tables.predictions
         with self._db.reading(f"cannot read the prediction {prediction_id[:64]!r}") as conn:
-            row = conn.execute(sa.select(*[p.c[n] for n in tables.BASE_COLUMNS]).where(p.c.id == prediction_id)).first()
+            row = self.find_row(conn, prediction_id, tables.BASE_COLUMNS)
             if row is None:
                 return self.find_in_batches(conn, prediction_id)
         return _logged(dict(zip(tables.BASE_COLUMNS, row, strict=True)))
@@ -369,6 +387,15 @@ def _matching(table: sa.Table, since: float | None, until: float | None, **wante
     if until is not None:
         where.append(table.c.ts < until)
     return where
+
+
+def _by_id_time(query: Any, table: sa.Table, prediction_id: str, before_s: float = 0.0) -> Any:
+    """``query`` narrowed to the rows whose ``ts`` is near the time in ``prediction_id`` (a UUIDv7 made with its
+    row's ``ts``), so Postgres prunes to that day's partition; None for an id that is not a UUIDv7."""
+    made = uuid7_seconds(prediction_id)
+    if made is None:
+        return None
+    return query.where(table.c.ts >= made - before_s - ID_TIME_SLACK_S, table.c.ts < made + ID_TIME_SLACK_S)
 
 
 def _slot_order(column: str) -> tuple[bool, int]:
