@@ -76,6 +76,12 @@ class MonitorSettings(Section):
         description="estimated performance is refused above this holdout calibration error (of the scores "
         "recalibrated at training, for versions that recorded a recalibration)",
     )
+    recompute_chunk_rows: int = Field(
+        default=50_000,
+        ge=100,
+        description="`monitor drift --recompute` reads the window's stored rows this many at a time (its memory "
+        "grows with this, not with the window)",
+    )
     webhook_url: str | None = Field(
         default=None, description="POST a JSON (Slack-compatible) message here when a verdict changes"
     )

@@ -165,7 +165,7 @@ class ExperimentJob:
         rows = {a.name: self._read(a, window) for a in self.primaries}
         regression = _is_regression(rows.values(), self.settings)
         run = _Run(
-            window, self.store.feedback.read(window.since), now - self.settings.monitor.label_delay_s, regression,
+            window, self._feedback(rows.values()), now - self.settings.monitor.label_delay_s, regression,
             NEGATIVE_ABSOLUTE_ERROR if regression else ACCURACY, "mean" if regression else "proportion", [],
         )  # fmt: skip
         summaries: list[VariantSummary] = []
@@ -232,6 +232,10 @@ class ExperimentJob:
             raise ConfigError(
                 [f"--model: no variant of the experiment serves {model!r} (it serves {', '.join(sorted(names))})"]
             )
+
+    def _feedback(self, rows: typing.Iterable[Outcomes]) -> dict[str, Truth]:
+        """The feedback of the primaries' rows (a shadow's row is judged by its primary row's): the window's only."""
+        return self.store.feedback.read(i for r in rows for i in r.ids.tolist())
 
     def _read(self, arm: _Arm, window: Window) -> Outcomes:
         return self.store.predictions.read_outcomes(

@@ -145,36 +145,64 @@ class MonitorJob:
         self.store.histograms.replace(model, since, until, entries, now=at)
         return sum(e.rows for e in entries)
 
-    def _recount(self, model: str, since: float, until: float) -> list[Recount]:
+    def _recount(self, model: str, since: float, until: float, *, streamed: bool = True) -> list[Recount]:
         """The per-minute histograms of the raw rows with ``since <= ts < until``, counted as the keepers count
-        them (versions without a profile have none)."""
-        rows = self.store.predictions.read_window(model, since, until)
-        entries = []
+        them (versions without a profile have none), ordered by version, variant and minute. ``streamed``: read
+        the rows a chunk at a time (``stream_window``) and add each chunk's counts to the minutes' (integer
+        counts: the same as one count of the whole window); else the whole window at once."""
+        chunks = (
+            self.store.predictions.stream_window(model, since, until, rows_per_chunk=self.settings.recompute_chunk_rows)
+            if streamed
+            else iter([self.store.predictions.read_window(model, since, until)])
+        )
+        totals: dict[tuple[str, str, int], tuple[Version, list[Any]]] = {}  # -> (version, [rows, counts])
+        for rows in chunks:
+            self._fold(model, rows, totals)
+        return [
+            Recount(minute, version, variant, "primary", v.layout, int(held[0]), held[1])
+            for (version, variant, minute), (v, held) in sorted(totals.items())
+            if v.layout is not None
+        ]
+
+    def _fold(
+        self, model: str, rows: FeatureWindow, totals: dict[tuple[str, str, int], tuple[Version, list[Any]]]
+    ) -> None:
+        """Add the counts of ``rows`` per (version, variant, minute) to ``totals``."""
+        if not len(rows):
+            return
         minute_of = (rows.ts // 60).astype(np.int64)
         for version in sorted(set(rows.version.tolist())):
             v = self.version(model, version)
             if v.layout is None:
                 continue
-            for variant in sorted(set(rows.variant[rows.version == version].tolist())):
-                segment = (rows.version == version) & (rows.variant == variant)
-                for minute in np.unique(minute_of[segment]).tolist():
-                    mask = segment & (minute_of == minute)
+            of_version = rows.version == version
+            for variant in sorted(set(rows.variant[of_version].tolist())):
+                segment = of_version & (rows.variant == variant)
+                where = np.flatnonzero(segment)
+                order = where[np.argsort(minute_of[where], kind="stable")]  # the segment's rows, minute by minute
+                minutes, starts = np.unique(minute_of[order], return_index=True)
+                for minute, picked in zip(minutes.tolist(), np.split(order, starts[1:]), strict=True):
                     flat = np.concatenate([
-                        counts_of(b, self._values_of(v, rows, b.feature, mask)) for b in v.layout.binnings
+                        counts_of(b, self._values_of(v, rows, b.feature, picked)) for b in v.layout.binnings
                     ])  # fmt: skip
-                    entries.append(Recount(minute, version, variant, "primary", v.layout, int(mask.sum()), flat))
-        return entries
+                    held = totals.get((version, variant, minute))
+                    if held is None:
+                        totals[(version, variant, minute)] = (v, [len(picked), flat])
+                    else:
+                        held[1][0] += len(picked)
+                        held[1][1] = held[1][1] + flat
 
     @staticmethod
-    def _values_of(v: Version, rows: FeatureWindow, feature: str, mask: np.ndarray) -> np.ndarray:
+    def _values_of(v: Version, rows: FeatureWindow, feature: str, picked: np.ndarray) -> np.ndarray:
+        """``feature``'s values (or the prediction's) of the rows at the positions ``picked``."""
         if feature != PREDICTION:
             column = rows.features.get(feature)
             if column is None:
-                return np.full(int(mask.sum()), np.nan)
-            return np.asarray(column[mask])
+                return np.full(len(picked), np.nan)
+            return np.asarray(column[picked])
         if v.task == "multiclass":
-            return np.asarray(rows.label[mask])
-        return v.positive_scores(rows.score[mask])
+            return np.asarray(rows.label[picked])
+        return v.positive_scores(rows.score[picked])
 
     def _segment(
         self, model: str, version: str, variant: str, minutes: list[MinuteCounts], window: Window
@@ -262,7 +290,7 @@ class MonitorJob:
             model, window.since, window.until, version=version, variant=variant
         )
         ids, ts, label, score = found.ids, found.ts, found.label, found.score
-        feedback = self.store.feedback.read(window.since)
+        feedback = self.store.feedback.read(ids.tolist())  # the window's feedback only
         regression = v.task == "regression"
         has = np.array([(t := feedback.get(i)) is not None and t.holds(regression) for i in ids.tolist()], dtype=bool)
         matured = ts <= time.time() - self.settings.label_delay_s

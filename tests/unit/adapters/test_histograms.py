@@ -290,3 +290,64 @@ def test_a_stored_report_that_cannot_be_read_is_a_store_error_naming_it(store: P
         ))  # fmt: skip
     with pytest.raises(StoredReportUnreadable, match=r"store: the monitoring report \d+ of 'churn' cannot be read"):
         store.reports.latest("churn")
+
+
+def in_memory_recount(store: PredictionStore, job: MonitorJob, since: float, until: float) -> list[Recount]:
+    """The recount as it was before it streamed: the whole window read at once, then a mask per minute."""
+    window = store.predictions.read_window("churn", since, until)
+    minute_of = (window.ts // 60).astype(np.int64)
+    out = []
+    for version in sorted(set(window.version.tolist())):
+        v = job.version("churn", version)
+        if v.layout is None:
+            continue
+        for variant in sorted(set(window.variant[window.version == version].tolist())):
+            segment = (window.version == version) & (window.variant == variant)
+            for minute in np.unique(minute_of[segment]).tolist():
+                picked = np.flatnonzero(segment & (minute_of == minute))
+                flat = np.concatenate([
+                    counts_of(b, job._values_of(v, window, b.feature, picked)) for b in v.layout.binnings
+                ])  # fmt: skip
+                out.append(Recount(minute, version, variant, "primary", v.layout, len(picked), flat))
+    return out
+
+
+def test_a_streamed_recompute_counts_exactly_what_the_whole_window_counts(store: PredictionStore) -> None:
+    """--recompute reads the window a chunk at a time (here 100 rows: dozens of chunks, batches of 700 rows
+    among them) and adds the chunks' counts: every minute's counts equal those of the whole window read at once,
+    bit for bit, and so does the report judged on them."""
+    t0 = MINUTE * 60.0
+    settings = MonitorSettings(multivariate=False, recompute_chunk_rows=100)
+    job = MonitorJob(settings, store, None, Path("unused"))  # type: ignore[arg-type]
+    profiled = profile()
+    bundle = SimpleNamespace(
+        schema=SimpleNamespace(target=SimpleNamespace(task="binary")), classes=("0", "1"), evaluation={}
+    )
+    job._versions[("churn", "1")] = Version(
+        bundle,  # type: ignore[arg-type]
+        ProfileBinnings.of(profiled),
+        HistogramLayout.of(profiled, "binary", "1"),
+        "1",
+    )
+    job._versions[("churn", "2")] = Version(bundle, None, None, "1")  # type: ignore[arg-type]
+    writer = StoreWriter(store, queue_size=10_000, batch_max=512)
+    for minute in range(6):
+        writer.enqueue(rows(230 + minute, t0 + 60 * minute + 7, shift=10.0 * minute))
+        writer.enqueue(batch(700, t0 + 60 * minute + 31))
+        writer.enqueue(rows(40, t0 + 60 * minute + 50, version="2"))  # no profile: no histogram
+    writer.close()
+
+    whole = in_memory_recount(store, job, t0, t0 + 360)
+    streamed = job._recount("churn", t0, t0 + 360)
+
+    assert [(r.minute, r.version, r.variant, r.rows) for r in streamed] == [
+        (r.minute, r.version, r.variant, r.rows) for r in whole
+    ]
+    assert [r.rows for r in streamed] == [230 + m + 700 for m in range(6)]
+    for got, want in zip(streamed, whole, strict=True):
+        assert got.counts.dtype == want.counts.dtype and got.counts.tobytes() == want.counts.tobytes()
+    assert job.recompute("churn", Window(t0, t0 + 360)) == sum(r.rows for r in whole)
+    report, _ = job.run("churn", Window(t0, t0 + 360), save=False)
+    job.settings = MonitorSettings(multivariate=False, recompute_chunk_rows=10**6)  # one chunk: the whole window
+    once, _ = job.run("churn", Window(t0, t0 + 360), recompute=True, save=False)
+    assert report.segments == once.segments and report.segments[0].verdict == "drift"

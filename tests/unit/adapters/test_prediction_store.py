@@ -469,7 +469,7 @@ CALLS: dict[str, Any] = {
     "predictions.count": lambda s: s.predictions.count(),
     "feedback.add": lambda s: s.feedback.add("id-0001", "1", None),
     "feedback.get": lambda s: s.feedback.get("id-0001"),
-    "feedback.read": lambda s: s.feedback.read(0.0),
+    "feedback.read": lambda s: s.feedback.read(["id-0001"]),
     "histograms.register_profile": lambda s: s.histograms.register_profile("churn", "1", _profile(), "binary", "1"),
     "histograms.read": lambda s: s.histograms.read("churn", 0, 120),
     "histograms.replace": lambda s: s.histograms.replace("churn", 0, 120, []),

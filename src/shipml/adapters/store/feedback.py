@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 
@@ -10,6 +11,9 @@ from shipml.adapters.store import tables
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.predictions import Predictions
 from shipml.core.prediction import Truth
+
+# ids per lookup of ``Feedback.read``: well under SQLite's 32,766 bound parameters and Postgres's 65,535
+IDS_PER_QUERY = 5_000
 
 
 class Feedback:
@@ -42,9 +46,17 @@ class Feedback:
             row = conn.execute(sa.select(fb.c.label, fb.c.value).where(fb.c.prediction_id == prediction_id)).first()
         return None if row is None else Truth(row[0], row[1])
 
-    def read(self, since: float) -> dict[str, Truth]:
-        """Feedback recorded at or after ``since`` (feedback comes after its prediction), by prediction id."""
+    def read(self, ids: Iterable[str]) -> dict[str, Truth]:
+        """The feedback recorded for ``ids`` (a window's predictions), by prediction id: looked up by the table's
+        key, ``IDS_PER_QUERY`` at a time, so a read costs the window's size, never the table's (whatever feedback
+        other windows and models have)."""
         fb = tables.feedback
+        wanted = sorted(set(ids))
+        out: dict[str, Truth] = {}
+        query = sa.select(fb.c.prediction_id, fb.c.label, fb.c.value)
         with self._db.reading("cannot read feedback") as conn:
-            found = conn.execute(sa.select(fb.c.prediction_id, fb.c.label, fb.c.value).where(fb.c.ts >= since))
-            return {pid: Truth(label, value) for pid, label, value in found}
+            for start in range(0, len(wanted), IDS_PER_QUERY):
+                chunk = wanted[start : start + IDS_PER_QUERY]
+                for pid, label, value in conn.execute(query.where(fb.c.prediction_id.in_(chunk))):
+                    out[pid] = Truth(label, value)
+        return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,11 @@ MAX_ROWS_PER_STATEMENT = 512
 # A unit with at least this many answered predictions is logged as one row of columns (batches.py): at 10,000
 # rows the per-row log cost more than the prediction.
 BATCH_MIN_ROWS = 64
+
+# A streamed read of the window (``stream_window``) holds about this many rows at a time by default (the monitor
+# passes ``monitor.recompute_chunk_rows``), and fetches this many rows of ``prediction_batches`` at once.
+ROWS_PER_CHUNK = 50_000
+BATCHES_PER_FETCH = 16
 
 _NO_SLOTS: tuple[str, ...] = ()
 # A row's ts and its id's time are read from one clock at once; an id may run ahead when a millisecond's 4,096
@@ -213,8 +218,7 @@ class Predictions:
             shas = set(conn.execute(sa.select(p.c.schema_sha256).where(*where).distinct()).scalars())
             for _ in range(3):  # a schema first written between the two reads: read again with it
                 catalog = self._read_catalog(conn, shas)
-                slot_columns = sorted({c for s in catalog.values() for c in s.columns}, key=_slot_order)
-                with_json = any(s not in catalog or catalog[s].unslotted for s in shas)
+                slot_columns, with_json = _columns_for(catalog, shas)
                 columns = [*head, *[p.c[c] for c in slot_columns], *([p.c.features] if with_json else [])]
                 rows = conn.execute(sa.select(*columns).where(*where).order_by(p.c.ts, p.c.id)).all()
                 seen = {r[6] for r in rows}
@@ -231,6 +235,64 @@ class Predictions:
             ]
         window = build_window(rows, slot_columns, catalog, with_json)
         return concat([window, batch_window(found)]) if found else window
+
+    def stream_window(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        *,
+        version: str | None = None,
+        variant: str | None = None,
+        role: str | None = "primary",
+        status: str | None = "ok",
+        rows_per_chunk: int = ROWS_PER_CHUNK,
+    ) -> Iterator[FeatureWindow]:
+        """The rows ``read_window`` reads, as windows of about ``rows_per_chunk`` rows each (a batch of
+        ``prediction_batches`` is never split, so a chunk of batches may pass it by one batch), in no order
+        across chunks: what counts the rows (``monitor drift --recompute``) holds one chunk at a time, whatever
+        the window's size. Postgres sends them from a server-side cursor; SQLite's driver steps the query as
+        rows are fetched. The connection stays open until the last chunk is taken (or the iterator is closed)."""
+        p, b = tables.predictions, tables.prediction_batches
+        wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": status}
+        what = f"cannot read predictions of {model!r}"
+        where = _matching(p, since, until, **wanted)
+        with self._db.errors(what):
+            conn = self._db.engine.connect()
+        try:
+            with self._db.errors(what):
+                shas = set(conn.execute(sa.select(p.c.schema_sha256).where(*where).distinct()).scalars())
+                catalog = self._read_catalog(conn, shas)
+            slot_columns, with_json = _columns_for(catalog, shas)
+            head = [p.c.ts, p.c.id, p.c.version, p.c.variant, p.c.label, p.c.score, p.c.schema_sha256]
+            columns = [*head, *[p.c[c] for c in slot_columns], *([p.c.features] if with_json else [])]
+            streaming = conn.execution_options(stream_results=True, yield_per=max(1, rows_per_chunk))
+            with self._db.errors(what):
+                parts = streaming.execute(sa.select(*columns).where(*where)).partitions()
+            while (part := _next(parts, self._db, what)) is not None:
+                if not {r[6] for r in part} <= shas:
+                    raise StoreError(
+                        f"store: {what}: a schema new to the window was written into it while it was read; run again"
+                    )
+                yield build_window(part, slot_columns, catalog, with_json)
+            query = sa.select(b.c.n_rows, b.c.ts, b.c.version, b.c.variant, b.c.schema_sha256, b.c.payload)
+            streaming = conn.execution_options(stream_results=True, yield_per=BATCHES_PER_FETCH)
+            with self._db.errors(what):
+                blobs = streaming.execute(query.where(*_matching(b, since, until, **wanted))).partitions()
+            held: list[tuple[float, str, str, str, batch_payload.DecodedBatch]] = []
+            count = 0
+            while (fetched := _next(blobs, self._db, what)) is not None:
+                for n_rows, ts, v, var, sha, blob in fetched:
+                    held.append((ts, v, var, sha, batch_payload.decode(blob)))
+                    count += n_rows
+                    if count >= rows_per_chunk:
+                        yield batch_window(held)
+                        held, count = [], 0
+            if held:
+                yield batch_window(held)
+        finally:
+            with self._db.errors(what):
+                conn.close()
 
     def read_latencies(
         self, model: str, since: float, until: float, *, variant: str | None = None, role: str = "primary"
@@ -396,6 +458,19 @@ def _by_id_time(query: Any, table: sa.Table, prediction_id: str, before_s: float
     if made is None:
         return None
     return query.where(table.c.ts >= made - before_s - ID_TIME_SLACK_S, table.c.ts < made + ID_TIME_SLACK_S)
+
+
+def _columns_for(catalog: dict[str, SchemaSlots], shas: set[str]) -> tuple[list[str], bool]:
+    """The slot columns a read of rows of ``shas`` selects, in order, and whether it needs the ``features`` JSON
+    (a schema the catalog does not know, or features past the slots)."""
+    slot_columns = sorted({c for s in catalog.values() for c in s.columns}, key=_slot_order)
+    return slot_columns, any(s not in catalog or catalog[s].unslotted for s in shas)
+
+
+def _next(parts: Iterator[Sequence[Any]], database: Database, what: str) -> Sequence[Any] | None:
+    """The next fetch of a streamed result (None at its end), its database errors translated."""
+    with database.errors(what):
+        return next(parts, None)
 
 
 def _slot_order(column: str) -> tuple[bool, int]:
