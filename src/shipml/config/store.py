@@ -64,6 +64,32 @@ class StoreSettings(Section):
         "fails a call instead of holding it",
     )
 
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=600.0,
+        description="the longest a request waits on the store: a commit (commit durability) or a pooled connection "
+        "not there by then answers 503 store_unavailable, and a Postgres connection that stops answering for this "
+        "long is cut",
+    )
+    pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Postgres: connections each worker process keeps open (replicas x workers x (pool_size + "
+        "pool_max_overflow) must fit the server's max_connections)",
+    )
+    pool_max_overflow: int = Field(
+        default=2, ge=0, le=1000, description="Postgres: connections a worker process may open beyond pool_size"
+    )
+    async_retry_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="async durability: how long a commit that failed is retried (the insert is idempotent) before "
+        "its rows are dropped and counted in shipml_store_rows_dropped_total",
+    )
+
     @model_validator(mode="after")
     def _feedback_waits_within_its_timeout(self) -> StoreSettings:
         if self.feedback_wait_s >= self.feedback_timeout_s:

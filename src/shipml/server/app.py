@@ -84,6 +84,7 @@ def create_app(
             window_ms=settings.store.commit_window_ms if committing else settings.store.async_window_ms,
             on_error=lambda exc: _store_failed(metrics, exc),
             on_dropped=metrics.store_rows_dropped.inc,
+            retry_s=0.0 if committing else settings.store.async_retry_s,
         )
         quiet_mlflow()
         registry = given_registry
@@ -96,7 +97,7 @@ def create_app(
         )  # fmt: skip
         service = PredictionService(
             writer, settings.store.durability, metrics, settings.serve.request_timeout_s,
-            settings.serve.shadow_timeout_s,
+            settings.serve.shadow_timeout_s, store_timeout_s=settings.store.timeout_s,
         )  # fmt: skip
         app.state.shipml = AppState(
             settings,

@@ -23,6 +23,7 @@ from shipml.core.prediction import Durability, Prediction, Record, Routed, Statu
 from shipml.core.predictor import Outputs
 from shipml.core.records import Accepted, FieldError
 from shipml.core.routing import shadow_sampled
+from shipml.errors import StoreError
 from shipml.server import shadows
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment, Variant
@@ -78,8 +79,12 @@ class PredictionService:
         shadow_timeout_s: float = 2.0,
         *,
         shadow_queue_rows: int = shadows.QUEUE_ROWS,
+        store_timeout_s: float = 5.0,
     ) -> None:
+        """``store_timeout_s``: the longest a request waits for its commit (``commit`` durability) before it
+        answers 503; its rows may still be committed after (the client retries with new ids)."""
         self.writer = writer
+        self.store_timeout_s = store_timeout_s
         self.durability = Durability(durability)
         self.metrics = metrics
         self.timeout_s = timeout_s
@@ -319,9 +324,17 @@ class PredictionService:
             raise
 
     async def _committed(self, waiting: asyncio.Future[None] | None) -> None:
-        """Wait for a commit; a failed one raises StoreError (a 503: the prediction was not logged)."""
-        if waiting is not None:
-            await waiting
+        """Wait for a commit, at most ``store_timeout_s``; a failed or late one raises StoreError (a 503: the
+        prediction was not logged, or not yet)."""
+        if waiting is None:
+            return
+        try:
+            async with asyncio.timeout(self.store_timeout_s):  # cancels only this wait: the writer skips it
+                await waiting
+        except TimeoutError:
+            raise StoreError(
+                f"the prediction store did not commit within store.timeout_s ({self.store_timeout_s:g} s)"
+            ) from None
 
     def _shadow(self, deployment: Deployment, records: Sequence[Record]) -> None:
         """Queue each shadow's sampled copies of the request (never awaited: see server/shadows.py)."""

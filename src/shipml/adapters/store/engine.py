@@ -3,6 +3,11 @@
 ``Database`` holds the SQLAlchemy engines (on SQLite a second one for the row writer, which does not sleep in
 SQLite's busy handler), the pragmas, the writers' turn on the SQLite file (``turn``) and ``errors``, the one
 translation of a database error into ``StoreError`` that the parts' methods go through.
+
+On Postgres each process keeps a bounded pool (``store.pool_size`` + ``store.pool_max_overflow``; a caller waits
+at most ``store.timeout_s`` for a connection of it) and every call on a connection is watched (watchdog.py): one
+that stopped answering is cut instead of holding its thread. A pooled connection is pinged, watched too, before it
+is handed out, so one that died while idle (a restarted server) is replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from shipml.adapters.store.migrations import migrate
+from shipml.adapters.store.watchdog import Watchdog
 from shipml.config import redact_uri
 from shipml.errors import StoreError
 
@@ -36,10 +42,20 @@ class Database:
         sqlite_synchronous: str = "FULL",
         connect_timeout_s: float = 5.0,
         statement_timeout_s: float = 60.0,
+        timeout_s: float = 5.0,
+        pool_size: int = 4,
+        pool_max_overflow: int = 2,
     ) -> None:
         """``connect_timeout_s`` and ``statement_timeout_s`` bound Postgres (a hung database fails a call instead of
-        holding its thread; 0: no statement timeout); SQLite waits at most 30 s for another process's lock."""
+        holding its thread; 0: no statement timeout); SQLite waits at most 30 s for another process's lock.
+        ``timeout_s`` (Postgres): the longest a write or a ping waits, and a caller waits for a pooled connection;
+        a read may take ``statement_timeout_s`` more. ``pool_size`` + ``pool_max_overflow``: this process's
+        connections at most."""
         self.uri = uri
+        self.timeout_s = timeout_s
+        # a read's statement may run statement_timeout_s; its connection is cut only if it is silent longer
+        self.read_timeout_s = statement_timeout_s + timeout_s if statement_timeout_s > 0 else 0.0
+        self.watchdog = Watchdog()
         self.lock_path: Path | None = None  # SQLite file: writers of all processes take turns on it
         self._lock_fd: int | None = None
         self._turn_lock = threading.Lock()  # the threads of this process take turns on the one descriptor
@@ -72,9 +88,15 @@ class Database:
                 sa.event.listen(self.write_engine, "connect", _sqlite_pragmas(sqlite_synchronous, busy_ms=0))
             else:
                 self.engine = sa.create_engine(
-                    uri, pool_pre_ping=True, connect_args=_pg_timeouts(url, connect_timeout_s, statement_timeout_s)
+                    uri,
+                    pool_size=pool_size,
+                    max_overflow=pool_max_overflow,
+                    pool_timeout=timeout_s,
+                    connect_args=_pg_timeouts(url, connect_timeout_s, statement_timeout_s),
                 )
                 engines.append(self.engine)
+                sa.event.listen(self.engine, "connect", _mark_fresh)
+                sa.event.listen(self.engine, "checkout", self._ping)
                 self.write_engine = self.engine
             migrate(self.engine, self.lock_path)
         except (ImportError, sa.exc.ArgumentError) as exc:
@@ -93,6 +115,14 @@ class Database:
         """The dialect's INSERT of ``table`` (with ``on_conflict_do_nothing`` / ``on_conflict_do_update``)."""
         return (pg_dialect.insert if not self.is_sqlite else sqlite_dialect.insert)(table)
 
+    def now(self) -> Any:
+        """The database's clock as Unix seconds, an SQL expression: Postgres's ``clock_timestamp()`` (one clock for
+        every process and host that shares the store), SQLite's own ``julianday('now')`` (the host of the file: a
+        process's patched or skewed ``time.time`` does not change it)."""
+        if self.is_sqlite:
+            return (sa.func.julianday("now") - 2440587.5) * 86400.0
+        return sa.cast(sa.extract("epoch", sa.func.clock_timestamp()), sa.Float)
+
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:
         """Turn a database error inside the block (or a failure of the SQLite file's lock) into
@@ -107,14 +137,47 @@ class Database:
     @contextlib.contextmanager
     def reading(self, what: str) -> Iterator[Connection]:
         """A connection for reads, its database errors translated (``errors``)."""
-        with self.errors(what), self.engine.connect() as conn:
+        with self.errors(what), self.engine.connect() as conn, self.watched(conn, self.read_timeout_s):
             yield conn
 
     @contextlib.contextmanager
     def writing(self, what: str) -> Iterator[Connection]:
         """One transaction in the writers' turn (``turn``), committed at the end, its database errors translated."""
-        with self.errors(what), self.turn(), self.engine.begin() as conn:
+        with self.errors(what), self.turn(), self.transaction(self.engine) as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def transaction(self, engine: Engine) -> Iterator[Connection]:
+        """One transaction on ``engine``, committed at the end; on Postgres its connection is cut if the
+        transaction, its commit included, is still waiting after ``timeout_s``. Errors are the driver's."""
+        with engine.connect() as conn, self.watched(conn, self.timeout_s), conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def watched(self, conn: Connection, seconds: float) -> Iterator[None]:
+        """Cut ``conn`` (Postgres) if the block still runs after ``seconds`` (see watchdog.py)."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.watchdog.watch(_socket_of(conn.connection.dbapi_connection, self._dbapi_error), seconds):
+            yield
+
+    @property
+    def _dbapi_error(self) -> type[Exception]:
+        error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        return error
+
+    def _ping(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """Before a pooled connection is handed out: one round trip, watched, unless it was just opened. A dead
+        one (a restarted server, a cut) is replaced by a new connection (the pool's DisconnectionError)."""
+        if record.info.pop(_FRESH, False):
+            return
+        dialect = self.engine.dialect
+        try:
+            with self.watchdog.watch(_socket_of(dbapi_conn, self._dbapi_error), self.timeout_s):
+                dialect.do_ping(dbapi_conn)
+        except self._dbapi_error as exc:
+            raise sa.exc.DisconnectionError(f"the pooled connection is dead: {exc}") from None
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
@@ -144,6 +207,22 @@ class Database:
                 self._lock_fd = None
         self.engine.dispose()
         self.write_engine.dispose()
+        self.watchdog.close()
+
+
+_FRESH = "shipml_fresh"  # a connection record's mark: opened, not yet handed out (no ping needed)
+
+
+def _mark_fresh(_dbapi_conn: Any, record: Any) -> None:
+    record.info[_FRESH] = True
+
+
+def _socket_of(dbapi_conn: Any, dbapi_error: type[Exception]) -> int:
+    """The socket descriptor of a psycopg connection (-1 when it has none: lost or closed)."""
+    try:
+        return int(dbapi_conn.fileno())
+    except dbapi_error:
+        return -1
 
 
 def reason(exc: sa.exc.SQLAlchemyError) -> str:

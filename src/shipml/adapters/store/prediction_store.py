@@ -44,6 +44,9 @@ class PredictionStore:
         histogram_flush_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         statement_timeout_s: float = 60.0,
+        timeout_s: float = 5.0,
+        pool_size: int = 4,
+        pool_max_overflow: int = 2,
     ) -> None:
         self.uri = uri
         self.database = Database(
@@ -51,6 +54,9 @@ class PredictionStore:
             sqlite_synchronous=sqlite_synchronous,
             connect_timeout_s=connect_timeout_s,
             statement_timeout_s=statement_timeout_s,
+            timeout_s=timeout_s,
+            pool_size=pool_size,
+            pool_max_overflow=pool_max_overflow,
         )
         self.predictions = Predictions(self.database)
         self.feedback = Feedback(self.database, self.predictions)
@@ -73,6 +79,9 @@ class PredictionStore:
             histogram_flush_s=settings.histogram_flush_s,
             connect_timeout_s=settings.connect_timeout_s,
             statement_timeout_s=settings.statement_timeout_s,
+            timeout_s=settings.timeout_s,
+            pool_size=settings.pool_size,
+            pool_max_overflow=settings.pool_max_overflow,
         )
 
     def close(self) -> None:

@@ -85,7 +85,8 @@ class Predictions:
     def write(self, units: Sequence[Sequence[Prediction]]) -> None:
         """Insert ``units`` of predictions in one transaction: each unit's answered predictions as one row of
         ``prediction_batches`` when there are at least ``BATCH_MIN_ROWS`` of one registered schema, every
-        other prediction as a row of ``predictions`` (see ``_row_pieces``)."""
+        other prediction as a row of ``predictions`` (see ``_row_pieces``). Idempotent: a row already stored (a
+        retry of a commit that did commit) is left as it is."""
         rows: list[Prediction] = []
         encoded = []
         for unit in units:
@@ -104,7 +105,7 @@ class Predictions:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
-                with self._turn(), self.write_engine.begin() as conn:
+                with self._turn(), self._db.transaction(self.write_engine) as conn:
                     for sql, params in pieces:
                         conn.exec_driver_sql(sql, params)
                 return
@@ -130,7 +131,8 @@ class Predictions:
         marker = "?" if self.is_sqlite else "%s"
         names = ", ".join(f'"{n}"' for n in tables.BATCH_COLUMNS)
         values = ", ".join([marker] * len(tables.BATCH_COLUMNS))
-        return f"INSERT INTO prediction_batches ({names}) VALUES ({values})"  # noqa: S608 - names are ours
+        # idempotent: a retried commit whose first attempt did commit (its answer lost) inserts nothing twice
+        return f"INSERT INTO prediction_batches ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"  # noqa: S608 - names are ours
 
     def _row_pieces(self, rows: Sequence[Prediction]) -> list[tuple[str, Any]]:
         """``rows`` as few multi-row INSERT statements.
@@ -192,7 +194,8 @@ class Predictions:
             marker = "?" if self.is_sqlite else "%s"
             one = "(" + ", ".join([marker] * len(names)) + ")"
             quoted = ", ".join(f'"{n}"' for n in names)
-            sql = f"INSERT INTO predictions ({quoted}) VALUES {', '.join([one] * n_rows)}"  # noqa: S608 - names are ours
+            values = ", ".join([one] * n_rows)
+            sql = f"INSERT INTO predictions ({quoted}) VALUES {values} ON CONFLICT DO NOTHING"  # noqa: S608 - names are ours
             by_size[n_rows] = sql
         return sql
 

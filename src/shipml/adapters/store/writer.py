@@ -16,6 +16,8 @@ from shipml.core.prediction import Prediction
 from shipml.errors import StoreError, StoreFull
 
 _STOP = object()
+RETRY_FIRST_S = 0.1  # the first pause before an async commit is retried; it doubles up to RETRY_MAX_S
+RETRY_MAX_S = 1.0
 
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | concurrent.futures.Future[None]
 # What one put queues: the predictions of one request's chunk of one variant (the store chooses their encoding).
@@ -41,15 +43,20 @@ class StoreWriter:
         window_ms: float = 0.0,
         on_error: Any = None,
         on_dropped: Any = None,
+        retry_s: float = 0.0,
     ) -> None:
         """``on_error(exc)``: a commit failed (after its retry); ``on_dropped(n)``: the ``n`` rows of a failed
-        commit that nobody waited for (async durability, shadows), lost."""
+        commit that nobody waited for (async durability, shadows), lost. ``retry_s``: how long the rows nobody
+        waits for are retried after a failed commit (with back-off, idempotent inserts) before they are dropped;
+        meanwhile new rows queue, and the queue's bound sheds load."""
         self.store = store
         self.queue_size = queue_size
         self.batch_max = batch_max
         self.window_s = window_ms / 1000.0
         self.on_error = on_error
         self.on_dropped = on_dropped
+        self.retry_s = retry_s
+        self._closing = threading.Event()
         self._items: collections.deque[Any] = collections.deque()
         self._queued_rows = 0
         self._count_lock = threading.Lock()
@@ -154,23 +161,47 @@ class StoreWriter:
 
     def _commit(self, batch: list[tuple[Unit, Any]]) -> None:
         units = [item for item, _ in batch]
-        error: StoreError | None = None
-        for attempt in range(2):  # one retry: a connection reset or a failover costs a retry, not the rows
-            try:
-                self.store.predictions.write(units)
-                error = None
-                break
-            except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
-                error = StoreError(f"prediction log write failed: {type(exc).__name__}")
-                if attempt == 1 and self.on_error is not None:
-                    self.on_error(exc)
-        if error is not None and self.on_dropped is not None:
-            lost = sum(len(item) for item, waiter in batch if waiter is None)
-            if lost:
-                self.on_dropped(lost)
+        # one retry at once: a connection reset or a failover costs a retry, not the rows (nor a waiter's 503)
+        error = self._write(units, attempts=2)
         _notify(batch, error)
         if error is None:
             self.store.histograms.observe(units)  # after the waiters are woken: off their latency
+            return
+        unwaited = [item for item, waiter in batch if waiter is None]
+        if unwaited and self._retry(unwaited):
+            self.store.histograms.observe(unwaited)
+            return
+        lost = sum(len(item) for item in unwaited)
+        if lost and self.on_dropped is not None:
+            self.on_dropped(lost)
+
+    def _write(self, units: list[Unit], attempts: int) -> StoreError | None:
+        """Write ``units`` in one transaction, trying ``attempts`` times; the error of the last attempt, if all
+        failed (reported to ``on_error`` once)."""
+        for attempt in range(attempts):
+            try:
+                self.store.predictions.write(units)
+                return None
+            except Exception as exc:  # noqa: BLE001 - any driver error: the writer thread must live on, and say so
+                if attempt == attempts - 1:
+                    if self.on_error is not None:
+                        self.on_error(exc)
+                    return StoreError(f"prediction log write failed: {type(exc).__name__}")
+        return None
+
+    def _retry(self, units: list[Unit]) -> bool:
+        """Write the rows nobody waits for again, with back-off, for up to ``retry_s`` (less once closing): a
+        restarted or failed-over database loses none of them. Safe if an earlier attempt did commit: the insert
+        skips rows already stored. Whether they were written."""
+        deadline = time.monotonic() + self.retry_s
+        pause = RETRY_FIRST_S
+        while time.monotonic() + pause <= deadline and not self._closing.wait(pause):
+            try:
+                self.store.predictions.write(units)
+                return True
+            except Exception:  # noqa: BLE001 - any driver error: try again until the deadline
+                pause = min(pause * 2, RETRY_MAX_S)
+        return False
 
     def _flush_histograms(self, *, force: bool = False) -> None:
         """The histograms' changed minutes to the store; a failure is reported, never fatal (they can be
@@ -187,7 +218,9 @@ class StoreWriter:
         marker.result(timeout=timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then stop the thread."""
+        """Commit what is queued, then stop the thread (a failing commit is no longer retried: its rows are
+        dropped, counted)."""
+        self._closing.set()
         self._items.append(_STOP)
         self._wake.set()
         self._thread.join(timeout=timeout)
