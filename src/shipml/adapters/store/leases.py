@@ -2,7 +2,8 @@
 canary's controller).
 
 A lease is held by a holder until it expires; its holder renews it while it works and releases it when it stops,
-so that another process takes over at once. Holder ids (``new_holder``) and lease names always fit their columns:
+so that another process takes over at once. Expiry is on the database's clock (``Database.now``), never a host's:
+two replicas whose clocks disagree still see the same holder. Holder ids (``new_holder``) and lease names always fit their columns:
 a long hostname (a Kubernetes pod's) or model name is shortened, with a hash of the whole to keep it unique.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import time
 import uuid
 
 import sqlalchemy as sa
@@ -47,12 +47,10 @@ class Leases:
         has it and it has not expired."""
         le = tables.leases
         key, holder = fitted(name, NAME_MAX), fitted(holder, HOLDER_MAX)
-        now = time.time()
         with self._db.writing(f"cannot take the lease {name!r}") as conn:
-            if self._db.is_sqlite:
-                conn.exec_driver_sql("SELECT 1")  # the flock above already serialises SQLite writers
-            else:
+            if not self._db.is_sqlite:  # the flock of writing() already serialises SQLite writers
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": "shipml-lease:" + key})
+            now = float(conn.execute(sa.select(self._db.now())).scalar_one())  # after the lock: no one is between
             found = conn.execute(sa.select(le.c.holder, le.c.expires_at).where(le.c.name == key)).first()
             if found is not None and found[0] != holder and found[1] > now:
                 return False
@@ -72,7 +70,7 @@ class Leases:
     def holder(self, name: str) -> str | None:
         """Who holds the lease ``name`` now (None: nobody, or it expired)."""
         le = tables.leases
-        query = sa.select(le.c.holder).where(le.c.name == fitted(name, NAME_MAX), le.c.expires_at > time.time())
+        query = sa.select(le.c.holder).where(le.c.name == fitted(name, NAME_MAX), le.c.expires_at > self._db.now())
         with self._db.reading(f"cannot read the lease {name!r}") as conn:
             found = conn.execute(query).scalar_one_or_none()
         return None if found is None else str(found)
