@@ -35,6 +35,8 @@ def log_mixture(rate: float, k: int, n: int, prior: tuple[float, float]) -> floa
     """log of the beta-binomial mixture martingale against ``rate`` after k successes in n: the data's
     probability averaged over the prior, divided by its probability at ``rate`` (Ville: >= 1/alpha with
     probability <= alpha at any n, when ``rate`` is the true one)."""
+    if (k and rate <= 0.0) or (n > k and rate >= 1.0):
+        return math.inf  # the data are impossible at ``rate`` (a bisection's midpoint can round to 0 or 1)
     a, b = prior
     mixture = _log_beta(a + k, b + n - k) - _log_beta(a, b)
     at_rate = (k * math.log(rate) if k else 0.0) + ((n - k) * math.log1p(-rate) if n > k else 0.0)
