@@ -97,6 +97,12 @@ class Database:
                 engines.append(self.engine)
                 sa.event.listen(self.engine, "connect", _mark_fresh)
                 sa.event.listen(self.engine, "checkout", self._ping)
+                sa.event.listen(self.engine, "checkin", self._checkin)
+                # every statement is watched (a read: statement_timeout_s + timeout_s); a streamed read's fetches
+                # are not, so a long stream is never cut for its length
+                sa.event.listen(self.engine, "before_cursor_execute", self._statement_starts)
+                sa.event.listen(self.engine, "after_cursor_execute", self._statement_ends)
+                sa.event.listen(self.engine, "handle_error", self._statement_failed)
                 self.write_engine = self.engine
             migrate(self.engine, self.lock_path)
         except (ImportError, sa.exc.ArgumentError) as exc:
@@ -137,7 +143,7 @@ class Database:
     @contextlib.contextmanager
     def reading(self, what: str) -> Iterator[Connection]:
         """A connection for reads, its database errors translated (``errors``)."""
-        with self.errors(what), self.engine.connect() as conn, self.watched(conn, self.read_timeout_s):
+        with self.errors(what), self.engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -166,6 +172,23 @@ class Database:
     def _dbapi_error(self) -> type[Exception]:
         error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         return error
+
+    def _statement_starts(self, conn: Connection, *_args: Any) -> None:
+        conn.info[_ARMED] = self.watchdog.arm(
+            _socket_of(conn.connection.dbapi_connection, self._dbapi_error), self.read_timeout_s
+        )
+
+    def _statement_ends(self, conn: Connection, *_args: Any) -> None:
+        if conn.info.pop(_ARMED, False):
+            self.watchdog.disarm()
+
+    def _statement_failed(self, context: Any) -> None:
+        conn = context.connection
+        if conn is not None:
+            self._statement_ends(conn)
+
+    def _checkin(self, dbapi_conn: Any, _record: Any) -> None:
+        self.watchdog.forget(_socket_of(dbapi_conn, self._dbapi_error))
 
     def _ping(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         """Before a pooled connection is handed out: one round trip, watched, unless it was just opened. A dead
@@ -210,6 +233,7 @@ class Database:
         self.watchdog.close()
 
 
+_ARMED = "shipml_watched"  # a connection's mark: its statement in progress is watched
 _FRESH = "shipml_fresh"  # a connection record's mark: opened, not yet handed out (no ping needed)
 
 
@@ -218,7 +242,9 @@ def _mark_fresh(_dbapi_conn: Any, record: Any) -> None:
 
 
 def _socket_of(dbapi_conn: Any, dbapi_error: type[Exception]) -> int:
-    """The socket descriptor of a psycopg connection (-1 when it has none: lost or closed)."""
+    """The socket descriptor of a psycopg connection (-1 when it has none: lost, closed, or invalidated: None)."""
+    if dbapi_conn is None:
+        return -1
     try:
         return int(dbapi_conn.fileno())
     except dbapi_error:

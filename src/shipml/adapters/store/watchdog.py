@@ -23,11 +23,12 @@ POLL_S = 0.1  # how often the watchdog looks at the deadlines (a cut comes at mo
 
 
 class Watchdog:
-    """Deadlines of the calls in progress, one per thread, and the thread that enforces them."""
+    """Deadlines of the calls in progress, per thread (nested calls: the earliest holds), and the thread that
+    enforces them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watched: dict[int, tuple[float, int]] = {}  # thread id -> (deadline, socket descriptor)
+        self._watched: dict[int, list[tuple[float, int]]] = {}  # thread id -> its (deadline, socket) calls
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.cuts = 0
@@ -35,37 +36,53 @@ class Watchdog:
     @contextlib.contextmanager
     def watch(self, fd: int, seconds: float) -> Iterator[None]:
         """Shut the socket ``fd`` down if the block is still running ``seconds`` from now (0 or less: no limit)."""
-        if seconds <= 0 or fd < 0:
-            yield
-            return
-        me = threading.get_ident()
-        with self._lock:
-            previous = self._watched.get(me)
-            deadline = time.monotonic() + seconds
-            if previous is not None:  # a nested call (a ping inside a checkout): the earlier deadline holds
-                deadline = min(deadline, previous[0])
-            self._watched[me] = (deadline, fd)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="shipml-store-watchdog", daemon=True)
-                self._thread.start()
+        armed = self.arm(fd, seconds)
         try:
             yield
         finally:
-            with self._lock:  # the descriptor is closed or reused only after this: a cut never hits another socket
-                if previous is None:
-                    self._watched.pop(me, None)
-                else:
-                    self._watched[me] = previous
+            if armed:
+                self.disarm()
+
+    def arm(self, fd: int, seconds: float) -> bool:
+        """Start watching a call of this thread on ``fd``; whether it is watched (then ``disarm`` it once)."""
+        if seconds <= 0 or fd < 0:
+            return False
+        with self._lock:
+            self._watched.setdefault(threading.get_ident(), []).append((time.monotonic() + seconds, fd))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="shipml-store-watchdog", daemon=True)
+                self._thread.start()
+        return True
+
+    def disarm(self) -> None:
+        """The thread's latest armed call is over (the socket is closed or reused only after this, so a cut never
+        hits another connection)."""
+        me = threading.get_ident()
+        with self._lock:
+            calls = self._watched.get(me)
+            if calls:
+                calls.pop()
+            if not calls:
+                self._watched.pop(me, None)
+
+    def forget(self, fd: int) -> None:
+        """Stop watching every call on ``fd`` (its connection goes back to the pool or is closed)."""
+        with self._lock:
+            for thread, calls in list(self._watched.items()):
+                calls[:] = [c for c in calls if c[1] != fd]
+                if not calls:
+                    del self._watched[thread]
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_S):
             now = time.monotonic()
             with self._lock:
-                for thread, (deadline, fd) in list(self._watched.items()):
-                    if now >= deadline:
-                        del self._watched[thread]
-                        _shut_down(fd)
-                        self.cuts += 1
+                for calls in self._watched.values():
+                    for i, (deadline, fd) in enumerate(calls):
+                        if now >= deadline:
+                            _shut_down(fd)
+                            self.cuts += 1
+                            calls[i] = (float("inf"), fd)  # cut once; disarmed by its caller as usual
 
     def close(self) -> None:
         self._stop.set()
