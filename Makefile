@@ -114,10 +114,11 @@ $(BENCH_DRIFT_VENV)/.installed: $(DEV_STAMP)
 	$(BENCH_DRIFT_VENV)/bin/pip install --quiet "evidently==0.7.23" "pandas==2.3.3"
 	touch $@
 
-bench: $(DEV_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed
+bench: $(DEV_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed system-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
+	$(BIN)/python bench/store_scale.py
 
 # The lock: what pyproject.toml allows, resolved afresh in an empty environment (Python 3.11, the version the tests
 # run on) and frozen exactly; then .venv is rebuilt from it and every test runs. Commit the file when they pass.
