@@ -14,7 +14,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOCK   := requirements/constraints.txt
 LOCK_VENV := .venv-lock
 
-.PHONY: quickstart test test-scale soak lint stats unit integration bench clean system-deps lock
+.PHONY: quickstart test test-scale k8s-rules soak lint stats unit integration bench clean system-deps lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ test: lint system-deps
 SOAK_SECONDS ?= 300
 test-scale: $(DEV_STAMP) system-deps
 	SHIPML_SOAK_SECONDS=$(SOAK_SECONDS) SHIPML_REQUIRE_COMPONENTS=1 $(BIN)/pytest tests/scale -m scale --durations=0 -p no:cacheprovider
+
+# deploy/k8s/prometheusrule.yaml (the Prometheus Operator's copy of the alerting rules) from
+# deploy/prometheus/rules.yml, the one source: run after editing rules.yml (a test checks the two agree).
+k8s-rules: $(STAMP)
+	$(BIN)/python deploy/k8s/render_rules.py
 
 soak: $(DEV_STAMP)
 	SHIPML_SOAK_SECONDS=1800 $(BIN)/pytest -m soak -p no:cacheprovider
