@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import ast
 import hmac
+import http.client
+import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,7 +227,8 @@ def limited(
         + f"    {limited_line.strip().removesuffix('}')}, rate_limit: {{requests_per_s: 0.05, burst: 3}}}}\n"
         + f"    {free_line.strip()}\n"
         + "  failure_limit: {requests_per_s: 0.05, burst: 5}\n"
-        + "serve:\n  reload_interval_s: 0\n"
+        # 127.0.0.2 plays the proxy in front (X-Forwarded-For trusted from it only); idle connections kept 7 s
+        + "serve:\n  reload_interval_s: 0\n  trusted_proxies: [127.0.0.2]\n  keep_alive_s: 7\n"
     )
     server = start_server(root, "--config", str(config), env={"SHIPML_STORE__URI": f"sqlite:///{root}/case24.db"})
     yield server, limited_key, free_key
@@ -255,6 +260,68 @@ def test_case_24_repeated_auth_failures_from_one_client_are_throttled(limited: t
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429], statuses
     assert error_of(last)["code"] == "rate_limited"
     assert int(last.headers["retry-after"]) >= 1
+
+
+def _failed_auth_from(server: Server, peer: str, forwarded_for: str | None) -> int:
+    """One request with a wrong key, sent from the loopback address ``peer``: its status."""
+    host, port = host_port(server)
+    conn = http.client.HTTPConnection(host, port, timeout=10, source_address=(peer, 0))
+    headers = {"Authorization": "Bearer sk_shipml_wrong", "Content-Type": "application/json"}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    try:
+        conn.request("POST", "/predict", body=json.dumps({"features": GOOD_ROW}), headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_failed_auth_bucket(
+    limited: tuple[Server, str, str],
+) -> None:
+    server, _, _ = limited
+    # the proxy (127.0.0.2) appends the client's address to what the client sent: the last one is the client
+    first = [_failed_auth_from(server, "127.0.0.2", "203.0.113.9, 198.51.100.1") for _ in range(6)]
+    assert first == [401] * 5 + [429], first
+    assert _failed_auth_from(server, "127.0.0.2", "198.51.100.2") == 401  # another client: its own bucket
+    # a forged first address does not escape the bucket of the address the proxy saw
+    assert _failed_auth_from(server, "127.0.0.2", "192.0.2.77, 198.51.100.1") == 429
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(limited: tuple[Server, str, str]) -> None:
+    server, _, _ = limited
+    # 127.0.0.3 is not a trusted proxy: a new X-Forwarded-For each time does not buy a new bucket
+    statuses = [_failed_auth_from(server, "127.0.0.3", f"198.51.100.{10 + i}") for i in range(6)]
+    assert statuses == [401] * 5 + [429], statuses
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response (headers and its Content-Length body) read from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def test_an_idle_connection_is_kept_for_serve_keep_alive_s_then_closed(limited: tuple[Server, str, str]) -> None:
+    server, _, free_key = limited
+    host, port = host_port(server)
+    request = (f"GET /health/live HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {free_key}\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=15) as sock:
+        sock.sendall(request)
+        assert _one_response(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6)  # past uvicorn's default of 5 s, within serve.keep_alive_s (7)
+        sock.sendall(request)
+        assert _one_response(sock).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # then shipml closes it, once idle for keep_alive_s
+        closed_after = time.monotonic() - started
+    print(f"FIGURE serve.keep_alive_s=7: idle connection closed after {closed_after:.1f} s")
+    assert closed_after > 6
 
 
 # -- 25 ---------------------------------------------------------------------------------------------

@@ -130,6 +130,10 @@ def serve(
         http=http_protocol(settings.serve.read_timeout_s),  # a partial: pickled into each worker with its value
         access_log=False,
         server_header=False,
+        timeout_keep_alive=settings.serve.keep_alive_s,  # type: ignore[arg-type]  # uvicorn's hint says int
+        # X-Forwarded-For only from serve.trusted_proxies (uvicorn's own default trusts 127.0.0.1)
+        proxy_headers=bool(settings.serve.trusted_proxies),
+        forwarded_allow_ips=list(settings.serve.trusted_proxies) or None,
         timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
         log_level="warning",
     )

@@ -150,6 +150,20 @@ class ServeSettings(Section):
         description="a request whose headers and body have not all arrived after this is answered 408 and its "
         "connection closed (slow clients cannot hold connections)",
     )
+    keep_alive_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=3600.0,
+        description="an idle client connection is closed after this; behind a proxy that pools connections, "
+        "make it longer than the proxy's idle timeout (haproxy's `timeout http-keep-alive`, a cloud load "
+        "balancer's idle timeout, often 60 s: 75 there), so the proxy, not shipml, closes an idle connection",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of the proxies in front: from these peers the client's address "
+        "is taken from X-Forwarded-For (its last address not itself a trusted proxy) for logs and the failed-auth "
+        "limit; from any other peer the header is ignored. Empty: the peer is the client",
+    )
     log_features: bool = Field(default=False, description="include feature values in request logs")
     multiproc_dir: str | None = Field(default=None, description="prometheus multiprocess directory (set by --workers)")
     fast_path: bool = Field(
@@ -218,6 +232,20 @@ class ServeSettings(Section):
         if problems:
             raise ConfigError(problems)
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        import ipaddress
+
+        for i, proxy in enumerate(proxies):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies[{i}]: {proxy!r} is not an address or a network (e.g. 10.0.0.5, 10.0.0.0/8)"
+                ) from None
+        return proxies
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> ServeSettings:
