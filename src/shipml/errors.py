@@ -16,6 +16,7 @@ ShipmlError                 exit 2 unless said otherwise
     StoreFull               the prediction log's queue is full (shed load); HTTP 503
   CanaryRefused             `deploy canary`/`abort` that cannot act (another canary active, none active...)
   PromotionRefused          `ab promote` without a ship verdict (exit 1)
+  PruneRefused              `store prune` whose cut is inside the label delay, or under a running canary or experiment
 ```
 
 The CLI prints a ``ShipmlError`` as its lines and exits with its ``exit_code`` (cli/app.py); the server answers
@@ -155,6 +156,11 @@ class StoredReportUnreadable(StoreError):
 class CanaryRefused(ShipmlError):
     """A canary that cannot start or stop: another is active, the candidate is what serves already, none is active
     to abort, or it is being promoted."""
+
+
+class PruneRefused(ShipmlError):
+    """`store prune` (or its schedule) that would remove what is still needed: predictions within the label delay,
+    or any while a canary or an experiment runs (its evidence)."""
 
 
 class PromotionRefused(ShipmlError):

@@ -8,6 +8,56 @@ from pydantic import Field, field_validator, model_validator
 
 from shipml.config.section import Section
 from shipml.core.prediction import Durability
+from shipml.core.window import duration_problem, duration_s
+
+
+class RetentionSettings(Section):
+    """How long the store keeps what it logs (`shipml store prune`, and its schedule inside `shipml serve`)."""
+
+    predictions: str | None = Field(
+        default=None,
+        description="the schedule prunes predictions (their batches and feedback too) older than this, e.g. 90d; "
+        "null: never (`shipml store prune --older-than` still does)",
+    )
+    history: str | None = Field(
+        default="400d",
+        description="per-minute histograms, drift and experiment reports and canary events are kept this long, at "
+        "least as long as the predictions; null: forever",
+    )
+    interval_s: float = Field(
+        default=3600.0,
+        ge=0.0,
+        description="shipml serve maintains the store this often (one runner across workers and replicas): makes "
+        "Postgres's daily partitions ahead, and prunes when `predictions` is set; 0: never",
+    )
+    batch_rows: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="SQLite (and Postgres's legacy and default partitions): rows deleted per transaction, each a "
+        "short one so the writers wait little",
+    )
+
+    @field_validator("predictions", "history")
+    @classmethod
+    def _a_duration(cls, value: str | None) -> str | None:
+        problem = None if value is None else duration_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _history_outlives_predictions(self) -> RetentionSettings:
+        if (
+            self.predictions is not None
+            and self.history is not None
+            and duration_s(self.history, "history") < duration_s(self.predictions, "predictions")
+        ):
+            raise ValueError(
+                f"history ({self.history}) must be at least predictions ({self.predictions}): histograms and "
+                "reports summarise the predictions and outlive them"
+            )
+        return self
 
 
 class StoreSettings(Section):
@@ -89,6 +139,14 @@ class StoreSettings(Section):
         description="async durability: how long a commit that failed is retried (the insert is idempotent) before "
         "its rows are dropped and counted in shipml_store_rows_dropped_total",
     )
+    partitions_ahead_days: int = Field(
+        default=7,
+        ge=1,
+        le=366,
+        description="Postgres: daily partitions of the predictions are made this many days ahead (a day without "
+        "one still takes its rows, in the DEFAULT partition, counted and alerted)",
+    )
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _feedback_waits_within_its_timeout(self) -> StoreSettings:

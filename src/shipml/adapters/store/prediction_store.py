@@ -10,7 +10,8 @@ and each owns its tables:
 - ``store.canaries``: each model's canary state and events (canaries.py);
 - ``store.leases``: one runner of a scheduled job (leases.py);
 - ``store.notifications``: the last webhook message sent per model (notifications.py);
-- ``store.partitions``: Postgres's daily partitions of the predictions (partitions.py).
+- ``store.partitions``: Postgres's daily partitions of the predictions (partitions.py);
+- ``store.retention``: pruning what is older than a cut (retention.py).
 
 Nothing outside this package reads the tables with SQL. Opening a store applies the missing migrations
 (``migrations.py``); loading a model only registers its schema's slot layout (rows, no DDL).
@@ -28,6 +29,7 @@ from shipml.adapters.store.notifications import Notifications
 from shipml.adapters.store.partitions import Partitions
 from shipml.adapters.store.predictions import Predictions
 from shipml.adapters.store.reports import Reports
+from shipml.adapters.store.retention import Retention
 from shipml.config import StoreSettings
 from shipml.core.experiment_report import ExperimentReport
 from shipml.core.monitor_report import DriftReport
@@ -69,6 +71,7 @@ class PredictionStore:
         self.leases = Leases(self.database)
         self.notifications = Notifications(self.database)
         self.partitions = Partitions(self.database)
+        self.retention = Retention(self.database)
 
     @classmethod
     def open(cls, settings: StoreSettings) -> PredictionStore:
