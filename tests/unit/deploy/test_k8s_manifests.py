@@ -190,6 +190,11 @@ def test_the_cronjobs_never_overlap_and_a_verdict_is_not_retried() -> None:
     drift = _one("CronJob", "shipml-drift")["spec"]["jobTemplate"]["spec"]
     rule = drift["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob" and set(rule["onExitCodes"]["values"]) == {1, 2}  # exit 1: drift found
+    prune = _one("CronJob", "shipml-prune")["spec"]["jobTemplate"]["spec"]
+    rule = prune["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and set(rule["onExitCodes"]["values"]) == {2}  # refused: tomorrow again
+    # the replicas make partitions but never prune themselves: the CronJob is the one pruner
+    assert _settings_of_the_pods().store.retention.predictions is None
 
 
 def _render() -> Any:
