@@ -46,6 +46,7 @@ EXPECTED_ALERTS = {
     "ShipmlNotReady",
     "ShipmlPredictionLogFailing",
     "ShipmlPredictionLogShedding",
+    "ShipmlStoreRowsWithoutPartition",
     "ShipmlMonitorStale",
     "ShipmlExperimentSampleRatioMismatch",
     "ShipmlExperimentNoTraffic",

@@ -147,3 +147,37 @@ def test_an_unpartitioned_store_migrates_without_rewriting_while_the_old_release
     old.close()
     new.close()
     engine.dispose()
+
+
+def test_rows_on_a_day_without_partition_are_counted_once_each(postgres_uri: str) -> None:
+    store = PredictionStore(fresh_postgres_database(postgres_uri))
+    seen: list[int] = []
+    store.predictions.on_default_rows = seen.append
+    ids = Uuid7Generator()
+    store.predictions.write([rows(ids.strings(5), time.time())])  # today: its partition
+    assert seen == []
+    store.predictions.write([rows(ids.strings(3), time.time() - 30 * DAY_S)])  # a month ago: the DEFAULT
+    assert seen == [3] and store.partitions.default_rows() == 3
+    store.close()
+
+
+def test_the_services_maintenance_makes_the_days_ahead_and_prunes_with_one_runner(postgres_uri: str) -> None:
+    from shipml.config import Settings
+    from shipml.server.maintenance import StoreMaintenance
+
+    uri = fresh_postgres_database(postgres_uri)
+    settings = Settings(store={"uri": uri, "partitions_ahead_days": 3, "retention": {"predictions": "20d"}})
+    store, other = PredictionStore(uri), PredictionStore(uri)
+    old = time.time() - 40 * DAY_S
+    store.partitions.ensure(0, now=old)
+    store.predictions.write([rows(Uuid7Generator().strings(4), old)])
+    first, second = StoreMaintenance(settings, store), StoreMaintenance(settings, other)
+    pruned = first.tick()
+    assert pruned is not None and pruned.partitions == (day_name("predictions", day_start(old)),
+                                                        day_name("prediction_batches", day_start(old)))  # fmt: skip
+    assert second.tick() is None  # the lease is the first one's
+    today = day_start(time.time())
+    assert day_name("predictions", today + 3 * DAY_S) in names(store)
+    assert store.predictions.count() == 0
+    store.close()
+    other.close()

@@ -35,6 +35,7 @@ from shipml.server.errors import ApiError, error_response, to_api_error
 from shipml.server.fast_lane import PredictLane
 from shipml.server.hosts import HostGuard, allowed_hosts
 from shipml.server.logs import LineBuffer, configure_logging, flush_every
+from shipml.server.maintenance import StoreMaintenance
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import ModelManager
 from shipml.server.monitoring import ExperimentCollector, ReportCollector, ReportRefresher, ScheduledMonitor
@@ -75,6 +76,7 @@ def create_app(
         store = given_store
         if store is None:
             store = await anyio.to_thread.run_sync(PredictionStore.open, settings.store)
+        store.predictions.on_default_rows = metrics.store_default_partition_rows.inc
         committing = settings.store.durability is Durability.COMMIT
         writer = StoreWriter(
             store,
@@ -120,6 +122,8 @@ def create_app(
         refresher.start()
         monitor = ScheduledMonitor(settings, store, registry, ref.name)
         monitor.start()
+        maintenance = StoreMaintenance(settings, store)
+        maintenance.start()
         canary = CanaryFollower(store, ref.name, manager, settings.serve.reload_interval_s)
         metrics.collectors.append(canary)
         canary.start()
@@ -134,6 +138,7 @@ def create_app(
         finally:
             refresher.stop()
             await monitor.stop()
+            await maintenance.stop()
             await canary.stop()
             await manager.stop()
             await service.close()  # the shadows' queued copies: scored or dropped (counted), before the log closes

@@ -78,6 +78,12 @@ class ServerMetrics:
             "rows of the prediction log lost to a failed commit that nobody waited for (async durability, shadows)",
             registry=r,
         )
+        self.store_default_partition_rows = Counter(
+            "shipml_store_default_partition_rows",
+            "rows of the prediction log written to Postgres's DEFAULT partition: their day had no daily partition "
+            "(made ahead by the store's maintenance; see store.partitions_ahead_days)",
+            registry=r,
+        )
         self.overloaded = Counter(
             "shipml_overloaded", "requests refused because the worker had serve.max_in_flight in flight", registry=r
         )

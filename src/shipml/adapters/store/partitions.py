@@ -18,14 +18,18 @@ SQLite has no partitions: every method here is for Postgres only (``Partitions.a
 
 from __future__ import annotations
 
+import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from shipml.errors import StoreError
 
 if TYPE_CHECKING:
     from shipml.adapters.store.engine import Database
@@ -169,3 +173,45 @@ class Partitions:
                 if to_regclass(conn, f"{table}_default"):
                     total += int(conn.exec_driver_sql(f'SELECT count(*) FROM "{table}_default"').scalar_one())  # noqa: S608
         return total
+
+
+class Coverage:
+    """The span of time this process knows the daily partitions of ``predictions`` to cover, to count the rows
+    written outside it (the DEFAULT partition took them): read from the catalog at most every ``REFRESH_S``, and
+    again when a row falls outside (another process may have made the day since)."""
+
+    REFRESH_S = 60.0
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._span: tuple[float, float] | None = None
+        self._read_at = -math.inf
+
+    def outside(self, stamps: Sequence[tuple[float, int]]) -> int:
+        """How many of the rows written, ``(ts, rows)`` each, fall on a day without its partition."""
+        if not stamps:
+            return 0
+        n = self._count(stamps)
+        if n and time.monotonic() - self._read_at > self.REFRESH_S:
+            self._refresh()
+            n = self._count(stamps)
+        return n
+
+    def _count(self, stamps: Sequence[tuple[float, int]]) -> int:
+        if self._span is None:
+            return sum(rows for _, rows in stamps)
+        low, high = self._span
+        return sum(rows for ts, rows in stamps if not low <= ts < high)
+
+    def _refresh(self) -> None:
+        self._read_at = time.monotonic()
+        try:
+            with self._db.reading("cannot list the partitions of predictions") as conn:
+                found = [p for p in partitions_of(conn, "predictions") if not p.default]
+        except StoreError:  # the commit is done: counting goes on with what was known
+            return
+        if not found:
+            self._span = None
+            return
+        low = -math.inf if any(p.lower is None for p in found) else min(p.lower or 0.0 for p in found)
+        self._span = (low, max(p.upper or math.inf for p in found))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.engine import Database
+from shipml.adapters.store.partitions import Coverage
 from shipml.adapters.store.window import FeatureWindow, Outcomes, batch_window, build_window, concat
 from shipml.core.ids import uuid7_seconds
 from shipml.core.prediction import Prediction, Role, Served, Status
@@ -63,6 +64,10 @@ class Predictions:
         self._turn = database.turn
         self._layouts: dict[str, SchemaSlots] = {}  # schema_sha256 -> its slots, for the writer
         self._insert_sql: dict[tuple[str, ...], dict[int, str]] = {}  # slot columns -> n_rows -> INSERT
+        # Postgres: called with the rows of a commit that fell on a day without its partition (the DEFAULT
+        # partition took them; the service counts them in shipml_store_default_partition_rows_total)
+        self.on_default_rows: Callable[[int], None] | None = None
+        self._coverage = Coverage(database)
 
     def register_schema(self, schema: FeatureSchema) -> SchemaSlots:
         """Record which slot holds each feature of ``schema`` (idempotent, any number of processes; no DDL).
@@ -108,11 +113,20 @@ class Predictions:
                 with self._turn(), self._db.transaction(self.write_engine) as conn:
                     for sql, params in pieces:
                         conn.exec_driver_sql(sql, params)
-                return
+                break
             except sa.exc.OperationalError as exc:
                 if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
                     raise
                 time.sleep(LOCK_RETRY_S)
+        self._count_unpartitioned(rows, encoded)
+
+    def _count_unpartitioned(self, rows: Sequence[Prediction], batches: Sequence[tuple[Any, ...]]) -> None:
+        """Postgres: report the rows just committed on a day without its partition (``on_default_rows``)."""
+        if self.on_default_rows is None or self.is_sqlite:
+            return
+        unpartitioned = self._coverage.outside([(p.ts, 1) for p in rows] + [(b[2], b[9]) for b in batches])
+        if unpartitioned:
+            self.on_default_rows(unpartitioned)
 
     def _as_batch(self, unit: Sequence[Prediction]) -> tuple[Any, ...] | None:
         """The row of ``prediction_batches`` holding ``unit``'s answered predictions, if they are enough and of one
