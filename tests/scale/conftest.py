@@ -4,9 +4,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.reliability.load import make_project
+from tests.support.postgres import PostgresServer, start_postgres, stop_postgres
+from tests.support.server import Keys
 
 HERE = Path(__file__).parent
 
@@ -16,3 +21,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.scale)
+
+
+@pytest.fixture(scope="session")
+def store_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
+    """A trained churn project (churn/1 in production) and its keys, shared by the store's scale tests."""
+    root = tmp_path_factory.mktemp("store-scale")
+    return root, make_project(root)
+
+
+@pytest.fixture(scope="session")
+def store_postgres() -> Iterator[PostgresServer]:
+    """A Postgres of the store's scale tests, with a new server's defaults (max_connections 100): they fill it,
+    restart it and stop it, so not the session's shared one."""
+    pg = start_postgres()
+    yield pg
+    stop_postgres(pg)

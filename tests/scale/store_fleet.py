@@ -88,8 +88,9 @@ Make = Callable[[int], tuple[str, bytes, dict[str, str], int]]
 
 @dataclass
 class KeyedLoad:
-    """``threads`` clients per server of ``fleet``, each with one keep-alive connection, sending ``make(i)`` for
-    i = 0, 1, ... until ``max_requests`` (over all clients) or ``stop()``; every answer is kept (``sent``)."""
+    """``threads`` clients per server of ``fleet``, each with one keep-alive connection (a new one every
+    ``reconnect_every`` requests, so a server's workers all get connections), sending ``make(i)`` for i = 0, 1, ...
+    until ``max_requests`` (over all clients) or ``stop()``; every answer is kept (``sent``)."""
 
     fleet: list[Server]
     key: str
@@ -97,6 +98,7 @@ class KeyedLoad:
     threads: int = 2
     max_requests: int = 10**9
     timeout_s: float = 60.0
+    reconnect_every: int = 50
     sent: list[Sent] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _counter: Iterator[int] = field(default_factory=itertools.count)
@@ -126,12 +128,17 @@ class KeyedLoad:
         host, port = server.url.removeprefix("http://").split(":")
         conn: http.client.HTTPConnection | None = None
         headers = auth(self.key) | {"Content-Type": "application/json"}
+        n = 0
         while not self._stop.is_set() and time.monotonic() < self._deadline:
             with self._lock:
                 i = next(self._counter)
             if i >= self.max_requests:
                 break
             path, body, extra, asked = self.make(i)
+            n += 1
+            if conn is not None and n % self.reconnect_every == 0:
+                conn.close()
+                conn = None
             if conn is None:
                 conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout_s)
             started = time.monotonic()

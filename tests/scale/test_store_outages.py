@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.load import make_project, metric
+from tests.reliability.load import metric
 from tests.scale.store_fleet import (
     KeyedLoad,
     Sent,
@@ -35,7 +35,7 @@ from tests.scale.store_fleet import (
     stored_ids,
 )
 from tests.support.dialects import fresh_postgres_database
-from tests.support.postgres import PostgresServer, start_postgres, stop_postgres
+from tests.support.postgres import PostgresServer
 from tests.support.server import Keys, Server
 from tests.support.stall_proxy import StallProxy
 
@@ -49,17 +49,13 @@ CLIENTS = 4
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
-    root = tmp_path_factory.mktemp("store-outages")
-    return root, make_project(root)
+def project(store_project: tuple[Path, Keys]) -> tuple[Path, Keys]:
+    return store_project
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    """A Postgres of these tests' own: they restart and stop it."""
-    pg = start_postgres()
-    yield pg
-    stop_postgres(pg)
+def server(store_postgres: PostgresServer) -> PostgresServer:
+    return store_postgres
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +150,7 @@ def test_a_connection_that_stops_answering_is_503_only_for_the_outage(
 
 
 @pytest.mark.parametrize(
-    ("retry_s", "down_s"), [(30.0, 5.0), (1.0, 4.0)], ids=["retried-past-the-restart", "shed-and-counted"]
+    ("retry_s", "down_s"), [(30.0, 5.0), (1.0, 3.0)], ids=["retried-past-the-restart", "shed-and-counted"]
 )
 def test_async_retries_a_failed_commit_and_counts_what_it_sheds_in_rows(
     project: tuple[Path, Keys], server: PostgresServer, retry_s: float, down_s: float
@@ -170,7 +166,7 @@ def test_async_retries_a_failed_commit_and_counts_what_it_sheds_in_rows(
             time.sleep(down_s)
             server.start()
 
-        sent, _, _ = under_load(fleet, keys.predict, restart, after_s=3.0)
+        sent, _, _ = under_load(fleet, keys.predict, restart, warm_s=2.0, after_s=2.0)
         dropped = settled(lambda: metric(fleet[0], "shipml_store_rows_dropped_total"))
     finally:
         stop_fleet(fleet)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from shipml.adapters.store import PredictionStore
-from tests.reliability.load import make_project
 from tests.scale.store_fleet import (
     KeyedLoad,
     answered_ids,
@@ -31,7 +29,7 @@ from tests.scale.store_fleet import (
     stored_ids,
 )
 from tests.support.dialects import fresh_postgres_database
-from tests.support.postgres import PostgresServer, start_postgres, stop_postgres
+from tests.support.postgres import PostgresServer
 from tests.support.server import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,17 +40,13 @@ TOTAL = SINGLES + 100 * BATCHES
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keys]:
-    root = tmp_path_factory.mktemp("store-writers")
-    return root, make_project(root)
+def project(store_project: tuple[Path, Keys]) -> tuple[Path, Keys]:
+    return store_project
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    """A Postgres of these tests' own, with the defaults a new server has (max_connections 100)."""
-    pg = start_postgres()
-    yield pg
-    stop_postgres(pg)
+def server(store_postgres: PostgresServer) -> PostgresServer:
+    return store_postgres
 
 
 def test_30000_keyed_predictions_from_6_writers_are_stored_exactly_once(
@@ -95,11 +89,8 @@ def test_30000_keyed_predictions_from_6_writers_are_stored_exactly_once(
     store = PredictionStore(uri)
     try:
         histograms = store.histograms.read("churn", 0.0, time.time() + 3600)
-        writers = (
-            store.database.engine.connect()
-            .execute(sa.text("SELECT count(DISTINCT writer) FROM feature_histograms"))
-            .scalar_one()
-        )
+        with store.database.engine.connect() as conn:
+            writers = conn.execute(sa.text("SELECT count(DISTINCT writer) FROM feature_histograms")).scalar_one()
     finally:
         store.close()
     counted = collections.Counter()
@@ -137,8 +128,8 @@ def test_3_replicas_of_4_workers_stay_within_their_pools_under_load(
         with engine.connect() as conn:
             max_connections = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
         sampler.start()
-        singles = KeyedLoad(fleet, keys.predict, single, threads=4, max_requests=4000).start()
-        batches = KeyedLoad(fleet, keys.predict, batch, threads=1, max_requests=60).start()
+        singles = KeyedLoad(fleet, keys.predict, single, threads=4, max_requests=2000).start()
+        batches = KeyedLoad(fleet, keys.predict, batch, threads=1, max_requests=30).start()
         sent = singles.wait() + batches.wait()
     finally:
         sampling.set()
