@@ -107,9 +107,9 @@ def test_the_servers_connection_limit_is_a_store_error_then_recovers(server: Pos
         with contextlib.suppress(psycopg.OperationalError):  # "sorry, too many clients already"
             while len(fillers) < 50:
                 fillers.append(psycopg.connect(dsn, autocommit=True))
-        # the store's pooled connection is ended; the slot it frees is taken again at once
+        # the store's pooled connection is ended (waited for: its slot is free after); the slot is taken again
         fillers[0].execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
             "AND backend_type = 'client backend' AND datname <> 'postgres'"
         )
         with contextlib.suppress(psycopg.OperationalError):
