@@ -346,6 +346,9 @@ def test_a_streamed_recompute_counts_exactly_what_the_whole_window_counts(store:
     assert [r.rows for r in streamed] == [230 + m + 700 for m in range(6)]
     for got, want in zip(streamed, whole, strict=True):
         assert got.counts.dtype == want.counts.dtype and got.counts.tobytes() == want.counts.tobytes()
+    chunks = store.predictions.stream_window("churn", t0, t0 + 360, rows_per_chunk=100)
+    assert len(next(chunks)) == 100
+    chunks.close()  # left early (its next fetch may be under way): the connection is let go, nothing hangs
     assert job.recompute("churn", Window(t0, t0 + 360)) == sum(r.rows for r in whole)
     report, _ = job.run("churn", Window(t0, t0 + 360), save=False)
     job.settings = MonitorSettings(multivariate=False, recompute_chunk_rows=10**6)  # one chunk: the whole window
