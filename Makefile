@@ -37,7 +37,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Real servers the tests start themselves: PostgreSQL, Prometheus and Alertmanager from Debian's packages,
+# Real servers the tests start themselves: PostgreSQL, Prometheus, Alertmanager and haproxy from Debian's packages,
 # and Chromium (headless, for the monitoring report). Installed here when missing and possible (root + apt-get);
 # otherwise their tests skip and say why. The tests start their own servers on free ports, so a system service
 # that a package starts on install is stopped again (nothing left listening on 9090/9093); recommends are
@@ -53,11 +53,12 @@ system-deps:
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-liberation"; \
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
 	      || echo "could not install$$missing: their tests will skip"; \
-	    for svc in prometheus prometheus-alertmanager; do \
+	    for svc in prometheus prometheus-alertmanager haproxy; do \
 	      case " $$missing " in *" $$svc "*) service $$svc stop >/dev/null 2>&1 || true;; esac; \
 	    done; \
 	  else echo "not installed and this is not root:$$missing: their tests will skip"; fi; \

@@ -130,7 +130,7 @@ def _answer(status: int, latency: float, raw: bytes, header_version: str | None)
     return Answer(status, latency, code, version=version, header_version=header_version)
 
 
-Request = tuple[str, str, bytes]  # method, path, body
+Request = tuple[str, str, bytes] | tuple[str, str, bytes, dict[str, str]]  # method, path, body[, headers]
 
 
 @dataclass
@@ -240,12 +240,13 @@ class Load:
             i = self._next()
             if i is None:
                 break
-            method, path, body = self.make(i)
+            method, path, body, *more = self.make(i)  # a fourth item: this request's own headers
             if conn is None:
                 conn = http.client.HTTPConnection(host, int(port), timeout=self.timeout_s)
             started = time.monotonic()
             try:
-                conn.request(method, path, body=body, headers=self.headers | {"Content-Type": "application/json"})
+                headers = self.headers | {"Content-Type": "application/json"} | (more[0] if more else {})
+                conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 raw = resp.read()
                 answer = _answer(resp.status, time.monotonic() - started, raw, resp.getheader("x-model-version"))

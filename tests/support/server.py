@@ -73,19 +73,23 @@ class Server:
         return int(self.proc.returncode)
 
 
-def spawn_server(root: Path, *args: str, env: dict[str, str] | None = None, fresh: bool = False) -> Server:
-    """`shipml serve` started in ``root`` on a free port, without waiting for readiness (a case that starts the
-    service while the registry is down). ``fresh``: the installed script in a new interpreter."""
-    port = free_port()
+def spawn_server(
+    root: Path, *args: str, env: dict[str, str] | None = None, fresh: bool = False, port: int | None = None
+) -> Server:
+    """`shipml serve` started in ``root`` on ``port`` (default: a free one), without waiting for readiness (a case
+    that starts the service while the registry is down). ``fresh``: the installed script in a new interpreter."""
+    port = port or free_port()
     log = root / f"serve-{port}.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPML_")} | (env or {})
     proc = start(["serve", "--port", str(port), *args], root, full_env, log, fresh=fresh)
     return Server(f"http://127.0.0.1:{port}", proc, log)
 
 
-def start_server(root: Path, *args: str, env: dict[str, str] | None = None, fresh: bool = False) -> Server:
+def start_server(
+    root: Path, *args: str, env: dict[str, str] | None = None, fresh: bool = False, port: int | None = None
+) -> Server:
     """`shipml serve` in ``root``, ready."""
-    server = spawn_server(root, *args, env=env, fresh=fresh)
+    server = spawn_server(root, *args, env=env, fresh=fresh, port=port)
     server.wait_ready()
     return server
 
