@@ -32,9 +32,13 @@ def store_env(uri: str, **settings: object) -> dict[str, str]:
     return {"SHIPML_STORE__URI": uri} | {f"SHIPML_STORE__{k.upper()}": str(v) for k, v in settings.items()}
 
 
-def start_fleet(root: Path, replicas: int, workers: int, env: dict[str, str]) -> list[Server]:
-    """``replicas`` servers of ``workers`` workers each, started together, all ready."""
-    fleet = [spawn_server(root, "--workers", str(workers), env=env) for _ in range(replicas)]
+def start_fleet(
+    root: Path, replicas: int, workers: int, env: dict[str, str], args: list[str] | None = None
+) -> list[Server]:
+    """``replicas`` servers of ``workers`` workers each (or of ``args``, `shipml serve`'s arguments as given),
+    started together, all ready."""
+    given = args if args is not None else ["--workers", str(workers)]
+    fleet = [spawn_server(root, *given, env=env) for _ in range(replicas)]
     try:
         for server in fleet:
             server.wait_ready(timeout=180)

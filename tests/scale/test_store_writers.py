@@ -8,6 +8,8 @@ stored rows per minute. Item 3's pool bound is here too: 3 replicas x 4 workers 
 from __future__ import annotations
 
 import collections
+import re
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from shipml.adapters.store import PredictionStore
+from shipml.config import StoreSettings
 from tests.scale.store_fleet import (
     KeyedLoad,
     answered_ids,
@@ -37,6 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SINGLES = 10_000  # keyed /predict requests, one prediction each
 BATCHES = 200  # keyed /predict/batch requests of 100: 20,000 predictions
 TOTAL = SINGLES + 100 * BATCHES
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +104,34 @@ def test_30000_keyed_predictions_from_6_writers_are_stored_exactly_once(
     assert dict(counted) == dict(per_minute)
 
 
+def readme_replicas() -> tuple[str, list[str], str]:
+    """The README's "Many replicas on one Postgres store": its variable, its `shipml serve` arguments, its text."""
+    section = (REPO / "README.md").read_text().split("### Many replicas on one Postgres store", 1)[1].split("\n## ")[0]
+    section = section.split("\n### ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None, "README.md: no bash block under '### Many replicas on one Postgres store'"
+    export, serve = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    name = shlex.split(export.removeprefix("export "))[0].partition("=")[0]
+    args = shlex.split(serve)
+    assert args[:2] == ["shipml", "serve"], serve
+    return name, args[2:], " ".join(section.split())
+
+
 def test_3_replicas_of_4_workers_stay_within_their_pools_under_load(
     project: tuple[Path, Keys], server: PostgresServer
 ) -> None:
+    """The README's pool arithmetic, run as it says: 3 replicas of its `shipml serve --workers 4` with the default
+    pool settings, under load, hold at most 3 x 4 x (pool_size + pool_max_overflow) connections, inside 100."""
     root, keys = project
+    name, serve_args, text = readme_replicas()
+    defaults = StoreSettings()
+    per_worker = defaults.pool_size + defaults.pool_max_overflow
+    bound = 3 * 4 * per_worker
+    assert serve_args == ["--workers", "4"]
+    assert f"({defaults.pool_size} + {defaults.pool_max_overflow})" in text and f"x {per_worker}" in text
+    assert f"= {bound}" in text and "default of 100" in text
     uri = fresh_postgres_database(server.uri)
-    pool_size, overflow = 4, 2
-    fleet = start_fleet(
-        root, replicas=3, workers=4, env=store_env(uri, pool_size=pool_size, pool_max_overflow=overflow)
-    )
+    fleet = start_fleet(root, replicas=3, workers=4, env={name: uri}, args=serve_args)
     database = uri.rsplit("/", 1)[1]
     engine = sa.create_engine(server.uri, poolclass=sa.pool.NullPool)
     peak = 0
@@ -137,7 +160,6 @@ def test_3_replicas_of_4_workers_stay_within_their_pools_under_load(
             sampler.join()
         stop_fleet(fleet)
         engine.dispose()
-    bound = 3 * 4 * (pool_size + overflow)
     figure(
         "store pool", replicas=3, workers=4, peak_connections=peak, bound=bound, max_connections=max_connections,
         statuses=statuses(sent),

@@ -75,7 +75,8 @@ class ServerMetrics:
         )
         self.store_rows_dropped = Counter(
             "shipml_store_rows_dropped",
-            "rows of the prediction log lost to a failed commit that nobody waited for (async durability, shadows)",
+            "rows of the prediction log lost to a failed commit that nobody waited for (async durability, shadows),"
+            " after store.async_retry_s of retries",
             registry=r,
         )
         self.store_default_partition_rows = Counter(
