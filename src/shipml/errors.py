@@ -8,6 +8,7 @@ ShipmlError                 exit 2 unless said otherwise
   DataValidationError       data failing validation (its report holds every failed check); HTTP 422
   TrainingError             training that cannot be built or fitted
   RegistryError             the registry refused, or names an unknown model or version; HTTP 503
+    ConcurrentPromotion     a promotion overtaken by another one of the same alias (exit 1)
   ModelLoadError            a version that cannot be loaded; HTTP 503
     IntegrityError          a file that does not match its registered sha256
     SchemaChangeError       a new version that would fail the serving version's clients
@@ -115,6 +116,13 @@ class RegistryError(ShipmlError):
     """The model registry refused an operation or names an unknown model/version."""
 
     reason = "registry"  # the `reason` label of shipml_model_load_failures_total
+
+
+class ConcurrentPromotion(RegistryError):
+    """An alias move overtaken by a concurrent one: both are in the history, the other holds the alias (exit 1: the
+    command did what it was asked, someone else moved the alias after it)."""
+
+    exit_code = 1
 
 
 class ModelLoadError(ShipmlError):

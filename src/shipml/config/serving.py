@@ -107,6 +107,13 @@ class ServeSettings(Section):
     reload_interval_s: float = Field(
         default=30.0, ge=0.0, description="registry alias poll interval; 0 turns polling off"
     )
+    reload_jitter: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="each poll waits reload_interval_s times a random factor in [1 - jitter, 1 + jitter], so "
+        "replicas started together do not all ask the registry at once",
+    )
     reload_backoff_max_s: float = Field(
         default=30.0,
         gt=0.0,

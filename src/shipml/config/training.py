@@ -87,6 +87,20 @@ class RegistrySettings(Section):
     uri: str = Field(default="sqlite:///.shipml/mlflow.db", description="MLflow tracking + registry URI")
     artifact_root: str = Field(default=".shipml/artifacts", description="artifact root of the embedded store")
     experiment: str = Field(default="shipml", min_length=1, description="MLflow experiment name")
+    timeout_s: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="seconds one request to an MLflow server may take (MLflow's own default is 120); "
+        "an MLFLOW_HTTP_REQUEST_TIMEOUT in the environment wins",
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="retries of a failed request to an MLflow server, backing off from 1 s (MLflow's own default "
+        "is 7 retries, over about two minutes); an MLFLOW_HTTP_REQUEST_MAX_RETRIES in the environment wins",
+    )
 
 
 class PredictSettings(Section):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shipml.adapters.registry import AliasMove, MlflowRegistry
-from shipml.errors import RegistryError
+from shipml.errors import ConcurrentPromotion, RegistryError
 
 PROMOTABLE = ("staging", "production")
 
@@ -100,7 +100,7 @@ def _settle(registry: MlflowRegistry, name: str, moved: AliasMove, started: date
         if want != previous and (want is not None or previous == production):
             repairs.append(registry.move_alias(name, "previous", want, "repaired after a concurrent promotion"))
     if production != moved.to_version:
-        raise RegistryError(
+        raise ConcurrentPromotion(
             f"{name}@production: moved to {production or 'no version'} by a concurrent change while this command "
             f"moved it to {moved.to_version}; both moves are in `shipml models history {name}`"
         )

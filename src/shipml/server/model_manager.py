@@ -146,6 +146,8 @@ class VariantManager:
         self.last_check: float | None = None
         self.last_error: str | None = None
         self._failures = 0  # consecutive failed loads, for the poll's back-off
+        self._rng = random.Random()  # noqa: S311 - the poll's jitter, no secret; seeded from the OS in each worker
+        self.last_failure: float | None = None  # when the last check or load failed (GET /model)
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
@@ -170,12 +172,15 @@ class VariantManager:
             await self.reload()
 
     def _next_poll_s(self) -> float:
-        """The poll interval, doubled after each failed load up to ``reload_backoff_max_s``: a registry that
-        is down, or a broken version behind the alias, is not hammered (each try downloads and hashes)."""
+        """The poll interval, doubled after each failed load up to ``reload_backoff_max_s`` (a registry that is
+        down, or a broken version behind the alias, is not hammered: each try downloads and hashes), times a
+        random factor within ``reload_jitter``: replicas and workers started together spread their polls instead
+        of asking a shared registry all at once."""
         interval = self.settings.reload_interval_s
-        if not self._failures:
-            return interval
-        return max(interval, min(interval * 2.0**self._failures, self.settings.reload_backoff_max_s))
+        if self._failures:
+            interval = max(interval, min(interval * 2.0**self._failures, self.settings.reload_backoff_max_s))
+        jitter = self.settings.reload_jitter
+        return interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
 
     async def reload(self, force: bool = False) -> ReloadResult:
         """Load the version the reference points at now, if it is not the one serving (or ``force``)."""
@@ -243,7 +248,7 @@ class VariantManager:
 
     def _failed(self, message: str, reason: str, old_version: str | None) -> ReloadResult:
         self.metrics.load_failures.labels(self.ref.name, reason).inc()
-        self.last_error = message
+        self.last_error, self.last_failure = message, time.time()
         self._failures += 1
         log.error(
             "model_load_failed",
@@ -315,6 +320,10 @@ class ModelManager:
     @property
     def last_error(self) -> str | None:
         return self.members[0].last_error
+
+    @property
+    def last_failure(self) -> float | None:
+        return self.members[0].last_failure
 
     def _rebuild(self) -> None:
         """A member swapped its version, or the canary changed: the new Deployment, once every primary variant has

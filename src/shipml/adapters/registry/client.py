@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
 import warnings
@@ -65,11 +66,15 @@ class LoadedModel:
 def _mlflow_errors(what: str) -> Iterator[None]:
     """MLflow's exceptions as RegistryError with a one-line message."""
     from mlflow.exceptions import MlflowException, RestException
+    from requests import HTTPError
 
     try:
         yield
     except RestException as exc:
         raise RegistryError(f"{what}: {exc.message}") from None
+    except HTTPError as exc:  # an artifact request the MLflow server answered with an error (its storage down)
+        status = exc.response.status_code if exc.response is not None else "no"
+        raise RegistryError(f"{what}: the registry answered {status}: {str(exc).splitlines()[0]}") from None
     except MlflowException as exc:
         text = str(exc.message).splitlines()[0]
         if "API request to" in text or "Max retries" in text:
@@ -95,6 +100,26 @@ _SKOPS_LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, 
 _ALIAS_ATTEMPTS = 3  # tries of one alias write that a concurrent write made fail
 
 
+def _remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def mlflow_http_limits(settings: RegistrySettings) -> None:
+    """Bound every request to an MLflow server by ``registry.timeout_s`` and ``registry.retries``.
+
+    MLflow reads these from its environment variables only (its own defaults: 120 s, 7 retries backing off over
+    about two minutes, so a poll during a registry restart hung for minutes); a value the user set there wins.
+    Process-wide, like MLflow's variables themselves.
+    """
+    limits = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(settings.timeout_s),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(settings.retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    for name, value in limits.items():
+        os.environ.setdefault(name, value)
+
+
 class MlflowRegistry:
     """A shipml view of one MLflow tracking server / registry."""
 
@@ -106,6 +131,8 @@ class MlflowRegistry:
         self.user = user or current_user()
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if _remote(self.uri):
+            mlflow_http_limits(settings)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     # -- runs and versions ---------------------------------------------------
@@ -115,7 +142,7 @@ class MlflowRegistry:
         if exp is not None:
             return str(exp.experiment_id)
         location = None
-        if not self.uri.startswith(("http://", "https://", "databricks")):
+        if not _remote(self.uri) and not self.uri.startswith("databricks"):
             root = Path(self.settings.artifact_root).resolve()
             root.mkdir(parents=True, exist_ok=True)
             location = root.as_uri()
@@ -319,6 +346,25 @@ class MlflowRegistry:
 
     # -- loading -----------------------------------------------------------------
 
+    def _proxied_artifacts(self, run_id: str) -> Any:
+        """The run's artifacts streamed through the MLflow server, when the server serves them
+        (``mlflow-artifacts:`` URIs); None otherwise (the embedded store's local files).
+
+        MLflow's own client would ask the server for presigned URLs of the object store (S3) and download from
+        there: every replica would then need to reach the object store, and would fetch whatever URL the server
+        names. Streaming through the server keeps shipml's traffic on ``registry.uri`` alone.
+        """
+        if not _remote(self.uri):
+            return None
+        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        if not artifact_uri or not artifact_uri.startswith("mlflow-artifacts:"):
+            return None
+        resolved = MlflowArtifactsRepository.resolve_uri(artifact_uri, self.uri)  # type: ignore[no-untyped-call]
+        return HttpArtifactRepository(resolved)  # type: ignore[no-untyped-call]
+
     def load(self, ref: ModelRef, cache_dir: Path) -> LoadedModel:
         """A version's verified local copy (cached per version under ``cache_dir``); the model is
         deserialized on first use, from skops only, right after one more check of its files."""
@@ -334,10 +380,14 @@ class MlflowRegistry:
 
         def download(into: Path) -> None:
             with _mlflow_errors(f"downloading {what}"):
+                proxied = self._proxied_artifacts(info.run_id)
                 for sub in COVERED:  # what shipml loads, not whatever else the run holds
-                    mlflow.artifacts.download_artifacts(
-                        run_id=info.run_id, artifact_path=sub, dst_path=str(into), tracking_uri=self.uri
-                    )
+                    if proxied is not None:
+                        proxied.download_artifacts(sub, dst_path=str(into))
+                    else:
+                        mlflow.artifacts.download_artifacts(
+                            run_id=info.run_id, artifact_path=sub, dst_path=str(into), tracking_uri=self.uri
+                        )
 
         def verify(root: Path) -> None:
             verify_manifest(root, digest, what)

@@ -54,6 +54,7 @@ async def model(request: Request) -> Response:
         "serving_version": body["version"],
         "last_check": manager.last_check,
         "last_error": manager.last_error,
+        "last_failure": manager.last_failure,
     }
     return json_response(body)
 
