@@ -12,6 +12,7 @@ import pytest
 from tests.reliability.load import make_project
 from tests.support.postgres import PostgresServer, start_postgres, stop_postgres
 from tests.support.server import Keys
+from tests.support.shared_registry import SharedRegistry, shared_registry_running
 
 HERE = Path(__file__).parent
 
@@ -37,3 +38,11 @@ def store_postgres() -> Iterator[PostgresServer]:
     pg = start_postgres()
     yield pg
     stop_postgres(pg)
+
+
+@pytest.fixture(scope="module")
+def shared_registry(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRegistry]:
+    """One shared registry (tests/support/shared_registry.py) per test module: its own Postgres database, bucket
+    and MLflow server."""
+    with shared_registry_running(postgres_uri, tmp_path_factory.mktemp("shared-registry")) as registry:
+        yield registry
