@@ -330,6 +330,23 @@ def child_verdict(window: dict[str, Any], profile_json: str, repeats: int) -> di
     }
 
 
+def child_outcomes(window: dict[str, Any]) -> dict[str, Any]:
+    """What a full ``monitor drift`` reads besides the histograms, for its performance section: the window's
+    outcomes (``read_outcomes``, every row's id, time, label and score) and their feedback (``feedback.read``)."""
+    from shipml.adapters.store import PredictionStore
+
+    store = PredictionStore(window["uri"], statement_timeout_s=0)
+    before_mb = _rss_mb()
+    started = time.perf_counter()
+    found = store.predictions.read_outcomes(MODEL, window["since"], window["until"], version=VERSION, variant=VARIANT)
+    read = time.perf_counter() - started
+    feedback = store.feedback.read(found.ids.tolist())
+    wall = time.perf_counter() - started
+    store.close()
+    return {"rows": len(found), "feedback": len(feedback), "read_s": read, "wall_s": wall, "peak_mb": _peak_mb(),
+            "rss_before_mb": before_mb}  # fmt: skip
+
+
 def run_child(data: Path, *args: str) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--data", str(data), "--child", *args]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -355,6 +372,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--chunk-rows", type=int, default=50_000, help="monitor.recompute_chunk_rows")
     parser.add_argument("--in-memory", action="store_true", help="also time the recount of the window read whole")
+    parser.add_argument(
+        "--outcomes", action="store_true", help="also time what monitor drift's performance section reads (slow)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -363,6 +383,8 @@ def main() -> None:
         kind, *rest = args.child
         if kind == "verdict":
             print(json.dumps(child_verdict(window, profile_json, int(rest[0]))))
+        elif kind == "outcomes":
+            print(json.dumps(child_outcomes(window)))
         else:
             print(json.dumps(child_recompute(window, profile_json, int(rest[0]), kind == "streamed")))
         return
@@ -423,6 +445,14 @@ def report(args: argparse.Namespace, window: dict[str, Any]) -> None:
     print(f"FIGURE store_scale verdict {rows} rows: first {first:.3f} s, best of {len(verdict['times'])} {best:.3f} s")
     print(f"verdict equal to the loaded histograms': {verdict['flagged'] == sorted(DRIFTED)}")
     lines.append(goal(f"24 h verdict over {rows:,} stored predictions (first call)", first, GOAL_VERDICT_S, " s"))
+    if args.outcomes:
+        found = run_child(args.data, "outcomes")
+        assert found["rows"] == rows, f"read {found['rows']:,} outcomes, {rows:,} were loaded"
+        print(
+            f"\nfor information, what a full `monitor drift` reads besides the histograms (its performance section):"
+            f"\nFIGURE store_scale outcomes {rows} rows: read_outcomes {found['read_s']:.1f} s, + feedback.read"
+            f" {found['wall_s']:.1f} s, peak RSS {found['peak_mb']:.0f} MB (RSS before {found['rss_before_mb']:.0f} MB)"
+        )
     print("\ngoals, from this run's figures:")
     print("\n".join(lines))
 
