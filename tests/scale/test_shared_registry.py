@@ -1,6 +1,7 @@
 """Issue 18 item 1: shipml against a shared registry as a team runs one: `mlflow server` on Postgres with its
 artifacts in S3 (moto's S3 server), the storage's credentials only in the MLflow server's environment
-(tests/support/shared_registry.py). shipml's commands run unchanged, given only ``SHIPML_REGISTRY_URI``; then the
+(tests/support/shared_registry.py), started with the README's lines ("A shared registry"). shipml's commands, the
+README's among them, run unchanged, given only ``SHIPML_REGISTRY_URI``; then the
 registry's faults: the MLflow server restarted and S3 down while shipml serves, two promotions at once, and three
 replicas following one alias flip, each downloading the new version once.
 """
@@ -8,6 +9,7 @@ replicas following one alias flip, each downloading the new version once.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import shutil
 import threading
@@ -25,7 +27,7 @@ from tests.support.cli import shipml
 from tests.support.launcher import start
 from tests.support.project import CONFIG
 from tests.support.server import Server, free_port, records, spawn_server, start_server
-from tests.support.shared_registry import SharedRegistry
+from tests.support.shared_registry import ReadmeRegistry, SharedRegistry
 
 pytestmark = [pytest.mark.integration]
 
@@ -39,6 +41,7 @@ serve:
   grace_period_s: 5
 """
 ROWS = records(200, seed=3)
+README = ReadmeRegistry.read()  # README.md "A shared registry": the lines a team types
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +52,10 @@ def project(shared_registry: SharedRegistry, tmp_path_factory: pytest.TempPathFa
     (root / "shipml.yaml").write_text(SMALL + SERVE)
     made = shipml(root, "example", "churn", ".shipml/data/churn.csv", "--rows", "1500")
     assert made.returncode == 0, made.stderr
+    train, _, _ = README.commands
+    assert train == ["shipml", "train"], train
     for version in ("1", "2"):
-        trained = shipml(root, "train", env=shared_registry.env)
+        trained = shipml(root, *train[1:], env=shared_registry.env)
         assert trained.returncode in (0, 1), trained.stdout + trained.stderr  # 1: a gate missed, still registered
         assert f"churn/{version} registered" in trained.stdout, trained.stdout
     # churn/3: churn/2's run registered again (what is under test is the registry, not a third training)
@@ -125,11 +130,18 @@ def environment_of(pid: int) -> dict[str, str]:
 
 def test_the_commands_run_unchanged_against_the_shared_registry(shared_registry: SharedRegistry, project: Path) -> None:
     here = replica_dir(project, "workflow")
-    # the installed script, as a user starts it, with the registry's URL and no AWS_* variable at all
+    _, promote, serve = README.commands
+    assert promote[:3] == ["shipml", "models", "promote"] and serve[:2] == ["shipml", "serve"], README.commands
+    # what the server's machine installs is what it needs
+    assert [p for p in README.packages if importlib.util.find_spec(p.split("[")[0]) is None] == []
+    # the README's `shipml serve` line, the installed script as a user starts it, given the README's one variable
+    # (the registry's URL) and no AWS_* variable at all
+    assert list(README.client_env) == ["SHIPML_REGISTRY_URI"], README.client_env
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPML_", "AWS_"))} | shared_registry.env
     log = here / "serve.log"
-    server = Server(f"http://127.0.0.1:{port}", start(["serve", "--port", str(port)], here, env, log, fresh=True), log)
+    process = start([*serve[1:], "--port", str(port)], here, env, log, fresh=True)
+    server = Server(f"http://127.0.0.1:{port}", process, log)
     server.wait_ready()
     try:
         # the storage's credentials are the MLflow server's alone
@@ -144,7 +156,7 @@ def test_the_commands_run_unchanged_against_the_shared_registry(shared_registry:
         assert foreign.status_code == 403, foreign.text
         assert served(server)["version"] == "1"
         # hot reload follows the alias: promote, then roll back
-        promoted = run(here, shared_registry, "models", "promote", "churn", "2", "--to", "production")
+        promoted = run(here, shared_registry, *promote[1:])  # the README's: churn/2 to production
         assert promoted.returncode == 0 and "churn@production: 1 -> 2" in promoted.stdout, promoted.stderr
         wait_for("the promotion followed", lambda: served(server)["version"] == "2")
         back = run(here, shared_registry, "models", "rollback", "churn", "--reason", "shared registry")

@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -31,9 +32,50 @@ from tests.support.components import missing
 from tests.support.dialects import fresh_postgres_database
 from tests.support.server import free_port
 
-BUCKET = "shipml-registry"
+README = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "### A shared registry"
 # moto accepts any credentials; these exist only in the MLflow server's environment (and the bucket's creation)
 S3_KEY_ID, S3_SECRET, S3_REGION = "shipml-test", "shipml-test-secret", "us-east-1"
+
+
+def _commands(block: str) -> list[list[str]]:
+    """A bash block's commands as argv lists: continuation lines joined, comments dropped."""
+    return [argv for line in block.replace("\\\n", " ").splitlines() if (argv := shlex.split(line, comments=True))]
+
+
+@dataclass(frozen=True)
+class ReadmeRegistry:
+    """The README's shared registry as written: the server machine's lines, then every shipml machine's."""
+
+    packages: list[str]  # `pip install ...` on the server's machine
+    server_env: list[str]  # the variables exported there (the storage's credentials and endpoint)
+    server: list[str]  # `mlflow server ...`
+    client_env: dict[str, str]  # what a shipml machine exports
+    commands: list[list[str]]  # the shipml commands shown
+
+    @classmethod
+    def read(cls) -> ReadmeRegistry:
+        section = README.read_text().split(SECTION, 1)[1].split("\n#", 1)[0]
+        blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+        assert len(blocks) == 2, f"README.md {SECTION!r}: expected two bash blocks, found {len(blocks)}"
+        server_side, client_side = (_commands(b) for b in blocks)
+        packages = [a for argv in server_side if argv[:2] == ["pip", "install"] for a in argv[2:]]
+        exported = [a.split("=", 1)[0] for argv in server_side if argv[0] == "export" for a in argv[1:]]
+        (server,) = [argv for argv in server_side if argv[:2] == ["mlflow", "server"]]
+        client_env = dict(a.split("=", 1) for argv in client_side if argv[0] == "export" for a in argv[1:])
+        commands = [argv for argv in client_side if argv[0] == "shipml"]
+        return cls(packages, exported, server, client_env, commands)
+
+    def option(self, name: str) -> str:
+        return self.server[self.server.index(name) + 1]
+
+    @property
+    def bucket(self) -> str:
+        destination = self.option("--artifacts-destination")
+        assert destination.startswith("s3://"), destination
+        return destination.removeprefix("s3://").split("/", 1)[0]
+
+
 # one file's download: streamed through the server (artifacts/) or a presigned URL of the storage asked for
 # (presigned/); a directory's listing (artifacts?path=) is not a download
 TAPS = 3  # replicas that can count their downloads
@@ -137,27 +179,36 @@ class SharedRegistry:
         return MlflowRegistry(RegistrySettings(uri=self.url))
 
     def argv(self) -> list[str]:
-        """The command a team runs (docs: README, "When you outgrow one machine"), on this fixture's ports."""
-        return [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", self.backend_uri,
-            "--artifacts-destination", f"s3://{BUCKET}/mlflow",
-            "--serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--allowed-hosts", ",".join([f"127.0.0.1:{self.port}", f"localhost:{self.port}",
-                                         *(f"127.0.0.1:{tap.proxy.port}" for tap in self.taps)]),
-            "--workers", "1",
-        ]  # fmt: skip
+        """The README's `mlflow server` line as written, but for what is this machine's: the database (this test's
+        Postgres), where it listens (loopback, a free port), the names it answers to (its own and the replicas'
+        ways to it) and one worker (two cores shared by the suite)."""
+        readme = ReadmeRegistry.read()
+        assert readme.option("--backend-store-uri").startswith("postgresql+psycopg://"), readme.server
+        assert "--serve-artifacts" in readme.server, readme.server
+        hosts = [f"127.0.0.1:{self.port}", f"localhost:{self.port}", *(f"127.0.0.1:{t.proxy.port}" for t in self.taps)]
+        ours = {
+            "--backend-store-uri": self.backend_uri,
+            "--host": "127.0.0.1",
+            "--port": str(self.port),
+            "--allowed-hosts": ",".join(hosts),
+            "--workers": "1",
+        }
+        argv = [str(Path(sys.executable).parent / "mlflow"), *readme.server[1:]]
+        for option, value in ours.items():
+            argv[argv.index(option) + 1] = value
+        return argv
 
     def server_env(self) -> dict[str, str]:
-        """The MLflow server's environment: the only one that holds the storage's credentials and endpoint."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPML_", "AWS_", "MLFLOW_"))}
-        return base | {
+        """The MLflow server's environment: the only one that holds the storage's credentials and endpoint (the
+        variables the README exports there, with moto's values)."""
+        ours = {
             "AWS_ACCESS_KEY_ID": S3_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-            "AWS_DEFAULT_REGION": S3_REGION,
             "MLFLOW_S3_ENDPOINT_URL": self.s3.url,
         }
+        assert sorted(ReadmeRegistry.read().server_env) == sorted(ours), ReadmeRegistry.read().server_env
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPML_", "AWS_", "MLFLOW_"))}
+        return base | ours
 
     def start(self) -> None:
         self.starts += 1
@@ -190,14 +241,14 @@ def _moto(root: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def _make_bucket(port: int) -> None:
+def _make_bucket(port: int, bucket: str) -> None:
     import boto3
 
     s3 = boto3.client(
         "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=S3_REGION,
         aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET,
     )  # fmt: skip
-    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket=bucket)
 
 
 @contextlib.contextmanager
@@ -208,7 +259,7 @@ def shared_registry_running(postgres_uri: str, root: Path) -> Iterator[SharedReg
     registry = SharedRegistry(root, fresh_postgres_database(postgres_uri), s3)
     registry.taps = [ArtifactGets(registry.port) for _ in range(TAPS)]
     try:
-        _make_bucket(moto_port)
+        _make_bucket(moto_port, ReadmeRegistry.read().bucket)  # the README's bucket
         registry.start()
         yield registry
     finally:
