@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -108,6 +109,8 @@ class Answer:
     version: str | None = None  # the body's model version
     header_version: str | None = None  # the X-Model-Version header
     failed_records: int = 0
+    variant: str | None = None  # the body's variant (a single /predict)
+    request: int = -1  # the request's number i (what ``make(i)`` was called with)
 
 
 def _answer(status: int, latency: float, raw: bytes, header_version: str | None) -> Answer:
@@ -122,7 +125,8 @@ def _answer(status: int, latency: float, raw: bytes, header_version: str | None)
     model = body.get("model")
     version = model.get("version") if isinstance(model, dict) else None
     if "prediction_id" in body:
-        return Answer(status, latency, code, (body["prediction_id"],), version, header_version)
+        variant = model.get("variant") if isinstance(model, dict) else None
+        return Answer(status, latency, code, (body["prediction_id"],), version, header_version, variant=variant)
     if isinstance(body.get("predictions"), list):  # /predict/batch
         preds = body["predictions"]
         ids = tuple(p["prediction_id"] for p in preds if isinstance(p, dict) and p.get("prediction_id"))
@@ -259,7 +263,7 @@ class Load:
                     conn.close()
                 conn = None
             with self._lock:
-                self.answers.append(answer)
+                self.answers.append(dataclasses.replace(answer, request=i))
         if conn is not None:
             conn.close()
 

@@ -21,14 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.load import Load, LoadResult, make_project, predict_body, write_config
+from shipml.config import load_settings
+from shipml.core.routing import Split
+from tests.reliability.load import Load, LoadResult, make_project, predict_body, train, write_config
 from tests.support.dialects import fresh_postgres_database
 from tests.support.haproxy import Haproxy, start_haproxy
 from tests.support.server import Keys, Server, auth, free_port, spawn_server
 
 REPLICAS = ("r1", "r2", "r3")
 GOOD_ROW_BODY = predict_body(0)
-SERVE = "drain_s: 2\nkeep_alive_s: 75\ntrusted_proxies: [127.0.0.1]\nreload_interval_s: 2"
+SERVE = (
+    "drain_s: 2\nkeep_alive_s: 75\ntrusted_proxies: [127.0.0.1]\nreload_interval_s: 2\n"
+    "variants:\n  - {name: a, model: churn/1, weight: 0.5}\n  - {name: b, model: churn/2, weight: 0.5}"
+)
+KEYS = 10_000
 FAILURES = "  failure_limit: {requests_per_s: 0.01, burst: 5}\n"
 
 
@@ -49,6 +55,7 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_uri: str) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
     keys = make_project(root, SERVE)
+    assert train(root) == "2"  # the experiment's second variant
     write_config(root, (root / "auth.yaml").read_text() + FAILURES, SERVE)
     uri = fresh_postgres_database(postgres_uri)
     ports = {name: free_port() for name in REPLICAS}
@@ -73,12 +80,37 @@ def _figure(what: str, **values: object) -> None:
     print(f"FIGURE fleet {what}: " + " ".join(f"{k}={v}" for k, v in values.items()), flush=True)
 
 
+def _key(i: int) -> str:
+    return f"customer-{i % KEYS}"
+
+
 def _keyed(i: int) -> tuple[str, str, bytes, dict[str, str]]:
-    return "POST", "/predict", predict_body(i), {"X-Routing-Key": f"customer-{i % 10_000}"}
+    return "POST", "/predict", predict_body(i), {"X-Routing-Key": _key(i)}
 
 
 def _load(fleet: Fleet, seconds: float) -> Load:
     return Load(fleet.proxy.url, _keyed, auth(fleet.keys.predict), threads=8, rate=200, duration_s=seconds)
+
+
+def _sweep(fleet: Fleet) -> LoadResult:
+    """Every key once, as fast as the fleet answers (in key order: answer i is key i)."""
+    load = Load(fleet.proxy.url, _keyed, auth(fleet.keys.predict), threads=16, max_requests=KEYS, duration_s=300)
+    return load.run()
+
+
+def _expected_variants(fleet: Fleet) -> dict[str, str]:
+    """Each key's variant by the in-process split of the replicas' own configuration."""
+    serve = load_settings(fleet.root / "shipml.yaml").serve
+    split = Split([(v.name, v.weight) for v in serve.variants], serve.routing_salt)
+    rng = random.Random(0)  # noqa: S311 - only for keyless requests, of which there are none
+    return {_key(i): split.assign(_key(i), rng).variant for i in range(KEYS)}
+
+
+def _variants_seen(answers: list[tuple[str, str | None]]) -> dict[str, set[str | None]]:
+    seen: dict[str, set[str | None]] = {}
+    for key, variant in answers:
+        seen.setdefault(key, set()).add(variant)
+    return seen
 
 
 def _failures(result: LoadResult) -> dict[str, int]:
@@ -89,7 +121,10 @@ def _failures(result: LoadResult) -> dict[str, int]:
     return out
 
 
-def test_a_rolling_restart_at_200_requests_per_s_fails_no_request(fleet: Fleet) -> None:
+def test_a_rolling_restart_at_200_requests_per_s_fails_no_request_and_moves_no_key(fleet: Fleet) -> None:
+    """Keys keep their variant: every key swept before and after the restart, and the keys sent during it, each
+    answered by the variant the in-process split gives it, whichever replica and worker answered."""
+    before = _sweep(fleet)
     steady = _load(fleet, 10).run()
     load = _load(fleet, 600).start()
     restarts = []
@@ -104,6 +139,7 @@ def test_a_rolling_restart_at_200_requests_per_s_fails_no_request(fleet: Fleet) 
         time.sleep(2)
     finally:
         during = load.stop()
+    after = _sweep(fleet)
     _figure(
         "rolling restart", steady_sent=steady.sent, steady_p99_ms=steady.p(0.99), sent=during.sent,
         failed=len(during.failed), rate=round(during.rate), p99_ms=during.p(0.99), p50_ms=during.p(0.5),
@@ -111,6 +147,12 @@ def test_a_rolling_restart_at_200_requests_per_s_fails_no_request(fleet: Fleet) 
     )  # fmt: skip
     assert steady.failed == [], _failures(steady)
     assert during.failed == [], _failures(during)
+    assert before.failed == [] and after.failed == [], (_failures(before), _failures(after))
+    expected = _expected_variants(fleet)
+    seen = _variants_seen([(_key(a.request), a.variant) for r in (before, during, after) for a in r.answers])
+    moved = sorted(k for k, variants in seen.items() if variants != {expected[k]})
+    _figure("sticky", keys=KEYS, keys_answered=len(seen), keys_moved=len(moved))
+    assert not moved, moved[:10]
 
 
 def test_idle_pooled_connections_are_never_cut_under_the_proxy(fleet: Fleet) -> None:
