@@ -51,6 +51,7 @@ EXPECTED_ALERTS = {
     "ShipmlExperimentSampleRatioMismatch",
     "ShipmlExperimentNoTraffic",
     "ShipmlCanaryRolledBack",
+    "ShipmlRoutingMismatch",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from shipml.config import load_settings
 from shipml.core.routing import Split
@@ -221,3 +223,36 @@ def test_clients_behind_the_proxy_keep_their_own_failed_auth_buckets(fleet: Flee
     b = [_wrong_key_from(fleet, "127.0.0.3") for _ in range(5)]
     _figure("failed-auth buckets behind the proxy", a_failures_until_refused=len(statuses), b_statuses=b)
     assert b == [401] * 5, b
+
+
+def _mismatch(server: Server) -> float | None:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    found = re.search(r'^shipml_routing_mismatch\{model="churn"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def _wait_mismatch(server: Server, value: float, timeout: float = 60) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if _mismatch(server) == value:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{server.url}: shipml_routing_mismatch is {_mismatch(server)}, not {value}, after {timeout} s"
+    )
+
+
+def test_a_replica_with_other_weights_shows_a_routing_mismatch_within_a_poll(fleet: Fleet) -> None:
+    """A fourth process on the same store with weights 0.9/0.1: every replica's /metrics says 1 within a poll
+    (serve.reload_interval_s, 2 s here) of its start, then 0 again once it stopped (it withdraws its routing)."""
+    assert _mismatch(fleet.servers["r1"]) == 0.0
+    weights = '[{"name": "a", "model": "churn/1", "weight": 0.9}, {"name": "b", "model": "churn/2", "weight": 0.1}]'
+    odd = spawn_server(fleet.root, env={"SHIPML_STORE__URI": fleet.uri, "SHIPML_SERVE__VARIANTS": weights})
+    try:
+        odd.wait_ready()
+        seen = {name: round(_wait_mismatch(server, 1.0), 1) for name, server in fleet.servers.items()}
+        odd_sees = _wait_mismatch(odd, 1.0)
+    finally:
+        assert odd.stop() == 0
+    cleared = {name: round(_wait_mismatch(server, 0.0), 1) for name, server in fleet.servers.items()}
+    _figure("routing mismatch", seen_after_ready_s=seen, odd_sees_s=round(odd_sees, 1), cleared_after_stop_s=cleared)

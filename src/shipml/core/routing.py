@@ -82,6 +82,17 @@ def derived_salt(*parts: str) -> str:
     return hasher.hexdigest()
 
 
+def routing_fingerprint(salt: str, variants: Sequence[tuple[str, float, str]]) -> str:
+    """What decides a key's variant in one process, as 16 hex digits: the salt and each variant's name, weight and
+    model reference. Two processes with the same fingerprint send every key to the same variant; replicas of one
+    service compare theirs (``shipml_routing_mismatch``). The salt enters only through the hash."""
+    hasher = hashlib.blake2b(b"shipml-routing", digest_size=8)
+    hasher.update(_utf8(salt))
+    for name, weight, model in variants:  # in order: the split gives each its buckets in this order
+        hasher.update(b"\0" + _utf8(f"{name}={weight!r}@{model}"))
+    return hasher.hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class _Canary:
     """A canary's layer over a split: ``name`` takes the keys of ``champion`` whose bucket in the canary's own

@@ -42,6 +42,7 @@ from shipml.server.monitoring import ExperimentCollector, ReportCollector, Repor
 from shipml.server.openapi import model_openapi
 from shipml.server.predictions import PredictionService
 from shipml.server.routes import mlflow_protocol, ops, predict, v2
+from shipml.server.routing_watch import RoutingWatch
 from shipml.server.state import AppState, stopping_signal
 
 log = structlog.get_logger("shipml.server")
@@ -127,6 +128,9 @@ def create_app(
         canary = CanaryFollower(store, ref.name, manager, settings.serve.reload_interval_s)
         metrics.collectors.append(canary)
         canary.start()
+        routing = RoutingWatch(store, ref.name, settings.serve, str(ref))
+        metrics.collectors.append(routing)
+        routing.start()
         # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out
         # of the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
         gc.freeze()
@@ -140,6 +144,7 @@ def create_app(
             await monitor.stop()
             await maintenance.stop()
             await canary.stop()
+            await routing.stop()
             await manager.stop()
             await service.close()  # the shadows' queued copies: scored or dropped (counted), before the log closes
             await anyio.to_thread.run_sync(writer.close)

@@ -41,7 +41,7 @@ def test_a_fresh_store_gets_every_migration_once_and_the_described_tables(store_
     store = PredictionStore(store_uri)
     assert versions(store.database.engine) == [(m.version, m.name) for m in MIGRATIONS]
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
-    assert LATEST == 10 and versions(store.database.engine)[-1] == (10, "daily partitions on Postgres")
+    assert LATEST == 11 and versions(store.database.engine)[-1] == (11, "routing announcements")
     inspector = sa.inspect(store.database.engine)
     for table in tables.metadata.tables.values():
         assert [c["name"] for c in inspector.get_columns(table.name)] == [c.name for c in table.columns]

@@ -349,6 +349,21 @@ def _daily_partitions(conn: Connection) -> None:
         conn.exec_driver_sql("SET LOCAL lock_timeout = 0")  # attach_day's bound is for the service's runs
 
 
+def _routing_announcements(conn: Connection) -> None:
+    # Issue 19: replicas compare what decides their routing.
+    meta = sa.MetaData()
+    announcements = sa.Table(
+        "routing_announcements",
+        meta,
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("process", sa.String(64), primary_key=True),
+        sa.Column("fingerprint", sa.String(32), nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    conn.execute(CreateTable(announcements, if_not_exists=True))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "predictions and feedback", _base_tables),
     Migration(2, "typed outputs, role, routing key, feature slots and catalog", _typed_columns_and_catalog),
@@ -360,6 +375,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "experiment reports and canaries", _experiments_and_canaries),
     Migration(9, "webhook notifications", _webhook_notifications),
     Migration(10, "daily partitions on Postgres", _daily_partitions, _prepare_daily_partitions),
+    Migration(11, "routing announcements", _routing_announcements),
 )
 LATEST = MIGRATIONS[-1].version
 

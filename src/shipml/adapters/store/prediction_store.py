@@ -20,6 +20,7 @@ Nothing outside this package reads the tables with SQL. Opening a store applies 
 from __future__ import annotations
 
 from shipml.adapters.store import tables
+from shipml.adapters.store.announcements import RoutingAnnouncements
 from shipml.adapters.store.canaries import Canaries
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.feedback import Feedback
@@ -70,6 +71,7 @@ class PredictionStore:
         self.canaries = Canaries(self.database)
         self.leases = Leases(self.database)
         self.notifications = Notifications(self.database)
+        self.announcements = RoutingAnnouncements(self.database)
         self.partitions = Partitions(self.database)
         self.retention = Retention(self.database)
 

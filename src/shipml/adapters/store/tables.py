@@ -166,6 +166,18 @@ webhook_notifications = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# Added by migration 11: what decides routing in each serving process (a fingerprint of its salt, variants and
+# weights), announced every poll; replicas compare theirs (shipml_routing_mismatch).
+routing_announcements = sa.Table(
+    "routing_announcements",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("process", sa.String(64), primary_key=True),  # <host>:<pid>:<random>, as a lease holder
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),  # the variants and weights, for the operator (no salt)
+    sa.Column("expires_at", sa.Float, nullable=False),  # on the database's clock
+)
+
 # Added by migration 8: `shipml ab report`'s reports (an ExperimentReport as JSON).
 experiment_reports = _reports("experiment_reports")
 
