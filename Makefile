@@ -38,10 +38,11 @@ lint: $(DEV_STAMP)
 	$(BIN)/lint-imports
 
 # Real servers the tests start themselves: PostgreSQL, Prometheus, Alertmanager and haproxy from Debian's packages,
-# and Chromium (headless, for the monitoring report). Installed here when missing and possible (root + apt-get);
-# otherwise their tests skip and say why. The tests start their own servers on free ports, so a system service
-# that a package starts on install is stopped again (nothing left listening on 9090/9093); recommends are
-# skipped (prometheus would pull in a node exporter on 9100).
+# Chromium (headless, for the monitoring report), and podman with runc and mmdebstrap (the image's test builds its
+# base from Debian's packages and runs the container; uidmap, fuse-overlayfs and slirp4netns for rootless podman).
+# Installed here when missing and possible (root + apt-get); otherwise their tests skip and say why. The tests start
+# their own servers on free ports, so a system service that a package starts on install is stopped again (nothing
+# left listening on 9090/9093); recommends are skipped (prometheus would pull in a node exporter on 9100).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -54,6 +55,9 @@ system-deps:
 	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-liberation"; \
 	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v podman >/dev/null 2>&1 || missing="$$missing podman uidmap fuse-overlayfs slirp4netns"; \
+	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
+	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
