@@ -24,7 +24,7 @@ from shipml.core.monitor_report import DriftReport, SegmentReport
 from shipml.core.prediction import Prediction
 from shipml.core.profile import ReferenceProfile, build_profile
 from shipml.core.window import Window
-from shipml.errors import StoredReportUnreadable
+from shipml.errors import StoredReportUnreadable, StoreError
 from shipml.pipelines.monitor import MonitorJob, Version
 from tests.support.dialects import DIALECTS, store_uri_for
 from tests.support.logged import batch_of, logged
@@ -354,3 +354,16 @@ def test_a_streamed_recompute_counts_exactly_what_the_whole_window_counts(store:
     job.settings = MonitorSettings(multivariate=False, recompute_chunk_rows=10**6)  # one chunk: the whole window
     once, _ = job.run("churn", Window(t0, t0 + 360), recompute=True, save=False)
     assert report.segments == once.segments and report.segments[0].verdict == "drift"
+
+
+def test_a_streamed_read_that_fails_is_a_store_error(store: PredictionStore) -> None:
+    """The streamed read goes through the driver's own cursor: a failure there is a StoreError naming the read,
+    as every other read's is, not the driver's exception."""
+    writer = StoreWriter(store, queue_size=1000, batch_max=512)
+    writer.enqueue(rows(10, MINUTE * 60.0 + 1))
+    writer.close()
+    with store.database.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE predictions RENAME TO predictions_elsewhere")
+    chunks = store.predictions.stream_window("churn", MINUTE * 60.0, MINUTE * 60.0 + 60)
+    with pytest.raises(StoreError, match=r"^store: cannot read predictions of 'churn': .*predictions"):
+        next(chunks)

@@ -501,18 +501,23 @@ def _fetches(conn: Connection, query: sa.Select[Any], size: int) -> Generator[Se
     from a cursor the driver steps as rows are fetched. Through the driver's own cursor, not SQLAlchemy's result:
     at millions of rows, wrapping each row in a ``Row`` cost a fifth of the read."""
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    statement = str(compiled)
     dbapi: Any = conn.connection.dbapi_connection  # the driver's connection (psycopg's or sqlite3's)
-    if conn.dialect.name == "sqlite":
-        cursor = dbapi.cursor()
-        cursor.execute(str(compiled), tuple(compiled.params[name] for name in compiled.positiontup or ()))
-    else:
-        cursor = dbapi.cursor(name=f"shipml_window_{id(query):x}", binary=True)
-        cursor.execute(str(compiled), compiled.params)
+    driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
     try:
-        while rows := cursor.fetchmany(size):
-            yield rows
-    finally:
-        cursor.close()
+        if conn.dialect.name == "sqlite":
+            cursor = dbapi.cursor()
+            cursor.execute(statement, tuple(compiled.params[name] for name in compiled.positiontup or ()))
+        else:
+            cursor = dbapi.cursor(name=f"shipml_window_{id(query):x}", binary=True)
+            cursor.execute(statement, compiled.params)
+        try:
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            cursor.close()
+    except driver_error as exc:  # as SQLAlchemy would have raised it, for Database.errors to translate
+        raise sa.exc.DBAPIError.instance(statement, None, exc, driver_error, dialect=conn.dialect) from exc
 
 
 def _ahead(fetches: Iterator[Sequence[Any]]) -> Generator[Sequence[Any], None, None]:
