@@ -8,15 +8,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from shipml.adapters.store import PredictionStore, StoreWriter
 from shipml.errors import StoreError
 from tests.support.dialects import fresh_postgres_database
 from tests.support.postgres import PostgresServer, start_postgres, stop_postgres
+from tests.support.project import CONFIG, train_project
+from tests.support.server import auth, make_keys, records, start_server
 from tests.support.stall_proxy import StallProxy
 from tests.unit.adapters.test_store_writer_faults import rows
 
@@ -125,3 +130,38 @@ def test_the_servers_connection_limit_is_a_store_error_then_recovers(server: Pos
         for conn in fillers:
             conn.close()
         store.close()
+
+
+def test_the_service_answers_503_not_500_when_postgres_refuses_connections(
+    server: PostgresServer, tmp_path: Path
+) -> None:
+    """`shipml serve` whose connections are ended while its database refuses new ones: /predict answers 503
+    store_unavailable (not a 500, not a hang), then 200 again once connections are accepted, without a restart."""
+    train_project(tmp_path, rows=1_500)
+    keys, auth_yaml = make_keys()
+    (tmp_path / "shipml.yaml").write_text(CONFIG + auth_yaml)
+    uri = fresh_postgres_database(server.uri)
+    database = uri.rsplit("/", 1)[1]
+    service = start_server(tmp_path, env={"SHIPML_STORE__URI": uri, "SHIPML_STORE__TIMEOUT_S": "2"})
+    body = {"features": records(1)[0]}
+    admin = psycopg.connect(server.uri.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+    def predict() -> requests.Response:
+        return requests.post(f"{service.url}/predict", json=body, headers=auth(keys.predict), timeout=HANG_GUARD_S)
+
+    try:
+        assert predict().status_code == 200
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = %s", (database,))
+        refused = predict()
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "store_unavailable"
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        deadline = time.monotonic() + HANG_GUARD_S
+        while (answer := predict()).status_code != 200:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.5)
+    finally:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.close()
+        assert service.stop() == 0
