@@ -12,6 +12,7 @@ after SIGTERM while serving on, so haproxy takes a replica out before it closes 
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import re
 import threading
@@ -25,7 +26,7 @@ import requests
 
 from shipml.config import load_settings
 from shipml.core.routing import Split
-from tests.reliability.load import Load, LoadResult, make_project, predict_body, train, write_config
+from tests.reliability.load import Load, LoadResult, make_project, move_production, predict_body, train, write_config
 from tests.support.dialects import fresh_postgres_database
 from tests.support.haproxy import Haproxy, start_haproxy
 from tests.support.server import Keys, Server, auth, free_port, spawn_server
@@ -34,7 +35,7 @@ REPLICAS = ("r1", "r2", "r3")
 GOOD_ROW_BODY = predict_body(0)
 SERVE = (
     "drain_s: 2\nkeep_alive_s: 75\ntrusted_proxies: [127.0.0.1]\nreload_interval_s: 2\n"
-    "variants:\n  - {name: a, model: churn/1, weight: 0.5}\n  - {name: b, model: churn/2, weight: 0.5}"
+    "variants:\n  - {name: a, model: churn@production, weight: 0.5}\n  - {name: b, model: churn/2, weight: 0.5}"
 )
 KEYS = 10_000
 FAILURES = "  failure_limit: {requests_per_s: 0.01, burst: 5}\n"
@@ -246,7 +247,9 @@ def test_a_replica_with_other_weights_shows_a_routing_mismatch_within_a_poll(fle
     """A fourth process on the same store with weights 0.9/0.1: every replica's /metrics says 1 within a poll
     (serve.reload_interval_s, 2 s here) of its start, then 0 again once it stopped (it withdraws its routing)."""
     assert _mismatch(fleet.servers["r1"]) == 0.0
-    weights = '[{"name": "a", "model": "churn/1", "weight": 0.9}, {"name": "b", "model": "churn/2", "weight": 0.1}]'
+    weights = (
+        '[{"name": "a", "model": "churn@production", "weight": 0.9}, {"name": "b", "model": "churn/2", "weight": 0.1}]'
+    )
     odd = spawn_server(fleet.root, env={"SHIPML_STORE__URI": fleet.uri, "SHIPML_SERVE__VARIANTS": weights})
     try:
         odd.wait_ready()
@@ -256,3 +259,36 @@ def test_a_replica_with_other_weights_shows_a_routing_mismatch_within_a_poll(fle
         assert odd.stop() == 0
     cleared = {name: round(_wait_mismatch(server, 0.0), 1) for name, server in fleet.servers.items()}
     _figure("routing mismatch", seen_after_ready_s=seen, odd_sees_s=round(odd_sees, 1), cleared_after_stop_s=cleared)
+
+
+def test_an_alias_flip_reaches_every_replica_within_the_poll_interval(fleet: Fleet) -> None:
+    """churn@production (variant a) moves from 1 to 2: every replica answers a's keys with version 2 within
+    serve.reload_interval_s (2 s, jittered) + 5 s, the goal; the time is printed. Each replica gets 30 requests on
+    new connections per check, so both of its workers answer."""
+    expected = _expected_variants(fleet)
+    a_keys = [k for k, v in expected.items() if v == "a"][:30]
+
+    def versions(server: Server) -> set[str | None]:
+        host, port = server.url.removeprefix("http://").split(":")
+        seen = set()
+        for key in a_keys:
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            headers = auth(fleet.keys.predict) | {"Content-Type": "application/json", "X-Routing-Key": key}
+            conn.request("POST", "/predict", body=GOOD_ROW_BODY, headers=headers)
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            conn.close()
+            assert response.status == 200 and body["model"]["variant"] == "a", body
+            seen.add(body["model"]["version"])
+        return seen
+
+    assert all(versions(server) == {"1"} for server in fleet.servers.values())
+    move_production(fleet.root, "2")
+    flipped = time.monotonic()
+    took: dict[str, float] = {}
+    while len(took) < len(REPLICAS) and time.monotonic() - flipped < 60:
+        for name, server in fleet.servers.items():
+            if name not in took and versions(server) == {"2"}:
+                took[name] = round(time.monotonic() - flipped, 1)
+    _figure("alias flip", reached_every_worker_after_s=took, goal_s=2 + 5)
+    assert set(took) == set(REPLICAS), took
