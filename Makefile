@@ -129,6 +129,7 @@ bench: $(DEV_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed syst
 	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
 	$(BIN)/python bench/store_scale.py
+	$(BIN)/python bench/store_retention.py
 
 # The lock: what pyproject.toml allows, resolved afresh in an empty environment (Python 3.11, the version the tests
 # run on) and frozen exactly; then .venv is rebuilt from it and every test runs. Commit the file when they pass.

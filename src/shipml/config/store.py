@@ -31,11 +31,11 @@ class RetentionSettings(Section):
         "Postgres's daily partitions ahead, and prunes when `predictions` is set; 0: never",
     )
     batch_rows: int = Field(
-        default=10_000,
+        default=500,
         ge=1,
         le=10_000,
         description="SQLite (and Postgres's legacy and default partitions): rows deleted per transaction, each a "
-        "short one so the writers wait little",
+        "short one after which the service's writers get the file for as long (at most 10,000)",
     )
 
     @field_validator("predictions", "history")

@@ -15,14 +15,16 @@ so ``prediction_id < <the cut's id prefix>`` is a range of the feedback's primar
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from shipml.adapters.store import tables
-from shipml.adapters.store.partitions import LOCK_TIMEOUT, TABLES, Partition, day_start, partitions_of, to_regclass
+from shipml.adapters.store.partitions import LOCK_TIMEOUT, TABLES, Partition, day_start, partitions_of
 from shipml.errors import StoreError
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class Pruned:
     canary_events: int = 0
     seconds: float = 0.0
     batches_run: int = field(default=0)  # delete transactions (each at most batch_rows rows)
+    drop_seconds: float = 0.0  # of ``seconds``: the transactions that dropped the partitions
 
 
 class Retention:
@@ -55,6 +58,7 @@ class Retention:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._drop_seconds = 0.0
 
     def prune(
         self, cut: float, history_cut: float | None, *, batch_rows: int = 10_000, dry_run: bool = False
@@ -67,10 +71,11 @@ class Retention:
             predictions = counter.rows_of_sqlite(tables.predictions, cut)
             batches, batch_predictions = counter.batches_of_sqlite(cut)
             dropped: tuple[str, ...] = ()
-            partition_rows = 0
+            partition_rows, drop_seconds = 0, 0.0
             feedback_cut = cut
         else:
             dropped, partition_rows, predictions, batches, batch_predictions = self._postgres(counter, cut)
+            drop_seconds = self._drop_seconds
             feedback_cut = day_start(cut)  # a day's partition goes whole: the day of the cut keeps its feedback
         feedback = counter.where(tables.feedback, *_feedback_before(feedback_cut))
         histograms = reports = events = 0
@@ -83,21 +88,25 @@ class Retention:
             events = counter.where(tables.canary_events, tables.canary_events.c.ts < history_cut)
         return Pruned(
             cut, history_cut, dry_run, predictions + batch_predictions, batches, dropped, partition_rows, feedback,
-            histograms, reports, events, time.perf_counter() - started, counter.transactions,
+            histograms, reports, events, time.perf_counter() - started, counter.transactions, drop_seconds,
         )  # fmt: skip
 
     def _postgres(self, counter: _Deleter, cut: float) -> tuple[tuple[str, ...], int, int, int, int]:
         """Drop the partitions wholly before ``cut``; delete the old rows of the legacy and DEFAULT ones."""
         dropped: list[str] = []
         partition_rows = predictions = batches = batch_predictions = 0
+        self._drop_seconds = 0.0
         for table in TABLES:
             with self._db.reading(f"cannot list the partitions of {table}") as conn:
                 found = partitions_of(conn, table)
+            old = [p for p in found if p.upper is not None and p.upper <= cut]
+            dropping = time.perf_counter()
+            rows = self._drop(old, counter.dry_run)
+            self._drop_seconds += time.perf_counter() - dropping
+            partition_rows += rows if table == "predictions" else 0
+            dropped += [p.name for p in old]
             for p in found:
-                if p.upper is not None and p.upper <= cut:
-                    partition_rows += self._drop(p, counter.dry_run, count=table == "predictions")
-                    dropped.append(p.name)
-                elif p.default or p.lower is None:  # DEFAULT and legacy: any day, so row by row
+                if p not in old and (p.default or p.lower is None):  # DEFAULT and legacy: any day, row by row
                     part = sa.table(p.name, sa.column("ts"), sa.column("n_rows"))
                     if table == "predictions":
                         predictions += counter.where(part, part.c.ts < cut)
@@ -106,26 +115,25 @@ class Retention:
                         batches += counter.where(part, part.c.ts < cut)
         return tuple(dropped), partition_rows, predictions, batches, batch_predictions
 
-    def _drop(self, partition: Partition, dry_run: bool, *, count: bool) -> int:
-        """Drop ``partition`` (``dry_run``: count its rows); its rows, exact or Postgres's estimate."""
-        name = partition.name
+    def _drop(self, partitions: list[Partition], dry_run: bool) -> int:
+        """Drop ``partitions`` in one transaction (``dry_run``: count their rows); their rows, counted exactly by a
+        dry run, Postgres's estimate otherwise (counting would read them)."""
+        if not partitions:
+            return 0
+        names = [p.name for p in partitions]
         if dry_run:
-            if not count:
-                return 0
-            with self._db.reading(f"cannot count the rows of {name}") as conn:
-                return int(conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one())  # noqa: S608 - ours
+            with self._db.reading(f"cannot count the rows of {names[0]}") as conn:
+                return sum(int(conn.exec_driver_sql(f'SELECT count(*) FROM "{n}"').scalar_one()) for n in names)  # noqa: S608
+        estimate = sa.text("SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class WHERE relname IN :n")
         for attempt in range(DROP_ATTEMPTS):
             try:
-                with self._db.writing(f"cannot drop the partition {name}") as conn:
-                    if not to_regclass(conn, name):
-                        return 0  # another prune dropped it
-                    rows = conn.execute(
-                        sa.text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(:n)"),
-                        {"n": name},
-                    ).scalar_one()
+                with self._db.writing(f"cannot drop the partitions {names[0]} to {names[-1]}") as conn:
+                    rows = int(conn.execute(estimate.bindparams(sa.bindparam("n", expanding=True)), {"n": names})
+                               .scalar_one())  # fmt: skip
                     conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                    conn.exec_driver_sql(f'DROP TABLE "{name}"')
-                return int(rows) if count else 0
+                    for name in names:
+                        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')  # another prune may have dropped it
+                return rows
             except StoreError as exc:
                 if "lock timeout" not in exc.message or attempt == DROP_ATTEMPTS - 1:
                     raise
@@ -161,12 +169,26 @@ class _Deleter:
             delete = sa.delete(table).where(row == sa.any_(sa.func.array(picked.scalar_subquery())))
         total = 0
         while True:
-            with self._db.writing(f"cannot prune {table.name}") as conn:
+            with self._yielding(), self._db.writing(f"cannot prune {table.name}") as conn:
                 n = conn.execute(delete).rowcount
             self.transactions += 1
             total += n
             if n < self.batch_rows:
                 return total
+
+    @contextlib.contextmanager
+    def _yielding(self) -> Iterator[None]:
+        """On SQLite, after a delete, leave the file's write lock to the service's writers for as long as the delete
+        held it: they wait for one short transaction at a time, never for a run of them."""
+        started = time.monotonic()
+        yield
+        if self._db.is_sqlite:
+            held = time.monotonic() - started
+            # The pages the delete freed are copied back from the WAL here, by the prune (a passive checkpoint waits
+            # for no one), rather than by whichever of the service's commits next passes SQLite's auto-checkpoint.
+            with self._db.reading("cannot checkpoint the prune's deletes") as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            time.sleep(min(1.0, held))
 
     def sum_of(self, table: sa.TableClause, column: sa.ColumnClause[int], *condition: sa.ColumnElement[bool]) -> int:
         """The sum of ``column`` over the rows ``where`` would delete (read before they go)."""
@@ -212,7 +234,7 @@ class _Deleter:
                 n = len(found)
             else:
                 delete = sa.delete(table).where(rowid >= first, rowid <= last, table.c.ts < cut)
-                with self._db.writing(f"cannot prune {table.name}") as conn:
+                with self._yielding(), self._db.writing(f"cannot prune {table.name}") as conn:
                     n = conn.execute(delete).rowcount
                 self.transactions += 1
             done.append((n, weight_sum))
