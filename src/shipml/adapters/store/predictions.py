@@ -350,24 +350,32 @@ class Predictions:
         p, b = tables.predictions, tables.prediction_batches
         wanted = {"model": model, "version": version, "variant": variant, "role": role, "status": "ok"}
         where, b_where = _matching(p, since, until, **wanted), _matching(b, since, until, **wanted)
+        ids: list[Any] = [np.array([], dtype=object)]
+        ts: list[Any] = [np.array([], dtype=np.float64)]
+        labels: list[Any] = [np.array([], dtype=object)]
+        scores: list[Any] = [np.array([], dtype=np.float64)]
+        routing_keys: list[Any] = [np.array([], dtype=object)]
+        query = sa.select(p.c.id, p.c.ts, p.c.label, p.c.score, p.c.routing_key).where(*where)
         with self._db.reading(f"cannot read predictions of {model!r}") as conn:
-            rows = conn.execute(sa.select(p.c.id, p.c.ts, p.c.label, p.c.score, p.c.routing_key).where(*where)).all()
+            # a fetch at a time into columns: at millions of rows, holding them all as rows first took GBs
+            for part in _fetches(conn, query, ROWS_PER_CHUNK):
+                columns = list(zip(*part, strict=True))
+                ids.append(np.array(columns[0], dtype=object))
+                ts.append(np.array(columns[1], dtype=np.float64))
+                labels.append(np.array(columns[2], dtype=object))
+                scores.append(np.array(columns[3], dtype=np.float64))  # NULL (None) is NaN
+                routing_keys.append(np.array(columns[4], dtype=object))
             blobs = conn.execute(sa.select(b.c.ts, b.c.payload).where(*b_where)).all()
-        ids: list[Any] = [r[0] for r in rows]
-        ts: list[Any] = [np.array([r[1] for r in rows], dtype=np.float64)]
-        labels: list[Any] = [np.array([r[2] for r in rows], dtype=object)]
-        scores: list[Any] = [np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=np.float64)]
-        routing_keys: list[Any] = [r[4] for r in rows]
         for batch_ts, blob in blobs:
             decoded = batch_payload.decode(blob)
-            ids.extend(decoded.ids)
+            ids.append(np.array(decoded.ids, dtype=object))
             ts.append(np.full(len(decoded.ids), batch_ts, dtype=np.float64))
             labels.append(decoded.labels)
             scores.append(decoded.score)
-            routing_keys.extend(decoded.routing_keys)
+            routing_keys.append(np.array(decoded.routing_keys, dtype=object))
         return Outcomes(
-            np.array(ids, dtype=object), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores),
-            np.array(routing_keys, dtype=object),
+            np.concatenate(ids), np.concatenate(ts), np.concatenate(labels), np.concatenate(scores),
+            np.concatenate(routing_keys),
         )  # fmt: skip
 
     def find_in_batches(self, conn: Connection, prediction_id: str) -> Prediction | None:
