@@ -11,6 +11,7 @@ be stopped and started again on the same port (``restart``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -126,13 +127,29 @@ class ArtifactGets:
 
 
 class CountingProxy(FaultProxy):
-    """A FaultProxy that keeps every byte its clients send (requests are small: the counting is of request lines)."""
+    """A FaultProxy that keeps every byte its clients send (requests are small: the counting is of request lines),
+    and can hold new connections until released: clients started one after the other then go on together (a
+    barrier for processes, to make a race real)."""
 
     def __init__(self, target_port: int) -> None:
         self.sent = bytearray()
+        self.held = 0  # connections that waited for a release
+        self._holding = False
+        self._released = asyncio.Event()
         super().__init__(target_port)
 
+    def hold(self) -> None:
+        self.held, self._holding = 0, True
+        self._loop.call_soon_threadsafe(self._released.clear)
+
+    def release(self) -> None:
+        self._holding = False
+        self._loop.call_soon_threadsafe(self._released.set)
+
     async def _handle(self, reader, writer):  # type: ignore[no-untyped-def]
+        if self._holding:
+            self.held += 1
+            await self._released.wait()
         outer = self
 
         class Tap:

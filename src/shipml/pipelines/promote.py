@@ -83,8 +83,8 @@ def _settle(registry: MlflowRegistry, name: str, moved: AliasMove, started: date
 
     MLflow has no compare-and-set on aliases, so two promotions at once both land and the last wins, and
     each writes `previous` from what it read. When another production move happened since ``started``,
-    `previous` is settled from the history (every move kept, in time order): the production before the
-    last promotion, so that every promoter converges on the same value. Without one, nothing is touched
+    `previous` is settled from the history (every move kept, in time order): the latest other version that
+    held production, so that every promoter converges on the same value. Without one, nothing is touched
     (an alias set outside shipml is in no history, and `previous` as written is right).
     """
     now = registry.aliases(name)
@@ -95,8 +95,10 @@ def _settle(registry: MlflowRegistry, name: str, moved: AliasMove, started: date
     )
     repairs = []
     held = [m.to_version for m in moves if m.to_version]
-    if raced and held and held[-1] == production:
-        want = next((v for v in reversed(held[:-1]) if v != production), None)
+    # production is the last move recorded, or the one before it: two processes' moves can be recorded (each
+    # stamped after its write returned) in the other order than they were written
+    if raced and production in held[-2:]:
+        want = next((v for v in reversed(held) if v != production), None)
         if want != previous and (want is not None or previous == production):
             repairs.append(registry.move_alias(name, "previous", want, "repaired after a concurrent promotion"))
     if production != moved.to_version:
