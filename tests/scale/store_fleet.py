@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from shipml.adapters.store import PredictionStore
 from tests.reliability.load import ROWS
 from tests.support.server import Server, auth, spawn_server
@@ -42,10 +44,28 @@ def start_fleet(
     try:
         for server in fleet:
             server.wait_ready(timeout=180)
+            every_worker_ready(server)
     except BaseException:
         stop_fleet(fleet)
         raise
     return fleet
+
+
+def every_worker_ready(server: Server, timeout_s: float = 180.0, in_a_row: int = 20) -> None:
+    """Wait until ``in_a_row`` readiness checks in a row, each on a new connection (so each worker gets some),
+    answer 200: ``wait_ready`` returns when one worker is ready, and an outage started while another still loads
+    its model would make that one answer 503 not_ready."""
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    while streak < in_a_row:
+        assert time.monotonic() < deadline, f"not every worker of {server.url} is ready after {timeout_s:g} s"
+        try:
+            ok = requests.get(f"{server.url}/health/ready", timeout=10).status_code == 200
+        except requests.RequestException:
+            ok = False
+        streak = streak + 1 if ok else 0
+        if not ok:
+            time.sleep(0.2)
 
 
 def stop_fleet(fleet: list[Server]) -> None:
