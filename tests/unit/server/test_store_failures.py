@@ -17,7 +17,8 @@ from tests.unit.server.test_feedback import RECORD, service_settings
 
 def test_async_durability_counts_the_rows_a_failed_commit_lost(trained_project: TrainedProject, tmp_path: Path) -> None:
     """L6: answered predictions whose rows could not be written are counted in rows, not in commits."""
-    settings = service_settings(trained_project, tmp_path, store={"durability": "async"})
+    # the failed commit is retried for store.async_retry_s before its rows are dropped: a short retry here
+    settings = service_settings(trained_project, tmp_path, store={"durability": "async", "async_retry_s": 0.5})
     store = PredictionStore.open(settings.store)
     app = create_app(settings, registry=trained_project.registry(), store=store)
     with TestClient(app, base_url="http://127.0.0.1") as client:
