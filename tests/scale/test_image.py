@@ -53,8 +53,7 @@ def replaced(args: list[str], old: str, new: str) -> list[str]:
 
 def test_the_image_builds_offline_and_serves_on_a_read_only_root(tmp_path: Path) -> None:
     wheel, build, run = doc_commands()
-    runtime_base, build_base = podman_support.debian_bases()
-    podman = podman_support.find(runtime_base)
+    podman, runtime_base, build_base = podman_support.debian_bases()
     print(f"podman flags for this machine: {shlex.join([*podman.global_flags, *podman.limits]) or 'none'}")
 
     # 1. the wheelhouse beside the Dockerfile, with the versions the tests ran with

@@ -2,7 +2,8 @@
 
 No container registry is reachable here, so a base comes from ``mmdebstrap`` (Debian's packages, from the
 machine's own apt sources) imported with ``podman import``; it is kept in podman's storage under a tag keyed on
-its suite and package list, so the next run finds it (a clean machine makes it, about two minutes).
+its suite and package list, so the next run finds it (a clean machine makes it, about two minutes). The runtime
+base is the build base with its compiler purged, which needs no second bootstrap.
 
 Podman's plain command does not run a container everywhere: where cgroups are in hybrid mode (v1 with a v2
 mount beside) it needs ``--runtime runc --cgroup-manager cgroupfs``, and where the host's limits are lower than
@@ -13,6 +14,7 @@ the plain command first and adds what the failure asks for, so the flags a test 
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import shutil
 import subprocess
@@ -115,9 +117,39 @@ def debian_image(tag: str, packages: Sequence[str], timeout: float = 900) -> str
     return tag
 
 
-def debian_bases() -> tuple[str, str]:
-    """(runtime base, build base) for deploy/Dockerfile: Debian's python3 and python3-venv, the build base with a
-    C compiler besides. Cached in podman's storage, keyed on the package lists."""
-    build = debian_image(base_tag("build", RUNTIME_PACKAGES + COMPILER_PACKAGES), RUNTIME_PACKAGES + COMPILER_PACKAGES)
-    runtime = debian_image(base_tag("base", RUNTIME_PACKAGES), RUNTIME_PACKAGES)
-    return runtime, build
+def without_packages(podman: Podman, source: str, tag: str, packages: Sequence[str]) -> str:
+    """``tag``, made when podman does not have it yet: ``source`` with ``packages`` (and what only they needed)
+    purged, flattened into one layer (``podman export`` piped into ``podman import``). No network needed."""
+    if podman.image_exists(tag):
+        return tag
+    name = f"shipml-test-purge-{os.getpid()}"
+    purge = (  # what only they needed goes too, even where a package left suggests it (python3.11: binutils)
+        "apt-get purge -y -qq --auto-remove -o APT::AutoRemove::RecommendsImportant=false"
+        f" -o APT::AutoRemove::SuggestsImportant=false {' '.join(packages)} >/dev/null && rm -rf /var/cache/apt/*.bin"
+    )
+    try:
+        podman.run("run", "--name", name, *podman.limits, source, "sh", "-c", purge)
+        exported = subprocess.Popen(podman.command("export", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert exported.stdout is not None
+        imported = subprocess.run(
+            podman.command("import", "-", tag), stdin=exported.stdout, capture_output=True, timeout=600, check=False
+        )
+        exported.stdout.close()
+        _, errors = exported.communicate(timeout=600)
+        if exported.returncode != 0 or imported.returncode != 0:
+            podman.run("rmi", "--force", tag, check=False)
+            raise AssertionError(f"podman export: {errors.decode()[-2000:]}\npodman import: {imported.stderr.decode()}")
+    finally:
+        podman.run("rm", "--force", "--ignore", name, check=False)
+    return tag
+
+
+def debian_bases() -> tuple[Podman, str, str]:
+    """Podman with this machine's flags, and the (runtime, build) bases for deploy/Dockerfile: Debian's python3 and
+    python3-venv, the build base with a C compiler besides. The build base comes from mmdebstrap, the runtime base
+    from it without the compiler; both cached in podman's storage, keyed on the package lists."""
+    packages = RUNTIME_PACKAGES + COMPILER_PACKAGES
+    build = debian_image(base_tag("build", packages), packages)
+    podman = find(build)
+    runtime = without_packages(podman, build, base_tag("base", RUNTIME_PACKAGES), COMPILER_PACKAGES)
+    return podman, runtime, build

@@ -4,11 +4,15 @@ ignore under a comment that names the rule and says why. The image's build and r
 
 from __future__ import annotations
 
+import itertools
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from tests.support.components import missing
 
@@ -41,3 +45,26 @@ def test_the_build_reads_only_the_wheelhouse_and_the_lock() -> None:
     assert "*" in ignore and {"!dist/wheels/", "!requirements/constraints.txt"} <= set(ignore)
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M)
     assert copied == ["requirements/constraints.txt dist/wheels/"], copied
+
+
+def test_the_documented_run_is_the_deployments() -> None:
+    """docs/operations.md's `podman run` (which the scale lane runs) gives the container what
+    deploy/k8s/deployment.yaml gives it: the same arguments, a read-only root with the same writable paths, the
+    configuration at the same place."""
+    section = (ROOT / "docs" / "operations.md").read_text().split("### The image", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    run = next(shlex.split(line) for line in block.group(1).splitlines() if line.startswith("podman run"))
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    image = run.index("shipml")
+    assert run[image + 1 :] == container["args"]
+    assert "--read-only" in run[:image] and container["securityContext"]["readOnlyRootFilesystem"] is True
+    options = list(itertools.pairwise(run[: image + 1]))
+    writable = {value for flag, value in options if flag == "--tmpfs"} | {
+        value for flag, value in options if flag == "-v" and ":" not in value
+    }
+    assert writable == {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    mounted = {value.split(":")[1] for flag, value in options if flag == "-v" and value.endswith(":ro")}
+    config_dir = next(m["mountPath"] for m in container["volumeMounts"] if m.get("readOnly"))
+    assert {str(Path(p).parent) for p in mounted} == {config_dir}
