@@ -218,20 +218,3 @@ def test_the_prometheusrule_is_rules_yml_made_by_make_k8s_rules(tmp_path: Path) 
     checked = subprocess.run([promtool, "check", "rules", str(extracted)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
-
-def test_the_pod_runs_the_container_the_image_test_runs() -> None:
-    """docs/operations.md's `podman run` line is what tests/scale/test_image.py runs: the Deployment gives the
-    image the same arguments, the same config path and the same writable paths on a read-only root."""
-    docs = (ROOT / "docs" / "operations.md").read_text()
-    run = next(line for line in docs.splitlines() if line.startswith("podman run "))
-    words = run.split()
-    args = words[words.index("shipml") + 1 :]  # after the image's name
-    container = _one("Deployment", "shipml")["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == args
-    assert "--read-only" in words and "/tmp" in words[words.index("--tmpfs") + 1]
-    state = re.findall(r"^WORKDIR (\S+)", _dockerfile(), re.M)[-1]
-    assert f"-v {state}" in run  # the state directory: a volume owned by the image's user
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {state, "/tmp", "/etc/shipml"} == mounts
-    config_mount = re.search(r':(/etc/shipml/shipml\.yaml):ro"', run)
-    assert config_mount and config_mount.group(1) in args
