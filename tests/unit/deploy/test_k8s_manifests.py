@@ -217,4 +217,3 @@ def test_the_prometheusrule_is_rules_yml_made_by_make_k8s_rules(tmp_path: Path) 
     extracted.write_text(yaml.safe_dump({"groups": groups}))
     checked = subprocess.run([promtool, "check", "rules", str(extracted)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-
