@@ -233,3 +233,17 @@ def test_the_pipeline_serves_through_the_micro_batcher_with_the_fast_paths_answe
         assert answers(slow) == want  # the same floats, through grouped pipeline calls
     finally:
         assert slow.stop() == 0
+
+
+def test_a_store_that_cannot_be_opened_is_one_error_line_before_any_worker_starts(
+    project: tuple[Path, Keys], tmp_path: Path
+) -> None:
+    root, _ = project
+    (tmp_path / "not-a-directory").write_text("")
+    (tmp_path / "shipml.yaml").write_text(
+        SMALL.replace(".shipml/", f"{root}/.shipml/") + f"registry:\n  uri: sqlite:///{root}/.shipml/mlflow.db\n"
+        + "auth:\n  enabled: false\n"
+        + f"store:\n  uri: sqlite:///{tmp_path}/not-a-directory/predictions.db\n"
+    )  # fmt: skip
+    line = one_error_line(shipml(tmp_path, "serve", "--workers", "2", "--port", "1"))
+    assert line.startswith("error: store.uri: cannot open sqlite:///") and "not-a-directory" in line, line

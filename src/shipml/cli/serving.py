@@ -104,6 +104,7 @@ def serve(
             markup=False,
         )
     app_or_factory: Any = create_app(settings)  # refuses a bad config before any port is bound
+    _store_opens(settings)
     if chosen:
         err.print(chosen, highlight=False, markup=False)
     n = settings.serve.workers
@@ -141,6 +142,15 @@ def serve(
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _store_opens(settings: Settings) -> None:
+    """Open the prediction store once (its migrations applied) before any worker starts: a store that cannot be
+    opened (a file without permission, a database that refuses) is one error line and exit 1 here, not a traceback
+    from every worker's startup."""
+    from shipml.adapters.store import PredictionStore
+
+    PredictionStore.open(settings.store).close()
 
 
 def _only_production_model(settings: Settings) -> str:
