@@ -1,5 +1,7 @@
 """Issue 11's "done when": the example's experiment script runs end to end on the example, `shipml ab report` reaches
-the verdict that matches the known better version, and a canary run of the worse version rolls it back."""
+the verdict that matches the known better version, and a canary run of the worse version rolls it back. It takes
+a minute and a half (a second version trained, two servers, 1,200 customers' traffic and feedback, a canary), so
+it runs in the scale lane (`make test-scale`)."""
 
 from __future__ import annotations
 
