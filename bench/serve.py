@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -24,13 +25,16 @@ import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import requests
 
+import request_cpu
+
 BIN = Path(sys.executable).parent
+CORES = os.cpu_count() or 1
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,6 +56,20 @@ class Result:
     errors: int
     cold_start_s: float
     rss_mb: float
+    cpu_us: float = float("nan")  # the server's CPU time per request, all its processes (request_cpu.measure)
+    client_us: float = float("nan")  # wrk's CPU time per request
+    load: float = float("nan")  # the machine's load average (1 min) after the run: what others took of it
+
+
+class Load(NamedTuple):
+    """What one wrk run measured."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    client_us: float  # wrk's CPU time per request
 
 
 @dataclass
@@ -125,14 +143,13 @@ def start(
     raise RuntimeError(f"{argv[:3]} not ready in 180 s")
 
 
-def wrk(
-    url: str, bodies: list[str], headers: dict[str, str], seconds: int, connections: int
-) -> tuple[float, float, float, int]:
+def wrk(url: str, bodies: list[str], headers: dict[str, str], seconds: int, connections: int) -> Load:
     lua = ["local bodies = {"] + [f"[==[{b}]==]," for b in bodies] + ["}", "local headers = {"]
     lua += [f'["{k}"] = "{v}",' for k, v in headers.items()] + ["}", "local i = 0", "request = function()"]
     lua += ["  i = i % #bodies + 1", '  return wrk.format("POST", nil, headers, bodies[i])', "end"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write("\n".join(lua))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", fh.name, url],
         capture_output=True, text=True, check=True,
@@ -143,7 +160,39 @@ def wrk(
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors += sum(int(n) for n in re.findall(r"Socket errors: connect (\d+)", out))
-    return rps, _ms(dist["50"]), _ms(dist["99"]), errors
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Load(rps, _ms(dist["50"]), _ms(dist["99"]), errors, requests, client_s / max(requests, 1) * 1e6)
+
+
+def measured(server: Running, run: Callable[[], Load]) -> tuple[Load, request_cpu.CpuPerRequest]:
+    """``run()``'s load and the server's CPU per request during it (all its processes)."""
+    got: list[Load] = []
+
+    def load() -> int:
+        got.append(run())
+        return got[0].requests
+
+    cpu = request_cpu.measure(server.proc.pid, load)
+    return got[0], cpu
+
+
+def done(name: str, got: Load, server: Running, cpu: request_cpu.CpuPerRequest) -> Result:
+    """A server's figures from its timed run."""
+    rss = server.rss_mb()
+    return Result(name, *got[:4], server.cold_start_s, rss, cpu.total_us, got.client_us, os.getloadavg()[0])
+
+
+def cpu_table(server: Running, cpu: request_cpu.CpuPerRequest, run: Callable[[], Load], work: Path) -> None:
+    """Where ``cpu`` (measured during a timed run) goes, stage by stage: a second run of the same traffic
+    ``run()`` with py-spy attached to every process of ``server``; the lines are printed with the goals."""
+    py_spy = BIN / "py-spy"
+    if not py_spy.exists():
+        CPU_TABLE.append("  not profiled: py-spy is missing (the dev extra installs it)")
+        return
+    prof = request_cpu.profile(server.proc.pid, run, str(py_spy), work / "profile.txt")
+    CPU_TABLE.extend(request_cpu.table(cpu, prof))
 
 
 def _ms(text: str) -> float:
@@ -160,6 +209,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per server")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="shipml only (no peers)")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="only the CPU table: shipml 2 workers with the commit log (profiled) and the bare ASGI peer",
+    )
     parser.add_argument(
         "--experiments", action="store_true", help="only the experiment runs (routing, variants, shadow); no peers"
     )
@@ -220,8 +274,14 @@ def main() -> None:
         load = keyed_bodies if keyed else bodies
         server = serve_checked(workers, env, load, check)
         try:
-            rps, p50, p99, errors = wrk(server.url + "/predict", load, auth, args.seconds, args.connections)
-            results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
+
+            def run() -> Load:
+                return wrk(server.url + "/predict", load, auth, args.seconds, args.connections)
+
+            got, cpu = measured(server, run)
+            results.append(done(name, got, server, cpu))
+            if name == PROFILED:
+                cpu_table(server, cpu, run, root)
             if workers == 1 and env.get("SHIPML_STORE__DURABILITY") != "async":
                 batch_figures(server.url, rows, auth, loaded.pipeline, schema)
         finally:
@@ -256,16 +316,22 @@ def main() -> None:
                 servers.append(serve_checked(2, env, keyed_bodies, check))
             for server in servers:  # warm: the first seconds of a fresh worker are slower
                 wrk(server.url + "/predict", keyed_bodies, auth, 2, args.connections)
-            measured: list[list[tuple[float, float, float, int]]] = [[] for _ in runs]
+            loads: list[list[tuple[Load, float]]] = [[] for _ in runs]
             for k in range(rounds):
                 order = list(range(len(runs)))
                 for i in order if k % 2 == 0 else order[::-1]:
                     url = servers[i].url + "/predict"
-                    measured[i].append(wrk(url, keyed_bodies, auth, seconds, args.connections))
-            for (name, _, _), server, got in zip(runs, servers, measured, strict=True):
+                    loads[i].append(
+                        measured(servers[i], lambda u=url: wrk(u, keyed_bodies, auth, seconds, args.connections))
+                    )
+            for (name, _, _), server, pairs in zip(runs, servers, loads, strict=True):
+                got = [g for g, _ in pairs]
                 rps, p50, p99 = (float(np.mean([g[j] for g in got])) for j in range(3))
-                errors = sum(g[3] for g in got)
-                results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
+                errors = sum(g.errors for g in got)
+                cpu_us = float(np.mean([c.total_us for _, c in pairs]))
+                client_us = float(np.mean([g.client_us for g in got]))
+                results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb(), cpu_us,
+                                      client_us, os.getloadavg()[0]))  # fmt: skip
                 ALTERNATING[name] = [g[2] for g in got]
         finally:
             for server in servers:
@@ -301,19 +367,37 @@ def main() -> None:
                 np.testing.assert_array_equal(got, want, err_msg=f"{name} disagrees with the reference")
             peer_rows = rows if answers[0] is not None else rows_full
             peer_bodies = [json.dumps(body(r)) for r in peer_rows]
-            rps, p50, p99, errors = wrk(
-                server.url + path, peer_bodies, {"Content-Type": "application/json"}, args.seconds, args.connections
+            got, cpu = measured(
+                server,
+                lambda: wrk(
+                    server.url + path, peer_bodies, {"Content-Type": "application/json"}, args.seconds, args.connections
+                ),
             )
-            results.append(Result(name, rps, p50, p99, errors, server.cold_start_s, server.rss_mb()))
+            results.append(done(name, got, server, cpu))
         except Exception as exc:  # a peer that fails is reported, the run goes on
             print(f"{name}: skipped: {str(exc).splitlines()[0][:200]}")
         finally:
             server.stop()
 
     print(f"# one row per request, wrk -t1 -c{args.connections} -d{args.seconds}s")
+    uvicorn = [str(BIN / "uvicorn"), "--app-dir", str(REPO / "bench"), "--host", "127.0.0.1", "--port", "{port}"]
+    uvicorn += ["--log-level", "warning"]
+    features = lambda r: {"features": r}  # noqa: E731
+
+    def run_bare_asgi() -> None:
+        # the ceiling of this HTTP stack, under shipml's uvicorn settings (httptools, uvloop, no access log)
+        argv = [*uvicorn, "--workers", "2", "--no-access-log", "--no-server-header", "peers.bare_asgi:app"]
+        run_peer(BARE_ASGI, argv, "/health/ready", "/predict", features, lambda j: None)
+
+    if args.cpu:
+        run_shipml(PROFILED, 2, {})
+        run_bare_asgi()
+        report(results)
+        goals(results)
+        return
     if not args.experiments:
         run_shipml("shipml 1 worker, commit log", 1, {})
-        run_shipml("shipml 2 workers, commit log", 2, {})
+        run_shipml(PROFILED, 2, {})
         run_shipml("shipml 2 workers, async log", 2, {"SHIPML_STORE__DURABILITY": "async"})
         # What the per-minute drift histograms (store.histograms, on by default) cost the service
         # The machine's speed drifts over minutes (a shared host): on and off alternate, twice, back to back
@@ -344,7 +428,6 @@ def main() -> None:
     one = [(UNSHADOWED, {}, lambda _url, answers: check_variants(answers, None))]
     run_alternating([*one, (SHADOWED, shadow, check_shadow)], rounds=max(4, args.seconds), seconds=3)
     if not (args.quick or args.experiments):
-        features = lambda r: {"features": r}  # noqa: E731
         from_shipml_shape = lambda j: [j["probabilities"]["0"], j["probabilities"]["1"]]  # noqa: E731
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/.shipml/mlflow.db"}
         model_dir = str(loaded.local_dir / "model")
@@ -353,12 +436,11 @@ def main() -> None:
             argv += ["-h", "127.0.0.1", "-p", "{port}", "-w", str(w)]
             run_peer(f"mlflow models serve, {w} worker(s)", argv, "/ping", "/invocations",
                      lambda r: {"dataframe_records": [r]}, lambda j: j["predictions"][0], env)  # fmt: skip
-        uvicorn = [str(BIN / "uvicorn"), "--app-dir", str(REPO / "bench"), "--host", "127.0.0.1", "--port", "{port}"]
-        uvicorn += ["--log-level", "warning"]
         run_peer("seed article's FastAPI pattern", [*uvicorn, "peers.seed_article:app"], "/health/ready", "/predict",
                  features, from_shipml_shape, {"SEED_MODEL_PATH": model_dir})  # fmt: skip
         run_peer("empty FastAPI + pydantic, 2 workers (no model)", [*uvicorn, "--workers", "2", "peers.empty_fastapi:app"],
                  "/health/ready", "/predict", features, lambda j: None)  # fmt: skip
+        run_bare_asgi()
         if args.peers_python:
             import joblib
 
@@ -477,6 +559,9 @@ def _counter(text: str, name: str, variant: str, **labels: str) -> float:
 
 
 BATCH_RATIO: dict[int, float] = {}
+CPU_TABLE: list[str] = []  # where a request's CPU goes (cpu_table), printed with the goals
+PROFILED = "shipml 2 workers, commit log"
+BARE_ASGI = "bare ASGI + orjson, 2 workers (no model; the HTTP stack's ceiling)"
 ALTERNATING: dict[str, list[float]] = {}  # p99 (ms) of each round of run_alternating, by server
 ROUTING_US: dict[str, float] = {}
 SALT = "bench"
@@ -494,17 +579,25 @@ PIPELINE_BATCHED = "shipml 2 workers, commit log, pipeline + micro-batcher"
 
 
 def goals(results: list[Result]) -> None:
-    """The issue's goals, each computed from figures of this run."""
+    """The issue's goals, each computed from figures of this run, met or missed with its reason: the CPU each side
+    spent per request (server and wrk, measured) and what the machine's 2 cores allow at that cost."""
     by = {r.name: r for r in results}
-    commit, async_ = by.get("shipml 2 workers, commit log"), by.get("shipml 2 workers, async log")
+    commit, async_ = by.get(PROFILED), by.get("shipml 2 workers, async log")
     one = by.get("shipml 1 worker, commit log")
     mlflow2 = by.get("mlflow models serve, 2 worker(s)")
     litserve = max((r for r in results if r.name.startswith("LitServe")), key=lambda r: r.rps, default=None)
     empty = by.get("empty FastAPI + pydantic, 2 workers (no model)")
+    bare = by.get(BARE_ASGI)
     lines = []
 
     def goal(
-        text: str, value: float | None, target: float, higher: bool, unit: str = "x", inclusive: bool = False
+        text: str,
+        value: float | None,
+        target: float,
+        higher: bool,
+        unit: str = "x",
+        inclusive: bool = False,
+        why: str = "",
     ) -> None:
         if value is None:
             lines.append(f"  {text}: not measured")
@@ -513,28 +606,46 @@ def goals(results: list[Result]) -> None:
             met, op = value >= target, ">="
         else:
             met, op = (value <= target, "<=") if inclusive else (value < target, "<")
-        lines.append(f"  {text}: {value:,.2f}{unit} (goal {op} {target:g}{unit}) {'MET' if met else 'MISSED'}")
+        verdict = "MET" if met else "MISSED"
+        lines.append(
+            f"  {text}: {value:,.2f}{unit} (goal {op} {target:g}{unit}) {verdict}" + (f"; {why}" if why else "")
+        )
 
-    goal(
-        "2 workers + commit log vs mlflow models serve 2 workers",
-        commit.rps / mlflow2.rps if commit and mlflow2 else None,
-        100,
-        True,
-    )
+    def ratio(a: Result | None, b: Result | None) -> float | None:
+        return a.rps / b.rps if a and b and b.rps else None
+
+    def cost(*runs: Result | None) -> str:
+        """Why a throughput is what it is: each run's CPU per request, server and wrk, and the req/s that the
+        machine's cores allow at that cost (the load average says how much of them others took)."""
+        return "; ".join(
+            f"{r.name.split(',')[0] if r.name.startswith(('mlflow', 'empty', 'bare')) else r.name}:"
+            f" server {r.cpu_us:,.0f} + wrk {r.client_us:,.0f} us CPU/request, {CORES} cores allow"
+            f" {CORES * 1e6 / (r.cpu_us + r.client_us):,.0f} req/s, load average {r.load:.1f}"
+            for r in runs
+            if r is not None
+        )
+
+    goal("2 workers + commit log vs empty FastAPI + pydantic 2 workers", ratio(commit, empty), 2, True,
+         why=cost(commit, empty))  # fmt: skip
+    goal("2 workers + commit log vs mlflow models serve 2 workers", ratio(commit, mlflow2), 100, True,
+         why=cost(commit, mlflow2))  # fmt: skip
+    goal("2 workers + async log vs empty FastAPI + pydantic 2 workers", ratio(async_, empty), 3, True,
+         why=cost(async_, empty))  # fmt: skip
+    goal("2 workers vs 1 worker (commit log)", ratio(commit, one), 1.6, True, why=cost(commit, one))
+    goal("2 workers + commit log, p99 at 16 connections", commit.p99_ms if commit else None, 5, False, " ms",
+         why=f"p50 {commit.p50_ms:.2f} ms; {cost(commit)}" if commit else "")  # fmt: skip
+    goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
+    goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
+    goal("server CPU per committed /predict (2 workers, all processes)", commit.cpu_us if commit else None, 120,
+         False, " us", inclusive=True, why="where it goes: the CPU table below")  # fmt: skip
+    if commit and bare:
+        lines.append(
+            f"  shipml's share of the HTTP stack's ceiling (bare ASGI + orjson, same uvicorn settings):"
+            f" {commit.rps / bare.rps:.1%} of its req/s, {commit.cpu_us:,.0f} us CPU/request against its"
+            f" {bare.cpu_us:,.0f} ({cost(bare)})"
+        )
     best = litserve.name if litserve else "-"
-    goal(
-        f"2 workers + commit log vs LitServe's best ({best})",
-        commit.rps / litserve.rps if commit and litserve else None,
-        5,
-        True,
-    )
-    goal("2 workers + commit log, p99 at 16 connections", commit.p99_ms if commit else None, 5, False, " ms")
-    goal(
-        "2 workers + async log vs empty FastAPI + pydantic 2 workers",
-        async_.rps / empty.rps if async_ and empty else None,
-        1,
-        True,
-    )
+    goal(f"2 workers + commit log vs LitServe's best ({best})", ratio(commit, litserve), 5, True)
     goal("/predict/batch 10,000 rows vs sklearn in-process predict_proba", BATCH_RATIO.get(10_000), 1, True)
     off = [by[n].rps for n in (NO_HISTOGRAMS, NO_HISTOGRAMS + " (2)") if n in by]
     on = [by[n].rps for n in (WITH_HISTOGRAMS, WITH_HISTOGRAMS + " (2)") if n in by]
@@ -545,10 +656,9 @@ def goals(results: list[Result]) -> None:
         False,
         " %",
     )
-    goal("cold start (process start to ready), 1 worker", one.cold_start_s if one else None, 3, False, " s")
-    goal("RSS per worker", one.rss_mb if one else None, 300, False, " MB")
     goal("routing cost per request (Split.assign, in-process)", ROUTING_US.get("assign"), 5, False, " us")
     added = shadow_added()
+    shadowed, unshadowed = by.get(SHADOWED), by.get(UNSHADOWED)
     goal(
         f"shadow at fraction 1.0: p99 added (2 workers, commit log, keyed; mean over {len(added)} alternating rounds)",
         float(np.mean(added)) if added else None,
@@ -556,7 +666,14 @@ def goals(results: list[Result]) -> None:
         False,
         " ms",
         inclusive=True,
+        why=f"median {np.median(added):+.2f} ms; server CPU/request {shadowed.cpu_us:,.0f} us with the shadow,"
+        f" {unshadowed.cpu_us:,.0f} without"
+        if added and shadowed and unshadowed
+        else "",
     )
+    if CPU_TABLE:
+        lines.append(f"\nwhere the CPU of a request goes ({PROFILED}; table in bench/request_cpu.py):")
+        lines.extend(CPU_TABLE)
     print("\ngoals, from this run's figures:")
     print("\n".join(lines))
     experiment_figures(by)
@@ -613,12 +730,14 @@ def report(results: list[Result]) -> None:
     base = {r.name: r for r in results}
     best = base.get("shipml 2 workers, commit log")
     print(
-        f"\n{'server':<68} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'start s':>8} {'RSS MB':>7} {'shipml 2w commit / this':>24}"
+        f"\n{'server':<72} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'start s':>8} {'RSS MB':>7}"
+        f" {'CPU us/req':>10} {'shipml 2w commit / this':>24}"
     )
     for r in results:
         ratio = f"{best.rps / r.rps:.2f}x" if best and r.rps else "-"
         print(
-            f"{r.name:<68} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.cold_start_s:>8.2f} {r.rss_mb:>7.0f} {ratio:>24}"
+            f"{r.name:<72} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {r.cold_start_s:>8.2f}"
+            f" {r.rss_mb:>7.0f} {r.cpu_us:>10.0f} {ratio:>24}"
         )
 
 
