@@ -26,28 +26,8 @@ from typing import Any
 
 SHIPML = str(Path(sys.executable).parent / "shipml")
 
-# What the commands and the service import: loaded once in the fork server.
-PRELOAD = [
-    "shipml.cli",
-    "shipml.examples.churn",
-    "shipml.adapters.registry",
-    "shipml.adapters.store",
-    "shipml.pipelines.train",
-    "shipml.pipelines.predict",
-    "shipml.server.app",
-    "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store",
-    "mlflow.pyfunc",
-    "mlflow.sklearn",
-    "alembic.command",  # MLflow's migrations, run when a process opens a registry database
-    "alembic.config",
-    "skops.io",  # every model load
-    "pandera",
-    "pyarrow.parquet",
-    "scipy.stats",
-    "sklearn.ensemble",
-    "uvicorn",
-]
+# What the commands and the service import (tests/support/warm_imports.py): loaded once in the fork server.
+PRELOAD = ["tests.support.warm_imports"]
 # Read by libraries when they are imported (rich's consoles: the width, colours), so never fixed in the server:
 # a forked process reads them from its own environment.
 _UNFIXED = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE")

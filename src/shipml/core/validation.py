@@ -12,9 +12,12 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
+from shipml.core.quiet_imports import pyspark_left_out
 from shipml.core.schema import Feature, FeatureSchema, Target
+
+with pyspark_left_out():  # pandera sets SPARK_LOCAL_IP and imports pyspark.pandas when pyspark is installed
+    import pandera.pandas as pa
 
 Severity = Literal["error", "warning"]
 Scope = Literal["record", "dataset"]
@@ -209,6 +212,8 @@ def _booleans(s: pd.Series) -> pd.Series:
 
 def _texts(s: pd.Series) -> pd.Series:
     """Strings, or whole numbers (a CSV's codes 1, 2, 3; a JSON client's ints): what the server takes."""
+    if isinstance(s.dtype, pd.StringDtype):  # strings or missing by construction: no value to look at
+        return pd.Series(True, index=s.index)
     return _elementwise(s, lambda v: isinstance(v, str | int | np.integer) and not isinstance(v, bool | np.bool_))
 
 

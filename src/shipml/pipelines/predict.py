@@ -13,13 +13,12 @@ import pandas as pd
 from shipml.adapters.files import AtomicTableWriter, iter_table
 from shipml.adapters.native import KernelLoader
 from shipml.adapters.registry import LoadedModel, MlflowRegistry, ModelRef
-from shipml.core.predictor import Predictor
+from shipml.core.predictor import Predictor, columns_from_frame
 from shipml.core.schema import FeatureSchema
 from shipml.core.validation import Rule, ValidationIssue, ValidationReport, validate_frame
 from shipml.errors import DataLoadError, DataValidationError
 from shipml.pipelines.bundle import load_bundle
 from shipml.pipelines.data import feature_frame
-from shipml.pipelines.fast_path import rows_from_frame
 
 RowsDone = Callable[[int], None]
 
@@ -63,7 +62,7 @@ def score_file(
     _validate_all(data, bundle.schema, chunk_rows)
     with AtomicTableWriter(output) as writer:
         for chunk in iter_table(data, chunk_rows, text_columns=bundle.schema.id_columns):
-            writer.write(_score_chunk(bundle.predictor, bundle.schema, chunk, bundle.info.version))
+            writer.write(score_chunk(bundle.predictor, bundle.schema, chunk, bundle.info.version))
             if progress:
                 progress(len(chunk))
     if writer.rows == 0:
@@ -97,9 +96,10 @@ def _validate_all(data: Path, schema: FeatureSchema, chunk_rows: int) -> None:
         raise DataValidationError(report.summary(), report)
 
 
-def _score_chunk(predictor: Predictor, schema: FeatureSchema, chunk: pd.DataFrame, version: str) -> pd.DataFrame:
-    # the records as the server sees them (floats, strings, None), through the server's predictor
-    outputs = predictor.predict(rows_from_frame(feature_frame(chunk, schema), schema))
+def score_chunk(predictor: Predictor, schema: FeatureSchema, chunk: pd.DataFrame, version: str) -> pd.DataFrame:
+    """One validated chunk's output table: its id columns, each class's probability (or the value), the
+    prediction and the version. The features go in as columns, the values the server would see as records."""
+    outputs = predictor.predict_columns(columns_from_frame(feature_frame(chunk, schema), schema))
     out = pd.DataFrame({c: chunk[c] for c in schema.id_columns if c in chunk.columns}, index=chunk.index)
     if outputs.proba is None:
         out["prediction"] = outputs.values

@@ -35,6 +35,7 @@ from shipml.adapters.registry.integrity import (
 from shipml.adapters.registry.lineage import current_user
 from shipml.adapters.registry.refs import AliasMove, ModelRef, RunPayload, VersionInfo
 from shipml.config import RegistrySettings
+from shipml.core.quiet_imports import pyspark_left_out
 from shipml.errors import ModelLoadError, RegistryError
 
 
@@ -124,7 +125,9 @@ class MlflowRegistry:
     """A shipml view of one MLflow tracking server / registry."""
 
     def __init__(self, settings: RegistrySettings, *, user: str | None = None) -> None:
-        from mlflow import MlflowClient
+        with pyspark_left_out():  # MLflow's schema module imports pyspark when it is installed
+            import mlflow.types.schema  # noqa: F401
+            from mlflow import MlflowClient
 
         self.settings = settings
         self.uri = settings.uri

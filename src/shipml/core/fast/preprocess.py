@@ -1,4 +1,4 @@
-"""The ColumnTransformer of shipml's pipelines, from record dicts straight to the model's input matrix.
+"""The ColumnTransformer of shipml's pipelines, from record dicts or columns straight to the model's input matrix.
 
 These blocks hold plain arrays and lists (``compile.py`` reads them out of the
 fitted sklearn steps), so a packed predictor is rebuilt without importing sklearn.
@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 class Unsupported(Exception):
@@ -55,6 +56,16 @@ class NumericBlock:
         X = np.empty((len(rows), len(self.columns)), dtype=np.float64)
         for j, c in enumerate(self.columns):
             X[:, j] = np.array([r[c] for r in rows], dtype=np.float64)  # None becomes NaN
+        return self._finish(X)
+
+    def transform_columns(self, columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        """The same matrix from float64 columns (NaN for missing): the same operations in the same order."""
+        X = np.empty((n, len(self.columns)), dtype=np.float64)
+        for j, c in enumerate(self.columns):
+            X[:, j] = columns[c]
+        return self._finish(X)
+
+    def _finish(self, X: np.ndarray) -> np.ndarray:
         if self.fill is not None:
             missing = np.isnan(X)
             if missing.any():
@@ -102,6 +113,21 @@ class CategoricalBlock:
             out[np.flatnonzero(known), hot[known]] = 1.0
         return out
 
+    def transform_columns(self, columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        """The same indicators from object columns (None or NaN for missing), looked up a distinct value at a
+        time: each distinct value goes through the same dict as a row's, so the matching rule is the same."""
+        out = np.zeros((n, self.width), dtype=np.float64)
+        for column, fill, index in self._steps:
+            codes, uniques = pd.factorize(np.asarray(columns[column], dtype=object), use_na_sentinel=True)
+            get = index.get
+            lookup = np.fromiter((get(v, -1) for v in uniques), np.int64, len(uniques))
+            missing = -1 if fill is None else get(fill, -1)
+            # factorize's sentinel -1 (a missing value) picks the last slot: the fill's index
+            hot = np.append(lookup, missing)[codes]
+            known = hot >= 0
+            out[np.flatnonzero(known), hot[known]] = 1.0
+        return out
+
 
 class Preprocess:
     """A compiled ColumnTransformer: its blocks, in its output order."""
@@ -117,4 +143,10 @@ class Preprocess:
                 block.extend_one(rows[0], out)
             return np.array([out], dtype=np.float64)
         parts = [b.transform(rows) for b in self.blocks]
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+    def transform_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The matrix ``transform`` makes of the same values given as rows, bit for bit."""
+        n = len(columns[self.columns[0]]) if self.columns else 0
+        parts = [b.transform_columns(columns, n) for b in self.blocks]
         return parts[0] if len(parts) == 1 else np.hstack(parts)
