@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -97,11 +99,13 @@ class ServerMetrics:
         self.collectors: list[Collector] = []
 
     def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, remembered: the hot path skips prometheus-client's label checks."""
+        """``metric.labels(*labels)``, remembered: the hot path skips prometheus-client's label checks. In
+        multiprocess mode a counter's or a histogram's child writes straight into this worker's file
+        (``HotCounter``, ``HotHistogram``). Call from the event loop only."""
         key = (id(metric), *labels)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = self._children[key] = _hot(metric.labels(*labels))
         return found
 
     def render(self) -> bytes:
@@ -115,6 +119,65 @@ class ServerMetrics:
         for collector in self.collectors:
             merged.register(collector)
         return bytes(generate_latest(merged))
+
+
+_TWO_DOUBLES = struct.Struct("dd")
+
+
+class HotCounter:
+    """A counter's value in this worker's multiprocess file, incremented in place.
+
+    prometheus-client's multiprocess value takes a lock, checks for a fork (a system call) and looks its key up
+    on every increment: 2.5 us an increment measured, 6.8 us a histogram observation (two of them), about 18 us
+    of every /predict. Here an increment adds to the same value object (``_value``, which scrapes of this worker
+    and any other writer of the key see) and writes it and its timestamp to the key's place in the file, as
+    prometheus-client's ``MmapedDict.write_value`` does (one slice assignment: readers never see a half-written
+    value). Only the event loop writes these keys, so no lock; the workers are spawned, never forked, after their
+    metrics exist. Written against prometheus-client 0.26's ``MmapedValue`` and ``MmapedDict`` (checked by the
+    tests of /metrics with several workers).
+    """
+
+    __slots__ = ("_file", "_pos", "_value")
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+        self._file = value._file
+        self._file.write_value(value._key, value._value, value._timestamp)  # its place in the file exists
+        self._pos: int = self._file._positions[value._key]
+
+    def inc(self, amount: float = 1.0) -> None:
+        v = self._value
+        v._value += amount
+        v._timestamp = 0.0
+        self._file._m[self._pos : self._pos + 16] = _TWO_DOUBLES.pack(v._value, 0.0)
+
+    def get(self) -> float:
+        return float(self._value._value)
+
+
+class HotHistogram:
+    """A histogram's child in this worker's multiprocess file: its sum and the one bucket an observation falls in
+    (multiprocess buckets are kept per bucket and summed at scrape time), each a ``HotCounter``."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._sum = HotCounter(child._sum)
+        self._buckets = [HotCounter(b) for b in child._buckets]
+        self._bounds = list(child._upper_bounds)
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect_left(self._bounds, amount)].inc(1.0)  # the first bound >= amount, as prometheus-client
+
+
+def _hot(child: Any) -> Any:
+    """``child`` written in place when it is a multiprocess counter or histogram, else itself."""
+    if isinstance(child, Counter) and getattr(child._value, "_multiprocess", False):
+        return HotCounter(child._value)
+    if isinstance(child, Histogram) and getattr(child._sum, "_multiprocess", False):
+        return HotHistogram(child)
+    return child
 
 
 class _Of(Collector):
