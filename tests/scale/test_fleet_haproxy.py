@@ -27,6 +27,7 @@ import requests
 from shipml.config import load_settings
 from shipml.core.routing import Split
 from tests.reliability.load import Load, LoadResult, make_project, move_production, predict_body, train, write_config
+from tests.support.cli import shipml
 from tests.support.dialects import fresh_postgres_database
 from tests.support.haproxy import Haproxy, start_haproxy
 from tests.support.server import Keys, Server, auth, free_port, spawn_server
@@ -292,3 +293,163 @@ def test_an_alias_flip_reaches_every_replica_within_the_poll_interval(fleet: Fle
                 took[name] = round(time.monotonic() - flipped, 1)
     _figure("alias flip", reached_every_worker_after_s=took, goal_s=2 + 5)
     assert set(took) == set(REPLICAS), took
+
+
+def _serving(fleet: Fleet, server: Server, probes: int = 12) -> tuple[float | None, str] | None:
+    """What ``server`` serves, the same on ``probes`` new connections (so both of its workers answered, but for a
+    chance of 2**-11): the canary's weight (None without one) and variant a's version; None while they differ."""
+    host, port = server.url.removeprefix("http://").split(":")
+    seen = set()
+    for _ in range(probes):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/model", headers=auth(fleet.keys.predict))
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+        variants = {v["variant"]: v for v in body.get("variants", [])}
+        canary = variants.get("canary")
+        seen.add((canary["weight"] if canary else None, variants["a"]["version"]))
+    return seen.pop() if len(seen) == 1 else None
+
+
+class _Propagation:
+    """Watches the canary's row in the store (every 50 ms) and what each replica serves: for each change of what
+    the workers must serve (the candidate's weight, or the canary's end), the time from the row's write to every
+    worker of every replica serving something new."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.changes: list[tuple[float, str]] = []  # (monotonic time the row changed, "status weight")
+        self.reached: list[dict[str, float]] = []
+        self.served: list[tuple[str, str, object, object]] = []  # (change, replica, served before, served after)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> _Propagation:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)
+        if self.error is not None:
+            raise AssertionError(f"the watch stopped: {self.error!r}") from self.error
+
+    def _watch(self) -> None:
+        try:
+            self._watch_store()
+        except BaseException as exc:  # reported by __exit__, in the test's thread
+            self.error = exc
+
+    def _watch_store(self) -> None:
+        from shipml.adapters.store import PredictionStore
+        from shipml.config.store import StoreSettings
+
+        store = PredictionStore.open(StoreSettings(uri=self.fleet.uri))
+        try:
+            last: str | None = None
+            before = {name: _serving(self.fleet, s) for name, s in self.fleet.servers.items()}
+            while not self._stop.is_set():
+                state = store.canaries.read("churn")
+                # what the workers must serve: the candidate at a step's weight, or nothing (promoting, the
+                # candidate at 100 % while the alias moves, lasts a moment: its end, the promotion, is measured)
+                if state is not None and state.status == "promoting":
+                    time.sleep(0.05)
+                    continue
+                want = f"active {state.weight:g}" if state is not None and state.serving else "ended 0"
+                if last is not None and want != last:
+                    self._follow(want, before)
+                last = want
+                time.sleep(0.05)
+        finally:
+            store.close()
+
+    def _follow(self, what: str, before: dict[str, tuple[float | None, str] | None]) -> None:
+        changed = time.monotonic()
+        self.changes.append((changed, what))
+        took: dict[str, float] = {}
+        while len(took) < len(REPLICAS) and time.monotonic() - changed < 60:
+            for name, server in self.fleet.servers.items():
+                if name in took:
+                    continue
+                now = _serving(self.fleet, server)
+                # a step: a new weight; the end: no canary (not the candidate at 100 % while promoting)
+                if now is not None and now != before[name] and (now[0] is None) == what.startswith("ended"):
+                    took[name] = round(time.monotonic() - changed, 2)
+                    self.served.append((what, name, before[name], now))
+                    before[name] = now
+        self.reached.append(took)
+
+
+def test_every_canary_step_and_its_promotion_reach_every_worker_within_2_s_plus_the_load(fleet: Fleet) -> None:
+    """`shipml deploy canary` drives the version production is not through 20, 50 and 100 % to
+    its promotion under 200 keyed requests/s through haproxy: each step, and the promotion, is served by every worker
+    of every replica within 2 s of the controller's write to the store (each worker reads the row every 2 s while a
+    canary is active) plus the load; the times are printed. No request fails."""
+    env = {"SHIPML_STORE__URI": fleet.uri}
+    production = _production(fleet)
+    candidate = "1" if production == "2" else "2"
+    load = _load(fleet, 600).start()
+    try:
+        with _Propagation(fleet) as watch:
+            done = shipml(
+                fleet.root, "deploy", "canary", "churn", candidate, "--steps", "20,50,100", "--interval", "6s",
+                "--min-requests", "20", "--check-every", "0.5s", "--require", "none", env=env, timeout=300,
+            )  # fmt: skip
+            time.sleep(8)  # the promotion's reach is measured after the controller returns
+    finally:
+        result = load.stop()
+    took = [max(t.values(), default=None) for t in watch.reached]
+    _figure(
+        "canary steps", changes=[what for _, what in watch.changes], every_worker_after_s=took, goal_s="2 + load",
+        sent=result.sent, failed=len(result.failed), p99_ms=result.p(0.99),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [what for _, what in watch.changes] == ["active 0.2", "active 0.5", "ended 0"], watch.changes
+    assert all(set(t) == set(REPLICAS) for t in watch.reached), (watch.reached, watch.served)
+    assert {_serving(fleet, s) for s in fleet.servers.values()} == {(None, candidate)}
+    assert result.failed == [], _failures(result)
+
+
+def _production(fleet: Fleet) -> str:
+    serving = {_serving(fleet, s) for s in fleet.servers.values()}
+    assert len(serving) == 1 and None not in serving, serving
+    weight, version = serving.pop()  # type: ignore[misc]
+    assert weight is None, "a canary is still served"
+    return version
+
+
+def test_a_canary_rollback_reaches_every_worker_within_2_s_plus_the_load(fleet: Fleet) -> None:
+    """A canary held at 50 %, then `shipml deploy abort`: every worker of every replica stops serving
+    the candidate within 2 s of the abort's write plus the load (a guardrail's rollback writes the same state)."""
+    env = {"SHIPML_STORE__URI": fleet.uri}
+    production = _production(fleet)
+    candidate = "1" if production == "2" else "2"
+    load = _load(fleet, 600).start()
+    try:
+        with _Propagation(fleet) as watch:
+            started = shipml(
+                fleet.root, "deploy", "canary", "churn", candidate, "--steps", "50,100", "--interval", "10m",
+                "--require", "none", "--detach", env=env,
+            )  # fmt: skip
+            assert started.returncode == 3, started.stdout + started.stderr
+            deadline = time.monotonic() + 60
+            while not (len(watch.reached) == 1 and len(watch.reached[0]) == len(REPLICAS)):
+                assert time.monotonic() < deadline, watch.reached
+                time.sleep(0.2)
+            aborted = shipml(fleet.root, "deploy", "abort", "churn", env=env)
+            assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+            deadline = time.monotonic() + 60
+            while len(watch.reached) < 2 or len(watch.reached[1]) < len(REPLICAS):
+                assert time.monotonic() < deadline, watch.reached
+                time.sleep(0.2)
+    finally:
+        result = load.stop()
+    took = [max(t.values(), default=None) for t in watch.reached]
+    _figure(
+        "canary rollback", changes=[what for _, what in watch.changes], every_worker_after_s=took,
+        goal_s="2 + load", sent=result.sent, failed=len(result.failed),
+    )  # fmt: skip
+    assert [what for _, what in watch.changes] == ["active 0.5", "ended 0"], watch.changes
+    assert {_serving(fleet, s) for s in fleet.servers.values()} == {(None, production)}
+    assert result.failed == [], _failures(result)
