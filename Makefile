@@ -16,16 +16,23 @@ LOCK_VENV := .venv-lock
 
 .PHONY: quickstart test test-scale k8s-rules soak lint stats unit integration bench clean system-deps lock
 
+# The installs go through uv (PyPI's, pinned in the lock like every other tool) when it installs: the same pinned
+# versions as pip, downloaded in parallel, in about a sixth of pip's time (the biggest part of a fresh `make test`'s
+# setup). pip, upgraded, is the fallback wherever uv cannot be installed or fails.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) uv || $(BIN)/python -m pip install --quiet --upgrade pip
+
+# $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails)
+INSTALL = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --python $(BIN)/python $(1); } \
+	  || $(BIN)/pip install --quiet $(1)
 
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/pip install --quiet -c $(LOCK) -e .
+	$(call INSTALL,-c $(LOCK) -e .)
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(call INSTALL,-c $(LOCK) -e '.[dev]')
 	touch $@ $(STAMP)
 
 quickstart: $(STAMP)
