@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from shipml.core.prediction import Durability, Prediction, Record
+from shipml.core.predictor import Outputs
 from shipml.errors import StoreFull
 from shipml.server.model_manager import Variant
 
@@ -38,7 +39,8 @@ QUEUE_ROWS = 4096
 # (adapters/native.GIL_HELD_MAX_ROWS) and that the batch's rows share the trees' upper levels in the CPU's
 # caches (a shadow's model is cold: the requests between two batches evict it).
 BATCH_ROWS = 256
-# Records validated, and logged as one unit (one row of columns in the store), per step of a batch.
+# Records validated, and made into predictions and logged as one unit (one row of columns in the store), per step
+# of a batch (64 records: 0.1 to 0.3 ms of the event loop a step, measured).
 SLICE_ROWS = 64
 # The pause between two steps of a batch (and between two batches): a request meets one step, not a run of
 # them. A batch then takes about ten paces, which bounds a worker's shadow to some 10,000 records a second;
@@ -211,17 +213,24 @@ class ShadowScorer:
                 except Exception as exc:
                     s.log(room, s.failed(variant, accepted, steps.busy_s() * 1000.0, exc), durability=Durability.ASYNC)
                     raise
-                await steps.pause()
-                answered = s.predictions(variant, accepted, outputs, steps.busy_s() * 1000.0)
-                for lo in range(0, len(answered), SLICE_ROWS):
-                    if lo:
-                        await steps.pause()
-                    s.log(room, answered[lo : lo + SLICE_ROWS], durability=Durability.ASYNC)
-                made += answered
+                latency_ms = steps.busy_s() * 1000.0
+                for lo in range(0, len(accepted), SLICE_ROWS):  # made and logged a slice a step (0.4 ms at once)
+                    await steps.pause()
+                    answered = s.predictions(variant, accepted[lo : lo + SLICE_ROWS], _rows(outputs, lo), latency_ms)
+                    s.log(room, answered, durability=Durability.ASYNC)
+                    made += answered
         finally:
             room.release()
         s.count(variant, made)
         s.metrics.child(s.metrics.variant_latency, variant.name, variant.variant).observe(steps.busy_s())
+
+
+def _rows(outputs: Outputs, lo: int) -> Outputs:
+    """The outputs of rows ``lo`` to ``lo + SLICE_ROWS``."""
+    hi = lo + SLICE_ROWS
+    proba = None if outputs.proba is None else outputs.proba[lo:hi]
+    values = None if outputs.values is None else outputs.values[lo:hi]
+    return Outputs(outputs.classes, proba, values)
 
 
 class Shadows:
