@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from math import isfinite
 from typing import Any
@@ -85,6 +85,7 @@ class PredictionService:
         answers 503; its rows may still be committed after (the client retries with new ids)."""
         self.writer = writer
         self.store_timeout_s = store_timeout_s
+        self._commits = CommitDeadlines(store_timeout_s)
         self.durability = Durability(durability)
         self.metrics = metrics
         self.timeout_s = timeout_s
@@ -328,13 +329,8 @@ class PredictionService:
         prediction was not logged, or not yet)."""
         if waiting is None:
             return
-        try:
-            async with asyncio.timeout(self.store_timeout_s):  # cancels only this wait: the writer skips it
-                await waiting
-        except TimeoutError:
-            raise StoreError(
-                f"the prediction store did not commit within store.timeout_s ({self.store_timeout_s:g} s)"
-            ) from None
+        self._commits.watch(waiting)
+        await waiting
 
     def _shadow(self, deployment: Deployment, records: Sequence[Record]) -> None:
         """Queue each shadow's sampled copies of the request (never awaited: see server/shadows.py)."""
@@ -353,6 +349,43 @@ class PredictionService:
         """Stop the shadows: their queued copies are scored within ``serve.shadow_timeout_s``, the rest dropped
         (counted). Call before the log's writer closes."""
         await self.shadows.close(self.shadow_timeout_s)
+
+
+class CommitDeadlines:
+    """The commits requests wait for, failed with StoreError once ``timeout_s`` has passed (the writer skips a
+    future that is already done; the rows may still be committed after, and the client retries with new ids).
+
+    One timer for all of them instead of ``asyncio.timeout`` around each wait (a Timeout, a timer made and
+    cancelled: 3.4 us of every committed request, measured): the waits are kept in the order they began, so
+    their deadlines are in order too, and the timer is set for the oldest wait still pending. A request that
+    goes away (its wait cancelled) leaves a done future, dropped when the timer passes it."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._waits: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, waiting: asyncio.Future[None]) -> None:
+        loop = waiting.get_loop()
+        if loop is not self._loop:  # another event loop (tests run several): the old one's waits are gone
+            self._loop, self._timer = loop, None
+            self._waits.clear()
+        deadline = loop.time() + self.timeout_s
+        self._waits.append((deadline, waiting))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        assert self._loop is not None  # noqa: S101 - set by watch before the timer
+        now, waits = self._loop.time(), self._waits
+        while waits and (waits[0][1].done() or waits[0][0] <= now):
+            _, waiting = waits.popleft()
+            if not waiting.done():
+                waiting.set_exception(
+                    StoreError(f"the prediction store did not commit within store.timeout_s ({self.timeout_s:g} s)")
+                )
+        self._timer = self._loop.call_at(waits[0][0], self._expire) if waits else None
 
 
 def _how(record: Record, routed: bool) -> Routed | None:
