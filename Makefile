@@ -35,6 +35,12 @@ $(DEV_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(call INSTALL,-c $(LOCK) -e '.[dev]')
 	touch $@ $(STAMP)
 
+# The scale lane and the bench also need the spark extra (pyspark, some 400 MB): never installed by make test.
+SPARK_STAMP := $(VENV)/.installed-spark
+$(SPARK_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(call INSTALL,-c $(LOCK) -e '.[dev,spark]')
+	touch $@ $(DEV_STAMP) $(STAMP)
+
 quickstart: $(STAMP)
 	$(BIN)/shipml quickstart
 
@@ -46,7 +52,8 @@ lint: $(DEV_STAMP)
 
 # Real servers the tests start themselves: PostgreSQL, Prometheus, Alertmanager and haproxy from Debian's packages,
 # Chromium (headless, for the monitoring report), and podman with runc and mmdebstrap (the image's test builds its
-# base from Debian's packages and runs the container; uidmap, fuse-overlayfs and slirp4netns for rootless podman).
+# base from Debian's packages and runs the container; uidmap, fuse-overlayfs and slirp4netns for rootless podman),
+# and Java for Spark (openjdk-17-jre-headless, when no java is on the PATH).
 # Installed here when missing and possible (root + apt-get); otherwise their tests skip and say why. The tests start
 # their own servers on free ports, so a system service that a package starts on install is stopped again (nothing
 # left listening on 9090/9093); recommends are skipped (prometheus would pull in a node exporter on 9100).
@@ -65,6 +72,7 @@ system-deps:
 	command -v podman >/dev/null 2>&1 || missing="$$missing podman uidmap fuse-overlayfs slirp4netns"; \
 	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
@@ -89,7 +97,7 @@ test: lint system-deps
 # an MLflow server on Postgres and moto's S3, outages under load). Here a missing component fails its test instead
 # of skipping it (SHIPML_REQUIRE_COMPONENTS=1). One test at a time: each one loads the machine itself.
 SOAK_SECONDS ?= 300
-test-scale: $(DEV_STAMP) system-deps
+test-scale: $(SPARK_STAMP) system-deps
 	SHIPML_SOAK_SECONDS=$(SOAK_SECONDS) SHIPML_REQUIRE_COMPONENTS=1 $(BIN)/pytest tests/scale -m scale --durations=0 -p no:cacheprovider
 
 # deploy/k8s/prometheusrule.yaml (the Prometheus Operator's copy of the alerting rules) from
@@ -131,7 +139,7 @@ $(BENCH_DRIFT_VENV)/.installed: $(DEV_STAMP)
 	$(BENCH_DRIFT_VENV)/bin/pip install --quiet "evidently==0.7.23" "pandas==2.3.3"
 	touch $@
 
-bench: $(DEV_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed system-deps
+bench: $(SPARK_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed system-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
@@ -145,7 +153,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev]'
+	$(LOCK_VENV)/bin/pip install --quiet -e '.[dev,spark]'
 	@mkdir -p $(dir $(LOCK))
 	{ echo "# The exact versions make quickstart and make test install (pip install -c $(LOCK)): the newest that"; \
 	  echo "# pyproject.toml allowed when \`make lock\` last ran, which then ran every test with them. Do not edit by"; \

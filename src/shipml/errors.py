@@ -125,6 +125,10 @@ class ConcurrentPromotion(RegistryError):
     exit_code = 1
 
 
+class SparkError(ShipmlError):
+    """Spark could not run a job: no master at the address, or the job failed (the reason on one line)."""
+
+
 class ModelLoadError(ShipmlError):
     """A registered model could not be loaded or failed its integrity check."""
 

@@ -117,7 +117,9 @@ def remote(tmp_path_factory: pytest.TempPathFactory, project: tuple[Path, Keys])
     assert shipml(root, "models", "promote", "churn", "1", env=env).returncode == 0
     auth_yaml = (project[0] / "auth.yaml").read_text()
     (root / "shipml.yaml").write_text(
-        (root / "shipml.yaml").read_text() + auth_yaml + "serve:\n  reload_interval_s: 1\n  reload_jitter: 0\n  grace_period_s: 5\n"
+        (root / "shipml.yaml").read_text()
+        + auth_yaml
+        + "serve:\n  reload_interval_s: 1\n  reload_jitter: 0\n  grace_period_s: 5\n"
     )
     proxy = FaultProxy(port)
     yield root, proxy

@@ -46,3 +46,11 @@ def shared_registry(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory)
     and MLflow server."""
     with shared_registry_running(postgres_uri, tmp_path_factory.mktemp("shared-registry")) as registry:
         yield registry
+
+
+@pytest.fixture(scope="session")
+def spark_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained churn project (churn/1 in production, 2,000 rows) shared by the Spark tests."""
+    from tests.support.spark import project
+
+    return project(tmp_path_factory.mktemp("spark"))

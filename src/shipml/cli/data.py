@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -29,6 +30,10 @@ from shipml.cli.app import (
 from shipml.cli.tables import show
 from shipml.config import DEFAULT_CONFIG, Settings, settings_from_text, starter_config
 from shipml.errors import ConfigError, DataValidationError, ShipmlError
+
+if TYPE_CHECKING:
+    from shipml.adapters.registry import ModelRef
+    from shipml.pipelines.predict import ScoreSummary
 
 # -- set-up ------------------------------------------------------------------------
 
@@ -230,26 +235,58 @@ def _metrics_table(title: str, holdout: dict[str, float], cv: dict[str, tuple[fl
     return table
 
 
+class Engine(StrEnum):
+    """Where `shipml predict` runs."""
+
+    local = "local"
+    spark = "spark"
+
+
 @app.command()
 def predict(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet file to score")],
+    data: Annotated[
+        Path, typer.Argument(help="CSV or Parquet file to score (--engine spark: Parquet file or directory)")
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="registered version, e.g. churn@production or churn/3")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="CSV or Parquet file to write")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="CSV or Parquet file to write (--engine spark: a Parquet directory)")
+    ],
     config: ConfigOpt = None,
     registry_uri: RegistryOpt = None,
     chunk_rows: Annotated[int | None, typer.Option(min=1, help="rows per chunk")] = None,
+    engine: Annotated[
+        Engine, typer.Option(help="local: this machine, chunk by chunk; spark: a Spark application (shipml[spark])")
+    ] = Engine.local,
+    master: Annotated[
+        str | None, typer.Option(help="--engine spark: the Spark master (default: predict.spark_master, local[*])")
+    ] = None,
 ) -> None:
     """Score a file with a registered version (validated against its schema first)."""
-    from shipml.adapters.native import KernelLoader
     from shipml.adapters.registry import ModelRef
-    from shipml.pipelines.predict import score_file
 
     ref = ModelRef.parse(model)  # a bad reference is refused before the registry is opened (or created)
+    if master is not None and engine is not Engine.spark:
+        raise ShipmlError("--master is for --engine spark")
     settings = _settings(config, registry_uri)
+    try:
+        if engine is Engine.spark:
+            summary = _predict_on_spark(settings, ref, data, output, chunk_rows, master)
+        else:
+            summary = _predict_here(settings, ref, data, output, chunk_rows)
+    except DataValidationError as exc:
+        _print_report(exc.report)
+        raise ShipmlError(f"nothing scored: {exc.message}") from None
+    out.print(f"scored {summary.rows} rows with {summary.model}/{summary.version} into {summary.output}")
+
+
+def _predict_here(settings: Settings, ref: ModelRef, data: Path, output: Path, chunk_rows: int | None) -> ScoreSummary:
+    from shipml.adapters.native import KernelLoader
+    from shipml.pipelines.predict import score_file
+
     with _progress() as bar:
         task = bar.add_task("scoring", total=None)
         try:
-            summary = score_file(
+            return score_file(
                 _registry(settings),
                 ref,
                 data,
@@ -260,8 +297,25 @@ def predict(
                 fast_path=settings.serve.fast_path,
                 progress=lambda n: bar.advance(task, n),
             )
-        except DataValidationError as exc:
+        finally:
             bar.stop()
-            _print_report(exc.report)
-            raise ShipmlError(f"nothing scored: {exc.message}") from None
-    out.print(f"scored {summary.rows} rows with {summary.model}/{summary.version} into {summary.output}")
+
+
+def _predict_on_spark(
+    settings: Settings, ref: ModelRef, data: Path, output: Path, chunk_rows: int | None, master: str | None
+) -> ScoreSummary:
+    from shipml.pipelines.predict_spark import score_with_spark  # pyspark: only this command imports it
+
+    return score_with_spark(
+        _registry(settings),
+        ref,
+        data,
+        output,
+        master=master or settings.predict.spark_master,
+        cache_dir=Path(settings.home) / "cache",
+        work_dir=Path(settings.home),
+        chunk_rows=chunk_rows or settings.predict.chunk_rows,
+        connect_timeout_s=settings.predict.spark_connect_timeout_s,
+        native=settings.native,
+        fast_path=settings.serve.fast_path,
+    )

@@ -107,3 +107,14 @@ class PredictSettings(Section):
     """Offline scoring."""
 
     chunk_rows: int = Field(default=50_000, ge=1, description="rows read, validated and scored at a time")
+    spark_master: str = Field(
+        default="local[*]",
+        description="the Spark master of `shipml predict --engine spark` when --master is not given "
+        "(local[N], spark://HOST:PORT, yarn, k8s://...)",
+    )
+    spark_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="how long a spark:// master may take to accept a connection before the job is refused",
+    )

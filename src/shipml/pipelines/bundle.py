@@ -65,7 +65,11 @@ def load_bundle(
     ``kernels`` offers the native kernel (built or loaded once by its holder, from ``native`` settings);
     None: the numpy backend only.
     """
-    loaded = registry.load(ref, cache_dir)
+    return bundle_from_loaded(registry.load(ref, cache_dir), fast_path, kernels)
+
+
+def bundle_from_loaded(loaded: LoadedModel, fast_path: bool = True, kernels: KernelLoader | None = None) -> ModelBundle:
+    """The bundle of a verified local copy (``load_bundle``'s, or the copy a Spark executor was sent)."""
     files = loaded.local_dir / "shipml"
     what = f"{loaded.info.name}/{loaded.info.version}"
     try:

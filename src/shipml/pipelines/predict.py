@@ -71,29 +71,54 @@ def score_file(
 
 
 def _validate_all(data: Path, schema: FeatureSchema, chunk_rows: int) -> None:
-    issues: dict[tuple[str, Rule], ValidationIssue] = {}
-    rows = columns = 0
+    merged = MergedReport(str(data))
     for chunk in iter_table(data, chunk_rows, text_columns=schema.id_columns):
-        # no thresholds: the data-set rules are for training data, not a batch to score, whose
-        # records the server would take one by one (and a chunk is an arbitrary slice of it)
-        report = validate_frame(chunk, schema, source=str(data), require_target=False)
-        rows += report.rows
-        columns = report.columns
+        merged.add(validate_chunk(chunk, schema, str(data)))
+    merged.check()
+
+
+def validate_chunk(chunk: pd.DataFrame, schema: FeatureSchema, source: str) -> ValidationReport:
+    """One chunk checked record by record. No thresholds: the data-set rules are for training data, not a batch
+    to score, whose records the server would take one by one (and a chunk is an arbitrary slice of it)."""
+    return validate_frame(chunk, schema, source=source, require_target=False)
+
+
+class MergedReport:
+    """The chunks' reports as one: rows added up, each (column, rule) once with its failures added up and its
+    first five examples. Raises ``DataValidationError`` from ``check`` when anything failed."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.rows = 0
+        self.columns = 0
+        self.issues: dict[tuple[str, Rule], ValidationIssue] = {}
+
+    def add(self, report: ValidationReport) -> None:
+        self.add_counts(report.rows, report.columns)
         for issue in report.issues:
-            if issue.scope == "dataset":
-                continue
-            key = (issue.column, issue.rule)
-            old = issues.get(key)
-            if old is None:
-                issues[key] = issue
-            elif issue.rule != "missing_column":
-                examples = (old.examples + tuple(e for e in issue.examples if e not in old.examples))[:5]
-                issues[key] = ValidationIssue(
-                    issue.column, issue.rule, old.failing + issue.failing, examples, issue.severity, issue.limit
-                )
-    report = ValidationReport(str(data), rows, columns, tuple(issues.values()))
-    if not report.passed:
-        raise DataValidationError(report.summary(), report)
+            self.add_issue(issue)
+
+    def add_counts(self, rows: int, columns: int) -> None:
+        self.rows += rows
+        self.columns = columns
+
+    def add_issue(self, issue: ValidationIssue) -> None:
+        if issue.scope == "dataset":
+            return
+        key = (issue.column, issue.rule)
+        old = self.issues.get(key)
+        if old is None:
+            self.issues[key] = issue
+        elif issue.rule != "missing_column":
+            examples = (old.examples + tuple(e for e in issue.examples if e not in old.examples))[:5]
+            self.issues[key] = ValidationIssue(
+                issue.column, issue.rule, old.failing + issue.failing, examples, issue.severity, issue.limit
+            )
+
+    def check(self) -> None:
+        report = ValidationReport(self.source, self.rows, self.columns, tuple(self.issues.values()))
+        if not report.passed:
+            raise DataValidationError(report.summary(), report)
 
 
 def score_chunk(predictor: Predictor, schema: FeatureSchema, chunk: pd.DataFrame, version: str) -> pd.DataFrame:

@@ -5,7 +5,7 @@ Modules: ``refs`` (values), ``client`` (``MlflowRegistry``), ``integrity`` (mani
 """
 
 from shipml.adapters.registry.cache import KEEP_VERSIONS, ArtifactCache, CachedVersion
-from shipml.adapters.registry.client import LoadedModel, MlflowRegistry, quiet_mlflow
+from shipml.adapters.registry.client import LoadedModel, MlflowRegistry, open_copy, quiet_mlflow
 from shipml.adapters.registry.history import HISTORY_PREFIX
 from shipml.adapters.registry.integrity import (
     FAST_PREDICTOR_FILE,
@@ -42,6 +42,7 @@ __all__ = [
     "build_manifest",
     "git_commit",
     "manifest_digest",
+    "open_copy",
     "quiet_mlflow",
     "skops_model",
     "skops_trusted_types",

@@ -409,3 +409,21 @@ class MlflowRegistry:
                 raise ModelLoadError(f"{what}: cannot load model: {exc}") from None
 
         return LoadedModel(info, root, load_pipeline)
+
+
+def open_copy(info: VersionInfo, root: Path) -> LoadedModel:
+    """A copy of a version's files made elsewhere (a Spark executor's, sent by the driver), checked against the
+    manifest registered with ``info`` before anything in it is read: the same checks as ``MlflowRegistry.load``."""
+    what = f"{info.name}/{info.version}"
+    verify_manifest(root, info.tags.get(MANIFEST_TAG), what)
+    file, trusted = skops_model(root, what)
+
+    def load_pipeline() -> Any:
+        import skops.io
+
+        try:
+            return skops.io.load(file, trusted=trusted)
+        except _SKOPS_LOAD_ERRORS as exc:
+            raise ModelLoadError(f"{what}: cannot load model: {exc}") from None
+
+    return LoadedModel(info, root, load_pipeline)
