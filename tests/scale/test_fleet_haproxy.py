@@ -29,13 +29,18 @@ from shipml.core.routing import Split
 from tests.reliability.load import Load, LoadResult, make_project, move_production, predict_body, train, write_config
 from tests.support.cli import shipml
 from tests.support.dialects import fresh_postgres_database
-from tests.support.haproxy import Haproxy, start_haproxy
+from tests.support.haproxy import Haproxy, readme_serve_settings, start_haproxy
 from tests.support.server import Keys, Server, auth, free_port, spawn_server
 
 REPLICAS = ("r1", "r2", "r3")
 GOOD_ROW_BODY = predict_body(0)
+# each replica's settings: the README's, with this machine's addresses (loopback; haproxy connects from 127.0.0.1),
+# and an experiment of two variants (sticky keys) polled every 2 s
+README_SERVE = readme_serve_settings()
+assert set(README_SERVE) == {"host", "drain_s", "keep_alive_s", "trusted_proxies"}, README_SERVE
 SERVE = (
-    "drain_s: 2\nkeep_alive_s: 75\ntrusted_proxies: [127.0.0.1]\nreload_interval_s: 2\n"
+    f"drain_s: {README_SERVE['drain_s']}\nkeep_alive_s: {README_SERVE['keep_alive_s']}\n"
+    "trusted_proxies: [127.0.0.1]\nreload_interval_s: 2\n"
     "variants:\n  - {name: a, model: churn@production, weight: 0.5}\n  - {name: b, model: churn/2, weight: 0.5}"
 )
 KEYS = 10_000

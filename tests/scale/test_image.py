@@ -1,4 +1,4 @@
-"""The container image, really built and run: docs/operations.md's three lines ("### The image") as a user types
+"""The container image, really built and run: the README's three lines ("### The container image") as a user types
 them, on a base made from Debian's packages (no container registry is reachable here; tests/support/podman.py).
 
 The wheelhouse is built beside the Dockerfile, the image from it with no index (the build stage has no network to
@@ -30,18 +30,18 @@ from tests.support.project import train_project
 from tests.support.server import auth, free_port, make_keys, records
 
 REPO = Path(__file__).resolve().parents[2]
-DOC = REPO / "docs" / "operations.md"
+DOC = REPO / "README.md"
 TAG = "localhost/shipml-test-image:latest"  # the doc's `shipml`, under a name of the tests' own
 UID = "10001"
 DRAIN_S = 3
 
 
 def doc_commands() -> list[list[str]]:
-    """The bash block under "### The image": the wheelhouse, the build and the run, each split as the shell would
+    """The bash block under "### The container image": the wheelhouse, the build and the run, each split as the shell would
     (``$PWD`` left for the caller)."""
-    section = DOC.read_text().split("### The image", 1)[1]
+    section = DOC.read_text().split("### The container image", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block is not None, "docs/operations.md: no bash block under '### The image'"
+    assert block is not None, "README.md: no bash block under '### The container image'"
     return [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
 
 

@@ -6,6 +6,8 @@ which tells the tests which replicas haproxy sees up."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -14,10 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tests.support.components import missing
 from tests.support.server import free_port
 
-SHIPPED = Path(__file__).parents[2] / "deploy" / "haproxy" / "haproxy.cfg"  # the file users copy, as it is
+REPO = Path(__file__).parents[2]
+SHIPPED = REPO / "deploy" / "haproxy" / "haproxy.cfg"  # the file users copy, as it is
+SECTION = "### Replicas behind a load balancer"
 ADMIN = """\
 global
     stats socket {socket} mode 600 level admin
@@ -29,6 +35,26 @@ def binary() -> str:
     if found is None:
         missing("haproxy is not installed (Debian: apt-get install haproxy; `make system-deps` does it as root)")
     return found
+
+
+def readme_section() -> str:
+    return (REPO / "README.md").read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+
+
+def readme_command() -> tuple[list[str], list[str]]:
+    """The README's haproxy line as a shell splits it: the variables it sets (names) and the command."""
+    block = re.search(r"```bash\n(.*?)```", readme_section(), re.S)
+    assert block is not None, f"README.md: no bash block under {SECTION!r}"
+    words = shlex.split(block.group(1).replace("\\\n", " "))
+    names = [w.split("=", 1)[0] for w in words if "=" in w and not w.startswith("-")]
+    return names, words[len(names) :]
+
+
+def readme_serve_settings() -> dict[str, object]:
+    """The README's `serve:` settings for each replica behind the proxy."""
+    block = re.search(r"```yaml\n(.*?)```", readme_section(), re.S)
+    assert block is not None, f"README.md: no yaml block under {SECTION!r}"
+    return dict(yaml.safe_load(block.group(1))["serve"])
 
 
 @dataclass
@@ -82,13 +108,17 @@ def start_haproxy(directory: Path, replicas: Sequence[tuple[str, int]]) -> Hapro
     admin = directory / "admin.cfg"
     admin.write_text(ADMIN.format(socket=sock))
     assert [name for name, _ in replicas] == ["r1", "r2", "r3"], replicas
+    # the README's line as typed, from the repository's root, with this machine's addresses in its variables
+    names, command = readme_command()
+    assert names == ["SHIPML_LISTEN", "SHIPML_REPLICA_1", "SHIPML_REPLICA_2", "SHIPML_REPLICA_3"], names
+    assert command == ["haproxy", "-f", str(SHIPPED.relative_to(REPO))], command
     env = os.environ | {"SHIPML_LISTEN": f"127.0.0.1:{port}"}
     env |= {f"SHIPML_REPLICA_{i}": f"127.0.0.1:{p}" for i, (_, p) in enumerate(replicas, start=1)}
-    argv = [exe, "-f", str(SHIPPED), "-f", str(admin)]
-    checked = subprocess.run([*argv, "-c"], capture_output=True, text=True, env=env, check=False)
+    argv = [exe, *command[1:], "-f", str(admin)]  # and an admin socket: which replicas haproxy sees up
+    checked = subprocess.run([*argv, "-c"], capture_output=True, text=True, env=env, check=False, cwd=REPO)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     log = (directory / "haproxy.log").open("ab")
-    proc = subprocess.Popen([*argv, "-db"], stdout=log, stderr=log, env=env)
+    proc = subprocess.Popen([*argv, "-db"], stdout=log, stderr=log, env=env, cwd=REPO)
     log.close()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

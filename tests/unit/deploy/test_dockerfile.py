@@ -48,10 +48,10 @@ def test_the_build_reads_only_the_wheelhouse_and_the_lock() -> None:
 
 
 def test_the_documented_run_is_the_deployments() -> None:
-    """docs/operations.md's `podman run` (which the scale lane runs) gives the container what
+    """The README's `podman run` (which the scale lane runs) gives the container what
     deploy/k8s/deployment.yaml gives it: the same arguments, a read-only root with the same writable paths, the
     configuration at the same place."""
-    section = (ROOT / "docs" / "operations.md").read_text().split("### The image", 1)[1]
+    section = (ROOT / "README.md").read_text().split("### The container image", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block is not None
     run = next(shlex.split(line) for line in block.group(1).splitlines() if line.startswith("podman run"))

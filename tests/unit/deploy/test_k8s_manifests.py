@@ -10,6 +10,7 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,34 @@ def test_the_prometheusrule_is_rules_yml_made_by_make_k8s_rules(tmp_path: Path) 
     extracted.write_text(yaml.safe_dump({"groups": groups}))
     checked = subprocess.run([promtool, "check", "rules", str(extracted)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _readme_commands() -> list[str]:
+    """The bash block of the README's "### On Kubernetes", line by line."""
+    section = (ROOT / "README.md").read_text().split("### On Kubernetes", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None, "README.md: no bash block under '### On Kubernetes'"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_readmes_kubernetes_commands_as_typed() -> None:
+    """The README's validation line runs as typed from the repository's root (a shell expands its glob) and passes;
+    its `kubectl apply -f deploy/k8s/` (no cluster here) takes every manifest this module checks, and nothing else
+    kubectl would read (it reads .yaml, .yml and .json files: render_rules.py is not one)."""
+    validate, apply = _readme_commands()
+    exe = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    done = subprocess.run(
+        ["bash", "-c", validate], cwd=ROOT, capture_output=True, text=True, check=False,
+        env={"PATH": f"{Path(exe).parent}:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = set(re.findall(r"^INFO (\S+) passed", done.stdout + done.stderr, re.M))
+    assert passed == {f"deploy/k8s/{p.name}" for p in K8S.glob("*.yaml") if _kind(p) not in CUSTOM_KINDS}, passed
+    assert apply == "kubectl apply -f deploy/k8s/"
+    read_by_kubectl = {p.name for p in K8S.iterdir() if p.suffix in (".yaml", ".yml", ".json")}
+    assert read_by_kubectl == {p.name for p in K8S.glob("*.yaml")} and len(read_by_kubectl) == len(OBJECTS)
+
+
+def _kind(path: Path) -> str:
+    return str(yaml.safe_load(path.read_text())["kind"])
