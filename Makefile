@@ -88,10 +88,16 @@ system-deps:
 # tests finer, but with pytest 9.2 it silently stops grouping: pytest-xdist issue 1386); tests/conftest.py orders
 # the modules. More workers than cores: many of these tests wait on servers, timers and back-offs. The 25 slowest
 # tests are printed. The scale lane (tests/scale: the 5-minute soak, fleets, outages) is `make test-scale`.
+# Lint (ruff, mypy, lint-imports: about 20 s of one core) runs beside the tests, whose processes mostly wait: its
+# output is printed after theirs, and either failing fails `make test` (`make lint` runs it alone).
 TEST_WORKERS ?= 4
-test: lint system-deps
+test: $(DEV_STAMP) system-deps
+	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 & lint_pid=$$!; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
-	  -m "not scale" --durations=25 -p no:cacheprovider
+	  -m "not scale" --durations=25 -p no:cacheprovider; tests=$$?; \
+	wait $$lint_pid; linted=$$?; cat "$$lint_log"; rm -f "$$lint_log"; \
+	if [ $$linted -ne 0 ]; then echo "make test: lint failed (above)"; fi; \
+	[ $$tests -eq 0 ] && [ $$linted -eq 0 ]
 
 # The scale lane: tests/scale, each test minutes long or a fleet of real components (Postgres with many writers,
 # an MLflow server on Postgres and moto's S3, outages under load). Here a missing component fails its test instead

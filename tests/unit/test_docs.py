@@ -6,6 +6,7 @@ the two commands a new user starts with."""
 from __future__ import annotations
 
 import builtins
+import fnmatch
 import json
 import re
 import tempfile
@@ -72,8 +73,13 @@ def names_a_path(word: str) -> bool:
 
 def names_a_repository_path(token: str) -> bool:
     """``src/shipml/core/drift.py``, ``shipml/core/drift.py``, ``core/drift.py`` and ``adapters/store/`` each name
-    the same kind of thing: the end of a path in the repository (a path is matched whole components at a time)."""
+    the same kind of thing: the end of a path in the repository (a path is matched whole components at a time).
+    A glob names the paths it matches."""
     wanted = token.rstrip("/")
+    if "*" in wanted:  # a shell's glob (``deploy/k8s/*.yaml``): it names the paths it matches, at least one
+        return any(
+            fnmatch.fnmatchcase(path, wanted) or fnmatch.fnmatchcase(path, "*/" + wanted) for path in repository_paths()
+        )
     return any(path == wanted or path.endswith("/" + wanted) for path in repository_paths())
 
 
