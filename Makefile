@@ -53,7 +53,8 @@ lint: $(DEV_STAMP)
 # Real servers the tests start themselves: PostgreSQL, Prometheus, Alertmanager and haproxy from Debian's packages,
 # Chromium (headless, for the monitoring report), and podman with runc and mmdebstrap (the image's test builds its
 # base from Debian's packages and runs the container; uidmap, fuse-overlayfs and slirp4netns for rootless podman),
-# and Java for Spark (openjdk-17-jre-headless, when no java is on the PATH).
+# Java for Spark (openjdk-17-jre-headless, when no java is on the PATH), and strace (the store's sync before an
+# answer: tests/scale/test_host_writer.py and bench/commit_log.py).
 # Installed here when missing and possible (root + apt-get); otherwise their tests skip and say why. The tests start
 # their own servers on free ports, so a system service that a package starts on install is stopped again (nothing
 # left listening on 9090/9093); recommends are skipped (prometheus would pull in a node exporter on 9100).
@@ -73,6 +74,7 @@ system-deps:
 	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
 	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
@@ -151,6 +153,7 @@ bench: $(SPARK_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed sy
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
 	$(BIN)/python bench/store_scale.py
 	$(BIN)/python bench/store_retention.py
+	$(BIN)/python bench/commit_log.py
 
 # The lock: what pyproject.toml allows, resolved afresh in an empty environment (Python 3.11, the version the tests
 # run on) and frozen exactly; then .venv is rebuilt from it and every test runs. Commit the file when they pass.

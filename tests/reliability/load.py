@@ -313,14 +313,24 @@ def children(pid: int) -> list[int]:
 
 
 def worker_pids(server: Server) -> list[int]:
-    """The uvicorn worker processes of a ``--workers N`` server (not multiprocessing's helpers)."""
+    """The uvicorn worker processes of a ``--workers N`` server (not multiprocessing's helpers, nor the store's host
+    writer: ``host_writer_pid``)."""
     pids = []
     for pid in children(server.proc.pid):
         with contextlib.suppress(OSError):
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"resource_tracker" not in cmd:
+            if b"resource_tracker" not in cmd and b"host_writer" not in cmd:
                 pids.append(pid)
     return sorted(pids)
+
+
+def host_writer_pid(server: Server) -> int | None:
+    """The store's host writer process of a ``--workers N`` server on SQLite (adapters/store/host_writer.py)."""
+    for pid in children(server.proc.pid):
+        with contextlib.suppress(OSError):
+            if b"host_writer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
 
 
 def wait_for_workers(server: Server, n: int, timeout: float = 60, exclude: set[int] | None = None) -> list[int]:

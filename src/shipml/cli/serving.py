@@ -109,9 +109,13 @@ def serve(
         err.print(chosen, highlight=False, markup=False)
     n = settings.serve.workers
     metrics_dir = None
+    writer = None
     if n > 1:
         metrics_dir = tempfile.mkdtemp(prefix="shipml-metrics-")
         overrides["serve.multiproc_dir"] = metrics_dir
+        writer = _host_writer(settings)
+        if writer is not None:
+            overrides["store.writer_socket"] = writer.socket_path
         os.environ.update(worker_environment(config, overrides))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         app_or_factory = "shipml.server.app:app_from_environment"
@@ -122,26 +126,45 @@ def serve(
     # found: make that one a no-op, so a graceful stop exits 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(
-        app_or_factory,
-        factory=n > 1,
-        host=settings.serve.host,
-        port=settings.serve.port,
-        workers=n,
-        http=http_protocol(settings.serve.read_timeout_s),  # a partial: pickled into each worker with its value
-        access_log=False,
-        server_header=False,
-        timeout_keep_alive=settings.serve.keep_alive_s,  # type: ignore[arg-type]  # uvicorn's hint says int
-        # X-Forwarded-For only from serve.trusted_proxies (uvicorn's own default trusts 127.0.0.1)
-        proxy_headers=bool(settings.serve.trusted_proxies),
-        forwarded_allow_ips=list(settings.serve.trusted_proxies) or None,
-        timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
-        log_level="warning",
-    )
+    try:
+        uvicorn.run(
+            app_or_factory,
+            factory=n > 1,
+            host=settings.serve.host,
+            port=settings.serve.port,
+            workers=n,
+            http=http_protocol(settings.serve.read_timeout_s),  # a partial: pickled into each worker with its value
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=settings.serve.keep_alive_s,  # type: ignore[arg-type]  # uvicorn's hint says int
+            # X-Forwarded-For only from serve.trusted_proxies (uvicorn's own default trusts 127.0.0.1)
+            proxy_headers=bool(settings.serve.trusted_proxies),
+            forwarded_allow_ips=list(settings.serve.trusted_proxies) or None,
+            timeout_graceful_shutdown=int(settings.serve.grace_period_s) or None,
+            log_level="warning",
+        )
+    finally:
+        if writer is not None:
+            writer.stop()  # after the workers: they flushed their queues through it
     if metrics_dir is not None:
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _host_writer(settings: Settings) -> Any:
+    """The host writer of a SQLite store served by several workers (``store.host_writer``), started; else None."""
+    if not settings.store.host_writer or not settings.store.uri.startswith("sqlite"):
+        return None
+    import tempfile
+
+    from shipml.adapters.store import HostWriterProcess
+
+    writer = HostWriterProcess(
+        settings.store.uri, settings.store.sqlite_synchronous, Path(tempfile.mkdtemp(prefix="shipml-writer-"))
+    )
+    writer.start()
+    return writer
 
 
 def _store_opens(settings: Settings) -> None:

@@ -79,7 +79,18 @@ class StoreSettings(Section):
         default=20.0, ge=0.0, le=1000.0, description="async mode: how long the writer gathers rows before a commit"
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
-        default="FULL", description="FULL survives an OS crash, NORMAL only a process crash"
+        default="FULL",
+        description="SQLite: FULL syncs the WAL at every commit, before any answer (a row answered 200 survives a "
+        "process kill and an OS crash or power loss); NORMAL syncs it at checkpoints only (a row answered 200 survives "
+        "a process kill; an OS crash may lose the commits since the last checkpoint)",
+    )
+    host_writer: bool = Field(
+        default=True,
+        description="SQLite with several workers: one writer process commits every worker's rows (one commit and "
+        "one WAL sync per group for the host); false: each worker commits its own, taking turns on the file",
+    )
+    writer_socket: str | None = Field(
+        default=None, description="the host writer's Unix socket (set by shipml serve --workers; leave unset)"
     )
     histograms: bool = Field(
         default=True,

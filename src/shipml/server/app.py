@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from shipml.adapters.native import KernelLoader
 from shipml.adapters.registry import MlflowRegistry, ModelRef, quiet_mlflow
-from shipml.adapters.store import PredictionStore, StoreWriter
+from shipml.adapters.store import HostLink, PredictionStore, StoreWriter
 from shipml.config import Settings, settings_for_worker
 from shipml.core.prediction import Durability
 from shipml.errors import ConfigError, ShipmlError
@@ -78,6 +78,7 @@ def create_app(
         if store is None:
             store = await anyio.to_thread.run_sync(PredictionStore.open, settings.store)
         store.predictions.on_default_rows = metrics.store_default_partition_rows.inc
+        _link_host_writer(settings, store)
         committing = settings.store.durability is Durability.COMMIT
         writer = StoreWriter(
             store,
@@ -177,6 +178,13 @@ def create_app(
     # CORS preflights and headers are the framework's job: no fast lane then
     inner = app if settings.serve.cors_origins else PredictLane(app, recorder, settings.serve.log_features)
     return HostGuard(Admission(inner, settings.serve.max_in_flight, on_refused=metrics.overloaded.inc), hosts)
+
+
+def _link_host_writer(settings: Settings, store: PredictionStore) -> None:
+    """shipml serve --workers N on SQLite: this worker's rows are committed by the host's writer process with the
+    other workers' (adapters/store/host_writer.py)."""
+    if settings.store.writer_socket and store.database.is_sqlite:
+        store.predictions.host = HostLink(settings.store.writer_socket, settings.store.timeout_s)
 
 
 def _store_failed(metrics: ServerMetrics, exc: BaseException) -> None:

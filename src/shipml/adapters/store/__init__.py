@@ -7,6 +7,8 @@ schema, and read back as numpy columns through ``read_window``.
 """
 
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
+from shipml.adapters.store.host_link import HostLink
+from shipml.adapters.store.host_writer import HostWriterProcess
 from shipml.adapters.store.migrations import LATEST, MIGRATIONS, Migration, migrate
 from shipml.adapters.store.prediction_store import PredictionStore
 from shipml.adapters.store.tables import CATEGORICAL_SLOTS, NUMERIC_SLOTS, STATUSES
@@ -22,6 +24,8 @@ __all__ = [
     "STATUSES",
     "FeatureSlot",
     "FeatureWindow",
+    "HostLink",
+    "HostWriterProcess",
     "Migration",
     "Outcomes",
     "PredictionStore",

@@ -90,4 +90,6 @@ class PredictionStore:
         )
 
     def close(self) -> None:
+        if self.predictions.host is not None:
+            self.predictions.host.close()
         self.database.close()

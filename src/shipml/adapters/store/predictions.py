@@ -29,6 +29,7 @@ from shipml.adapters.store import batches as batch_payload
 from shipml.adapters.store import tables
 from shipml.adapters.store.catalog import FeatureSlot, SchemaSlots, slots_for
 from shipml.adapters.store.engine import Database
+from shipml.adapters.store.host_link import HostLink
 from shipml.adapters.store.partitions import Coverage
 from shipml.adapters.store.window import FeatureWindow, Outcomes, batch_window, build_window, concat
 from shipml.core.ids import uuid7_seconds
@@ -62,13 +63,15 @@ class Predictions:
         self._db = database
         # the write path's names for what the database holds (kept as the writer's code reads them)
         self.write_engine, self.is_sqlite = database.write_engine, database.is_sqlite
-        self._turn = database.turn
         self._layouts: dict[str, SchemaSlots] = {}  # schema_sha256 -> its slots, for the writer
         self._insert_sql: dict[tuple[str, ...], dict[int, str]] = {}  # slot columns -> n_rows -> INSERT
         # Postgres: called with the rows of a commit that fell on a day without its partition (the DEFAULT
         # partition took them; the service counts them in shipml_store_default_partition_rows_total)
         self.on_default_rows: Callable[[int], None] | None = None
         self._coverage = Coverage(database)
+        # SQLite served by several workers: the link to the host's writer process (host_writer.py), set by the
+        # service at startup; None: this process commits its rows itself
+        self.host: HostLink | None = None
 
     def register_schema(self, schema: FeatureSchema) -> SchemaSlots:
         """Record which slot holds each feature of ``schema`` (idempotent, any number of processes; no DDL).
@@ -108,17 +111,10 @@ class Predictions:
             pieces.append((self._batch_insert(), encoded))
         if not pieces:
             return
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                with self._turn(), self._db.transaction(self.write_engine) as conn:
-                    for sql, params in pieces:
-                        conn.exec_driver_sql(sql, params)
-                break
-            except sa.exc.OperationalError as exc:
-                if not (self.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
-                    raise
-                time.sleep(LOCK_RETRY_S)
+        # SQLite with several workers: the host's writer process commits them with the other workers' (one
+        # commit, one fsync); unreachable (killed, restarting), this process commits them itself
+        if self.host is None or not self.host.write(pieces):
+            execute_pieces(self._db, pieces)
         self._count_unpartitioned(rows, encoded)
 
     def _count_unpartitioned(self, rows: Sequence[Prediction], batches: Sequence[tuple[Any, ...]]) -> None:
@@ -139,7 +135,7 @@ class Predictions:
         layout = self._layouts.get(s.schema_sha256)
         if layout is None or any(p.served is not s for p in ok):
             return None
-        return (ok[0].id, ok[-1].id, ok[0].ts, s.model, s.version, s.variant, s.role, s.schema_sha256, Status.OK,
+        return (ok[0].id, ok[-1].id, ok[0].ts, s.model, s.version, s.variant, str(s.role), s.schema_sha256, Status.OK.value,
                 len(ok), ok[0].latency_ms, batch_payload.encode(ok, layout))  # fmt: skip
 
     def _batch_insert(self) -> str:
@@ -180,8 +176,8 @@ class Predictions:
                 label = str(label)
             group[2].append(
                 (
-                    p.id, p.ts, s.model, s.version, s.variant, s.role, p.key, sha, label, p.score,
-                    dumps(f).decode(), dumps(p.outputs()).decode(), p.latency_ms, p.status,
+                    p.id, p.ts, s.model, s.version, s.variant, str(s.role), p.key, sha, label, p.score,
+                    dumps(f).decode(), dumps(p.outputs()).decode(), p.latency_ms, str(p.status),
                     *[f.get(name) for name in group[1]],
                 )
             )  # fmt: skip
@@ -547,6 +543,25 @@ def _next(parts: Iterator[Sequence[Any]], database: Database, what: str) -> Sequ
 
 def _slot_order(column: str) -> tuple[bool, int]:
     return column[0] != "n", int(column[1:])
+
+
+Pieces = list[tuple[str, Any]]  # INSERT statements (the driver's SQL) and their parameters, run in order
+
+
+def execute_pieces(database: Database, pieces: Sequence[tuple[str, Any]]) -> None:
+    """Run ``pieces`` in one transaction of the row writer's engine, in the writers' turn; SQLite's lock held by
+    another process is retried every ``LOCK_RETRY_S`` for up to ``LOCK_WAIT_S``. Errors are the driver's."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            with database.turn(), database.transaction(database.write_engine) as conn:
+                for sql, params in pieces:
+                    conn.exec_driver_sql(sql, params)
+            return
+        except sa.exc.OperationalError as exc:
+            if not (database.is_sqlite and "locked" in str(exc.orig)) or time.monotonic() > deadline:
+                raise
+            time.sleep(LOCK_RETRY_S)
 
 
 def _pieces(n: int, largest: int) -> list[int]:
