@@ -12,6 +12,7 @@ from shipml.server.errors import ApiError, error_body, protocol_of
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PROTECTED_PREFIXES = ("/admin/", "/feedback")
+SEEN_MAX = 64  # Host values whose verdict HostGuard keeps: a client naming many hosts is parsed each time
 
 
 def allowed_hosts(bind: str, configured: list[str] | None) -> frozenset[str] | None:
@@ -45,6 +46,7 @@ class HostGuard:
     def __init__(self, app: ASGIApp, allowed: frozenset[str] | None) -> None:
         self.app = app
         self.allowed = allowed
+        self._seen: dict[bytes, bool] = {}  # Host header values met, and whether they are allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -58,6 +60,17 @@ class HostGuard:
                 return
         await self.app(scope, receive, send)
 
+    def _allows(self, host: bytes) -> bool:
+        """Whether ``host`` names an allowed site; the verdicts of the few values clients send are kept (the
+        parse is 1 to 2 us of every request), up to ``SEEN_MAX`` of them."""
+        verdict = self._seen.get(host)
+        if verdict is None:
+            assert self.allowed is not None  # noqa: S101 - only called with a list of hosts
+            verdict = host_name(host) in self.allowed
+            if len(self._seen) < SEEN_MAX:
+                self._seen[host] = verdict
+        return verdict
+
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         if self.allowed is not None:
             host = None
@@ -65,7 +78,7 @@ class HostGuard:
                 if name == b"host":
                     host = value
                     break
-            if host is None or host_name(host) not in self.allowed:
+            if host is None or not self._allows(host):
                 return (
                     400,
                     "invalid_host",

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shipml.server.hosts import HostGuard, allowed_hosts, host_name
+from shipml.server.hosts import SEEN_MAX, HostGuard, allowed_hosts, host_name
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,14 @@ def test_a_foreign_host_is_refused_in_the_shape_of_the_protocol_the_path_speaks(
         "error_code": "BAD_REQUEST",
         "message": message,
     }
+
+
+def test_verdicts_kept_for_the_hosts_met_answer_the_same_and_stay_bounded() -> None:
+    guard = HostGuard(ok_app, allowed_hosts("127.0.0.1", None))
+    for _ in range(3):  # the second and third time from the kept verdicts
+        assert call(guard, "POST", "/predict", b"localhost:8000")[0] == 200
+        assert call(guard, "POST", "/predict", b"evil.example:8000")[0] == 400
+    for i in range(SEEN_MAX * 2):  # a client naming many hosts: each judged, only SEEN_MAX verdicts kept
+        assert call(guard, "POST", "/predict", f"h{i}.example".encode())[0] == 400
+    assert call(guard, "POST", "/predict", b"127.0.0.1:9")[0] == 200
+    assert len(guard._seen) == SEEN_MAX
