@@ -76,7 +76,7 @@ STAGES: list[tuple[str, str, str | None]] = [
     ("predictions (ids, objects)", "shipml/core/ids.py", None),
     ("predictions (ids, objects)", "shipml/core/prediction.py", r"__init__|Prediction$"),
     ("predictions (ids, objects)", "shipml/server/predictions.py", r"\.predictions$|_output_invalid|\.failed$"),
-    ("the answer", "shipml/core/prediction.py", None),
+    ("the answer", "shipml/core/prediction.py", r"\.answer$"),  # its other methods: whoever called them
     ("the answer", "shipml/server/protocols/shipml.py", r"raise_for_invalid|model_of"),
     ("the answer", "shipml/server/errors.py", None),
     ("the answer", "shipml/server/fast_lane.py", r"__call__"),  # the lane's own lines: headers, orjson.dumps, send
