@@ -14,8 +14,6 @@ The state is also exposed as gauges (``shipml_canary_state``, ``shipml_canary_we
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterator
 
 import anyio.to_thread
@@ -28,6 +26,7 @@ from shipml.adapters.store import PredictionStore
 from shipml.core.canary import STATUSES, Canary
 from shipml.core.prediction import CANARY_VARIANT
 from shipml.server.model_manager import ModelManager
+from shipml.server.periodic import Periodic
 
 log = structlog.get_logger("shipml.canary")
 
@@ -45,26 +44,17 @@ class CanaryFollower(Collector):
         self.poll_s = poll_s
         self.state: Canary | None = None
         self._applied: tuple[str, float, str] | None = None  # (candidate, weight, salt) the deployment serves
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("canary-follower", self.follow, self._next_poll_s, model=model)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="shipml-canary-follower")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.follow()
-            except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop following; the next poll retries
-                log.warning("canary_follow_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
-            active = self.state is not None and self.state.serving
-            poll = min(self.poll_s, ACTIVE_POLL_S if active else IDLE_POLL_S) if self.poll_s > 0 else ACTIVE_POLL_S
-            await asyncio.sleep(poll)
+    def _next_poll_s(self) -> float:
+        active = self.state is not None and self.state.serving
+        return min(self.poll_s, ACTIVE_POLL_S if active else IDLE_POLL_S) if self.poll_s > 0 else ACTIVE_POLL_S
 
     async def follow(self) -> None:
         """One poll: read the canary and make the deployment serve it (or stop serving it)."""

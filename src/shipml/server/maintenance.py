@@ -6,9 +6,6 @@ store has its days ahead before the first midnight."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import anyio.to_thread
 import structlog
 
@@ -17,6 +14,7 @@ from shipml.adapters.store.leases import new_holder
 from shipml.adapters.store.retention import Pruned
 from shipml.config import Settings
 from shipml.errors import PruneRefused, ShipmlError
+from shipml.server.periodic import Periodic
 
 log = structlog.get_logger("shipml.store")
 
@@ -30,22 +28,16 @@ class StoreMaintenance:
         self.settings = settings
         self.store = store
         self.holder = new_holder()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            "store-maintenance", lambda: anyio.to_thread.run_sync(self.tick), lambda: store_interval(settings)
+        )
 
     def start(self) -> None:
-        if self.settings.store.retention.interval_s > 0:
-            self._task = asyncio.create_task(self._loop(), name="shipml-store-maintenance")
+        if store_interval(self.settings) > 0:
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await anyio.to_thread.run_sync(self.tick)
-            await asyncio.sleep(self.settings.store.retention.interval_s)
+        await self._loop.stop()
 
     def tick(self) -> Pruned | None:
         """One run if this process holds the lease: the days ahead, then the prune; what was pruned (None: not
@@ -73,3 +65,7 @@ class StoreMaintenance:
             feedback=pruned.feedback, histograms=pruned.histograms, reports=pruned.reports, seconds=pruned.seconds,
         )  # fmt: skip
         return pruned
+
+
+def store_interval(settings: Settings) -> float:
+    return settings.store.retention.interval_s

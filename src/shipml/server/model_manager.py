@@ -10,7 +10,6 @@ A single ``serve.model`` is the simple case: one variant, ``main``, no split.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from shipml.errors import SchemaChangeError, ShipmlError
 from shipml.pipelines.bundle import ModelBundle, load_bundle, warm
 from shipml.server.batcher import MicroBatcher
 from shipml.server.metrics import ServerMetrics
+from shipml.server.periodic import Periodic
 
 log = structlog.get_logger("shipml.server")
 
@@ -149,7 +149,7 @@ class VariantManager:
         self._rng = random.Random()  # noqa: S311 - the poll's jitter, no secret; seeded from the OS in each worker
         self.last_failure: float | None = None  # when the last check or load failed (GET /model)
         self._lock = asyncio.Lock()
-        self._poller: asyncio.Task[None] | None = None
+        self._poller = Periodic("registry-poll", self.reload, self._next_poll_s, wait_first=True)
 
     @property
     def ready(self) -> bool:
@@ -158,18 +158,10 @@ class VariantManager:
     async def start(self) -> None:
         await self.reload()
         if self.settings.reload_interval_s > 0:
-            self._poller = asyncio.create_task(self._poll(), name="shipml-registry-poll")
+            self._poller.start()
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._next_poll_s())
-            await self.reload()
+        await self._poller.stop()
 
     def _next_poll_s(self) -> float:
         """The poll interval, doubled after each failed load up to ``reload_backoff_max_s`` (a registry that is

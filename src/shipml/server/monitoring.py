@@ -13,8 +13,6 @@ worker tries to take the store's lease at each tick, and only its holder runs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +32,7 @@ from shipml.core.experiments import Verdict
 from shipml.core.monitor_report import DriftReport
 from shipml.errors import StoreError
 from shipml.pipelines.workspace import Workspace
+from shipml.server.periodic import Periodic
 
 if TYPE_CHECKING:
     from shipml.core.window import Window
@@ -271,7 +270,8 @@ class ScheduledMonitor:
         self.holder = new_holder()
         self._job: MonitorJob | None = None
         self._experiments: ExperimentJob | None = None
-        self._task: asyncio.Task[None] | None = None
+        interval = settings.monitor.interval_s
+        self._loop = Periodic("monitor", lambda: anyio.to_thread.run_sync(self.tick), lambda: interval, wait_first=True)
 
     @property
     def job(self) -> MonitorJob:
@@ -297,19 +297,10 @@ class ScheduledMonitor:
 
     def start(self) -> None:
         if self.settings.monitor.interval_s > 0:  # monitor.window was checked when the config loaded
-            self._task = asyncio.create_task(self._loop(), name="shipml-monitor")
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        interval = self.settings.monitor.interval_s
-        while True:
-            await asyncio.sleep(interval)
-            await anyio.to_thread.run_sync(self.tick)
+        await self._loop.stop()
 
     def tick(self) -> bool:
         """One run if this process holds the lease (taken for twice the interval); whether the monitoring job

@@ -10,7 +10,6 @@ step within a poll of the others.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -25,6 +24,7 @@ from shipml.adapters.store.leases import new_holder
 from shipml.config import ServeSettings
 from shipml.core.prediction import DEFAULT_VARIANT
 from shipml.core.routing import routing_fingerprint
+from shipml.server.periodic import Periodic
 
 log = structlog.get_logger("shipml.routing")
 
@@ -53,26 +53,15 @@ class RoutingWatch(Collector):
         self.process = new_holder()
         self.others: list[Announcement] = []  # the live processes whose routing differs from ours
         self.processes = 0  # live processes of this model, this one included
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("routing-watch", self.check, lambda: self.poll_s, model=model)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="shipml-routing-watch")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
         with contextlib.suppress(Exception):  # best effort: otherwise it expires after TTL_POLLS polls
             await anyio.to_thread.run_sync(self.store.announcements.withdraw, self.model, self.process)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the watch; the next poll retries
-                log.warning("routing_watch_failed", model=self.model, error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.poll_s)
 
     async def check(self) -> None:
         """One poll: announce ours, read every live one, log a mismatch when it starts."""
