@@ -28,13 +28,17 @@ from shipml.core.prediction import DEFAULT_VARIANT, Role, Served
 from shipml.core.records import RecordValidator
 from shipml.core.routing import Assignment, Shadow, Split, shadows_from
 from shipml.core.schema import FeatureSchema
-from shipml.errors import SchemaChangeError, ShipmlError
+from shipml.errors import SchemaChangeError, ShipmlError, StoreError
 from shipml.pipelines.bundle import ModelBundle, load_bundle, warm
 from shipml.server.batcher import MicroBatcher
 from shipml.server.metrics import ServerMetrics
 from shipml.server.periodic import Periodic
 
 log = structlog.get_logger("shipml.server")
+
+# A worker whose first load failed only because the prediction store could not register the version (the store
+# down at start-up) tries again this often, not after the registry's back-off: it is not ready until it loads.
+STORE_RETRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class VariantManager:
         self._rng = random.Random()  # noqa: S311 - the poll's jitter, no secret; seeded from the OS in each worker
         self.last_failure: float | None = None  # when the last check or load failed (GET /model)
         self._lock = asyncio.Lock()
+        self._store_down = False  # the last load failed in the store, not the registry or the model
         self._poller = Periodic("registry-poll", self.reload, self._next_poll_s, wait_first=True)
 
     @property
@@ -169,7 +174,9 @@ class VariantManager:
         random factor within ``reload_jitter``: replicas and workers started together spread their polls instead
         of asking a shared registry all at once."""
         interval = self.settings.reload_interval_s
-        if self._failures:
+        if self._store_down and self.current is None:
+            interval = min(interval, STORE_RETRY_S)
+        elif self._failures:
             interval = max(interval, min(interval * 2.0**self._failures, self.settings.reload_backoff_max_s))
         jitter = self.settings.reload_jitter
         return interval * self._rng.uniform(1.0 - jitter, 1.0 + jitter)
@@ -187,11 +194,13 @@ class VariantManager:
                     return ReloadResult(False, old_version, old_version)
                 started = time.perf_counter()
                 deployment = await anyio.to_thread.run_sync(self._build, ModelRef(info.name, info.version))
+            except StoreError as exc:
+                return self._failed(exc.message, "store", old_version, store=True)
             except ShipmlError as exc:
                 return self._failed(exc.message, getattr(exc, "reason", "load"), old_version)
             except Exception as exc:  # noqa: BLE001 - whatever a model raises while loading, the old one serves
                 return self._failed(f"{type(exc).__name__}: {exc}", "load", old_version)
-            self.last_error, self._failures = None, 0
+            self.last_error, self._failures, self._store_down = None, 0, False
             self.current = deployment  # the swap: one reference
             if self.on_change is not None:
                 self.on_change()
@@ -238,10 +247,12 @@ class VariantManager:
             batcher = MicroBatcher(bundle.predictor, b.max_batch_size, b.max_wait_ms)
         return Variant(bundle, validator, self.variant, schema_sha256, batcher=batcher, role=self.role)
 
-    def _failed(self, message: str, reason: str, old_version: str | None) -> ReloadResult:
+    def _failed(self, message: str, reason: str, old_version: str | None, *, store: bool = False) -> ReloadResult:
         self.metrics.load_failures.labels(self.ref.name, reason).inc()
         self.last_error, self.last_failure = message, time.time()
-        self._failures += 1
+        self._store_down = store
+        if not store:  # the registry's back-off: a store that is down says nothing of the registry
+            self._failures += 1
         log.error(
             "model_load_failed",
             model=self.ref.name,

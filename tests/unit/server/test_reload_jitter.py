@@ -1,15 +1,21 @@
 """The registry poll's interval is jittered (serve.reload_jitter), so replicas started together spread their polls
-over a shared MLflow server; the back-off after failures is jittered the same way."""
+over a shared MLflow server; the back-off after failures is jittered the same way. A first load that failed in the
+store, not the registry, is retried within seconds."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from pathlib import Path
 from typing import Any
 
 from shipml.adapters.registry import ModelRef
+from shipml.adapters.store import PredictionStore
 from shipml.config import ServeSettings
-from shipml.server.model_manager import VariantManager
+from shipml.errors import StoreError
+from shipml.server.metrics import ServerMetrics
+from shipml.server.model_manager import STORE_RETRY_S, VariantManager
+from tests.support.project import TrainedProject
 
 
 def _manager(**serve: Any) -> VariantManager:
@@ -42,3 +48,35 @@ def test_the_back_off_after_failures_is_jittered_too() -> None:
     manager._failures = 10  # capped at 8 s
     waits = [manager._next_poll_s() for _ in range(200)]
     assert all(6.0 <= w <= 10.0 for w in waits) and max(waits) - min(waits) > 2.0
+
+
+def test_a_first_load_failed_by_the_store_retries_within_seconds_without_the_registrys_back_off(
+    trained_project: TrainedProject, tmp_path: Path
+) -> None:
+    """The store down when a worker first loads its model (register_schema fails): the worker is not ready, counts a
+    load failure with reason "store", and polls again within STORE_RETRY_S (jittered) instead of reload_interval_s
+    doubled; once the store answers, the next poll loads the model and the registry's interval is back."""
+    store = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    register = store.predictions.register_schema
+    down = [True]
+
+    def flaky_register(schema: Any) -> Any:
+        if down[0]:
+            raise StoreError("the prediction store is unavailable: connection refused")
+        return register(schema)
+
+    store.predictions.register_schema = flaky_register  # type: ignore[method-assign]
+    metrics = ServerMetrics()
+    manager = VariantManager(
+        ModelRef("churn", alias="production"), trained_project.registry(), ServeSettings(reload_interval_s=30.0),
+        tmp_path / "cache", metrics, store,
+    )  # fmt: skip
+    failed = asyncio.run(manager.reload())
+    assert not failed.changed and not manager.ready
+    assert metrics.load_failures.labels("churn", "store")._value.get() == 1
+    assert all(0.0 < manager._next_poll_s() <= STORE_RETRY_S * 1.2 for _ in range(50))
+    down[0] = False
+    loaded = asyncio.run(manager.reload())
+    assert loaded.changed and manager.ready
+    assert all(24.0 <= manager._next_poll_s() <= 36.0 for _ in range(50))
+    store.close()
