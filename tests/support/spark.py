@@ -83,26 +83,20 @@ class Standalone:
     logs: Path
 
     def executors(self) -> list[int]:
-        """The pids of the worker's executor JVMs (CoarseGrainedExecutorBackend, children of the worker)."""
-        out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+        """The pids of this worker's executor JVMs (CoarseGrainedExecutorBackend, run in the worker's directory)."""
+        out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
         pids = []
         for line in out.splitlines():
-            pid, ppid, args = line.strip().split(None, 2)
-            if "CoarseGrainedExecutorBackend" in args and _descends(int(ppid), self.worker_proc.pid):
+            pid, args = line.strip().split(None, 1)
+            if "CoarseGrainedExecutorBackend" not in args:
+                continue
+            try:
+                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            except OSError:
+                continue
+            if (self.logs / "work") in cwd.parents:
                 pids.append(int(pid))
         return pids
-
-
-def _descends(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return False
 
 
 @contextmanager
