@@ -78,7 +78,7 @@ def create_app(
         if store is None:
             store = await anyio.to_thread.run_sync(PredictionStore.open, settings.store)
         store.predictions.on_default_rows = metrics.store_default_partition_rows.inc
-        _link_host_writer(settings, store)
+        _link_host_writer(settings, store, metrics)
         committing = settings.store.durability is Durability.COMMIT
         writer = StoreWriter(
             store,
@@ -180,11 +180,13 @@ def create_app(
     return HostGuard(Admission(inner, settings.serve.max_in_flight, on_refused=metrics.overloaded.inc), hosts)
 
 
-def _link_host_writer(settings: Settings, store: PredictionStore) -> None:
+def _link_host_writer(settings: Settings, store: PredictionStore, metrics: ServerMetrics) -> None:
     """shipml serve --workers N on SQLite: this worker's rows are committed by the host's writer process with the
-    other workers' (adapters/store/host_writer.py)."""
+    other workers' (adapters/store/host_writer.py); those it commits itself are counted."""
     if settings.store.writer_socket and store.database.is_sqlite:
-        store.predictions.host = HostLink(settings.store.writer_socket, settings.store.timeout_s)
+        store.predictions.host = HostLink(
+            settings.store.writer_socket, settings.store.timeout_s, metrics.store_host_writer_fallbacks.inc
+        )
 
 
 def _store_failed(metrics: ServerMetrics, exc: BaseException) -> None:

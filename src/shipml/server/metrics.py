@@ -81,6 +81,12 @@ class ServerMetrics:
             " after store.async_retry_s of retries",
             registry=r,
         )
+        self.store_host_writer_fallbacks = Counter(
+            "shipml_store_host_writer_fallbacks",
+            "prediction log commits a worker made itself because the store's host writer (SQLite, several workers) "
+            "could not be reached: killed, restarting, or silent for store.timeout_s",
+            registry=r,
+        )
         self.store_default_partition_rows = Counter(
             "shipml_store_default_partition_rows",
             "rows of the prediction log written to Postgres's DEFAULT partition: their day had no daily partition "

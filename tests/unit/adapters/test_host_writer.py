@@ -163,9 +163,10 @@ def test_the_store_writes_through_the_link(store: PredictionStore, writer: tuple
 
 
 def test_without_a_writer_the_worker_commits_itself(store: PredictionStore, short_dir: Path) -> None:
-    store.predictions.host = link = HostLink(str(short_dir / "nobody.sock"))
+    counted: list[int] = []
+    store.predictions.host = link = HostLink(str(short_dir / "nobody.sock"), on_unreachable=lambda: counted.append(1))
     store.predictions.write([rows(3, "x")])
-    assert store.predictions.count() == 3 and link.unreachable == 1
+    assert store.predictions.count() == 3 and link.unreachable == 1 and counted == [1]
 
 
 def test_a_writer_killed_under_load_loses_no_row_and_comes_back(store: PredictionStore, short_dir: Path) -> None:

@@ -18,7 +18,7 @@ import marshal
 import pickle
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shipml.errors import StoreError
@@ -64,9 +64,11 @@ class HostLink:
 
     ``write`` is called by one thread at a time (the worker's ``StoreWriter``)."""
 
-    def __init__(self, path: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, path: str, timeout_s: float = 5.0, on_unreachable: Callable[[], None] | None = None) -> None:
+        """``on_unreachable()``: called for each write this process commits itself (the service counts them)."""
         self.path = path
         self.timeout_s = timeout_s
+        self.on_unreachable = on_unreachable
         self._sock: socket.socket | None = None
         self.unreachable = 0  # writes this process committed itself: the writer was down, or lost mid-commit
 
@@ -84,6 +86,8 @@ class HostLink:
         except OSError:  # refused, reset, closed, timed out: ConnectionError and TimeoutError are OSErrors
             self.close()
             self.unreachable += 1
+            if self.on_unreachable is not None:
+                self.on_unreachable()
             return False
         if answer:
             raise HostWriteFailed(f"store: prediction log write failed in the host writer: {answer.decode()}")
