@@ -392,8 +392,7 @@ def test_every_canary_step_and_its_promotion_reach_every_worker_within_2_s_plus_
     of every replica within 2 s of the controller's write to the store (each worker reads the row every 2 s while a
     canary is active) plus the load; the times are printed. No request fails."""
     env = {"SHIPML_STORE__URI": fleet.uri}
-    production = _production(fleet)
-    candidate = "1" if production == "2" else "2"
+    _, candidate = _production_and_candidate(fleet)
     load = _load(fleet, 600).start()
     try:
         with _Propagation(fleet) as watch:
@@ -416,20 +415,20 @@ def test_every_canary_step_and_its_promotion_reach_every_worker_within_2_s_plus_
     assert result.failed == [], _failures(result)
 
 
-def _production(fleet: Fleet) -> str:
+def _production_and_candidate(fleet: Fleet) -> tuple[str, str]:
+    """The version every replica serves as production, and the other one (the canary's candidate)."""
     serving = {_serving(fleet, s) for s in fleet.servers.values()}
     assert len(serving) == 1 and None not in serving, serving
     weight, version = serving.pop()  # type: ignore[misc]
     assert weight is None, "a canary is still served"
-    return version
+    return version, "1" if version == "2" else "2"
 
 
 def test_a_canary_rollback_reaches_every_worker_within_2_s_plus_the_load(fleet: Fleet) -> None:
     """A canary held at 50 %, then `shipml deploy abort`: every worker of every replica stops serving
     the candidate within 2 s of the abort's write plus the load (a guardrail's rollback writes the same state)."""
     env = {"SHIPML_STORE__URI": fleet.uri}
-    production = _production(fleet)
-    candidate = "1" if production == "2" else "2"
+    production, candidate = _production_and_candidate(fleet)
     load = _load(fleet, 600).start()
     try:
         with _Propagation(fleet) as watch:
