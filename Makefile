@@ -153,6 +153,7 @@ bench: $(SPARK_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed sy
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
 	$(BIN)/python bench/store_scale.py
 	$(BIN)/python bench/store_retention.py
+	$(BIN)/python bench/spark.py
 	$(BIN)/python bench/commit_log.py
 
 # The lock: what pyproject.toml allows, resolved afresh in an empty environment (Python 3.11, the version the tests

@@ -20,7 +20,7 @@ import shutil
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +68,11 @@ def score_with_spark(
     connect_timeout_s: float,
     native: NativeSettings,
     fast_path: bool = True,
+    started: Callable[[], None] | None = None,
 ) -> ScoreSummary:
     """Validate every row of ``data`` (Parquet: a file or a directory) against the version's schema, then score
-    it into the directory ``output``; nothing is at ``output`` unless the whole job succeeded."""
+    it into the directory ``output``; nothing is at ``output`` unless the whole job succeeded. ``started`` is
+    called once the Spark application is up (the bench splits its start cost from the job with it)."""
     if not data.exists():
         raise DataLoadError(f"{data}: file not found")
     if output.resolve() == data.resolve():
@@ -86,6 +88,8 @@ def score_with_spark(
         try:
             with spark_session(master, f"shipml predict {ref}", log_file, connect_timeout_s=connect_timeout_s,
                                conf=conf) as spark:  # fmt: skip
+                if started is not None:
+                    started()
                 shipment = Shipment(bundle.info, archive.name, fast_path, native)
                 rows = _run(spark, bundle, data, staged, archive, shipment, log_file)
         except BaseException:
