@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shipml.adapters.store import HostLink, HostWriterProcess, PredictionStore
-from shipml.adapters.store.host_link import HEADER, HostWriteFailed, encode, read_exactly
+from shipml.adapters.store.host_link import HEADER, RETRY_AFTER_S, HostWriteFailed, encode, read_exactly
 from shipml.adapters.store.host_writer import HostWriter, listen
 from shipml.core.prediction import Prediction
 from tests.support.logged import logged
@@ -204,6 +204,7 @@ def test_a_writer_killed_under_load_loses_no_row_and_comes_back(store: Predictio
         assert process.restarts == 1
         while not os.path.exists(process.socket_path) and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(RETRY_AFTER_S + 0.5)  # each link asks the writer again RETRY_AFTER_S after its last failure
         before = [link.unreachable for link in links]
         time.sleep(0.5)
         stop.set()
@@ -219,3 +220,23 @@ def test_a_writer_killed_under_load_loses_no_row_and_comes_back(store: Predictio
     finally:
         process.stop()
     assert not os.path.exists(process.socket_path)
+
+
+def test_a_writer_that_does_not_answer_is_not_asked_again_at_once(store: PredictionStore, short_dir: Path) -> None:
+    """A writer stuck (SIGSTOP, a hung disk) past the link's timeout: that commit is made by the worker, and so are
+    the next ones for ``RETRY_AFTER_S`` without asking it again (each would wait the timeout, and its requests 503)."""
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.bind(str(short_dir / "stuck.sock"))
+    stuck.listen(8)  # connections wait in its backlog: accepted by nobody, answered never
+    store.predictions.host = link = HostLink(str(short_dir / "stuck.sock"), timeout_s=0.2)
+    store.predictions.write([rows(2, "first")])
+    store.predictions.write([rows(3, "second")])
+    assert store.predictions.count() == 5 and link.unreachable == 2
+    conn, _ = stuck.accept()
+    conn.settimeout(0.5)
+    (n,) = HEADER.unpack(read_exactly(conn, HEADER.size))
+    read_exactly(conn, n)
+    with pytest.raises(ConnectionError):  # the link closed: the second commit was never sent
+        read_exactly(conn, 1)
+    conn.close()
+    stuck.close()

@@ -18,12 +18,16 @@ import marshal
 import pickle
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from shipml.errors import StoreError
 
 HEADER = struct.Struct("!I")
+RETRY_AFTER_S = (
+    1.0  # after the writer failed to answer, this process commits its own rows this long before asking again
+)
 MAX_FRAME = 1 << 30  # a frame longer than this is a broken peer, not a commit
 
 
@@ -70,13 +74,17 @@ class HostLink:
         self.timeout_s = timeout_s
         self.on_unreachable = on_unreachable
         self._sock: socket.socket | None = None
+        self._down_until = 0.0  # the writer failed to answer: not asked again before then (a stuck one costs once)
         self.unreachable = 0  # writes this process committed itself: the writer was down, or lost mid-commit
 
     def write(self, pieces: Sequence[tuple[str, Any]]) -> bool:
         """Have the host writer commit ``pieces``: True once committed; False if it cannot be reached or its answer
         did not come (killed, restarting, stuck for ``timeout_s``): the caller commits them itself, and since the
         inserts skip rows already stored, a commit the writer did make before it died is not written twice.
-        HostWriteFailed if the writer answered that its commit failed."""
+        HostWriteFailed if the writer answered that its commit failed. After a failure to answer, the writer is
+        not asked again for ``RETRY_AFTER_S``: one that is stuck delays one commit, not each."""
+        if self._down_until and time.monotonic() < self._down_until:
+            return self._unreachable()
         frame = encode(pieces)
         try:
             sock = self._connected()
@@ -85,13 +93,18 @@ class HostLink:
             answer = read_exactly(sock, n) if n else b""
         except OSError:  # refused, reset, closed, timed out: ConnectionError and TimeoutError are OSErrors
             self.close()
-            self.unreachable += 1
-            if self.on_unreachable is not None:
-                self.on_unreachable()
-            return False
+            self._down_until = time.monotonic() + RETRY_AFTER_S
+            return self._unreachable()
+        self._down_until = 0.0
         if answer:
             raise HostWriteFailed(f"store: prediction log write failed in the host writer: {answer.decode()}")
         return True
+
+    def _unreachable(self) -> bool:
+        self.unreachable += 1
+        if self.on_unreachable is not None:
+            self.on_unreachable()
+        return False
 
     def _connected(self) -> socket.socket:
         if self._sock is None:
