@@ -92,39 +92,51 @@ class RecordValidator:
                 return Accepted(values)
         return self._check(record, index)
 
-    def all_clean(self, records: Sequence[object]) -> bool:  # noqa: C901 - one pass per rule, vectorised
-        """Whether every one of ``records`` is a dict of exactly the schema's features that breaks no rule and
-        needs no normalising, checked a column at a time (numpy) rather than a record at a time: then each record
-        is its own values (ints and NaN are read as the pipeline reads them). False says nothing about which
-        record is wrong: ``check`` each one then. For big batches, where the per-record check was most of the
-        request's time."""
+    def all_clean(self, records: Sequence[object]) -> bool:
+        """Whether every one of ``records`` is clean (see ``columns``): then each record is its own values."""
+        return self.columns(records) is not None
+
+    def columns(self, records: Sequence[object]) -> dict[str, np.ndarray] | None:  # noqa: C901 - a pass per rule
+        """The per-column form of ``check``: when every one of ``records`` is a dict of exactly the schema's
+        features that breaks no rule and needs no normalising, their values as ``Columns`` (float64 for numeric
+        and integer features, NaN for missing; object arrays of strings, None for missing), checked a column at a
+        time (numpy) rather than a record at a time; else None, which says nothing about which record is wrong:
+        ``check`` each one then. Each record is then its own values (ints and NaN are read as the pipeline reads
+        them), and the columns hold exactly the values a frame of those records would. For big batches, where
+        the per-record check and a dict per row for the model were most of the request's time."""
         if not self._fast or not records:
-            return False
+            return None
         width = len(self._plan)
         for r in records:
             if type(r) is not dict or len(r) != width:
-                return False
+                return None
+        out: dict[str, np.ndarray] = {}
         try:
             for name, nullable, numeric, whole, lo, hi, allowed in self._plan:
                 column = [r[name] for r in records]  # type: ignore[index]
                 kinds = set(map(type, column))
                 if numeric:
                     if not kinds <= (_NUMBERS_OR_NONE if nullable else _NUMBERS):
-                        return False
+                        return None
                     x = np.array(column, dtype=np.float64)  # None -> NaN; an int past float's range raises
                     missing = np.isnan(x)
                     present = x[~missing] if missing.any() else x
                     if (missing.any() and not nullable) or not np.all((present >= lo) & (present <= hi)):
-                        return False
+                        return None
                     if np.isinf(present).any() or (whole and not np.all(np.floor(present) == present)):
-                        return False
-                elif not kinds <= (_TEXT_OR_NONE if nullable else _TEXT) or (
-                    allowed is not None and not set(column).difference((None,)) <= allowed
-                ):
-                    return False
+                        return None
+                    out[name] = x
+                else:
+                    if not kinds <= (_TEXT_OR_NONE if nullable else _TEXT) or (
+                        allowed is not None and not set(column).difference((None,)) <= allowed
+                    ):
+                        return None
+                    text = np.empty(len(column), dtype=object)
+                    text[:] = column
+                    out[name] = text
         except (KeyError, OverflowError):  # a feature missing (and so another one extra), a huge int
-            return False
-        return True  # every feature present in records of exactly as many keys: no key is extra
+            return None
+        return out  # every feature present in records of exactly as many keys: no key is extra
 
     def _clean(self, record: dict[str, Any]) -> dict[str, Value] | None:  # noqa: C901 - the per-request fast path
         """The values of a record that breaks no rule at all, else None (then ``_check`` says what is wrong)."""
