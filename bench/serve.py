@@ -218,6 +218,17 @@ def main() -> None:
         "--experiments", action="store_true", help="only the experiment runs (routing, variants, shadow); no peers"
     )
     parser.add_argument("--peers-python", help="python of the bench environment with litserve and bentoml")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        metavar="ROUNDS",
+        help="only /predict/batch (1 worker, commit log) against sklearn's predict_proba, ROUNDS rounds",
+    )
+    parser.add_argument(
+        "--batch-against",
+        metavar="SRC",
+        help="with --batch: a second server running another checkout's src/ (e.g. main's), in alternating rounds",
+    )
     args = parser.parse_args()
     if args.peers_python:  # the peers start in the work directory: an absolute path (symlinks kept: a venv)
         args.peers_python = os.path.abspath(args.peers_python)
@@ -389,6 +400,20 @@ def main() -> None:
         argv = [*uvicorn, "--workers", "2", "--no-access-log", "--no-server-header", "peers.bare_asgi:app"]
         run_peer(BARE_ASGI, argv, "/health/ready", "/predict", features, lambda j: None)
 
+    if args.batch:
+        servers = [("this checkout", serve_checked(1, {}, bodies, None))]
+        if args.batch_against:
+            other = {"PYTHONPATH": os.path.abspath(args.batch_against)}
+            servers.append((args.batch_against, serve_checked(1, other, bodies, None)))
+        try:
+            for k in range(args.batch):
+                for label, server in servers if k % 2 == 0 else servers[::-1]:
+                    print(f"round {k + 1}, {label}:")
+                    batch_figures(server.url, rows, auth, loaded.pipeline, schema, server)
+        finally:
+            for _, server in servers:
+                server.stop()
+        return
     if args.cpu:
         run_shipml(PROFILED, 2, {})
         run_bare_asgi()
@@ -463,8 +488,15 @@ def main() -> None:
 
 
 def batch_figures(
-    url: str, rows: list[dict[str, object]], auth: dict[str, str], pipeline: object, schema: object
+    url: str,
+    rows: list[dict[str, object]],
+    auth: dict[str, str],
+    pipeline: object,
+    schema: object,
+    server: Running | None = None,
 ) -> None:
+    """/predict/batch at 1,000 and 10,000 rows against sklearn's in-process ``predict_proba`` of the same rows,
+    each answer checked; with ``server``, also its CPU time (all its processes) per batch."""
     from shipml.pipelines.data import feature_frame
 
     for n in (1_000, 10_000):
@@ -474,10 +506,12 @@ def batch_figures(
         want = pipeline.predict_proba(frame)  # type: ignore[attr-defined]
         reps = 3
         answers = []
+        cpu_before = _cpu_s(server) if server is not None else 0.0
         started = time.perf_counter()
         for _ in range(reps):  # timed: request sent to whole answer received (parsing it is the client's work)
             answers.append(requests.post(url + "/predict/batch", data=body, headers=auth, timeout=120))
         server_rps = n * reps / (time.perf_counter() - started)
+        cpu_ms = (_cpu_s(server) - cpu_before) / reps * 1000 if server is not None else 0.0
         for r in answers:
             assert r.status_code == 200, r.text[:200]
             got = r.json()["predictions"]
@@ -490,8 +524,15 @@ def batch_figures(
         local_rps = n * reps / (time.perf_counter() - started)
         print(
             f"batch {n:>6} rows: /predict/batch {server_rps:>10,.0f} rows/s | sklearn in-process predict_proba {local_rps:>10,.0f} rows/s | ratio {server_rps / local_rps:.2f}"
+            + (f" | server CPU {cpu_ms:.1f} ms a batch" if server is not None else "")
         )
         BATCH_RATIO[n] = server_rps / local_rps
+
+
+def _cpu_s(server: Running) -> float:
+    """CPU seconds (user and system) of every thread of ``server``'s processes so far."""
+    parts = request_cpu.cpu_by_part(server.proc.pid, set()).values()
+    return sum(user + system for _, user, system in parts)
 
 
 def routing_cost() -> None:
