@@ -20,7 +20,7 @@ from tests.support.cli import shipml
 from tests.support.launcher import SHIPML
 from tests.support.spark import LOOPBACK, churn_rows, read_scores, readme_commands, standalone, write_parquet_dir
 
-ROWS, FILES = 240_000, 24  # a task per file: some are committed before the kill, others run after it
+ROWS, FILES = 120_000, 24  # a task per file: some are committed before the kill, others run after it
 
 
 def test_readme_cluster_line_survives_a_killed_executor(spark_project: Path, tmp_path: Path) -> None:

@@ -1,16 +1,15 @@
 """`shipml predict --engine spark`: a Parquet file or directory scored on a Spark cluster, all or nothing.
 
-The same use case as ``pipelines/predict.py``, spread over executors: the driver loads and verifies the version
-(``load_bundle``: the registry's manifest), checks every row (``mapInPandas`` over ``validate_chunk``, the
-reports merged as one machine merges its chunks: invalid data writes nothing and gives the same report), then
-scores with ``mapInPandas`` over ``score_chunk``, the very function one machine uses, with the same verified
-predictor: each executor gets the version's files as one archive (``SparkContext.addFile``), checks them
-against the manifest the driver verified (a file that differs fails the job with the executor's one line) and
-builds the predictor as the driver did (``bundle_from_loaded``). Spark writes the output into a directory
-beside ``OUT`` through its committer (a task that is retried, on a lost executor, commits once), renamed to
-``OUT`` once the job succeeded.
+The same use case as ``pipelines/predict.py``, spread over executors, in one pass over the data: the driver
+loads and verifies the version (``load_bundle``: the registry's manifest); each executor gets the version's files
+as one archive (``SparkContext.addFile``), checks them against the manifest the driver verified (a file that
+differs fails the job with the executor's one line) and builds the predictor as the driver did
+(``bundle_from_loaded``); then in ``mapInPandas`` each batch is checked by ``validate_chunk`` and, when it passed,
+scored by ``score_chunk``, the very functions one machine uses. Spark writes the scores and each batch's report
+apart (``partitionBy``) into a directory beside ``OUT`` through its committer (a task retried on a lost executor
+commits once); the driver merges the reports as one machine merges its chunks (invalid data: the same report,
+nothing at ``OUT``), else renames the scores to ``OUT``.
 """
-
 from __future__ import annotations
 
 import functools
@@ -26,22 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from shipml.adapters.native import KernelLoader
 from shipml.adapters.registry import LoadedModel, MlflowRegistry, ModelRef, VersionInfo, open_copy
 from shipml.adapters.registry.integrity import COVERED
 from shipml.adapters.spark import job_error, spark_session
 from shipml.config import NativeSettings
-from shipml.core.schema import FeatureSchema
 from shipml.core.validation import ValidationIssue
 from shipml.errors import DataLoadError
 from shipml.pipelines.bundle import ModelBundle, bundle_from_loaded, load_bundle
 from shipml.pipelines.predict import MergedReport, ScoreSummary, score_chunk, validate_chunk
 
-# What an executor sends back of each chunk's validation: its counts, then one row per issue.
-_ISSUES = (
-    "rows long, columns long, column string, rule string, failing long, examples string, severity string, limit string"
-)
+# The job writes two partitions of the staged output: SCORES (the output, renamed into place) and REPORT (each
+# batch's validation report as JSON in the model_version column, read back and merged by the driver).
+PART, SCORES, REPORT = "_shipml_part", "scores", "report"
+REPORT_COLUMN = "model_version"
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,13 @@ def score_with_spark(
         raise DataLoadError(f"{output}: directory {output.parent} does not exist")
     bundle = load_bundle(registry, ref, cache_dir, fast_path=fast_path, kernels=KernelLoader(native))
     log_file = work_dir / "spark.log"
-    conf = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(chunk_rows)}
+    conf = {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(chunk_rows),
+        # the two partitions written side by side as rows come, not sorted by partition first: each task's
+        # scores keep the input's order (and no sort is paid for)
+        "spark.sql.optimizer.plannedWrite.enabled": "false",
+        "spark.sql.maxConcurrentOutputFileWriters": "2",
+    }
     with tempfile.TemporaryDirectory(prefix="shipml-spark-", dir=work_dir) as tmp:
         archive = pack_model(bundle.loaded, Path(tmp))
         staged = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -95,7 +100,8 @@ def score_with_spark(
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)  # a failed job leaves nothing, not even its parts
             raise
-    _replace(staged, output)
+    _replace(staged / f"{PART}={SCORES}", output)
+    shutil.rmtree(staged, ignore_errors=True)
     return ScoreSummary(bundle.info.name, bundle.info.version, rows, output)
 
 
@@ -108,21 +114,21 @@ def _run(
     schema, source = bundle.schema, str(data)
     try:
         frame = spark.read.parquet(str(data.resolve()))
-        missing = [c for c in schema.id_columns if c not in frame.columns]
-        ids = [c for c in schema.id_columns if c not in missing]
-        merged = MergedReport(source)
-        checked = frame.mapInPandas(functools.partial(_validate_batches, schema=schema, source=source), _ISSUES)
-        for row in checked.collect():
-            _merge(merged, row)
-        merged.check()  # DataValidationError with the same report as one machine's: nothing written
-        if merged.rows == 0:
-            raise DataLoadError(f"{data}: no rows to score")
+        ids = [c for c in schema.id_columns if c in frame.columns]
         spark.sparkContext.addFile(str(archive))
-        out_schema = _output_schema(frame.schema, ids, bundle)
-        scored = frame.mapInPandas(functools.partial(_score_batches, shipment=shipment, ids=ids), out_schema)
-        scored.write.parquet(str(staged.resolve()))
+        out_schema = f"{_output_schema(frame.schema, ids, bundle)}, `{PART}` string"
+        job = functools.partial(_check_and_score, shipment=shipment, source=source, ids=ids)
+        # one pass: each batch's report rows and (when it passed) its scores, written apart by PART
+        frame.mapInPandas(job, out_schema).write.partitionBy(PART).parquet(str(staged.resolve()))
     except (PySparkException, Py4JJavaError) as exc:
         raise job_error(exc, log_file) from None
+    merged = MergedReport(source)
+    for file in sorted((staged / f"{PART}={REPORT}").glob("*.parquet")):  # part-00000...: the batches' order
+        for text in pq.read_table(file, columns=[REPORT_COLUMN]).column(REPORT_COLUMN).to_pylist():
+            _merge(merged, json.loads(text))
+    merged.check()  # DataValidationError with the same report as one machine's: nothing is written
+    if merged.rows == 0:
+        raise DataLoadError(f"{data}: no rows to score")
     return merged.rows
 
 
@@ -152,38 +158,46 @@ def _replace(staged: Path, output: Path) -> None:
 # -- what runs on the executors -------------------------------------------------------------------------------
 
 
-def _validate_batches(batches: Iterator[pd.DataFrame], schema: FeatureSchema, source: str) -> Iterator[pd.DataFrame]:
+def _check_and_score(
+    batches: Iterator[pd.DataFrame], shipment: Shipment, source: str, ids: list[str]
+) -> Iterator[pd.DataFrame]:
+    """Each batch checked as one machine checks a chunk (its report as a row of ``REPORT``), and scored by
+    ``score_chunk`` only when it passed (its rows in ``SCORES``)."""
+    bundle = _executor_bundle(shipment)
+    outputs = _output_columns(bundle)
     for chunk in batches:
-        report = validate_chunk(chunk, schema, source)
-        issues = report.issues
-        text = [None, *(i.column for i in issues)], [None, *(i.rule for i in issues)]
-        yield pd.DataFrame(
-            {
-                "rows": pd.Series([report.rows] + [0] * len(issues), dtype="int64"),
-                "columns": pd.Series([report.columns] + [0] * len(issues), dtype="int64"),
-                "column": pd.Series(text[0], dtype=object),
-                "rule": pd.Series(text[1], dtype=object),
-                "failing": pd.Series([0, *(i.failing for i in issues)], dtype="int64"),
-                "examples": pd.Series([None, *(json.dumps(list(i.examples)) for i in issues)], dtype=object),
-                "severity": pd.Series([None, *(i.severity for i in issues)], dtype=object),
-                "limit": pd.Series([None, *(json.dumps(i.limit) for i in issues)], dtype=object),
-            }
-        )
+        report = validate_chunk(chunk, bundle.schema, source)
+        texts = [json.dumps({"rows": report.rows, "columns": report.columns})]
+        texts += [json.dumps(_issue_json(i)) for i in report.issues]
+        scored = None if not report.passed else score_chunk(bundle.predictor, bundle.schema, chunk, bundle.info.version)
+        if scored is not None:
+            scored[PART] = SCORES
+            yield _for_arrow(scored)
+        # the report rows in the scores' columns: empty but for the report
+        rows = pd.DataFrame({c: pd.Series([None] * len(texts), dtype=object) for c in ids})
+        for name, kind in outputs:
+            rows[name] = float("nan") if kind == "double" else None
+        rows[REPORT_COLUMN] = texts
+        rows[PART] = REPORT
+        yield _for_arrow(rows)
 
 
-def _merge(merged: MergedReport, row: Any) -> None:
-    if row["column"] is None:
+def _issue_json(issue: ValidationIssue) -> dict[str, Any]:
+    return {
+        "column": issue.column, "rule": issue.rule, "failing": issue.failing, "examples": list(issue.examples),
+        "severity": issue.severity, "limit": issue.limit,
+    }  # fmt: skip
+
+
+def _merge(merged: MergedReport, row: dict[str, Any]) -> None:
+    if "column" not in row:
         merged.add_counts(int(row["rows"]), int(row["columns"]))
         return
-    examples = tuple(json.loads(row["examples"]))
-    limit = json.loads(row["limit"])
-    merged.add_issue(ValidationIssue(row["column"], row["rule"], int(row["failing"]), examples, row["severity"], limit))
-
-
-def _score_batches(batches: Iterator[pd.DataFrame], shipment: Shipment, ids: list[str]) -> Iterator[pd.DataFrame]:
-    bundle = _executor_bundle(shipment)
-    for chunk in batches:
-        yield _for_arrow(score_chunk(bundle.predictor, bundle.schema, chunk, bundle.info.version))
+    merged.add_issue(
+        ValidationIssue(
+            row["column"], row["rule"], int(row["failing"]), tuple(row["examples"]), row["severity"], row["limit"]
+        )
+    )
 
 
 def _for_arrow(frame: pd.DataFrame) -> pd.DataFrame:
@@ -221,13 +235,17 @@ def _build_on_executor(shipment: Shipment) -> ModelBundle:
     return bundle_from_loaded(loaded, shipment.fast_path, KernelLoader(shipment.native))
 
 
+def _output_columns(bundle: ModelBundle) -> list[tuple[str, str]]:
+    """The columns ``score_chunk`` makes after the ids, with their Spark types."""
+    if bundle.classes:
+        columns = [(f"proba_{c!s}", "double") for c in bundle.classes] + [("prediction", "string")]
+    else:
+        columns = [("prediction", "double")]
+    return [*columns, ("model_version", "string")]
+
+
 def _output_schema(input_schema: Any, ids: list[str], bundle: ModelBundle) -> str:
     """The columns ``score_chunk`` makes, as Spark's DDL: the id columns as read, then the outputs."""
     fields = [f"`{c}` {input_schema[c].dataType.simpleString()}" for c in ids]
-    if bundle.classes:
-        fields += [f"`proba_{c!s}` double" for c in bundle.classes]
-        fields.append("`prediction` string")
-    else:
-        fields.append("`prediction` double")
-    fields.append("`model_version` string")
+    fields += [f"`{name}` {kind}" for name, kind in _output_columns(bundle)]
     return ", ".join(fields)
