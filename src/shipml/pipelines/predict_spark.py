@@ -10,6 +10,7 @@ apart (``partitionBy``) into a directory beside ``OUT`` through its committer (a
 commits once); the driver merges the reports as one machine merges its chunks (invalid data: the same report,
 nothing at ``OUT``), else renames the scores to ``OUT``.
 """
+
 from __future__ import annotations
 
 import functools
