@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -113,7 +114,7 @@ class RecordValidator:
         out: dict[str, np.ndarray] = {}
         try:
             for name, nullable, numeric, whole, lo, hi, allowed in self._plan:
-                column = [r[name] for r in records]  # type: ignore[index]
+                column = list(map(itemgetter(name), records))  # type: ignore[arg-type]  # faster than a comprehension
                 kinds = set(map(type, column))
                 if numeric:
                     if not kinds <= (_NUMBERS_OR_NONE if nullable else _NUMBERS):

@@ -261,6 +261,10 @@ class PredictionService:
             if len(rows) >= VECTOR_MIN_ROWS and np.isfinite(outputs.proba).all():
                 # the first most probable class, as argmax's, without a check per row
                 labels = [classes[j] for j in np.argmax(outputs.proba, axis=1).tolist()]
+                if not routed:  # outside an experiment: one comprehension, no question per record
+                    ok = Status.OK
+                    return [Prediction(pid, now, served, i, values, record.key, latency_ms, ok, label, p)
+                            for pid, (i, record, values), label, p in zip(ids, accepted, labels, rows, strict=True)]  # fmt: skip
                 for k, ((i, record, values), p) in enumerate(zip(accepted, rows, strict=True)):
                     how = _how(record, routed)
                     out.append(Prediction(ids[k], now, served, i, values, record.key, latency_ms, Status.OK,

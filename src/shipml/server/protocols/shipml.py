@@ -39,11 +39,17 @@ def batch_answer(predictions: list[Prediction], served: Served) -> dict[str, Any
     answers: list[dict[str, Any]] = []
     failed = 0
     for p in predictions:
-        if p.status is Status.OK and p.routed is None and p.proba is not None:
+        proba = p.proba
+        if p.status is Status.OK and p.routed is None and proba is not None:
             # a classifier's answered record outside an experiment, the most common entry: Prediction.answer's
             # dict built inline (its keys in the same order), not through two calls per record
+            classes = p.served.classes
+            if len(classes) == 2 == len(proba):  # a binary classifier's two probabilities (a third of the time)
+                probabilities = {classes[0]: proba[0], classes[1]: proba[1]}
+            else:
+                probabilities = dict(zip(classes, proba, strict=True))
             answers.append({"index": p.index, "prediction_id": p.id, "predicted_class": p.label,
-                            "probabilities": dict(zip(p.served.classes, p.proba, strict=True))})  # fmt: skip
+                            "probabilities": probabilities})  # fmt: skip
             continue
         failed += p.status is not Status.OK
         answers.append(p.answer())
