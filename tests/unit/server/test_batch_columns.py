@@ -34,7 +34,7 @@ from shipml.server.model_manager import Deployment, Variant
 from shipml.server.predictions import VECTOR_MIN_ROWS, PredictionService
 from shipml.server.protocols.shipml import batch_answer, batch_records
 
-PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FRAME = generate_churn(300, seed=2)
 SCHEMA = FeatureSchema.infer(FRAME, "churn", id_columns=("customer_id",))
 PIPELINE = build_pipeline(SCHEMA, make_estimator("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 5,
@@ -105,7 +105,7 @@ def valid_value(f: Feature) -> st.SearchStrategy[Any]:
 
 
 RECORD = st.fixed_dictionaries({f.name: valid_value(f) for f in SCHEMA.features})
-CLEAN_BATCH = st.lists(RECORD, min_size=VECTOR_MIN_ROWS, max_size=300)
+CLEAN_BATCH = st.lists(RECORD, min_size=VECTOR_MIN_ROWS, max_size=200)
 
 
 @pytest.mark.parametrize("kind", sorted(PREDICTORS))
@@ -144,7 +144,11 @@ def test_a_batch_with_a_refused_record_answers_as_the_row_path(
 
 
 JSON_VALUE = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=5,
 )
