@@ -18,13 +18,16 @@ LOCK_VENV := .venv-lock
 
 # The installs go through uv (PyPI's, pinned in the lock like every other tool) when it installs: the same pinned
 # versions as pip, downloaded in parallel, in about a sixth of pip's time (the biggest part of a fresh `make test`'s
-# setup). pip, upgraded, is the fallback wherever uv cannot be installed or fails.
+# setup). pip, upgraded, is the fallback wherever uv cannot be installed or fails. --compile-bytecode: as pip does,
+# the .pyc files are written at install; without them, where PYTHONDONTWRITEBYTECODE is set (or python -B, as
+# multiprocessing starts the server's workers), every process compiles every module it imports from source again
+# (the test suite took twice as long).
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) uv || $(BIN)/python -m pip install --quiet --upgrade pip
 
 # $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails)
-INSTALL = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --python $(BIN)/python $(1); } \
+INSTALL = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(1); } \
 	  || $(BIN)/pip install --quiet $(1)
 
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
