@@ -26,7 +26,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) uv || $(BIN)/python -m pip install --quiet --upgrade pip
 
-# $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails)
+# $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails); a comma in args is $(comma)
+comma := ,
 INSTALL = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(1); } \
 	  || $(BIN)/pip install --quiet $(1)
 
@@ -41,7 +42,7 @@ $(DEV_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 # The scale lane and the bench also need the spark extra (pyspark, some 400 MB): never installed by make test.
 SPARK_STAMP := $(VENV)/.installed-spark
 $(SPARK_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(call INSTALL,-c $(LOCK) -e '.[dev,spark]')
+	$(call INSTALL,-c $(LOCK) -e '.[dev$(comma)spark]')
 	touch $@ $(DEV_STAMP) $(STAMP)
 
 quickstart: $(STAMP)
