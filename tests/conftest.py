@@ -68,36 +68,14 @@ def _tier(item: pytest.Item) -> str:
     return parts[0] if len(parts) > 1 else ""
 
 
-# The modules that take longest in `make test` (a minute or more of wall time each, from its --durations on a
-# clean clone), longest first: handed out first, so that none of them starts last and runs alone at the end while
-# the other workers have finished (the suite waits on its servers more than it computes: a run uses about one of
-# the two cores).
-LONGEST = (
-    "reliability/test_33_44_faults.py",
-    "integration/test_canary.py",
-    "integration/test_monitoring_e2e.py",
-    "e2e/test_readme_tour.py",
-    "reliability/test_46_47_load.py",
-    "reliability/test_48_49_data.py",
-    "integration/test_mlflow_server.py",
-    "integration/test_ab_report.py",
-    "reliability/test_26_32_artifacts.py",
-    "integration/test_openapi_fuzz.py",
-)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The order is pytest-xdist's schedule in `make test` (``--dist loadscope --no-loadscope-reorder``: each
-    module runs whole on one worker, modules handed out in this order): the longest modules (``LONGEST``), then
-    the other modules that start real processes and the statistics simulations (CPU-bound, they fill the cores
-    while the process tiers wait on their servers), then the unit tests, which fill the workers' gaps at the end."""
-    root = Path(__file__).parent
+    module runs whole on one worker, modules handed out in this order): the modules that start real processes
+    and the statistics simulations (CPU-bound, they fill the cores while the process tiers wait on their
+    servers), then the unit tests, which fill the workers' gaps at the end."""
 
-    def rank(item: pytest.Item) -> tuple[int, int]:
-        module = Path(str(item.path)).relative_to(root).as_posix()
-        if module in LONGEST:
-            return 0, LONGEST.index(module)
-        return (1 if _tier(item) in (*PROCESS_TIERS, "statistics", "scale") else 2), 0
+    def rank(item: pytest.Item) -> int:
+        return 1 if _tier(item) in (*PROCESS_TIERS, "statistics", "scale") else 2
 
     items.sort(key=rank)
 
