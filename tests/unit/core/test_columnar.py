@@ -20,19 +20,7 @@ from shipml.core.schema import FeatureSchema
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.fast_path import rows_from_frame
-from tests.support.fitted import native_kernel
 from tests.unit.core.test_fast import MODELS, kernels, model
-
-
-@pytest.fixture
-def kernel(request: pytest.FixtureRequest) -> TreeKernel | None:
-    """The backend a test is parametrised with (as in test_fast.py): None for numpy, else the native kernel."""
-    if request.param == "numpy":
-        return None
-    native, status = native_kernel()
-    if native is None:
-        pytest.skip(f"no native kernel: {status}")
-    return native
 
 
 def awkward_frame(schema: FeatureSchema, rows: int = 600) -> pd.DataFrame:

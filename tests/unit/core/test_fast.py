@@ -20,7 +20,7 @@ from shipml.core.schema import Task
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
-from tests.support.fitted import Fitted, fitted, native_kernel, with_plan
+from tests.support.fitted import Fitted, fitted, with_plan
 
 MODELS = [
     ("binary", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 15, "max_depth": 6}),
@@ -53,17 +53,6 @@ def model(task: Task, estimator: str) -> Fitted:
 def kernels() -> list[Any]:
     """numpy always; the native kernel when this machine could build it (else a skip that says why)."""
     return [pytest.param("numpy", id="numpy"), pytest.param("native", id="native")]
-
-
-@pytest.fixture
-def kernel(request: pytest.FixtureRequest) -> TreeKernel | None:
-    """The backend a test is parametrised with: None for numpy, the native kernel (built on first use)."""
-    if request.param == "numpy":
-        return None
-    native, status = native_kernel()
-    if native is None:
-        pytest.skip(f"no native kernel: {status}")
-    return native
 
 
 @pytest.mark.parametrize("kernel", kernels(), indirect=True)
