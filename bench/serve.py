@@ -229,6 +229,13 @@ def main() -> None:
         metavar="SRC",
         help="with --batch: a second server running another checkout's src/ (e.g. main's), in alternating rounds",
     )
+    parser.add_argument(
+        "--cpu-against",
+        metavar="SRC",
+        help="only /predict's CPU per request (2 workers, commit log) of this checkout and of another checkout's"
+        " src/ (e.g. main's), both up at once, in alternating rounds (--cpu-rounds, --seconds each)",
+    )
+    parser.add_argument("--cpu-rounds", type=int, default=6, help="with --cpu-against: rounds per server")
     args = parser.parse_args()
     if args.peers_python:  # the peers start in the work directory: an absolute path (symlinks kept: a venv)
         args.peers_python = os.path.abspath(args.peers_python)
@@ -414,6 +421,9 @@ def main() -> None:
             for _, server in servers:
                 server.stop()
         return
+    if args.cpu_against:
+        cpu_against(serve_checked, bodies, auth, args, os.path.abspath(args.cpu_against))
+        return
     if args.cpu:
         run_shipml(PROFILED, 2, {})
         run_bare_asgi()
@@ -485,6 +495,38 @@ def main() -> None:
                          peer_env | {"PEER_WORKERS": str(workers)}, cwd=peers)  # fmt: skip
     report(results)
     goals(results)
+
+
+def cpu_against(
+    serve_checked: Callable[[int, dict[str, str], list[str], Checker | None], Running],
+    bodies: list[str],
+    auth: dict[str, str],
+    args: argparse.Namespace,
+    src: str,
+) -> None:
+    """/predict's server CPU per request (2 workers, commit log) of this checkout and of ``src``, both up at once
+    and loaded in turn (the order reversed every other round): on a shared machine a single figure means little,
+    the difference of neighbouring rounds more."""
+    servers = [("this checkout", serve_checked(2, {}, bodies, None))]
+    servers.append((src, serve_checked(2, {"PYTHONPATH": src}, bodies, None)))
+    figures: dict[str, list[float]] = {label: [] for label, _ in servers}
+    try:
+        for _, server in servers:  # warm: the first seconds of a fresh worker are slower
+            wrk(server.url + "/predict", bodies, auth, 2, args.connections)
+        for k in range(args.cpu_rounds):
+            for label, server in servers if k % 2 == 0 else servers[::-1]:
+                url = server.url + "/predict"
+                got, cpu = measured(server, lambda u=url: wrk(u, bodies, auth, args.seconds, args.connections))
+                figures[label].append(cpu.total_us)
+                parts = ", ".join(f"{part} {us:.1f}" for part, us in cpu.parts_us.items())
+                print(f"round {k + 1}, {label}: {cpu.total_us:.1f} us CPU/request ({parts}); {got.rps:,.0f} req/s,"
+                      f" p99 {got.p99_ms:.2f} ms, {got.errors} errors, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    finally:
+        for _, server in servers:
+            server.stop()
+    for label, values in figures.items():
+        print(f"FIGURE cpu_us_per_request {label}: mean {np.mean(values):.1f}, median {np.median(values):.1f},"
+              f" rounds {' '.join(f'{v:.1f}' for v in values)}")  # fmt: skip
 
 
 def batch_figures(
