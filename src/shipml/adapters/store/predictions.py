@@ -33,7 +33,7 @@ from shipml.adapters.store.host_link import HostLink
 from shipml.adapters.store.partitions import Coverage
 from shipml.adapters.store.window import FeatureWindow, Outcomes, batch_window, build_window, concat
 from shipml.core.ids import uuid7_seconds
-from shipml.core.prediction import Prediction, Role, Served, Status
+from shipml.core.prediction import Prediction, Role, Served, Status, score_of
 from shipml.core.records import FieldError
 from shipml.core.schema import FeatureSchema
 from shipml.errors import StoreError
@@ -160,10 +160,13 @@ class Predictions:
             return []
         dumps = orjson.dumps
         layouts = self._layouts
+        ok = Status.OK
         groups: dict[str, tuple[tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]] = {}
+        # who answered, as its row's columns, once per Served of this call (a Served's hash is not cached)
+        heads: dict[int, tuple[Served, tuple[str, str, str, str]]] = {}
         for p in rows:
-            s = p.served
-            sha = s.schema_sha256 if p.status is not Status.INVALID else ""
+            s, status = p.served, p.status
+            sha = s.schema_sha256 if status is not Status.INVALID else ""
             group = groups.get(sha)
             if group is None:
                 layout = layouts.get(sha)
@@ -171,14 +174,22 @@ class Predictions:
                     group = groups[sha] = (_NO_SLOTS, _NO_SLOTS, [])
                 else:
                     group = groups[sha] = (layout.columns, layout.names, [])
-            f, label = p.features, p.label
+            head = heads.get(id(s))
+            if head is None or head[0] is not s:
+                head = heads[id(s)] = (s, (s.model, s.version, s.variant, s.role.value))
+            f, label, proba = p.features, p.label, p.proba
+            score: float | None
+            if status is ok and proba is not None:  # an answered classifier's record: Prediction.outputs, inline
+                outputs = dumps({"predicted_class": label, "probabilities": dict(zip(s.classes, proba, strict=True))})
+                score = score_of(proba)
+            else:
+                outputs, score = dumps(p.outputs()), p.score
             if label is not None and label.__class__ is not str:
                 label = str(label)
             group[2].append(
                 (
-                    p.id, p.ts, s.model, s.version, s.variant, str(s.role), p.key, sha, label, p.score,
-                    dumps(f).decode(), dumps(p.outputs()).decode(), p.latency_ms, str(p.status),
-                    *[f.get(name) for name in group[1]],
+                    p.id, p.ts, *head[1], p.key, sha, label, score, dumps(f).decode(), outputs.decode(),
+                    p.latency_ms, status.value, *(map(f.get, group[1]) if group[1] else _NO_SLOTS),
                 )
             )  # fmt: skip
         pieces: list[tuple[str, Any]] = []
