@@ -81,9 +81,13 @@ class Uuid7Generator:
         words[:, 0] = ((start_ms + (total >> np.uint64(12))) & np.uint64((1 << 48) - 1)) << np.uint64(16)
         words[:, 0] |= np.uint64(0x7 << 12) | (total & np.uint64(0xFFF))
         words[:, 1] = np.uint64(0b10 << 62) | random62
-        h = words.tobytes().hex()
-        return [f"{h[j : j + 8]}-{h[j + 8 : j + 12]}-{h[j + 12 : j + 16]}-{h[j + 16 : j + 20]}-{h[j + 20 : j + 32]}"
-                for j in range(0, 32 * n, 32)]  # fmt: skip
+        # the dashes put in by numpy and one text sliced: a fifth of the time of formatting each id (measured)
+        digits = np.frombuffer(words.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
+        text = np.full((n, 36), ord("-"), dtype=np.uint8)
+        for lo, hi, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
+            text[:, at : at + hi - lo] = digits[:, lo:hi]
+        joined = text.tobytes().decode("ascii")
+        return [joined[j : j + 36] for j in range(0, 36 * n, 36)]
 
 
 def uuid7_seconds(text: str) -> float | None:

@@ -13,7 +13,7 @@ experiments and the canary controller all speak of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -172,6 +172,59 @@ class Prediction:
         if self.status is Status.ERROR:
             return {"error": self.failure}
         return {"errors": [e.to_dict() for e in self.errors]}
+
+
+@dataclass(slots=True)
+class PredictionBatch:
+    """The answered predictions of one clean batch of one variant, as columns: what ``/predict/batch`` answers,
+    the log keeps (one row of ``prediction_batches``) and the drift histograms count, with no ``Prediction``
+    made per record. Record ``k`` of the batch: id ``ids[k]``, position ``positions[k]`` in its request,
+    features ``columns[name][k]`` (float64 with NaN for missing, or text with None), routing key ``keys[k]``
+    (``keys`` None: no record has one). A classifier's ``labels`` and ``proba`` (``served.classes`` order), or
+    a regressor's ``values``; every output is finite (a batch with a NaN or an infinity is answered a record at
+    a time)."""
+
+    ids: list[str]
+    ts: float
+    served: Served
+    positions: Sequence[int]
+    columns: Mapping[str, np.ndarray]
+    keys: list[str | None] | None
+    latency_ms: float
+    labels: list[Any] | None = None
+    proba: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def binned(self, prediction: str, positive: str | None) -> Any:
+        """``Prediction.binned`` of every record, as one column."""
+        if prediction == "value":
+            return self.values
+        if prediction == "label":
+            return None if self.labels is None else [str(label) for label in self.labels]
+        if self.proba is None:
+            return None
+        return self.proba[:, positive_column(self.served.classes, positive)]
+
+    def predictions(self) -> list[Prediction]:
+        """One ``Prediction`` per record (the validator's normal form of its values: floats, text, None): for a
+        store that cannot keep the batch as columns."""
+        names = list(self.columns)
+        columns = [c.tolist() for c in self.columns.values()]
+        features = [{n: (None if v != v else v) for n, v in zip(names, row, strict=True)}
+                    for row in zip(*columns, strict=True)]  # fmt: skip
+        keys = self.keys if self.keys is not None else [None] * len(self.ids)
+        s, ts, lat = self.served, self.ts, self.latency_ms
+        at = zip(self.ids, self.positions, features, keys, strict=True)
+        if self.proba is not None:
+            assert self.labels is not None  # noqa: S101 - a classifier's
+            return [Prediction(pid, ts, s, i, f, k, lat, Status.OK, label, p)
+                    for (pid, i, f, k), label, p in zip(at, self.labels, self.proba.tolist(), strict=True)]  # fmt: skip
+        assert self.values is not None  # noqa: S101 - a regressor's
+        return [Prediction(pid, ts, s, i, f, k, lat, Status.OK, value=v)
+                for (pid, i, f, k), v in zip(at, self.values.tolist(), strict=True)]  # fmt: skip
 
 
 class Truth(NamedTuple):

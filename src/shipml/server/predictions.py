@@ -9,7 +9,7 @@ import functools
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import isfinite
 from typing import Any
 
@@ -20,7 +20,7 @@ import structlog
 
 from shipml.adapters.store import StoreFull, StoreWriter
 from shipml.core.ids import Uuid7Generator
-from shipml.core.prediction import Durability, Prediction, Record, Routed, Status
+from shipml.core.prediction import Durability, Prediction, PredictionBatch, Record, Routed, Status
 from shipml.core.predictor import Columns, Outputs
 from shipml.core.records import Accepted, FieldError
 from shipml.core.routing import shadow_sampled
@@ -130,6 +130,86 @@ class PredictionService:
         if deployment.shadows:
             self._shadow(deployment, records)
         return out
+
+    async def run_columns(
+        self,
+        deployment: Deployment,
+        features: list[Any],
+        keys: list[str | None] | None,
+        answer: Callable[[PredictionBatch], bytes],
+    ) -> bytes | list[Prediction] | None:
+        """A clean batch of a deployment without an experiment, end to end as columns: ``features`` (the records'
+        feature objects as decoded; ``keys`` their routing keys, None when none has one) checked a column at a
+        time, given to the primary's model as columns, logged as one unit of columns (one commit) and counted
+        once: the batch's ``answer`` (built while its commit is under way, returned once it is done), or (the
+        model answered NaN or an infinity) each record's prediction as ``run`` makes it. None when the batch is
+        not for this path (too small, an experiment, a record that is not clean): then ``run`` answers it, a
+        record at a time, with the same answers."""
+        if deployment.split is not None or len(features) < VECTOR_MIN_ROWS:
+            return None
+        variant = deployment.primary
+        columns = variant.validator.columns(features)
+        if columns is None:
+            return None
+        n = len(features)
+        room = self._reserve(n)
+        started = time.perf_counter()
+        try:
+            try:
+                outputs = await self.predict(variant, features, self.timeout_s, columns)
+            except Exception as exc:
+                accepted = self._accepted(features, keys)
+                self.log(room, self.failed(variant, accepted, (time.perf_counter() - started) * 1000.0, exc))
+                raise
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            m = self.metrics
+            batch = self.batch(variant, columns, keys, outputs, latency_ms)
+            answered: bytes | list[Prediction]
+            if batch is None:  # a NaN or an infinity: refused record by record, as run does
+                answered = self.predictions(variant, self._accepted(features, keys), outputs, latency_ms)
+                await self._committed(self.log(room, answered))
+                self.count(variant, answered)
+            else:
+                waiting = self.log(room, batch)
+                answered = answer(batch)  # meanwhile the writer commits
+                await self._committed(waiting)
+                m.child(m.predictions, variant.name, variant.version, variant.variant, Status.OK).inc(n)
+            m.child(m.variant_latency, variant.name, variant.variant).observe(time.perf_counter() - started)
+        finally:
+            room.release()
+        if deployment.shadows:
+            self._shadow(deployment, [Record(f, k) for f, k in zip(features, keys or [None] * n, strict=True)])
+        return answered
+
+    @staticmethod
+    def _accepted(features: list[Any], keys: list[str | None] | None) -> list[Checked]:
+        """Clean records as ``validate`` accepts them (each its own values)."""
+        keys = keys or [None] * len(features)
+        return [(i, Record(f, k), f) for i, (f, k) in enumerate(zip(features, keys, strict=True))]
+
+    def batch(
+        self,
+        variant: Variant,
+        columns: dict[str, np.ndarray],
+        keys: list[str | None] | None,
+        outputs: Outputs,
+        latency_ms: float,
+    ) -> PredictionBatch | None:
+        """The model's ``outputs`` for a clean batch's ``columns`` as a batch of answers (``predictions``'s, as
+        columns), or None when an output is NaN or an infinity."""
+        n = len(outputs.proba if outputs.proba is not None else outputs.values)  # type: ignore[arg-type]
+        if outputs.proba is not None:
+            if not np.isfinite(outputs.proba).all():
+                return None
+            classes = outputs.classes
+            labels = [classes[j] for j in np.argmax(outputs.proba, axis=1).tolist()]
+            return PredictionBatch(self.ids.strings(n), time.time(), variant.served, range(n), columns, keys,
+                                   latency_ms, labels=labels, proba=outputs.proba)  # fmt: skip
+        assert outputs.values is not None  # noqa: S101 - regression
+        if not np.isfinite(outputs.values).all():
+            return None
+        return PredictionBatch(self.ids.strings(n), time.time(), variant.served, range(n), columns, keys, latency_ms,
+                               values=outputs.values)  # fmt: skip
 
     def _split(self, deployment: Deployment, records: Sequence[Record]) -> list[tuple[Variant, Sequence[int]]]:
         """The variants that answer ``records`` (each routed by its key) and the positions each answers."""
@@ -329,7 +409,7 @@ class PredictionService:
             m.child(m.predictions, name, version, v, status).inc(n)
 
     def log(
-        self, room: Room, made: list[Prediction], *, durability: Durability | None = None
+        self, room: Room, made: list[Prediction] | PredictionBatch, *, durability: Durability | None = None
     ) -> asyncio.Future[None] | None:
         """Hand predictions to the writer, in the room reserved for them: the future of their commit (``commit``
         durability) or None."""

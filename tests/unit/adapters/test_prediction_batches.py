@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from shipml.adapters.store import PredictionStore, StoreWriter
+from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout
 from shipml.core.ids import Uuid7Generator
-from shipml.core.prediction import Prediction, Truth
+from shipml.core.prediction import Prediction, PredictionBatch, Role, Served, Truth
 from tests.support.dialects import DIALECTS, store_uri_for
 from tests.support.logged import batch_of
+from tests.unit.adapters.test_histograms import profile as histogram_profile
 from tests.unit.adapters.test_prediction_store import CHURNISH, schema_of
 
 IDS = Uuid7Generator()
@@ -118,3 +120,56 @@ def test_the_writer_commits_batches_and_rows_together(store: PredictionStore) ->
     writer.flush()
     writer.close()
     assert store.predictions.count() == 503
+
+
+def columns_batch(n: int, ts: float = 1000.0) -> PredictionBatch:
+    """A clean batch's answers as the service keeps them: columns, no Prediction per record."""
+    recs = records(n)
+    columns = {
+        "tenure": np.array([np.nan if r["tenure"] is None else r["tenure"] for r in recs], dtype=np.float64),
+        "contract": np.array([r["contract"] for r in recs], dtype=object),
+    }
+    proba = np.array([[1 - i / n, i / n] for i in range(n)])
+    served = Served("churn", "1", "main", Role.PRIMARY, CHURNISH.sha256(), ("0", "1"))
+    labels = ["1" if p1 > p0 else "0" for p0, p1 in proba.tolist()]
+    keys = [f"k{i}" if i % 3 else None for i in range(n)]
+    return PredictionBatch(IDS.strings(n), ts, served, range(n), columns, keys, 2.5, labels=labels, proba=proba)
+
+
+def test_a_batch_of_columns_is_logged_and_counted_as_its_predictions(store: PredictionStore, tmp_path: Path) -> None:
+    """The columnar /predict/batch path: one unit of columns, stored and binned as its predictions would be."""
+    batch = columns_batch(300)
+    made = batch.predictions()
+    store.predictions.write([batch])
+    as_rows_store = PredictionStore(f"sqlite:///{tmp_path}/rows.db")
+    as_rows_store.predictions.register_schema(CHURNISH)
+    as_rows_store.predictions.write([made])  # the same predictions, as the record-at-a-time path logs them
+    got, want = store.predictions.read_window("churn", 0, 2000), as_rows_store.predictions.read_window("churn", 0, 2000)
+    assert list(got.ids) == list(want.ids) == batch.ids
+    np.testing.assert_array_equal(got.features["tenure"], want.features["tenure"])
+    assert list(got.features["contract"]) == list(want.features["contract"])
+    np.testing.assert_array_equal(got.score, want.score)
+    assert list(got.label) == list(want.label)
+    for k in (0, 1, 150, 299):
+        assert store.predictions.get(batch.ids[k]) == as_rows_store.predictions.get(batch.ids[k])
+    assert store.predictions.count() == 300
+    as_rows_store.close()
+
+    layout = HistogramLayout.of(histogram_profile(), "binary", "1")
+    columnar, by_record = HistogramKeeper(), HistogramKeeper()
+    for keeper, unit in ((columnar, batch), (by_record, made)):
+        keeper.register("churn", "1", layout)
+        keeper.observe([unit])
+    [(_, minute, counted, _)] = columnar.collect()
+    [(_, want_minute, want_counted, _)] = by_record.collect()
+    assert minute == want_minute and counted.rows == want_counted.rows == 300
+    np.testing.assert_array_equal(counted.counts, want_counted.counts)
+
+
+def test_a_batch_of_columns_of_an_unregistered_schema_is_logged_as_rows(store: PredictionStore) -> None:
+    batch = columns_batch(100)
+    batch.served = Served("other", "1", "main", Role.PRIMARY, "f" * 64, ("0", "1"))
+    store.predictions.write([batch])
+    found = store.predictions.get(batch.ids[7])
+    assert found is not None and found.features == records(100)[7] and found.key == "k7"
+    assert store.predictions.count("other") == 100

@@ -32,7 +32,7 @@ from shipml.server.errors import ApiError
 from shipml.server.metrics import ServerMetrics
 from shipml.server.model_manager import Deployment, Variant
 from shipml.server.predictions import VECTOR_MIN_ROWS, PredictionService
-from shipml.server.protocols.shipml import batch_answer, batch_records
+from shipml.server.protocols.shipml import predict_batch
 
 PROPERTY = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FRAME = generate_churn(300, seed=2)
@@ -82,9 +82,8 @@ def answered(kind: str, body: Any, monkeypatch: pytest.MonkeyPatch | None = None
     with pytest.MonkeyPatch.context() as mp:
         if monkeypatch is not None:
             mp.setattr(service_module, "VECTOR_MIN_ROWS", 10**9)
-        records = batch_records(body, 100_000)
-        made = asyncio.run(PredictionService(None, "async", ServerMetrics()).run(dep, records))
-    answer = batch_answer(made, dep.primary.served)
+        service = PredictionService(None, "async", ServerMetrics())
+        answer = orjson.loads(asyncio.run(predict_batch(service, dep, body, 100_000)))
     for entry in answer["predictions"]:
         entry.pop("prediction_id", None)
     return orjson.dumps(answer), spy.calls

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from shipml.adapters.store.catalog import SchemaSlots
-from shipml.core.prediction import Prediction, Served, Status, score_of
+from shipml.core.prediction import Prediction, PredictionBatch, Served, Status, score_of
 
 PAYLOAD_VERSION = 1
 ID_SPAN_MS = 10 * 60 * 1000  # how far back from an id its batch's first id can be (generous, see above)
@@ -52,6 +52,32 @@ def encode(predictions: Sequence[Prediction], layout: SchemaSlots) -> bytes:
         payload["labels"] = [None if p.label is None else str(p.label) for p in predictions]
     else:
         payload["values"] = [p.value for p in predictions]
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_columns(batch: PredictionBatch, layout: SchemaSlots) -> bytes:
+    """``encode``'s payload, from a batch's columns: the numeric ones written by orjson from their arrays
+    (NaN as null, as a missing value is), with no Python object per value."""
+    numeric: dict[str, Any] = {}
+    categorical: dict[str, Any] = {}
+    n = len(batch)
+    for f in layout.features:
+        column = batch.columns.get(f.name)
+        if f.slot_kind == "categorical":
+            categorical[f.name] = [None] * n if column is None else column.tolist()
+        elif column is None:
+            numeric[f.name] = [None] * n
+        else:  # float64 (C-contiguous for orjson); NaN is written null
+            numeric[f.name] = column if column.dtype == np.float64 and column.flags.c_contiguous else column.tolist()
+    payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "ids": batch.ids, "keys": batch.keys, "numeric": numeric,
+                               "categorical": categorical}  # fmt: skip
+    if batch.proba is not None:
+        assert batch.labels is not None  # noqa: S101 - a classifier's
+        payload["classes"] = batch.served.classes
+        payload["proba"] = np.ascontiguousarray(batch.proba, dtype=np.float64)
+        payload["labels"] = [None if label is None else str(label) for label in batch.labels]
+    else:
+        payload["values"] = np.ascontiguousarray(batch.values, dtype=np.float64)
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from shipml.adapters.store import tables
 from shipml.adapters.store.engine import Database
 from shipml.adapters.store.histograms import HistogramKeeper, HistogramLayout, settled_before, split_described
-from shipml.core.prediction import Prediction
+from shipml.core.prediction import Prediction, PredictionBatch
 from shipml.core.profile import ReferenceProfile
 
 MINUTE_S = 60
@@ -67,7 +67,7 @@ class Histograms:
         self.keeper.register(model, version, layout)
         return layout
 
-    def observe(self, units: Sequence[Sequence[Prediction]]) -> None:
+    def observe(self, units: Sequence[Sequence[Prediction] | PredictionBatch]) -> None:
         """Committed predictions, for the histograms (the writer calls this after each commit)."""
         self.keeper.observe(units)
 

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shipml.core.binning import PREDICTION, Binning, ProfileBinnings, counts_of
-from shipml.core.prediction import Prediction, Role, Served, Status
+from shipml.core.prediction import Prediction, PredictionBatch, Role, Served, Status
 from shipml.core.profile import ReferenceProfile
 
 Counts = npt.NDArray[np.int64]
@@ -155,36 +155,61 @@ class HistogramKeeper:
     def layout(self, model: str, version: str) -> HistogramLayout | None:
         return self._layouts.get((model, version))
 
-    def observe(self, units: Sequence[Sequence[Prediction]]) -> None:
+    def observe(self, units: Sequence[Sequence[Prediction] | PredictionBatch]) -> None:
         """Keep committed predictions of versions with a registered layout; count a key's pending predictions
         once there are ``COUNT_EVERY`` of them. Only answered (role primary) predictions are counted: the monitor
-        reads those; a shadow's copies would only cost time."""
+        reads those; a shadow's copies would only cost time. A batch of columns is counted at once, a column
+        at a time (numpy)."""
         if not self._layouts:
             return
-        pending, layouts = self._pending, self._layouts
+        columnar = [unit for unit in units if isinstance(unit, PredictionBatch)]
         with self._lock:
             for unit in units:
-                served: Served | None = None
-                slot: _Pending | None = None
-                for p in unit:
-                    if p.status is not Status.OK:
-                        continue
-                    if p.served is not served:  # a unit is one variant's: a lookup per unit, not per row
-                        served = p.served
-                        slot = None
-                        if served.role is Role.PRIMARY:
-                            key: Key = (served.model, served.version, served.variant, served.role)
-                            slot = pending.get(key)
-                            layout = layouts.get((served.model, served.version))
-                            if slot is None and layout is not None:
-                                slot = pending[key] = _Pending(layout)
-                    if slot is not None:
-                        slot.ts.append(p.ts)
-                        slot.rows.append(p.features)
-                        slot.outs.append(p.binned(slot.layout.prediction, slot.layout.positive))
-            full = [key for key, slot in pending.items() if len(slot.ts) >= self.COUNT_EVERY]
+                if not isinstance(unit, PredictionBatch):
+                    self._keep(unit)
+            full = [key for key, slot in self._pending.items() if len(slot.ts) >= self.COUNT_EVERY]
         for key in full:
             self._count_pending(key)
+        for batch in columnar:
+            self._count_batch(batch)
+
+    def _keep(self, unit: Sequence[Prediction]) -> None:
+        """Append ``unit``'s answered primary predictions to their key's pending lists (under the lock)."""
+        pending, layouts = self._pending, self._layouts
+        served: Served | None = None
+        slot: _Pending | None = None
+        for p in unit:
+            if p.status is not Status.OK:
+                continue
+            if p.served is not served:  # a unit is one variant's: a lookup per unit, not per row
+                served = p.served
+                slot = None
+                if served.role is Role.PRIMARY:
+                    key: Key = (served.model, served.version, served.variant, served.role)
+                    slot = pending.get(key)
+                    layout = layouts.get((served.model, served.version))
+                    if slot is None and layout is not None:
+                        slot = pending[key] = _Pending(layout)
+            if slot is not None:
+                slot.ts.append(p.ts)
+                slot.rows.append(p.features)
+                slot.outs.append(p.binned(slot.layout.prediction, slot.layout.positive))
+
+    def _count_batch(self, batch: PredictionBatch) -> None:
+        """Count a batch of columns into its minute (one: its predictions share one time)."""
+        s = batch.served
+        layout = self._layouts.get((s.model, s.version))
+        if s.role is not Role.PRIMARY or layout is None or not len(batch):
+            return
+        key: Key = (s.model, s.version, s.variant, s.role)
+        n, columns = len(batch), batch.columns
+
+        def column(name: str) -> Any:
+            found = columns.get(name)
+            return [None] * n if found is None else found
+
+        counts = _count_columns(layout, column, batch.binned(layout.prediction, layout.positive))
+        self._add_counts(key, int(batch.ts // MINUTE_S), layout, counts, n)
 
     def _count_pending(self, key: Key) -> None:
         """Count ``key``'s pending predictions into their minutes (in pieces of ``COUNT_EVERY``)."""
@@ -205,6 +230,9 @@ class HistogramKeeper:
                 self._add(key, minute, slot.layout, [rows[i] for i in picked], [outs[i] for i in picked])
 
     def _add(self, key: Key, minute: int, layout: HistogramLayout, rows: list[dict[str, Any]], outs: list[Any]) -> None:
+        self._add_counts(key, minute, layout, _count(layout, rows, outs), len(rows))
+
+    def _add_counts(self, key: Key, minute: int, layout: HistogramLayout, counts: Counts, n_rows: int) -> None:
         state = self._open.get((key, minute))
         if state is None:
             late = minute < self._forgotten_below
@@ -214,8 +242,8 @@ class HistogramKeeper:
                 segment = f"{self.writer}.{self._segments}"
             width = sum(b.buckets for b in layout.binnings)
             state = self._open[(key, minute)] = _Open(np.zeros(width, np.int64), segment, late=late)
-        state.counts += _count(layout, rows, outs)
-        state.rows += len(rows)
+        state.counts += counts
+        state.rows += n_rows
         state.dirty = True
 
     def due(self) -> bool:
@@ -257,11 +285,17 @@ class HistogramKeeper:
 
 
 def _count(layout: HistogramLayout, feats: Sequence[dict[str, Any]], outs: list[Any]) -> Counts:
+    return _count_columns(layout, lambda name: [f.get(name) for f in feats], outs)
+
+
+def _count_columns(layout: HistogramLayout, column: Callable[[str], Any], outs: Any) -> Counts:
+    """The counts of records whose feature ``name`` is ``column(name)`` (a list or an array) and whose binned
+    outputs are ``outs``."""
     parts = []
     for b in layout.binnings[:-1]:
-        name = b.feature
-        column = [f.get(name) for f in feats]
-        values: Any = np.array(column, dtype=np.float64) if b.kind == "numeric" else column  # None -> NaN
+        values = column(b.feature)
+        if b.kind == "numeric" and not (isinstance(values, np.ndarray) and values.dtype == np.float64):
+            values = np.array(values, dtype=np.float64)  # None -> NaN
         parts.append(counts_of(b, values))
     pb = layout.binnings[-1]
     values = np.array(outs, dtype=np.float64) if pb.kind == "numeric" else outs

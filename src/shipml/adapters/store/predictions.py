@@ -33,7 +33,7 @@ from shipml.adapters.store.host_link import HostLink
 from shipml.adapters.store.partitions import Coverage
 from shipml.adapters.store.window import FeatureWindow, Outcomes, batch_window, build_window, concat
 from shipml.core.ids import uuid7_seconds
-from shipml.core.prediction import Prediction, Role, Served, Status, score_of
+from shipml.core.prediction import Prediction, PredictionBatch, Role, Served, Status, score_of
 from shipml.core.records import FieldError
 from shipml.core.schema import FeatureSchema
 from shipml.errors import StoreError
@@ -91,14 +91,22 @@ class Predictions:
         self._layouts[slots.schema_sha256] = slots
         return slots
 
-    def write(self, units: Sequence[Sequence[Prediction]]) -> None:
+    def write(self, units: Sequence[Sequence[Prediction] | PredictionBatch]) -> None:
         """Insert ``units`` of predictions in one transaction: each unit's answered predictions as one row of
         ``prediction_batches`` when there are at least ``BATCH_MIN_ROWS`` of one registered schema, every
-        other prediction as a row of ``predictions`` (see ``_row_pieces``). Idempotent: a row already stored (a
-        retry of a commit that did commit) is left as it is."""
+        other prediction as a row of ``predictions`` (see ``_row_pieces``). A ``PredictionBatch`` is encoded
+        from its columns as they are. Idempotent: a row already stored (a retry of a commit that did commit)
+        is left as it is."""
         rows: list[Prediction] = []
         encoded = []
         for unit in units:
+            if isinstance(unit, PredictionBatch):
+                columnar = self._as_columnar(unit)
+                if columnar is None:
+                    rows.extend(unit.predictions())
+                else:
+                    encoded.append(columnar)
+                continue
             batch = self._as_batch(unit) if len(unit) >= BATCH_MIN_ROWS else None
             if batch is None:
                 rows.extend(unit)
@@ -137,6 +145,15 @@ class Predictions:
             return None
         return (ok[0].id, ok[-1].id, ok[0].ts, s.model, s.version, s.variant, str(s.role), s.schema_sha256, Status.OK.value,
                 len(ok), ok[0].latency_ms, batch_payload.encode(ok, layout))  # fmt: skip
+
+    def _as_columnar(self, batch: PredictionBatch) -> tuple[Any, ...] | None:
+        """``_as_batch`` of a batch of columns (None when its schema is not registered or it is small: rows)."""
+        s = batch.served
+        layout = self._layouts.get(s.schema_sha256)
+        if layout is None or len(batch) < BATCH_MIN_ROWS:
+            return None
+        return (batch.ids[0], batch.ids[-1], batch.ts, s.model, s.version, s.variant, str(s.role), s.schema_sha256,
+                Status.OK.value, len(batch), batch.latency_ms, batch_payload.encode_columns(batch, layout))  # fmt: skip
 
     def _batch_insert(self) -> str:
         marker = "?" if self.is_sqlite else "%s"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shipml.adapters.store.prediction_store import PredictionStore
-from shipml.core.prediction import Prediction
+from shipml.core.prediction import Prediction, PredictionBatch
 from shipml.errors import StoreError, StoreFull
 
 _STOP = object()
@@ -20,8 +20,9 @@ RETRY_FIRST_S = 0.1  # the first pause before an async commit is retried; it dou
 RETRY_MAX_S = 1.0
 
 Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | concurrent.futures.Future[None]
-# What one put queues: the predictions of one request's chunk of one variant (the store chooses their encoding).
-Unit = list[Prediction]
+# What one put queues: the predictions of one request's chunk of one variant (the store chooses their encoding), or
+# a clean batch's as columns.
+Unit = list[Prediction] | PredictionBatch
 
 
 class StoreWriter:
@@ -109,12 +110,12 @@ class StoreWriter:
         resolved together with the rest of the commit's futures of the same loop (one wake-up)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._put(list(rows), (loop, fut), reserved)
+        self._put(_unit(rows), (loop, fut), reserved)
         return fut
 
     def enqueue(self, rows: Unit, *, reserved: bool = False) -> None:
         """Queue rows nobody waits for (``async`` durability)."""
-        self._put(list(rows), None, reserved)
+        self._put(_unit(rows), None, reserved)
 
     @property
     def pending(self) -> int:
@@ -224,6 +225,11 @@ class StoreWriter:
         self._items.append(_STOP)
         self._wake.set()
         self._thread.join(timeout=timeout)
+
+
+def _unit(rows: Unit) -> Unit:
+    """``rows`` as queued: a list of its own (the caller's may change), a batch of columns as it is."""
+    return rows if isinstance(rows, PredictionBatch) else list(rows)
 
 
 def _notify(batch: list[tuple[Unit, Any]], error: StoreError | None) -> None:

@@ -19,11 +19,12 @@ from shipml.server.errors import ApiError, json_response
 from shipml.server.http import authorize, read_json
 from shipml.server.protocols.shipml import (
     FeedbackRequest,
-    batch_answer,
-    batch_records,
     feedback_request,
     predict_one,
     routing_key,
+)
+from shipml.server.protocols.shipml import (
+    predict_batch as predict_batch_answer,
 )
 from shipml.server.routes.common import state
 
@@ -48,10 +49,11 @@ async def predict_batch(request: Request) -> Response:
     authorize(request, "predict")
     st = state(request)
     header_key = routing_key(request.headers.get("x-routing-key"))  # for the records without an id of their own
-    records = batch_records(await read_json(request), st.settings.serve.max_batch, header_key)
+    body = await read_json(request)
     dep = st.deployment()
     request.scope.setdefault("state", {})["model_version"] = dep.primary.version
-    return json_response(batch_answer(await st.service.run(dep, records), dep.primary.served))
+    answer = await predict_batch_answer(st.service, dep, body, st.settings.serve.max_batch, header_key)
+    return Response(answer, media_type="application/json")
 
 
 @router.post("/feedback", tags=["feedback"], summary="Ground truth for a prediction id")
