@@ -201,3 +201,38 @@ def test_closing_drops_what_it_cannot_score_in_time_and_every_copy_after(setup: 
     assert scored == [4, 4]
     assert sum(dropped) == 4 + 3 + 1  # the stuck batch, the copies never started, the one put after close
     assert queue.queued == 0
+
+
+def test_clean_copies_are_scored_and_logged_as_one_unit_of_columns(setup: Setup) -> None:
+    """A batch of clean copies goes as a clean /predict/batch does: no Prediction per record, one row of columns
+    with the shadow's role and the copies' keys."""
+    writer = StoreWriter(setup.store, queue_size=10_000, batch_max=512)
+    metrics = ServerMetrics()
+    service = PredictionService(writer, "async", metrics)
+    units: list[int] = []
+    write = setup.store.predictions.write
+
+    def counted_units(batch: list[object]) -> None:
+        units.extend(len(u) for u in batch)  # type: ignore[arg-type]
+        write(batch)  # type: ignore[arg-type]
+
+    setup.store.predictions.write = counted_units  # type: ignore[method-assign]
+    keys = [f"user-{i}" for i in range(200)]
+
+    async def traffic() -> None:
+        await service.run(setup.deployment(), [Record(setup.rows[i], key) for i, key in enumerate(keys)])
+        await until(
+            lambda: counted(metrics, "shipml_predictions_total", variant=SHADOW, version="1", status="ok") == 200
+        )
+        await service.close()
+
+    try:
+        asyncio.run(traffic())
+    finally:
+        writer.close()
+    assert sorted(units) == [200, 200]  # the answers' unit and the shadow's, each of columns
+    copies = setup.store.predictions.read_outcomes("churn", 0, time.time() + 1, role="shadow")
+    assert sorted(copies.keys.tolist()) == sorted(keys) and len(set(copies.ids.tolist())) == 200
+    answered = setup.store.predictions.read_outcomes("churn", 0, time.time() + 1)
+    assert len(answered.ids) == 200 and not set(copies.ids.tolist()) & set(answered.ids.tolist())
+    assert counted(metrics, "shipml_shadow_failures_total", variant=SHADOW, version="1") == 0
