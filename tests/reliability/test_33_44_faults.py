@@ -11,9 +11,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,8 +41,9 @@ from tests.reliability.load import (
     worker_pids,
 )
 from tests.support.cli import shipml
+from tests.support.mlflow_server import mlflow_server
 from tests.support.project import CONFIG, SMALL_FOREST
-from tests.support.server import Keys, Server, auth, free_port, spawn_server, start_server
+from tests.support.server import Keys, Server, auth, spawn_server, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,28 +84,12 @@ def served_version(server: Server, key: str) -> str:
 def remote(tmp_path_factory: pytest.TempPathFactory, project: tuple[Path, Keys]) -> Iterator[tuple[Path, FaultProxy]]:
     """A real `mlflow server` with churn/1 in production and churn/2 registered, a FaultProxy in front."""
     root = tmp_path_factory.mktemp("registry-server")
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root}/server.db",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not become healthy in 90 s")
+    with mlflow_server(root) as (url, port):
+        yield from _registered(root, url, port, project)
+
+
+def _registered(root: Path, url: str, port: int, project: tuple[Path, Keys]) -> Iterator[tuple[Path, FaultProxy]]:
+    """churn/1 in production and churn/2 registered on the server at ``url``, the project's keys, a proxy."""
     env = {"SHIPML_REGISTRY_URI": url}
     config = CONFIG.replace("n_estimators: 100", f"n_estimators: {SMALL_FOREST['n_estimators']}")
     (root / "shipml.yaml").write_text(config.replace("cv_folds: 5", "cv_folds: 2"))
@@ -124,12 +107,6 @@ def remote(tmp_path_factory: pytest.TempPathFactory, project: tuple[Path, Keys])
     proxy = FaultProxy(port)
     yield root, proxy
     proxy.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 # MLflow's client retries a refused request 7 times with exponential back-off (minutes) by default;

@@ -38,11 +38,16 @@ def ui(
     if uri.startswith(("http://", "https://")):
         raise ShipmlError(f"the registry is a tracking server already: open {uri} in a browser")
     _registry(settings)  # creates the store and .shipml/ if this is the first command run
+    # One person browsing a local store: one worker (MLflow's default is 4, each importing MLflow), and no job
+    # runner (MLflow 3 starts one for its GenAI jobs, which shipml does not use): about half the time to the first
+    # page. A user's own MLFLOW_SERVER_ENABLE_JOB_EXECUTION is kept.
     argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    argv += ["--workers", "1"]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     err.print(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)  # noqa: S606 - become MLflow's UI, so signals reach it directly
+    os.execve(sys.executable, argv, env)  # noqa: S606 - become MLflow's UI, so signals reach it directly
 
 
 # -- serving -----------------------------------------------------------------------------
