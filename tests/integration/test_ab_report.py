@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -109,8 +110,15 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     yield Traffic(root, answers, truth, keys)
 
 
+_sessions = threading.local()
+
+
 def feedback(url: str, prediction_id: str, label: int) -> int:
-    return requests.post(
+    """One label, on a connection this thread keeps alive, as a client sending many labels does."""
+    session = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = requests.Session()
+    return session.post(
         f"{url}/feedback", json={"prediction_id": prediction_id, "label": label}, timeout=30
     ).status_code
 

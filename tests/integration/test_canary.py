@@ -63,34 +63,40 @@ def aliases(root: Path) -> dict[str, str]:
 
 
 @contextmanager
-def traffic(server: Server, rate: float = 150.0) -> Iterator[Counter[tuple[str, int]]]:
-    """Keyed single-record requests at about ``rate`` per second until the block ends: (variant, status) counts."""
+def traffic(server: Server, rate: float = 150.0, threads: int = 1) -> Iterator[Counter[tuple[str, int]]]:
+    """Keyed single-record requests at about ``rate`` per second in all, from ``threads`` clients, until the block
+    ends: (variant, status) counts."""
     seen: Counter[tuple[str, int]] = Counter()
+    lock = threading.Lock()
     stop = threading.Event()
     rows = records(200)
 
-    def send() -> None:
+    def send(first: int) -> None:
         with requests.Session() as session:
-            i = 0
+            i = first
             while not stop.is_set():
                 started = time.monotonic()
                 body = {"features": rows[i % 200], "id": f"customer-{i}"}
                 try:
                     answer = session.post(f"{server.url}/predict", json=body, timeout=10)
                     variant = answer.json().get("model", {}).get("variant", "-") if answer.ok else "-"
-                    seen[(variant, answer.status_code)] += 1
+                    outcome = (variant, answer.status_code)
                 except requests.RequestException:
-                    seen[("-", 0)] += 1
-                i += 1
-                time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+                    outcome = ("-", 0)
+                with lock:
+                    seen[outcome] += 1
+                i += threads
+                time.sleep(max(0.0, threads / rate - (time.monotonic() - started)))
 
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
+    clients = [threading.Thread(target=send, args=(k,), daemon=True) for k in range(threads)]
+    for client in clients:
+        client.start()
     try:
         yield seen
     finally:
         stop.set()
-        thread.join(timeout=15)
+        for client in clients:
+            client.join(timeout=15)
 
 
 def canary(root: Path, version: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -183,7 +189,9 @@ def test_a_healthy_candidate_reaches_100_percent_on_every_worker_and_is_promoted
     try:
         # a service started while the canary runs serves it from its first poll, in every worker
         wait_for("the new server to serve the canary", lambda: ("canary", "2", 0.2) in served_variants(server))
-        with traffic(server) as seen:
+        # the steps hold until the candidate's guardrails are shown within their margins: a thousand and more of
+        # its requests, collected sooner at a higher rate
+        with traffic(server, rate=400.0, threads=3) as seen:
             follow = canary(project, "2", *steps)  # the same canary again: followed, driven to its end
             assert follow.returncode == 0, follow.stdout + follow.stderr
             wait_for("the canary to leave", lambda: [v for v, _, _ in served_variants(server)] == [])
