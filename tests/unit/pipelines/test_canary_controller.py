@@ -178,7 +178,8 @@ def test_deploy_canary_says_who_drives_and_gives_the_lease_up_when_it_ends(
     from shipml.cli import app
 
     store = PredictionStore(settings.store.uri)
-    assert store.leases.acquire("canary:churn", "controller-on-another-host", ttl_s=0.5)
+    # long enough to be held still when the command first looks on a busy machine (0.5 s was not, under load 13)
+    assert store.leases.acquire("canary:churn", "controller-on-another-host", ttl_s=2.0)
 
     def ours(config: object, registry_uri: object, every: float) -> tuple[CanaryController, PredictionStore]:
         c = CanaryController(settings, store, registry, check_every_s=every)
@@ -186,7 +187,8 @@ def test_deploy_canary_says_who_drives_and_gives_the_lease_up_when_it_ends(
         return c, store
 
     monkeypatch.setattr(deploy, "_controller", ours)
-    args = ["deploy", "canary", "churn", "2", "--steps", "50,100", "--interval", "1s", "--check-every", "0.1s",
+    # the step outlasts the other's lease: the command takes over while the canary still runs
+    args = ["deploy", "canary", "churn", "2", "--steps", "50,100", "--interval", "3s", "--check-every", "0.1s",
             "--min-requests", "1"]  # fmt: skip
     assert app(args, standalone_mode=False) == 0
     printed = capsys.readouterr().out
