@@ -166,7 +166,10 @@ def _host_writer(settings: Settings) -> Any:
     from shipml.adapters.store import HostWriterProcess
 
     writer = HostWriterProcess(
-        settings.store.uri, settings.store.sqlite_synchronous, Path(tempfile.mkdtemp(prefix="shipml-writer-"))
+        settings.store.uri,
+        settings.store.sqlite_synchronous,
+        Path(tempfile.mkdtemp(prefix="shipml-writer-")),
+        gather_s=settings.store.host_writer_gather_ms / 1000.0,
     )
     writer.start()
     return writer

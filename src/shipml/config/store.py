@@ -89,6 +89,13 @@ class StoreSettings(Section):
         description="SQLite with several workers: one writer process commits every worker's rows (one commit and "
         "one WAL sync per group for the host); false: each worker commits its own, taking turns on the file",
     )
+    host_writer_gather_ms: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="SQLite host writer: the longest a commit waits for the rows of the workers whose rows the "
+        "previous commit held (more rows per commit and WAL sync, less CPU per request); 0: commit what has arrived",
+    )
     writer_socket: str | None = Field(
         default=None, description="the host writer's Unix socket (set by shipml serve --workers; leave unset)"
     )

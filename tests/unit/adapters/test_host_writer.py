@@ -101,13 +101,23 @@ def answer(sock: socket.socket) -> str:
 
 
 @pytest.fixture
-def writer(store: PredictionStore, tmp_path: Path, short_dir: Path) -> Iterator[tuple[HostWriter, str]]:
+def writer(store: PredictionStore, short_dir: Path) -> Iterator[tuple[HostWriter, str]]:
     """A HostWriter in a thread of this process, on its own connection to the store's file; stopped by closing the
-    pipe standing for ``shipml serve``'s."""
+    pipe standing for ``shipml serve``'s. It commits what has arrived (no gathering)."""
+    yield from _writer(store, short_dir, gather_s=0.0)
+
+
+@pytest.fixture
+def gathering_writer(store: PredictionStore, short_dir: Path) -> Iterator[tuple[HostWriter, str]]:
+    """The same, waiting up to a minute for the frames of the workers of its previous commit."""
+    yield from _writer(store, short_dir, gather_s=60.0)
+
+
+def _writer(store: PredictionStore, short_dir: Path, gather_s: float) -> Iterator[tuple[HostWriter, str]]:
     other = PredictionStore(store.uri)  # the writer's own engines, as its process has
     path = str(short_dir / "w.sock")
     read_end, write_end = os.pipe()
-    host = HostWriter(other.database, listen(path), parent=read_end)
+    host = HostWriter(other.database, listen(path), parent=read_end, gather_s=gather_s)
     thread = threading.Thread(target=host.run, daemon=True)
     thread.start()
     yield host, path
@@ -128,6 +138,43 @@ def test_frames_that_arrive_together_are_one_commit(store: PredictionStore, writ
     assert [answer(s) for s in (first, second, third)] == ["", "", ""]
     assert store.predictions.count() == 9
     assert host.commits == 2  # the two frames that waited went in one commit (one WAL sync) together
+
+
+def test_a_commit_waits_for_the_workers_of_the_previous_one(
+    store: PredictionStore, gathering_writer: tuple[HostWriter, str]
+) -> None:
+    """Worker a's frame is committed alone (the file's lock held meanwhile), b's arrives during that commit: the
+    next commit waits for a's next frame too, and holds both (two commits for three frames, not three)."""
+    host, path = gathering_writer
+    blocked = Blocked(store)
+    a = send(path, encode(pieces_of(store, rows(1, "a1"))))
+    blocked.wait_for_a_waiter()
+    b = send(path, encode(pieces_of(store, rows(2, "b1"))))
+    blocked.release()
+    assert answer(a) == ""
+    time.sleep(0.2)  # b's frame waits for a's next one
+    a.sendall(encode(pieces_of(store, rows(3, "a2"))))
+    assert answer(b) == "" and answer(a) == ""
+    assert store.predictions.count() == 6
+    assert host.commits == 2
+
+
+def test_a_worker_that_went_quiet_delays_nobody(
+    store: PredictionStore, gathering_writer: tuple[HostWriter, str]
+) -> None:
+    """Only the workers of the previous commit are waited for: one connected worker sending nothing does not hold
+    another's commits (each is answered at once, far within the writer's minute of gathering)."""
+    host, path = gathering_writer
+    quiet = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    quiet.connect(path)
+    busy = send(path, encode(pieces_of(store, rows(1, "first"))))
+    busy.settimeout(20)  # a wait for the quiet worker would last the minute: a timeout here, not a hang
+    assert answer(busy) == ""
+    for i in range(3):
+        busy.sendall(encode(pieces_of(store, rows(1, f"next-{i}"))))
+        assert answer(busy) == ""
+    assert host.commits == 4 and store.predictions.count() == 4
+    quiet.close()
 
 
 def test_a_frame_that_fails_fails_alone(store: PredictionStore, writer: tuple[HostWriter, str]) -> None:

@@ -112,6 +112,13 @@ class HostLink:
             sock.settimeout(self.timeout_s)
             try:
                 sock.connect(self.path)
+                # then blocking, with the kernel's timeouts: a socket with Python's timeout polls before every
+                # send and receive (two more system calls a commit); a timed-out call raises an OSError all the same
+                sock.settimeout(None)
+                micros = max(1, round(self.timeout_s * 1e6))  # 0 would be no limit
+                limit = struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
             except OSError:
                 sock.close()
                 raise

@@ -18,7 +18,13 @@ commit through SQLAlchemy checked a connection out of its pool and back in, bega
 as much CPU as the group's INSERTs). The statements are the ones the workers' store built; a parameter list of
 rows runs as ``executemany``, as SQLAlchemy's ``exec_driver_sql`` runs it.
 
-Run as ``python -c "<ENTRY>" SOCKET URI SYNCHRONOUS`` (its command line names this module).
+A commit waits up to ``store.host_writer_gather_ms`` for the frames of the workers whose frames the previous commit
+held and that have not sent yet: under load each worker sends its next frame as soon as it has its answer, and
+without the wait the first to send was committed alone, then the other (two commits and WAL syncs where one does).
+Only the previous commit's workers are waited for: one that stops sending delays one commit by at most that long,
+one idle before it none.
+
+Run as ``python -c "<ENTRY>" SOCKET URI SYNCHRONOUS GATHER_S`` (its command line names this module).
 """
 
 from __future__ import annotations
@@ -51,9 +57,11 @@ RESTART_PAUSE_S = 0.2  # a writer that died is started again after this pause (d
 RESTART_MAX_S = 5.0
 ENTRY = "import sys; from shipml.adapters.store.host_writer import main; sys.exit(main(sys.argv[1:]))"
 ANSWER_TIMEOUT_S = 5.0  # a worker that does not take its answer in this long is dropped (it reconnects)
+_RECV_BYTES = 1 << 20
+GATHER_S = 0.001  # store.host_writer_gather_ms's default, in seconds (see the module's docstring)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Peer:
     """One worker's connection: the bytes received and not yet a whole frame."""
 
@@ -64,8 +72,11 @@ class _Peer:
 class HostWriter:
     """The writer's loop: accept workers, read their frames, commit what arrived together, answer each."""
 
-    def __init__(self, database: Database, listener: socket.socket, parent: int | None = None) -> None:
-        """``parent``: a descriptor whose end (EOF) stops the loop (the pipe from ``shipml serve``)."""
+    def __init__(
+        self, database: Database, listener: socket.socket, parent: int | None = None, gather_s: float = GATHER_S
+    ) -> None:
+        """``parent``: a descriptor whose end (EOF) stops the loop (the pipe from ``shipml serve``); ``gather_s``:
+        see the module's docstring."""
         self.database = database
         self.listener = listener
         self.selector = selectors.DefaultSelector()
@@ -74,6 +85,8 @@ class HostWriter:
             self.selector.register(parent, selectors.EVENT_READ, "parent")
         self.parent = parent
         self.commits = 0
+        self.gather_s = gather_s
+        self._gone: set[_Peer] = set()  # workers dropped since the last commit
         self._pooled: Any = None  # the pool's proxy of the writer's connection (held: see the module's docstring)
         self._conn: sqlite3.Connection | None = None
 
@@ -85,18 +98,36 @@ class HostWriter:
 
     def _serve(self) -> None:
         done = False
+        last: set[_Peer] = set()  # the workers whose frames the last commit held
         while not done:
             ready: list[tuple[_Peer, list[tuple[str, Any]]]] = []
-            for key, _ in self.selector.select():
-                if key.data == "accept":
-                    for peer in self._accept():
-                        ready += self._receive(peer)  # a new worker's first frame may be there already
-                elif key.data == "parent":
-                    done = not os.read(key.fd, 4096)  # shipml serve is done, or gone
-                else:
-                    ready += self._receive(key.data)
+            done = self._gather(ready, None)
+            if ready and not done and self.gather_s > 0:
+                # the workers of the last commit that have not sent yet are likely to, within a moment: their
+                # frames join this commit (one commit, one WAL sync) unless gather_s passes first
+                deadline = time.monotonic() + self.gather_s
+                while not done and (last - {peer for peer, _ in ready}) - self._gone:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    done = self._gather(ready, left)
+            self._gone.clear()
             if ready:
+                last = {peer for peer, _ in ready}
                 self._commit(ready)
+
+    def _gather(self, ready: list[tuple[_Peer, list[tuple[str, Any]]]], timeout: float | None) -> bool:
+        """Add the frames that arrive before ``timeout`` (None: wait for one) to ``ready``; whether to stop."""
+        done = False
+        for key, _ in self.selector.select(timeout):
+            if key.data == "accept":
+                for peer in self._accept():
+                    ready += self._receive(peer)  # a new worker's first frame may be there already
+            elif key.data == "parent":
+                done = not os.read(key.fd, 4096)  # shipml serve is done, or gone
+            else:
+                ready += self._receive(key.data)
+        return done
 
     def _accept(self) -> list[_Peer]:
         """Every worker waiting to connect."""
@@ -115,11 +146,13 @@ class HostWriter:
         """The whole frames ``peer`` sent so far (it is dropped when it closed or sent a broken frame)."""
         try:
             while True:
-                chunk = peer.sock.recv(1 << 20)
+                chunk = peer.sock.recv(_RECV_BYTES)
                 if not chunk:
                     self._drop(peer)
                     return []
                 peer.buffer += chunk
+                if len(chunk) < _RECV_BYTES:  # all there was: what comes later, the selector reports again
+                    break
         except BlockingIOError:
             pass
         except OSError:
@@ -144,6 +177,7 @@ class HostWriter:
         return frames
 
     def _drop(self, peer: _Peer) -> None:
+        self._gone.add(peer)
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(peer.sock)
         peer.sock.close()
@@ -158,10 +192,16 @@ class HostWriter:
             answers = [self._execute(pieces) or "" for _, pieces in ready]
         for (peer, _), answer in zip(ready, answers, strict=True):
             body = answer.encode()
+            frame = HEADER.pack(len(body)) + body
             try:
-                peer.sock.settimeout(ANSWER_TIMEOUT_S)
-                peer.sock.sendall(HEADER.pack(len(body)) + body)
-                peer.sock.setblocking(False)
+                try:
+                    sent = peer.sock.send(frame)  # an answer fits the socket's buffer: one system call
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(frame):  # the rest, waiting for the worker to read it
+                    peer.sock.settimeout(ANSWER_TIMEOUT_S)
+                    peer.sock.sendall(frame[sent:])
+                    peer.sock.setblocking(False)
             except OSError:  # the worker is gone: its rows are committed all the same
                 self._drop(peer)
 
@@ -231,15 +271,15 @@ def listen(path: str) -> socket.socket:
 
 
 def main(argv: list[str]) -> int:
-    """The writer process: ``SOCKET URI SYNCHRONOUS``; its standard input is the pipe from ``shipml serve``."""
-    path, uri, synchronous = argv
+    """The writer process: ``SOCKET URI SYNCHRONOUS GATHER_S``; its standard input is the pipe from ``shipml serve``."""
+    path, uri, synchronous, gather_s = argv
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # the workers flush through it while they stop
     database = Database(uri, sqlite_synchronous=synchronous)
     try:
         listener = listen(path + ".new")
         os.replace(path + ".new", path)  # the socket appears whole: a worker connects to a listening one
-        HostWriter(database, listener, parent=sys.stdin.fileno()).run()
+        HostWriter(database, listener, parent=sys.stdin.fileno(), gather_s=float(gather_s)).run()
     finally:
         database.close()
     return 0
@@ -249,9 +289,10 @@ class HostWriterProcess:
     """The host writer as ``shipml serve`` runs it: started before the workers, started again when it dies, stopped
     (``stop``) after them. Its socket is ``<directory>/writer.sock``."""
 
-    def __init__(self, uri: str, synchronous: str, directory: Path) -> None:
+    def __init__(self, uri: str, synchronous: str, directory: Path, gather_s: float = GATHER_S) -> None:
         self.uri = uri
         self.synchronous = synchronous
+        self.gather_s = gather_s
         self.socket_path = str(directory / "writer.sock")
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -268,7 +309,7 @@ class HostWriterProcess:
     def _spawn(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        argv = [sys.executable, "-c", ENTRY, self.socket_path, self.uri, self.synchronous]
+        argv = [sys.executable, "-c", ENTRY, self.socket_path, self.uri, self.synchronous, repr(self.gather_s)]
         # not waited for: until its socket is there, the workers commit their own rows
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE)  # noqa: S603 - our own module
         self._started = time.monotonic()
