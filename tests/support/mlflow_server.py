@@ -1,7 +1,9 @@
-"""A real `mlflow server` on 127.0.0.1 for a test module: SQLite backend, local artifacts, one worker."""
+"""A real `mlflow server` on 127.0.0.1 for a test module (SQLite backend, local artifacts, one worker), and the
+two helpers every server the tests start needs: wait for its health URL, stop it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,6 +16,32 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import free_port
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 90) -> None:
+    """Until ``url`` answers 200; the test fails, with the end of ``log``, if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}", pytrace=False)
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.25)
+    proc.kill()
+    pytest.fail(f"{what} did not answer {url} in {timeout:.0f} s: {log.read_text()[-2000:]}", pytrace=False)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -35,23 +63,7 @@ def mlflow_server(root: Path) -> Iterator[tuple[str, int]]:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    pytest.fail(f"mlflow server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.25)
-            else:
-                pytest.fail("mlflow server did not become healthy in 90 s")
+            wait_http(f"{url}/health", proc, log_path, "mlflow server")
             yield url, port
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)

@@ -19,18 +19,15 @@ import re
 import shlex
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.reliability.load import FaultProxy
 from tests.support.components import missing
 from tests.support.dialects import fresh_postgres_database
+from tests.support.mlflow_server import stop_process, wait_http
 from tests.support.server import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -81,30 +78,6 @@ class ReadmeRegistry:
 # (presigned/); a directory's listing (artifacts?path=) is not a download
 TAPS = 3  # replicas that can count their downloads
 ARTIFACT_GET = re.compile(rb"GET /api/2\.0/mlflow-artifacts/((?:artifacts|presigned)/\S+) HTTP")
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}: {log.read_text()[-2000:]}", pytrace=False)
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f"{what} did not answer {url} in {timeout:.0f} s: {log.read_text()[-2000:]}", pytrace=False)
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class ArtifactGets:
@@ -233,10 +206,10 @@ class SharedRegistry:
             log.write(f"--- start {self.starts}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.argv(), env=self.server_env(), stdout=log, stderr=subprocess.STDOUT)
-        _wait_http(f"{self.url}/health", self.proc, self.log, "mlflow server")
+        wait_http(f"{self.url}/health", self.proc, self.log, "mlflow server")
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     def restart(self) -> None:
         self.stop()
@@ -254,7 +227,7 @@ def _moto(root: Path) -> tuple[subprocess.Popen[bytes], int]:
             stdout=out, stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         )  # fmt: skip
-    _wait_http(f"http://127.0.0.1:{port}/moto-api/", proc, log, "moto's S3 server")
+    wait_http(f"http://127.0.0.1:{port}/moto-api/", proc, log, "moto's S3 server")
     return proc, port
 
 
@@ -284,4 +257,4 @@ def shared_registry_running(postgres_uri: str, root: Path) -> Iterator[SharedReg
         for tap in registry.taps:
             tap.close()
         s3.close()
-        _stop(moto)
+        stop_process(moto)
