@@ -26,10 +26,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) uv || $(BIN)/python -m pip install --quiet --upgrade pip
 
-# $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails); a comma in args is $(comma)
+# $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails); a comma in args is $(comma).
+# $(call INSTALL_INTO,venv,args): the same into another environment (the bench's peers), by .venv's uv.
 comma := ,
-INSTALL = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(1); } \
-	  || $(BIN)/pip install --quiet $(1)
+INSTALL_INTO = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --compile-bytecode --python $(1)/bin/python $(2); } \
+	  || $(1)/bin/pip install --quiet $(2)
+INSTALL = $(call INSTALL_INTO,$(VENV),$(1))
 
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(call INSTALL,-c $(LOCK) -e .)
@@ -137,10 +139,10 @@ integration: $(DEV_STAMP)
 BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed: $(DEV_STAMP)
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
-	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')" pandas joblib litserve
-	$(BENCH_VENV)/bin/pip install --quiet bentoml "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
-	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')"
+	$(call INSTALL_INTO,$(BENCH_VENV),"scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
+	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')" pandas joblib litserve)
+	$(call INSTALL_INTO,$(BENCH_VENV),bentoml "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
+	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')")
 	touch $@
 
 # Evidently, the drift bench's peer, in an environment of its own: evidently 0.7.23 imports a pandas 2 internal
@@ -149,7 +151,7 @@ $(BENCH_VENV)/.installed: $(DEV_STAMP)
 BENCH_DRIFT_VENV := .venv-bench-drift
 $(BENCH_DRIFT_VENV)/.installed: $(DEV_STAMP)
 	$(PYTHON) -m venv $(BENCH_DRIFT_VENV)
-	$(BENCH_DRIFT_VENV)/bin/pip install --quiet "evidently==0.7.23" "pandas==2.3.3"
+	$(call INSTALL_INTO,$(BENCH_DRIFT_VENV),"evidently==0.7.23" "pandas==2.3.3")
 	touch $@
 
 bench: $(SPARK_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed system-deps
