@@ -74,7 +74,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     module runs whole on one worker, modules handed out in this order): the modules that start real processes
     and the statistics simulations (CPU-bound, they fill the cores while the process tiers wait on their
     servers), then the unit tests, which fill the workers' gaps at the end. First of all the one module twice as
-    long as any other (the faults catalogue, 18 real-process cases, 4 to 6 minutes on a busy machine), so that it
+    long as any other (the faults catalogue, 18 real-process cases: 6 and 8 minutes in two runs on a busy machine), so it
     does not start late and run on alone at the end (in file order it was handed out 36th)."""
 
     def rank(item: pytest.Item) -> int:
