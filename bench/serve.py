@@ -8,6 +8,7 @@ before it is timed. The load comes from wrk (another process) on loopback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -245,6 +246,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk (make bench does this)")
     root = Path(tempfile.mkdtemp(prefix="shipml-bench-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # its projects, stores and logs: up to 500 MB seen
     print(f"# working in {root.name}; training the reference model (RandomForest 100 trees, depth 10)")
     shipml(root, "quickstart")
     key = shipml(root, "keys", "new", "--name", "bench", "--role", "predict", "--role", "admin")
