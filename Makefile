@@ -94,12 +94,14 @@ system-deps:
 # Every test in one pytest run spread over TEST_WORKERS processes (pytest-xdist, --dist loadscope): each module
 # runs whole on one worker, so its trained project and servers are made once (loadgroup would spread unit
 # tests finer, but with pytest 9.2 it silently stops grouping: pytest-xdist issue 1386); tests/conftest.py orders
-# the modules. Three workers a core: most of these tests wait on servers, timers and back-offs (with 4 workers the
-# suite kept about one of the two cores busy: 8 min 22 s user and 54 s system time in 8 min 54 s). The 25 slowest
-# tests are printed. The scale lane (tests/scale: the 5-minute soak, fleets, outages) is `make test-scale`.
-# Lint (ruff, mypy, lint-imports: about 20 s of one core) runs beside the tests, whose processes mostly wait: its
-# output is printed after theirs, and either failing fails `make test` (`make lint` runs it alone).
-TEST_WORKERS ?= 6
+# the modules. Four workers, two a core, as their tests also wait on servers and timers. Six were no faster
+# (pytest 503 s against 490 s, one commit, a quiet machine): sampled from /proc, all the run's processes together
+# used about 885 s of CPU in 490 s, nearly both cores (each uvicorn worker the tests start costs 2.4 s of CPU
+# to start, and each pytest worker imports every test module to collect). The 25 slowest tests are printed. The
+# scale lane (tests/scale: the 5-minute soak, fleets, outages) is `make test-scale`.
+# Lint (ruff, mypy, lint-imports: about 20 s of one core) runs beside the tests: its output is printed after
+# theirs, and either failing fails `make test` (`make lint` runs it alone).
+TEST_WORKERS ?= 4
 test: $(DEV_STAMP) system-deps
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 & lint_pid=$$!; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \

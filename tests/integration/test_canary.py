@@ -26,7 +26,7 @@ from shipml.adapters.store import PredictionStore
 from shipml.examples.churn import churn_config
 from tests.support.cli import one_error_line, shipml
 from tests.support.failing_models import site_dir
-from tests.support.project import train_project
+from tests.support.project import SMALL_FOREST, train_project
 from tests.support.server import Server, records, start_server
 
 pytestmark = [pytest.mark.integration]
@@ -44,7 +44,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("canary")
     train_project(root)
     config = yaml.safe_load(churn_config())
-    config["training"] = {**config.get("training", {}), "seed": 7}
+    config["training"] = {**config.get("training", {}), "seed": 7, "cv_folds": 2}
+    config["model"]["params"] = {**config["model"]["params"], **SMALL_FOREST}  # as version 1's: trained in seconds
     (root / "candidate.yaml").write_text(yaml.safe_dump(config))
     trained = shipml(root, "train", "--config", "candidate.yaml", timeout=600)
     assert trained.returncode in (0, 1), trained.stderr  # 1: a quality gate missed, still registered
