@@ -144,17 +144,23 @@ def cpu_by_part(root: int, workers: set[int]) -> dict[tuple[int, int], tuple[str
 
 
 def worker_pids(root: int) -> set[int]:
-    """The uvicorn workers under ``root``: processes whose command line is a multiprocessing spawn (or ``root``
-    itself with one worker)."""
+    """The uvicorn workers under ``root``: its forks (a child with its command line: ``shipml serve --workers N``)
+    or multiprocessing's spawned processes (shipml before it forked its workers, for ``--cpu-against``); ``root``
+    itself with one worker."""
     found = set()
+    root_cmd = _cmdline(root)
     for pid in processes(root):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmd:
+        cmd = _cmdline(pid)
+        if pid != root and cmd and (cmd == root_cmd or b"spawn_main" in cmd):
             found.add(pid)
     return found or {root}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 @dataclass
@@ -213,15 +219,30 @@ _PROCESS = re.compile(r'^(process \d+:"[^"]*";)+')
 def part_of(frames: list[str], spawned: bool) -> str:
     """The part a sample belongs to; ``frames[0]`` holds py-spy's process frames. ``spawned``: the workers are
     processes of their own (``--workers 2``), else the server's one process is the worker."""
-    if spawned and "spawn_main" not in frames[0]:
+    if spawned and not _in_worker(frames[0]):
         return OTHER_PROCESSES
     return EVENT_LOOP if any("uvicorn/server.py" in f or "uvicorn/_compat.py" in f for f in frames) else OTHER_THREADS
+
+
+_COMMAND = re.compile(r'process \d+:"([^"]*)";')
+
+
+def _in_worker(processes: str) -> bool:
+    """Whether py-spy's process frames (outermost first) end in a worker: a fork of the server's process (the same
+    command line) or a multiprocessing spawn."""
+    commands = _COMMAND.findall(processes)
+    return "spawn_main" in processes or (len(commands) >= 2 and commands[-1] == commands[0])
 
 
 def read_profile(text: str) -> Profile:
     """py-spy's ``--format raw`` output (``frame;frame;... count`` a line, outermost first)."""
     profile = Profile()
-    spawned = "spawn_main" in text
+    spawned = False
+    for line in text.splitlines():
+        process = _PROCESS.match(line)
+        if process and _in_worker(process.group(0)):
+            spawned = True
+            break
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():

@@ -17,6 +17,7 @@ from tests.reliability.load import (
     predict_body,
     predict_load,
     wait_for_workers,
+    worker_pids,
 )
 from tests.support.server import Keys, Server, auth, start_server
 
@@ -98,6 +99,9 @@ def test_case47_four_workers_metrics_equal_the_requests_sent(project: tuple[Path
     server = start_server(root, "--workers", "4", env={"SHIPML_STORE__URI": f"sqlite:///{root}/case47.db"})
     try:
         wait_for_workers(server, 4)
+        # forked from the master (server/workers.py), not fresh interpreters; their metrics still add up below
+        master = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
+        assert [Path(f"/proc/{pid}/cmdline").read_bytes() == master for pid in worker_pids(server)] == [True] * 4
         before = {
             "predictions": metric(server, "shipml_predictions_total", status="ok"),
             "requests": metric(server, "shipml_requests_total", endpoint="/predict"),

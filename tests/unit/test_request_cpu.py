@@ -11,7 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import request_cpu
 
-WORKER = 'process 10:"python shipml serve --workers 2";process 11:"python -c from x import spawn_main; spawn_main(7)"'
+SERVE = 'process 10:"python shipml serve --workers 2";'
+WORKER = f'{SERVE}process 11:"python shipml serve --workers 2"'  # forked: the master's command line
+SPAWNED = f'{SERVE}process 11:"python -c from x import spawn_main; spawn_main(7)"'  # older shipml, --cpu-against
 LOOP = "<module> (<string>:1);Server.run (uvicorn/server.py:86);asyncio_run (uvicorn/_compat.py:30)"
 LANE = f"{LOOP};RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:420)"
 LANE += ";PredictLane.__call__ (shipml/server/fast_lane.py:60)"
@@ -32,14 +34,15 @@ def test_the_innermost_frame_the_table_names_gives_the_stage() -> None:
     assert request_cpu.stage_of(["mystery (somewhere.py:1)"]) == "other"
 
 
-def test_the_stages_divide_what_was_measured_part_by_part() -> None:
+@pytest.mark.parametrize("worker", [WORKER, SPAWNED], ids=["forked", "spawned"])
+def test_the_stages_divide_what_was_measured_part_by_part(worker: str) -> None:
     text = "\n".join(
         [
-            f"{WORKER};{LANE};parse_json (shipml/server/http.py:83) 30",
-            f"{WORKER};{LANE};summed (shipml/adapters/native.py:85) 10",
-            f"{WORKER};{WRITER};Histograms.observe (shipml/adapters/store/histogram_table.py:70) 1",
-            f"{WORKER};{WRITER};DefaultDialect.do_commit (sqlalchemy/engine/default.py:954) 3",
-            'process 10:"python shipml serve --workers 2";Multiprocess.run (uvicorn/supervisors/multiprocess.py:1) 5',
+            f"{worker};{LANE};parse_json (shipml/server/http.py:83) 30",
+            f"{worker};{LANE};summed (shipml/adapters/native.py:85) 10",
+            f"{worker};{WRITER};Histograms.observe (shipml/adapters/store/histogram_table.py:70) 1",
+            f"{worker};{WRITER};DefaultDialect.do_commit (sqlalchemy/engine/default.py:954) 3",
+            f"{SERVE}Multiprocess.run (uvicorn/supervisors/multiprocess.py:1) 5",
         ]
     )
     profile = request_cpu.read_profile(text)

@@ -74,6 +74,7 @@ def serve(
     from shipml.config import worker_environment
     from shipml.server.app import create_app
     from shipml.server.slow_clients import http_protocol
+    from shipml.server.workers import fork_workers
 
     flags = {
         "serve.model": model,
@@ -124,6 +125,7 @@ def serve(
         os.environ.update(worker_environment(config, overrides))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         app_or_factory = "shipml.server.app:app_from_environment"
+        fork_workers(settings.registry.uri, writer)  # forked from here, with what they import already imported
     err.print(
         f"serving {settings.serve_ref()} on http://{settings.serve.host}:{settings.serve.port} with {n} worker(s)"
     )
@@ -186,7 +188,9 @@ def _store_opens(settings: Settings) -> None:
 
 def _only_production_model(settings: Settings) -> str:
     """``NAME@production`` of the only registered model with a production alias; else a one-line error."""
-    found = [str(ref) for ref in _registry(settings).models_with_alias("production")]
+    registry = _registry(settings)
+    found = [str(ref) for ref in registry.models_with_alias("production")]
+    registry.close()  # before the workers are forked from this process
     if len(found) == 1:
         return found[0]
     choose = "choose one with --model NAME@ALIAS (or serve.model in shipml.yaml)"

@@ -138,6 +138,36 @@ class MlflowRegistry:
             mlflow_http_limits(settings)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    @staticmethod
+    def preload(uri: str) -> None:
+        """Import what opening the registry at ``uri`` imports (MLflow's client and its store for the URI's scheme,
+        with their ORM mappings configured), opening nothing: a process about to fork workers does it once for all
+        of them (``shipml serve --workers N``)."""
+        with pyspark_left_out():
+            import mlflow.types.schema
+            from mlflow import MlflowClient  # noqa: F401
+
+            if _remote(uri):
+                import mlflow.store.model_registry.rest_store
+                import mlflow.store.tracking.rest_store
+            elif not uri.startswith("databricks"):
+                import alembic.migration
+                import alembic.script  # noqa: F401
+                import mlflow.store.model_registry.sqlalchemy_store
+                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+                from sqlalchemy.orm import configure_mappers
+
+                configure_mappers()
+
+    def close(self) -> None:
+        """Close the database connections MLflow's stores keep for this URI (SQLAlchemy's rule before a fork: the
+        stores stay cached by MLflow, and a forked worker opens connections of its own)."""
+        client: Any = self.client
+        for store in (client._tracking_client.store, client._get_registry_client().store):
+            engine = getattr(store, "engine", None)
+            if engine is not None:
+                engine.dispose()
+
     # -- runs and versions ---------------------------------------------------
 
     def _experiment_id(self) -> str:

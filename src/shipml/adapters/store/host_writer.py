@@ -338,6 +338,14 @@ class HostWriterProcess:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
+    def forget_in_child(self) -> None:
+        """In a process forked from this one (a worker): close its copy of the writer's pipe, so that the writer
+        still sees the end of its input when this process closes it (``stop``) or dies."""
+        proc = self.proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Close the writer's pipe (it exits after the commit in progress) and wait for it."""
         self._stopping.set()
