@@ -19,26 +19,25 @@ from shipml.config import RegistrySettings
 from shipml.errors import ModelLoadError, RegistryError
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.promote import compare, holder_at, promote, rollback
-from shipml.pipelines.train import train_and_register
 from tests.support.cli import one_error_line, shipml
 from tests.support.project import churn_settings
 from tests.support.server import start_server
+from tests.support.trained import new_registry_db, train_and_register_once
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def registry(workdir: Path) -> MlflowRegistry:
-    return MlflowRegistry(
-        RegistrySettings(uri=f"sqlite:///{workdir}/reg/mlflow.db", artifact_root=str(workdir / "reg" / "art"))
-    )
+    uri = new_registry_db(workdir / "reg" / "mlflow.db")  # empty and migrated, this test's own
+    return MlflowRegistry(RegistrySettings(uri=uri, artifact_root=str(workdir / "reg" / "art")))
 
 
 def test_train_registers_a_version_with_lineage_artifacts_and_staging(
     registry: MlflowRegistry, churn_csv: Path
 ) -> None:
     settings = churn_settings(churn_csv)
-    outcome = train_and_register(settings, registry)
+    outcome = train_and_register_once(settings, registry)
     v = outcome.version
     assert (v.name, v.version, v.aliases) == ("churn", "1", ("staging",))
     for tag in (
@@ -68,7 +67,9 @@ def registry_cache(anchor: Path) -> Path:
 
 
 def test_failed_gate_registers_without_staging(registry: MlflowRegistry, churn_csv: Path) -> None:
-    outcome = train_and_register(churn_settings(churn_csv, training={"gates": {"roc_auc": {"min": 0.999}}}), registry)
+    outcome = train_and_register_once(
+        churn_settings(churn_csv, training={"gates": {"roc_auc": {"min": 0.999}}}), registry
+    )
     assert not outcome.gate.passed
     assert outcome.version.aliases == ()
     assert any("missed by" in line for line in outcome.gate.lines)
@@ -77,8 +78,8 @@ def test_failed_gate_registers_without_staging(registry: MlflowRegistry, churn_c
 
 def test_promote_rollback_and_history(registry: MlflowRegistry, churn_csv: Path) -> None:
     settings = churn_settings(churn_csv)
-    train_and_register(settings, registry)
-    train_and_register(churn_settings(churn_csv, training={"seed": 3}), registry)
+    train_and_register_once(settings, registry)
+    train_and_register_once(churn_settings(churn_csv, training={"seed": 3}), registry)
     before_any_production = datetime.now(UTC)
     promote(registry, "churn", "1", "production", "first")
     after_first = datetime.now(UTC)
@@ -110,7 +111,7 @@ def test_promote_rollback_and_history(registry: MlflowRegistry, churn_csv: Path)
 
 
 def test_bad_references_leave_the_registry_unchanged(registry: MlflowRegistry, churn_csv: Path) -> None:
-    train_and_register(churn_settings(churn_csv), registry)
+    train_and_register_once(churn_settings(churn_csv), registry)
     before = (registry.aliases("churn"), registry.history("churn"))
     with pytest.raises(RegistryError, match=r"model 'churn' has no version 9 \(versions: 1\)"):
         promote(registry, "churn", "9", "production", "x")
@@ -134,7 +135,7 @@ def test_model_reference_refuses_paths_and_urls() -> None:
 def test_tampered_model_file_is_refused_before_unpickling(
     registry: MlflowRegistry, churn_csv: Path, workdir: Path
 ) -> None:
-    train_and_register(churn_settings(churn_csv), registry)
+    train_and_register_once(churn_settings(churn_csv), registry)
     info = registry.resolve(ModelRef.parse("churn/1"))
     stored = next((workdir / "reg" / "art").rglob("model.skops"))
     stored.write_bytes(stored.read_bytes() + b"\0")
@@ -145,7 +146,7 @@ def test_tampered_model_file_is_refused_before_unpickling(
 
 
 def test_tampered_packed_predictor_is_refused(registry: MlflowRegistry, churn_csv: Path, workdir: Path) -> None:
-    train_and_register(churn_settings(churn_csv), registry)
+    train_and_register_once(churn_settings(churn_csv), registry)
     stored = next((workdir / "reg" / "art").rglob(FAST_PREDICTOR_FILE))
     stored.write_bytes(stored.read_bytes() + b"\0")
     with pytest.raises(ModelLoadError, match=rf"churn/1: model/{FAST_PREDICTOR_FILE} sha256 mismatch"):
@@ -168,7 +169,7 @@ print(bundle.predictor.name, "sklearn" in sys.modules, out.proba.tobytes().hex()
 def test_a_verified_version_is_served_from_its_packed_predictor_without_sklearn(
     registry: MlflowRegistry, churn_csv: Path, workdir: Path
 ) -> None:
-    outcome = train_and_register(churn_settings(churn_csv), registry)
+    outcome = train_and_register_once(churn_settings(churn_csv), registry)
     args = [registry.settings.uri, str(workdir / "reg" / "art"), str(workdir / "cache")]
     run = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_SKLEARN, *args], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -185,7 +186,7 @@ def test_a_verified_version_is_served_from_its_packed_predictor_without_sklearn(
 def test_concurrent_promotions_all_reach_the_history_and_previous_is_settled(
     registry: MlflowRegistry, churn_csv: Path
 ) -> None:
-    v1 = train_and_register(churn_settings(churn_csv), registry).version
+    v1 = train_and_register_once(churn_settings(churn_csv), registry).version
     versions = ["2", "3", "4", "5"]
     for _ in versions:  # more versions of the same run: registering is not what is under test
         registry.client.create_model_version("churn", v1.source, run_id=v1.run_id, tags=v1.tags)
@@ -227,7 +228,7 @@ def test_concurrent_promotions_all_reach_the_history_and_previous_is_settled(
 
 def test_history_written_by_an_older_shipml_is_still_read_in_order(registry: MlflowRegistry, churn_csv: Path) -> None:
     old = AliasMove("2020-01-01T00:00:00.000+00:00", "old", "production", None, "1", "before the upgrade")
-    train_and_register(churn_settings(churn_csv), registry)  # the staging move, under a new key
+    train_and_register_once(churn_settings(churn_csv), registry)  # the staging move, under a new key
     registry.client.set_registered_model_tag("churn", f"{HISTORY_PREFIX}000001", json.dumps(old.__dict__))
     promote(registry, "churn", "1", "production", "after the upgrade")
     moves = registry.history("churn")
@@ -247,8 +248,9 @@ def test_history_written_by_an_older_shipml_is_still_read_in_order(registry: Mlf
 def _registered_in_project(workdir: Path, churn_csv: Path) -> MlflowRegistry:
     """The embedded store where `shipml` looks with no config (.shipml/ in the current directory)."""
     home = workdir / ".shipml"  # absolute: MLflow keeps one engine per URI string, whatever the cwd
-    project = MlflowRegistry(RegistrySettings(uri=f"sqlite:///{home}/mlflow.db", artifact_root=str(home / "artifacts")))
-    train_and_register(churn_settings(churn_csv), project)
+    uri = new_registry_db(home / "mlflow.db")
+    project = MlflowRegistry(RegistrySettings(uri=uri, artifact_root=str(home / "artifacts")))
+    train_and_register_once(churn_settings(churn_csv), project)
     return project
 
 
@@ -292,7 +294,7 @@ def test_serve_without_a_config_refuses_to_guess_between_models_in_production(wo
 def test_a_failure_between_alias_writes_never_leaves_previous_on_production(
     registry: MlflowRegistry, churn_csv: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
-    v1 = train_and_register(churn_settings(churn_csv), registry).version
+    v1 = train_and_register_once(churn_settings(churn_csv), registry).version
     registry.client.create_model_version("churn", v1.source, run_id=v1.run_id, tags=v1.tags)
     promote(registry, "churn", "1", "production", "first")
     if command == "rollback":
@@ -316,7 +318,7 @@ def test_a_failure_between_alias_writes_never_leaves_previous_on_production(
 
 
 def test_an_alias_set_outside_shipml_is_what_previous_takes(registry: MlflowRegistry, churn_csv: Path) -> None:
-    v1 = train_and_register(churn_settings(churn_csv), registry).version
+    v1 = train_and_register_once(churn_settings(churn_csv), registry).version
     for _ in range(2):
         registry.client.create_model_version("churn", v1.source, run_id=v1.run_id, tags=v1.tags)
     promote(registry, "churn", "1", "production", "first")

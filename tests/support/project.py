@@ -17,6 +17,7 @@ import yaml
 from shipml.adapters.files import AtomicTableWriter
 from shipml.config import Settings, settings_from_mapping
 from shipml.examples.churn import churn_config, generate_churn
+from tests.support.trained import new_registry_db, train_and_register_once
 
 SMALL_FOREST = {"n_estimators": 20, "max_depth": 6, "n_jobs": 1}
 CONFIG_FILE = Path(__file__).parents[2] / "examples" / "churn" / "shipml.yaml"
@@ -65,13 +66,15 @@ class TrainedProject:
     def registry(self) -> Any:
         from shipml.adapters.registry import MlflowRegistry
 
+        database = self.root / ".shipml" / "mlflow.db"
+        if not database.exists():
+            new_registry_db(database)
         return MlflowRegistry(self.settings().registry)
 
     def train(self, **overrides: Any) -> str:
-        """Train and register one more version (staging when its gates pass); its number."""
-        from shipml.pipelines.train import train_and_register
-
-        return train_and_register(self.settings(**overrides), self.registry()).version.version
+        """Train and register one more version (staging when its gates pass); its number. The fit of identical
+        settings and data is made once per test process (tests/support/trained.py)."""
+        return train_and_register_once(self.settings(**overrides), self.registry()).version.version
 
     def promote(self, version: str, to: str = "production", reason: str = "test") -> None:
         from shipml.pipelines.promote import promote

@@ -294,7 +294,12 @@ def train_and_register(
     settings: Settings, registry: MlflowRegistry, data: str | Path | None = None, progress: Progress | None = None
 ) -> TrainOutcome:
     """Train, register the version, and give it `staging` when the gates pass."""
-    result = fit(settings, data, progress)
+    return register_trained(settings, registry, fit(settings, data, progress))
+
+
+def register_trained(settings: Settings, registry: MlflowRegistry, result: TrainResult) -> TrainOutcome:
+    """Register what ``fit`` returned for ``settings`` as a new version, and give it `staging` when the gates
+    pass."""
     version = registry.register(payload_for(settings, result))
     gate = judge_gates(settings.training.gates, result.holdout.metrics)
     if gate.passed:
