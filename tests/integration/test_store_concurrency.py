@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from shipml.adapters.store import LATEST, PredictionStore, tables
 from shipml.core.schema import Feature, FeatureSchema, Target
 from tests.support.dialects import DIALECTS, fresh_postgres_database
+from tests.support.launcher import warm_context
 from tests.support.logged import logged
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def test_processes_opening_a_fresh_store_at_once_all_succeed(
     else:
         server = request.getfixturevalue("postgres_uri")
         uris = [fresh_postgres_database(server) for _ in range(ROUNDS)]
-    ctx = multiprocessing.get_context("spawn")
+    ctx = warm_context()  # processes of their own, forked from a server that imported the store once
     barrier = ctx.Barrier(PROCESSES)
     results = ctx.Queue()
     procs = [ctx.Process(target=open_at_once, args=(w, uris, barrier, results)) for w in range(PROCESSES)]

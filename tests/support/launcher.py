@@ -132,6 +132,14 @@ def start(
     return Forked(process)
 
 
+def warm_context() -> Any:
+    """multiprocessing's context of the warm fork server above, started: for a test's own processes (a target
+    function and its arguments) that need what the commands import, without a fresh interpreter's imports."""
+    with _lock:
+        _ensure_server()
+    return _context
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     """A process a failed test left running is killed when the test process ends (multiprocessing would wait
