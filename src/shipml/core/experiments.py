@@ -40,7 +40,8 @@ from shipml.core.sequential import (
     fixed_halfwidth,
     mixture_rho,
     multinomial_log_evidence,
-    sequential_halfwidth,
+    sequential_halfwidth_at,
+    z_quantile,
 )
 from shipml.core.units import UnitSums
 
@@ -488,9 +489,9 @@ def decide(
 
 def _interval(estimate: float, std_error: float, n: int, alpha: float, rho: float | None) -> Interval:
     if rho is None:
-        half = float(fixed_halfwidth(std_error, alpha))
+        half = z_quantile(1.0 - alpha / 2.0) * std_error  # fixed_halfwidth, of one estimate
     else:
-        half = float(sequential_halfwidth(std_error, n, alpha, rho))
+        half = sequential_halfwidth_at(std_error, n, alpha, rho)
     return Interval(estimate, estimate - half, estimate + half, std_error)
 
 

@@ -34,6 +34,7 @@ from shipml.core.sequential import (
     mixture_rho,
     sample_size,
     sequential_halfwidth,
+    sequential_halfwidth_at,
     sequential_z,
 )
 from shipml.core.units import UnitSums, per_unit
@@ -161,6 +162,19 @@ def test_the_sequence_is_the_msprt_boundary_of_johari_et_al() -> None:
 
     assert likelihood_ratio(half) == pytest.approx(1 / alpha, rel=1e-9)
     assert likelihood_ratio(0.99 * half) < 1 / alpha < likelihood_ratio(1.01 * half)
+
+
+def test_one_estimate_s_halfwidth_in_floats_is_the_array_formula_s() -> None:
+    """The decision's per-look scalar path (``sequential_halfwidth_at``) against the array formula."""
+    rng = np.random.default_rng(3)
+    se, n = rng.uniform(1e-4, 2.0, 500), rng.integers(1, 10**7, 500)
+    for alpha in (0.001, 0.05, 0.2):
+        rho = mixture_rho(5_000, alpha)
+        arrays = sequential_halfwidth(se, n, alpha, rho)
+        floats = [sequential_halfwidth_at(float(s), float(k), alpha, rho) for s, k in zip(se, n, strict=True)]
+        np.testing.assert_allclose(floats, arrays, rtol=1e-14, atol=0)
+    assert math.isnan(sequential_halfwidth_at(0.1, 0, 0.05, 0.01))  # no units, no interval: as the array's NaN
+    assert math.isnan(float(sequential_halfwidth(0.1, 0, 0.05, 0.01)))
 
 
 def test_rho_makes_the_sequence_tightest_at_the_expected_size() -> None:
