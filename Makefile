@@ -96,13 +96,18 @@ system-deps:
 # tests finer, but with pytest 9.2 it silently stops grouping: pytest-xdist issue 1386); tests/conftest.py orders
 # the modules. Four workers, two a core, as their tests also wait on servers and timers. Six were no faster
 # (pytest 503 s against 490 s, one commit, a quiet machine): sampled from /proc, all the run's processes together
-# used about 885 s of CPU in 490 s, nearly both cores (each uvicorn worker the tests start costs 2.4 s of CPU
-# to start, and each pytest worker imports every test module to collect). The 25 slowest tests are printed. The
-# scale lane (tests/scale: the 5-minute soak, fleets, outages) is `make test-scale`.
+# use nearly both cores (each pytest worker imports every test module to collect, and the commands and servers the
+# tests start do real work). The 25 slowest tests are printed. The scale lane (tests/scale: the 5-minute soak,
+# fleets, outages) is `make test-scale`.
 # Lint (ruff, mypy, lint-imports: about 20 s of one core) runs beside the tests: its output is printed after
 # theirs, and either failing fails `make test` (`make lint` runs it alone).
+# shipml's own sources (an editable install) and the tests' are compiled first, in parallel: where
+# PYTHONDONTWRITEBYTECODE is set, every fresh interpreter the tests start (fork servers, host writers, the README's
+# commands) would otherwise compile them again; up-to-date files are skipped.
+COMPILE_SOURCES = $(BIN)/python -m compileall -q -j 0 src tests >/dev/null
 TEST_WORKERS ?= 4
 test: $(DEV_STAMP) system-deps
+	@$(COMPILE_SOURCES)
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 & lint_pid=$$!; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
 	  -m "not scale" --durations=25 -p no:cacheprovider; tests=$$?; \
@@ -115,6 +120,7 @@ test: $(DEV_STAMP) system-deps
 # of skipping it (SHIPML_REQUIRE_COMPONENTS=1). One test at a time: each one loads the machine itself.
 SOAK_SECONDS ?= 300
 test-scale: $(SPARK_STAMP) system-deps
+	@$(COMPILE_SOURCES)
 	SHIPML_SOAK_SECONDS=$(SOAK_SECONDS) SHIPML_REQUIRE_COMPONENTS=1 $(BIN)/pytest tests/scale -m scale --durations=0 -p no:cacheprovider
 
 # deploy/k8s/prometheusrule.yaml (the Prometheus Operator's copy of the alerting rules) from
