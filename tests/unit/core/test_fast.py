@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipml.core.fast.compile import compile_pipeline
@@ -20,7 +20,7 @@ from shipml.core.schema import Task
 from shipml.examples.churn import generate_churn
 from shipml.pipelines.data import feature_frame
 from shipml.pipelines.fast_path import build_and_verify, rows_from_frame
-from tests.support.fitted import Fitted, fitted, with_plan
+from tests.support.fitted import Fitted, fitted, native_kernel, with_plan
 
 MODELS = [
     ("binary", "sklearn.ensemble.RandomForestClassifier", {"n_estimators": 15, "max_depth": 6}),
@@ -87,23 +87,25 @@ record = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.parametrize("kernel", kernels(), indirect=True)
 @pytest.mark.parametrize(("task", "estimator"), [(t, e) for t, e, _ in MODELS])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None)
 @given(rows=st.lists(record, min_size=1, max_size=30))
-def test_fast_equals_pipeline_on_random_records(
-    task: str, estimator: str, kernel: TreeKernel | None, rows: list[dict[str, Any]]
-) -> None:
+def test_fast_equals_pipeline_on_random_records(task: str, estimator: str, rows: list[dict[str, Any]]) -> None:
+    """Each example against the pipeline once, with every backend this machine has (numpy, and the native kernel
+    when it could be built: test_fast_path_is_exact_on_data_and_edge_cases says why when it could not)."""
     pipeline, schema = model(task, estimator)
     rows = [{k: v for k, v in r.items() if k in schema.names} for r in rows]
-    fast = unpack(compile_pipeline(pipeline, schema).pack(), kernel)[0]  # the packed form is what serves
-    got, want = fast.predict(rows), PipelinePredictor(pipeline, schema).predict(rows)
-    if want.proba is not None:
-        assert got.proba is not None
-        np.testing.assert_array_equal(got.proba, want.proba)
-        assert got.labels() == want.labels()
-    else:
-        np.testing.assert_array_equal(got.values, want.values)
+    want = PipelinePredictor(pipeline, schema).predict(rows)
+    native = native_kernel()[0]
+    for kernel in (None,) if native is None else (None, native):
+        fast = unpack(compile_pipeline(pipeline, schema).pack(), kernel)[0]  # the packed form is what serves
+        got = fast.predict(rows)
+        if want.proba is not None:
+            assert got.proba is not None
+            np.testing.assert_array_equal(got.proba, want.proba)
+            assert got.labels() == want.labels()
+        else:
+            np.testing.assert_array_equal(got.values, want.values)
 
 
 def test_unsupported_models_fall_back_with_the_reason() -> None:
