@@ -53,7 +53,8 @@ def settings(
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[PredictionStore]:
-    s = PredictionStore(f"sqlite:///{tmp_path}/p.db")
+    # thousands of feedback rows, one commit each: no WAL sync per commit (the job's verdicts are under test here)
+    s = PredictionStore(f"sqlite:///{tmp_path}/p.db", sqlite_synchronous="NORMAL")
     yield s
     s.close()
 
