@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shipml.core.prediction import Prediction
-from tests.support.cli import shipml
-from tests.support.project import CONFIG, train_project
+from tests.support.project import CONFIG, TrainedProject, train_project
 from tests.support.server import Keys, Server, auth, make_keys, records
 
 SMALL = CONFIG.replace("n_estimators: 100", "n_estimators: 10").replace("cv_folds: 5", "cv_folds: 2")
@@ -56,10 +55,9 @@ def write_config(root: Path, auth: str, serve_yaml: str = "") -> None:
 
 
 def train(root: Path) -> str:
-    """Train and register one more version; its number."""
-    trained = shipml(root, "train")
-    assert trained.returncode in (0, 1), trained.stdout + trained.stderr  # 1: a gate missed, still registered
-    return str(len(registry(root).versions("churn")))
+    """Register one more version of the project's model (churn/1's settings, fitted once per test process:
+    tests/support/trained.py; `shipml train` itself is tested in tests/integration/test_cli.py); its number."""
+    return TrainedProject(root).train()
 
 
 def registry(root: Path) -> Any:
