@@ -18,10 +18,13 @@ LOCK_VENV := .venv-lock
 
 # The installs go through uv (PyPI's, pinned in the lock like every other tool) when it installs: the same pinned
 # versions as pip, downloaded in parallel, in about a sixth of pip's time (the biggest part of a fresh `make test`'s
-# setup). pip, upgraded, is the fallback wherever uv cannot be installed or fails. --compile-bytecode: as pip does,
-# the .pyc files are written at install; without them, where PYTHONDONTWRITEBYTECODE is set (or python -B, as
-# multiprocessing starts the server's workers), every process compiles every module it imports from source again
-# (the test suite took twice as long).
+# setup). pip, upgraded, is the fallback wherever uv cannot be installed or fails.
+# Bytecode: the commands here write it as Python does by default, on first import, whatever the calling shell's
+# PYTHONDONTWRITEBYTECODE says: where it is set, every process would compile every module it imports from source
+# again (the test suite took twice as long). So .venv is not compiled whole at install (uv's --compile-bytecode:
+# about 30 s of a fresh `make test`'s 40 s of setup, most of it modules nothing imports); the bench's peers are,
+# as their cold starts are measured.
+unexport PYTHONDONTWRITEBYTECODE
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) uv || $(BIN)/python -m pip install --quiet --upgrade pip
@@ -29,9 +32,9 @@ $(BIN)/python:
 # $(call INSTALL,args): pip install args, by uv if it is there (pip if uv fails); a comma in args is $(comma).
 # $(call INSTALL_INTO,venv,args): the same into another environment (the bench's peers), by .venv's uv.
 comma := ,
-INSTALL_INTO = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet --compile-bytecode --python $(1)/bin/python $(2); } \
+INSTALL_INTO = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install --quiet $(3) --python $(1)/bin/python $(2); } \
 	  || $(1)/bin/pip install --quiet $(2)
-INSTALL = $(call INSTALL_INTO,$(VENV),$(1))
+INSTALL = $(call INSTALL_INTO,$(VENV),$(1),)
 
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(call INSTALL,-c $(LOCK) -e .)
@@ -101,13 +104,8 @@ system-deps:
 # fleets, outages) is `make test-scale`.
 # Lint (ruff, mypy, lint-imports: about 20 s of one core) runs beside the tests: its output is printed after
 # theirs, and either failing fails `make test` (`make lint` runs it alone).
-# shipml's own sources (an editable install) and the tests' are compiled first, in parallel: where
-# PYTHONDONTWRITEBYTECODE is set, every fresh interpreter the tests start (fork servers, host writers, the README's
-# commands) would otherwise compile them again; up-to-date files are skipped.
-COMPILE_SOURCES = $(BIN)/python -m compileall -q -j 0 src tests >/dev/null
 TEST_WORKERS ?= 4
 test: $(DEV_STAMP) system-deps
-	@$(COMPILE_SOURCES)
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 & lint_pid=$$!; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
 	  -m "not scale" --durations=25 -p no:cacheprovider; tests=$$?; \
@@ -120,7 +118,6 @@ test: $(DEV_STAMP) system-deps
 # of skipping it (SHIPML_REQUIRE_COMPONENTS=1). One test at a time: each one loads the machine itself.
 SOAK_SECONDS ?= 300
 test-scale: $(SPARK_STAMP) system-deps
-	@$(COMPILE_SOURCES)
 	SHIPML_SOAK_SECONDS=$(SOAK_SECONDS) SHIPML_REQUIRE_COMPONENTS=1 $(BIN)/pytest tests/scale -m scale --durations=0 -p no:cacheprovider
 
 # deploy/k8s/prometheusrule.yaml (the Prometheus Operator's copy of the alerting rules) from
@@ -148,9 +145,9 @@ BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed: $(DEV_STAMP)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(call INSTALL_INTO,$(BENCH_VENV),"scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
-	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')" pandas joblib litserve)
+	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')" pandas joblib litserve,--compile-bytecode)
 	$(call INSTALL_INTO,$(BENCH_VENV),bentoml "scikit-learn==$$($(BIN)/python -c 'import sklearn; print(sklearn.__version__)')" \
-	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')")
+	  "numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')",--compile-bytecode)
 	touch $@
 
 # Evidently, the drift bench's peer, in an environment of its own: evidently 0.7.23 imports a pandas 2 internal
@@ -159,11 +156,12 @@ $(BENCH_VENV)/.installed: $(DEV_STAMP)
 BENCH_DRIFT_VENV := .venv-bench-drift
 $(BENCH_DRIFT_VENV)/.installed: $(DEV_STAMP)
 	$(PYTHON) -m venv $(BENCH_DRIFT_VENV)
-	$(call INSTALL_INTO,$(BENCH_DRIFT_VENV),"evidently==0.7.23" "pandas==2.3.3")
+	$(call INSTALL_INTO,$(BENCH_DRIFT_VENV),"evidently==0.7.23" "pandas==2.3.3",--compile-bytecode)
 	touch $@
 
 bench: $(SPARK_STAMP) $(BENCH_VENV)/.installed $(BENCH_DRIFT_VENV)/.installed system-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@$(BIN)/python -m compileall -q -j 0 src $(VENV)/lib >/dev/null  # cold starts are measured: compiled first
 	$(BIN)/python bench/serve.py --peers-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drift.py --evidently-python $(BENCH_DRIFT_VENV)/bin/python
 	$(BIN)/python bench/store_scale.py
