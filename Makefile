@@ -104,9 +104,13 @@ system-deps:
 # fleets, outages) is `make test-scale`.
 # Lint (ruff, mypy, lint-imports: about 20 s of one core) runs beside the tests: its output is printed after
 # theirs, and either failing fails `make test` (`make lint` runs it alone).
+# One collection first, beside lint: it writes the bytecode of what the tests import and pytest's rewritten test
+# modules once (20 s of one core on a clean clone), so each worker's own collection takes 6 s instead of 20 (four
+# workers importing at the same moment would each compile and rewrite all of it).
 TEST_WORKERS ?= 4
 test: $(DEV_STAMP) system-deps
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 & lint_pid=$$!; \
+	$(BIN)/pytest --collect-only -q -m "not scale" -p no:cacheprovider >/dev/null 2>&1; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
 	  -m "not scale" --durations=25 -p no:cacheprovider; tests=$$?; \
 	wait $$lint_pid; linted=$$?; cat "$$lint_log"; rm -f "$$lint_log"; \
