@@ -82,3 +82,18 @@ def test_a_lone_request_is_answered_after_the_wait(wait_ms: float) -> None:
     got = asyncio.run(batcher.predict(rows(1)))
     assert got.proba is not None and got.proba.shape == (1, 2)
     assert predictor.sizes == [1]
+
+
+def test_a_request_abandoned_at_its_timeout_is_not_computed_and_the_rest_are_answered() -> None:
+    predictor = Counting()
+    batcher = MicroBatcher(predictor, max_batch_size=4, max_wait_ms=10_000)
+
+    async def abandon_then_fill() -> Outputs:
+        lone = asyncio.ensure_future(batcher.predict(rows(1)))
+        await asyncio.sleep(0)
+        lone.cancel()  # what anyio.fail_after does to a request past serve.request_timeout_s
+        return await batcher.predict(rows(4))  # the batch is full: called at once, without the abandoned row
+
+    got = asyncio.run(abandon_then_fill())
+    assert predictor.sizes == [4]
+    assert got.proba is not None and len(got.proba) == 4

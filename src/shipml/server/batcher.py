@@ -55,6 +55,9 @@ class MicroBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[Sequence[Mapping[str, Value]], asyncio.Future[Outputs]]]) -> None:
+        batch = [(part, fut) for part, fut in batch if not fut.done()]  # a request past its timeout is cancelled
+        if not batch:
+            return
         rows = [r for part, _ in batch for r in part]
         try:
             outputs = await anyio.to_thread.run_sync(self.predictor.predict, rows)
