@@ -53,6 +53,19 @@ class _Cycle(Protocol):
     response_complete: bool
 
 
+class _ResumingFlow(FlowControl):
+    """uvicorn's flow control, telling the protocol when reading resumes after a pause (the app takes the body)."""
+
+    def __init__(self, transport: asyncio.Transport, on_resume: Any) -> None:
+        super().__init__(transport)
+        self._on_resume = on_resume
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            super().resume_reading()
+            self._on_resume()
+
+
 class _ReadDeadline(asyncio.Protocol):
     """The deadline, its timer and the cut, shared by the httptools and h11 protocols below."""
 
@@ -79,7 +92,14 @@ class _ReadDeadline(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.flow = _ResumingFlow(self.transport, self._reading_resumed)  # before any request cycle takes it
         self._start_reading()
+
+    def _reading_resumed(self) -> None:
+        """Reading was paused (the server held the request back) and resumes: the client has a whole timeout
+        from now, not only what was left when the connection's timer last noticed the pause."""
+        if self._read_deadline is not None:
+            self._read_deadline = max(self._read_deadline, self.loop.time() + self._read_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_read_timer()

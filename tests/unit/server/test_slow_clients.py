@@ -27,8 +27,8 @@ GIVE_UP_S = 10.0  # a cut that has not happened by then never will
 
 @dataclass
 class App:
-    """Answers with the size of the body it read; ``/slow-reader`` waits before reading, ``/early`` answers
-    413 without reading. Remembers each request's last ``receive`` message type."""
+    """Answers with the size of the body it read; ``/slow-reader`` and ``/late-reader`` wait before reading
+    (two read timeouts, one and a half), ``/early`` answers 413 without reading. Remembers each request's last ``receive`` message type."""
 
     last_message: list[str] = field(default_factory=list)
 
@@ -38,6 +38,8 @@ class App:
             return
         if scope["path"] == "/slow-reader":
             await asyncio.sleep(READ_TIMEOUT_S * 2)
+        if scope["path"] == "/late-reader":
+            await asyncio.sleep(READ_TIMEOUT_S * 1.5)
         size = 0
         while True:
             message = await receive()
@@ -204,6 +206,20 @@ def test_an_app_slow_to_read_a_large_body_does_not_get_its_client_cut(server: Ru
         assert (response.status, json.loads(response.read())) == (200, {"bytes": 500_000})
     finally:
         conn.close()
+
+
+def test_the_client_has_a_whole_timeout_from_when_the_app_reads_again(server: Running) -> None:
+    """The time reading was paused is the server's: once the app reads, the client has serve.read_timeout_s for
+    the rest of its body. Here the app reads after 0.9 s and the client sends its last bytes 0.45 s later. A clock
+    restarted only when the connection's timer noticed the pause (0.6 s) would have cut it at 1.2 s."""
+    body = b"x" * 500_000  # reading pauses past uvicorn's 64 kB high-water mark
+    with socket.create_connection(("127.0.0.1", server.port), timeout=GIVE_UP_S) as s:
+        started = time.monotonic()
+        s.sendall(_headers("/late-reader", len(body) + 10) + body)
+        time.sleep(max(0.0, READ_TIMEOUT_S * 2.25 - (time.monotonic() - started)))
+        s.sendall(b"y" * 10)
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(json.dumps({"bytes": len(body) + 10}).encode())
 
 
 def test_an_idle_keep_alive_connection_follows_the_keep_alive_timeout(server: Running) -> None:
