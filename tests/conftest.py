@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 # One OpenMP (and OpenBLAS) thread per process, set before numpy and scikit-learn load and inherited by every
@@ -83,6 +84,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if _tier(item) in (*PROCESS_TIERS, "statistics", "scale") else 2
 
     items.sort(key=rank)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the imports and the collection made lives until the test process ends (libraries, test modules, the
+    items): frozen out of the cyclic collector's reach (``gc.freeze``), so that the full collections the tests'
+    allocations trigger do not walk it again each time (about 0.3 s each in a process that imported MLflow)."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

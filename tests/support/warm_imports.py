@@ -8,6 +8,7 @@ from every command and hand its commands a changed environment.
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 from shipml.core.quiet_imports import pyspark_left_out
@@ -37,3 +38,10 @@ MODULES = [
 with pyspark_left_out():
     for _name in MODULES:
         importlib.import_module(_name)
+
+
+# What the imports made lives as long as the fork server: moved out of the cyclic collector's reach, so that a
+# forked command's full collections do not walk it. One full collection of it is about 0.3 s of CPU, most of a short
+# command's (`shipml models list` forked: 0.42 s of CPU, 0.12 s frozen), and walking it copies every page it touches.
+gc.collect()
+gc.freeze()
