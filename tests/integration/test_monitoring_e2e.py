@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.integration]
 DEMO = Path(__file__).parents[2] / "examples" / "churn" / "monitor_demo.py"
 DRIFTED = {"tenure", "monthly_charges", "contract"}  # what the demo changes
 # the service's own schedule (monitor.interval_s), one runner across its two workers: on a server of the schedule's
-# test only, as each run takes most of a second of CPU (drift, performance and the domain classifier over the window)
+# test only, as each run takes most of a second of CPU (drift, performance and the domain classifier over the window);
+# that server skips the domain classifier (monitor.multivariate), which the drift test above runs
 INTERVAL_S = 1
 UNTOUCHED = {"age", "data_gb", "support_calls", "payment", "internet", "gender"}  # drawn as in training
 
@@ -130,7 +131,8 @@ def test_the_service_runs_the_job_on_its_schedule_in_one_worker_at_a_time(served
         ]  # fmt: skip
 
     started = time.time()
-    server = start_server(root, "--workers", "2", env={"SHIPML_MONITOR__INTERVAL_S": str(INTERVAL_S)})
+    env = {"SHIPML_MONITOR__INTERVAL_S": str(INTERVAL_S), "SHIPML_MONITOR__MULTIVARIATE": "false"}
+    server = start_server(root, "--workers", "2", env=env)
     try:
         deadline = time.monotonic() + 60  # the first run loads the job's modules and the reference profile
         while not scheduled_since(started) and time.monotonic() < deadline:
