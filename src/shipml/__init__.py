@@ -1,16 +1,19 @@
 """shipml: take a tabular model from a notebook to production."""
 
-from shipml.config import Settings, load_settings
-from shipml.errors import (
-    ConfigError,
-    DataLoadError,
-    DataValidationError,
-    ModelLoadError,
-    RegistryError,
-    SchemaError,
-    ShipmlError,
-    TrainingError,
-)
+from shipml.core.quiet_imports import collector_paused
+
+with collector_paused():
+    from shipml.config import Settings, load_settings
+    from shipml.errors import (
+        ConfigError,
+        DataLoadError,
+        DataValidationError,
+        ModelLoadError,
+        RegistryError,
+        SchemaError,
+        ShipmlError,
+        TrainingError,
+    )
 
 __all__ = [
     "ConfigError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import sys
 from collections.abc import Iterator
@@ -106,6 +107,9 @@ def main() -> None:
     quiet_mlflow()  # MLflow's and alembic's INFO lines and warnings are not the user's business
     command = typer.main.get_command(app)
     _unwrap_help(command)
+    # what the imports made lives as long as the process: out of the cyclic collector's reach, so that a command's
+    # full collections (a training run, a server) do not walk it again each time
+    gc.freeze()
     try:
         rc = command(standalone_mode=False)
     except ShipmlError as exc:

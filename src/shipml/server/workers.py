@@ -15,6 +15,8 @@ A fork copies what a fresh interpreter would not have. Each item, and what is do
 - open database connections: the master closes what it opened before uvicorn forks (``_store_opens`` closes its
   store, ``MlflowRegistry.close`` the registry's engines), SQLAlchemy's rule for engines and fork;
 - the master's threads (the host writer's watcher) do not exist in a worker, and a worker does not use their objects.
+- the master's heap: collected once and frozen (``gc.freeze``) before the first fork, Python's advice for a server
+  that forks, so that a worker's full collections neither walk what it inherited nor copy the pages they touch.
 
 Everything else is uvicorn's, unchanged: its supervisor restarts a dead worker, replaces them all on SIGHUP, adds and
 removes one on SIGTTIN and SIGTTOU, and pings them. Only the multiprocessing context it starts workers with is
@@ -24,6 +26,7 @@ test checks that a worker of the installed uvicorn is a fork of its master).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -48,6 +51,8 @@ def fork_workers(registry_uri: str, writer: HostWriterProcess | None) -> None:
     Call it in the master, after its own use of the store and the registry is closed, before ``uvicorn.run``."""
     global _registered
     MlflowRegistry.preload(registry_uri)
+    gc.collect()
+    gc.freeze()
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
     if not _registered:
         os.register_at_fork(after_in_child=lambda: _in_worker(writer))
