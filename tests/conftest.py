@@ -86,6 +86,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The collection's imports (the test modules and what they import) with the cyclic collector paused, as
+    shipml's command line imports (shipml.core.quiet_imports.collector_paused); turned back on below."""
+    gc.disable()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What the imports and the collection made lives until the test process ends (libraries, test modules, the
@@ -93,6 +99,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     allocations trigger do not walk it again each time (about 0.3 s each in a process that imported MLflow)."""
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import importlib
 
-from shipml.core.quiet_imports import pyspark_left_out
+from shipml.core.quiet_imports import collector_paused, pyspark_left_out
 
 MODULES = [
     "shipml.cli",
@@ -35,7 +35,7 @@ MODULES = [
     "uvicorn",
 ]
 
-with pyspark_left_out():
+with pyspark_left_out(), collector_paused():
     for _name in MODULES:
         importlib.import_module(_name)
 
