@@ -1,8 +1,8 @@
 """shipml: take a tabular model from a notebook to production."""
 
-from shipml.core.quiet_imports import collector_paused
+from shipml.core.quiet_imports import collector_paused as _collector_paused
 
-with collector_paused():
+with _collector_paused():
     from shipml.config import Settings, load_settings
     from shipml.errors import (
         ConfigError,
