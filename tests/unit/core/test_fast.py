@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,16 @@ def model(task: Task, estimator: str) -> Fitted:
     return fitted(task, estimator, PARAMS[(task, estimator)])
 
 
+@functools.cache
+def served(task: Task, estimator: str) -> tuple[Any, ...]:
+    """The model's fast predictor in its packed form, as the server unpacks it (the packed form is what serves):
+    with numpy, and with the native kernel when this machine has it. Made once per model, not per example."""
+    pipeline, schema = model(task, estimator)
+    packed = compile_pipeline(pipeline, schema).pack()
+    native = native_kernel()[0]
+    return tuple(unpack(packed, kernel)[0] for kernel in ((None,) if native is None else (None, native)))
+
+
 def kernels() -> list[Any]:
     """numpy always; the native kernel when this machine could build it (else a skip that says why)."""
     return [pytest.param("numpy", id="numpy"), pytest.param("native", id="native")]
@@ -96,9 +107,7 @@ def test_fast_equals_pipeline_on_random_records(task: str, estimator: str, rows:
     pipeline, schema = model(task, estimator)
     rows = [{k: v for k, v in r.items() if k in schema.names} for r in rows]
     want = PipelinePredictor(pipeline, schema).predict(rows)
-    native = native_kernel()[0]
-    for kernel in (None,) if native is None else (None, native):
-        fast = unpack(compile_pipeline(pipeline, schema).pack(), kernel)[0]  # the packed form is what serves
+    for fast in served(task, estimator):
         got = fast.predict(rows)
         if want.proba is not None:
             assert got.proba is not None
