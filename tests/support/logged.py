@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
+from shipml.adapters.store import PredictionStore, tables
 from shipml.core.prediction import Prediction, Role, Served, Status
 from shipml.core.records import FieldError
 
@@ -33,6 +37,17 @@ def logged(
         outputs.get("predicted_class"), list(probabilities.values()) if probabilities is not None else None,
         outputs.get("value"), tuple(FieldError(**e) for e in outputs.get("errors", ())), outputs.get("error"),
     )  # fmt: skip
+
+
+def label_all(store: PredictionStore, truths: Iterable[tuple[str, str | None, float | None]]) -> None:
+    """Feedback (prediction id, label, value) for predictions already in ``store``, in one transaction: for tests
+    whose data is thousands of labels. The store's own path (``feedback.add``, a commit per label, as /feedback
+    records one) is tested with the store."""
+    now = time.time()
+    rows = [{"prediction_id": pid, "ts": now, "label": label, "value": value} for pid, label, value in truths]
+    if rows:
+        with store.database.engine.begin() as conn:
+            conn.execute(sa.insert(tables.feedback), rows)
 
 
 def batch_of(

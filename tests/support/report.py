@@ -26,7 +26,7 @@ from shipml.core.window import Window
 from shipml.pipelines.experiment_history import experiment_history
 from shipml.pipelines.experiments import ExperimentJob
 from shipml.report import render_report
-from tests.support.logged import logged
+from tests.support.logged import label_all, logged
 
 SAMPLE = Path(__file__).parent / "data" / "sample_report.json"  # a stored report, as the job writes it
 XSS = "<script>alert(1)</script>"
@@ -220,9 +220,10 @@ def log(
         for i, (pid, ts) in enumerate(zip(ids, times, strict=True))
     ]  # fmt: skip
     store.predictions.write([rows])
-    for pid, right in zip(ids, correct, strict=True):
-        if right is not None:
-            store.feedback.add(pid, "1" if right else "0", None)
+    label_all(
+        store,
+        ((pid, "1" if right else "0", None) for pid, right in zip(ids, correct, strict=True) if right is not None),
+    )
     return ids
 
 

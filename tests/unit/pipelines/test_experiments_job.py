@@ -28,7 +28,7 @@ from shipml.core.performance import PerformanceEstimate
 from shipml.core.window import Window
 from shipml.errors import ConfigError, PromotionRefused
 from shipml.pipelines.experiments import ExperimentJob
-from tests.support.logged import batch_of, logged
+from tests.support.logged import batch_of, label_all, logged
 from tests.unit.adapters.test_prediction_store import CHURNISH
 
 _ids = itertools.count()
@@ -88,11 +88,14 @@ def log(
             logged(pid, now - age_s + i * 1e-3, "churn", "1", variant, {}, outputs, latency, role, key, status=status)
         )
     store.predictions.write([rows])
-    for pid, (_, truth) in zip(ids, pairs, strict=True):
-        if truth is not None:
-            store.feedback.add(
-                pid, None if isinstance(truth, float) else str(truth), truth if isinstance(truth, float) else None
-            )
+    label_all(
+        store,
+        (
+            (pid, None, truth) if isinstance(truth, float) else (pid, str(truth), None)
+            for pid, (_, truth) in zip(ids, pairs, strict=True)
+            if truth is not None
+        ),
+    )
     return ids
 
 
