@@ -274,14 +274,22 @@ def step_alpha(state: Canary, alpha: float) -> float:
     return alpha / max(1, state.judged)
 
 
-def step_window(state: Canary, now: float, settle_s: float, served_since: float | None) -> Window:
-    """The current step's window, to ``now`` inclusive: from its first request to the candidate (``served_since``;
-    None: none yet, an empty window), and at least ``settle_s`` after the step started (at most half its interval):
-    the workers take up to a poll, and the first step a load, to serve the new weight, and rows routed at the old
-    one would bias the step's sample ratio."""
-    since = state.step_started_at + min(settle_s, state.interval_s / 2.0)
+def step_window(state: Canary, now: float, settle_s: float, served_since: float | None, lag_s: float = 0.0) -> Window:
+    """The current step's window: from its first request to the candidate (``served_since``; None: none yet, an
+    empty window), and at least ``settle_s`` after the step started, to ``lag_s`` before ``now`` (each at most half
+    the step's interval).
+
+    The start: the workers take up to a poll, and the first step a load, to serve the new weight, and rows routed at
+    the old one would bias the step's sample ratio. The end: a row is in the store a commit after its time, and a
+    request that both versions answer is logged a version at a time (each part committed before the next is
+    predicted), so the last moment's requests may be there in part, the champion's rows without the candidate's,
+    which reads as a sample ratio mismatch in a step of a thousand rows; the caller gives the longest a request
+    waits for its commit (``store.timeout_s``)."""
+    half = state.interval_s / 2.0
+    since = state.step_started_at + min(settle_s, half)
     since = max(since, now if served_since is None else served_since)
-    return Window(since, max(since, now) + 1e-6)
+    until = now - min(lag_s, half)
+    return Window(since, max(since, until) + 1e-6)
 
 
 def evidence_of(challenger: ChallengerResult, step_requests: int, require: Sequence[str], min_count: int) -> Evidence:

@@ -228,7 +228,8 @@ class CanaryController:
         experiments = self.settings.experiments
         judged = experiments.model_copy(update={"alpha": step_alpha(state, experiments.alpha)})
         settings = self.settings.model_copy(update={"experiments": judged})
-        window = step_window(state, now, experiments.canary_settle_s, self._served_since(state, now))
+        lag = self.settings.store.timeout_s
+        window = step_window(state, now, experiments.canary_settle_s, self._served_since(state, now), lag)
         job = ExperimentJob(settings, self.store, self.registry, variants=variants)
         report = job.report(state.model, window)
         step_requests = self.store.predictions.count(

@@ -192,6 +192,10 @@ def test_each_step_is_judged_on_its_own_window_once_the_candidate_serves_and_the
     short = canary(interval_s=4.0)
     assert step_window(short, START + 10, 15.0, START).since == START + 2.0  # at most half the interval
     assert step_window(c, START + 601, 15.0, START + 600).until >= START + 615  # never an inverted window
+    # it ends a commit's wait before the check (a request's later version may not be committed yet), at most half
+    # the interval before
+    assert abs(step_window(c, START + 700, 15.0, START + 600.5, 5.0).until - (START + 695)) < 1e-3
+    assert abs(step_window(short, START + 10, 15.0, START, 5.0).until - (START + 8)) < 1e-3
 
 
 def test_each_canary_has_its_own_salt_derived_alike_everywhere() -> None:

@@ -12,8 +12,10 @@ import pytest
 from shipml.adapters.store import PredictionStore
 from shipml.config import Settings, settings_from_mapping
 from shipml.core.canary import Canary, Evidence
+from shipml.core.prediction import CANARY_VARIANT, DEFAULT_VARIANT
 from shipml.errors import CanaryRefused, RegistryError
 from shipml.pipelines.canary import CanaryController
+from tests.support.logged import logged
 from tests.support.registry import AliasRegistry
 
 HOLDING = Evidence(step_requests=1_000)  # every guardrail holds, plenty of traffic
@@ -197,3 +199,29 @@ def test_deploy_canary_says_who_drives_and_gives_the_lease_up_when_it_ends(
     assert registry.aliases("churn")["production"] == "2"
     reopened = PredictionStore(settings.store.uri)
     assert reopened.leases.holder("canary:churn") is None  # released on the way out
+
+
+def test_a_request_whose_candidate_rows_are_not_committed_yet_is_not_judged(settings: Settings, registry: Any) -> None:
+    """A request both versions answer is logged a version at a time: a check that comes between the champion's
+    commit and the candidate's saw a sample ratio mismatch (canary 100 of 1,900 in a 10 % step) and rolled a sound
+    candidate back (the experiment demo, once, on a slow machine). The step is judged up to a commit's wait before
+    the check, where every request is whole."""
+    store = PredictionStore(settings.store.uri)
+    c = CanaryController(settings, store, registry)
+    state, _ = c.start("churn", "2", (10.0, 50.0, 100.0), interval_s=30.0, min_requests=50)
+    start = state.step_started_at
+    answer = {"predicted_class": "no", "probabilities": {"no": 0.8, "yes": 0.2}}
+
+    def request(ts: float, n: int, variant: str, version: str) -> None:
+        rows = [logged(f"{variant}-{ts}-{i}", ts, "churn", version, variant, {}, answer, 1.0, routing_key=f"k{ts}-{i}")
+                for i in range(n)]  # fmt: skip
+        store.predictions.write([rows])
+
+    request(start + 20.0, 900, DEFAULT_VARIANT, "1")  # a whole request: 90 % to the champion
+    request(start + 20.0, 100, CANARY_VARIANT, "2")
+    request(start + 59.9, 900, DEFAULT_VARIANT, "1")  # the next one, its candidate's part not committed yet
+    checked = c.tick("churn", now=start + 60.0)
+    assert checked.canary is not None and checked.canary.status != "rolled_back", checked.canary.reason
+    assert checked.event == "held"  # its error rate not yet shown within margin on 100 requests
+    c.close()
+    store.close()
