@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from shipml.core.quiet_imports import freeze_heap
 from shipml.examples.churn import generate_churn
 from tests.support.project import TrainedProject, train_project
 
@@ -97,8 +98,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """What the imports and the collection made lives until the test process ends (libraries, test modules, the
     items): frozen out of the cyclic collector's reach (``gc.freeze``), so that the full collections the tests'
     allocations trigger do not walk it again each time (about 0.3 s each in a process that imported MLflow)."""
-    gc.collect()
-    gc.freeze()
+    freeze_heap(collect=True)
     gc.enable()
 
 

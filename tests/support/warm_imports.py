@@ -8,10 +8,9 @@ from every command and hand its commands a changed environment.
 
 from __future__ import annotations
 
-import gc
 import importlib
 
-from shipml.core.quiet_imports import collector_paused, pyspark_left_out
+from shipml.core.quiet_imports import collector_paused, freeze_heap, pyspark_left_out
 
 MODULES = [
     "shipml.cli",
@@ -43,5 +42,4 @@ with pyspark_left_out(), collector_paused():
 # What the imports made lives as long as the fork server: moved out of the cyclic collector's reach, so that a
 # forked command's full collections do not walk it. One full collection of it is about 0.3 s of CPU, most of a short
 # command's (`shipml models list` forked: 0.42 s of CPU, 0.12 s frozen), and walking it copies every page it touches.
-gc.collect()
-gc.freeze()
+freeze_heap(collect=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import inspect
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from shipml.cli.tables import show
 from shipml.config import DEFAULT_CONFIG, Settings, load_settings
+from shipml.core.quiet_imports import freeze_heap
 from shipml.errors import Findings, ShipmlError
 
 if TYPE_CHECKING:  # imported when a command needs it: MLflow takes a second to import
@@ -107,9 +107,7 @@ def main() -> None:
     quiet_mlflow()  # MLflow's and alembic's INFO lines and warnings are not the user's business
     command = typer.main.get_command(app)
     _unwrap_help(command)
-    # what the imports made lives as long as the process: out of the cyclic collector's reach, so that a command's
-    # full collections (a training run, a server) do not walk it again each time
-    gc.freeze()
+    freeze_heap()  # what the imports made, out of the collector's reach for a training run's or a server's life
     try:
         rc = command(standalone_mode=False)
     except ShipmlError as exc:

@@ -189,8 +189,10 @@ def _store_opens(settings: Settings) -> None:
 def _only_production_model(settings: Settings) -> str:
     """``NAME@production`` of the only registered model with a production alias; else a one-line error."""
     registry = _registry(settings)
-    found = [str(ref) for ref in registry.models_with_alias("production")]
-    registry.close()  # before the workers are forked from this process
+    try:
+        found = [str(ref) for ref in registry.models_with_alias("production")]
+    finally:
+        registry.close()  # before the workers are forked from this process
     if len(found) == 1:
         return found[0]
     choose = "choose one with --model NAME@ALIAS (or serve.model in shipml.yaml)"

@@ -6,7 +6,6 @@ in-process app over a registry and store they made, and close the store themselv
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from shipml.adapters.registry import MlflowRegistry, ModelRef, quiet_mlflow
 from shipml.adapters.store import HostLink, PredictionStore, StoreWriter
 from shipml.config import Settings, settings_for_worker
 from shipml.core.prediction import Durability
+from shipml.core.quiet_imports import freeze_heap
 from shipml.errors import ConfigError, ShipmlError
 from shipml.server.access import AccessLog, RequestRecorder
 from shipml.server.admission import Admission
@@ -132,9 +132,7 @@ def create_app(
         routing = RoutingWatch(store, ref.name, settings.serve, str(ref))
         metrics.collectors.append(routing)
         routing.start()
-        # Everything loaded so far (MLflow, sklearn, the model) lives as long as the process: keep it out
-        # of the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
-        gc.freeze()
+        freeze_heap()  # MLflow, sklearn, the model: out of the full collections that would stall requests
         log.info(
             "service_started", model=str(ref), version=manager.current.primary.version if manager.current else None
         )

@@ -26,7 +26,6 @@ test checks that a worker of the installed uvicorn is a fork of its master).
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import signal
@@ -35,6 +34,7 @@ import uvicorn._subprocess
 
 from shipml.adapters.registry import MlflowRegistry
 from shipml.adapters.store import HostWriterProcess
+from shipml.core.quiet_imports import freeze_heap
 
 # Handlers a worker must not inherit: those uvicorn's supervisor installs in the master.
 _RESET = tuple(
@@ -51,8 +51,7 @@ def fork_workers(registry_uri: str, writer: HostWriterProcess | None) -> None:
     Call it in the master, after its own use of the store and the registry is closed, before ``uvicorn.run``."""
     global _registered
     MlflowRegistry.preload(registry_uri)
-    gc.collect()
-    gc.freeze()
+    freeze_heap(collect=True)
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
     if not _registered:
         os.register_at_fork(after_in_child=lambda: _in_worker(writer))

@@ -56,9 +56,13 @@ log = structlog.get_logger("shipml.store")
 RESTART_PAUSE_S = 0.2  # a writer that died is started again after this pause (doubling, up to RESTART_MAX_S)
 RESTART_MAX_S = 5.0
 # the imports with the cyclic collector paused, then what they made frozen out of its reach (see
-# shipml.core.quiet_imports.collector_paused): the writer starts on 1.0 s of CPU instead of 1.5
+# shipml.core.quiet_imports): the writer starts on 1.0 s of CPU instead of 1.5
 ENTRY = (
-    "import gc, sys; gc.disable(); from shipml.adapters.store.host_writer import main; gc.enable(); gc.freeze(); "
+    "import sys\n"
+    "from shipml.core.quiet_imports import collector_paused, freeze_heap\n"
+    "with collector_paused():\n"
+    "    from shipml.adapters.store.host_writer import main\n"
+    "freeze_heap()\n"
     "sys.exit(main(sys.argv[1:]))"
 )
 ANSWER_TIMEOUT_S = 5.0  # a worker that does not take its answer in this long is dropped (it reconnects)
