@@ -42,24 +42,27 @@ _RESET = tuple(
     for name in ("INT", "TERM", "HUP", "QUIT", "TTIN", "TTOU", "USR1", "USR2", "WINCH")
     if hasattr(signal, f"SIG{name}")
 )
-_registered = False
+_registered = False  # the at-fork hook, registered once per process (it cannot be removed)
+_writer: HostWriterProcess | None = None  # the host writer of the latest fork_workers, which the hook forgets
 
 
 def fork_workers(registry_uri: str, writer: HostWriterProcess | None) -> None:
     """Make uvicorn fork its workers from this process, after importing what they import to open the registry.
 
     Call it in the master, after its own use of the store and the registry is closed, before ``uvicorn.run``."""
-    global _registered
+    global _registered, _writer
     MlflowRegistry.preload(registry_uri)
     freeze_heap(collect=True)
     uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
+    _writer = writer
     if not _registered:
-        os.register_at_fork(after_in_child=lambda: _in_worker(writer))
+        os.register_at_fork(after_in_child=_in_worker)
         _registered = True
 
 
-def _in_worker(writer: HostWriterProcess | None) -> None:
+def _in_worker() -> None:
     """Right after the fork, in the worker: what a fresh interpreter would have (see the module's docstring)."""
+    writer = _writer
     for sig in _RESET:
         signal.signal(sig, signal.SIG_DFL)
     from prometheus_client import values
